@@ -1,0 +1,227 @@
+//! The module's `opt.*` configuration parameters, declared once.
+//!
+//! The module registers exactly these with the Redis module-config API, `optctl status` prints
+//! them, and a test checks that `redis.conf.example` documents every one with its default. Value
+//! validation lives here too, so that a bad value gets the same message from `CONFIG SET`, from
+//! redis.conf and from `loadmodule` arguments.
+
+/// What kind of value a config holds, with its default and its bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigKind {
+    /// `yes` / `no`.
+    Bool {
+        /// Value when nothing sets it.
+        default: bool,
+    },
+    /// An integer in `min..=max`.
+    Int {
+        /// Value when nothing sets it.
+        default: i64,
+        /// Smallest allowed value.
+        min: i64,
+        /// Largest allowed value.
+        max: i64,
+    },
+    /// A string, checked by [`validate_string`].
+    Str {
+        /// Value when nothing sets it.
+        default: &'static str,
+    },
+}
+
+/// One `opt.<name>` configuration parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConfigSpec {
+    /// The name without the `opt.` prefix.
+    pub name: &'static str,
+    /// Type, default and bounds.
+    pub kind: ConfigKind,
+    /// One line for `redis.conf.example` and `optctl status`.
+    pub doc: &'static str,
+}
+
+/// Index of each config in [`CONFIGS`], so the module reads values without string lookups.
+#[allow(missing_docs)]
+pub mod idx {
+    pub const HOTKEYS_ENABLED: usize = 0;
+    pub const HOTKEYS_CAPACITY: usize = 1;
+    pub const HOTKEYS_SAMPLE_RATIO: usize = 2;
+    pub const HOTKEYS_WINDOW_SECONDS: usize = 3;
+    pub const KEY_DELIMITERS: usize = 4;
+}
+
+/// Every config the module registers, in registration order (see [`idx`]).
+pub const CONFIGS: &[ConfigSpec] = &[
+    ConfigSpec {
+        name: "hotkeys-enabled",
+        kind: ConfigKind::Bool { default: true },
+        doc: "track hot keys from live traffic (OPT.HOTKEYS)",
+    },
+    ConfigSpec {
+        name: "hotkeys-capacity",
+        kind: ConfigKind::Int {
+            default: 1024,
+            min: 16,
+            max: 65536,
+        },
+        doc: "hot-key candidates tracked; memory grows with it (about 250 bytes each)",
+    },
+    ConfigSpec {
+        name: "hotkeys-sample-ratio",
+        kind: ConfigKind::Int {
+            default: 1,
+            min: 1,
+            max: 1_000_000,
+        },
+        doc: "count one command in N (1 = every command); counts are scaled back by N",
+    },
+    ConfigSpec {
+        name: "hotkeys-window-seconds",
+        kind: ConfigKind::Int {
+            default: 60,
+            min: 1,
+            max: 3600,
+        },
+        doc: "length of the 'recent' hot-key window, in seconds",
+    },
+    ConfigSpec {
+        name: "key-delimiters",
+        kind: ConfigKind::Str { default: ":" },
+        doc: "characters that split key names into segments for pattern inference",
+    },
+];
+
+/// Finds a config by name, with or without the `opt.` prefix, case-insensitively.
+pub fn find(name: &str) -> Option<(usize, &'static ConfigSpec)> {
+    let bare = strip_prefix(name);
+    CONFIGS
+        .iter()
+        .enumerate()
+        .find(|(_, c)| c.name.eq_ignore_ascii_case(bare))
+}
+
+fn strip_prefix(name: &str) -> &str {
+    match name.get(..4) {
+        Some(p) if p.eq_ignore_ascii_case("opt.") => &name[4..],
+        _ => name,
+    }
+}
+
+/// Checks a string value for the config at `index`; the error names the config.
+pub fn validate_string(index: usize, value: &str) -> Result<(), String> {
+    if index == idx::KEY_DELIMITERS {
+        if value.is_empty() || value.len() > 8 || !value.bytes().all(|b| b.is_ascii_punctuation()) {
+            return Err(format!(
+                "opt.key-delimiters must be 1 to 8 ASCII punctuation characters, got '{value}'"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Parses a value given as text (redis.conf or `loadmodule` arguments) for `spec`.
+///
+/// Returns the value as stored by the module: 0/1 for booleans, the number for integers, and
+/// `None` in the integer slot for strings (the caller keeps the text).
+pub fn parse_value(index: usize, spec: &ConfigSpec, text: &str) -> Result<Option<i64>, String> {
+    match spec.kind {
+        ConfigKind::Bool { .. } => match text.to_ascii_lowercase().as_str() {
+            "yes" => Ok(Some(1)),
+            "no" => Ok(Some(0)),
+            _ => Err(format!(
+                "opt.{} must be 'yes' or 'no', got '{text}'",
+                spec.name
+            )),
+        },
+        ConfigKind::Int { min, max, .. } => {
+            let v: i64 = text.parse().map_err(|_| {
+                format!(
+                    "opt.{} must be an integer from {min} to {max}, got '{text}'",
+                    spec.name
+                )
+            })?;
+            check_int(spec, v).map(Some)
+        }
+        ConfigKind::Str { .. } => validate_string(index, text).map(|_| None),
+    }
+}
+
+/// Checks an integer against the bounds of `spec`; the error names the config and the range.
+pub fn check_int(spec: &ConfigSpec, v: i64) -> Result<i64, String> {
+    match spec.kind {
+        ConfigKind::Int { min, max, .. } if v < min || v > max => Err(format!(
+            "opt.{} must be from {min} to {max}, got {v}",
+            spec.name
+        )),
+        _ => Ok(v),
+    }
+}
+
+/// The default rendered as redis.conf text (`yes`, `1024`, `":"`).
+pub fn default_text(spec: &ConfigSpec) -> String {
+    match spec.kind {
+        ConfigKind::Bool { default } => if default { "yes" } else { "no" }.to_string(),
+        ConfigKind::Int { default, .. } => default.to_string(),
+        ConfigKind::Str { default } => format!("\"{default}\""),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indexes_match_the_table() {
+        assert_eq!(CONFIGS[idx::HOTKEYS_ENABLED].name, "hotkeys-enabled");
+        assert_eq!(CONFIGS[idx::HOTKEYS_CAPACITY].name, "hotkeys-capacity");
+        assert_eq!(
+            CONFIGS[idx::HOTKEYS_SAMPLE_RATIO].name,
+            "hotkeys-sample-ratio"
+        );
+        assert_eq!(
+            CONFIGS[idx::HOTKEYS_WINDOW_SECONDS].name,
+            "hotkeys-window-seconds"
+        );
+        assert_eq!(CONFIGS[idx::KEY_DELIMITERS].name, "key-delimiters");
+    }
+
+    #[test]
+    fn finds_with_or_without_prefix() {
+        assert_eq!(find("opt.hotkeys-capacity").map(|f| f.0), Some(1));
+        assert_eq!(find("OPT.HOTKEYS-CAPACITY").map(|f| f.0), Some(1));
+        assert_eq!(find("hotkeys-capacity").map(|f| f.0), Some(1));
+        assert!(find("opt.nope").is_none());
+    }
+
+    #[test]
+    fn rejects_out_of_range_and_names_the_config() {
+        let (i, spec) = find("hotkeys-capacity").unwrap();
+        let err = parse_value(i, spec, "3").unwrap_err();
+        assert!(
+            err.contains("opt.hotkeys-capacity") && err.contains("16 to 65536"),
+            "{err}"
+        );
+        assert!(parse_value(i, spec, "abc").is_err());
+        assert_eq!(parse_value(i, spec, "2048"), Ok(Some(2048)));
+        let (i, spec) = find("hotkeys-enabled").unwrap();
+        assert_eq!(parse_value(i, spec, "NO"), Ok(Some(0)));
+        assert!(parse_value(i, spec, "maybe").is_err());
+        let (i, spec) = find("key-delimiters").unwrap();
+        assert!(parse_value(i, spec, ":/|").is_ok());
+        assert!(parse_value(i, spec, "ab").is_err());
+        assert!(parse_value(i, spec, "").is_err());
+    }
+
+    #[test]
+    fn redis_conf_example_documents_every_config_with_its_default() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../redis.conf.example");
+        let text = std::fs::read_to_string(path).expect("redis.conf.example at the repo root");
+        for spec in CONFIGS {
+            let line = format!("opt.{} {}", spec.name, default_text(spec));
+            assert!(
+                text.lines().any(|l| l.trim() == line),
+                "redis.conf.example lacks the line `{line}`"
+            );
+        }
+    }
+}

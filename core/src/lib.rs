@@ -1,0 +1,11 @@
+//! Pure-Rust heart of redis-cache-optimizer.
+//!
+//! Everything here runs without a Redis server and without FFI, so it can be unit-tested and
+//! benchmarked on its own: the module (`module/`) is thin glue that feeds live data into these
+//! types, and `optctl` (`ctl/`) reads the same serde report types back from JSON replies.
+
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod report;
+pub mod version;

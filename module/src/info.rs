@@ -1,0 +1,79 @@
+//! The `INFO opt` section: module version, features found, and each subsystem's counters.
+
+use std::ffi::{c_int, CString};
+use std::sync::atomic::Ordering;
+
+use redis_module::raw;
+
+use crate::{guard, server};
+
+/// Registers the INFO callback.
+pub fn register(ctx: *mut raw::RedisModuleCtx) -> Result<(), String> {
+    // SAFETY: OnLoad context; `info` has the callback signature Redis expects.
+    let status =
+        unsafe { raw::RedisModule_RegisterInfoFunc.ok_or("no INFO API")?(ctx, Some(info)) };
+    if status != raw::REDISMODULE_OK as c_int {
+        return Err("could not register the INFO section".to_string());
+    }
+    Ok(())
+}
+
+/// A field value for `INFO opt`.
+enum Field {
+    Text(String),
+    Count(u64),
+}
+
+fn fields() -> Vec<(&'static str, Field)> {
+    let mut out = vec![("version", Field::Text(crate::MODULE_VERSION.to_string()))];
+    if let Some(s) = server::info() {
+        out.push(("server", Field::Text(s.display_version.clone())));
+        let found: Vec<&str> = s
+            .features
+            .iter()
+            .filter(|f| f.available)
+            .map(|f| f.name.as_str())
+            .collect();
+        out.push(("features", Field::Text(found.join(","))));
+    }
+    out.push((
+        "panics_caught",
+        Field::Count(guard::PANICS_CAUGHT.load(Ordering::Relaxed)),
+    ));
+    out
+}
+
+/// # Safety
+/// Called by Redis on the main thread with a valid INFO context.
+unsafe extern "C" fn info(ictx: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_int) {
+    guard::catch_and_log("INFO opt", || {
+        // SAFETY: ictx is valid for this callback; names and values are copied by Redis.
+        unsafe {
+            let (Some(section), Some(text), Some(count)) = (
+                raw::RedisModule_InfoAddSection,
+                raw::RedisModule_InfoAddFieldCString,
+                raw::RedisModule_InfoAddFieldULongLong,
+            ) else {
+                return;
+            };
+            // An empty section name gives the section the module's name: `INFO opt`.
+            if section(ictx, c"".as_ptr()) != raw::REDISMODULE_OK as c_int {
+                return;
+            }
+            for (name, value) in fields() {
+                let Ok(name) = CString::new(name) else {
+                    continue;
+                };
+                match value {
+                    Field::Text(t) => {
+                        let t = CString::new(t.replace('\0', "")).unwrap_or_default();
+                        text(ictx, name.as_ptr(), t.as_ptr());
+                    }
+                    Field::Count(n) => {
+                        count(ictx, name.as_ptr(), n);
+                    }
+                }
+            }
+        }
+    });
+}

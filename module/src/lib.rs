@@ -1,0 +1,283 @@
+//! redis-cache-optimizer's Redis module (`libredis_opt.so`, listed as `opt`).
+//!
+//! This crate is the FFI glue only: `RedisModule_OnLoad`, the command dispatcher, config and
+//! INFO callbacks. Every entry point Redis calls runs inside `guard::catch`, so a bug becomes
+//! an error reply and a log line, never a crashed server. The logic lives in `opt_core`.
+
+mod commands;
+mod configs;
+mod guard;
+mod info;
+mod log;
+mod reply;
+mod server;
+
+use std::ffi::{c_int, CString};
+
+use opt_core::version::{server_identity, MIN_SUPPORTED};
+use redis_module::raw;
+
+use crate::commands::{Call, CommandSpec, COMMANDS};
+use crate::reply::ReplyError;
+
+/// The module's name in `MODULE LIST`, `INFO` and log lines.
+pub const MODULE_NAME: &str = "opt";
+
+/// The crate version, which is the module version.
+pub const MODULE_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// `major * 10000 + minor * 100 + patch`, the integer `MODULE LIST` shows.
+const MODULE_VERSION_INT: c_int = {
+    const fn parse(s: &str) -> c_int {
+        let b = s.as_bytes();
+        let mut i = 0;
+        let mut v = 0;
+        while i < b.len() {
+            v = v * 10 + (b[i] - b'0') as c_int;
+            i += 1;
+        }
+        v
+    }
+    parse(env!("CARGO_PKG_VERSION_MAJOR")) * 10000
+        + parse(env!("CARGO_PKG_VERSION_MINOR")) * 100
+        + parse(env!("CARGO_PKG_VERSION_PATCH"))
+};
+
+// Memory goes through Redis' allocator so that INFO memory and maxmemory see it. Unit tests of
+// this crate run without a server, where that allocator is unavailable.
+#[cfg(not(test))]
+#[global_allocator]
+static ALLOCATOR: redis_module::alloc::RedisAlloc = redis_module::alloc::RedisAlloc;
+
+/// Called by subsystems' config setters before a numeric or boolean value changes; an error
+/// refuses the change with that message.
+pub(crate) fn before_config_change(_index: usize, _value: i64) -> Result<(), String> {
+    Ok(())
+}
+
+/// Called before a string config changes; an error refuses the change with that message.
+pub(crate) fn before_string_config_change(_index: usize, _value: &str) -> Result<(), String> {
+    Ok(())
+}
+
+/// Entry point: `loadmodule /path/libredis_opt.so [opt.<name> <value> ...]`.
+///
+/// # Safety
+/// Called by Redis once, on the main thread, with a valid context and `argc` arguments.
+#[no_mangle]
+pub unsafe extern "C" fn RedisModule_OnLoad(
+    ctx: *mut raw::RedisModuleCtx,
+    argv: *mut *mut raw::RedisModuleString,
+    argc: c_int,
+) -> c_int {
+    // Nothing may allocate before RedisModule_Init fills the allocator pointers, hence the
+    // static name.
+    if raw::Export_RedisModule_Init(
+        ctx,
+        c"opt".as_ptr(),
+        MODULE_VERSION_INT,
+        raw::REDISMODULE_APIVER_1 as c_int,
+    ) == raw::REDISMODULE_ERR as c_int
+    {
+        return raw::REDISMODULE_ERR as c_int;
+    }
+    guard::install_panic_hook();
+    let args: Vec<String> = (0..argc.max(0) as usize)
+        .map(|i| String::from_utf8_lossy(reply::string_bytes(*argv.add(i))).into_owned())
+        .collect();
+    match guard::catch(|| load(ctx, &args)) {
+        Ok(Ok(())) => raw::REDISMODULE_OK as c_int,
+        Ok(Err(why)) => {
+            log::warning(&format!("not loaded: {why}"));
+            raw::REDISMODULE_ERR as c_int
+        }
+        Err(p) => {
+            log::warning(&format!(
+                "not loaded: panic at {}: {}",
+                p.location, p.message
+            ));
+            raw::REDISMODULE_ERR as c_int
+        }
+    }
+}
+
+fn load(ctx: *mut raw::RedisModuleCtx, args: &[String]) -> Result<(), String> {
+    let version = server::version().ok_or(
+        "this server has no RedisModule_GetServerVersion, so it is older than Redis 6.0.9; \
+         redis-cache-optimizer needs Redis 7.0 or later (or Valkey 7.2 or later)",
+    )?;
+    if !version.is_supported() {
+        return Err(format!(
+            "server version {version} is older than {MIN_SUPPORTED}, the oldest that \
+             redis-cache-optimizer supports (it needs the module-config and key-spec APIs of 7.0)"
+        ));
+    }
+    let features = server::detect_features();
+    let display_version = info_server(ctx)
+        .as_deref()
+        .and_then(server_identity)
+        .unwrap_or_else(|| format!("redis {version}"));
+    let overrides = configs::parse_load_args(args)?;
+    for (index, spec) in COMMANDS.iter().enumerate() {
+        create_command(ctx, index, spec)?;
+    }
+    configs::register_all(ctx, &overrides)?;
+    info::register(ctx)?;
+    let found: Vec<String> = features
+        .iter()
+        .map(|f| format!("{}={}", f.name, if f.available { "yes" } else { "no" }))
+        .collect();
+    for f in features.iter().filter(|f| !f.available) {
+        log::notice(&format!("optional API '{}' not found: {}", f.name, f.note));
+    }
+    log::notice(&format!(
+        "redis-cache-optimizer {MODULE_VERSION} loaded on {display_version}; features: {}",
+        found.join(" ")
+    ));
+    server::record(server::ServerInfo {
+        display_version,
+        features,
+    });
+    Ok(())
+}
+
+/// The text of `INFO server`, through `RedisModule_Call`.
+fn info_server(ctx: *mut raw::RedisModuleCtx) -> Option<String> {
+    // SAFETY: ctx is the OnLoad context; "c" takes one C string; the reply is freed below and
+    // its buffer copied before that.
+    unsafe {
+        let call = raw::RedisModule_Call?;
+        let reply = call(ctx, c"INFO".as_ptr(), c"c".as_ptr(), c"server".as_ptr());
+        if reply.is_null() {
+            return None;
+        }
+        let mut len = 0usize;
+        let ptr = raw::RedisModule_CallReplyStringPtr?(reply, &mut len);
+        let text = (!ptr.is_null()).then(|| {
+            String::from_utf8_lossy(std::slice::from_raw_parts(ptr.cast::<u8>(), len)).into_owned()
+        });
+        raw::RedisModule_FreeCallReply?(reply);
+        text
+    }
+}
+
+fn create_command(
+    ctx: *mut raw::RedisModuleCtx,
+    index: usize,
+    spec: &CommandSpec,
+) -> Result<(), String> {
+    let name = CString::new(spec.name).map_err(|e| e.to_string())?;
+    let flags = CString::new(spec.flags).map_err(|e| e.to_string())?;
+    let func = *TRAMPOLINES
+        .get(index)
+        .ok_or_else(|| format!("more commands than trampolines ({})", TRAMPOLINES.len()))?;
+    let (first, last, step) = spec.keys;
+    // SAFETY: OnLoad context; Redis copies the name and flags; func is an extern "C" function
+    // with the command signature.
+    let status = unsafe {
+        raw::RedisModule_CreateCommand.ok_or("no CreateCommand API")?(
+            ctx,
+            name.as_ptr(),
+            Some(func),
+            flags.as_ptr(),
+            first,
+            last,
+            step,
+        )
+    };
+    if status != raw::REDISMODULE_OK as c_int {
+        return Err(format!("could not create command {}", spec.name));
+    }
+    if spec.acl_categories.is_empty() {
+        return Ok(());
+    }
+    // SAFETY: as above; the command was just created, so GetCommand finds it.
+    unsafe {
+        if let (Some(get), Some(set_acl)) = (
+            raw::RedisModule_GetCommand,
+            raw::RedisModule_SetCommandACLCategories,
+        ) {
+            let cmd = get(ctx, name.as_ptr());
+            let cats = CString::new(spec.acl_categories).map_err(|e| e.to_string())?;
+            if !cmd.is_null() && set_acl(cmd, cats.as_ptr()) != raw::REDISMODULE_OK as c_int {
+                log::warning(&format!("could not set ACL categories of {}", spec.name));
+            }
+        }
+    }
+    Ok(())
+}
+
+type CommandFunc = unsafe extern "C" fn(
+    *mut raw::RedisModuleCtx,
+    *mut *mut raw::RedisModuleString,
+    c_int,
+) -> c_int;
+
+/// One `extern "C"` entry point per table index, so dispatch needs no name lookup.
+///
+/// # Safety
+/// Called by Redis on the main thread with a valid context and `argc` valid arguments.
+unsafe extern "C" fn trampoline<const I: usize>(
+    ctx: *mut raw::RedisModuleCtx,
+    argv: *mut *mut raw::RedisModuleString,
+    argc: c_int,
+) -> c_int {
+    dispatch(&COMMANDS[I], ctx, argv, argc);
+    raw::REDISMODULE_OK as c_int
+}
+
+macro_rules! trampolines {
+    ($($i:literal)*) => { const TRAMPOLINES: &[CommandFunc] = &[$(trampoline::<$i>),*]; };
+}
+trampolines!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31);
+
+/// Runs one command: decodes arguments, handles `FORMAT JSON`, catches panics, replies.
+///
+/// # Safety
+/// `argv` must hold `argc` valid strings that outlive the call.
+unsafe fn dispatch(
+    spec: &CommandSpec,
+    ctx: *mut raw::RedisModuleCtx,
+    argv: *mut *mut raw::RedisModuleString,
+    argc: c_int,
+) {
+    let outcome = guard::catch(|| {
+        let mut args: Vec<&[u8]> = (1..argc.max(1) as usize)
+            // SAFETY: argv holds argc strings, valid during the call.
+            .map(|i| unsafe { reply::string_bytes(*argv.add(i)) })
+            .collect();
+        let as_json = match take_format(spec, &mut args) {
+            Ok(j) => j,
+            Err(e) => return (Err(e), false),
+        };
+        let call = Call { ctx, args, as_json };
+        ((spec.handler)(&call), as_json)
+    });
+    match outcome {
+        Ok((result, as_json)) => reply::send(ctx, result, as_json),
+        Err(p) => reply::send_error(
+            ctx,
+            &format!(
+                "ERR internal error in {}: {} at {} (logged; the server keeps running)",
+                spec.name, p.message, p.location
+            ),
+        ),
+    }
+}
+
+/// Removes a trailing `FORMAT JSON` (or rejects another format) for commands that allow it.
+fn take_format(spec: &CommandSpec, args: &mut Vec<&[u8]>) -> Result<bool, ReplyError> {
+    let n = args.len();
+    if !spec.json || n < 2 || !args[n - 2].eq_ignore_ascii_case(b"FORMAT") {
+        return Ok(false);
+    }
+    if !args[n - 1].eq_ignore_ascii_case(b"JSON") {
+        return Err(ReplyError::err(format!(
+            "unknown FORMAT '{}' for {}: the only format is JSON",
+            String::from_utf8_lossy(args[n - 1]),
+            spec.name
+        )));
+    }
+    args.truncate(n - 2);
+    Ok(true)
+}

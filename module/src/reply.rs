@@ -1,0 +1,148 @@
+//! Turning command results into replies.
+//!
+//! Structured results are serde values from `opt_core::report`. They are written as RESP3 maps
+//! for RESP3 clients (Redis flattens maps into arrays for RESP2 clients by itself), or, when the
+//! command ends with `FORMAT JSON`, as one bulk string holding the JSON document that `optctl`
+//! parses back into the same types.
+
+use std::ffi::{c_long, CString};
+
+use redis_module::raw;
+use serde_json::Value;
+
+/// What a command handler returns on success.
+#[allow(dead_code)] // Status and Int serve the commands of the feature issues.
+pub enum Reply {
+    /// A report: a RESP map/array, or a JSON bulk string with `FORMAT JSON`.
+    Structured(Value),
+    /// A status reply such as `+OK`.
+    Status(&'static str),
+    /// An integer reply.
+    Int(i64),
+}
+
+/// An error reply; the text starts with an error code such as `ERR`.
+#[derive(Debug)]
+pub struct ReplyError(pub String);
+
+impl ReplyError {
+    /// An `ERR` reply with `message`.
+    pub fn err(message: impl Into<String>) -> Self {
+        ReplyError(format!("ERR {}", message.into()))
+    }
+}
+
+/// The bytes of a `RedisModuleString` argument.
+///
+/// # Safety
+/// `s` must be a valid string handle for the duration of the returned borrow.
+pub unsafe fn string_bytes<'a>(s: *mut raw::RedisModuleString) -> &'a [u8] {
+    let mut len = 0usize;
+    match raw::RedisModule_StringPtrLen {
+        Some(ptr_len) if !s.is_null() => {
+            let ptr = ptr_len(s, &mut len);
+            if ptr.is_null() {
+                &[]
+            } else {
+                std::slice::from_raw_parts(ptr.cast::<u8>(), len)
+            }
+        }
+        _ => &[],
+    }
+}
+
+/// Writes `result` to the client of `ctx`, as JSON text when `as_json` is set.
+pub fn send(ctx: *mut raw::RedisModuleCtx, result: Result<Reply, ReplyError>, as_json: bool) {
+    match result {
+        Ok(Reply::Structured(v)) if as_json => send_bulk(ctx, v.to_string().as_bytes()),
+        Ok(Reply::Structured(v)) => send_value(ctx, &v),
+        Ok(Reply::Status(s)) => send_status(ctx, s),
+        Ok(Reply::Int(i)) => {
+            // SAFETY: ctx is the live command context.
+            unsafe {
+                if let Some(f) = raw::RedisModule_ReplyWithLongLong {
+                    f(ctx, i);
+                }
+            }
+        }
+        Err(ReplyError(message)) => send_error(ctx, &message),
+    }
+}
+
+/// Sends an error reply (the text must start with an error code such as `ERR`).
+pub fn send_error(ctx: *mut raw::RedisModuleCtx, message: &str) {
+    let text = CString::new(message.replace(['\r', '\n', '\0'], " "))
+        .unwrap_or_else(|_| c"ERR internal error".to_owned());
+    // SAFETY: ctx is the live command context; Redis copies the C string.
+    unsafe {
+        if let Some(f) = raw::RedisModule_ReplyWithError {
+            f(ctx, text.as_ptr());
+        }
+    }
+}
+
+fn send_status(ctx: *mut raw::RedisModuleCtx, status: &str) {
+    let text = CString::new(status).unwrap_or_else(|_| c"OK".to_owned());
+    // SAFETY: ctx is the live command context; Redis copies the C string.
+    unsafe {
+        if let Some(f) = raw::RedisModule_ReplyWithSimpleString {
+            f(ctx, text.as_ptr());
+        }
+    }
+}
+
+fn send_bulk(ctx: *mut raw::RedisModuleCtx, bytes: &[u8]) {
+    // SAFETY: ctx is the live command context; Redis copies the buffer.
+    unsafe {
+        if let Some(f) = raw::RedisModule_ReplyWithStringBuffer {
+            f(ctx, bytes.as_ptr().cast(), bytes.len());
+        }
+    }
+}
+
+fn send_value(ctx: *mut raw::RedisModuleCtx, value: &Value) {
+    // SAFETY (every call below): ctx is the live command context, the lengths given to
+    // ReplyWithMap/ReplyWithArray equal the number of replies that follow them, and buffers
+    // are copied by Redis before the call returns.
+    unsafe {
+        match value {
+            Value::Null => {
+                if let Some(f) = raw::RedisModule_ReplyWithNull {
+                    f(ctx);
+                }
+            }
+            Value::Bool(b) => {
+                if let Some(f) = raw::RedisModule_ReplyWithBool {
+                    f(ctx, *b as i32);
+                }
+            }
+            Value::Number(n) => {
+                if let Some(i) = n.as_i64() {
+                    if let Some(f) = raw::RedisModule_ReplyWithLongLong {
+                        f(ctx, i);
+                    }
+                } else if let Some(f) = raw::RedisModule_ReplyWithDouble {
+                    f(ctx, n.as_f64().unwrap_or(f64::NAN));
+                }
+            }
+            Value::String(s) => send_bulk(ctx, s.as_bytes()),
+            Value::Array(items) => {
+                if let Some(f) = raw::RedisModule_ReplyWithArray {
+                    f(ctx, items.len() as c_long);
+                }
+                for item in items {
+                    send_value(ctx, item);
+                }
+            }
+            Value::Object(map) => {
+                if let Some(f) = raw::RedisModule_ReplyWithMap {
+                    f(ctx, map.len() as c_long);
+                }
+                for (key, item) in map {
+                    send_bulk(ctx, key.as_bytes());
+                    send_value(ctx, item);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! What server we were loaded into: its version, and which optional module APIs it offers.
+//!
+//! The module supports Redis 7.0 and later (and Valkey, which reports itself as Redis 7.2 to
+//! modules). Some APIs appeared later; each is looked up once at load, logged, and the features
+//! that need it degrade instead of crashing when it is missing.
+
+use std::sync::OnceLock;
+
+use opt_core::report::Feature;
+use opt_core::version::ServerVersion;
+use redis_module::raw;
+
+/// Facts about the hosting server, fixed at load.
+#[derive(Debug, Clone)]
+pub struct ServerInfo {
+    /// `redis` or `valkey` and its own version, read from `INFO server` when available.
+    pub display_version: String,
+    /// Optional APIs and whether they were found.
+    pub features: Vec<Feature>,
+}
+
+static SERVER: OnceLock<ServerInfo> = OnceLock::new();
+
+/// The server facts recorded at load.
+pub fn info() -> Option<&'static ServerInfo> {
+    SERVER.get()
+}
+
+/// Records the server facts (called once from `RedisModule_OnLoad`).
+pub fn record(info: ServerInfo) {
+    let _ = SERVER.set(info);
+}
+
+/// Reads the server version through `RedisModule_GetServerVersion`, if the server has it.
+pub fn version() -> Option<ServerVersion> {
+    // SAFETY: the pointer was filled (or left null) by RedisModule_Init; the function takes no
+    // arguments and only reads a constant.
+    unsafe { raw::RedisModule_GetServerVersion.map(|f| ServerVersion::from_packed(f())) }
+}
+
+/// Looks up the optional APIs this module can use.
+pub fn detect_features() -> Vec<Feature> {
+    // SAFETY: reading whether function pointers filled by RedisModule_Init are null.
+    let present = unsafe {
+        [
+            matches!(raw::RedisModule_RegisterCommandFilter, Some(_))
+                && matches!(raw::RedisModule_CommandFilterArgGet, Some(_)),
+            matches!(raw::RedisModule_GetCommandKeysWithFlags, Some(_)),
+            matches!(raw::RedisModule_AddPostNotificationJob, Some(_)),
+            matches!(raw::RedisModule_SetCommandACLCategories, Some(_)),
+            matches!(raw::RedisModule_RegisterNumericConfig, Some(_))
+                && matches!(raw::RedisModule_LoadConfigs, Some(_)),
+        ]
+    };
+    let notes = [
+        (
+            "command-filter",
+            "counts keys of every command for hot keys",
+        ),
+        (
+            "key-specs",
+            "finds the keys of any command, including other modules' commands",
+        ),
+        (
+            "post-notification-jobs",
+            "index writes after keyspace events (Redis 7.2+; older servers defer to a timer)",
+        ),
+        (
+            "acl-categories",
+            "declares ACL categories on OPT commands (Redis 7.2+; older servers use command flags)",
+        ),
+        (
+            "module-configs",
+            "opt.* parameters in CONFIG GET/SET and redis.conf",
+        ),
+    ];
+    notes
+        .iter()
+        .zip(present)
+        .map(|((name, note), available)| Feature {
+            name: name.to_string(),
+            available,
+            note: note.to_string(),
+        })
+        .collect()
+}
