@@ -109,12 +109,12 @@ fn strip_prefix(name: &str) -> &str {
 
 /// Checks a string value for the config at `index`; the error names the config.
 pub fn validate_string(index: usize, value: &str) -> Result<(), String> {
-    if index == idx::KEY_DELIMITERS {
-        if value.is_empty() || value.len() > 8 || !value.bytes().all(|b| b.is_ascii_punctuation()) {
-            return Err(format!(
-                "opt.key-delimiters must be 1 to 8 ASCII punctuation characters, got '{value}'"
-            ));
-        }
+    let delimiters_ok =
+        !value.is_empty() && value.len() <= 8 && value.bytes().all(|b| b.is_ascii_punctuation());
+    if index == idx::KEY_DELIMITERS && !delimiters_ok {
+        return Err(format!(
+            "opt.key-delimiters must be 1 to 8 ASCII punctuation characters, got '{value}'"
+        ));
     }
     Ok(())
 }

@@ -1,1 +1,89 @@
-fn main() {}
+//! optctl: the operator's command line for redis-cache-optimizer.
+//!
+//! It talks to servers that run the `opt` module, reads the module's `FORMAT JSON` replies into
+//! the serde types of `opt_core::report`, and prints them for people (tables) or programs
+//! (`--json`). Exit codes: 0 success, 1 a command failed, 2 the server cannot be used (not
+//! reachable, authentication refused, module not loaded).
+
+mod conn;
+mod status;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// optctl: hot keys, memory by pattern and advice from the redis-cache-optimizer module.
+#[derive(Parser, Debug)]
+#[command(name = "optctl", version, about, long_about = None)]
+pub struct Cli {
+    /// Server URL, e.g. redis://127.0.0.1:6379/0 or redis://user@host:port.
+    #[arg(
+        long,
+        global = true,
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379"
+    )]
+    pub url: String,
+    /// ACL user name (overrides the one in the URL).
+    #[arg(long, global = true, env = "REDIS_USERNAME")]
+    pub user: Option<String>,
+    /// Password (overrides the one in the URL); prefer the REDISCLI_AUTH variable, which
+    /// keeps it out of the process list. Never printed.
+    #[arg(long, global = true, env = "REDISCLI_AUTH", hide_env_values = true)]
+    pub password: Option<String>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Server version, module version, optional features and every opt.* config.
+    ///
+    /// Example: optctl --url redis://10.0.0.5:6379 status
+    Status,
+}
+
+/// An error with the exit code it maps to.
+#[derive(Debug)]
+pub struct CtlError {
+    /// What went wrong and what to do about it, on one line.
+    pub message: String,
+    /// Process exit code.
+    pub code: u8,
+}
+
+impl CtlError {
+    /// The server cannot be used (exit code 2).
+    pub fn unusable(message: impl Into<String>) -> Self {
+        CtlError {
+            message: message.into(),
+            code: 2,
+        }
+    }
+
+    /// A command failed (exit code 1).
+    pub fn failed(message: impl Into<String>) -> Self {
+        CtlError {
+            message: message.into(),
+            code: 1,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Status => status::run(&cli),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("optctl: {}", e.message);
+            ExitCode::from(e.code)
+        }
+    }
+}

@@ -38,18 +38,24 @@ pub fn version() -> Option<ServerVersion> {
     unsafe { raw::RedisModule_GetServerVersion.map(|f| ServerVersion::from_packed(f())) }
 }
 
+/// Whether a module API function pointer was filled (takes the pointer by value, so no
+/// reference to the mutable static is created).
+fn present<F>(api: Option<F>) -> bool {
+    api.is_some()
+}
+
 /// Looks up the optional APIs this module can use.
 pub fn detect_features() -> Vec<Feature> {
     // SAFETY: reading whether function pointers filled by RedisModule_Init are null.
     let present = unsafe {
         [
-            matches!(raw::RedisModule_RegisterCommandFilter, Some(_))
-                && matches!(raw::RedisModule_CommandFilterArgGet, Some(_)),
-            matches!(raw::RedisModule_GetCommandKeysWithFlags, Some(_)),
-            matches!(raw::RedisModule_AddPostNotificationJob, Some(_)),
-            matches!(raw::RedisModule_SetCommandACLCategories, Some(_)),
-            matches!(raw::RedisModule_RegisterNumericConfig, Some(_))
-                && matches!(raw::RedisModule_LoadConfigs, Some(_)),
+            present(raw::RedisModule_RegisterCommandFilter)
+                && present(raw::RedisModule_CommandFilterArgGet),
+            present(raw::RedisModule_GetCommandKeysWithFlags),
+            present(raw::RedisModule_AddPostNotificationJob),
+            present(raw::RedisModule_SetCommandACLCategories),
+            present(raw::RedisModule_RegisterNumericConfig)
+                && present(raw::RedisModule_LoadConfigs),
         ]
     };
     let notes = [

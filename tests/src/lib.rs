@@ -1,1 +1,334 @@
+//! Test harness: real redis-server processes with the freshly built module.
+//!
+//! Every end-to-end test starts its own server on a free loopback port in a temp dir. The
+//! server is stopped with `SHUTDOWN NOSAVE` and killed on drop, so also when a test panics, and
+//! it dies with the test process (PR_SET_PDEATHSIG) if that is killed. `cargo test` does not
+//! build a cdylib, so the harness runs `cargo build` for the module and `optctl` once per test
+//! process. `REDIS_SERVER` selects another server binary; `OPT_MODULE` another module file.
 
+#![warn(missing_docs)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub use redis;
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the workspace")
+        .to_path_buf()
+}
+
+/// Builds the module (with its test-only commands) and optctl once per test process.
+fn build_artifacts() -> &'static PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let root = workspace_root();
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target"));
+        if std::env::var_os("OPT_SKIP_BUILD").is_none() {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+            let status = Command::new(cargo)
+                .current_dir(&root)
+                .args([
+                    "build",
+                    "--quiet",
+                    "-p",
+                    "redis-opt-module",
+                    "-p",
+                    "redis-opt-ctl",
+                    "--features",
+                    "redis-opt-module/test-commands",
+                ])
+                .status()
+                .expect("run cargo build for the module");
+            assert!(status.success(), "cargo build of the module failed");
+        }
+        target.join("debug")
+    })
+}
+
+/// Path of the module to load: `OPT_MODULE`, or the freshly built debug cdylib.
+pub fn module_path() -> PathBuf {
+    match std::env::var_os("OPT_MODULE") {
+        Some(p) => PathBuf::from(p),
+        None => build_artifacts().join("libredis_opt.so"),
+    }
+}
+
+/// Path of the freshly built `optctl`.
+pub fn optctl_path() -> PathBuf {
+    build_artifacts().join("optctl")
+}
+
+/// The redis-server binary: `REDIS_SERVER`, or `redis-server` on PATH.
+pub fn server_binary() -> String {
+    std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_string())
+}
+
+/// A loopback port that was free a moment ago (and whose cluster-bus port, +10000, too).
+pub fn free_port() -> u16 {
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+        let port = l.local_addr().expect("local addr").port();
+        if port < 55535 && TcpListener::bind(("127.0.0.1", port + 10000)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// How to start a server.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// Load the module.
+    pub with_module: bool,
+    /// Arguments after the module path on the `loadmodule` line.
+    pub module_args: Vec<String>,
+    /// Extra redis.conf lines (placed after `loadmodule`, so `opt.*` lines work).
+    pub config: Vec<String>,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            with_module: true,
+            module_args: Vec::new(),
+            config: Vec::new(),
+        }
+    }
+}
+
+/// A running redis-server, stopped on drop.
+pub struct Server {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    /// Its working directory (RDB, AOF, log).
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Server {
+    /// A server with the module and default settings.
+    pub fn start() -> Server {
+        Server::start_with(ServerOptions::default())
+    }
+
+    /// A server with the module and extra redis.conf lines.
+    pub fn with_config(lines: &[&str]) -> Server {
+        Server::start_with(ServerOptions {
+            config: lines.iter().map(|s| s.to_string()).collect(),
+            ..ServerOptions::default()
+        })
+    }
+
+    /// A server as `opts` says; panics with the server log if it does not come up.
+    pub fn start_with(opts: ServerOptions) -> Server {
+        let mut last_log = String::new();
+        for _ in 0..3 {
+            match Server::try_start(&opts) {
+                Ok(s) => return s,
+                Err(log) if log.contains("Address already in use") => last_log = log,
+                Err(log) => panic!("redis-server did not start:\n{log}"),
+            }
+        }
+        panic!("redis-server did not start (ports kept colliding):\n{last_log}");
+    }
+
+    /// Starts a server; on failure returns its log.
+    pub fn try_start(opts: &ServerOptions) -> Result<Server, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("opt-test-")
+            .tempdir()
+            .expect("temp dir");
+        let port = free_port();
+        let mut conf = vec![
+            format!("port {port}"),
+            "bind 127.0.0.1".to_string(),
+            format!("dir {}", dir.path().display()),
+            "logfile server.log".to_string(),
+            "save \"\"".to_string(),
+            "appendonly no".to_string(),
+            "enable-debug-command yes".to_string(),
+        ];
+        if opts.with_module {
+            let mut line = format!("loadmodule {}", module_path().display());
+            for a in &opts.module_args {
+                line.push(' ');
+                line.push_str(a);
+            }
+            conf.push(line);
+        }
+        conf.extend(opts.config.iter().cloned());
+        let conf_path = dir.path().join("redis.conf");
+        std::fs::write(&conf_path, conf.join("\n") + "\n").expect("write redis.conf");
+        let mut cmd = Command::new(server_binary());
+        cmd.arg(&conf_path)
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // SAFETY: prctl is async-signal-safe; it makes the kernel kill the server if the test
+        // process dies without running destructors.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", server_binary()));
+        let mut server = Server {
+            port,
+            dir,
+            child: Some(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if server.ping() {
+                return Ok(server);
+            }
+            if let Some(child) = server.child.as_mut() {
+                if let Ok(Some(_)) = child.try_wait() {
+                    server.child = None;
+                    return Err(server.log());
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(format!("no PONG within 10 s\n{}", server.log()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn ping(&self) -> bool {
+        raw_command(self.port, "PING").is_some_and(|r| r.starts_with("+PONG"))
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// A new RESP2 connection.
+    pub fn conn(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .and_then(|c| c.get_connection())
+            .expect("connect to the test server")
+    }
+
+    /// A new RESP3 connection.
+    pub fn conn_resp3(&self) -> redis::Connection {
+        redis::Client::open(format!("{}?protocol=resp3", self.url()))
+            .and_then(|c| c.get_connection())
+            .expect("connect to the test server with RESP3")
+    }
+
+    /// The server log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// Starts a replica of this server (same module and options) and waits for its sync.
+    pub fn start_replica(&self, opts: ServerOptions) -> Server {
+        let mut opts = opts;
+        opts.config
+            .push(format!("replicaof 127.0.0.1 {}", self.port));
+        let replica = Server::start_with(opts);
+        replica.wait_for(
+            "replica to finish its initial sync",
+            Duration::from_secs(20),
+            |c| {
+                let info: String = redis::cmd("INFO")
+                    .arg("replication")
+                    .query(c)
+                    .unwrap_or_default();
+                info.contains("master_link_status:up")
+            },
+        );
+        replica
+    }
+
+    /// Polls `check` on a fresh connection until it holds; panics after `timeout`.
+    pub fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut check: impl FnMut(&mut redis::Connection) -> bool,
+    ) {
+        let mut con = self.conn();
+        let deadline = Instant::now() + timeout;
+        while !check(&mut con) {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Stops the server: `SHUTDOWN NOSAVE`, then SIGKILL if it lingers.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = raw_command(self.port, "SHUTDOWN NOSAVE");
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Sends one inline command over a fresh socket and returns the first reply chunk.
+fn raw_command(port: u16, line: &str) -> Option<String> {
+    let addr = ("127.0.0.1", port);
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(format!("{line}\r\n").as_bytes()).ok()?;
+    let mut buf = [0u8; 512];
+    let n = s.read(&mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+/// Runs the freshly built optctl with `args` and environment `env`; returns (exit code,
+/// stdout, stderr).
+pub fn optctl(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = Command::new(optctl_path());
+    cmd.args(args)
+        .env_remove("REDIS_URL")
+        .env_remove("REDISCLI_AUTH");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run optctl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -1,0 +1,36 @@
+# redis-cache-optimizer: the two commands that matter are `make demo` and `make test`.
+.PHONY: deps build demo run test lint bench fmt clean
+
+CARGO ?= cargo
+
+deps:
+	@scripts/ensure-deps.sh
+
+build: deps
+	$(CARGO) build --release -p redis-opt-module -p redis-opt-ctl
+
+## Start a throwaway server with the module, run a workload, print what optctl reports.
+demo: build
+	@scripts/demo.sh
+
+## Start a server with the module in the foreground (port 6379 or PORT=...), for redis-cli.
+run: build
+	@scripts/run.sh
+
+lint: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## Package check, clippy, then every test of the workspace (unit and end-to-end).
+test: lint
+	$(CARGO) test --workspace
+
+## Criterion benches (see docs/benchmarks.md for the peer comparisons).
+bench: deps
+	$(CARGO) bench -p redis-opt-benches
+
+fmt:
+	$(CARGO) fmt --all
+
+clean:
+	$(CARGO) clean

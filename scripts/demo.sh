@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# `make demo`: a throwaway redis-server with the module, a short workload, then everything
+# optctl can report about it. The server is stopped and its directory removed on exit.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+port=$(free_port)
+dir=$(mktemp -d /tmp/opt-demo.XXXXXX)
+write_conf "$dir" "$port"
+printf 'daemonize no\nlogfile %s/server.log\n' "$dir" >>"$dir/redis.conf"
+redis-server "$dir/redis.conf" &
+pid=$!
+cleanup() {
+  redis-cli -p "$port" SHUTDOWN NOSAVE >/dev/null 2>&1 || true
+  sleep 0.2
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+
+for _ in $(seq 1 100); do
+  redis-cli -p "$port" PING >/dev/null 2>&1 && break
+  sleep 0.1
+done
+if ! redis-cli -p "$port" PING >/dev/null 2>&1; then
+  echo "redis-server did not start; its log:" >&2
+  cat "$dir/server.log" >&2
+  exit 1
+fi
+
+url="redis://127.0.0.1:$port"
+echo "== redis-server with the opt module on $url"
+echo "== workload: users, products, sessions, feeds, big reports, a leaderboard; skewed reads"
+"$root/scripts/workload.sh" "$port"
+redis-cli -p "$port" INFO keyspace | grep '^db'
+echo
+echo "== optctl status"
+"$optctl" --url "$url" status

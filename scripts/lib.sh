@@ -1,0 +1,26 @@
+# Shared by demo.sh and run.sh: start a redis-server with the release module on a port.
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+module="$root/target/release/libredis_opt.so"
+optctl="$root/target/release/optctl"
+
+# A loopback port nothing listens on.
+free_port() {
+  local p
+  for _ in $(seq 1 100); do
+    p=$((20000 + RANDOM % 30000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+      echo "$p"
+      return
+    fi
+  done
+  echo "no free port found" >&2
+  return 1
+}
+
+# write_conf DIR PORT: redis.conf.example with this checkout's module, plus port and dir.
+write_conf() {
+  local dir=$1 port=$2
+  sed "s#^loadmodule .*#loadmodule $module#" "$root/redis.conf.example" >"$dir/redis.conf"
+  printf 'port %s\nbind 127.0.0.1\ndir %s\nsave ""\nappendonly no\n' "$port" "$dir" >>"$dir/redis.conf"
+}
