@@ -1,5 +1,5 @@
 # redis-cache-optimizer: the two commands that matter are `make demo` and `make test`.
-.PHONY: deps build demo run test lint bench fmt clean
+.PHONY: deps build demo run test test-valkey lint bench fmt clean
 
 CARGO ?= cargo
 
@@ -24,6 +24,11 @@ lint: deps
 ## Package check, clippy, then every test of the workspace (unit and end-to-end).
 test: lint
 	$(CARGO) test --workspace
+
+## The end-to-end tests again, against Valkey 8 (installed from bookworm-backports if missing).
+test-valkey: deps
+	@scripts/ensure-valkey.sh
+	REDIS_SERVER=valkey-server $(CARGO) test -p redis-opt-tests
 
 ## Criterion benches (see docs/benchmarks.md for the peer comparisons).
 bench: deps

@@ -6,6 +6,10 @@
 
 #![warn(missing_docs)]
 
+pub mod args;
 pub mod config;
+pub mod hotkeys;
+pub mod pattern;
 pub mod report;
+pub mod sketch;
 pub mod version;

@@ -51,3 +51,56 @@ pub struct HelpEntry {
     /// What it does.
     pub summary: String,
 }
+
+/// Reply of `OPT.HOTKEYS`: the hottest keys (or key patterns) with their error bounds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HotKeysReport {
+    /// `total` (since start or RESET) or `recent` (the last `opt.hotkeys-window-seconds`).
+    pub window: String,
+    /// Which accesses rank the list: `all`, `read`, `write` or `miss`.
+    pub kind: String,
+    /// `keys` or `namespaces` (inferred key patterns).
+    pub view: String,
+    /// Seconds of traffic the figures cover.
+    pub seconds: f64,
+    /// One command in this many is counted (`opt.hotkeys-sample-ratio`).
+    pub sample_ratio: u64,
+    /// Accesses actually counted in this window.
+    pub sampled_accesses: u64,
+    /// Accesses in this window, scaled back by the sample ratio.
+    pub estimated_accesses: u64,
+    /// Every key whose count is above this is guaranteed to be listed when COUNT reaches it;
+    /// an unlisted key had at most this many accesses (scaled).
+    pub detection_floor: u64,
+    /// Candidates the tracker keeps (`opt.hotkeys-capacity`).
+    pub capacity: u64,
+    /// Candidates tracked now.
+    pub tracked: u64,
+    /// The entries, hottest first.
+    pub entries: Vec<HotEntry>,
+}
+
+/// One hot key or key pattern.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HotEntry {
+    /// 1 for the hottest.
+    pub rank: u64,
+    /// Key name or pattern (invalid UTF-8 replaced; cut at 128 bytes when `truncated`).
+    pub name: String,
+    /// Whether `name` was cut.
+    pub truncated: bool,
+    /// Estimated accesses of the ranking kind (an upper bound).
+    pub count: u64,
+    /// Upper bound of the overestimate: the true count is at least `count - error`.
+    pub error: u64,
+    /// `count` as a share of all accesses in the window (0 to 1).
+    pub share: f64,
+    /// Accesses per second over the window.
+    pub ops_per_sec: f64,
+    /// Reads counted while tracked (scaled).
+    pub reads: u64,
+    /// Writes counted while tracked (scaled).
+    pub writes: u64,
+    /// Reads of the key while it did not exist (scaled): cache penetration.
+    pub misses: u64,
+}

@@ -1,0 +1,592 @@
+//! The hot-key tracker behind `OPT.HOTKEYS`: Space-Saving summaries of key accesses, total and
+//! over a sliding window, for keys and for inferred key patterns.
+//!
+//! The module calls [`HotKeyTracker::record`] for each sampled key access (its command filter
+//! decides which commands are sampled) and [`HotKeyTracker::record_miss`] for keymiss events.
+//! The `recent` view approximates a sliding window with two tumbling windows, the current one
+//! and the previous one weighted by how much of it still falls inside the window (the method
+//! of sliding-window rate limiters). Time is passed in as milliseconds so that tests drive it.
+
+use crate::args::Args;
+use crate::pattern::PatternInferrer;
+use crate::report::{HotEntry, HotKeysReport};
+use crate::sketch::{key_hash, Entry, Kind, SpaceSaving};
+
+/// Key patterns are counted for one tracked access in this many: namespaces aggregate many
+/// keys, so sampling them costs little accuracy and keeps pattern inference off most accesses.
+pub const NAMESPACE_SAMPLE_EVERY: u32 = 4;
+
+/// Which accesses rank the list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KindFilter {
+    /// Every access.
+    All,
+    /// Reads (misses included).
+    Read,
+    /// Writes.
+    Write,
+    /// Reads of keys that did not exist.
+    Miss,
+}
+
+/// Which window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    /// Since start or the last RESET.
+    Total,
+    /// The last `opt.hotkeys-window-seconds`.
+    Recent,
+}
+
+/// A parsed `OPT.HOTKEYS` query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HotKeysQuery {
+    /// How many entries.
+    pub count: usize,
+    /// Ranking kind.
+    pub kind: KindFilter,
+    /// Window.
+    pub window: Window,
+    /// Patterns instead of keys.
+    pub namespaces: bool,
+}
+
+/// What `OPT.HOTKEYS ...` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HotKeysCommand {
+    /// `OPT.HOTKEYS RESET`.
+    Reset,
+    /// A query.
+    Query(HotKeysQuery),
+}
+
+/// Parses the arguments of `OPT.HOTKEYS` (after the name, without `FORMAT JSON`).
+pub fn parse_command(raw: &[&[u8]], capacity: usize) -> Result<HotKeysCommand, String> {
+    if raw.len() == 1 && raw[0].eq_ignore_ascii_case(b"RESET") {
+        return Ok(HotKeysCommand::Reset);
+    }
+    let mut args = Args::new("OPT.HOTKEYS", raw);
+    let mut q = HotKeysQuery {
+        count: 10.min(capacity),
+        kind: KindFilter::All,
+        window: Window::Total,
+        namespaces: false,
+    };
+    while let Some(word) = args.next_keyword() {
+        match word.as_str() {
+            "COUNT" => q.count = args.int_value("COUNT", 1, capacity as i64)? as usize,
+            "TYPE" => {
+                q.kind = [
+                    KindFilter::All,
+                    KindFilter::Read,
+                    KindFilter::Write,
+                    KindFilter::Miss,
+                ][args.choice("TYPE", &["all", "read", "write", "miss"])?]
+            }
+            "WINDOW" => {
+                q.window =
+                    [Window::Total, Window::Recent][args.choice("WINDOW", &["total", "recent"])?]
+            }
+            "NAMESPACES" => q.namespaces = true,
+            "RESET" => return Err("OPT.HOTKEYS RESET takes no other arguments".to_string()),
+            _ => return Err(args.unknown(&word)),
+        }
+    }
+    Ok(q).map(HotKeysCommand::Query)
+}
+
+/// A total summary and the two window summaries of one view (keys or patterns).
+#[derive(Debug, Clone)]
+struct Sketches {
+    total: SpaceSaving,
+    current: SpaceSaving,
+    previous: SpaceSaving,
+}
+
+impl Sketches {
+    fn new(capacity: usize) -> Self {
+        Sketches {
+            total: SpaceSaving::new(capacity),
+            current: SpaceSaving::new(capacity),
+            previous: SpaceSaving::new(capacity),
+        }
+    }
+
+    fn add(&mut self, hash: u64, name: &[u8], kind: Kind) {
+        self.total.add(hash, name, kind);
+        self.current.add(hash, name, kind);
+    }
+
+    fn mark(&mut self, hash: u64, kind: Kind) {
+        self.total.mark(hash, kind);
+        self.current.mark(hash, kind);
+    }
+
+    fn resize(&mut self, capacity: usize) {
+        self.total.resize(capacity);
+        self.current.resize(capacity);
+        self.previous.resize(capacity);
+    }
+
+    fn memory_bytes(&self) -> usize {
+        self.total.memory_bytes() + self.current.memory_bytes() + self.previous.memory_bytes()
+    }
+}
+
+/// The tracker: keys and patterns, total and recent.
+#[derive(Debug, Clone)]
+pub struct HotKeyTracker {
+    keys: Sketches,
+    patterns: Sketches,
+    inferrer: PatternInferrer,
+    pattern_buf: Vec<u8>,
+    rng: u64,
+    started_ms: u64,
+    window_ms: u64,
+    current_started_ms: u64,
+    previous_len_ms: u64,
+}
+
+fn pattern_capacity(capacity: usize) -> usize {
+    (capacity / 4).max(16)
+}
+
+impl HotKeyTracker {
+    /// A tracker of `capacity` candidates per summary, a window of `window_ms`, splitting key
+    /// names on `delimiters`, started at `now_ms`.
+    pub fn new(capacity: usize, window_ms: u64, delimiters: &[u8], now_ms: u64) -> Self {
+        HotKeyTracker {
+            keys: Sketches::new(capacity),
+            patterns: Sketches::new(pattern_capacity(capacity)),
+            inferrer: PatternInferrer::new(delimiters),
+            pattern_buf: Vec::with_capacity(64),
+            rng: 0x2545_f491_4f6c_dd1d,
+            started_ms: now_ms,
+            window_ms: window_ms.max(1),
+            current_started_ms: now_ms,
+            previous_len_ms: 0,
+        }
+    }
+
+    /// Candidates tracked per summary.
+    pub fn capacity(&self) -> usize {
+        self.keys.total.capacity()
+    }
+
+    /// Keys tracked in the total summary.
+    pub fn tracked(&self) -> usize {
+        self.keys.total.len()
+    }
+
+    /// Accesses counted since start or reset.
+    pub fn sampled(&self) -> u64 {
+        self.keys.total.total()
+    }
+
+    fn namespace_turn(&mut self) -> bool {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng % u64::from(NAMESPACE_SAMPLE_EVERY) == 0
+    }
+
+    /// Counts one sampled access of `key`.
+    pub fn record(&mut self, key: &[u8], kind: Kind) {
+        self.keys.add(key_hash(key), key, kind);
+        if self.namespace_turn() {
+            self.inferrer.infer_into(key, &mut self.pattern_buf);
+            let h = key_hash(&self.pattern_buf);
+            self.patterns.add(h, &self.pattern_buf, kind);
+        }
+    }
+
+    /// Counts a miss of `key` (its read was already counted by [`Self::record`]).
+    pub fn record_miss(&mut self, key: &[u8]) {
+        self.keys.mark(key_hash(key), Kind::Miss);
+        if self.namespace_turn() {
+            self.inferrer.infer_into(key, &mut self.pattern_buf);
+            let h = key_hash(&self.pattern_buf);
+            self.patterns.mark(h, Kind::Miss);
+        }
+    }
+
+    /// Starts a new window when the current one is over (call about once a second).
+    pub fn tick(&mut self, now_ms: u64) {
+        let elapsed = now_ms.saturating_sub(self.current_started_ms);
+        if elapsed < self.window_ms {
+            return;
+        }
+        for s in [&mut self.keys, &mut self.patterns] {
+            std::mem::swap(&mut s.previous, &mut s.current);
+            s.current.clear();
+            if elapsed >= 2 * self.window_ms {
+                // Idle for more than a window: nothing of the previous one is recent.
+                s.previous.clear();
+            }
+        }
+        self.previous_len_ms = elapsed.min(self.window_ms);
+        self.current_started_ms = now_ms;
+    }
+
+    /// Changes the window length (takes effect at once for the current window).
+    pub fn set_window_ms(&mut self, window_ms: u64) {
+        self.window_ms = window_ms.max(1);
+    }
+
+    /// Changes the capacity, keeping the hottest candidates.
+    pub fn resize(&mut self, capacity: usize) {
+        self.keys.resize(capacity);
+        self.patterns.resize(pattern_capacity(capacity));
+    }
+
+    /// Changes the key delimiters used for patterns; the pattern summaries start over.
+    pub fn set_delimiters(&mut self, delimiters: &[u8]) {
+        self.inferrer = PatternInferrer::new(delimiters);
+        self.patterns = Sketches::new(pattern_capacity(self.capacity()));
+    }
+
+    /// Forgets everything counted.
+    pub fn reset(&mut self, now_ms: u64) {
+        let cap = self.capacity();
+        self.keys = Sketches::new(cap);
+        self.patterns = Sketches::new(pattern_capacity(cap));
+        self.started_ms = now_ms;
+        self.current_started_ms = now_ms;
+        self.previous_len_ms = 0;
+    }
+
+    /// Bytes held by every summary.
+    pub fn memory_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.keys.memory_bytes()
+            + self.patterns.memory_bytes()
+            + self.pattern_buf.capacity()
+    }
+
+    /// Answers a query; counts are scaled by `sample_ratio`.
+    pub fn query(&self, q: &HotKeysQuery, now_ms: u64, sample_ratio: u64) -> HotKeysReport {
+        let sketches = if q.namespaces {
+            &self.patterns
+        } else {
+            &self.keys
+        };
+        // Patterns are sampled once more on top of the command sampling.
+        let pattern_factor = if q.namespaces {
+            f64::from(NAMESPACE_SAMPLE_EVERY)
+        } else {
+            1.0
+        };
+        let scale = sample_ratio.max(1) as f64 * pattern_factor;
+        let window = match q.window {
+            Window::Total => {
+                let s = &sketches.total;
+                WindowView {
+                    rows: s
+                        .entries()
+                        .into_iter()
+                        .map(|e| Merged::from(&e, 1.0))
+                        .collect(),
+                    sampled: s.total() as f64,
+                    floor: s.floor() as f64,
+                    seconds: (now_ms.saturating_sub(self.started_ms)).max(1) as f64 / 1000.0,
+                }
+            }
+            Window::Recent => self.recent(sketches, now_ms),
+        };
+        let by = |m: &Merged| match q.kind {
+            KindFilter::All => m.count,
+            KindFilter::Read => m.split[0],
+            KindFilter::Write => m.split[1],
+            KindFilter::Miss => m.split[2],
+        };
+        let mut rows: Vec<Merged> = window.rows.into_iter().filter(|m| by(m) > 0.0).collect();
+        rows.sort_by(|a, b| by(b).total_cmp(&by(a)).then_with(|| a.name.cmp(&b.name)));
+        rows.truncate(q.count);
+        let estimated = window.sampled * scale;
+        let entries = rows
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let count = by(m) * scale;
+                HotEntry {
+                    rank: i as u64 + 1,
+                    name: String::from_utf8_lossy(&m.name).into_owned(),
+                    truncated: m.truncated,
+                    count: count.round() as u64,
+                    error: (m.error * scale).round() as u64,
+                    share: if estimated > 0.0 {
+                        count / estimated
+                    } else {
+                        0.0
+                    },
+                    ops_per_sec: count / window.seconds,
+                    reads: (m.split[0] * scale).round() as u64,
+                    writes: (m.split[1] * scale).round() as u64,
+                    misses: (m.split[2] * scale).round() as u64,
+                }
+            })
+            .collect();
+        HotKeysReport {
+            window: match q.window {
+                Window::Total => "total",
+                Window::Recent => "recent",
+            }
+            .to_string(),
+            kind: match q.kind {
+                KindFilter::All => "all",
+                KindFilter::Read => "read",
+                KindFilter::Write => "write",
+                KindFilter::Miss => "miss",
+            }
+            .to_string(),
+            view: if q.namespaces { "namespaces" } else { "keys" }.to_string(),
+            seconds: window.seconds,
+            sample_ratio: sample_ratio.max(1),
+            sampled_accesses: window.sampled.round() as u64,
+            estimated_accesses: estimated.round() as u64,
+            detection_floor: (window.floor * scale).round() as u64,
+            capacity: sketches.total.capacity() as u64,
+            tracked: sketches.total.len() as u64,
+            entries,
+        }
+    }
+
+    /// Merges the current window with the part of the previous one that is still recent: the
+    /// previous window counts with the weight of its share that lies within the last
+    /// `window_ms`. A key missing from one summary may have up to that summary's floor there,
+    /// which goes into its error.
+    fn recent(&self, s: &Sketches, now_ms: u64) -> WindowView {
+        let elapsed = now_ms.saturating_sub(self.current_started_ms);
+        let w = if self.previous_len_ms == 0 {
+            0.0
+        } else {
+            (self.window_ms.saturating_sub(elapsed) as f64 / self.previous_len_ms as f64)
+                .clamp(0.0, 1.0)
+        };
+        let covered_ms = elapsed as f64 + w * self.previous_len_ms as f64;
+        let prev_floor = s.previous.floor() as f64 * w;
+        let cur_floor = s.current.floor() as f64;
+        let mut rows: Vec<Merged> = s
+            .current
+            .entries()
+            .iter()
+            .map(|e| {
+                let mut m = Merged::from(e, 1.0);
+                match s.previous.get(e.hash) {
+                    Some(p) => m.add(&Merged::from(&p, w)),
+                    None => m.error += prev_floor,
+                }
+                m
+            })
+            .collect();
+        if w > 0.0 {
+            for p in s.previous.entries() {
+                if s.current.get(p.hash).is_none() {
+                    let mut m = Merged::from(&p, w);
+                    m.error += cur_floor;
+                    rows.push(m);
+                }
+            }
+        }
+        WindowView {
+            rows,
+            sampled: s.current.total() as f64 + s.previous.total() as f64 * w,
+            floor: cur_floor + prev_floor,
+            seconds: (covered_ms / 1000.0).max(0.001),
+        }
+    }
+}
+
+/// The entries of one window, with what the report needs about the window itself.
+struct WindowView {
+    rows: Vec<Merged>,
+    sampled: f64,
+    floor: f64,
+    seconds: f64,
+}
+
+/// An entry whose counts may combine two summaries with weights.
+struct Merged {
+    name: Vec<u8>,
+    truncated: bool,
+    count: f64,
+    error: f64,
+    split: [f64; 3],
+}
+
+impl Merged {
+    fn from(e: &Entry, w: f64) -> Self {
+        Merged {
+            name: e.name.clone(),
+            truncated: e.truncated,
+            count: e.count as f64 * w,
+            error: e.error as f64 * w,
+            split: e.split.map(|x| x as f64 * w),
+        }
+    }
+
+    fn add(&mut self, other: &Merged) {
+        self.count += other.count;
+        self.error += other.error;
+        for i in 0..3 {
+            self.split[i] += other.split[i];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(window: Window, kind: KindFilter, namespaces: bool) -> HotKeysQuery {
+        HotKeysQuery {
+            count: 10,
+            kind,
+            window,
+            namespaces,
+        }
+    }
+
+    #[test]
+    fn parses_queries_and_names_bad_input() {
+        let p = |a: &[&str]| {
+            let raw: Vec<&[u8]> = a.iter().map(|s| s.as_bytes()).collect();
+            parse_command(&raw, 100)
+        };
+        assert_eq!(p(&["reset"]), Ok(HotKeysCommand::Reset));
+        assert_eq!(
+            p(&[
+                "COUNT",
+                "5",
+                "TYPE",
+                "miss",
+                "WINDOW",
+                "recent",
+                "NAMESPACES"
+            ]),
+            Ok(HotKeysCommand::Query(HotKeysQuery {
+                count: 5,
+                kind: KindFilter::Miss,
+                window: Window::Recent,
+                namespaces: true
+            }))
+        );
+        assert!(p(&["COUNT", "101"]).unwrap_err().contains("from 1 to 100"));
+        assert!(p(&["COUNT", "0"]).is_err());
+        assert!(p(&["TYPE", "hot"])
+            .unwrap_err()
+            .contains("all|read|write|miss"));
+        assert!(p(&["WINDOW", "week"]).unwrap_err().contains("total|recent"));
+        assert!(p(&["BOGUS"])
+            .unwrap_err()
+            .contains("unknown option 'BOGUS'"));
+        assert!(p(&["COUNT"]).unwrap_err().contains("needs a value"));
+        assert!(p(&["COUNT", "3", "RESET"]).is_err());
+    }
+
+    #[test]
+    fn total_view_counts_and_splits() {
+        let mut t = HotKeyTracker::new(64, 60_000, b":", 0);
+        for _ in 0..30 {
+            t.record(b"user:1:profile", Kind::Read);
+        }
+        for _ in 0..10 {
+            t.record(b"user:2:profile", Kind::Write);
+        }
+        for _ in 0..20 {
+            t.record(b"cache:missing", Kind::Read);
+            t.record_miss(b"cache:missing");
+        }
+        let r = t.query(&q(Window::Total, KindFilter::All, false), 10_000, 1);
+        assert_eq!(r.sampled_accesses, 60);
+        assert_eq!(r.entries[0].name, "user:1:profile");
+        assert_eq!(r.entries[0].count, 30);
+        assert_eq!(r.entries[0].error, 0);
+        assert!((r.entries[0].share - 0.5).abs() < 1e-9);
+        assert!((r.entries[0].ops_per_sec - 3.0).abs() < 1e-9);
+        let m = t.query(&q(Window::Total, KindFilter::Miss, false), 10_000, 1);
+        assert_eq!(m.entries.len(), 1);
+        assert_eq!(
+            (m.entries[0].name.as_str(), m.entries[0].misses),
+            ("cache:missing", 20)
+        );
+        let w = t.query(&q(Window::Total, KindFilter::Write, false), 10_000, 1);
+        assert_eq!(w.entries[0].name, "user:2:profile");
+        // Sampling scales counts back.
+        let s = t.query(&q(Window::Total, KindFilter::All, false), 10_000, 10);
+        assert_eq!(s.entries[0].count, 300);
+        assert_eq!(s.estimated_accesses, 600);
+    }
+
+    #[test]
+    fn namespaces_roll_up_patterns() {
+        let mut t = HotKeyTracker::new(256, 60_000, b":", 0);
+        for i in 0..4000 {
+            t.record(format!("user:{i}:profile").as_bytes(), Kind::Read);
+        }
+        for i in 0..1000 {
+            t.record(format!("session:{i:08x}").as_bytes(), Kind::Read);
+        }
+        let r = t.query(&q(Window::Total, KindFilter::All, true), 1000, 1);
+        assert_eq!(r.entries[0].name, "user:*:profile");
+        assert_eq!(r.entries[1].name, "session:*");
+        // Pattern counts are sampled 1 in NAMESPACE_SAMPLE_EVERY: within 10% of the truth.
+        let c = r.entries[0].count as f64;
+        assert!((c - 4000.0).abs() < 400.0, "{c}");
+        assert!((r.entries[0].share - 0.8).abs() < 0.05);
+    }
+
+    #[test]
+    fn recent_window_follows_what_is_hot_now() {
+        let mut t = HotKeyTracker::new(64, 10_000, b":", 0);
+        for _ in 0..1000 {
+            t.record(b"old", Kind::Read);
+        }
+        t.tick(10_000); // window 1 ends
+        for _ in 0..200 {
+            t.record(b"new", Kind::Read);
+        }
+        // 5 s into window 2: half of window 1 is still recent.
+        let r = t.query(&q(Window::Recent, KindFilter::All, false), 15_000, 1);
+        let get = |n: &str| r.entries.iter().find(|e| e.name == n).map(|e| e.count);
+        assert_eq!(get("old"), Some(500));
+        assert_eq!(get("new"), Some(200));
+        assert!((r.seconds - 10.0).abs() < 1e-9);
+        t.tick(20_000); // window 2 ends; "old" was only in window 1
+        t.tick(30_000); // window 3 ends, empty
+        let r = t.query(&q(Window::Recent, KindFilter::All, false), 30_500, 1);
+        assert!(r.entries.is_empty(), "{:?}", r.entries);
+        // The total view still has both.
+        let r = t.query(&q(Window::Total, KindFilter::All, false), 30_500, 1);
+        assert_eq!(r.entries[0].name, "old");
+        assert_eq!(r.entries.len(), 2);
+    }
+
+    #[test]
+    fn reset_and_resize() {
+        let mut t = HotKeyTracker::new(64, 60_000, b":", 0);
+        for i in 0..100 {
+            t.record(format!("k{i}").as_bytes(), Kind::Read);
+        }
+        assert_eq!(t.tracked(), 64);
+        t.resize(16);
+        assert_eq!((t.capacity(), t.tracked()), (16, 16));
+        t.reset(5);
+        assert_eq!((t.tracked(), t.sampled()), (0, 0));
+        assert!(t.memory_bytes() > 0);
+    }
+
+    #[test]
+    fn memory_is_bounded_at_the_default_capacity() {
+        let mut t = HotKeyTracker::new(1024, 60_000, b":", 0);
+        for i in 0..200_000u64 {
+            let key = format!("some:fairly:long:namespace:for:keys:{i}:{}", "x".repeat(60));
+            t.record(
+                key.as_bytes(),
+                if i % 5 == 0 { Kind::Write } else { Kind::Read },
+            );
+        }
+        let bytes = t.memory_bytes();
+        assert!(bytes < 2 * 1024 * 1024, "tracker holds {bytes} bytes");
+    }
+}
