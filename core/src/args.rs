@@ -21,7 +21,7 @@ impl<'a> Args<'a> {
     }
 
     /// The next argument, if any.
-    pub fn next(&mut self) -> Option<&'a [u8]> {
+    pub fn next_arg(&mut self) -> Option<&'a [u8]> {
         let a = self.args.get(self.pos).copied();
         self.pos += usize::from(a.is_some());
         a
@@ -29,7 +29,7 @@ impl<'a> Args<'a> {
 
     /// The next argument, upper-cased, for keyword matching.
     pub fn next_keyword(&mut self) -> Option<String> {
-        self.next()
+        self.next_arg()
             .map(|a| String::from_utf8_lossy(a).to_ascii_uppercase())
     }
 
@@ -54,7 +54,7 @@ impl<'a> Args<'a> {
 
     /// The raw value after option `option`.
     pub fn value(&mut self, option: &str) -> Result<&'a [u8], String> {
-        self.next()
+        self.next_arg()
             .ok_or_else(|| format!("{} {option} needs a value", self.command))
     }
 

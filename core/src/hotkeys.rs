@@ -92,7 +92,7 @@ pub fn parse_command(raw: &[&[u8]], capacity: usize) -> Result<HotKeysCommand, S
             _ => return Err(args.unknown(&word)),
         }
     }
-    Ok(q).map(HotKeysCommand::Query)
+    Ok(HotKeysCommand::Query(q))
 }
 
 /// A total summary and the two window summaries of one view (keys or patterns).
