@@ -9,6 +9,7 @@
 pub mod args;
 pub mod config;
 pub mod hotkeys;
+pub mod keyspec;
 pub mod pattern;
 pub mod report;
 pub mod sketch;

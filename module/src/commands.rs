@@ -67,6 +67,18 @@ pub static COMMANDS: &[CommandSpec] = &[
         summary: "module and server versions, optional features found, every opt.* config",
         handler: status,
     },
+    CommandSpec {
+        name: "OPT.HOTKEYS",
+        // admin: key names are sensitive, so only admins (or users granted +opt.hotkeys) may
+        // read them. Not readonly, which would put it in @read.
+        flags: "admin allow-loading allow-stale",
+        keys: (0, 0, 0),
+        acl_categories: "",
+        json: true,
+        syntax: "OPT.HOTKEYS [COUNT n] [TYPE all|read|write|miss] [WINDOW total|recent] [NAMESPACES] [FORMAT JSON] | OPT.HOTKEYS RESET",
+        summary: "the hottest keys (or key patterns) from live traffic, with error bounds",
+        handler: crate::hotkeys::command,
+    },
     #[cfg(feature = "test-commands")]
     CommandSpec {
         name: "OPT.DEBUG-PANIC",

@@ -36,6 +36,11 @@ fn fields() -> Vec<(&'static str, Field)> {
             .collect();
         out.push(("features", Field::Text(found.join(","))));
     }
+    if let Some((tracked, sampled, bytes)) = crate::hotkeys::info_fields() {
+        out.push(("hotkeys_candidates", Field::Count(tracked)));
+        out.push(("hotkeys_sampled_accesses", Field::Count(sampled)));
+        out.push(("hotkeys_memory_bytes", Field::Count(bytes)));
+    }
     out.push((
         "panics_caught",
         Field::Count(guard::PANICS_CAUGHT.load(Ordering::Relaxed)),

@@ -7,10 +7,12 @@
 mod commands;
 mod configs;
 mod guard;
+mod hotkeys;
 mod info;
 mod log;
 mod reply;
 mod server;
+mod state;
 
 use std::ffi::{c_int, CString};
 
@@ -51,12 +53,16 @@ static ALLOCATOR: redis_module::alloc::RedisAlloc = redis_module::alloc::RedisAl
 
 /// Called by subsystems' config setters before a numeric or boolean value changes; an error
 /// refuses the change with that message.
-pub(crate) fn before_config_change(_index: usize, _value: i64) -> Result<(), String> {
+pub(crate) fn before_config_change(index: usize, value: i64) -> Result<(), String> {
+    hotkeys::apply_config(index, value);
     Ok(())
 }
 
 /// Called before a string config changes; an error refuses the change with that message.
-pub(crate) fn before_string_config_change(_index: usize, _value: &str) -> Result<(), String> {
+pub(crate) fn before_string_config_change(index: usize, value: &str) -> Result<(), String> {
+    if index == opt_core::config::idx::KEY_DELIMITERS {
+        hotkeys::apply_delimiters(value);
+    }
     Ok(())
 }
 
@@ -122,6 +128,7 @@ fn load(ctx: *mut raw::RedisModuleCtx, args: &[String]) -> Result<(), String> {
         create_command(ctx, index, spec)?;
     }
     configs::register_all(ctx, &overrides)?;
+    hotkeys::init(ctx)?;
     info::register(ctx)?;
     let found: Vec<String> = features
         .iter()

@@ -1,0 +1,37 @@
+//! Module state that only the server's main thread touches.
+//!
+//! Redis runs command handlers, command filters, keyspace and server events, timers and INFO
+//! callbacks on the main thread, or on a module thread that holds the global lock: never two
+//! at once. State used only from those callbacks therefore needs no mutex, just a guard
+//! against re-entry (a callback that triggers another callback while it holds the state),
+//! which the `RefCell` borrow flag gives: a re-entrant access is skipped, not a panic.
+
+use std::cell::RefCell;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+/// A value reachable only from callbacks that Redis serialises (see the module docs).
+pub struct MainThreadCell<T>(RefCell<T>);
+
+// SAFETY: every access happens inside a Redis callback, which Redis runs on the main thread or
+// under the global lock, so accesses never overlap; the RefCell catches re-entry.
+unsafe impl<T> Sync for MainThreadCell<T> {}
+
+impl<T> MainThreadCell<T> {
+    /// Wraps `value`.
+    pub const fn new(value: T) -> Self {
+        MainThreadCell(RefCell::new(value))
+    }
+
+    /// Runs `f` with the value; returns `None` if it is already in use further up the stack.
+    pub fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> Option<R> {
+        self.0.try_borrow_mut().ok().map(|mut v| f(&mut v))
+    }
+}
+
+static EPOCH: OnceLock<Instant> = OnceLock::new();
+
+/// Milliseconds on a monotonic clock since the module loaded.
+pub fn now_ms() -> u64 {
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
