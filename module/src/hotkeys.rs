@@ -227,7 +227,7 @@ unsafe extern "C" fn filter(fctx: *mut raw::RedisModuleCommandFilterCtx) {
 /// `fctx` must be the live filter context and `pos` below its argument count.
 unsafe fn filter_arg<'a>(fctx: *mut raw::RedisModuleCommandFilterCtx, pos: usize) -> &'a [u8] {
     match raw::RedisModule_CommandFilterArgGet {
-        Some(get) => string_bytes(get(fctx, pos as c_int) as *mut raw::RedisModuleString),
+        Some(get) => string_bytes(get(fctx, pos as c_int)),
         None => &[],
     }
 }
@@ -296,9 +296,8 @@ unsafe fn record_dynamic(
     if ctx.is_null() {
         return;
     }
-    let mut argv: Vec<*mut raw::RedisModuleString> = (0..argc)
-        .map(|i| get(fctx, i as c_int) as *mut raw::RedisModuleString)
-        .collect();
+    let mut argv: Vec<*mut raw::RedisModuleString> =
+        (0..argc).map(|i| get(fctx, i as c_int)).collect();
     let mut num: c_int = 0;
     let mut flags: *mut c_int = ptr::null_mut();
     let positions = keys_with_flags(ctx, argv.as_mut_ptr(), argc as c_int, &mut num, &mut flags);
