@@ -95,10 +95,12 @@ pub fn parse_command(raw: &[&[u8]], capacity: usize) -> Result<HotKeysCommand, S
     Ok(HotKeysCommand::Query(q))
 }
 
-/// A total summary and the two window summaries of one view (keys or patterns).
+/// The summaries of one view (keys or patterns). Only the current window's summary is
+/// updated per access; when a window ends it is merged into `past`, and the total view is
+/// `past` merged with the current window at query time. One update per access instead of two.
 #[derive(Debug, Clone)]
 struct Sketches {
-    total: SpaceSaving,
+    past: SpaceSaving,
     current: SpaceSaving,
     previous: SpaceSaving,
 }
@@ -106,30 +108,44 @@ struct Sketches {
 impl Sketches {
     fn new(capacity: usize) -> Self {
         Sketches {
-            total: SpaceSaving::new(capacity),
+            past: SpaceSaving::new(capacity),
             current: SpaceSaving::new(capacity),
             previous: SpaceSaving::new(capacity),
         }
     }
 
     fn add(&mut self, hash: u64, name: &[u8], kind: Kind) {
-        self.total.add(hash, name, kind);
         self.current.add(hash, name, kind);
     }
 
     fn mark(&mut self, hash: u64, kind: Kind) {
-        self.total.mark(hash, kind);
         self.current.mark(hash, kind);
     }
 
+    /// Ends the current window.
+    fn rotate(&mut self, idle: bool) {
+        self.past = SpaceSaving::merged(&self.past, &self.current, self.past.capacity());
+        std::mem::swap(&mut self.previous, &mut self.current);
+        self.current.clear();
+        if idle {
+            // Idle for more than a window: nothing of the previous one is recent.
+            self.previous.clear();
+        }
+    }
+
+    /// Everything since start or reset.
+    fn total(&self) -> SpaceSaving {
+        SpaceSaving::merged(&self.past, &self.current, self.past.capacity())
+    }
+
     fn resize(&mut self, capacity: usize) {
-        self.total.resize(capacity);
+        self.past.resize(capacity);
         self.current.resize(capacity);
         self.previous.resize(capacity);
     }
 
     fn memory_bytes(&self) -> usize {
-        self.total.memory_bytes() + self.current.memory_bytes() + self.previous.memory_bytes()
+        self.past.memory_bytes() + self.current.memory_bytes() + self.previous.memory_bytes()
     }
 }
 
@@ -170,17 +186,17 @@ impl HotKeyTracker {
 
     /// Candidates tracked per summary.
     pub fn capacity(&self) -> usize {
-        self.keys.total.capacity()
+        self.keys.current.capacity()
     }
 
-    /// Keys tracked in the total summary.
+    /// Keys tracked in the current window's summary.
     pub fn tracked(&self) -> usize {
-        self.keys.total.len()
+        self.keys.current.len()
     }
 
     /// Accesses counted since start or reset.
     pub fn sampled(&self) -> u64 {
-        self.keys.total.total()
+        self.keys.past.total() + self.keys.current.total()
     }
 
     fn namespace_turn(&mut self) -> bool {
@@ -217,12 +233,7 @@ impl HotKeyTracker {
             return;
         }
         for s in [&mut self.keys, &mut self.patterns] {
-            std::mem::swap(&mut s.previous, &mut s.current);
-            s.current.clear();
-            if elapsed >= 2 * self.window_ms {
-                // Idle for more than a window: nothing of the previous one is recent.
-                s.previous.clear();
-            }
+            s.rotate(elapsed >= 2 * self.window_ms);
         }
         self.previous_len_ms = elapsed.min(self.window_ms);
         self.current_started_ms = now_ms;
@@ -279,7 +290,7 @@ impl HotKeyTracker {
         let scale = sample_ratio.max(1) as f64 * pattern_factor;
         let window = match q.window {
             Window::Total => {
-                let s = &sketches.total;
+                let s = &sketches.total();
                 WindowView {
                     rows: s
                         .entries()
@@ -345,8 +356,8 @@ impl HotKeyTracker {
             sampled_accesses: window.sampled.round() as u64,
             estimated_accesses: estimated.round() as u64,
             detection_floor: (window.floor * scale).round() as u64,
-            capacity: sketches.total.capacity() as u64,
-            tracked: sketches.total.len() as u64,
+            capacity: sketches.current.capacity() as u64,
+            tracked: sketches.current.len() as u64,
             entries,
         }
     }

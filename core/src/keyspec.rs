@@ -9,6 +9,7 @@
 //! (EVAL, FCALL, EXEC...) are skipped: the commands they run pass through the filter themselves.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 /// One row of the `COMMAND` reply, as the module reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,13 +67,47 @@ const RUNS_OTHER_COMMANDS: &[&str] = &[
 /// Command name (lower case) to key access.
 #[derive(Debug, Clone, Default)]
 pub struct KeySpecTable {
-    by_name: HashMap<Vec<u8>, KeyAccess>,
+    /// Keyed by the lower-case name packed into a u128 (names up to 16 bytes; the longest
+    /// core command name is 16), so a lookup costs no string hashing.
+    by_name: HashMap<u128, KeyAccess, BuildHasherDefault<PackedNameHasher>>,
+}
+
+/// Packs a command name, lower-cased, into a u128: byte i at bits 8*i. `None` when longer
+/// than 16 bytes.
+fn pack(name: &[u8]) -> Option<u128> {
+    if name.is_empty() || name.len() > 16 {
+        return None;
+    }
+    let mut v = 0u128;
+    for (i, b) in name.iter().enumerate() {
+        v |= u128::from(b.to_ascii_lowercase()) << (8 * i);
+    }
+    Some(v)
+}
+
+/// Folds the packed name into 64 bits with a multiply (names differ in their first bytes).
+#[derive(Default)]
+pub struct PackedNameHasher(u64);
+
+impl Hasher for PackedNameHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u128(&mut self, v: u128) {
+        let folded = (v as u64) ^ ((v >> 64) as u64).rotate_left(29);
+        self.0 = (folded ^ (folded >> 31)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
 }
 
 impl KeySpecTable {
     /// Builds the table from the rows of `COMMAND`.
     pub fn from_rows(rows: &[CommandRow]) -> Self {
-        let mut by_name = HashMap::with_capacity(rows.len());
+        let mut by_name = HashMap::with_capacity_and_hasher(rows.len(), Default::default());
         for r in rows {
             let flag = |f: &str| r.flags.iter().any(|x| x.eq_ignore_ascii_case(f));
             let access = if RUNS_OTHER_COMMANDS.contains(&r.name.as_str()) {
@@ -91,7 +126,9 @@ impl KeySpecTable {
                     write: flag("write"),
                 }
             };
-            by_name.insert(r.name.to_ascii_lowercase().into_bytes(), access);
+            if let Some(key) = pack(r.name.as_bytes()) {
+                by_name.insert(key, access);
+            }
         }
         KeySpecTable { by_name }
     }
@@ -109,17 +146,9 @@ impl KeySpecTable {
     /// How to find the keys of the command named `name` (any case). Unknown commands are
     /// [`KeyAccess::Dynamic`] reads unless their key specs say otherwise.
     pub fn lookup(&self, name: &[u8]) -> KeyAccess {
-        let mut buf = [0u8; 32];
         const UNKNOWN: KeyAccess = KeyAccess::Dynamic { write: false };
-        if name.len() > buf.len() {
-            return UNKNOWN;
-        }
-        for (d, s) in buf.iter_mut().zip(name) {
-            *d = s.to_ascii_lowercase();
-        }
-        self.by_name
-            .get(&buf[..name.len()])
-            .copied()
+        pack(name)
+            .and_then(|k| self.by_name.get(&k).copied())
             .unwrap_or(UNKNOWN)
     }
 }

@@ -1,4 +1,5 @@
-//! A bounded heavy-hitter summary: Space-Saving (Metwally, Agrawal, El Abbadi, 2005).
+//! A bounded heavy-hitter summary: Filtered Space-Saving (Metwally, Agrawal, El Abbadi, 2005;
+//! the admission filter of Homem and Carvalho, 2010).
 //!
 //! Why Space-Saving rather than HeavyKeeper or a Count-Min sketch with a heap: it is
 //! deterministic and gives, for every entry, an exact upper bound on how much its count is
@@ -7,6 +8,12 @@
 //! what `OPT.HOTKEYS` promises its users; HeavyKeeper only gives probabilistic bounds. On skewed
 //! (Zipf) traffic its estimates of the top keys are near exact, and memory is fixed by the
 //! capacity, whatever the keyspace size.
+//!
+//! The filter: a key that is not tracked first counts in a small array of counters indexed by
+//! its hash, and replaces the minimum entry only once that counter reaches the minimum. On
+//! traffic with a long cold tail (the usual cache) this avoids replacing an entry on nearly
+//! every access, which is what makes plain Space-Saving slow there, and the guarantees stay:
+//! an untracked key was counted at most its filter counter, which never exceeds the minimum.
 //!
 //! Layout: counters live in a vector sorted ascending, so the minimum is at index 0 and an
 //! increment moves an entry to the end of its run of equal counts (found by binary search, or
@@ -85,25 +92,53 @@ pub struct Entry {
 }
 
 /// The Space-Saving summary.
+///
+/// Slots never move once filled; what is kept sorted is a permutation of slot ids (`order`)
+/// with the counts beside it, so an increment touches two small dense arrays and never the
+/// slot data or the hash index.
 #[derive(Debug, Clone)]
 pub struct SpaceSaving {
+    /// Counts in ascending order, by position.
     counts: Vec<u64>,
+    /// Slot id at each position.
+    order: Vec<u32>,
+    /// Position of each slot id.
+    rank: Vec<u32>,
+    /// Slot data, by slot id.
     slots: Vec<Slot>,
+    /// Key hash to slot id.
     index: Index,
     total: u64,
+    /// Admission filter: counts of untracked keys by hash bucket (never above the minimum).
+    filter: Vec<u64>,
+}
+
+/// Filter buckets per tracked entry.
+const FILTER_PER_SLOT: usize = 4;
+
+fn filter_len(capacity: usize) -> usize {
+    (capacity * FILTER_PER_SLOT).next_power_of_two()
 }
 
 impl SpaceSaving {
     /// A summary tracking at most `capacity` keys (at least 1).
     pub fn new(capacity: usize) -> Self {
+        Self::with_floor(capacity, 0)
+    }
+
+    /// An empty summary whose empty slots and filter start at `floor` (see [`Self::resize`]).
+    fn with_floor(capacity: usize, floor: u64) -> Self {
         let capacity = capacity.max(1);
         let mut index = Index::default();
         index.reserve(capacity);
         SpaceSaving {
-            counts: vec![0; capacity],
+            counts: vec![floor; capacity],
+            order: (0..capacity as u32).collect(),
+            rank: (0..capacity as u32).collect(),
             slots: vec![Slot::default(); capacity],
             index,
             total: 0,
+            filter: vec![floor; filter_len(capacity)],
         }
     }
 
@@ -136,46 +171,66 @@ impl SpaceSaving {
     /// Counts one access of the key with hash `hash` and name `name`.
     pub fn add(&mut self, hash: u64, name: &[u8], kind: Kind) {
         self.total += 1;
-        let pos = match self.index.get(&hash) {
-            Some(&p) => p as usize,
-            None => self.take_min_slot(hash, name),
+        let slot = match self.index.get(&hash) {
+            Some(&s) => s as usize,
+            None => {
+                let bucket = self.filter_bucket(hash);
+                if self.filter[bucket] < self.counts[0] {
+                    // Not yet as frequent as the least tracked key: count it in the filter.
+                    self.filter[bucket] += 1;
+                    return;
+                }
+                self.take_min_slot(hash, name)
+            }
         };
-        let pos = self.increment(pos);
-        self.slots[pos].split[kind as usize] += 1;
+        self.increment(self.rank[slot] as usize);
+        self.slots[slot].split[kind as usize] += 1;
+    }
+
+    fn filter_bucket(&self, hash: u64) -> usize {
+        // The index uses the low bits; the filter takes the high ones.
+        (hash >> 32) as usize & (self.filter.len() - 1)
     }
 
     /// Adds to the split counter of an already tracked key without counting an access (used
     /// for misses, which were already counted as reads). Returns whether the key was tracked.
     pub fn mark(&mut self, hash: u64, kind: Kind) -> bool {
         match self.index.get(&hash) {
-            Some(&p) => {
-                self.slots[p as usize].split[kind as usize] += 1;
+            Some(&s) => {
+                self.slots[s as usize].split[kind as usize] += 1;
                 true
             }
             None => false,
         }
     }
 
-    /// Replaces the minimum entry with a new key; returns its position (0).
+    /// Gives the slot of the minimum entry to a new key; returns the slot id.
     fn take_min_slot(&mut self, hash: u64, name: &[u8]) -> usize {
-        let slot = &mut self.slots[0];
-        if slot.occupied {
-            self.index.remove(&slot.hash);
+        let min = self.counts[0];
+        let id = self.order[0] as usize;
+        if self.slots[id].occupied {
+            let old = self.slots[id].hash;
+            self.index.remove(&old);
+            // The evicted key's count stays in the filter, so it is never forgotten.
+            let bucket = self.filter_bucket(old);
+            self.filter[bucket] = self.filter[bucket].max(min);
         }
+        let slot = &mut self.slots[id];
         let cut = name.len().min(MAX_NAME_BYTES);
         slot.hash = hash;
         slot.name.clear();
         slot.name.extend_from_slice(&name[..cut]);
         slot.truncated = cut < name.len();
-        slot.error = self.counts[0];
+        slot.error = min;
         slot.split = [0; 3];
         slot.occupied = true;
-        self.index.insert(hash, 0);
-        0
+        self.index.insert(hash, id as u32);
+        id
     }
 
-    /// Adds one to the count at `pos`, keeping the order; returns the entry's new position.
-    fn increment(&mut self, pos: usize) -> usize {
+    /// Adds one to the count at position `pos`, moving it to the end of its run of equal
+    /// counts first so that the order stays sorted.
+    fn increment(&mut self, pos: usize) {
         let c = self.counts[pos];
         let n = self.counts.len();
         let last = if pos + 1 == n || self.counts[pos + 1] > c {
@@ -184,96 +239,161 @@ impl SpaceSaving {
             pos + self.counts[pos..].partition_point(|&x| x <= c) - 1
         };
         if last != pos {
-            self.slots.swap(pos, last);
-            if self.slots[pos].occupied {
-                self.index.insert(self.slots[pos].hash, pos as u32);
-            }
-            self.index.insert(self.slots[last].hash, last as u32);
+            self.order.swap(pos, last);
+            self.rank[self.order[pos] as usize] = pos as u32;
+            self.rank[self.order[last] as usize] = last as u32;
         }
         self.counts[last] = c + 1;
-        last
     }
 
     /// The tracked entry for `hash`, if any.
     pub fn get(&self, hash: u64) -> Option<Entry> {
-        self.index.get(&hash).map(|&p| self.entry_at(p as usize))
+        self.index
+            .get(&hash)
+            .map(|&s| self.entry_at(self.rank[s as usize] as usize))
     }
 
-    fn entry_at(&self, p: usize) -> Entry {
-        let s = &self.slots[p];
+    fn entry_at(&self, pos: usize) -> Entry {
+        let s = &self.slots[self.order[pos] as usize];
         Entry {
             hash: s.hash,
             name: s.name.clone(),
             truncated: s.truncated,
-            count: self.counts[p],
+            count: self.counts[pos],
             error: s.error,
             split: s.split,
         }
     }
 
-    /// Every tracked entry, highest count first.
-    pub fn entries(&self) -> Vec<Entry> {
+    fn occupied_positions(&self) -> impl Iterator<Item = usize> + '_ {
         (0..self.counts.len())
             .rev()
-            .filter(|&p| self.slots[p].occupied)
+            .filter(|&p| self.slots[self.order[p] as usize].occupied)
+    }
+
+    /// Every tracked entry, highest count first.
+    pub fn entries(&self) -> Vec<Entry> {
+        self.occupied_positions()
             .map(|p| self.entry_at(p))
             .collect()
     }
 
     /// The `n` entries with the highest counts, highest first.
     pub fn top(&self, n: usize) -> Vec<Entry> {
-        (0..self.counts.len())
-            .rev()
-            .filter(|&p| self.slots[p].occupied)
+        self.occupied_positions()
             .take(n)
             .map(|p| self.entry_at(p))
             .collect()
     }
 
-    /// Changes the capacity. Shrinking drops the entries with the lowest counts, which keeps
-    /// the guarantees: every dropped count is at most the new floor.
+    /// Changes the capacity, keeping the entries with the highest counts. The guarantees
+    /// hold: a dropped entry's count is at most the new floor, and new empty slots (and the
+    /// filter) start at the old floor, since an untracked key may have been counted that often.
     pub fn resize(&mut self, capacity: usize) {
         let capacity = capacity.max(1);
-        let n = self.counts.len();
-        if capacity > n {
-            let extra = capacity - n;
-            self.counts.splice(0..0, std::iter::repeat_n(0, extra));
-            self.slots
-                .splice(0..0, std::iter::repeat_n(Slot::default(), extra));
-        } else if capacity < n {
-            let cut = n - capacity;
-            for s in self.slots.drain(..cut) {
-                if s.occupied {
-                    self.index.remove(&s.hash);
-                }
-            }
-            self.counts.drain(..cut);
-        } else {
+        if capacity == self.capacity() {
             return;
         }
-        self.index.clear();
-        for (p, s) in self.slots.iter().enumerate() {
-            if s.occupied {
-                self.index.insert(s.hash, p as u32);
-            }
+        let keep = self.top(capacity);
+        let floor = if keep.len() == capacity {
+            keep.last().map_or(0, |e| e.count)
+        } else {
+            self.counts[0]
+        };
+        *self = Self::from_entries(capacity, keep, floor, self.total);
+    }
+
+    /// A summary holding `entries` (highest count first, at most `capacity`), whose empty
+    /// slots and filter start at `floor`, having counted `total` accesses.
+    fn from_entries(capacity: usize, entries: Vec<Entry>, floor: u64, total: u64) -> Self {
+        let mut s = Self::with_floor(capacity, floor);
+        s.total = total;
+        let kept = entries.len().min(capacity);
+        let first = capacity - kept;
+        // Entry i (0 = hottest) takes slot id i at position capacity - 1 - i; empty slot ids
+        // kept..capacity take the low positions.
+        for (i, e) in entries.into_iter().take(kept).enumerate() {
+            let pos = capacity - 1 - i;
+            s.index.insert(e.hash, i as u32);
+            s.slots[i] = Slot {
+                hash: e.hash,
+                name: e.name,
+                truncated: e.truncated,
+                error: e.error,
+                split: e.split,
+                occupied: true,
+            };
+            s.counts[pos] = e.count;
+            s.order[pos] = i as u32;
+            s.rank[i] = pos as u32;
         }
-        self.index.shrink_to(capacity);
+        for (pos, id) in (0..first).zip(kept as u32..) {
+            s.order[pos] = id;
+            s.rank[id as usize] = pos as u32;
+        }
+        s
+    }
+
+    /// Merges two summaries into one of `capacity` entries (the mergeable-summaries method of
+    /// Agarwal et al., 2012): a key missing from one summary may have had up to that summary's
+    /// floor there, which is added to its count and its error, so the bounds stay valid.
+    pub fn merged(a: &SpaceSaving, b: &SpaceSaving, capacity: usize) -> SpaceSaving {
+        let capacity = capacity.max(1);
+        let (fa, fb) = (a.floor(), b.floor());
+        let mut all: Vec<Entry> = a
+            .entries()
+            .into_iter()
+            .map(|mut e| {
+                match b.get(e.hash) {
+                    Some(o) => {
+                        e.count += o.count;
+                        e.error += o.error;
+                        for i in 0..3 {
+                            e.split[i] += o.split[i];
+                        }
+                    }
+                    None => {
+                        e.count += fb;
+                        e.error += fb;
+                    }
+                }
+                e
+            })
+            .collect();
+        all.extend(
+            b.entries()
+                .into_iter()
+                .filter(|e| a.get(e.hash).is_none())
+                .map(|mut e| {
+                    e.count += fa;
+                    e.error += fa;
+                    e
+                }),
+        );
+        all.sort_by(|x, y| y.count.cmp(&x.count).then_with(|| x.hash.cmp(&y.hash)));
+        let floor = if all.len() >= capacity {
+            all[capacity - 1].count.max(fa + fb)
+        } else {
+            fa + fb
+        };
+        all.truncate(capacity);
+        Self::from_entries(capacity, all, floor, a.total + b.total)
     }
 
     /// Forgets everything, keeping the capacity.
     pub fn clear(&mut self) {
-        let cap = self.capacity();
-        *self = SpaceSaving::new(cap);
+        *self = SpaceSaving::new(self.capacity());
     }
 
     /// Bytes of heap and inline memory this summary holds (names included).
     pub fn memory_bytes(&self) -> usize {
         let slots = self.slots.capacity() * std::mem::size_of::<Slot>();
         let names: usize = self.slots.iter().map(|s| s.name.capacity()).sum();
-        let counts = self.counts.capacity() * 8;
+        let counts = (self.counts.capacity() + self.filter.capacity()) * 8;
+        let order = (self.order.capacity() + self.rank.capacity()) * 4;
         // hashbrown: one control byte plus the (u64, u32) pair, padded to 16 bytes, per bucket.
         let index = self.index.capacity() * (16 + 1);
-        std::mem::size_of::<Self>() + slots + names + counts + index
+        std::mem::size_of::<Self>() + slots + names + counts + order + index
     }
 }
 
@@ -334,8 +454,20 @@ mod tests {
         }
         let floor = s.floor();
         let entries = s.entries();
-        let sum: u64 = (0..s.capacity()).map(|p| s.counts[p]).sum();
-        assert_eq!(sum, s.total(), "counts add up to the stream length");
+        let sum: u64 = s.counts.iter().chain(&s.filter).sum();
+        assert!(s
+            .order
+            .iter()
+            .enumerate()
+            .all(|(p, &id)| s.rank[id as usize] as usize == p));
+        assert!(
+            sum >= s.total(),
+            "entries and filter account for every access"
+        );
+        assert!(
+            s.filter.iter().all(|&a| a <= floor),
+            "filter never exceeds the floor"
+        );
         for (k, &t) in &truth {
             let h = key_hash(format!("k{k}").as_bytes());
             match entries.iter().find(|e| e.hash == h) {
@@ -348,6 +480,38 @@ mod tests {
         }
         // Sorted order is kept.
         assert!(s.counts.windows(2).all(|w| w[0] <= w[1]));
+    }
+
+    #[test]
+    fn merging_keeps_the_bounds() {
+        let mut a = SpaceSaving::new(8);
+        let mut b = SpaceSaving::new(8);
+        let mut truth: HashMap<String, u64> = HashMap::new();
+        for i in 0..400u64 {
+            let k = format!("k{}", (i * i) % 23);
+            *truth.entry(k.clone()).or_default() += 1;
+            add(if i % 2 == 0 { &mut a } else { &mut b }, &k, Kind::Read);
+        }
+        let m = SpaceSaving::merged(&a, &b, 8);
+        assert_eq!(m.total(), 400);
+        assert!(m.len() <= 8);
+        for (k, &t) in &truth {
+            match m.get(key_hash(k.as_bytes())) {
+                Some(e) => assert!(e.count >= t && e.count - e.error <= t, "{k}: {e:?} vs {t}"),
+                None => assert!(
+                    t <= m.floor(),
+                    "{k} counted {t} above the floor {}",
+                    m.floor()
+                ),
+            }
+        }
+        // Merging with an empty summary changes nothing.
+        let sorted = |mut v: Vec<Entry>| {
+            v.sort_by_key(|e| e.hash);
+            v
+        };
+        let same = SpaceSaving::merged(&a, &SpaceSaving::new(8), 8);
+        assert_eq!(sorted(same.entries()), sorted(a.entries()));
     }
 
     #[test]
@@ -392,10 +556,11 @@ mod tests {
         assert_eq!(s.get(key_hash(b"new")).unwrap().error, 13);
         s.resize(32);
         assert_eq!(s.capacity(), 32);
-        assert_eq!(s.floor(), 0);
+        // New slots start at the floor: an untracked key may have had that many accesses.
+        assert_eq!(s.floor(), 14);
         assert_eq!(s.top(1)[0].name, b"k15");
         add(&mut s, "another", Kind::Write);
-        assert_eq!(s.get(key_hash(b"another")).unwrap().error, 0);
+        assert_eq!(s.get(key_hash(b"another")).unwrap().error, 14);
         assert!(s.counts.windows(2).all(|w| w[0] <= w[1]));
     }
 }
