@@ -69,7 +69,7 @@ pub const CONFIGS: &[ConfigSpec] = &[
     ConfigSpec {
         name: "hotkeys-sample-ratio",
         kind: ConfigKind::Int {
-            default: 1,
+            default: 10,
             min: 1,
             max: 1_000_000,
         },

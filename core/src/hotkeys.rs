@@ -14,7 +14,7 @@ use crate::sketch::{key_hash, Entry, Kind, SpaceSaving};
 
 /// Key patterns are counted for one tracked access in this many: namespaces aggregate many
 /// keys, so sampling them costs little accuracy and keeps pattern inference off most accesses.
-pub const NAMESPACE_SAMPLE_EVERY: u32 = 4;
+pub const NAMESPACE_SAMPLE_EVERY: u32 = 16;
 
 /// Which accesses rank the list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -541,9 +541,9 @@ mod tests {
         let r = t.query(&q(Window::Total, KindFilter::All, true), 1000, 1);
         assert_eq!(r.entries[0].name, "user:*:profile");
         assert_eq!(r.entries[1].name, "session:*");
-        // Pattern counts are sampled 1 in NAMESPACE_SAMPLE_EVERY: within 10% of the truth.
+        // Pattern counts are sampled 1 in NAMESPACE_SAMPLE_EVERY: within 15% of the truth.
         let c = r.entries[0].count as f64;
-        assert!((c - 4000.0).abs() < 400.0, "{c}");
+        assert!((c - 4000.0).abs() < 600.0, "{c}");
         assert!((r.entries[0].share - 0.8).abs() < 0.05);
     }
 

@@ -78,11 +78,10 @@ fn pack(name: &[u8]) -> Option<u128> {
     if name.is_empty() || name.len() > 16 {
         return None;
     }
-    let mut v = 0u128;
-    for (i, b) in name.iter().enumerate() {
-        v |= u128::from(b.to_ascii_lowercase()) << (8 * i);
-    }
-    Some(v)
+    let mut buf = [0u8; 16];
+    buf[..name.len()].copy_from_slice(name);
+    buf.make_ascii_lowercase();
+    Some(u128::from_le_bytes(buf))
 }
 
 /// Folds the packed name into 64 bits with a multiply (names differ in their first bytes).

@@ -92,7 +92,8 @@ fn command_error(cli: &Cli, command: &str, e: &RedisError) -> CtlError {
              to redis.conf and restart, or run `MODULE LOAD /path/to/libredis_opt.so`"
         ));
     }
-    if text.contains("NOPERM") || text.contains("NOAUTH") {
+    let upper = text.to_ascii_uppercase();
+    if upper.contains("NOPERM") || upper.contains("NOAUTH") {
         return CtlError::unusable(format!(
             "{where_} does not allow {command} for this user ({text}); see the ACL section of \
              the README"

@@ -6,7 +6,9 @@
 //! reachable, authentication refused, module not loaded).
 
 mod conn;
+mod hotkeys;
 mod status;
+mod table;
 
 use std::process::ExitCode;
 
@@ -45,6 +47,15 @@ pub enum Cmd {
     ///
     /// Example: optctl --url redis://10.0.0.5:6379 status
     Status,
+    /// The hottest keys (or key patterns) from live traffic, with error bounds.
+    ///
+    /// Examples:
+    ///   optctl hotkeys                       top 10 since start, with ops/s now
+    ///   optctl hotkeys --type miss           hot keys that do not exist (cache penetration)
+    ///   optctl hotkeys --namespaces          hot key patterns (user:*:profile)
+    ///   optctl hotkeys --window recent --watch 2    live view, refreshed every 2 s
+    #[command(verbatim_doc_comment)]
+    Hotkeys(hotkeys::HotKeysArgs),
 }
 
 /// An error with the exit code it maps to.
@@ -78,6 +89,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Status => status::run(&cli),
+        Cmd::Hotkeys(ref args) => hotkeys::run(&cli, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -14,7 +14,6 @@ use crate::{configs, server};
 /// A command invocation as a handler sees it.
 pub struct Call<'a> {
     /// The command context (valid for the duration of the call).
-    #[allow(dead_code)] // read by the commands that touch the keyspace
     pub ctx: *mut raw::RedisModuleCtx,
     /// Arguments after the command name, with any `FORMAT JSON` removed.
     pub args: Vec<&'a [u8]>,
@@ -73,7 +72,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         // read them. Not readonly, which would put it in @read.
         flags: "admin allow-loading allow-stale",
         keys: (0, 0, 0),
-        acl_categories: "",
+        acl_categories: "admin dangerous",
         json: true,
         syntax: "OPT.HOTKEYS [COUNT n] [TYPE all|read|write|miss] [WINDOW total|recent] [NAMESPACES] [FORMAT JSON] | OPT.HOTKEYS RESET",
         summary: "the hottest keys (or key patterns) from live traffic, with error bounds",

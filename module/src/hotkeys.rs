@@ -29,16 +29,36 @@ use crate::{configs, guard, log};
 
 struct HotKeysState {
     tracker: HotKeyTracker,
+    /// The last command name looked up and its key access: pipelines repeat commands.
+    last_command: ([u8; 16], usize, KeyAccess),
     rng: u64,
+    /// Commands to let pass before the next sampled one.
+    skip: u64,
 }
 
 impl HotKeysState {
     fn next_rand(&mut self) -> u64 {
-        // xorshift64*: fast, and good enough to pick one command in N.
+        // xorshift64*: fast, and good enough for sampling.
         self.rng ^= self.rng >> 12;
         self.rng ^= self.rng << 25;
         self.rng ^= self.rng >> 27;
         self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Whether to sample this command, with probability 1/ratio. Instead of a random draw per
+    /// command it draws the gap to the next sampled command from the geometric distribution,
+    /// which samples exactly as often, so an unsampled command costs one decrement.
+    fn sample(&mut self, ratio: u64) -> bool {
+        if ratio <= 1 {
+            return true;
+        }
+        if self.skip > 0 {
+            self.skip -= 1;
+            return false;
+        }
+        let u = ((self.next_rand() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+        self.skip = (u.ln() / (1.0 - 1.0 / ratio as f64).ln()) as u64;
+        true
     }
 }
 
@@ -64,7 +84,9 @@ pub fn init(ctx: *mut raw::RedisModuleCtx) -> Result<(), String> {
                 delimiters.as_bytes(),
                 now_ms(),
             ),
+            last_command: ([0; 16], 0, KeyAccess::Skip),
             rng: 0x9e37_79b9_7f4a_7c15 ^ (std::process::id() as u64),
+            skip: 0,
         })
     });
     let rows = command_rows(ctx);
@@ -235,8 +257,7 @@ unsafe fn filter_arg<'a>(fctx: *mut raw::RedisModuleCommandFilterCtx, pos: usize
 /// # Safety
 /// `fctx` must be the live filter context.
 unsafe fn record_command(st: &mut HotKeysState, fctx: *mut raw::RedisModuleCommandFilterCtx) {
-    let ratio = configs::int(idx::HOTKEYS_SAMPLE_RATIO).max(1) as u64;
-    let sampled = ratio == 1 || st.next_rand() % ratio == 0;
+    let sampled = st.sample(configs::int(idx::HOTKEYS_SAMPLE_RATIO).max(1) as u64);
     LAST_SAMPLED.store(sampled, Ordering::Relaxed);
     if !sampled {
         return;
@@ -249,10 +270,22 @@ unsafe fn record_command(st: &mut HotKeysState, fctx: *mut raw::RedisModuleComma
         return;
     }
     let replica = IS_REPLICA.load(Ordering::Relaxed);
-    let access = KEYSPECS
-        .get()
-        .map(|t| t.lookup(filter_arg(fctx, 0)))
-        .unwrap_or(KeyAccess::Skip);
+    let name = filter_arg(fctx, 0);
+    let (cached, len, cached_access) = &st.last_command;
+    let access = if *len == name.len() && cached[..*len].eq_ignore_ascii_case(name) {
+        *cached_access
+    } else {
+        let access = KEYSPECS
+            .get()
+            .map(|t| t.lookup(name))
+            .unwrap_or(KeyAccess::Skip);
+        if name.len() <= 16 {
+            let mut buf = [0u8; 16];
+            buf[..name.len()].copy_from_slice(name);
+            st.last_command = (buf, name.len(), access);
+        }
+        access
+    };
     match access {
         KeyAccess::Skip => {}
         KeyAccess::Fixed {
@@ -265,6 +298,13 @@ unsafe fn record_command(st: &mut HotKeysState, fctx: *mut raw::RedisModuleComma
                 return;
             }
             let kind = if write { Kind::Write } else { Kind::Read };
+            if first as i32 == last {
+                // One key (GET, SET, HGET...): the common case, without the iterator.
+                if (first as usize) < argc {
+                    st.tracker.record(filter_arg(fctx, first as usize), kind);
+                }
+                return;
+            }
             for pos in fixed_positions(first, last, step, argc) {
                 st.tracker.record(filter_arg(fctx, pos), kind);
             }
@@ -405,6 +445,7 @@ pub fn apply_config(index: usize, value: i64) {
             match index {
                 idx::HOTKEYS_CAPACITY => st.tracker.resize(value as usize),
                 idx::HOTKEYS_WINDOW_SECONDS => st.tracker.set_window_ms(value as u64 * 1000),
+                idx::HOTKEYS_SAMPLE_RATIO => st.skip = 0,
                 _ => {}
             }
         }
@@ -423,6 +464,7 @@ pub fn apply_delimiters(delimiters: &str) {
 /// `OPT.HOTKEYS [COUNT n] [TYPE all|read|write|miss] [WINDOW total|recent] [NAMESPACES]` and
 /// `OPT.HOTKEYS RESET`.
 pub fn command(call: &Call) -> Result<Reply, ReplyError> {
+    crate::acl::require_monitor_equivalent(call.ctx, "OPT.HOTKEYS")?;
     let capacity = configs::int(idx::HOTKEYS_CAPACITY) as usize;
     let parsed = parse_command(&call.args, capacity).map_err(ReplyError::err)?;
     let ratio = configs::int(idx::HOTKEYS_SAMPLE_RATIO).max(1) as u64;

@@ -4,6 +4,7 @@
 //! INFO callbacks. Every entry point Redis calls runs inside `guard::catch`, so a bug becomes
 //! an error reply and a log line, never a crashed server. The logic lives in `opt_core`.
 
+mod acl;
 mod commands;
 mod configs;
 mod guard;

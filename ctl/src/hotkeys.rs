@@ -1,0 +1,205 @@
+//! `optctl hotkeys`: the hottest keys or key patterns as a table, once or refreshing.
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use opt_core::report::HotKeysReport;
+
+use crate::table::{bar, human, render, Align};
+use crate::{conn, Cli, CtlError};
+
+/// Options of `optctl hotkeys`.
+#[derive(Args, Debug)]
+pub struct HotKeysArgs {
+    /// How many keys.
+    #[arg(long, default_value_t = 10)]
+    pub count: u32,
+    /// Rank by all accesses, reads, writes or misses (reads of keys that do not exist).
+    #[arg(long = "type", value_enum, default_value_t = KindArg::All)]
+    pub kind: KindArg,
+    /// Rank by the whole run (since start or reset) or by the recent window.
+    #[arg(long, value_enum, default_value_t = WindowArg::Total)]
+    pub window: WindowArg,
+    /// Key patterns (user:*:profile) instead of keys.
+    #[arg(long)]
+    pub namespaces: bool,
+    /// Refresh every SECONDS until interrupted (Ctrl-C).
+    #[arg(long, value_name = "SECONDS")]
+    pub watch: Option<u64>,
+    /// With --watch: stop after this many refreshes.
+    #[arg(long, value_name = "N", requires = "watch")]
+    pub times: Option<u64>,
+}
+
+/// `--type` values.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum KindArg {
+    /// Every access.
+    All,
+    /// Reads.
+    Read,
+    /// Writes.
+    Write,
+    /// Reads of keys that did not exist.
+    Miss,
+}
+
+/// `--window` values.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum WindowArg {
+    /// Since start or OPT.HOTKEYS RESET.
+    Total,
+    /// The last opt.hotkeys-window-seconds.
+    Recent,
+}
+
+impl HotKeysArgs {
+    fn query_args(&self, window: &str) -> Vec<String> {
+        let kind = match self.kind {
+            KindArg::All => "all",
+            KindArg::Read => "read",
+            KindArg::Write => "write",
+            KindArg::Miss => "miss",
+        };
+        let mut a = vec![
+            "COUNT".into(),
+            self.count.to_string(),
+            "TYPE".into(),
+            kind.into(),
+            "WINDOW".into(),
+            window.into(),
+        ];
+        if self.namespaces {
+            a.push("NAMESPACES".into());
+        }
+        a
+    }
+
+    fn window_name(&self) -> &'static str {
+        match self.window {
+            WindowArg::Total => "total",
+            WindowArg::Recent => "recent",
+        }
+    }
+}
+
+/// Runs `optctl hotkeys`.
+pub fn run(cli: &Cli, args: &HotKeysArgs) -> Result<(), CtlError> {
+    let mut con = conn::connect(cli)?;
+    let tty = std::io::stdout().is_terminal();
+    let mut shown = 0u64;
+    loop {
+        let ranked: HotKeysReport = conn::call_json(
+            &mut con,
+            cli,
+            "OPT.HOTKEYS",
+            &args.query_args(args.window_name()),
+        )?;
+        if cli.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&ranked)
+                    .map_err(|e| CtlError::failed(format!("cannot encode JSON: {e}")))?
+            );
+        } else {
+            // The "ops/s now" column always comes from the recent window.
+            let recent: HotKeysReport = if args.window_name() == "recent" {
+                ranked.clone()
+            } else {
+                let mut q = args.query_args("recent");
+                q[1] = ranked.capacity.to_string();
+                conn::call_json(&mut con, cli, "OPT.HOTKEYS", &q)?
+            };
+            if args.watch.is_some() && tty {
+                // Clear the screen and go home, so the view refreshes in place.
+                print!("\x1b[2J\x1b[H");
+            }
+            print!(
+                "{}",
+                render_report(&ranked, &recent, &conn::redacted(&cli.url))
+            );
+        }
+        shown += 1;
+        let Some(secs) = args.watch else { break };
+        if args.times.is_some_and(|t| shown >= t) {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(secs.max(1)));
+        if !tty && !cli.json {
+            println!();
+        }
+    }
+    Ok(())
+}
+
+/// The table: rank, key, ops/s now, total, error, share with a bar, read/write/miss.
+pub fn render_report(r: &HotKeysReport, recent: &HotKeysReport, url: &str) -> String {
+    let what = if r.view == "namespaces" {
+        "pattern"
+    } else {
+        "key"
+    };
+    let mut out = format!(
+        "hot {}s on {url}: {} window ({:.0} s), ranked by {} accesses; {} accesses sampled \
+         (1 in {}), ~{} in all\n",
+        what,
+        r.window,
+        r.seconds,
+        r.kind,
+        r.sampled_accesses,
+        r.sample_ratio,
+        human(r.estimated_accesses as f64),
+    );
+    out.push_str(&format!(
+        "detection floor {}: every {what} with more accesses is listed (tracking {} of {} \
+         candidates)\n\n",
+        human(r.detection_floor as f64),
+        r.tracked,
+        r.capacity
+    ));
+    if r.entries.is_empty() {
+        out.push_str("(no traffic counted yet)\n");
+        return out;
+    }
+    let header = [
+        ("rank", Align::Right),
+        (what, Align::Left),
+        ("ops/s now", Align::Right),
+        ("total", Align::Right),
+        ("± error", Align::Right),
+        ("share", Align::Left),
+        ("read", Align::Right),
+        ("write", Align::Right),
+        ("miss", Align::Right),
+    ];
+    let rows: Vec<Vec<String>> = r
+        .entries
+        .iter()
+        .map(|e| {
+            let now = recent
+                .entries
+                .iter()
+                .find(|x| x.name == e.name)
+                .map_or(0.0, |x| x.ops_per_sec);
+            let name = if e.truncated {
+                format!("{}…", e.name)
+            } else {
+                e.name.clone()
+            };
+            vec![
+                e.rank.to_string(),
+                name,
+                human(now),
+                human(e.count as f64),
+                human(e.error as f64),
+                format!("{} {:5.1}%", bar(e.share, 20), e.share * 100.0),
+                human(e.reads as f64),
+                human(e.writes as f64),
+                human(e.misses as f64),
+            ]
+        })
+        .collect();
+    out.push_str(&render(&header, &rows));
+    out
+}

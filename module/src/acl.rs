@@ -1,0 +1,78 @@
+//! ACL checks that command flags cannot express on every server.
+//!
+//! Key names are sensitive, so OPT.HOTKEYS belongs to administrators. Redis 7.2+ (and Valkey)
+//! let the module put the command in the `@admin` and `@dangerous` categories, and ACL rules do
+//! the rest. Redis 7.0 gives module commands no categories at all, so `+@all -@admin` would
+//! still allow it; there the command requires what reveals the same information, the right to
+//! run MONITOR, and checks it itself.
+
+use std::ffi::c_int;
+
+use redis_module::raw;
+
+use crate::reply::ReplyError;
+
+/// Whether this server can declare ACL categories on module commands.
+pub fn categories_supported() -> bool {
+    // SAFETY: reading whether the function pointer was filled by RedisModule_Init.
+    unsafe { raw::RedisModule_SetCommandACLCategories }.is_some()
+}
+
+/// On servers without ACL categories: refuses callers that may not run MONITOR.
+pub fn require_monitor_equivalent(
+    ctx: *mut raw::RedisModuleCtx,
+    command: &str,
+) -> Result<(), ReplyError> {
+    if categories_supported() {
+        return Ok(());
+    }
+    // SAFETY: ctx is the live command context; every string and user created here is freed
+    // before returning, and argv holds one valid string for the call.
+    let allowed = unsafe {
+        let (
+            Some(user_name),
+            Some(get_user),
+            Some(check),
+            Some(free_user),
+            Some(create),
+            Some(free),
+        ) = (
+            raw::RedisModule_GetCurrentUserName,
+            raw::RedisModule_GetModuleUserFromUserName,
+            raw::RedisModule_ACLCheckCommandPermissions,
+            raw::RedisModule_FreeModuleUser,
+            raw::RedisModule_CreateString,
+            raw::RedisModule_FreeString,
+        )
+        else {
+            return Ok(());
+        };
+        let name = user_name(ctx);
+        if name.is_null() {
+            // No client behind this call (an internal or module context).
+            return Ok(());
+        }
+        let user = get_user(name);
+        free(ctx, name);
+        if user.is_null() {
+            false
+        } else {
+            let monitor = create(ctx, c"MONITOR".as_ptr(), 7);
+            let mut argv = [monitor];
+            let ok = check(user, argv.as_mut_ptr(), 1 as c_int) == raw::REDISMODULE_OK as c_int;
+            free(ctx, monitor);
+            free_user(user);
+            ok
+        }
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(ReplyError(format!(
+            "NOPERM {command} shows key names, so it needs the right to run MONITOR on this \
+             server (Redis 7.0 has no ACL categories for module commands): \
+             ACL SETUSER <user> +{} +monitor",
+            command.to_ascii_lowercase()
+        )))
+    }
+}

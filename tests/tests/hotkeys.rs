@@ -1,0 +1,396 @@
+//! OPT.HOTKEYS against a real server: reads, writes and misses counted apart, Lua and MULTI,
+//! namespaces, the recent window, replicas, ACL, sampling, loading, and bad input.
+
+use std::time::Duration;
+
+use opt_core::report::HotKeysReport;
+use opt_harness::redis::{self, Connection, Value};
+use opt_harness::{optctl, Server, ServerOptions};
+
+/// A server that counts every command, so counts are exact.
+fn exact_server(extra: &[&str]) -> Server {
+    let mut config = vec!["opt.hotkeys-sample-ratio 1".to_string()];
+    config.extend(extra.iter().map(|s| s.to_string()));
+    Server::start_with(ServerOptions {
+        config,
+        ..ServerOptions::default()
+    })
+}
+
+fn hotkeys(con: &mut Connection, args: &[&str]) -> HotKeysReport {
+    let mut cmd = redis::cmd("OPT.HOTKEYS");
+    for a in args {
+        cmd.arg(*a);
+    }
+    let text: String = cmd
+        .arg("FORMAT")
+        .arg("JSON")
+        .query(con)
+        .expect("OPT.HOTKEYS");
+    serde_json::from_str(&text).expect("report JSON")
+}
+
+fn count_of(r: &HotKeysReport, name: &str) -> Option<u64> {
+    r.entries.iter().find(|e| e.name == name).map(|e| e.count)
+}
+
+fn run(con: &mut Connection, args: &[&str]) {
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    let _: Value = cmd.query(con).expect("command");
+}
+
+#[test]
+fn reads_writes_and_a_hot_missing_key_are_counted_apart() {
+    let server = exact_server(&[]);
+    let mut con = server.conn();
+    for _ in 0..5 {
+        run(&mut con, &["SET", "user:1:profile", "v"]);
+    }
+    for _ in 0..50 {
+        run(&mut con, &["GET", "user:1:profile"]);
+    }
+    for _ in 0..30 {
+        run(&mut con, &["GET", "cache:missing"]);
+    }
+    run(&mut con, &["MSET", "a", "1", "b", "2"]);
+    run(&mut con, &["HSET", "h", "f", "v"]);
+    run(&mut con, &["HGETALL", "h"]);
+
+    let r = hotkeys(&mut con, &[]);
+    assert_eq!(r.sample_ratio, 1);
+    assert_eq!(r.sampled_accesses, 5 + 50 + 30 + 2 + 2);
+    assert_eq!(r.entries[0].name, "user:1:profile");
+    assert_eq!((r.entries[0].count, r.entries[0].error), (55, 0));
+    assert_eq!((r.entries[0].reads, r.entries[0].writes), (50, 5));
+    assert_eq!(r.entries[1].name, "cache:missing");
+    assert_eq!(r.entries[1].misses, 30);
+    assert_eq!(count_of(&r, "a"), Some(1));
+    assert_eq!(count_of(&r, "h"), Some(2));
+    assert_eq!(r.detection_floor, 0, "nothing evicted yet");
+
+    let misses = hotkeys(&mut con, &["TYPE", "miss"]);
+    assert_eq!(misses.entries.len(), 1, "{:?}", misses.entries);
+    assert_eq!(
+        (misses.entries[0].name.as_str(), misses.entries[0].count),
+        ("cache:missing", 30)
+    );
+    let writes = hotkeys(&mut con, &["TYPE", "write", "COUNT", "2"]);
+    assert_eq!(writes.entries[0].name, "user:1:profile");
+    assert_eq!(writes.entries[0].count, 5);
+    assert_eq!(writes.entries.len(), 2);
+
+    // RESP replies are structured too.
+    let v: Value = redis::cmd("OPT.HOTKEYS")
+        .arg("COUNT")
+        .arg("1")
+        .query(&mut server.conn_resp3())
+        .unwrap();
+    assert!(matches!(v, Value::Map(_)), "{v:?}");
+
+    let info: String = redis::cmd("INFO").arg("opt").query(&mut con).unwrap();
+    assert!(info.contains("opt_hotkeys_sampled_accesses:89"), "{info}");
+    assert!(info.contains("opt_hotkeys_memory_bytes:"), "{info}");
+
+    let ok: String = redis::cmd("OPT.HOTKEYS")
+        .arg("RESET")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(ok, "OK");
+    let r = hotkeys(&mut con, &[]);
+    assert!(
+        r.entries.iter().all(|e| e.name != "user:1:profile"),
+        "{:?}",
+        r.entries
+    );
+}
+
+#[test]
+fn commands_from_lua_and_multi_count_once() {
+    let server = exact_server(&[]);
+    let mut con = server.conn();
+    run(&mut con, &["SET", "lua:key", "v"]);
+    for _ in 0..10 {
+        let _: Value = redis::cmd("EVAL")
+            .arg("redis.call('GET', KEYS[1]); return redis.call('GET', 'lua:other')")
+            .arg(1)
+            .arg("lua:key")
+            .query(&mut con)
+            .unwrap();
+    }
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    for _ in 0..7 {
+        pipe.cmd("GET").arg("multi:key");
+    }
+    let _: Value = pipe.query(&mut con).unwrap();
+    let r = hotkeys(&mut con, &["COUNT", "10"]);
+    // EVAL's declared key is not counted on its own: the GET inside the script is.
+    assert_eq!(count_of(&r, "lua:key"), Some(11));
+    assert_eq!(count_of(&r, "lua:other"), Some(10));
+    assert_eq!(count_of(&r, "multi:key"), Some(7));
+}
+
+#[test]
+fn namespaces_roll_traffic_up_by_pattern() {
+    let server = exact_server(&[]);
+    let mut con = server.conn();
+    let mut pipe = redis::pipe();
+    for i in 0..6000 {
+        pipe.cmd("GET").arg(format!("user:{i}:profile")).ignore();
+        if i % 3 == 0 {
+            pipe.cmd("GET")
+                .arg(format!("session:{:032x}", i * 7919))
+                .ignore();
+        }
+    }
+    let _: () = pipe.query(&mut con).unwrap();
+    let r = hotkeys(&mut con, &["NAMESPACES", "COUNT", "5"]);
+    assert_eq!(r.view, "namespaces");
+    assert_eq!(r.entries[0].name, "user:*:profile");
+    assert_eq!(r.entries[1].name, "session:*");
+    let share = r.entries[0].share;
+    assert!((share - 0.75).abs() < 0.1, "user:*:profile share {share}");
+}
+
+#[test]
+fn recent_window_shows_what_is_hot_now() {
+    let server = exact_server(&["opt.hotkeys-window-seconds 1"]);
+    let mut con = server.conn();
+    for _ in 0..40 {
+        run(&mut con, &["GET", "early"]);
+    }
+    // Two windows later the early key is no longer recent, but still in the total.
+    std::thread::sleep(Duration::from_millis(3200));
+    for _ in 0..10 {
+        run(&mut con, &["GET", "late"]);
+    }
+    let recent = hotkeys(&mut con, &["WINDOW", "recent"]);
+    assert_eq!(recent.window, "recent");
+    assert_eq!(count_of(&recent, "early"), None, "{:?}", recent.entries);
+    assert_eq!(count_of(&recent, "late"), Some(10));
+    assert!(recent.entries[0].ops_per_sec > 0.0);
+    let total = hotkeys(&mut con, &["WINDOW", "total"]);
+    assert_eq!(count_of(&total, "early"), Some(40));
+    assert_eq!(count_of(&total, "late"), Some(10));
+}
+
+#[test]
+fn a_replica_counts_client_reads_and_never_the_replication_stream() {
+    let master = exact_server(&[]);
+    let replica = master.start_replica(ServerOptions {
+        config: vec!["opt.hotkeys-sample-ratio 1".into()],
+        ..ServerOptions::default()
+    });
+    let mut m = master.conn();
+    for i in 0..200 {
+        run(&mut m, &["SET", "written:on:master", &i.to_string()]);
+    }
+    replica.wait_for("the writes to replicate", Duration::from_secs(10), |c| {
+        redis::cmd("GET")
+            .arg("written:on:master")
+            .query::<String>(c)
+            .ok()
+            .as_deref()
+            == Some("199")
+    });
+    let mut r = replica.conn();
+    let _: () = redis::cmd("OPT.HOTKEYS")
+        .arg("RESET")
+        .query(&mut r)
+        .unwrap();
+    for _ in 0..3 {
+        run(&mut m, &["SET", "written:on:master", "x"]);
+    }
+    for _ in 0..25 {
+        run(&mut r, &["GET", "read:on:replica"]);
+    }
+    // Wait by replication offsets, not by reading the key (that read would count).
+    let offset = |c: &mut Connection, field: &str| -> i64 {
+        let info: String = redis::cmd("INFO").arg("replication").query(c).unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(-1)
+    };
+    let target = offset(&mut m, "master_repl_offset:");
+    replica.wait_for(
+        "the last write to replicate",
+        Duration::from_secs(10),
+        |c| offset(c, "slave_repl_offset:") >= target,
+    );
+    let report = hotkeys(&mut r, &["COUNT", "10"]);
+    assert_eq!(count_of(&report, "read:on:replica"), Some(25));
+    assert_eq!(
+        count_of(&report, "written:on:master"),
+        None,
+        "{:?}",
+        report.entries
+    );
+    // Reads of the replicated key sent to the replica count.
+    run(&mut r, &["GET", "written:on:master"]);
+    let report = hotkeys(&mut r, &["COUNT", "10"]);
+    assert_eq!(count_of(&report, "written:on:master"), Some(1));
+}
+
+#[test]
+fn nothing_is_counted_while_the_aof_loads() {
+    let server = exact_server(&["appendonly yes"]);
+    let mut con = server.conn();
+    for i in 0..20 {
+        run(&mut con, &["SET", "aof:key", &i.to_string()]);
+    }
+    let _: () = redis::cmd("OPT.HOTKEYS")
+        .arg("RESET")
+        .query(&mut con)
+        .unwrap();
+    let _: String = redis::cmd("DEBUG").arg("LOADAOF").query(&mut con).unwrap();
+    let v: String = redis::cmd("GET").arg("aof:key").query(&mut con).unwrap();
+    assert_eq!(v, "19");
+    let r = hotkeys(&mut con, &[]);
+    assert_eq!(
+        count_of(&r, "aof:key"),
+        Some(1),
+        "only the GET: {:?}",
+        r.entries
+    );
+}
+
+#[test]
+fn sampling_scales_counts_back() {
+    let server = Server::with_config(&["opt.hotkeys-sample-ratio 10"]);
+    let mut con = server.conn();
+    let mut pipe = redis::pipe();
+    for _ in 0..20_000 {
+        pipe.cmd("GET").arg("sampled:key").ignore();
+    }
+    let _: () = pipe.query(&mut con).unwrap();
+    let r = hotkeys(&mut con, &[]);
+    assert_eq!(r.sample_ratio, 10);
+    let c = count_of(&r, "sampled:key").unwrap() as f64;
+    // 2,000 expected samples: 5 standard deviations is under 8%.
+    assert!((c - 20_000.0).abs() < 1_600.0, "scaled count {c}");
+    assert!(r.sampled_accesses < 3_000, "{}", r.sampled_accesses);
+}
+
+#[test]
+fn only_admins_or_granted_users_see_key_names() {
+    let server = exact_server(&[
+        "user app on >app-pw ~* &* +@all -@admin",
+        "user monitor on >mon-pw +opt.hotkeys +monitor",
+    ]);
+    let url = |user: &str, pw: &str| format!("redis://{user}:{pw}@127.0.0.1:{}", server.port);
+    let mut app = redis::Client::open(url("app", "app-pw"))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let err = redis::cmd("OPT.HOTKEYS")
+        .query::<Value>(&mut app)
+        .unwrap_err();
+    assert_eq!(err.code(), Some("NOPERM"), "{err}");
+    let mut mon = redis::Client::open(url("monitor", "mon-pw"))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let _: Value = redis::cmd("OPT.HOTKEYS")
+        .query(&mut mon)
+        .expect("granted user");
+    let (code, _, err) = optctl(&["--url", &url("app", "app-pw"), "hotkeys"], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("does not allow"), "{err}");
+}
+
+#[test]
+fn bad_input_is_refused_and_capacity_resizes_at_runtime() {
+    let server = exact_server(&["opt.hotkeys-capacity 64"]);
+    let mut con = server.conn();
+    for i in 0..200 {
+        run(&mut con, &["GET", &format!("k{i}")]);
+    }
+    for (args, expect) in [
+        (vec!["COUNT", "0"], "COUNT must be from 1 to 64"),
+        (vec!["COUNT", "65"], "COUNT must be from 1 to 64"),
+        (vec!["COUNT", "x"], "needs an integer"),
+        (vec!["TYPE", "hot"], "TYPE must be one of"),
+        (vec!["WINDOW", "week"], "WINDOW must be one of"),
+        (vec!["BOGUS"], "unknown option 'BOGUS'"),
+        (vec!["RESET", "NOW"], "RESET takes no other arguments"),
+    ] {
+        let mut cmd = redis::cmd("OPT.HOTKEYS");
+        for a in &args {
+            cmd.arg(*a);
+        }
+        let err = cmd.query::<Value>(&mut con).unwrap_err().to_string();
+        assert!(err.contains(expect), "{args:?}: {err}");
+    }
+    let before = hotkeys(&mut con, &["COUNT", "64"]);
+    assert_eq!(before.capacity, 64);
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("opt.hotkeys-capacity")
+        .arg("16")
+        .query(&mut con)
+        .unwrap();
+    let after = hotkeys(&mut con, &["COUNT", "16"]);
+    assert_eq!((after.capacity, after.tracked), (16, 16));
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("opt.hotkeys-capacity")
+        .arg("4096")
+        .query(&mut con)
+        .unwrap();
+    for _ in 0..5 {
+        run(&mut con, &["GET", "after:grow"]);
+    }
+    let grown = hotkeys(&mut con, &["COUNT", "1"]);
+    assert_eq!(grown.capacity, 4096);
+    assert_eq!(grown.entries[0].name, "after:grow");
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("opt.hotkeys-enabled")
+        .arg("no")
+        .query(&mut con)
+        .unwrap();
+    run(&mut con, &["GET", "while:disabled"]);
+    let off = hotkeys(&mut con, &["COUNT", "100"]);
+    assert_eq!(count_of(&off, "while:disabled"), None);
+}
+
+#[test]
+fn optctl_hotkeys_prints_a_table_and_json() {
+    let server = exact_server(&[]);
+    let mut con = server.conn();
+    for _ in 0..30 {
+        run(&mut con, &["GET", "product:42"]);
+    }
+    for _ in 0..10 {
+        run(&mut con, &["SET", "product:7", "x"]);
+    }
+    let (code, out, err) = optctl(&["--url", &server.url(), "hotkeys"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let first = out.lines().find(|l| l.contains("product:42")).expect(&out);
+    assert!(first.trim_start().starts_with('1'), "{out}");
+    assert!(out.contains("product:7") && out.contains("floor"), "{out}");
+    let (code, out, _) = optctl(&["--url", &server.url(), "hotkeys", "--namespaces"], &[]);
+    assert_eq!(code, 0);
+    assert!(out.contains("product:*"), "{out}");
+    let (code, out, _) = optctl(
+        &[
+            "--url",
+            &server.url(),
+            "--json",
+            "hotkeys",
+            "--type",
+            "write",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0);
+    let r: HotKeysReport = serde_json::from_str(&out).unwrap();
+    assert_eq!(r.entries[0].name, "product:7");
+    let (code, _, err) = optctl(&["--url", &server.url(), "hotkeys", "--count", "0"], &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("COUNT must be from 1"), "{err}");
+}
