@@ -1,13 +1,96 @@
-//! Criterion benches of the pure-Rust paths in `opt_core` that sit on the server's hot path.
+//! Criterion benches of the `opt_core` paths that sit on the server's hot path: the hot-key
+//! update (per sampled access), key-pattern inference (per key), and the command-name lookup
+//! of the filter. Run: `make bench` or `cargo bench -p redis-opt-benches`.
 
-use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
 
-fn config_lookup(c: &mut Criterion) {
-    c.bench_function("config::find", |b| {
-        b.iter(|| opt_core::config::find(black_box("opt.hotkeys-sample-ratio")))
-    });
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use opt_core::hotkeys::HotKeyTracker;
+use opt_core::keyspec::{CommandRow, KeySpecTable};
+use opt_core::pattern::PatternInferrer;
+use opt_core::sketch::Kind;
+use redis_opt_benches::{key_name, Rng, Zipf};
+
+/// A Zipf(1.0) stream of key names over 100,000 keys.
+fn zipf_keys(n: usize) -> Vec<String> {
+    let zipf = Zipf::new(100_000, 1.0);
+    let mut rng = Rng::new(1);
+    (0..n).map(|_| key_name(zipf.sample(&mut rng))).collect()
 }
 
-criterion_group!(benches, config_lookup);
+fn hotkeys_update(c: &mut Criterion) {
+    let keys = zipf_keys(1 << 16);
+    let mut g = c.benchmark_group("hotkeys");
+    g.throughput(Throughput::Elements(keys.len() as u64));
+    g.bench_function("record zipf1.0 (per access = time / 65536)", |b| {
+        let mut t = HotKeyTracker::new(1024, 60_000, b":", 0);
+        b.iter(|| {
+            for k in &keys {
+                t.record(black_box(k.as_bytes()), Kind::Read);
+            }
+        })
+    });
+    let mut rng = Rng::new(3);
+    let uniform: Vec<String> = (0..1 << 16)
+        .map(|_| format!("key:{}", rng.next_u64() % 100_000))
+        .collect();
+    g.bench_function("record uniform 100k keys (per access = time / 65536)", |b| {
+        let mut t = HotKeyTracker::new(1024, 60_000, b":", 0);
+        b.iter(|| {
+            for k in &uniform {
+                t.record(black_box(k.as_bytes()), Kind::Read);
+            }
+        })
+    });
+    g.finish();
+}
+
+fn pattern_inference(c: &mut Criterion) {
+    let shapes = [
+        "user:{}:profile",
+        "session:{}",
+        "cache:product:{}",
+        "order:ORD-2026-{}",
+        "feed:{}:items",
+        "report:2026-11-{}:daily",
+    ];
+    let mut rng = Rng::new(9);
+    let keys: Vec<String> = (0..1 << 16)
+        .map(|i| {
+            let shape = shapes[i % shapes.len()];
+            shape.replace("{}", &format!("{:x}", rng.next_u64() % 1_000_000_007))
+        })
+        .collect();
+    let inf = PatternInferrer::default();
+    let mut out = Vec::with_capacity(64);
+    let mut g = c.benchmark_group("pattern");
+    g.throughput(Throughput::Elements(keys.len() as u64));
+    g.bench_function("infer (keys/s)", |b| {
+        b.iter(|| {
+            for k in &keys {
+                inf.infer_into(black_box(k.as_bytes()), &mut out);
+                black_box(&out);
+            }
+        })
+    });
+    g.finish();
+}
+
+fn command_lookup(c: &mut Criterion) {
+    let rows: Vec<CommandRow> = ["get", "set", "hgetall", "mget", "del", "incr", "zadd", "lpush"]
+        .iter()
+        .map(|n| CommandRow {
+            name: n.to_string(),
+            flags: vec!["readonly".into()],
+            first: 1,
+            last: 1,
+            step: 1,
+            has_subcommands: false,
+        })
+        .collect();
+    let t = KeySpecTable::from_rows(&rows);
+    c.bench_function("keyspec lookup HGETALL", |b| b.iter(|| t.lookup(black_box(b"HGETALL"))));
+}
+
+criterion_group!(benches, hotkeys_update, pattern_inference, command_lookup);
 criterion_main!(benches);
