@@ -37,3 +37,12 @@ redis-cli -p "$port" INFO keyspace | grep '^db'
 echo
 echo "== optctl status"
 "$optctl" --url "$url" status
+echo
+echo "== optctl hotkeys (opt.hotkeys-sample-ratio from redis.conf.example: counts are scaled)"
+"$optctl" --url "$url" hotkeys --count 8
+echo
+echo "== optctl hotkeys --type miss (reads of keys that do not exist)"
+"$optctl" --url "$url" hotkeys --type miss --count 3
+echo
+echo "== optctl hotkeys --namespaces"
+"$optctl" --url "$url" hotkeys --namespaces --count 6

@@ -34,14 +34,17 @@ fn hotkeys_update(c: &mut Criterion) {
     let uniform: Vec<String> = (0..1 << 16)
         .map(|_| format!("key:{}", rng.next_u64() % 100_000))
         .collect();
-    g.bench_function("record uniform 100k keys (per access = time / 65536)", |b| {
-        let mut t = HotKeyTracker::new(1024, 60_000, b":", 0);
-        b.iter(|| {
-            for k in &uniform {
-                t.record(black_box(k.as_bytes()), Kind::Read);
-            }
-        })
-    });
+    g.bench_function(
+        "record uniform 100k keys (per access = time / 65536)",
+        |b| {
+            let mut t = HotKeyTracker::new(1024, 60_000, b":", 0);
+            b.iter(|| {
+                for k in &uniform {
+                    t.record(black_box(k.as_bytes()), Kind::Read);
+                }
+            })
+        },
+    );
     g.finish();
 }
 
@@ -77,19 +80,23 @@ fn pattern_inference(c: &mut Criterion) {
 }
 
 fn command_lookup(c: &mut Criterion) {
-    let rows: Vec<CommandRow> = ["get", "set", "hgetall", "mget", "del", "incr", "zadd", "lpush"]
-        .iter()
-        .map(|n| CommandRow {
-            name: n.to_string(),
-            flags: vec!["readonly".into()],
-            first: 1,
-            last: 1,
-            step: 1,
-            has_subcommands: false,
-        })
-        .collect();
+    let rows: Vec<CommandRow> = [
+        "get", "set", "hgetall", "mget", "del", "incr", "zadd", "lpush",
+    ]
+    .iter()
+    .map(|n| CommandRow {
+        name: n.to_string(),
+        flags: vec!["readonly".into()],
+        first: 1,
+        last: 1,
+        step: 1,
+        has_subcommands: false,
+    })
+    .collect();
     let t = KeySpecTable::from_rows(&rows);
-    c.bench_function("keyspec lookup HGETALL", |b| b.iter(|| t.lookup(black_box(b"HGETALL"))));
+    c.bench_function("keyspec lookup HGETALL", |b| {
+        b.iter(|| t.lookup(black_box(b"HGETALL")))
+    });
 }
 
 criterion_group!(benches, hotkeys_update, pattern_inference, command_lookup);

@@ -13,7 +13,7 @@
 
 use std::ffi::{c_char, c_int, c_void};
 use std::ptr;
-use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use opt_core::config::idx;
@@ -32,9 +32,11 @@ struct HotKeysState {
     /// The last command name looked up and its key access: pipelines repeat commands.
     last_command: ([u8; 16], usize, KeyAccess),
     rng: u64,
-    /// Commands to let pass before the next sampled one.
-    skip: u64,
 }
+
+/// Commands to let pass before the next sampled one. Kept outside the state so that an
+/// unsampled command costs one decrement, before any borrow or panic guard.
+static SKIP: AtomicU64 = AtomicU64::new(0);
 
 impl HotKeysState {
     fn next_rand(&mut self) -> u64 {
@@ -45,20 +47,15 @@ impl HotKeysState {
         self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 
-    /// Whether to sample this command, with probability 1/ratio. Instead of a random draw per
-    /// command it draws the gap to the next sampled command from the geometric distribution,
-    /// which samples exactly as often, so an unsampled command costs one decrement.
-    fn sample(&mut self, ratio: u64) -> bool {
+    /// Draws how many commands to skip before the next sampled one, for a sampling
+    /// probability of 1/ratio: the gap is geometric, which samples exactly as often as a
+    /// draw per command would, so unsampled commands cost one decrement (see `filter`).
+    fn draw_skip(&mut self, ratio: u64) -> u64 {
         if ratio <= 1 {
-            return true;
-        }
-        if self.skip > 0 {
-            self.skip -= 1;
-            return false;
+            return 0;
         }
         let u = ((self.next_rand() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
-        self.skip = (u.ln() / (1.0 - 1.0 / ratio as f64).ln()) as u64;
-        true
+        (u.ln() / (1.0 - 1.0 / ratio as f64).ln()) as u64
     }
 }
 
@@ -86,7 +83,6 @@ pub fn init(ctx: *mut raw::RedisModuleCtx) -> Result<(), String> {
             ),
             last_command: ([0; 16], 0, KeyAccess::Skip),
             rng: 0x9e37_79b9_7f4a_7c15 ^ (std::process::id() as u64),
-            skip: 0,
         })
     });
     let rows = command_rows(ctx);
@@ -233,6 +229,15 @@ unsafe extern "C" fn filter(fctx: *mut raw::RedisModuleCommandFilterCtx) {
     if !configs::flag(idx::HOTKEYS_ENABLED) || LOADING.load(Ordering::Relaxed) {
         return;
     }
+    // Filters run on the main thread (or under the global lock), one at a time: a plain
+    // load and store are enough.
+    let skip = SKIP.load(Ordering::Relaxed);
+    if skip > 0 {
+        SKIP.store(skip - 1, Ordering::Relaxed);
+        LAST_SAMPLED.store(false, Ordering::Relaxed);
+        return;
+    }
+    LAST_SAMPLED.store(true, Ordering::Relaxed);
     guard::catch_and_log("hot-key filter", || {
         STATE.with(|state| {
             if let Some(st) = state.as_mut() {
@@ -257,11 +262,8 @@ unsafe fn filter_arg<'a>(fctx: *mut raw::RedisModuleCommandFilterCtx, pos: usize
 /// # Safety
 /// `fctx` must be the live filter context.
 unsafe fn record_command(st: &mut HotKeysState, fctx: *mut raw::RedisModuleCommandFilterCtx) {
-    let sampled = st.sample(configs::int(idx::HOTKEYS_SAMPLE_RATIO).max(1) as u64);
-    LAST_SAMPLED.store(sampled, Ordering::Relaxed);
-    if !sampled {
-        return;
-    }
+    let gap = st.draw_skip(configs::int(idx::HOTKEYS_SAMPLE_RATIO).max(1) as u64);
+    SKIP.store(gap, Ordering::Relaxed);
     let argc = match raw::RedisModule_CommandFilterArgsCount {
         Some(count) => count(fctx).max(0) as usize,
         None => return,
@@ -445,7 +447,7 @@ pub fn apply_config(index: usize, value: i64) {
             match index {
                 idx::HOTKEYS_CAPACITY => st.tracker.resize(value as usize),
                 idx::HOTKEYS_WINDOW_SECONDS => st.tracker.set_window_ms(value as u64 * 1000),
-                idx::HOTKEYS_SAMPLE_RATIO => st.skip = 0,
+                idx::HOTKEYS_SAMPLE_RATIO => SKIP.store(0, Ordering::Relaxed),
                 _ => {}
             }
         }

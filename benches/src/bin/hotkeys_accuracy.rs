@@ -63,7 +63,11 @@ fn run(exponent: f64, ratio: u64, capacity: usize) {
     };
     let report = tracker.query(&q, 1_000, ratio);
     let got: Vec<&str> = report.entries.iter().map(|e| e.name.as_str()).collect();
-    let want: Vec<&str> = true_order.iter().take(100).map(|(r, _)| names[*r].as_str()).collect();
+    let want: Vec<&str> = true_order
+        .iter()
+        .take(100)
+        .map(|(r, _)| names[*r].as_str())
+        .collect();
     // Top-10 equality as sets: ties in the truth may be listed in either order.
     let top10_ok = {
         let mut a = got[..10.min(got.len())].to_vec();
