@@ -49,7 +49,7 @@ fn run(exponent: f64, ratio: u64, capacity: usize) {
     for _ in 0..ACCESSES {
         let rank = zipf.sample(&mut rng);
         *truth.entry(rank).or_default() += 1;
-        if ratio == 1 || sampler.next_u64() % ratio == 0 {
+        if ratio == 1 || sampler.next_u64().is_multiple_of(ratio) {
             tracker.record(names[rank].as_bytes(), Kind::Read);
         }
     }
