@@ -13,4 +13,5 @@ pub mod keyspec;
 pub mod pattern;
 pub mod report;
 pub mod sketch;
+pub mod tags;
 pub mod version;

@@ -1,0 +1,659 @@
+//! The tag index behind `OPT.SET ... TAGS`, `OPT.TAG` and `OPT.INVALIDATE`: which keys carry
+//! which tags, per database.
+//!
+//! Tag libraries keep one Redis set per tag, written by separate commands, and those sets leak
+//! members whose keys expired or were evicted. Here the index lives in the module and the
+//! module feeds it every way a key leaves the keyspace, so it can only hold live keys. It is
+//! laid out for memory: key and tag names are stored once, in slots addressed by 32-bit ids;
+//! a tag holds a plain vector of key ids, and a key holds (tag id, position in that vector)
+//! pairs, so a (key, tag) pair costs about 14 bytes plus its share of the key's slot, where a
+//! Redis set member costs about 60 and the tag list in the cached item more. A running digest (a sum of hashes of
+//! every (db, key, tag) triple) lets two servers compare their indexes in O(1).
+
+use std::collections::HashSet;
+
+use hashbrown::HashTable;
+
+/// Bounds on what may be tagged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TagLimits {
+    /// `opt.max-tags-per-key`.
+    pub max_tags_per_key: usize,
+    /// `opt.max-tag-length`, in bytes.
+    pub max_tag_length: usize,
+}
+
+#[derive(Debug, Default, Clone)]
+struct KeySlot {
+    name: Box<[u8]>,
+    /// (tag id, position of this key in that tag's `keys`), sized exactly.
+    tags: Box<[(u32, u32)]>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct TagSlot {
+    name: Box<[u8]>,
+    keys: Vec<u32>,
+}
+
+/// Names stored once in slots, found by name through a table of ids.
+#[derive(Debug, Default, Clone)]
+struct Interner<S> {
+    slots: Vec<S>,
+    free: Vec<u32>,
+    by_name: HashTable<u32>,
+}
+
+fn name_hash(name: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(name)
+}
+
+trait Named {
+    fn name(&self) -> &[u8];
+    fn with_name(name: &[u8]) -> Self;
+}
+
+impl Named for KeySlot {
+    fn name(&self) -> &[u8] {
+        &self.name
+    }
+    fn with_name(name: &[u8]) -> Self {
+        KeySlot {
+            name: name.into(),
+            tags: Box::new([]),
+        }
+    }
+}
+
+impl Named for TagSlot {
+    fn name(&self) -> &[u8] {
+        &self.name
+    }
+    fn with_name(name: &[u8]) -> Self {
+        TagSlot {
+            name: name.into(),
+            keys: Vec::new(),
+        }
+    }
+}
+
+impl<S: Named + Default> Interner<S> {
+    fn find(&self, name: &[u8]) -> Option<u32> {
+        let slots = &self.slots;
+        self.by_name
+            .find(name_hash(name), |&id| slots[id as usize].name() == name)
+            .copied()
+    }
+
+    fn find_or_insert(&mut self, name: &[u8]) -> u32 {
+        if let Some(id) = self.find(name) {
+            return id;
+        }
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.slots[id as usize] = S::with_name(name);
+                id
+            }
+            None => {
+                self.slots.push(S::with_name(name));
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let slots = &self.slots;
+        self.by_name.insert_unique(name_hash(name), id, |&i| {
+            name_hash(slots[i as usize].name())
+        });
+        id
+    }
+
+    fn remove(&mut self, id: u32) {
+        let hash = name_hash(self.slots[id as usize].name());
+        if let Ok(entry) = self.by_name.find_entry(hash, |&i| i == id) {
+            entry.remove();
+        }
+        self.slots[id as usize] = S::default();
+        self.free.push(id);
+    }
+
+    fn live(&self) -> usize {
+        self.by_name.len()
+    }
+}
+
+/// The tags of one database.
+#[derive(Debug, Default, Clone)]
+struct DbTags {
+    keys: Interner<KeySlot>,
+    tags: Interner<TagSlot>,
+}
+
+/// Counts and memory of the whole index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IndexStats {
+    /// Tagged keys.
+    pub keys: u64,
+    /// Distinct tags.
+    pub tags: u64,
+    /// (key, tag) pairs.
+    pub pairs: u64,
+    /// Order-independent digest of every (db, key, tag).
+    pub digest: u64,
+}
+
+/// The index, one part per database.
+#[derive(Debug, Default, Clone)]
+pub struct TagIndex {
+    dbs: Vec<DbTags>,
+    pairs: u64,
+    digest: u64,
+}
+
+fn pair_hash(db: usize, key: &[u8], tag: &[u8]) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3Default::new();
+    h.update(&(db as u64).to_le_bytes());
+    h.update(&(key.len() as u64).to_le_bytes());
+    h.update(key);
+    h.update(tag);
+    h.digest()
+}
+
+/// Checks a tag list against the limits: at least one tag, none empty or too long, and no
+/// more than the limit per key (duplicates count once).
+pub fn validate_tags(tags: &[&[u8]], limits: &TagLimits) -> Result<(), String> {
+    if tags.is_empty() {
+        return Err("TAGS needs at least one tag".into());
+    }
+    for t in tags {
+        if t.is_empty() {
+            return Err("a tag may not be empty".into());
+        }
+        if t.len() > limits.max_tag_length {
+            return Err(format!(
+                "tag of {} bytes is longer than opt.max-tag-length ({})",
+                t.len(),
+                limits.max_tag_length
+            ));
+        }
+    }
+    let mut distinct: Vec<&[u8]> = tags.to_vec();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if distinct.len() > limits.max_tags_per_key {
+        return Err(format!(
+            "{} tags is more than opt.max-tags-per-key ({})",
+            distinct.len(),
+            limits.max_tags_per_key
+        ));
+    }
+    Ok(())
+}
+
+impl TagIndex {
+    fn db(&self, db: usize) -> Option<&DbTags> {
+        self.dbs.get(db)
+    }
+
+    fn db_mut(&mut self, db: usize) -> &mut DbTags {
+        if self.dbs.len() <= db {
+            self.dbs.resize_with(db + 1, DbTags::default);
+        }
+        &mut self.dbs[db]
+    }
+
+    /// The tags of `key`, in the order they were added.
+    pub fn tags_of(&self, db: usize, key: &[u8]) -> Vec<Vec<u8>> {
+        let Some(d) = self.db(db) else {
+            return Vec::new();
+        };
+        match d.keys.find(key) {
+            Some(k) => d.keys.slots[k as usize]
+                .tags
+                .iter()
+                .map(|&(t, _)| d.tags.slots[t as usize].name.to_vec())
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Whether `key` carries any tag.
+    pub fn is_tagged(&self, db: usize, key: &[u8]) -> bool {
+        self.db(db).is_some_and(|d| d.keys.find(key).is_some())
+    }
+
+    /// Adds `tags` to `key`; the total may not exceed `max_tags`. Returns how many were new.
+    pub fn add_tags(
+        &mut self,
+        db: usize,
+        key: &[u8],
+        tags: &[&[u8]],
+        max_tags: usize,
+    ) -> Result<usize, String> {
+        let current = self.tags_of(db, key);
+        let mut all: Vec<&[u8]> = current.iter().map(Vec::as_slice).collect();
+        for t in tags {
+            if !all.contains(t) {
+                all.push(t);
+            }
+        }
+        if all.len() > max_tags {
+            return Err(format!(
+                "the key would carry {} tags, more than opt.max-tags-per-key ({max_tags})",
+                all.len()
+            ));
+        }
+        let added = all.len() - current.len();
+        for t in &all[current.len()..] {
+            self.link(db, key, t);
+        }
+        Ok(added)
+    }
+
+    /// Gives `key` exactly `tags` (the tags of a value just written).
+    pub fn set_tags(&mut self, db: usize, key: &[u8], tags: &[&[u8]]) {
+        self.remove_key(db, key);
+        for (i, t) in tags.iter().enumerate() {
+            if !tags[..i].contains(t) {
+                self.link(db, key, t);
+            }
+        }
+    }
+
+    fn link(&mut self, db: usize, key: &[u8], tag: &[u8]) {
+        let d = self.db_mut(db);
+        let k = d.keys.find_or_insert(key);
+        let t = d.tags.find_or_insert(tag);
+        let slot = &mut d.keys.slots[k as usize];
+        if slot.tags.iter().any(|&(x, _)| x == t) {
+            return;
+        }
+        let keys = &mut d.tags.slots[t as usize].keys;
+        let pos = keys.len() as u32;
+        keys.push(k);
+        let mut tags = std::mem::take(&mut slot.tags).into_vec();
+        tags.push((t, pos));
+        slot.tags = tags.into_boxed_slice();
+        self.pairs += 1;
+        self.digest = self.digest.wrapping_add(pair_hash(db, key, tag));
+    }
+
+    /// Removes `tags` from `key`; returns how many it carried.
+    pub fn remove_tags(&mut self, db: usize, key: &[u8], tags: &[&[u8]]) -> usize {
+        let mut removed = 0;
+        for t in tags {
+            if self.unlink(db, key, t) {
+                removed += 1;
+            }
+        }
+        removed
+    }
+
+    fn unlink(&mut self, db: usize, key: &[u8], tag: &[u8]) -> bool {
+        let Some(d) = self.dbs.get_mut(db) else {
+            return false;
+        };
+        let (Some(k), Some(t)) = (d.keys.find(key), d.tags.find(tag)) else {
+            return false;
+        };
+        let slot = &mut d.keys.slots[k as usize];
+        let Some(i) = slot.tags.iter().position(|&(x, _)| x == t) else {
+            return false;
+        };
+        let pos = slot.tags[i].1 as usize;
+        let mut tags = std::mem::take(&mut slot.tags).into_vec();
+        tags.swap_remove(i);
+        slot.tags = tags.into_boxed_slice();
+        let now_empty = slot.tags.is_empty();
+        // Remove from the tag's vector; the key moved into the hole learns its new position.
+        let keys = &mut d.tags.slots[t as usize].keys;
+        keys.swap_remove(pos);
+        if let Some(&moved) = keys.get(pos) {
+            if let Some(e) = d.keys.slots[moved as usize]
+                .tags
+                .iter_mut()
+                .find(|e| e.0 == t)
+            {
+                e.1 = pos as u32;
+            }
+        }
+        if now_empty {
+            d.keys.remove(k);
+        }
+        if d.tags.slots[t as usize].keys.is_empty() {
+            d.tags.remove(t);
+        }
+        self.pairs -= 1;
+        self.digest = self.digest.wrapping_sub(pair_hash(db, key, tag));
+        true
+    }
+
+    /// Drops `key` from the index (deleted, expired, evicted, overwritten); returns its tags.
+    pub fn remove_key(&mut self, db: usize, key: &[u8]) -> Vec<Vec<u8>> {
+        let tags = self.tags_of(db, key);
+        for t in &tags {
+            self.unlink(db, key, t);
+        }
+        tags
+    }
+
+    /// Every key carrying any of `tags`, each once.
+    pub fn keys_with_any(&self, db: usize, tags: &[&[u8]]) -> Vec<Vec<u8>> {
+        let Some(d) = self.db(db) else {
+            return Vec::new();
+        };
+        let mut seen: HashSet<u32> = HashSet::new();
+        let mut out = Vec::new();
+        for t in tags {
+            if let Some(t) = d.tags.find(t) {
+                for &k in &d.tags.slots[t as usize].keys {
+                    if seen.insert(k) {
+                        out.push(d.keys.slots[k as usize].name.to_vec());
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Number of keys carrying `tag`.
+    pub fn tag_cardinality(&self, db: usize, tag: &[u8]) -> usize {
+        self.db(db)
+            .and_then(|d| {
+                d.tags
+                    .find(tag)
+                    .map(|t| d.tags.slots[t as usize].keys.len())
+            })
+            .unwrap_or(0)
+    }
+
+    /// One page of the keys of `tag`: starts at `cursor` (0 for the first page) and returns
+    /// the next cursor (0 when done). Pages walk the set from its end, so a key removed while
+    /// a client pages through may make another key show twice, but never makes one go missing.
+    pub fn tag_keys_page(
+        &self,
+        db: usize,
+        tag: &[u8],
+        cursor: u64,
+        count: usize,
+    ) -> (u64, Vec<Vec<u8>>) {
+        let Some(d) = self.db(db) else {
+            return (0, Vec::new());
+        };
+        let Some(t) = d.tags.find(tag) else {
+            return (0, Vec::new());
+        };
+        let set = &d.tags.slots[t as usize].keys;
+        // The cursor counts positions from the end: 0 means "start at the end".
+        let end = if cursor == 0 {
+            set.len()
+        } else {
+            (cursor as usize).min(set.len())
+        };
+        let start = end.saturating_sub(count.max(1));
+        let keys = (start..end)
+            .rev()
+            .filter_map(|i| set.get(i))
+            .map(|&k| d.keys.slots[k as usize].name.to_vec())
+            .collect();
+        (start as u64, keys)
+    }
+
+    /// The `n` tags with the most keys in `db`, largest first.
+    pub fn largest_tags(&self, db: usize, n: usize) -> Vec<(Vec<u8>, usize)> {
+        let Some(d) = self.db(db) else {
+            return Vec::new();
+        };
+        let mut all: Vec<(Vec<u8>, usize)> = d
+            .tags
+            .slots
+            .iter()
+            .filter(|s| !s.keys.is_empty())
+            .map(|s| (s.name.to_vec(), s.keys.len()))
+            .collect();
+        all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        all.truncate(n);
+        all
+    }
+
+    /// Forgets database `db` (FLUSHDB).
+    pub fn flush_db(&mut self, db: usize) {
+        if db >= self.dbs.len() {
+            return;
+        }
+        for (key, tags) in self.db_entries(db) {
+            for t in tags {
+                self.pairs -= 1;
+                self.digest = self.digest.wrapping_sub(pair_hash(db, &key, &t));
+            }
+        }
+        self.dbs[db] = DbTags::default();
+    }
+
+    /// Forgets everything (FLUSHALL).
+    pub fn flush_all(&mut self) {
+        *self = TagIndex::default();
+    }
+
+    /// Swaps two databases (SWAPDB).
+    pub fn swap_db(&mut self, a: usize, b: usize) {
+        let entries_a = self.db_entries(a);
+        let entries_b = self.db_entries(b);
+        self.flush_db(a);
+        self.flush_db(b);
+        for (key, tags) in entries_a {
+            let refs: Vec<&[u8]> = tags.iter().map(Vec::as_slice).collect();
+            self.set_tags(b, &key, &refs);
+        }
+        for (key, tags) in entries_b {
+            let refs: Vec<&[u8]> = tags.iter().map(Vec::as_slice).collect();
+            self.set_tags(a, &key, &refs);
+        }
+    }
+
+    /// Every (key, tags) of `db`.
+    pub fn db_entries(&self, db: usize) -> Vec<(Vec<u8>, Vec<Vec<u8>>)> {
+        let Some(d) = self.db(db) else {
+            return Vec::new();
+        };
+        d.keys
+            .slots
+            .iter()
+            .filter(|s| !s.tags.is_empty())
+            .map(|s| {
+                let tags = s
+                    .tags
+                    .iter()
+                    .map(|&(t, _)| d.tags.slots[t as usize].name.to_vec())
+                    .collect();
+                (s.name.to_vec(), tags)
+            })
+            .collect()
+    }
+
+    /// Databases that hold any tag.
+    pub fn dbs_in_use(&self) -> Vec<usize> {
+        (0..self.dbs.len())
+            .filter(|&i| self.dbs[i].keys.live() > 0)
+            .collect()
+    }
+
+    /// Counts and digest.
+    pub fn stats(&self) -> IndexStats {
+        IndexStats {
+            keys: self.dbs.iter().map(|d| d.keys.live() as u64).sum(),
+            tags: self.dbs.iter().map(|d| d.tags.live() as u64).sum(),
+            pairs: self.pairs,
+            digest: self.digest,
+        }
+    }
+
+    /// Bytes held by the index (slots, names, sets and tables).
+    pub fn memory_bytes(&self) -> usize {
+        let mut total = std::mem::size_of::<Self>();
+        for d in &self.dbs {
+            total += std::mem::size_of::<DbTags>();
+            total += d.keys.slots.capacity() * std::mem::size_of::<KeySlot>()
+                + d.keys.by_name.capacity() * 5
+                + d.keys.free.capacity() * 4;
+            for k in &d.keys.slots {
+                total += k.name.len() + k.tags.len() * 8;
+            }
+            total += d.tags.slots.capacity() * std::mem::size_of::<TagSlot>()
+                + d.tags.by_name.capacity() * 5
+                + d.tags.free.capacity() * 4;
+            for t in &d.tags.slots {
+                total += t.name.len() + t.keys.capacity() * 4;
+            }
+        }
+        total
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: TagLimits = TagLimits {
+        max_tags_per_key: 4,
+        max_tag_length: 8,
+    };
+
+    fn t(s: &[&'static str]) -> Vec<&'static [u8]> {
+        s.iter().map(|x| x.as_bytes()).collect()
+    }
+
+    fn names(v: Vec<Vec<u8>>) -> Vec<String> {
+        let mut v: Vec<String> = v
+            .into_iter()
+            .map(|b| String::from_utf8(b).unwrap())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn validates_tag_lists() {
+        assert!(validate_tags(&t(&["a", "b"]), &LIMITS).is_ok());
+        assert!(validate_tags(&[], &LIMITS)
+            .unwrap_err()
+            .contains("at least one"));
+        assert!(validate_tags(&t(&["a", ""]), &LIMITS)
+            .unwrap_err()
+            .contains("empty"));
+        assert!(validate_tags(&t(&["123456789"]), &LIMITS)
+            .unwrap_err()
+            .contains("opt.max-tag-length"));
+        assert!(validate_tags(&t(&["a", "b", "c", "d", "e"]), &LIMITS)
+            .unwrap_err()
+            .contains("opt.max-tags-per-key"));
+        assert!(validate_tags(&t(&["a", "a", "a", "a", "a"]), &LIMITS).is_ok());
+    }
+
+    #[test]
+    fn tags_and_keys_both_ways() {
+        let mut ix = TagIndex::default();
+        ix.set_tags(0, b"page:1", &t(&["user:42", "post:7"]));
+        ix.set_tags(0, b"page:2", &t(&["user:42"]));
+        ix.set_tags(1, b"page:1", &t(&["other"]));
+        assert_eq!(names(ix.tags_of(0, b"page:1")), vec!["post:7", "user:42"]);
+        assert_eq!(
+            names(ix.keys_with_any(0, &t(&["user:42"]))),
+            vec!["page:1", "page:2"]
+        );
+        assert_eq!(
+            names(ix.keys_with_any(0, &t(&["user:42", "post:7"]))),
+            vec!["page:1", "page:2"]
+        );
+        assert_eq!(ix.stats().pairs, 4);
+        assert_eq!(ix.stats().keys, 3);
+        // Replacing the tags of a value.
+        ix.set_tags(0, b"page:1", &t(&["post:7"]));
+        assert_eq!(names(ix.keys_with_any(0, &t(&["user:42"]))), vec!["page:2"]);
+        // Removing a key removes every pair, and empty tags disappear.
+        assert_eq!(names(ix.remove_key(0, b"page:2")), vec!["user:42"]);
+        assert_eq!(ix.tag_cardinality(0, b"user:42"), 0);
+        assert_eq!(ix.stats().tags, 2);
+        assert!(ix.add_tags(0, b"page:1", &t(&["a", "b", "c"]), 4).is_ok());
+        assert!(ix
+            .add_tags(0, b"page:1", &t(&["d"]), 4)
+            .unwrap_err()
+            .contains("5 tags"));
+        assert_eq!(ix.remove_tags(0, b"page:1", &t(&["a", "zzz"])), 1);
+    }
+
+    #[test]
+    fn digest_depends_only_on_content() {
+        let mut a = TagIndex::default();
+        let mut b = TagIndex::default();
+        a.set_tags(0, b"k1", &t(&["x", "y"]));
+        a.set_tags(0, b"k2", &t(&["y"]));
+        b.set_tags(0, b"k2", &t(&["y"]));
+        b.set_tags(0, b"k1", &t(&["y", "x"]));
+        assert_eq!(a.stats().digest, b.stats().digest);
+        b.set_tags(0, b"k3", &t(&["x"]));
+        assert_ne!(a.stats().digest, b.stats().digest);
+        b.remove_key(0, b"k3");
+        assert_eq!(a.stats().digest, b.stats().digest);
+        a.flush_db(0);
+        assert_eq!(a.stats(), IndexStats::default());
+    }
+
+    #[test]
+    fn paging_never_skips_a_key_even_with_removals() {
+        let mut ix = TagIndex::default();
+        for i in 0..100 {
+            ix.set_tags(0, format!("k{i}").as_bytes(), &t(&["big"]));
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut cursor = 0;
+        let mut first = true;
+        while first || cursor != 0 {
+            first = false;
+            let (next, page) = ix.tag_keys_page(0, b"big", cursor, 7);
+            seen.extend(page);
+            // Remove a key that was already returned, the worst case for a cursor.
+            if let Some(k) = seen.iter().next().cloned() {
+                ix.remove_key(0, &k);
+            }
+            cursor = next;
+        }
+        for i in 0..100 {
+            let k = format!("k{i}").into_bytes();
+            assert!(seen.contains(&k), "k{i} was skipped");
+        }
+    }
+
+    #[test]
+    fn swap_and_flush() {
+        let mut ix = TagIndex::default();
+        ix.set_tags(0, b"a", &t(&["x"]));
+        ix.set_tags(2, b"b", &t(&["y"]));
+        let digest = ix.stats().digest;
+        ix.swap_db(0, 2);
+        assert_eq!(names(ix.tags_of(2, b"a")), vec!["x"]);
+        assert_eq!(names(ix.tags_of(0, b"b")), vec!["y"]);
+        assert_ne!(ix.stats().digest, digest, "the db is part of the digest");
+        assert_eq!(ix.dbs_in_use(), vec![0, 2]);
+        ix.flush_all();
+        assert_eq!(ix.stats().pairs, 0);
+    }
+
+    #[test]
+    fn ids_are_reused_and_memory_is_small_per_pair() {
+        let mut ix = TagIndex::default();
+        for round in 0..3 {
+            for i in 0..10_000 {
+                let key = format!("cache:page:{i}");
+                ix.set_tags(0, key.as_bytes(), &t(&["user:1", "post:2", "site"]));
+            }
+            if round < 2 {
+                for i in 0..10_000 {
+                    ix.remove_key(0, format!("cache:page:{i}").as_bytes());
+                }
+                assert_eq!(ix.stats().pairs, 0);
+            }
+        }
+        let per_pair = ix.memory_bytes() as f64 / ix.stats().pairs as f64;
+        // A Redis set member alone costs about 60 bytes; docs/benchmarks.md compares used_memory.
+        assert!(per_pair < 48.0, "{per_pair} bytes per pair");
+    }
+}
