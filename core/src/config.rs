@@ -48,6 +48,8 @@ pub mod idx {
     pub const HOTKEYS_SAMPLE_RATIO: usize = 2;
     pub const HOTKEYS_WINDOW_SECONDS: usize = 3;
     pub const KEY_DELIMITERS: usize = 4;
+    pub const MAX_TAGS_PER_KEY: usize = 5;
+    pub const MAX_TAG_LENGTH: usize = 6;
 }
 
 /// Every config the module registers, in registration order (see [`idx`]).
@@ -88,6 +90,24 @@ pub const CONFIGS: &[ConfigSpec] = &[
         name: "key-delimiters",
         kind: ConfigKind::Str { default: ":" },
         doc: "characters that split key names into segments for pattern inference",
+    },
+    ConfigSpec {
+        name: "max-tags-per-key",
+        kind: ConfigKind::Int {
+            default: 64,
+            min: 1,
+            max: 1024,
+        },
+        doc: "most tags one key may carry (OPT.SET ... TAGS, OPT.TAG)",
+    },
+    ConfigSpec {
+        name: "max-tag-length",
+        kind: ConfigKind::Int {
+            default: 1024,
+            min: 1,
+            max: 65536,
+        },
+        doc: "longest tag, in bytes",
     },
 ];
 
@@ -183,6 +203,8 @@ mod tests {
             "hotkeys-window-seconds"
         );
         assert_eq!(CONFIGS[idx::KEY_DELIMITERS].name, "key-delimiters");
+        assert_eq!(CONFIGS[idx::MAX_TAGS_PER_KEY].name, "max-tags-per-key");
+        assert_eq!(CONFIGS[idx::MAX_TAG_LENGTH].name, "max-tag-length");
     }
 
     #[test]

@@ -104,3 +104,31 @@ pub struct HotEntry {
     /// Reads of the key while it did not exist (scaled): cache penetration.
     pub misses: u64,
 }
+
+/// Reply of `OPT.TAGINFO`: the size of the tag index, or of one tag.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TagInfoReport {
+    /// Tagged keys (in the selected db when `tag` is set, else in all dbs).
+    pub keys: u64,
+    /// Distinct tags (all dbs).
+    pub tags: u64,
+    /// (key, tag) pairs (all dbs).
+    pub pairs: u64,
+    /// Bytes held by the index.
+    pub memory_bytes: u64,
+    /// Digest of every (db, key, tag): equal on two servers whose indexes are equal.
+    pub digest: String,
+    /// The tag asked about, if any.
+    pub tag: Option<String>,
+    /// The largest tags of the selected db, with their key counts.
+    pub largest: Vec<TagSize>,
+}
+
+/// A tag and how many keys carry it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TagSize {
+    /// The tag.
+    pub tag: String,
+    /// Keys carrying it.
+    pub keys: u64,
+}

@@ -189,6 +189,15 @@ pub fn validate_tags(tags: &[&[u8]], limits: &TagLimits) -> Result<(), String> {
 }
 
 impl TagIndex {
+    /// An empty index (usable in a `static`).
+    pub const fn new_const() -> Self {
+        TagIndex {
+            dbs: Vec::new(),
+            pairs: 0,
+            digest: 0,
+        }
+    }
+
     fn db(&self, db: usize) -> Option<&DbTags> {
         self.dbs.get(db)
     }
@@ -655,5 +664,200 @@ mod tests {
         let per_pair = ix.memory_bytes() as f64 / ix.stats().pairs as f64;
         // A Redis set member alone costs about 60 bytes; docs/benchmarks.md compares used_memory.
         assert!(per_pair < 48.0, "{per_pair} bytes per pair");
+    }
+}
+
+/// Version of the persisted index format.
+pub const PERSIST_FORMAT: u64 = 1;
+
+/// Hard bounds checked on load, whatever the configs say: a payload outside them is corrupt.
+const MAX_DBS: u64 = 1 << 16;
+const MAX_KEYS_PER_DB: u64 = 1 << 32;
+const MAX_TAGS_ON_LOAD: u64 = 1 << 16;
+const MAX_NAME_ON_LOAD: usize = 512 << 20;
+
+/// Where the index is written (the RDB aux field, or a buffer in tests).
+pub trait IndexWriter {
+    /// Writes an unsigned integer.
+    fn write_u64(&mut self, v: u64);
+    /// Writes a byte string.
+    fn write_bytes(&mut self, b: &[u8]);
+}
+
+/// Where the index is read from; every read may fail (short or corrupt payload).
+pub trait IndexReader {
+    /// Reads an unsigned integer.
+    fn read_u64(&mut self) -> Result<u64, String>;
+    /// Reads a byte string.
+    fn read_bytes(&mut self) -> Result<Vec<u8>, String>;
+}
+
+impl TagIndex {
+    /// Writes every database's (key, tags) in the persisted format.
+    pub fn save(&self, w: &mut impl IndexWriter) {
+        let dbs = self.dbs_in_use();
+        w.write_u64(PERSIST_FORMAT);
+        w.write_u64(dbs.len() as u64);
+        for db in dbs {
+            let entries = self.db_entries(db);
+            w.write_u64(db as u64);
+            w.write_u64(entries.len() as u64);
+            for (key, tags) in entries {
+                w.write_bytes(&key);
+                w.write_u64(tags.len() as u64);
+                for t in tags {
+                    w.write_bytes(&t);
+                }
+            }
+        }
+    }
+
+    /// Reads an index written by [`TagIndex::save`], checking every field. `key_exists` drops
+    /// entries whose key is gone (db, key).
+    pub fn load(
+        r: &mut impl IndexReader,
+        mut key_exists: impl FnMut(usize, &[u8]) -> bool,
+    ) -> Result<TagIndex, String> {
+        let format = r.read_u64()?;
+        if format != PERSIST_FORMAT {
+            return Err(format!("tag index format {format} is not {PERSIST_FORMAT}"));
+        }
+        let ndbs = r.read_u64()?;
+        if ndbs > MAX_DBS {
+            return Err(format!("tag index claims {ndbs} databases"));
+        }
+        let mut ix = TagIndex::default();
+        for _ in 0..ndbs {
+            let db = r.read_u64()?;
+            if db >= MAX_DBS {
+                return Err(format!("tag index names database {db}"));
+            }
+            let nkeys = r.read_u64()?;
+            if nkeys > MAX_KEYS_PER_DB {
+                return Err(format!("tag index claims {nkeys} keys in db {db}"));
+            }
+            for _ in 0..nkeys {
+                let key = r.read_bytes()?;
+                let ntags = r.read_u64()?;
+                if ntags == 0 || ntags > MAX_TAGS_ON_LOAD {
+                    return Err(format!("tag index gives a key {ntags} tags"));
+                }
+                let mut tags = Vec::with_capacity(ntags as usize);
+                for _ in 0..ntags {
+                    let t = r.read_bytes()?;
+                    if t.is_empty() || t.len() > MAX_NAME_ON_LOAD {
+                        return Err(format!("tag index holds a tag of {} bytes", t.len()));
+                    }
+                    tags.push(t);
+                }
+                if key.len() > MAX_NAME_ON_LOAD {
+                    return Err(format!("tag index holds a key of {} bytes", key.len()));
+                }
+                if key_exists(db as usize, &key) {
+                    let refs: Vec<&[u8]> = tags.iter().map(Vec::as_slice).collect();
+                    ix.set_tags(db as usize, &key, &refs);
+                }
+            }
+        }
+        Ok(ix)
+    }
+}
+
+#[cfg(test)]
+mod persist_tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Buf {
+        items: Vec<Result<u64, Vec<u8>>>,
+        pos: usize,
+    }
+
+    impl IndexWriter for Buf {
+        fn write_u64(&mut self, v: u64) {
+            self.items.push(Ok(v));
+        }
+        fn write_bytes(&mut self, b: &[u8]) {
+            self.items.push(Err(b.to_vec()));
+        }
+    }
+
+    impl IndexReader for Buf {
+        fn read_u64(&mut self) -> Result<u64, String> {
+            let item = self.items.get(self.pos).cloned().ok_or("short read")?;
+            self.pos += 1;
+            item.map_err(|_| "expected an integer".to_string())
+        }
+        fn read_bytes(&mut self) -> Result<Vec<u8>, String> {
+            let item = self.items.get(self.pos).cloned().ok_or("short read")?;
+            self.pos += 1;
+            match item {
+                Err(b) => Ok(b),
+                Ok(_) => Err("expected a string".into()),
+            }
+        }
+    }
+
+    fn sample() -> TagIndex {
+        let mut ix = TagIndex::default();
+        ix.set_tags(0, b"a", &[b"x", b"y"]);
+        ix.set_tags(0, b"b", &[b"y"]);
+        ix.set_tags(3, b"c", &[b"z"]);
+        ix
+    }
+
+    #[test]
+    fn round_trip_keeps_the_digest_and_drops_missing_keys() {
+        let ix = sample();
+        let mut buf = Buf::default();
+        ix.save(&mut buf);
+        let loaded = TagIndex::load(&mut buf, |_, _| true).unwrap();
+        assert_eq!(loaded.stats(), ix.stats());
+        buf.pos = 0;
+        let pruned = TagIndex::load(&mut buf, |_, k| k != b"b").unwrap();
+        assert_eq!(pruned.stats().keys, 2);
+        assert!(pruned.tags_of(0, b"b").is_empty());
+    }
+
+    #[test]
+    fn every_truncation_and_corruption_is_an_error() {
+        let mut full = Buf::default();
+        sample().save(&mut full);
+        for cut in 0..full.items.len() {
+            let mut b = Buf {
+                items: full.items[..cut].to_vec(),
+                pos: 0,
+            };
+            assert!(TagIndex::load(&mut b, |_, _| true).is_err(), "cut at {cut}");
+        }
+        for (i, bad) in [
+            (0usize, Ok(99u64)),
+            (1, Ok(u64::MAX)),
+            (2, Ok(1 << 20)),
+            (3, Ok(u64::MAX)),
+        ] {
+            let mut b = Buf {
+                items: full.items.clone(),
+                pos: 0,
+            };
+            b.items[i] = bad;
+            assert!(
+                TagIndex::load(&mut b, |_, _| true).is_err(),
+                "corrupt field {i}"
+            );
+        }
+        // A tag count of zero, and a type mismatch.
+        let mut b = Buf {
+            items: full.items.clone(),
+            pos: 0,
+        };
+        b.items[5] = Ok(0);
+        assert!(TagIndex::load(&mut b, |_, _| true).is_err());
+        let mut b = Buf {
+            items: full.items.clone(),
+            pos: 0,
+        };
+        b.items[4] = Ok(1);
+        assert!(TagIndex::load(&mut b, |_, _| true).is_err());
     }
 }

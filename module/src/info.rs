@@ -41,6 +41,12 @@ fn fields() -> Vec<(&'static str, Field)> {
         out.push(("hotkeys_sampled_accesses", Field::Count(sampled)));
         out.push(("hotkeys_memory_bytes", Field::Count(bytes)));
     }
+    if let Some((keys, tags, pairs, bytes)) = crate::tags::info_fields() {
+        out.push(("tags_keys", Field::Count(keys)));
+        out.push(("tags_tags", Field::Count(tags)));
+        out.push(("tags_pairs", Field::Count(pairs)));
+        out.push(("tags_memory_bytes", Field::Count(bytes)));
+    }
     out.push((
         "panics_caught",
         Field::Count(guard::PANICS_CAUGHT.load(Ordering::Relaxed)),

@@ -14,6 +14,7 @@ mod log;
 mod reply;
 mod server;
 mod state;
+mod tags;
 
 use std::ffi::{c_int, CString};
 
@@ -130,6 +131,7 @@ fn load(ctx: *mut raw::RedisModuleCtx, args: &[String]) -> Result<(), String> {
     }
     configs::register_all(ctx, &overrides)?;
     hotkeys::init(ctx)?;
+    tags::init(ctx)?;
     info::register(ctx)?;
     let found: Vec<String> = features
         .iter()

@@ -11,7 +11,6 @@ use redis_module::raw;
 use serde_json::Value;
 
 /// What a command handler returns on success.
-#[allow(dead_code)] // Status and Int serve the commands of the feature issues.
 pub enum Reply {
     /// A report: a RESP map/array, or a JSON bulk string with `FORMAT JSON`.
     Structured(Value),
@@ -19,6 +18,8 @@ pub enum Reply {
     Status(&'static str),
     /// An integer reply.
     Int(i64),
+    /// The handler already wrote its reply (forwarding a call reply).
+    AlreadySent,
 }
 
 /// An error reply; the text starts with an error code such as `ERR`.
@@ -57,6 +58,7 @@ pub fn send(ctx: *mut raw::RedisModuleCtx, result: Result<Reply, ReplyError>, as
         Ok(Reply::Structured(v)) if as_json => send_bulk(ctx, v.to_string().as_bytes()),
         Ok(Reply::Structured(v)) => send_value(ctx, &v),
         Ok(Reply::Status(s)) => send_status(ctx, s),
+        Ok(Reply::AlreadySent) => {}
         Ok(Reply::Int(i)) => {
             // SAFETY: ctx is the live command context.
             unsafe {

@@ -90,3 +90,14 @@ pub fn detect_features() -> Vec<Feature> {
         })
         .collect()
 }
+
+/// Whether the server honours `aux_save2` (Redis 7.2 and later; Valkey reports 7.2.4).
+pub fn supports_aux_save2() -> bool {
+    version().is_some_and(|v| {
+        v >= ServerVersion {
+            major: 7,
+            minor: 2,
+            patch: 0,
+        }
+    })
+}
