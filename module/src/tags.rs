@@ -433,11 +433,14 @@ fn key_exists_here(ctx: *mut raw::RedisModuleCtx, key: &[u8]) -> bool {
     key_exists(ctx, db, key)
 }
 
+/// Arguments as byte strings.
+type ArgList<'a> = &'a [&'a [u8]];
+
 /// Splits `args` at the TAGS keyword: (before, tags).
 fn split_tags<'a>(
-    args: &'a [&'a [u8]],
+    args: ArgList<'a>,
     command: &str,
-) -> Result<(&'a [&'a [u8]], &'a [&'a [u8]]), ReplyError> {
+) -> Result<(ArgList<'a>, ArgList<'a>), ReplyError> {
     let pos = args
         .iter()
         .position(|a| a.eq_ignore_ascii_case(b"TAGS"))
