@@ -130,17 +130,6 @@ pub fn init(ctx: *mut raw::RedisModuleCtx) -> Result<(), String> {
         {
             log::warning("could not subscribe to keymiss events: misses are not counted");
         }
-        let server_event = raw::RedisModule_SubscribeToServerEvent.ok_or("no server events API")?;
-        for id in [
-            raw::REDISMODULE_EVENT_LOADING,
-            raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED,
-        ] {
-            server_event(
-                ctx,
-                raw::RedisModuleEvent { id, dataver: 1 },
-                Some(on_server_event),
-            );
-        }
         raw::RedisModule_CreateTimer.ok_or("no timer API")?(
             ctx,
             TICK_MS,
@@ -401,15 +390,9 @@ unsafe extern "C" fn on_keymiss(
     raw::REDISMODULE_OK as c_int
 }
 
-/// # Safety
-/// Called by Redis for the subscribed server events.
-unsafe extern "C" fn on_server_event(
-    _ctx: *mut raw::RedisModuleCtx,
-    eid: raw::RedisModuleEvent,
-    subevent: u64,
-    _data: *mut c_void,
-) {
-    match eid.id {
+/// Follows loading and replication-role changes (dispatched by `events`).
+pub fn on_server_event(id: u64, subevent: u64) {
+    match id {
         raw::REDISMODULE_EVENT_LOADING => LOADING.store(
             !matches!(
                 subevent,

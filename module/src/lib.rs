@@ -7,6 +7,7 @@
 mod acl;
 mod commands;
 mod configs;
+mod events;
 mod guard;
 mod hotkeys;
 mod info;
@@ -132,6 +133,7 @@ fn load(ctx: *mut raw::RedisModuleCtx, args: &[String]) -> Result<(), String> {
     configs::register_all(ctx, &overrides)?;
     hotkeys::init(ctx)?;
     tags::init(ctx)?;
+    events::subscribe(ctx)?;
     info::register(ctx)?;
     let found: Vec<String> = features
         .iter()

@@ -77,17 +77,6 @@ pub fn init(ctx: *mut raw::RedisModuleCtx) -> Result<(), String> {
         if subscribe(ctx, mask, Some(on_keyspace_event)) != raw::REDISMODULE_OK as c_int {
             return Err("could not subscribe to keyspace events for the tag index".into());
         }
-        let server_event = raw::RedisModule_SubscribeToServerEvent.ok_or("no server events API")?;
-        for id in [
-            raw::REDISMODULE_EVENT_FLUSHDB,
-            raw::REDISMODULE_EVENT_SWAPDB,
-        ] {
-            server_event(
-                ctx,
-                raw::RedisModuleEvent { id, dataver: 1 },
-                Some(on_server_event),
-            );
-        }
         if let Some(opts) = raw::RedisModule_SetModuleOptions {
             opts(ctx, raw::REDISMODULE_OPTIONS_HANDLE_IO_ERRORS as c_int);
         }
@@ -180,15 +169,24 @@ fn apply_event(st: &mut TagState, db: usize, event: &[u8], key: &[u8]) {
     }
 }
 
+/// Follows FLUSHDB/FLUSHALL, SWAPDB and the end of loading (dispatched by `events`).
+///
 /// # Safety
-/// Called by Redis for FLUSHDB and SWAPDB with the documented data structs.
-unsafe extern "C" fn on_server_event(
-    _ctx: *mut raw::RedisModuleCtx,
-    eid: raw::RedisModuleEvent,
+/// `data` must be the event data Redis passed for event `id`.
+pub unsafe fn on_server_event(
+    ctx: *mut raw::RedisModuleCtx,
+    id: u64,
     subevent: u64,
     data: *mut c_void,
 ) {
+    let eid = raw::RedisModuleEvent { id, dataver: 1 };
     guard::catch_and_log("tag index server event", || {
+        if eid.id == raw::REDISMODULE_EVENT_LOADING {
+            if subevent == raw::REDISMODULE_SUBEVENT_LOADING_ENDED {
+                prune_missing(ctx);
+            }
+            return;
+        }
         if data.is_null() {
             return;
         }
@@ -215,6 +213,43 @@ unsafe extern "C" fn on_server_event(
             });
         }
     });
+}
+
+/// Drops index entries whose key does not exist (after an RDB, AOF or full-sync load: keys
+/// that expired meanwhile, or an index saved with keys the dataset no longer has).
+fn prune_missing(ctx: *mut raw::RedisModuleCtx) {
+    let entries: Vec<(usize, Vec<u8>)> = STATE
+        .with(|st| {
+            st.index
+                .dbs_in_use()
+                .into_iter()
+                .flat_map(|db| {
+                    st.index
+                        .db_entries(db)
+                        .into_iter()
+                        .map(move |(k, _)| (db, k))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    // Checked without holding the index: a lookup may expire a key, whose event then updates
+    // the index itself.
+    let missing: Vec<(usize, Vec<u8>)> = entries
+        .into_iter()
+        .filter(|(db, k)| !key_exists(ctx, *db, k))
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    STATE.with(|st| {
+        for (db, k) in &missing {
+            st.index.remove_key(*db, k);
+        }
+    });
+    log::notice(&format!(
+        "tag index: dropped {} entries whose keys no longer exist after loading",
+        missing.len()
+    ));
 }
 
 struct RdbWriter(*mut raw::RedisModuleIO);
@@ -303,12 +338,9 @@ unsafe extern "C" fn aux_load(rdb: *mut raw::RedisModuleIO, _encver: c_int, when
     if when != raw::REDISMODULE_AUX_AFTER_RDB as c_int {
         return raw::REDISMODULE_OK as c_int;
     }
-    let result = guard::catch(|| {
-        // SAFETY: the IO handle is valid; its context can look keys up during loading.
-        let ctx = unsafe { raw::RedisModule_GetContextFromIO.map_or(ptr::null_mut(), |f| f(rdb)) };
-        let exists = |db: usize, key: &[u8]| key_exists(ctx, db, key);
-        TagIndex::load(&mut RdbReader(rdb), exists)
-    });
+    // Keys are checked for existence when loading ends (`prune_missing`): the IO context has
+    // no client to look keys up with.
+    let result = guard::catch(|| TagIndex::load(&mut RdbReader(rdb), |_, _| true));
     match result {
         Ok(Ok(index)) => {
             STATE.with(|st| st.index = index);
@@ -658,9 +690,23 @@ pub fn invalidate(call: &Call) -> Result<Reply, ReplyError> {
                 String::from_utf8_lossy(std::slice::from_raw_parts(p.cast::<u8>(), len))
                     .into_owned()
             };
+            let text = text.trim();
+            // ACL refusals read NOPERM, as for any other command; other errors keep their code.
+            let (code, message) = match text.split_once(' ') {
+                Some((c, m)) if !c.is_empty() && c.chars().all(|x| x.is_ascii_uppercase()) => {
+                    (c, m)
+                }
+                _ => ("ERR", text),
+            };
+            let lower = message.to_ascii_lowercase();
+            let code = if lower.contains("acl") || lower.contains("permission") {
+                "NOPERM"
+            } else {
+                code
+            };
+            let coded = format!("{code} {message}");
             Err(ReplyError(format!(
-                "{} (OPT.INVALIDATE deleted nothing: every key must be allowed)",
-                text.trim()
+                "{coded} (OPT.INVALIDATE deleted nothing: every key must be allowed)"
             )))
         };
         if let Some(free) = raw::RedisModule_FreeCallReply {

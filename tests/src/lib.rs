@@ -115,6 +115,25 @@ pub struct Server {
     child: Option<Child>,
 }
 
+fn spawn_server(conf_path: &Path, dir: &Path) -> Child {
+    let mut cmd = Command::new(server_binary());
+    cmd.arg(conf_path)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: prctl is async-signal-safe; it makes the kernel kill the server if the test
+    // process dies without running destructors.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    cmd.spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", server_binary()))
+}
+
 impl Server {
     /// A server with the module and default settings.
     pub fn start() -> Server {
@@ -169,41 +188,41 @@ impl Server {
         conf.extend(opts.config.iter().cloned());
         let conf_path = dir.path().join("redis.conf");
         std::fs::write(&conf_path, conf.join("\n") + "\n").expect("write redis.conf");
-        let mut cmd = Command::new(server_binary());
-        cmd.arg(&conf_path)
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        // SAFETY: prctl is async-signal-safe; it makes the kernel kill the server if the test
-        // process dies without running destructors.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", server_binary()));
+        let child = spawn_server(&conf_path, dir.path());
         let mut server = Server {
             port,
             dir,
             child: Some(child),
         };
+        server.wait_ready()?;
+        Ok(server)
+    }
+
+    /// Stops the server (after `SHUTDOWN NOSAVE`) and starts it again on the same port, in
+    /// the same directory, with the same configuration: what is on disk is loaded again.
+    pub fn restart(&mut self) {
+        self.stop();
+        let conf_path = self.dir.path().join("redis.conf");
+        self.child = Some(spawn_server(&conf_path, self.dir.path()));
+        if let Err(log) = self.wait_ready() {
+            panic!("redis-server did not restart:\n{log}");
+        }
+    }
+
+    fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if server.ping() {
-                return Ok(server);
+            if self.ping() {
+                return Ok(());
             }
-            if let Some(child) = server.child.as_mut() {
+            if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(_)) = child.try_wait() {
-                    server.child = None;
-                    return Err(server.log());
+                    self.child = None;
+                    return Err(self.log());
                 }
             }
             if Instant::now() > deadline {
-                return Err(format!("no PONG within 10 s\n{}", server.log()));
+                return Err(format!("no PONG within 10 s\n{}", self.log()));
             }
             std::thread::sleep(Duration::from_millis(20));
         }

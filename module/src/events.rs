@@ -1,0 +1,49 @@
+//! Server events (loading, replication role, FLUSHDB, SWAPDB), subscribed once.
+//!
+//! Redis keeps one callback per module and event: a second subscription replaces the first.
+//! So the module subscribes here, once, and hands each event to every subsystem that needs it.
+
+use std::ffi::c_void;
+
+use redis_module::raw;
+
+use crate::{guard, hotkeys, tags};
+
+/// Subscribes to the server events the subsystems follow.
+pub fn subscribe(ctx: *mut raw::RedisModuleCtx) -> Result<(), String> {
+    // SAFETY: OnLoad context; `dispatch` has the callback signature the API expects.
+    unsafe {
+        let subscribe = raw::RedisModule_SubscribeToServerEvent.ok_or("no server events API")?;
+        for id in [
+            raw::REDISMODULE_EVENT_LOADING,
+            raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED,
+            raw::REDISMODULE_EVENT_FLUSHDB,
+            raw::REDISMODULE_EVENT_SWAPDB,
+        ] {
+            if subscribe(
+                ctx,
+                raw::RedisModuleEvent { id, dataver: 1 },
+                Some(dispatch),
+            ) != raw::REDISMODULE_OK as i32
+            {
+                return Err(format!("could not subscribe to server event {id}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// # Safety
+/// Called by Redis with the event's context, ids and data.
+unsafe extern "C" fn dispatch(
+    ctx: *mut raw::RedisModuleCtx,
+    eid: raw::RedisModuleEvent,
+    subevent: u64,
+    data: *mut c_void,
+) {
+    guard::catch_and_log("server event", || {
+        hotkeys::on_server_event(eid.id, subevent);
+        // SAFETY: data is what Redis passed for this event.
+        unsafe { tags::on_server_event(ctx, eid.id, subevent, data) };
+    });
+}

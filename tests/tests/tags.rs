@@ -1,0 +1,605 @@
+//! Tag-based invalidation against real servers: the commands, every way a key leaves the
+//! keyspace, persistence (RDB, AOF with and without preamble, DEBUG RELOAD), replicas after
+//! full and partial resync, CLIENT TRACKING, keyspace notifications, ACL, limits, bad input.
+
+use std::time::Duration;
+
+use opt_core::report::TagInfoReport;
+use opt_harness::redis::{self, Connection, Value};
+use opt_harness::{Server, ServerOptions};
+
+fn cmd(con: &mut Connection, args: &[&str]) -> redis::RedisResult<Value> {
+    let mut c = redis::cmd(args[0]);
+    for a in &args[1..] {
+        c.arg(*a);
+    }
+    c.query(con)
+}
+
+fn ok(con: &mut Connection, args: &[&str]) -> Value {
+    cmd(con, args).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+fn err(con: &mut Connection, args: &[&str]) -> String {
+    match cmd(con, args) {
+        Ok(v) => panic!("{args:?} should fail, got {v:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn tags(con: &mut Connection, key: &str) -> Vec<String> {
+    let mut t: Vec<String> = redis::cmd("OPT.TAGS").arg(key).query(con).unwrap();
+    t.sort();
+    t
+}
+
+fn info(con: &mut Connection) -> TagInfoReport {
+    let text: String = redis::cmd("OPT.TAGINFO")
+        .arg("FORMAT")
+        .arg("JSON")
+        .query(con)
+        .unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn exists(con: &mut Connection, key: &str) -> bool {
+    redis::cmd("EXISTS").arg(key).query::<i64>(con).unwrap() == 1
+}
+
+#[test]
+fn set_tag_untag_invalidate() {
+    let server = Server::start();
+    let mut c = server.conn();
+    assert_eq!(
+        ok(
+            &mut c,
+            &["OPT.SET", "page:1", "a", "EX", "100", "TAGS", "user:42", "post:7"]
+        ),
+        Value::Okay
+    );
+    ok(&mut c, &["OPT.SET", "page:2", "b", "TAGS", "user:42"]);
+    ok(&mut c, &["SADD", "set:1", "m"]);
+    assert_eq!(
+        ok(&mut c, &["OPT.TAG", "set:1", "user:42", "extra"]),
+        Value::Int(2)
+    );
+    assert_eq!(tags(&mut c, "page:1"), vec!["post:7", "user:42"]);
+    let ttl: i64 = redis::cmd("TTL").arg("page:1").query(&mut c).unwrap();
+    assert!((95..=100).contains(&ttl), "SET options apply: ttl {ttl}");
+    assert_eq!(
+        ok(&mut c, &["OPT.UNTAG", "set:1", "extra", "nope"]),
+        Value::Int(1)
+    );
+    // SET semantics: NX on an existing key writes nothing, and keeps the old tags.
+    assert_eq!(
+        ok(&mut c, &["OPT.SET", "page:2", "x", "NX", "TAGS", "other"]),
+        Value::Nil
+    );
+    assert_eq!(tags(&mut c, "page:2"), vec!["user:42"]);
+    assert_eq!(
+        ok(
+            &mut c,
+            &["OPT.SET", "page:2", "c", "GET", "TAGS", "user:42", "v2"]
+        ),
+        Value::BulkString(b"b".to_vec())
+    );
+    assert_eq!(tags(&mut c, "page:2"), vec!["user:42", "v2"]);
+    let (cursor, keys): (String, Vec<String>) = redis::cmd("OPT.TAGKEYS")
+        .arg("user:42")
+        .arg("COUNT")
+        .arg(2)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(keys.len(), 2);
+    let (cursor, rest): (String, Vec<String>) = redis::cmd("OPT.TAGKEYS")
+        .arg("user:42")
+        .arg("CURSOR")
+        .arg(&cursor)
+        .arg("COUNT")
+        .arg(2)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!((cursor.as_str(), rest.len()), ("0", 1));
+
+    assert_eq!(ok(&mut c, &["OPT.INVALIDATE", "user:42"]), Value::Int(3));
+    for k in ["page:1", "page:2", "set:1"] {
+        assert!(!exists(&mut c, k), "{k} survived");
+    }
+    let i = info(&mut c);
+    assert_eq!((i.keys, i.tags, i.pairs), (0, 0, 0), "{i:?}");
+    assert_eq!(ok(&mut c, &["OPT.INVALIDATE", "user:42"]), Value::Int(0));
+    ok(&mut c, &["OPT.SET", "lazy", "v", "TAGS", "t"]);
+    assert_eq!(ok(&mut c, &["OPT.INVALIDATE", "t", "ASYNC"]), Value::Int(1));
+    assert!(!exists(&mut c, "lazy"));
+}
+
+#[test]
+fn every_way_a_key_leaves_the_keyspace_leaves_the_index() {
+    let server = Server::with_config(&["maxmemory-policy allkeys-random"]);
+    let mut c = server.conn();
+    let tag = |c: &mut Connection, k: &str| {
+        ok(c, &["OPT.SET", k, "v", "TAGS", "t", &format!("own:{k}")]);
+    };
+    for k in [
+        "del", "unlink", "set", "restore", "expire", "lazy", "hash", "sunion",
+    ] {
+        tag(&mut c, k);
+    }
+    ok(&mut c, &["DEL", "del"]);
+    ok(&mut c, &["UNLINK", "unlink"]);
+    ok(&mut c, &["SET", "set", "plain"]);
+    let dump: Vec<u8> = redis::cmd("DUMP").arg("hash").query(&mut c).unwrap();
+    redis::cmd("RESTORE")
+        .arg("restore")
+        .arg(0)
+        .arg(dump)
+        .arg("REPLACE")
+        .query::<()>(&mut c)
+        .unwrap();
+    ok(&mut c, &["PEXPIRE", "expire", "50"]);
+    ok(&mut c, &["PEXPIRE", "lazy", "50"]);
+    ok(&mut c, &["SADD", "src", "x"]);
+    ok(&mut c, &["SUNIONSTORE", "sunion", "src"]);
+    // HSET on a tagged hash keeps its tags (the key is modified, not replaced).
+    ok(&mut c, &["DEL", "hash"]);
+    ok(&mut c, &["HSET", "hash2", "f", "v"]);
+    ok(&mut c, &["OPT.TAG", "hash2", "t"]);
+    ok(&mut c, &["HSET", "hash2", "g", "w"]);
+    assert_eq!(tags(&mut c, "hash2"), vec!["t"]);
+    std::thread::sleep(Duration::from_millis(120));
+    // "lazy" expires on access, "expire" by the active cycle or here.
+    assert!(!exists(&mut c, "lazy"));
+    // Left: set, restore, sunion, src, hash2.
+    server.wait_for("active expiry", Duration::from_secs(5), |c| {
+        redis::cmd("DBSIZE").query::<i64>(c).unwrap() == 5
+    });
+    let left: Vec<String> = redis::cmd("OPT.TAGKEYS")
+        .arg("t")
+        .query::<(String, Vec<String>)>(&mut c)
+        .unwrap()
+        .1;
+    assert_eq!(
+        left,
+        vec!["hash2".to_string()],
+        "only the live tagged key remains"
+    );
+    assert!(tags(&mut c, "set").is_empty(), "overwritten by SET");
+    assert!(tags(&mut c, "restore").is_empty(), "replaced by RESTORE");
+    assert!(tags(&mut c, "sunion").is_empty(), "replaced by SUNIONSTORE");
+
+    // RENAME and MOVE carry tags; COPY does not copy them (documented).
+    tag(&mut c, "r1");
+    ok(&mut c, &["RENAME", "r1", "r2"]);
+    assert_eq!(tags(&mut c, "r2"), vec!["own:r1", "t"]);
+    assert!(tags(&mut c, "r1").is_empty());
+    ok(&mut c, &["COPY", "r2", "r3"]);
+    assert!(tags(&mut c, "r3").is_empty());
+    ok(&mut c, &["MOVE", "r2", "1"]);
+    assert!(tags(&mut c, "r2").is_empty());
+    ok(&mut c, &["SELECT", "1"]);
+    assert_eq!(tags(&mut c, "r2"), vec!["own:r1", "t"]);
+    ok(&mut c, &["SWAPDB", "0", "1"]);
+    assert!(tags(&mut c, "r2").is_empty());
+    ok(&mut c, &["SELECT", "0"]);
+    assert_eq!(tags(&mut c, "r2"), vec!["own:r1", "t"]);
+    // db 1 now holds what db 0 held: hash2 is its one tagged key.
+    ok(&mut c, &["FLUSHDB"]);
+    assert_eq!(info(&mut c).keys, 1);
+    ok(&mut c, &["SELECT", "1"]);
+    assert_eq!(tags(&mut c, "hash2"), vec!["t"]);
+    ok(&mut c, &["SELECT", "0"]);
+    tag(&mut c, "f1");
+    ok(&mut c, &["FLUSHALL"]);
+    assert_eq!(info(&mut c).pairs, 0);
+
+    // Eviction: fill past maxmemory with tagged keys; evicted ones leave the index.
+    let used: i64 = {
+        let i: String = redis::cmd("INFO").arg("memory").query(&mut c).unwrap();
+        i.lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    ok(
+        &mut c,
+        &[
+            "CONFIG",
+            "SET",
+            "maxmemory",
+            &(used + 2_000_000).to_string(),
+        ],
+    );
+    let big = "x".repeat(10_000);
+    for i in 0..600 {
+        let _ = cmd(&mut c, &["OPT.SET", &format!("ev:{i}"), &big, "TAGS", "ev"]);
+    }
+    let dbsize: i64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
+    assert!(dbsize < 600, "some keys were evicted ({dbsize} left)");
+    let i = info(&mut c);
+    assert_eq!(
+        i.keys, dbsize as u64,
+        "index holds exactly the live keys: {i:?}"
+    );
+}
+
+#[test]
+fn all_tagged_keys_expired_leaves_an_empty_index() {
+    let server = Server::start();
+    let mut c = server.conn();
+    let mut pipe = redis::pipe();
+    for i in 0..500 {
+        pipe.cmd("OPT.SET")
+            .arg(format!("k{i}"))
+            .arg("v")
+            .arg("PX")
+            .arg(100 + i % 50)
+            .arg("TAGS")
+            .arg("a")
+            .arg(format!("b{}", i % 7))
+            .ignore();
+    }
+    let _: () = pipe.query(&mut c).unwrap();
+    assert_eq!(info(&mut c).keys, 500);
+    server.wait_for("every key to expire", Duration::from_secs(10), |c| {
+        redis::cmd("DBSIZE").query::<i64>(c).unwrap() == 0
+    });
+    let i = info(&mut c);
+    assert_eq!(
+        (i.keys, i.tags, i.pairs, i.digest.as_str()),
+        (0, 0, 0, "0000000000000000")
+    );
+}
+
+#[test]
+fn the_index_survives_rdb_restart_and_debug_reload() {
+    let mut server = Server::start();
+    let mut c = server.conn();
+    for i in 0..50 {
+        ok(
+            &mut c,
+            &[
+                "OPT.SET",
+                &format!("k{i}"),
+                "v",
+                "TAGS",
+                "all",
+                &format!("g{}", i % 5),
+            ],
+        );
+    }
+    ok(&mut c, &["SELECT", "2"]);
+    ok(&mut c, &["OPT.SET", "other-db", "v", "TAGS", "all"]);
+    ok(&mut c, &["SELECT", "0"]);
+    let before = info(&mut c);
+    ok(&mut c, &["DEBUG", "RELOAD"]);
+    assert_eq!(info(&mut c).digest, before.digest);
+    ok(&mut c, &["SAVE"]);
+    server.restart();
+    let mut c = server.conn();
+    let after = info(&mut c);
+    assert_eq!((after.digest, after.pairs), (before.digest, before.pairs));
+    assert_eq!(ok(&mut c, &["OPT.INVALIDATE", "g3"]), Value::Int(10));
+}
+
+#[test]
+fn entries_of_keys_gone_at_load_are_dropped() {
+    let mut server = Server::start();
+    let mut c = server.conn();
+    ok(&mut c, &["OPT.SET", "short", "v", "PX", "300", "TAGS", "t"]);
+    ok(&mut c, &["OPT.SET", "long", "v", "TAGS", "t"]);
+    ok(&mut c, &["SAVE"]);
+    std::thread::sleep(Duration::from_millis(400));
+    server.restart();
+    let mut c = server.conn();
+    let i = info(&mut c);
+    assert_eq!(i.keys, 1, "{i:?}");
+    assert_eq!(tags(&mut c, "long"), vec!["t"]);
+}
+
+#[test]
+fn the_index_survives_aof_restarts_with_and_without_preamble() {
+    for preamble in ["yes", "no"] {
+        let mut server = Server::with_config(&[
+            "appendonly yes",
+            &format!("aof-use-rdb-preamble {preamble}"),
+        ]);
+        let mut c = server.conn();
+        ok(
+            &mut c,
+            &["OPT.SET", "a", "1", "EX", "1000", "TAGS", "x", "y"],
+        );
+        ok(&mut c, &["OPT.SET", "b", "2", "TAGS", "y"]);
+        ok(&mut c, &["OPT.SET", "c", "3", "TAGS", "z"]);
+        ok(&mut c, &["OPT.TAG", "c", "y"]);
+        ok(&mut c, &["OPT.UNTAG", "a", "x"]);
+        ok(&mut c, &["OPT.INVALIDATE", "z"]);
+        let before = info(&mut c);
+        server.restart();
+        let mut c = server.conn();
+        assert_eq!(info(&mut c).digest, before.digest, "preamble {preamble}");
+        assert_eq!(tags(&mut c, "a"), vec!["y"]);
+        if preamble == "yes" {
+            // A rewrite puts the index into the RDB preamble.
+            ok(&mut c, &["BGREWRITEAOF"]);
+            server.wait_for("the AOF rewrite", Duration::from_secs(10), |c| {
+                let i: String = redis::cmd("INFO").arg("persistence").query(c).unwrap();
+                i.contains("aof_rewrite_in_progress:0") && i.contains("aof_rewrite_scheduled:0")
+            });
+            ok(&mut c, &["OPT.SET", "d", "4", "TAGS", "y"]);
+            let before = info(&mut c);
+            server.restart();
+            let mut c = server.conn();
+            assert_eq!(info(&mut c).digest, before.digest, "after rewrite");
+        }
+    }
+}
+
+fn repl_offset(c: &mut Connection, field: &str) -> i64 {
+    let info: String = redis::cmd("INFO").arg("replication").query(c).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(-1)
+}
+
+fn wait_synced(master: &Server, replica: &Server) {
+    let target = repl_offset(&mut master.conn(), "master_repl_offset:");
+    replica.wait_for("replica to catch up", Duration::from_secs(10), |c| {
+        repl_offset(c, "slave_repl_offset:") >= target
+    });
+}
+
+#[test]
+fn a_replica_index_equals_its_master_after_full_and_partial_resync() {
+    let master = Server::start();
+    let mut m = master.conn();
+    for i in 0..100 {
+        ok(
+            &mut m,
+            &[
+                "OPT.SET",
+                &format!("k{i}"),
+                "v",
+                "EX",
+                "1000",
+                "TAGS",
+                "all",
+                &format!("g{}", i % 10),
+            ],
+        );
+    }
+    let replica = master.start_replica(ServerOptions::default());
+    let mut r = replica.conn();
+    assert_eq!(
+        info(&mut r).digest,
+        info(&mut m).digest,
+        "after the full resync (RDB aux)"
+    );
+    // The command stream: sets, tags, untags, invalidations, expiries.
+    ok(&mut m, &["OPT.SET", "new", "v", "TAGS", "g1"]);
+    ok(&mut m, &["OPT.TAG", "k5", "extra"]);
+    ok(&mut m, &["OPT.UNTAG", "k6", "all"]);
+    ok(&mut m, &["OPT.INVALIDATE", "g2"]);
+    ok(&mut m, &["OPT.SET", "brief", "v", "PX", "50", "TAGS", "g3"]);
+    std::thread::sleep(Duration::from_millis(200));
+    let _ = cmd(&mut m, &["GET", "brief"]);
+    wait_synced(&master, &replica);
+    assert_eq!(
+        info(&mut r).digest,
+        info(&mut m).digest,
+        "after the command stream"
+    );
+    // A partial resync: drop the link, write meanwhile, let the replica reconnect.
+    let partial_before = {
+        let i: String = redis::cmd("INFO").arg("stats").query(&mut m).unwrap();
+        i.lines()
+            .find_map(|l| l.strip_prefix("sync_partial_ok:"))
+            .unwrap()
+            .trim()
+            .parse::<i64>()
+            .unwrap()
+    };
+    ok(&mut m, &["CLIENT", "KILL", "TYPE", "replica"]);
+    ok(&mut m, &["OPT.INVALIDATE", "g4"]);
+    ok(&mut m, &["OPT.SET", "during", "v", "TAGS", "g5"]);
+    replica.wait_for("the link to come back", Duration::from_secs(10), |c| {
+        let i: String = redis::cmd("INFO").arg("replication").query(c).unwrap();
+        i.contains("master_link_status:up")
+    });
+    wait_synced(&master, &replica);
+    let partial_after = {
+        let i: String = redis::cmd("INFO").arg("stats").query(&mut m).unwrap();
+        i.lines()
+            .find_map(|l| l.strip_prefix("sync_partial_ok:"))
+            .unwrap()
+            .trim()
+            .parse::<i64>()
+            .unwrap()
+    };
+    assert!(
+        partial_after > partial_before,
+        "the reconnection was a partial resync"
+    );
+    assert_eq!(
+        info(&mut r).digest,
+        info(&mut m).digest,
+        "after the partial resync"
+    );
+    // Writes are refused on the replica.
+    let e = err(&mut r, &["OPT.SET", "x", "v", "TAGS", "t"]);
+    assert!(e.to_ascii_uppercase().contains("READONLY"), "{e}");
+}
+
+#[test]
+fn invalidation_notifies_tracking_clients_and_keyspace_subscribers() {
+    let server = Server::with_config(&["notify-keyspace-events Eg"]);
+    let mut c = server.conn();
+    ok(&mut c, &["OPT.SET", "tracked", "v", "TAGS", "t"]);
+    // A RESP2 client receives tracking invalidations on a redirect connection.
+    let mut listener = server.conn();
+    let id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut listener).unwrap();
+    let mut reader = server.conn();
+    ok(
+        &mut reader,
+        &["CLIENT", "TRACKING", "on", "REDIRECT", &id.to_string()],
+    );
+    ok(&mut reader, &["GET", "tracked"]);
+    let mut pubsub = listener.as_pubsub();
+    pubsub.subscribe("__redis__:invalidate").unwrap();
+    let mut events = server.conn();
+    let mut ev = events.as_pubsub();
+    ev.subscribe("__keyevent@0__:del").unwrap();
+    ev.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    pubsub
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    assert_eq!(ok(&mut c, &["OPT.INVALIDATE", "t"]), Value::Int(1));
+    let msg = pubsub.get_message().expect("tracking invalidation");
+    let payload: Vec<String> = msg.get_payload().unwrap();
+    assert_eq!(payload, vec!["tracked".to_string()]);
+    let del = ev.get_message().expect("del event");
+    let key: String = del.get_payload().unwrap();
+    assert_eq!(key, "tracked");
+}
+
+#[test]
+fn invalidation_respects_the_callers_acl() {
+    let server = Server::with_config(&["user app on >pw ~allowed:* +@all"]);
+    let mut admin = server.conn();
+    ok(
+        &mut admin,
+        &["OPT.SET", "allowed:1", "v", "TAGS", "mixed", "safe"],
+    );
+    ok(&mut admin, &["OPT.SET", "secret:1", "v", "TAGS", "mixed"]);
+    let url = format!("redis://app:pw@127.0.0.1:{}", server.port);
+    let mut app = redis::Client::open(url).unwrap().get_connection().unwrap();
+    let e = err(&mut app, &["OPT.INVALIDATE", "mixed"]);
+    assert!(e.contains("NOPERM") || e.contains("NoPerm"), "{e}");
+    assert!(
+        exists(&mut admin, "allowed:1") && exists(&mut admin, "secret:1"),
+        "nothing deleted"
+    );
+    assert_eq!(ok(&mut app, &["OPT.INVALIDATE", "safe"]), Value::Int(1));
+    assert!(!exists(&mut admin, "allowed:1"));
+}
+
+#[test]
+fn limits_and_bad_input_write_nothing() {
+    let server = Server::with_config(&["opt.max-tags-per-key 2", "opt.max-tag-length 5"]);
+    let mut c = server.conn();
+    for (args, expect) in [
+        (vec!["OPT.SET", "k", "v"], "needs TAGS"),
+        (vec!["OPT.SET", "k", "v", "TAGS"], "at least one tag"),
+        (vec!["OPT.SET", "k", "v", "TAGS", ""], "may not be empty"),
+        (
+            vec!["OPT.SET", "k", "v", "TAGS", "a", "b", "c"],
+            "opt.max-tags-per-key",
+        ),
+        (
+            vec!["OPT.SET", "k", "v", "TAGS", "toolong"],
+            "opt.max-tag-length",
+        ),
+        (
+            vec!["OPT.SET", "k", "v", "EX", "0", "TAGS", "a"],
+            "EX must be from 1",
+        ),
+        (
+            vec!["OPT.SET", "k", "v", "EX", "5", "PX", "5", "TAGS", "a"],
+            "conflicts",
+        ),
+        (
+            vec!["OPT.SET", "k", "v", "BOGUS", "TAGS", "a"],
+            "unknown option 'BOGUS'",
+        ),
+        (vec!["OPT.SET", "k", "TAGS", "a"], "a key and a value"),
+        (vec!["OPT.TAG", "missing", "a"], "no such key"),
+        (vec!["OPT.TAG", "k"], "at least one tag"),
+        (vec!["OPT.INVALIDATE"], "at least one tag"),
+        (
+            vec!["OPT.TAGKEYS", "a", "COUNT", "0"],
+            "COUNT must be from 1",
+        ),
+        (vec!["OPT.TAGS"], "exactly one key"),
+    ] {
+        let e = err(&mut c, &args);
+        assert!(e.contains(expect), "{args:?}: {e}");
+    }
+    assert!(!exists(&mut c, "k"), "no failed command wrote the key");
+    ok(&mut c, &["OPT.SET", "k", "v", "TAGS", "a", "b"]);
+    assert!(err(&mut c, &["OPT.TAG", "k", "c"]).contains("opt.max-tags-per-key"));
+    assert_eq!(tags(&mut c, "k"), vec!["a", "b"]);
+    let i: String = redis::cmd("INFO").arg("opt").query(&mut c).unwrap();
+    assert!(
+        i.contains("opt_tags_pairs:2") && i.contains("opt_tags_memory_bytes:"),
+        "{i}"
+    );
+}
+
+#[test]
+fn concurrent_writers_and_an_invalidation_never_show_half_a_flush() {
+    let server = Server::start();
+    let mut c = server.conn();
+    let mut pipe = redis::pipe();
+    for i in 0..2000 {
+        pipe.cmd("OPT.SET")
+            .arg(format!("item:{i}"))
+            .arg("v")
+            .arg("TAGS")
+            .arg("batch")
+            .ignore();
+    }
+    let _: () = pipe.query(&mut c).unwrap();
+    let port = server.port;
+    let watcher = std::thread::spawn(move || {
+        let mut con = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let mut seen = Vec::new();
+        for _ in 0..2000 {
+            let n: i64 = redis::cmd("EXISTS")
+                .arg("item:0")
+                .arg("item:1999")
+                .query(&mut con)
+                .unwrap();
+            seen.push(n);
+            if n == 0 {
+                break;
+            }
+        }
+        seen
+    });
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            std::thread::spawn(move || {
+                let mut con = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+                    .unwrap()
+                    .get_connection()
+                    .unwrap();
+                for i in 0..200 {
+                    let _: () = redis::cmd("OPT.SET")
+                        .arg(format!("w{w}:{i}"))
+                        .arg("v")
+                        .arg("TAGS")
+                        .arg(format!("w{w}"))
+                        .query(&mut con)
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(ok(&mut c, &["OPT.INVALIDATE", "batch"]), Value::Int(2000));
+    for w in writers {
+        w.join().unwrap();
+    }
+    let seen = watcher.join().unwrap();
+    assert!(
+        seen.iter().all(|&n| n == 0 || n == 2),
+        "a reader saw half a flush: {seen:?}"
+    );
+    let i = info(&mut c);
+    assert_eq!((i.keys, i.tags), (800, 4), "{i:?}");
+}
