@@ -83,7 +83,8 @@ pub fn call_json<T: DeserializeOwned>(
     })
 }
 
-fn command_error(cli: &Cli, command: &str, e: &RedisError) -> CtlError {
+/// Maps a command's error to a message and exit code (2 when the server cannot be used).
+pub fn command_error(cli: &Cli, command: &str, e: &RedisError) -> CtlError {
     let text = e.to_string();
     let where_ = redacted(&cli.url);
     if text.contains("unknown command") {

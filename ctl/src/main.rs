@@ -9,6 +9,7 @@ mod conn;
 mod hotkeys;
 mod status;
 mod table;
+mod tags;
 
 use std::process::ExitCode;
 
@@ -56,6 +57,20 @@ pub enum Cmd {
     ///   optctl hotkeys --window recent --watch 2    live view, refreshed every 2 s
     #[command(verbatim_doc_comment)]
     Hotkeys(hotkeys::HotKeysArgs),
+    /// Deletes every key carrying any of the tags, atomically (OPT.INVALIDATE).
+    ///
+    /// Examples:
+    ///   optctl invalidate user:42            every key tagged user:42
+    ///   optctl invalidate post:7 post:8 --async
+    #[command(verbatim_doc_comment)]
+    Invalidate(tags::InvalidateArgs),
+    /// The tag index: keys, tags, memory, digest and the largest tags (OPT.TAGINFO).
+    ///
+    /// Examples:
+    ///   optctl tags
+    ///   optctl tags --tag user:42
+    #[command(verbatim_doc_comment)]
+    Tags(tags::TagsArgs),
 }
 
 /// An error with the exit code it maps to.
@@ -90,6 +105,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Status => status::run(&cli),
         Cmd::Hotkeys(ref args) => hotkeys::run(&cli, args),
+        Cmd::Invalidate(ref args) => tags::invalidate(&cli, args),
+        Cmd::Tags(ref args) => tags::tags(&cli, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -603,3 +603,59 @@ fn concurrent_writers_and_an_invalidation_never_show_half_a_flush() {
     let i = info(&mut c);
     assert_eq!((i.keys, i.tags), (800, 4), "{i:?}");
 }
+
+#[test]
+fn optctl_invalidate_and_tags() {
+    let server = Server::start();
+    let mut c = server.conn();
+    for i in 0..30 {
+        ok(
+            &mut c,
+            &[
+                "OPT.SET",
+                &format!("p{i}"),
+                "v",
+                "TAGS",
+                "site",
+                &format!("user:{}", i % 3),
+            ],
+        );
+    }
+    let (code, out, err) = opt_harness::optctl(&["--url", &server.url(), "tags"], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("30 keys") && out.contains("60 (key, tag) pairs"),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("site") && l.trim_end().ends_with("30")),
+        "{out}"
+    );
+    let (code, out, _) =
+        opt_harness::optctl(&["--url", &server.url(), "tags", "--tag", "user:1"], &[]);
+    assert_eq!(code, 0);
+    assert!(out.contains("tag user:1: 10 keys"), "{out}");
+    let (code, out, err) = opt_harness::optctl(
+        &["--url", &server.url(), "invalidate", "user:1", "user:2"],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("deleted 20 keys"), "{out}");
+    let (code, out, _) = opt_harness::optctl(
+        &[
+            "--url",
+            &server.url(),
+            "--json",
+            "invalidate",
+            "site",
+            "--async",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["deleted"], 10);
+    let (code, _, err) = opt_harness::optctl(&["--url", &server.url(), "invalidate"], &[]);
+    assert_ne!(code, 0, "a tag is required: {err}");
+}

@@ -1,0 +1,95 @@
+//! `optctl invalidate` and `optctl tags`: tag-based invalidation and the tag index's size.
+
+use clap::Args;
+use opt_core::report::TagInfoReport;
+
+use crate::table::{human, render, Align};
+use crate::{conn, Cli, CtlError};
+
+/// Options of `optctl invalidate`.
+#[derive(Args, Debug)]
+pub struct InvalidateArgs {
+    /// Tags whose keys are deleted.
+    #[arg(required = true)]
+    pub tags: Vec<String>,
+    /// Free the values lazily, as UNLINK does.
+    #[arg(long = "async")]
+    pub lazy: bool,
+}
+
+/// Options of `optctl tags`.
+#[derive(Args, Debug)]
+pub struct TagsArgs {
+    /// Show one tag's key count.
+    #[arg(long)]
+    pub tag: Option<String>,
+}
+
+/// Runs `optctl invalidate`.
+pub fn invalidate(cli: &Cli, args: &InvalidateArgs) -> Result<(), CtlError> {
+    let mut con = conn::connect(cli)?;
+    let mut cmd = redis::cmd("OPT.INVALIDATE");
+    for t in &args.tags {
+        cmd.arg(t);
+    }
+    if args.lazy {
+        cmd.arg("ASYNC");
+    }
+    let deleted: i64 = cmd
+        .query(&mut con)
+        .map_err(|e| conn::command_error(cli, "OPT.INVALIDATE", &e))?;
+    if cli.json {
+        println!(
+            "{}",
+            serde_json::json!({ "deleted": deleted, "tags": args.tags })
+        );
+    } else {
+        println!("deleted {deleted} keys tagged {}", args.tags.join(", "));
+    }
+    Ok(())
+}
+
+/// Runs `optctl tags`.
+pub fn tags(cli: &Cli, args: &TagsArgs) -> Result<(), CtlError> {
+    let mut con = conn::connect(cli)?;
+    let a: Vec<String> = args.tag.iter().cloned().collect();
+    let report: TagInfoReport = conn::call_json(&mut con, cli, "OPT.TAGINFO", &a)?;
+    if cli.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report)
+                .map_err(|e| CtlError::failed(format!("cannot encode JSON: {e}")))?
+        );
+        return Ok(());
+    }
+    if let Some(t) = &report.tag {
+        println!("tag {t}: {} keys", report.keys);
+        return Ok(());
+    }
+    println!(
+        "tag index: {} keys, {} tags, {} (key, tag) pairs, {} bytes ({:.1} per pair), digest {}\n",
+        report.keys,
+        report.tags,
+        report.pairs,
+        report.memory_bytes,
+        report.memory_bytes as f64 / report.pairs.max(1) as f64,
+        report.digest
+    );
+    if report.largest.is_empty() {
+        println!("(no tags)");
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = report
+        .largest
+        .iter()
+        .map(|t| vec![t.tag.clone(), human(t.keys as f64)])
+        .collect();
+    print!(
+        "{}",
+        render(
+            &[("largest tags", Align::Left), ("keys", Align::Right)],
+            &rows
+        )
+    );
+    Ok(())
+}
