@@ -148,13 +148,17 @@ pub struct TagIndex {
     digest: u64,
 }
 
-fn pair_hash(db: usize, key: &[u8], tag: &[u8]) -> u64 {
-    let mut h = xxhash_rust::xxh3::Xxh3Default::new();
-    h.update(&(db as u64).to_le_bytes());
-    h.update(&(key.len() as u64).to_le_bytes());
-    h.update(key);
-    h.update(tag);
-    h.digest()
+/// Hash of a key within its database (the db seeds the hash).
+fn key_hash(db: usize, key: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64_with_seed(key, db as u64)
+}
+
+/// Hash of one (db, key, tag) triple for the digest, from the key's and the tag's hashes.
+fn pair_hash(key_hash: u64, tag: &[u8]) -> u64 {
+    let mut z = key_hash ^ name_hash(tag).rotate_left(29);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// Checks a tag list against the limits: at least one tag, none empty or too long, and no
@@ -260,14 +264,33 @@ impl TagIndex {
     /// Gives `key` exactly `tags` (the tags of a value just written).
     pub fn set_tags(&mut self, db: usize, key: &[u8], tags: &[&[u8]]) {
         self.remove_key(db, key);
-        for (i, t) in tags.iter().enumerate() {
-            if !tags[..i].contains(t) {
-                self.link(db, key, t);
-            }
+        if tags.is_empty() {
+            return;
         }
+        let hk = key_hash(db, key);
+        let d = self.db_mut(db);
+        let k = d.keys.find_or_insert(key);
+        let mut entries: Vec<(u32, u32)> = Vec::with_capacity(tags.len());
+        let mut added = 0u64;
+        let mut digest = 0u64;
+        for (i, t) in tags.iter().enumerate() {
+            if tags[..i].contains(t) {
+                continue;
+            }
+            let tid = d.tags.find_or_insert(t);
+            let keys = &mut d.tags.slots[tid as usize].keys;
+            entries.push((tid, keys.len() as u32));
+            keys.push(k);
+            added += 1;
+            digest = digest.wrapping_add(pair_hash(hk, t));
+        }
+        d.keys.slots[k as usize].tags = entries.into_boxed_slice();
+        self.pairs += added;
+        self.digest = self.digest.wrapping_add(digest);
     }
 
     fn link(&mut self, db: usize, key: &[u8], tag: &[u8]) {
+        let hk = key_hash(db, key);
         let d = self.db_mut(db);
         let k = d.keys.find_or_insert(key);
         let t = d.tags.find_or_insert(tag);
@@ -282,7 +305,7 @@ impl TagIndex {
         tags.push((t, pos));
         slot.tags = tags.into_boxed_slice();
         self.pairs += 1;
-        self.digest = self.digest.wrapping_add(pair_hash(db, key, tag));
+        self.digest = self.digest.wrapping_add(pair_hash(hk, tag));
     }
 
     /// Removes `tags` from `key`; returns how many it carried.
@@ -296,7 +319,28 @@ impl TagIndex {
         removed
     }
 
+    /// Takes key id `k` out of tag `t`'s vector at `pos`; the key moved into the hole learns
+    /// its new position, and an empty tag is dropped. Returns the tag's name hash input.
+    fn detach(d: &mut DbTags, k: u32, t: u32, pos: usize) {
+        let keys = &mut d.tags.slots[t as usize].keys;
+        debug_assert_eq!(keys.get(pos), Some(&k));
+        keys.swap_remove(pos);
+        if let Some(&moved) = keys.get(pos) {
+            if let Some(e) = d.keys.slots[moved as usize]
+                .tags
+                .iter_mut()
+                .find(|e| e.0 == t)
+            {
+                e.1 = pos as u32;
+            }
+        }
+        if d.tags.slots[t as usize].keys.is_empty() {
+            d.tags.remove(t);
+        }
+    }
+
     fn unlink(&mut self, db: usize, key: &[u8], tag: &[u8]) -> bool {
+        let hk = key_hash(db, key);
         let Some(d) = self.dbs.get_mut(db) else {
             return false;
         };
@@ -312,34 +356,42 @@ impl TagIndex {
         tags.swap_remove(i);
         slot.tags = tags.into_boxed_slice();
         let now_empty = slot.tags.is_empty();
-        // Remove from the tag's vector; the key moved into the hole learns its new position.
-        let keys = &mut d.tags.slots[t as usize].keys;
-        keys.swap_remove(pos);
-        if let Some(&moved) = keys.get(pos) {
-            if let Some(e) = d.keys.slots[moved as usize]
-                .tags
-                .iter_mut()
-                .find(|e| e.0 == t)
-            {
-                e.1 = pos as u32;
-            }
-        }
+        Self::detach(d, k, t, pos);
         if now_empty {
             d.keys.remove(k);
         }
-        if d.tags.slots[t as usize].keys.is_empty() {
-            d.tags.remove(t);
-        }
         self.pairs -= 1;
-        self.digest = self.digest.wrapping_sub(pair_hash(db, key, tag));
+        self.digest = self.digest.wrapping_sub(pair_hash(hk, tag));
         true
     }
 
-    /// Drops `key` from the index (deleted, expired, evicted, overwritten); returns its tags.
-    pub fn remove_key(&mut self, db: usize, key: &[u8]) -> Vec<Vec<u8>> {
+    /// Drops `key` from the index (deleted, expired, evicted, overwritten); returns how many
+    /// tags it carried.
+    pub fn remove_key(&mut self, db: usize, key: &[u8]) -> usize {
+        let Some(d) = self.dbs.get_mut(db) else {
+            return 0;
+        };
+        let Some(k) = d.keys.find(key) else {
+            return 0;
+        };
+        let hk = key_hash(db, key);
+        let entries = std::mem::take(&mut d.keys.slots[k as usize].tags);
+        let mut digest = 0u64;
+        for &(t, pos) in entries.iter() {
+            digest = digest.wrapping_add(pair_hash(hk, &d.tags.slots[t as usize].name));
+            Self::detach(d, k, t, pos as usize);
+        }
+        d.keys.remove(k);
+        self.pairs -= entries.len() as u64;
+        self.digest = self.digest.wrapping_sub(digest);
+        entries.len()
+    }
+
+    /// Drops `key` from the index and returns its tags (to carry them to a new name).
+    pub fn take_key(&mut self, db: usize, key: &[u8]) -> Vec<Vec<u8>> {
         let tags = self.tags_of(db, key);
-        for t in &tags {
-            self.unlink(db, key, t);
+        if !tags.is_empty() {
+            self.remove_key(db, key);
         }
         tags
     }
@@ -429,9 +481,10 @@ impl TagIndex {
             return;
         }
         for (key, tags) in self.db_entries(db) {
+            let hk = key_hash(db, &key);
             for t in tags {
                 self.pairs -= 1;
-                self.digest = self.digest.wrapping_sub(pair_hash(db, &key, &t));
+                self.digest = self.digest.wrapping_sub(pair_hash(hk, &t));
             }
         }
         self.dbs[db] = DbTags::default();
@@ -483,6 +536,11 @@ impl TagIndex {
         (0..self.dbs.len())
             .filter(|&i| self.dbs[i].keys.live() > 0)
             .collect()
+    }
+
+    /// Whether no key is tagged.
+    pub fn is_empty(&self) -> bool {
+        self.pairs == 0
     }
 
     /// Counts and digest.
@@ -578,7 +636,7 @@ mod tests {
         ix.set_tags(0, b"page:1", &t(&["post:7"]));
         assert_eq!(names(ix.keys_with_any(0, &t(&["user:42"]))), vec!["page:2"]);
         // Removing a key removes every pair, and empty tags disappear.
-        assert_eq!(names(ix.remove_key(0, b"page:2")), vec!["user:42"]);
+        assert_eq!(names(ix.take_key(0, b"page:2")), vec!["user:42"]);
         assert_eq!(ix.tag_cardinality(0, b"user:42"), 0);
         assert_eq!(ix.stats().tags, 2);
         assert!(ix.add_tags(0, b"page:1", &t(&["a", "b", "c"]), 4).is_ok());

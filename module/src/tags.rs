@@ -147,12 +147,12 @@ fn apply_event(st: &mut TagState, db: usize, event: &[u8], key: &[u8]) {
     if event == b"set" && st.set_seen.as_deref() == Some(key) {
         st.set_seen = None;
     }
-    if st.index.stats().keys == 0 && st.in_flight.is_none() {
+    if st.index.is_empty() && st.in_flight.is_none() {
         return;
     }
     match event {
         b"rename_from" | b"move_from" => {
-            let tags = st.index.remove_key(db, key);
+            let tags = st.index.take_key(db, key);
             st.in_flight = (!tags.is_empty()).then(|| (key.to_vec(), tags));
         }
         b"rename_to" | b"move_to" => {

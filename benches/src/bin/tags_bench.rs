@@ -1,0 +1,251 @@
+//! Tag index benchmarks against real servers, each against its baseline in the same run:
+//!
+//! 1. index memory per (key, tag) pair, against the layout tag libraries use (one Redis set
+//!    per tag holding key names, the tag list stored in the cached item), as used_memory deltas;
+//! 2. OPT.INVALIDATE of a 100k-key tag against the Lua script a library runs (SMEMBERS, UNLINK
+//!    in chunks of 1000, DEL of the set);
+//! 3. OPT.SET with 3 tags against SET + 3 SADD pipelined, and against plain SET (pipelines of
+//!    16, 4 client threads);
+//! 4. GET throughput while 200k keys expire, tagged against untagged.
+//!
+//! Run: `cargo run --release -p redis-opt-benches --bin tags_bench` (builds the release module
+//! first: `cargo build --release -p redis-opt-module`).
+
+use std::time::{Duration, Instant};
+
+use opt_harness::redis::{self, Connection};
+use opt_harness::{Server, ServerOptions};
+
+const KEYS: usize = 100_000;
+
+fn used_memory(c: &mut Connection) -> i64 {
+    let info: String = redis::cmd("INFO").arg("memory").query(c).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap()
+}
+
+fn tags_of(i: usize) -> [String; 3] {
+    [format!("user:{}", i % 1000), format!("post:{}", i % 5000), "site".to_string()]
+}
+
+fn key(i: usize) -> String {
+    format!("cache:page:{i}")
+}
+
+fn server(with_module: bool) -> Server {
+    Server::start_with(ServerOptions {
+        with_module,
+        ..ServerOptions::default()
+    })
+}
+
+fn memory() {
+    // Baseline: the same keys and values, no tags at all.
+    let plain = server(true);
+    let mut c = plain.conn();
+    let base0 = used_memory(&mut c);
+    let mut p = redis::pipe();
+    for i in 0..KEYS {
+        p.cmd("SET").arg(key(i)).arg("v").ignore();
+    }
+    let _: () = p.query(&mut c).unwrap();
+    let base = used_memory(&mut c) - base0;
+
+    let ours = server(true);
+    let mut c = ours.conn();
+    let m0 = used_memory(&mut c);
+    let mut p = redis::pipe();
+    for i in 0..KEYS {
+        let t = tags_of(i);
+        p.cmd("OPT.SET").arg(key(i)).arg("v").arg("TAGS").arg(&t[0]).arg(&t[1]).arg(&t[2]).ignore();
+    }
+    let _: () = p.query(&mut c).unwrap();
+    let opt = used_memory(&mut c) - m0 - base;
+
+    let lib = server(false);
+    let mut c = lib.conn();
+    let l0 = used_memory(&mut c);
+    let mut p = redis::pipe();
+    for i in 0..KEYS {
+        let t = tags_of(i);
+        // The item keeps its tag list next to the value, as Symfony's and Laravel's do.
+        p.cmd("SET").arg(key(i)).arg(format!("v|{}", t.join(","))).ignore();
+        for tag in &t {
+            p.cmd("SADD").arg(format!("tag:{tag}")).arg(key(i)).ignore();
+        }
+    }
+    let _: () = p.query(&mut c).unwrap();
+    let libm = used_memory(&mut c) - l0 - base;
+    let pairs = (KEYS * 3) as f64;
+    println!("1. index memory, {KEYS} keys x 3 tags (used_memory deltas over the same keys untagged)");
+    println!("   OPT.SET index:           {:>10} bytes, {:6.1} per pair", opt, opt as f64 / pairs);
+    println!("   sets + tag list in item: {:>10} bytes, {:6.1} per pair", libm, libm as f64 / pairs);
+    println!("   ratio ours/library: {:.3} (target <= 0.5)", opt as f64 / libm as f64);
+}
+
+const LUA_FLUSH: &str = "local m = redis.call('SMEMBERS', KEYS[1]) \
+    for i = 1, #m, 1000 do redis.call('UNLINK', unpack(m, i, math.min(i + 999, #m))) end \
+    redis.call('DEL', KEYS[1]) return #m";
+
+fn invalidate() {
+    let mut ours_times = Vec::new();
+    let mut lua_times = Vec::new();
+    let s = server(true);
+    let mut c = s.conn();
+    for _ in 0..3 {
+        let mut p = redis::pipe();
+        for i in 0..KEYS {
+            p.cmd("OPT.SET").arg(key(i)).arg("v").arg("TAGS").arg("big").ignore();
+            p.cmd("SET").arg(format!("lib:{i}")).arg("v").ignore();
+            p.cmd("SADD").arg("tag:big").arg(format!("lib:{i}")).ignore();
+        }
+        let _: () = p.query(&mut c).unwrap();
+        let t = Instant::now();
+        let n: i64 = redis::cmd("OPT.INVALIDATE").arg("big").arg("ASYNC").query(&mut c).unwrap();
+        ours_times.push(t.elapsed());
+        assert_eq!(n, KEYS as i64);
+        let t = Instant::now();
+        let n: i64 = redis::cmd("EVAL").arg(LUA_FLUSH).arg(1).arg("tag:big").query(&mut c).unwrap();
+        lua_times.push(t.elapsed());
+        assert_eq!(n, KEYS as i64);
+    }
+    ours_times.sort();
+    lua_times.sort();
+    let (o, l) = (ours_times[1], lua_times[1]);
+    println!("2. invalidate a tag of {KEYS} keys (median of 3)");
+    println!("   OPT.INVALIDATE big ASYNC: {:8.1} ms", o.as_secs_f64() * 1e3);
+    println!("   Lua SMEMBERS+UNLINK+DEL:  {:8.1} ms", l.as_secs_f64() * 1e3);
+    println!("   speed-up: {:.2}x (target >= 2)", l.as_secs_f64() / o.as_secs_f64());
+}
+
+/// Logical writes per second with `threads` clients sending pipelines of 16 logical writes.
+fn write_rate(port: u16, kind: &'static str, total: usize) -> f64 {
+    let threads = 4;
+    let per = total / threads;
+    let start = Instant::now();
+    let hs: Vec<_> = (0..threads)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+                    .unwrap()
+                    .get_connection()
+                    .unwrap();
+                for chunk in 0..per / 16 {
+                    let mut p = redis::pipe();
+                    for j in 0..16 {
+                        let i = (t * per + chunk * 16 + j) % KEYS;
+                        let tg = tags_of(i);
+                        match kind {
+                            "opt" => {
+                                p.cmd("OPT.SET").arg(key(i)).arg("v").arg("TAGS").arg(&tg[0]).arg(&tg[1]).arg(&tg[2]).ignore();
+                            }
+                            "lib" => {
+                                p.cmd("SET").arg(key(i)).arg(format!("v|{}", tg.join(","))).ignore();
+                                for tag in &tg {
+                                    p.cmd("SADD").arg(format!("tag:{tag}")).arg(key(i)).ignore();
+                                }
+                            }
+                            _ => {
+                                p.cmd("SET").arg(key(i)).arg("v").ignore();
+                            }
+                        }
+                    }
+                    let _: () = p.query(&mut c).unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in hs {
+        h.join().unwrap();
+    }
+    (per / 16 * 16 * threads) as f64 / start.elapsed().as_secs_f64()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn write_throughput() {
+    let ours = server(true);
+    let lib = server(false);
+    let plain = server(false);
+    let (mut o, mut l, mut p) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..5 {
+        o.push(write_rate(ours.port, "opt", 200_000));
+        l.push(write_rate(lib.port, "lib", 200_000));
+        p.push(write_rate(plain.port, "plain", 200_000));
+    }
+    let (o, l, p) = (median(o), median(l), median(p));
+    println!("3. tagged writes, pipelines of 16, 4 clients, median of 5 alternated rounds");
+    println!("   OPT.SET with 3 tags:  {o:>10.0} writes/s");
+    println!("   SET + 3 SADD:         {l:>10.0} writes/s  -> OPT.SET is {:.2}x (target >= 1.5)", o / l);
+    println!("   plain SET:            {p:>10.0} writes/s  -> OPT.SET is {:.2}x (target >= 0.7)", o / p);
+}
+
+/// GET ops/s on other keys for `secs` while the preloaded keys expire.
+fn get_rate_while_expiring(s: &Server, tagged: bool) -> f64 {
+    let mut c = s.conn();
+    let _: () = redis::cmd("FLUSHALL").query(&mut c).unwrap();
+    let mut p = redis::pipe();
+    for i in 0..200_000 {
+        let ttl = 500 + (i % 2000);
+        if tagged {
+            p.cmd("OPT.SET").arg(format!("exp:{i}")).arg("v").arg("PX").arg(ttl).arg("TAGS").arg(format!("t{}", i % 100)).arg("all").ignore();
+        } else {
+            p.cmd("SET").arg(format!("exp:{i}")).arg("v").arg("PX").arg(ttl).ignore();
+        }
+    }
+    for i in 0..1000 {
+        p.cmd("SET").arg(format!("hot:{i}")).arg("v").ignore();
+    }
+    let _: () = p.query(&mut c).unwrap();
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < Duration::from_millis(2500) {
+        let mut p = redis::pipe();
+        for j in 0..16 {
+            p.cmd("GET").arg(format!("hot:{}", (n as usize + j) % 1000)).ignore();
+        }
+        let _: () = p.query(&mut c).unwrap();
+        n += 16;
+    }
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    // Every expired key must have left the index.
+    std::thread::sleep(Duration::from_millis(1000));
+    let text: String = redis::cmd("OPT.TAGINFO").arg("FORMAT").arg("JSON").query(&mut c).unwrap();
+    let left: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let dbsize: i64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
+    if tagged {
+        assert_eq!(left["keys"].as_i64().unwrap(), dbsize - 1000);
+    }
+    rate
+}
+
+fn expiry() {
+    let s = server(true);
+    let (mut t, mut u) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        u.push(get_rate_while_expiring(&s, false));
+        t.push(get_rate_while_expiring(&s, true));
+    }
+    let (t, u) = (median(t), median(u));
+    println!("4. GETs (pipelines of 16) while 200k keys expire within 2.5 s, median of 3");
+    println!("   untagged keys expiring: {u:>10.0} GET/s");
+    println!("   tagged keys expiring:   {t:>10.0} GET/s  -> ratio {:.3} (target >= 0.95)", t / u);
+}
+
+fn main() {
+    if std::env::var_os("OPT_MODULE").is_none() {
+        let so = opt_harness::workspace_root().join("target/release/libredis_opt.so");
+        assert!(so.exists(), "build it first: cargo build --release -p redis-opt-module");
+        std::env::set_var("OPT_MODULE", so);
+    }
+    println!("server: {}", std::process::Command::new(opt_harness::server_binary()).arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default());
+    memory();
+    invalidate();
+    write_throughput();
+    expiry();
+}
