@@ -17,6 +17,8 @@ pub struct Call<'a> {
     pub ctx: *mut raw::RedisModuleCtx,
     /// Arguments after the command name, with any `FORMAT JSON` removed.
     pub args: Vec<&'a [u8]>,
+    /// The same arguments as server strings (for the key API and replication).
+    pub argv: &'a [*mut raw::RedisModuleString],
     /// Whether the client asked for `FORMAT JSON`.
     pub as_json: bool,
 }

@@ -262,7 +262,15 @@ unsafe fn dispatch(
             Ok(j) => j,
             Err(e) => return (Err(e), false),
         };
-        let call = Call { ctx, args, as_json };
+        // SAFETY: argv holds argc strings, valid during the call.
+        let all = unsafe { std::slice::from_raw_parts(argv, argc.max(0) as usize) };
+        let argv = all.get(1..1 + args.len()).unwrap_or(&[]);
+        let call = Call {
+            ctx,
+            args,
+            argv,
+            as_json,
+        };
         ((spec.handler)(&call), as_json)
     });
     match outcome {

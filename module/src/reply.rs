@@ -18,8 +18,10 @@ pub enum Reply {
     Status(&'static str),
     /// An integer reply.
     Int(i64),
-    /// The handler already wrote its reply (forwarding a call reply).
-    AlreadySent,
+    /// A bulk string.
+    Bulk(Vec<u8>),
+    /// A null reply.
+    Null,
 }
 
 /// An error reply; the text starts with an error code such as `ERR`.
@@ -58,7 +60,8 @@ pub fn send(ctx: *mut raw::RedisModuleCtx, result: Result<Reply, ReplyError>, as
         Ok(Reply::Structured(v)) if as_json => send_bulk(ctx, v.to_string().as_bytes()),
         Ok(Reply::Structured(v)) => send_value(ctx, &v),
         Ok(Reply::Status(s)) => send_status(ctx, s),
-        Ok(Reply::AlreadySent) => {}
+        Ok(Reply::Bulk(b)) => send_bulk(ctx, &b),
+        Ok(Reply::Null) => send_value(ctx, &Value::Null),
         Ok(Reply::Int(i)) => {
             // SAFETY: ctx is the live command context.
             unsafe {

@@ -29,14 +29,11 @@ struct TagState {
     index: TagIndex,
     /// Tags of a key between its rename_from/move_from event and the matching *_to event.
     in_flight: Option<(Vec<u8>, Vec<Vec<u8>>)>,
-    /// Set by the "set" event for the key OPT.SET is writing, so it knows the write happened.
-    set_seen: Option<Vec<u8>>,
 }
 
 static STATE: MainThreadCell<TagState> = MainThreadCell::new(TagState {
     index: TagIndex::new_const(),
     in_flight: None,
-    set_seen: None,
 });
 
 static mut TAG_TYPE: *mut raw::RedisModuleType = ptr::null_mut();
@@ -144,9 +141,6 @@ const DROPS: &[&[u8]] = &[
 ];
 
 fn apply_event(st: &mut TagState, db: usize, event: &[u8], key: &[u8]) {
-    if event == b"set" && st.set_seen.as_deref() == Some(key) {
-        st.set_seen = None;
-    }
     if st.index.is_empty() && st.in_flight.is_none() {
         return;
     }
@@ -432,34 +426,6 @@ fn call_command(
     }
 }
 
-/// Replicates `OPT.<name> args...` to replicas and the AOF.
-fn replicate(ctx: *mut raw::RedisModuleCtx, name: &CStr, args: &[&[u8]]) {
-    // SAFETY: ctx is the live command context; strings are freed after the call.
-    unsafe {
-        let (Some(rep), Some(create), Some(free)) = (
-            raw::RedisModule_Replicate,
-            raw::RedisModule_CreateString,
-            raw::RedisModule_FreeString,
-        ) else {
-            return;
-        };
-        let mut argv: Vec<*mut raw::RedisModuleString> = args
-            .iter()
-            .map(|a| create(ctx, a.as_ptr().cast(), a.len()))
-            .collect();
-        rep(
-            ctx,
-            name.as_ptr(),
-            c"v".as_ptr(),
-            argv.as_mut_ptr(),
-            argv.len(),
-        );
-        for s in argv {
-            free(ctx, s);
-        }
-    }
-}
-
 fn key_exists_here(ctx: *mut raw::RedisModuleCtx, key: &[u8]) -> bool {
     let db = selected_db(ctx);
     key_exists(ctx, db, key)
@@ -480,32 +446,52 @@ fn split_tags<'a>(
     Ok((&args[..pos], &args[pos + 1..]))
 }
 
+/// How OPT.SET sets the expiry.
+enum Expiry {
+    /// No option: the key loses any TTL (SET semantics).
+    None,
+    /// KEEPTTL.
+    Keep,
+    /// Milliseconds from now (EX, PX).
+    In(i64),
+    /// A Unix time in milliseconds (EXAT, PXAT).
+    At(i64),
+}
+
 /// `OPT.SET key value [EX s|PX ms|EXAT ts|PXAT ts|KEEPTTL] [NX|XX] [GET] TAGS tag [tag ...]`
+///
+/// Written with the key API, not by calling SET: one key lookup, no argument copies. The
+/// value, its TTL and its tags change together inside this one command, and replicas and the
+/// AOF receive it as `OPT.SET key value [PXAT t] TAGS ...` with an absolute expiry.
 pub fn set(call: &Call) -> Result<Reply, ReplyError> {
     let (head, tags) = split_tags(&call.args, "OPT.SET")?;
-    if head.len() < 2 {
+    if head.len() < 2 || call.argv.len() < 2 {
         return Err(ReplyError::err(
             "OPT.SET needs a key and a value before TAGS",
         ));
     }
     validate_tags(tags, &limits()).map_err(|e| ReplyError::err(format!("OPT.SET: {e}")))?;
-    let (key, value) = (head[0], head[1]);
-    // Check the SET options here so that a bad one is our ERR and nothing is written.
+    let key = head[0];
     let mut opts = Args::new("OPT.SET", &head[2..]);
-    let mut expiry: Option<(String, i64)> = None;
-    let mut keep_ttl = false;
-    let mut cond: Option<String> = None;
-    let mut get = false;
+    let mut expiry = Expiry::None;
+    let (mut nx, mut xx, mut get) = (false, false, false);
     while let Some(word) = opts.next_keyword() {
+        let timed = !matches!(expiry, Expiry::None);
         match word.as_str() {
-            "EX" | "PX" | "EXAT" | "PXAT" if expiry.is_none() && !keep_ttl => {
+            "EX" | "PX" | "EXAT" | "PXAT" if !timed => {
                 let v = opts
                     .int_value(&word, 1, i64::MAX / 1000)
                     .map_err(ReplyError::err)?;
-                expiry = Some((word, v));
+                expiry = match word.as_str() {
+                    "EX" => Expiry::In(v * 1000),
+                    "PX" => Expiry::In(v),
+                    "EXAT" => Expiry::At(v * 1000),
+                    _ => Expiry::At(v),
+                };
             }
-            "KEEPTTL" if expiry.is_none() => keep_ttl = true,
-            "NX" | "XX" if cond.is_none() => cond = Some(word),
+            "KEEPTTL" if !timed => expiry = Expiry::Keep,
+            "NX" if !xx => nx = true,
+            "XX" if !nx => xx = true,
             "GET" => get = true,
             "EX" | "PX" | "EXAT" | "PXAT" | "KEEPTTL" | "NX" | "XX" => {
                 return Err(ReplyError::err(format!(
@@ -515,74 +501,155 @@ pub fn set(call: &Call) -> Result<Reply, ReplyError> {
             _ => return Err(ReplyError::err(opts.unknown(&word))),
         }
     }
-    let mut set_args: Vec<Vec<u8>> = vec![key.to_vec(), value.to_vec()];
-    if let Some((unit, v)) = &expiry {
-        set_args.push(unit.as_bytes().to_vec());
-        set_args.push(v.to_string().into_bytes());
-    }
-    if keep_ttl {
-        set_args.push(b"KEEPTTL".to_vec());
-    }
-    if let Some(c) = &cond {
-        set_args.push(c.as_bytes().to_vec());
-    }
-    if get {
-        set_args.push(b"GET".to_vec());
-    }
-    with(|st| st.set_seen = Some(key.to_vec()))?;
-    let refs: Vec<&[u8]> = set_args.iter().map(Vec::as_slice).collect();
-    let reply = call_command(call.ctx, c"SET", c"", &refs)?;
-    // The "set" event cleared set_seen if the value was written.
-    let written = with(|st| st.set_seen.take().is_none())?;
-    if written {
-        let db = selected_db(call.ctx);
-        with(|st| st.index.set_tags(db, key, tags))?;
-        // Replicate with an absolute expiry so replicas and the AOF expire it at the same time.
-        let mut rep: Vec<Vec<u8>> = vec![key.to_vec(), value.to_vec()];
-        match (&expiry, keep_ttl) {
-            (Some(_), _) => {
-                if let Some(at) = absolute_expiry_ms(call.ctx, key) {
-                    rep.push(b"PXAT".to_vec());
-                    rep.push(at.to_string().into_bytes());
-                }
+    let (ctx, key_name, value) = (call.ctx, call.argv[0], call.argv[1]);
+    // SAFETY: ctx is the live command context and the argv strings live for the call; the key
+    // handle is closed on every path before returning.
+    let (old, written, expire_at) = unsafe {
+        let api = (
+            raw::RedisModule_OpenKey,
+            raw::RedisModule_KeyType,
+            raw::RedisModule_StringDMA,
+            raw::RedisModule_StringSet,
+            raw::RedisModule_SetExpire,
+            raw::RedisModule_GetExpire,
+            raw::RedisModule_CloseKey,
+            raw::RedisModule_Milliseconds,
+        );
+        let (
+            Some(open),
+            Some(key_type),
+            Some(dma),
+            Some(string_set),
+            Some(set_expire),
+            Some(get_expire),
+            Some(close),
+            Some(now),
+        ) = api
+        else {
+            return Err(ReplyError::err("module key API missing"));
+        };
+        let k = open(
+            ctx,
+            key_name,
+            (raw::REDISMODULE_READ | raw::REDISMODULE_WRITE) as c_int,
+        );
+        if k.is_null() {
+            return Err(ReplyError::err("OPT.SET: could not open the key"));
+        }
+        let kind = key_type(k);
+        let exists = kind != raw::REDISMODULE_KEYTYPE_EMPTY as c_int;
+        if get && exists && kind != raw::REDISMODULE_KEYTYPE_STRING as c_int {
+            close(k);
+            return Err(ReplyError(
+                "WRONGTYPE Operation against a key holding the wrong kind of value".into(),
+            ));
+        }
+        let old = if get && exists {
+            let mut len = 0usize;
+            let p = dma(k, &mut len, raw::REDISMODULE_READ as c_int);
+            Some(if p.is_null() {
+                Vec::new()
+            } else {
+                std::slice::from_raw_parts(p.cast::<u8>(), len).to_vec()
+            })
+        } else {
+            None
+        };
+        if (nx && exists) || (xx && !exists) {
+            close(k);
+            (old, false, None)
+        } else {
+            let kept = if matches!(expiry, Expiry::Keep) {
+                get_expire(k)
+            } else {
+                -1
+            };
+            string_set(k, value);
+            let ttl = match expiry {
+                Expiry::In(ms) => Some(ms),
+                // A time in the past expires the key at once, as SET does.
+                Expiry::At(at) => Some((at - now()).max(1)),
+                Expiry::Keep if kept >= 0 => Some(kept.max(1)),
+                _ => None,
+            };
+            if let Some(ms) = ttl {
+                set_expire(k, ms);
             }
-            (None, true) => rep.push(b"KEEPTTL".to_vec()),
-            _ => {}
+            close(k);
+            (old, true, ttl.map(|ms| now() + ms))
         }
-        rep.push(b"TAGS".to_vec());
-        rep.extend(tags.iter().map(|t| t.to_vec()));
-        let rep_refs: Vec<&[u8]> = rep.iter().map(Vec::as_slice).collect();
-        replicate(call.ctx, c"OPT.SET", &rep_refs);
+    };
+    if written {
+        notify(ctx, raw::REDISMODULE_NOTIFY_STRING, c"set", key_name);
+        if expire_at.is_some() {
+            notify(ctx, raw::REDISMODULE_NOTIFY_GENERIC, c"expire", key_name);
+        }
+        // The "set" event dropped the old value's tags; the new value gets its own.
+        let db = selected_db(ctx);
+        with(|st| st.index.set_tags(db, key, tags))?;
+        replicate_set(call, head.len(), expire_at);
     }
-    // SAFETY: reply is a live call reply; forwarded to the client, then freed.
-    unsafe {
-        if let Some(f) = raw::RedisModule_ReplyWithCallReply {
-            f(call.ctx, reply);
-        }
-        if let Some(free) = raw::RedisModule_FreeCallReply {
-            free(reply);
-        }
-    }
-    Ok(Reply::AlreadySent)
+    // SET's replies: GET gives the old value (or nil); otherwise OK, or nil when NX/XX
+    // prevented the write.
+    Ok(match (get, old, written) {
+        (true, Some(v), _) => Reply::Bulk(v),
+        (true, None, _) | (false, _, false) => Reply::Null,
+        (false, _, true) => Reply::Status("OK"),
+    })
 }
 
-/// The key's expiry as Unix milliseconds, if it has one.
-fn absolute_expiry_ms(ctx: *mut raw::RedisModuleCtx, key: &[u8]) -> Option<i64> {
-    // SAFETY: ctx is the live command context; the key handle and string are closed/freed.
+/// Raises a keyspace event, as the server's own commands do.
+fn notify(
+    ctx: *mut raw::RedisModuleCtx,
+    kind: c_int,
+    event: &CStr,
+    key: *mut raw::RedisModuleString,
+) {
+    // SAFETY: ctx and key are live for the command; Redis copies what it keeps.
     unsafe {
-        let s = raw::RedisModule_CreateString?(ctx, key.as_ptr().cast(), key.len());
-        let k = raw::RedisModule_OpenKey?(ctx, s, raw::REDISMODULE_READ as c_int);
-        let ttl = if k.is_null() {
-            -1
-        } else {
-            raw::RedisModule_GetExpire?(k)
-        };
-        if !k.is_null() {
-            raw::RedisModule_CloseKey?(k);
+        if let Some(f) = raw::RedisModule_NotifyKeyspaceEvent {
+            f(ctx, kind, event.as_ptr(), key);
         }
-        raw::RedisModule_FreeString?(ctx, s);
-        let now = raw::RedisModule_Milliseconds?();
-        (ttl >= 0).then_some(now + ttl)
+    }
+}
+
+/// Replicates an OPT.SET that wrote: `OPT.SET key value [PXAT t] TAGS tag...`. Without
+/// options the command goes as it came.
+fn replicate_set(call: &Call, head_len: usize, expire_at_ms: Option<i64>) {
+    // SAFETY: ctx and argv are live for the command; created strings are freed after use.
+    unsafe {
+        if head_len == 2 {
+            if let Some(f) = raw::RedisModule_ReplicateVerbatim {
+                f(call.ctx);
+            }
+            return;
+        }
+        let (Some(rep), Some(create), Some(free)) = (
+            raw::RedisModule_Replicate,
+            raw::RedisModule_CreateString,
+            raw::RedisModule_FreeString,
+        ) else {
+            return;
+        };
+        let mut owned: Vec<*mut raw::RedisModuleString> = Vec::new();
+        let mut argv: Vec<*mut raw::RedisModuleString> = vec![call.argv[0], call.argv[1]];
+        if let Some(at) = expire_at_ms {
+            let at = at.to_string();
+            owned.push(create(call.ctx, c"PXAT".as_ptr(), 4));
+            owned.push(create(call.ctx, at.as_ptr().cast(), at.len()));
+            argv.extend_from_slice(&owned);
+        }
+        argv.extend_from_slice(&call.argv[head_len..]);
+        rep(
+            call.ctx,
+            c"OPT.SET".as_ptr(),
+            c"v".as_ptr(),
+            argv.as_mut_ptr(),
+            argv.len(),
+        );
+        for s in owned {
+            free(call.ctx, s);
+        }
     }
 }
 

@@ -27,7 +27,11 @@ fn used_memory(c: &mut Connection) -> i64 {
 }
 
 fn tags_of(i: usize) -> [String; 3] {
-    [format!("user:{}", i % 1000), format!("post:{}", i % 5000), "site".to_string()]
+    [
+        format!("user:{}", i % 1000),
+        format!("post:{}", i % 5000),
+        "site".to_string(),
+    ]
 }
 
 fn key(i: usize) -> String {
@@ -59,7 +63,14 @@ fn memory() {
     let mut p = redis::pipe();
     for i in 0..KEYS {
         let t = tags_of(i);
-        p.cmd("OPT.SET").arg(key(i)).arg("v").arg("TAGS").arg(&t[0]).arg(&t[1]).arg(&t[2]).ignore();
+        p.cmd("OPT.SET")
+            .arg(key(i))
+            .arg("v")
+            .arg("TAGS")
+            .arg(&t[0])
+            .arg(&t[1])
+            .arg(&t[2])
+            .ignore();
     }
     let _: () = p.query(&mut c).unwrap();
     let opt = used_memory(&mut c) - m0 - base;
@@ -71,7 +82,10 @@ fn memory() {
     for i in 0..KEYS {
         let t = tags_of(i);
         // The item keeps its tag list next to the value, as Symfony's and Laravel's do.
-        p.cmd("SET").arg(key(i)).arg(format!("v|{}", t.join(","))).ignore();
+        p.cmd("SET")
+            .arg(key(i))
+            .arg(format!("v|{}", t.join(",")))
+            .ignore();
         for tag in &t {
             p.cmd("SADD").arg(format!("tag:{tag}")).arg(key(i)).ignore();
         }
@@ -79,10 +93,23 @@ fn memory() {
     let _: () = p.query(&mut c).unwrap();
     let libm = used_memory(&mut c) - l0 - base;
     let pairs = (KEYS * 3) as f64;
-    println!("1. index memory, {KEYS} keys x 3 tags (used_memory deltas over the same keys untagged)");
-    println!("   OPT.SET index:           {:>10} bytes, {:6.1} per pair", opt, opt as f64 / pairs);
-    println!("   sets + tag list in item: {:>10} bytes, {:6.1} per pair", libm, libm as f64 / pairs);
-    println!("   ratio ours/library: {:.3} (target <= 0.5)", opt as f64 / libm as f64);
+    println!(
+        "1. index memory, {KEYS} keys x 3 tags (used_memory deltas over the same keys untagged)"
+    );
+    println!(
+        "   OPT.SET index:           {:>10} bytes, {:6.1} per pair",
+        opt,
+        opt as f64 / pairs
+    );
+    println!(
+        "   sets + tag list in item: {:>10} bytes, {:6.1} per pair",
+        libm,
+        libm as f64 / pairs
+    );
+    println!(
+        "   ratio ours/library: {:.3} (target <= 0.5)",
+        opt as f64 / libm as f64
+    );
 }
 
 const LUA_FLUSH: &str = "local m = redis.call('SMEMBERS', KEYS[1]) \
@@ -97,17 +124,34 @@ fn invalidate() {
     for _ in 0..3 {
         let mut p = redis::pipe();
         for i in 0..KEYS {
-            p.cmd("OPT.SET").arg(key(i)).arg("v").arg("TAGS").arg("big").ignore();
+            p.cmd("OPT.SET")
+                .arg(key(i))
+                .arg("v")
+                .arg("TAGS")
+                .arg("big")
+                .ignore();
             p.cmd("SET").arg(format!("lib:{i}")).arg("v").ignore();
-            p.cmd("SADD").arg("tag:big").arg(format!("lib:{i}")).ignore();
+            p.cmd("SADD")
+                .arg("tag:big")
+                .arg(format!("lib:{i}"))
+                .ignore();
         }
         let _: () = p.query(&mut c).unwrap();
         let t = Instant::now();
-        let n: i64 = redis::cmd("OPT.INVALIDATE").arg("big").arg("ASYNC").query(&mut c).unwrap();
+        let n: i64 = redis::cmd("OPT.INVALIDATE")
+            .arg("big")
+            .arg("ASYNC")
+            .query(&mut c)
+            .unwrap();
         ours_times.push(t.elapsed());
         assert_eq!(n, KEYS as i64);
         let t = Instant::now();
-        let n: i64 = redis::cmd("EVAL").arg(LUA_FLUSH).arg(1).arg("tag:big").query(&mut c).unwrap();
+        let n: i64 = redis::cmd("EVAL")
+            .arg(LUA_FLUSH)
+            .arg(1)
+            .arg("tag:big")
+            .query(&mut c)
+            .unwrap();
         lua_times.push(t.elapsed());
         assert_eq!(n, KEYS as i64);
     }
@@ -115,9 +159,18 @@ fn invalidate() {
     lua_times.sort();
     let (o, l) = (ours_times[1], lua_times[1]);
     println!("2. invalidate a tag of {KEYS} keys (median of 3)");
-    println!("   OPT.INVALIDATE big ASYNC: {:8.1} ms", o.as_secs_f64() * 1e3);
-    println!("   Lua SMEMBERS+UNLINK+DEL:  {:8.1} ms", l.as_secs_f64() * 1e3);
-    println!("   speed-up: {:.2}x (target >= 2)", l.as_secs_f64() / o.as_secs_f64());
+    println!(
+        "   OPT.INVALIDATE big ASYNC: {:8.1} ms",
+        o.as_secs_f64() * 1e3
+    );
+    println!(
+        "   Lua SMEMBERS+UNLINK+DEL:  {:8.1} ms",
+        l.as_secs_f64() * 1e3
+    );
+    println!(
+        "   speed-up: {:.2}x (target >= 2)",
+        l.as_secs_f64() / o.as_secs_f64()
+    );
 }
 
 /// Logical writes per second with `threads` clients sending pipelines of 16 logical writes.
@@ -139,10 +192,20 @@ fn write_rate(port: u16, kind: &'static str, total: usize) -> f64 {
                         let tg = tags_of(i);
                         match kind {
                             "opt" => {
-                                p.cmd("OPT.SET").arg(key(i)).arg("v").arg("TAGS").arg(&tg[0]).arg(&tg[1]).arg(&tg[2]).ignore();
+                                p.cmd("OPT.SET")
+                                    .arg(key(i))
+                                    .arg("v")
+                                    .arg("TAGS")
+                                    .arg(&tg[0])
+                                    .arg(&tg[1])
+                                    .arg(&tg[2])
+                                    .ignore();
                             }
                             "lib" => {
-                                p.cmd("SET").arg(key(i)).arg(format!("v|{}", tg.join(","))).ignore();
+                                p.cmd("SET")
+                                    .arg(key(i))
+                                    .arg(format!("v|{}", tg.join(",")))
+                                    .ignore();
                                 for tag in &tg {
                                     p.cmd("SADD").arg(format!("tag:{tag}")).arg(key(i)).ignore();
                                 }
@@ -181,8 +244,14 @@ fn write_throughput() {
     let (o, l, p) = (median(o), median(l), median(p));
     println!("3. tagged writes, pipelines of 16, 4 clients, median of 5 alternated rounds");
     println!("   OPT.SET with 3 tags:  {o:>10.0} writes/s");
-    println!("   SET + 3 SADD:         {l:>10.0} writes/s  -> OPT.SET is {:.2}x (target >= 1.5)", o / l);
-    println!("   plain SET:            {p:>10.0} writes/s  -> OPT.SET is {:.2}x (target >= 0.7)", o / p);
+    println!(
+        "   SET + 3 SADD:         {l:>10.0} writes/s  -> OPT.SET is {:.2}x (target >= 1.5)",
+        o / l
+    );
+    println!(
+        "   plain SET:            {p:>10.0} writes/s  -> OPT.SET is {:.2}x (target >= 0.7)",
+        o / p
+    );
 }
 
 /// GET ops/s on other keys for `secs` while the preloaded keys expire.
@@ -193,9 +262,22 @@ fn get_rate_while_expiring(s: &Server, tagged: bool) -> f64 {
     for i in 0..200_000 {
         let ttl = 500 + (i % 2000);
         if tagged {
-            p.cmd("OPT.SET").arg(format!("exp:{i}")).arg("v").arg("PX").arg(ttl).arg("TAGS").arg(format!("t{}", i % 100)).arg("all").ignore();
+            p.cmd("OPT.SET")
+                .arg(format!("exp:{i}"))
+                .arg("v")
+                .arg("PX")
+                .arg(ttl)
+                .arg("TAGS")
+                .arg(format!("t{}", i % 100))
+                .arg("all")
+                .ignore();
         } else {
-            p.cmd("SET").arg(format!("exp:{i}")).arg("v").arg("PX").arg(ttl).ignore();
+            p.cmd("SET")
+                .arg(format!("exp:{i}"))
+                .arg("v")
+                .arg("PX")
+                .arg(ttl)
+                .ignore();
         }
     }
     for i in 0..1000 {
@@ -207,7 +289,9 @@ fn get_rate_while_expiring(s: &Server, tagged: bool) -> f64 {
     while start.elapsed() < Duration::from_millis(2500) {
         let mut p = redis::pipe();
         for j in 0..16 {
-            p.cmd("GET").arg(format!("hot:{}", (n as usize + j) % 1000)).ignore();
+            p.cmd("GET")
+                .arg(format!("hot:{}", (n as usize + j) % 1000))
+                .ignore();
         }
         let _: () = p.query(&mut c).unwrap();
         n += 16;
@@ -215,7 +299,11 @@ fn get_rate_while_expiring(s: &Server, tagged: bool) -> f64 {
     let rate = n as f64 / start.elapsed().as_secs_f64();
     // Every expired key must have left the index.
     std::thread::sleep(Duration::from_millis(1000));
-    let text: String = redis::cmd("OPT.TAGINFO").arg("FORMAT").arg("JSON").query(&mut c).unwrap();
+    let text: String = redis::cmd("OPT.TAGINFO")
+        .arg("FORMAT")
+        .arg("JSON")
+        .query(&mut c)
+        .unwrap();
     let left: serde_json::Value = serde_json::from_str(&text).unwrap();
     let dbsize: i64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
     if tagged {
@@ -234,16 +322,29 @@ fn expiry() {
     let (t, u) = (median(t), median(u));
     println!("4. GETs (pipelines of 16) while 200k keys expire within 2.5 s, median of 3");
     println!("   untagged keys expiring: {u:>10.0} GET/s");
-    println!("   tagged keys expiring:   {t:>10.0} GET/s  -> ratio {:.3} (target >= 0.95)", t / u);
+    println!(
+        "   tagged keys expiring:   {t:>10.0} GET/s  -> ratio {:.3} (target >= 0.95)",
+        t / u
+    );
 }
 
 fn main() {
     if std::env::var_os("OPT_MODULE").is_none() {
         let so = opt_harness::workspace_root().join("target/release/libredis_opt.so");
-        assert!(so.exists(), "build it first: cargo build --release -p redis-opt-module");
+        assert!(
+            so.exists(),
+            "build it first: cargo build --release -p redis-opt-module"
+        );
         std::env::set_var("OPT_MODULE", so);
     }
-    println!("server: {}", std::process::Command::new(opt_harness::server_binary()).arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default());
+    println!(
+        "server: {}",
+        std::process::Command::new(opt_harness::server_binary())
+            .arg("--version")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    );
     memory();
     invalidate();
     write_throughput();
