@@ -261,8 +261,30 @@ impl TagIndex {
         Ok(added)
     }
 
-    /// Gives `key` exactly `tags` (the tags of a value just written).
+    /// Whether `key` carries exactly the distinct tags in `tags`.
+    fn has_exactly(&self, db: usize, key: &[u8], tags: &[&[u8]]) -> bool {
+        let Some(d) = self.db(db) else { return false };
+        let Some(k) = d.keys.find(key) else {
+            return false;
+        };
+        let entries = &d.keys.slots[k as usize].tags;
+        let distinct = tags
+            .iter()
+            .enumerate()
+            .filter(|(i, t)| !tags[..*i].contains(t))
+            .count();
+        distinct == entries.len()
+            && entries
+                .iter()
+                .all(|&(t, _)| tags.contains(&&*d.tags.slots[t as usize].name))
+    }
+
+    /// Gives `key` exactly `tags` (the tags of a value just written). Rewriting a cached value
+    /// with the tags it already has, the common case, changes nothing and costs one lookup.
     pub fn set_tags(&mut self, db: usize, key: &[u8], tags: &[&[u8]]) {
+        if self.has_exactly(db, key, tags) {
+            return;
+        }
         self.remove_key(db, key);
         if tags.is_empty() {
             return;
@@ -374,7 +396,12 @@ impl TagIndex {
         let Some(k) = d.keys.find(key) else {
             return 0;
         };
-        let hk = key_hash(db, key);
+        self.remove_key_id(db, k, key_hash(db, key))
+    }
+
+    /// Removes key id `k` (whose hash within its db is `hk`) from every tag and the index.
+    fn remove_key_id(&mut self, db: usize, k: u32, hk: u64) -> usize {
+        let d = &mut self.dbs[db];
         let entries = std::mem::take(&mut d.keys.slots[k as usize].tags);
         let mut digest = 0u64;
         for &(t, pos) in entries.iter() {
@@ -385,6 +412,28 @@ impl TagIndex {
         self.pairs -= entries.len() as u64;
         self.digest = self.digest.wrapping_sub(digest);
         entries.len()
+    }
+
+    /// Removes every key carrying any of `tags` and returns their names: what an
+    /// invalidation deletes. Works by id, with no name lookups.
+    pub fn remove_keys_with_any(&mut self, db: usize, tags: &[&[u8]]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        for t in tags {
+            loop {
+                let Some(d) = self.dbs.get(db) else {
+                    return out;
+                };
+                let Some(tid) = d.tags.find(t) else { break };
+                let Some(&k) = d.tags.slots[tid as usize].keys.last() else {
+                    break;
+                };
+                let name = d.keys.slots[k as usize].name.to_vec();
+                let hk = key_hash(db, &name);
+                self.remove_key_id(db, k, hk);
+                out.push(name);
+            }
+        }
+        out
     }
 
     /// Drops `key` from the index and returns its tags (to carry them to a new name).
@@ -401,6 +450,16 @@ impl TagIndex {
         let Some(d) = self.db(db) else {
             return Vec::new();
         };
+        if let [one] = tags {
+            // One tag: its keys are distinct already.
+            return d.tags.find(one).map_or_else(Vec::new, |t| {
+                d.tags.slots[t as usize]
+                    .keys
+                    .iter()
+                    .map(|&k| d.keys.slots[k as usize].name.to_vec())
+                    .collect()
+            });
+        }
         let mut seen: HashSet<u32> = HashSet::new();
         let mut out = Vec::new();
         for t in tags {
@@ -645,6 +704,30 @@ mod tests {
             .unwrap_err()
             .contains("5 tags"));
         assert_eq!(ix.remove_tags(0, b"page:1", &t(&["a", "zzz"])), 1);
+    }
+
+    #[test]
+    fn bulk_removal_and_unchanged_rewrites() {
+        let mut ix = TagIndex::default();
+        for i in 0..10 {
+            ix.set_tags(
+                0,
+                format!("k{i}").as_bytes(),
+                &t(&["a", if i % 2 == 0 { "even" } else { "odd" }]),
+            );
+        }
+        let digest = ix.stats().digest;
+        ix.set_tags(0, b"k3", &t(&["odd", "a", "a"]));
+        assert_eq!(ix.stats().digest, digest, "same tags: nothing changes");
+        let gone = names(ix.remove_keys_with_any(0, &t(&["even", "nope"])));
+        assert_eq!(gone, vec!["k0", "k2", "k4", "k6", "k8"]);
+        assert_eq!(ix.tag_cardinality(0, b"a"), 5);
+        assert_eq!(ix.stats().pairs, 10);
+        let mut rebuilt = TagIndex::default();
+        for i in (1..10).step_by(2) {
+            rebuilt.set_tags(0, format!("k{i}").as_bytes(), &t(&["a", "odd"]));
+        }
+        assert_eq!(rebuilt.stats().digest, ix.stats().digest);
     }
 
     #[test]

@@ -29,11 +29,15 @@ struct TagState {
     index: TagIndex,
     /// Tags of a key between its rename_from/move_from event and the matching *_to event.
     in_flight: Option<(Vec<u8>, Vec<Vec<u8>>)>,
+    /// Set while this module raises or causes events for keys whose index entries it updates
+    /// itself (OPT.SET's own "set", OPT.INVALIDATE's deletions): the events change nothing.
+    own_events: bool,
 }
 
 static STATE: MainThreadCell<TagState> = MainThreadCell::new(TagState {
     index: TagIndex::new_const(),
     in_flight: None,
+    own_events: false,
 });
 
 static mut TAG_TYPE: *mut raw::RedisModuleType = ptr::null_mut();
@@ -141,7 +145,7 @@ const DROPS: &[&[u8]] = &[
 ];
 
 fn apply_event(st: &mut TagState, db: usize, event: &[u8], key: &[u8]) {
-    if st.index.is_empty() && st.in_flight.is_none() {
+    if st.own_events || (st.index.is_empty() && st.in_flight.is_none()) {
         return;
     }
     match event {
@@ -580,13 +584,17 @@ pub fn set(call: &Call) -> Result<Reply, ReplyError> {
         }
     };
     if written {
+        // The new value replaces the old one's tags here, so our own "set" event is ignored.
+        let db = selected_db(ctx);
+        with(|st| {
+            st.index.set_tags(db, key, tags);
+            st.own_events = true;
+        })?;
         notify(ctx, raw::REDISMODULE_NOTIFY_STRING, c"set", key_name);
         if expire_at.is_some() {
             notify(ctx, raw::REDISMODULE_NOTIFY_GENERIC, c"expire", key_name);
         }
-        // The "set" event dropped the old value's tags; the new value gets its own.
-        let db = selected_db(ctx);
-        with(|st| st.index.set_tags(db, key, tags))?;
+        with(|st| st.own_events = false)?;
         replicate_set(call, head.len(), expire_at);
     }
     // SET's replies: GET gives the old value (or nil); otherwise OK, or nil when NX/XX
@@ -739,8 +747,24 @@ pub fn invalidate(call: &Call) -> Result<Reply, ReplyError> {
     let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
     let cmd: &CStr = if lazy { c"UNLINK" } else { c"DEL" };
     // "!" replicates the deletion, "C" runs it as the calling user: if the ACL forbids any of
-    // the keys, nothing is deleted. "E" returns errors as error replies.
-    let reply = call_command(call.ctx, cmd, c"!CE", &refs)?;
+    // the keys, nothing is deleted. "E" returns errors as error replies. The del events of
+    // these keys are ours: the index drops them in bulk afterwards, by id.
+    with(|st| st.own_events = true)?;
+    let reply = call_command(call.ctx, cmd, c"!CE", &refs);
+    // SAFETY: reading the type of a live call reply.
+    let deleted = reply.as_ref().is_ok_and(|&r| unsafe {
+        raw::RedisModule_CallReplyType.map_or(-1, |f| f(r))
+            == raw::REDISMODULE_REPLY_INTEGER as c_int
+    });
+    with(|st| {
+        st.own_events = false;
+        if deleted {
+            // Every listed key existed, so a successful call deleted them all; an ACL or
+            // other error deletes none and leaves the index as it was.
+            st.index.remove_keys_with_any(db, &tags);
+        }
+    })?;
+    let reply = reply?;
     // SAFETY: reply is a live call reply, read then freed.
     unsafe {
         let kind = raw::RedisModule_CallReplyType.map_or(-1, |f| f(reply));
