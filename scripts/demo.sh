@@ -46,3 +46,10 @@ echo "== optctl hotkeys --type miss (reads of keys that do not exist)"
 echo
 echo "== optctl hotkeys --namespaces"
 "$optctl" --url "$url" hotkeys --namespaces --count 6
+echo
+echo "== optctl tags (pages cached with OPT.SET ... TAGS user:<id> team:<n>)"
+"$optctl" --url "$url" tags
+echo
+echo "== optctl invalidate team:7 (every page showing a member of team 7)"
+"$optctl" --url "$url" invalidate team:7
+"$optctl" --url "$url" tags --tag team:7

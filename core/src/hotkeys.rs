@@ -156,6 +156,9 @@ pub struct HotKeyTracker {
     patterns: Sketches,
     inferrer: PatternInferrer,
     pattern_buf: Vec<u8>,
+    /// Whether the last recorded access was also counted for its pattern, so that its miss
+    /// (which follows it) is counted for the pattern exactly when its read was.
+    last_pattern_counted: bool,
     rng: u64,
     started_ms: u64,
     window_ms: u64,
@@ -176,6 +179,7 @@ impl HotKeyTracker {
             patterns: Sketches::new(pattern_capacity(capacity)),
             inferrer: PatternInferrer::new(delimiters),
             pattern_buf: Vec::with_capacity(64),
+            last_pattern_counted: false,
             rng: 0x2545_f491_4f6c_dd1d,
             started_ms: now_ms,
             window_ms: window_ms.max(1),
@@ -209,7 +213,8 @@ impl HotKeyTracker {
     /// Counts one sampled access of `key`.
     pub fn record(&mut self, key: &[u8], kind: Kind) {
         self.keys.add(key_hash(key), key, kind);
-        if self.namespace_turn() {
+        self.last_pattern_counted = self.namespace_turn();
+        if self.last_pattern_counted {
             self.inferrer.infer_into(key, &mut self.pattern_buf);
             let h = key_hash(&self.pattern_buf);
             self.patterns.add(h, &self.pattern_buf, kind);
@@ -219,7 +224,7 @@ impl HotKeyTracker {
     /// Counts a miss of `key` (its read was already counted by [`Self::record`]).
     pub fn record_miss(&mut self, key: &[u8]) {
         self.keys.mark(key_hash(key), Kind::Miss);
-        if self.namespace_turn() {
+        if self.last_pattern_counted {
             self.inferrer.infer_into(key, &mut self.pattern_buf);
             let h = key_hash(&self.pattern_buf);
             self.patterns.mark(h, Kind::Miss);
