@@ -8,9 +8,12 @@
 
 pub mod args;
 pub mod config;
+pub mod freshness;
+pub mod freshness_index;
 pub mod hotkeys;
 pub mod keyspec;
 pub mod pattern;
+pub mod persist;
 pub mod report;
 pub mod sketch;
 pub mod tags;

@@ -808,9 +808,6 @@ mod tests {
     }
 }
 
-/// Version of the persisted index format.
-pub const PERSIST_FORMAT: u64 = 1;
-
 /// Hard bounds checked on load, whatever the configs say: a payload outside them is corrupt.
 const MAX_DBS: u64 = 1 << 16;
 const MAX_KEYS_PER_DB: u64 = 1 << 32;
@@ -834,10 +831,10 @@ pub trait IndexReader {
 }
 
 impl TagIndex {
-    /// Writes every database's (key, tags) in the persisted format.
+    /// Writes every database's (key, tags): the tag section of the persisted state (see
+    /// `crate::persist` for the header).
     pub fn save(&self, w: &mut impl IndexWriter) {
         let dbs = self.dbs_in_use();
-        w.write_u64(PERSIST_FORMAT);
         w.write_u64(dbs.len() as u64);
         for db in dbs {
             let entries = self.db_entries(db);
@@ -857,12 +854,8 @@ impl TagIndex {
     /// entries whose key is gone (db, key).
     pub fn load(
         r: &mut impl IndexReader,
-        mut key_exists: impl FnMut(usize, &[u8]) -> bool,
+        key_exists: &mut impl FnMut(usize, &[u8]) -> bool,
     ) -> Result<TagIndex, String> {
-        let format = r.read_u64()?;
-        if format != PERSIST_FORMAT {
-            return Err(format!("tag index format {format} is not {PERSIST_FORMAT}"));
-        }
         let ndbs = r.read_u64()?;
         if ndbs > MAX_DBS {
             return Err(format!("tag index claims {ndbs} databases"));
@@ -905,13 +898,14 @@ impl TagIndex {
 }
 
 #[cfg(test)]
-mod persist_tests {
+pub(crate) mod persist_tests {
     use super::*;
 
+    /// An in-memory reader/writer for persistence tests.
     #[derive(Default)]
-    struct Buf {
-        items: Vec<Result<u64, Vec<u8>>>,
-        pos: usize,
+    pub(crate) struct Buf {
+        pub(crate) items: Vec<Result<u64, Vec<u8>>>,
+        pub(crate) pos: usize,
     }
 
     impl IndexWriter for Buf {
@@ -952,10 +946,10 @@ mod persist_tests {
         let ix = sample();
         let mut buf = Buf::default();
         ix.save(&mut buf);
-        let loaded = TagIndex::load(&mut buf, |_, _| true).unwrap();
+        let loaded = TagIndex::load(&mut buf, &mut |_, _| true).unwrap();
         assert_eq!(loaded.stats(), ix.stats());
         buf.pos = 0;
-        let pruned = TagIndex::load(&mut buf, |_, k| k != b"b").unwrap();
+        let pruned = TagIndex::load(&mut buf, &mut |_, k| k != b"b").unwrap();
         assert_eq!(pruned.stats().keys, 2);
         assert!(pruned.tags_of(0, b"b").is_empty());
     }
@@ -969,21 +963,20 @@ mod persist_tests {
                 items: full.items[..cut].to_vec(),
                 pos: 0,
             };
-            assert!(TagIndex::load(&mut b, |_, _| true).is_err(), "cut at {cut}");
+            assert!(
+                TagIndex::load(&mut b, &mut |_, _| true).is_err(),
+                "cut at {cut}"
+            );
         }
-        for (i, bad) in [
-            (0usize, Ok(99u64)),
-            (1, Ok(u64::MAX)),
-            (2, Ok(1 << 20)),
-            (3, Ok(u64::MAX)),
-        ] {
+        // Fields: [0] databases, [1] db number, [2] keys in it, [3] key, [4] its tag count.
+        for (i, bad) in [(0usize, Ok(u64::MAX)), (1, Ok(1 << 20)), (2, Ok(u64::MAX))] {
             let mut b = Buf {
                 items: full.items.clone(),
                 pos: 0,
             };
             b.items[i] = bad;
             assert!(
-                TagIndex::load(&mut b, |_, _| true).is_err(),
+                TagIndex::load(&mut b, &mut |_, _| true).is_err(),
                 "corrupt field {i}"
             );
         }
@@ -992,13 +985,13 @@ mod persist_tests {
             items: full.items.clone(),
             pos: 0,
         };
-        b.items[5] = Ok(0);
-        assert!(TagIndex::load(&mut b, |_, _| true).is_err());
+        b.items[4] = Ok(0);
+        assert!(TagIndex::load(&mut b, &mut |_, _| true).is_err());
         let mut b = Buf {
             items: full.items.clone(),
             pos: 0,
         };
-        b.items[4] = Ok(1);
-        assert!(TagIndex::load(&mut b, |_, _| true).is_err());
+        b.items[3] = Ok(1);
+        assert!(TagIndex::load(&mut b, &mut |_, _| true).is_err());
     }
 }

@@ -86,8 +86,8 @@ pub static COMMANDS: &[CommandSpec] = &[
         keys: (1, 1, 1),
         acl_categories: "write string",
         json: false,
-        syntax: "OPT.SET key value [EX s|PX ms|EXAT ts|PXAT ts|KEEPTTL] [NX|XX] [GET] TAGS tag [tag ...]",
-        summary: "SET that writes the value and its tags in one atomic command",
+        syntax: "OPT.SET key value [EX s|PX ms|EXAT ts|PXAT ts|KEEPTTL] [NX|XX] [GET] [DELTA ms] [STALE s] [TOKEN t] TAGS tag [tag ...]",
+        summary: "SET that writes the value, its tags and its freshness in one atomic command",
         handler: crate::tags::set,
     },
     CommandSpec {
@@ -126,9 +126,20 @@ pub static COMMANDS: &[CommandSpec] = &[
         keys: (0, 0, 0),
         acl_categories: "write",
         json: false,
-        syntax: "OPT.INVALIDATE tag [tag ...] [ASYNC]",
-        summary: "deletes every key carrying any of the tags, atomically; replies the count",
+        syntax: "OPT.INVALIDATE tag [tag ...] [ASYNC | SOFT]",
+        summary: "deletes (or with SOFT marks stale) every key carrying any of the tags, atomically",
         handler: crate::tags::invalidate,
+    },
+    CommandSpec {
+        name: "OPT.FETCH",
+        // readonly: replicas answer it too (without taking locks, and they say so).
+        flags: "readonly fast",
+        keys: (1, 1, 1),
+        acl_categories: "read string",
+        json: false,
+        syntax: "OPT.FETCH key [BETA b] [LOCK ms]",
+        summary: "value, TTL and an action (hit, recompute, stale, wait): stampede protection",
+        handler: crate::tags::fetch,
     },
     CommandSpec {
         name: "OPT.TAGKEYS",

@@ -22,6 +22,20 @@ pub enum Reply {
     Bulk(Vec<u8>),
     /// A null reply.
     Null,
+    /// A map with fixed field names and binary-safe values (a flat array for RESP2).
+    Fields(Vec<(&'static str, Field)>),
+}
+
+/// One value of a [`Reply::Fields`] map.
+pub enum Field {
+    /// A bulk string (binary safe).
+    Bulk(Vec<u8>),
+    /// A short word.
+    Text(&'static str),
+    /// An integer.
+    Int(i64),
+    /// Nil.
+    Null,
 }
 
 /// An error reply; the text starts with an error code such as `ERR`.
@@ -62,6 +76,23 @@ pub fn send(ctx: *mut raw::RedisModuleCtx, result: Result<Reply, ReplyError>, as
         Ok(Reply::Status(s)) => send_status(ctx, s),
         Ok(Reply::Bulk(b)) => send_bulk(ctx, &b),
         Ok(Reply::Null) => send_value(ctx, &Value::Null),
+        Ok(Reply::Fields(fields)) => {
+            // SAFETY: ctx is the live command context; the map length equals the pairs sent.
+            unsafe {
+                if let Some(f) = raw::RedisModule_ReplyWithMap {
+                    f(ctx, fields.len() as c_long);
+                }
+            }
+            for (name, value) in fields {
+                send_bulk(ctx, name.as_bytes());
+                match value {
+                    Field::Bulk(b) => send_bulk(ctx, &b),
+                    Field::Text(t) => send_bulk(ctx, t.as_bytes()),
+                    Field::Int(i) => send_value(ctx, &Value::from(i)),
+                    Field::Null => send_value(ctx, &Value::Null),
+                }
+            }
+        }
         Ok(Reply::Int(i)) => {
             // SAFETY: ctx is the live command context.
             unsafe {

@@ -15,20 +15,28 @@ use std::ptr;
 
 use opt_core::args::Args;
 use opt_core::config::idx;
+use opt_core::freshness::{decide, FetchRequest, Freshness, KeyState, LockOutcome, Locks};
+use opt_core::freshness_index::FreshnessIndex;
+use opt_core::persist;
 use opt_core::report::{TagInfoReport, TagSize};
 use opt_core::tags::{validate_tags, IndexReader, IndexWriter, TagIndex, TagLimits};
 use redis_module::raw;
 use serde_json::json;
 
 use crate::commands::Call;
-use crate::reply::{string_bytes, Reply, ReplyError};
+use crate::reply::{string_bytes, Field, Reply, ReplyError};
 use crate::state::MainThreadCell;
 use crate::{configs, guard, log};
 
 struct TagState {
     index: TagIndex,
-    /// Tags of a key between its rename_from/move_from event and the matching *_to event.
-    in_flight: Option<(Vec<u8>, Vec<Vec<u8>>)>,
+    /// Freshness of values written with DELTA/STALE (stampede protection).
+    fresh: FreshnessIndex,
+    /// Single-flight locks of OPT.FETCH ... LOCK (not persisted, not replicated).
+    locks: Locks,
+    /// Tags and freshness of a key between its rename_from/move_from event and the matching
+    /// *_to event.
+    in_flight: Option<(Vec<Vec<u8>>, Option<Freshness>)>,
     /// Set while this module raises or causes events for keys whose index entries it updates
     /// itself (OPT.SET's own "set", OPT.INVALIDATE's deletions): the events change nothing.
     own_events: bool,
@@ -36,6 +44,8 @@ struct TagState {
 
 static STATE: MainThreadCell<TagState> = MainThreadCell::new(TagState {
     index: TagIndex::new_const(),
+    fresh: FreshnessIndex::new_const(),
+    locks: Locks::new_const(),
     in_flight: None,
     own_events: false,
 });
@@ -145,23 +155,29 @@ const DROPS: &[&[u8]] = &[
 ];
 
 fn apply_event(st: &mut TagState, db: usize, event: &[u8], key: &[u8]) {
-    if st.own_events || (st.index.is_empty() && st.in_flight.is_none()) {
+    if st.own_events || (st.index.is_empty() && st.fresh.is_empty() && st.in_flight.is_none()) {
         return;
     }
     match event {
         b"rename_from" | b"move_from" => {
             let tags = st.index.take_key(db, key);
-            st.in_flight = (!tags.is_empty()).then(|| (key.to_vec(), tags));
+            let fresh = st.fresh.remove(db, key);
+            st.in_flight = (!tags.is_empty() || fresh.is_some()).then_some((tags, fresh));
         }
         b"rename_to" | b"move_to" => {
             st.index.remove_key(db, key);
-            if let Some((_, tags)) = st.in_flight.take() {
+            st.fresh.remove(db, key);
+            if let Some((tags, fresh)) = st.in_flight.take() {
                 let refs: Vec<&[u8]> = tags.iter().map(Vec::as_slice).collect();
                 st.index.set_tags(db, key, &refs);
+                if let Some(f) = fresh {
+                    st.fresh.set(db, key, f);
+                }
             }
         }
         e if DROPS.contains(&e) => {
             st.index.remove_key(db, key);
+            st.fresh.remove(db, key);
         }
         _ => {}
     }
@@ -196,18 +212,22 @@ pub unsafe fn on_server_event(
             STATE.with(|st| {
                 if info.dbnum < 0 {
                     st.index.flush_all();
+                    st.fresh.flush_all();
                 } else {
                     st.index.flush_db(info.dbnum as usize);
+                    st.fresh.flush_db(info.dbnum as usize);
                 }
             });
         } else if eid.id == raw::REDISMODULE_EVENT_SWAPDB {
             // SAFETY: for SwapDB events data points to a RedisModuleSwapDbInfo.
             let info = unsafe { &*(data as *const raw::RedisModuleSwapDbInfo) };
             STATE.with(|st| {
-                st.index.swap_db(
+                let (a, b) = (
                     info.dbnum_first.max(0) as usize,
                     info.dbnum_second.max(0) as usize,
-                )
+                );
+                st.index.swap_db(a, b);
+                st.fresh.swap_db(a, b);
             });
         }
     });
@@ -218,7 +238,8 @@ pub unsafe fn on_server_event(
 fn prune_missing(ctx: *mut raw::RedisModuleCtx) {
     let entries: Vec<(usize, Vec<u8>)> = STATE
         .with(|st| {
-            st.index
+            let mut all: Vec<(usize, Vec<u8>)> = st
+                .index
                 .dbs_in_use()
                 .into_iter()
                 .flat_map(|db| {
@@ -227,7 +248,9 @@ fn prune_missing(ctx: *mut raw::RedisModuleCtx) {
                         .into_iter()
                         .map(move |(k, _)| (db, k))
                 })
-                .collect()
+                .collect();
+            all.extend(st.fresh.keys());
+            all
         })
         .unwrap_or_default();
     // Checked without holding the index: a lookup may expire a key, whose event then updates
@@ -242,6 +265,7 @@ fn prune_missing(ctx: *mut raw::RedisModuleCtx) {
     STATE.with(|st| {
         for (db, k) in &missing {
             st.index.remove_key(*db, k);
+            st.fresh.remove(*db, k);
         }
     });
     log::notice(&format!(
@@ -322,10 +346,10 @@ unsafe extern "C" fn aux_save(rdb: *mut raw::RedisModuleIO, when: c_int) {
     guard::catch_and_log("tag index save", || {
         STATE.with(|st| {
             // aux_save2 servers skip the field when nothing is written.
-            if crate::server::supports_aux_save2() && st.index.stats().keys == 0 {
+            if crate::server::supports_aux_save2() && st.index.is_empty() && st.fresh.is_empty() {
                 return;
             }
-            st.index.save(&mut RdbWriter(rdb));
+            persist::save(&st.index, &st.fresh, &mut RdbWriter(rdb));
         });
     });
 }
@@ -338,10 +362,13 @@ unsafe extern "C" fn aux_load(rdb: *mut raw::RedisModuleIO, _encver: c_int, when
     }
     // Keys are checked for existence when loading ends (`prune_missing`): the IO context has
     // no client to look keys up with.
-    let result = guard::catch(|| TagIndex::load(&mut RdbReader(rdb), |_, _| true));
+    let result = guard::catch(|| persist::load(&mut RdbReader(rdb), |_, _| true));
     match result {
-        Ok(Ok(index)) => {
-            STATE.with(|st| st.index = index);
+        Ok(Ok((index, fresh))) => {
+            STATE.with(|st| {
+                st.index = index;
+                st.fresh = fresh;
+            });
             raw::REDISMODULE_OK as c_int
         }
         Ok(Err(why)) => {
@@ -438,18 +465,6 @@ fn key_exists_here(ctx: *mut raw::RedisModuleCtx, key: &[u8]) -> bool {
 /// Arguments as byte strings.
 type ArgList<'a> = &'a [&'a [u8]];
 
-/// Splits `args` at the TAGS keyword: (before, tags).
-fn split_tags<'a>(
-    args: ArgList<'a>,
-    command: &str,
-) -> Result<(ArgList<'a>, ArgList<'a>), ReplyError> {
-    let pos = args
-        .iter()
-        .position(|a| a.eq_ignore_ascii_case(b"TAGS"))
-        .ok_or_else(|| ReplyError::err(format!("{command} needs TAGS tag [tag ...]")))?;
-    Ok((&args[..pos], &args[pos + 1..]))
-}
-
 /// How OPT.SET sets the expiry.
 enum Expiry {
     /// No option: the key loses any TTL (SET semantics).
@@ -462,41 +477,88 @@ enum Expiry {
     At(i64),
 }
 
-/// `OPT.SET key value [EX s|PX ms|EXAT ts|PXAT ts|KEEPTTL] [NX|XX] [GET] TAGS tag [tag ...]`
-///
-/// Written with the key API, not by calling SET: one key lookup, no argument copies. The
-/// value, its TTL and its tags change together inside this one command, and replicas and the
-/// AOF receive it as `OPT.SET key value [PXAT t] TAGS ...` with an absolute expiry.
-pub fn set(call: &Call) -> Result<Reply, ReplyError> {
-    let (head, tags) = split_tags(&call.args, "OPT.SET")?;
-    if head.len() < 2 || call.argv.len() < 2 {
+/// The parsed options of OPT.SET.
+struct SetOptions<'a> {
+    expiry: Expiry,
+    nx: bool,
+    xx: bool,
+    get: bool,
+    delta_ms: u64,
+    stale_ms: u64,
+    token: Option<u64>,
+    tags: ArgList<'a>,
+    /// Arguments before TAGS (key, value, options).
+    head_len: usize,
+}
+
+/// Parses `key value [options] [TAGS tag ...]`. TAGS may be left out only when DELTA, STALE
+/// or TOKEN show the write is about freshness rather than tags.
+fn parse_set(args: ArgList<'_>) -> Result<SetOptions<'_>, ReplyError> {
+    let pos = args.iter().position(|a| a.eq_ignore_ascii_case(b"TAGS"));
+    let (head, tags) = match pos {
+        Some(p) => (&args[..p], &args[p + 1..]),
+        None => (args, &args[args.len()..]),
+    };
+    if head.len() < 2 {
         return Err(ReplyError::err(
-            "OPT.SET needs a key and a value before TAGS",
+            "OPT.SET needs a key and a value before its options",
         ));
     }
-    validate_tags(tags, &limits()).map_err(|e| ReplyError::err(format!("OPT.SET: {e}")))?;
-    let key = head[0];
+    let mut o = SetOptions {
+        expiry: Expiry::None,
+        nx: false,
+        xx: false,
+        get: false,
+        delta_ms: 0,
+        stale_ms: 0,
+        token: None,
+        tags,
+        head_len: head.len(),
+    };
     let mut opts = Args::new("OPT.SET", &head[2..]);
-    let mut expiry = Expiry::None;
-    let (mut nx, mut xx, mut get) = (false, false, false);
+    let mut freshness_options = false;
     while let Some(word) = opts.next_keyword() {
-        let timed = !matches!(expiry, Expiry::None);
+        let timed = !matches!(o.expiry, Expiry::None);
         match word.as_str() {
             "EX" | "PX" | "EXAT" | "PXAT" if !timed => {
                 let v = opts
                     .int_value(&word, 1, i64::MAX / 1000)
                     .map_err(ReplyError::err)?;
-                expiry = match word.as_str() {
+                o.expiry = match word.as_str() {
                     "EX" => Expiry::In(v * 1000),
                     "PX" => Expiry::In(v),
                     "EXAT" => Expiry::At(v * 1000),
                     _ => Expiry::At(v),
                 };
             }
-            "KEEPTTL" if !timed => expiry = Expiry::Keep,
-            "NX" if !xx => nx = true,
-            "XX" if !nx => xx = true,
-            "GET" => get = true,
+            "KEEPTTL" if !timed => o.expiry = Expiry::Keep,
+            "NX" if !o.xx => o.nx = true,
+            "XX" if !o.nx => o.xx = true,
+            "GET" => o.get = true,
+            "DELTA" => {
+                o.delta_ms = opts
+                    .int_value("DELTA", 0, 86_400_000)
+                    .map_err(ReplyError::err)? as u64;
+                freshness_options = true;
+            }
+            "STALE" => {
+                o.stale_ms = opts
+                    .int_value("STALE", 0, 31_536_000)
+                    .map_err(ReplyError::err)? as u64
+                    * 1000;
+                freshness_options = true;
+            }
+            "TOKEN" => {
+                let raw = opts.value("TOKEN").map_err(ReplyError::err)?;
+                let t = std::str::from_utf8(raw)
+                    .ok()
+                    .and_then(|t| u64::from_str_radix(t, 16).ok())
+                    .ok_or_else(|| {
+                        ReplyError::err("OPT.SET TOKEN must be a token returned by OPT.FETCH")
+                    })?;
+                o.token = Some(t);
+                freshness_options = true;
+            }
             "EX" | "PX" | "EXAT" | "PXAT" | "KEEPTTL" | "NX" | "XX" => {
                 return Err(ReplyError::err(format!(
                     "OPT.SET: {word} conflicts with another option"
@@ -505,10 +567,50 @@ pub fn set(call: &Call) -> Result<Reply, ReplyError> {
             _ => return Err(ReplyError::err(opts.unknown(&word))),
         }
     }
+    if pos.is_none() && !freshness_options {
+        return Err(ReplyError::err("OPT.SET needs TAGS tag [tag ...]"));
+    }
+    if pos.is_some() {
+        validate_tags(tags, &limits()).map_err(|e| ReplyError::err(format!("OPT.SET: {e}")))?;
+    }
+    if o.stale_ms > 0 && !matches!(o.expiry, Expiry::In(_) | Expiry::At(_)) {
+        return Err(ReplyError::err(
+            "OPT.SET STALE needs an expiry (EX, PX, EXAT or PXAT): stale copies are served after it",
+        ));
+    }
+    Ok(o)
+}
+
+/// Unix time in milliseconds, from the server.
+fn now_ms() -> i64 {
+    // SAFETY: a plain clock read.
+    unsafe { raw::RedisModule_Milliseconds.map_or(0, |f| f()) }
+}
+
+/// `OPT.SET key value [EX s|PX ms|EXAT ts|PXAT ts|KEEPTTL] [NX|XX] [GET] [DELTA ms] [STALE s]
+/// [TOKEN t] TAGS tag [tag ...]`
+///
+/// Written with the key API, not by calling SET: one key lookup, no argument copies. The
+/// value, its TTL, its tags and its freshness change together inside this one command, and
+/// replicas and the AOF receive it as `OPT.SET key value [PXAT t] [DELTA d] [STALE s] TAGS ...`
+/// with an absolute expiry. With STALE the key lives that much longer than its expiry, so a
+/// stale copy can be served while one caller recomputes.
+pub fn set(call: &Call) -> Result<Reply, ReplyError> {
+    let o = parse_set(&call.args)?;
+    if call.argv.len() < o.head_len {
+        return Err(ReplyError::err("OPT.SET: arguments missing"));
+    }
+    let key = call.args[0];
     let (ctx, key_name, value) = (call.ctx, call.argv[0], call.argv[1]);
+    let db = selected_db(ctx);
+    let now = now_ms();
+    if let Some(t) = o.token {
+        with(|st| st.locks.check(db, key, t, now))?
+            .map_err(|e| ReplyError::err(format!("OPT.SET: {e}")))?;
+    }
     // SAFETY: ctx is the live command context and the argv strings live for the call; the key
     // handle is closed on every path before returning.
-    let (old, written, expire_at) = unsafe {
+    let (old, written, fresh_until) = unsafe {
         let api = (
             raw::RedisModule_OpenKey,
             raw::RedisModule_KeyType,
@@ -517,7 +619,6 @@ pub fn set(call: &Call) -> Result<Reply, ReplyError> {
             raw::RedisModule_SetExpire,
             raw::RedisModule_GetExpire,
             raw::RedisModule_CloseKey,
-            raw::RedisModule_Milliseconds,
         );
         let (
             Some(open),
@@ -527,7 +628,6 @@ pub fn set(call: &Call) -> Result<Reply, ReplyError> {
             Some(set_expire),
             Some(get_expire),
             Some(close),
-            Some(now),
         ) = api
         else {
             return Err(ReplyError::err("module key API missing"));
@@ -542,13 +642,13 @@ pub fn set(call: &Call) -> Result<Reply, ReplyError> {
         }
         let kind = key_type(k);
         let exists = kind != raw::REDISMODULE_KEYTYPE_EMPTY as c_int;
-        if get && exists && kind != raw::REDISMODULE_KEYTYPE_STRING as c_int {
+        if o.get && exists && kind != raw::REDISMODULE_KEYTYPE_STRING as c_int {
             close(k);
             return Err(ReplyError(
                 "WRONGTYPE Operation against a key holding the wrong kind of value".into(),
             ));
         }
-        let old = if get && exists {
+        let old = if o.get && exists {
             let mut len = 0usize;
             let p = dma(k, &mut len, raw::REDISMODULE_READ as c_int);
             Some(if p.is_null() {
@@ -559,47 +659,63 @@ pub fn set(call: &Call) -> Result<Reply, ReplyError> {
         } else {
             None
         };
-        if (nx && exists) || (xx && !exists) {
+        if (o.nx && exists) || (o.xx && !exists) {
             close(k);
             (old, false, None)
         } else {
-            let kept = if matches!(expiry, Expiry::Keep) {
+            let kept = if matches!(o.expiry, Expiry::Keep) {
                 get_expire(k)
             } else {
                 -1
             };
             string_set(k, value);
-            let ttl = match expiry {
+            // The logical expiry; the key itself lives STALE longer.
+            let ttl = match o.expiry {
                 Expiry::In(ms) => Some(ms),
                 // A time in the past expires the key at once, as SET does.
-                Expiry::At(at) => Some((at - now()).max(1)),
+                Expiry::At(at) => Some((at - now).max(1)),
                 Expiry::Keep if kept >= 0 => Some(kept.max(1)),
                 _ => None,
             };
             if let Some(ms) = ttl {
-                set_expire(k, ms);
+                set_expire(k, ms.saturating_add(o.stale_ms as i64));
             }
             close(k);
-            (old, true, ttl.map(|ms| now() + ms))
+            (old, true, ttl.map(|ms| now + ms))
         }
     };
     if written {
-        // The new value replaces the old one's tags here, so our own "set" event is ignored.
-        let db = selected_db(ctx);
+        // The new value replaces the old one's tags and freshness here, so our own "set"
+        // event is ignored; writing the value ends any recomputation lock.
         with(|st| {
-            st.index.set_tags(db, key, tags);
+            st.index.set_tags(db, key, o.tags);
+            match fresh_until {
+                Some(at) if o.delta_ms > 0 || o.stale_ms > 0 => st.fresh.set(
+                    db,
+                    key,
+                    Freshness {
+                        expires_at_ms: at,
+                        delta_ms: o.delta_ms,
+                        stale_ms: o.stale_ms,
+                    },
+                ),
+                _ => {
+                    st.fresh.remove(db, key);
+                }
+            }
+            st.locks.release(db, key);
             st.own_events = true;
         })?;
         notify(ctx, raw::REDISMODULE_NOTIFY_STRING, c"set", key_name);
-        if expire_at.is_some() {
+        if fresh_until.is_some() {
             notify(ctx, raw::REDISMODULE_NOTIFY_GENERIC, c"expire", key_name);
         }
         with(|st| st.own_events = false)?;
-        replicate_set(call, head.len(), expire_at);
+        replicate_set(call, &o, fresh_until);
     }
     // SET's replies: GET gives the old value (or nil); otherwise OK, or nil when NX/XX
     // prevented the write.
-    Ok(match (get, old, written) {
+    Ok(match (o.get, old, written) {
         (true, Some(v), _) => Reply::Bulk(v),
         (true, None, _) | (false, _, false) => Reply::Null,
         (false, _, true) => Reply::Status("OK"),
@@ -621,12 +737,13 @@ fn notify(
     }
 }
 
-/// Replicates an OPT.SET that wrote: `OPT.SET key value [PXAT t] TAGS tag...`. Without
-/// options the command goes as it came.
-fn replicate_set(call: &Call, head_len: usize, expire_at_ms: Option<i64>) {
+/// Replicates an OPT.SET that wrote: `OPT.SET key value [PXAT t] [DELTA d] [STALE s]
+/// [TAGS tag...]`, with the logical expiry made absolute. A plain `key value TAGS ...` goes as
+/// it came.
+fn replicate_set(call: &Call, o: &SetOptions, fresh_until_ms: Option<i64>) {
     // SAFETY: ctx and argv are live for the command; created strings are freed after use.
     unsafe {
-        if head_len == 2 {
+        if o.head_len == 2 {
             if let Some(f) = raw::RedisModule_ReplicateVerbatim {
                 f(call.ctx);
             }
@@ -639,15 +756,31 @@ fn replicate_set(call: &Call, head_len: usize, expire_at_ms: Option<i64>) {
         ) else {
             return;
         };
-        let mut owned: Vec<*mut raw::RedisModuleString> = Vec::new();
-        let mut argv: Vec<*mut raw::RedisModuleString> = vec![call.argv[0], call.argv[1]];
-        if let Some(at) = expire_at_ms {
-            let at = at.to_string();
-            owned.push(create(call.ctx, c"PXAT".as_ptr(), 4));
-            owned.push(create(call.ctx, at.as_ptr().cast(), at.len()));
-            argv.extend_from_slice(&owned);
+        let mut words: Vec<String> = Vec::new();
+        if let Some(at) = fresh_until_ms {
+            words.push("PXAT".into());
+            words.push(at.to_string());
         }
-        argv.extend_from_slice(&call.argv[head_len..]);
+        if o.delta_ms > 0 {
+            words.push("DELTA".into());
+            words.push(o.delta_ms.to_string());
+        }
+        if o.stale_ms > 0 {
+            words.push("STALE".into());
+            words.push((o.stale_ms / 1000).to_string());
+        }
+        if !o.tags.is_empty() {
+            words.push("TAGS".into());
+        }
+        let owned: Vec<*mut raw::RedisModuleString> = words
+            .iter()
+            .map(|w| create(call.ctx, w.as_ptr().cast(), w.len()))
+            .collect();
+        let mut argv: Vec<*mut raw::RedisModuleString> = vec![call.argv[0], call.argv[1]];
+        argv.extend_from_slice(&owned);
+        if !o.tags.is_empty() {
+            argv.extend_from_slice(&call.argv[o.head_len + 1..]);
+        }
         rep(
             call.ctx,
             c"OPT.SET".as_ptr(),
@@ -726,12 +859,19 @@ pub fn tags_of(call: &Call) -> Result<Reply, ReplyError> {
 /// `OPT.INVALIDATE tag [tag ...] [ASYNC]`
 pub fn invalidate(call: &Call) -> Result<Reply, ReplyError> {
     let mut tags: Vec<&[u8]> = call.args.clone();
-    let lazy = tags.len() > 1
-        && tags
-            .last()
-            .is_some_and(|a| a.eq_ignore_ascii_case(b"ASYNC"));
-    if lazy {
+    let (mut lazy, mut soft) = (false, false);
+    while tags.len() > 1 {
+        match tags.last() {
+            Some(a) if a.eq_ignore_ascii_case(b"ASYNC") && !lazy => lazy = true,
+            Some(a) if a.eq_ignore_ascii_case(b"SOFT") && !soft => soft = true,
+            _ => break,
+        }
         tags.pop();
+    }
+    if lazy && soft {
+        return Err(ReplyError::err(
+            "OPT.INVALIDATE: SOFT deletes nothing, so ASYNC does not apply",
+        ));
     }
     if tags.is_empty() {
         return Err(ReplyError::err("OPT.INVALIDATE needs at least one tag"));
@@ -740,6 +880,9 @@ pub fn invalidate(call: &Call) -> Result<Reply, ReplyError> {
         return Err(ReplyError::err("OPT.INVALIDATE: a tag may not be empty"));
     }
     let db = selected_db(call.ctx);
+    if soft {
+        return soft_invalidate(call, db, &tags);
+    }
     let keys = with(|st| st.index.keys_with_any(db, &tags))?;
     if keys.is_empty() {
         return Ok(Reply::Int(0));
@@ -805,6 +948,191 @@ pub fn invalidate(call: &Call) -> Result<Reply, ReplyError> {
         }
         result
     }
+}
+
+/// `OPT.INVALIDATE tag ... SOFT`: marks the tagged keys stale instead of deleting them, so
+/// OPT.FETCH tells one caller to recompute and serves the others the stale copy until then.
+/// Replicated as it came, so replicas mark the same keys.
+fn soft_invalidate(call: &Call, db: usize, tags: &[&[u8]]) -> Result<Reply, ReplyError> {
+    let now = now_ms();
+    let marked = with(|st| {
+        let keys = st.index.keys_with_any(db, tags);
+        for k in &keys {
+            let f = st.fresh.get(db, k).unwrap_or(Freshness {
+                expires_at_ms: now,
+                delta_ms: 0,
+                stale_ms: 0,
+            });
+            st.fresh.set(
+                db,
+                k,
+                Freshness {
+                    expires_at_ms: f.expires_at_ms.min(now),
+                    ..f
+                },
+            );
+        }
+        keys.len()
+    })?;
+    // SAFETY: ctx is the live command context.
+    unsafe {
+        if let Some(f) = raw::RedisModule_ReplicateVerbatim {
+            f(call.ctx);
+        }
+    }
+    Ok(Reply::Int(marked as i64))
+}
+
+/// Whether this server is a replica now.
+fn is_replica(ctx: *mut raw::RedisModuleCtx) -> bool {
+    // SAFETY: ctx is a live context.
+    unsafe {
+        raw::RedisModule_GetContextFlags
+            .is_some_and(|f| f(ctx) as u32 & raw::REDISMODULE_CTX_FLAGS_SLAVE != 0)
+    }
+}
+
+/// Random bits for XFetch draws and lock tokens (SplitMix64 over a per-process seed).
+fn random_u64() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEED: AtomicU64 = AtomicU64::new(0);
+    if SEED.load(Ordering::Relaxed) == 0 {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64);
+        SEED.store(
+            t ^ (u64::from(std::process::id()) << 32) | 1,
+            Ordering::Relaxed,
+        );
+    }
+    let mut z = SEED
+        .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed)
+        .wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// `OPT.FETCH key [BETA b] [LOCK ms]`: the value, its remaining time to live, and what this
+/// caller should do (`hit`, `recompute`, `stale`, `wait`), with a lock token when it holds
+/// the recomputation lock. Replies a map: value, ttl_ms (negative once stale), action, token,
+/// lock.
+pub fn fetch(call: &Call) -> Result<Reply, ReplyError> {
+    let [key, rest @ ..] = call.args.as_slice() else {
+        return Err(ReplyError::err("OPT.FETCH needs a key"));
+    };
+    let Some(&key_name) = call.argv.first() else {
+        return Err(ReplyError::err("OPT.FETCH needs a key"));
+    };
+    let mut args = Args::new("OPT.FETCH", rest);
+    let (mut beta, mut lock_ms) = (1.0f64, None);
+    while let Some(word) = args.next_keyword() {
+        match word.as_str() {
+            "BETA" => {
+                let raw = args.value("BETA").map_err(ReplyError::err)?;
+                beta = std::str::from_utf8(raw)
+                    .ok()
+                    .and_then(|t| t.parse::<f64>().ok())
+                    .filter(|b| b.is_finite() && *b > 0.0 && *b <= 100.0)
+                    .ok_or_else(|| {
+                        ReplyError::err(format!(
+                            "OPT.FETCH BETA must be a number above 0 and at most 100, got '{}'",
+                            String::from_utf8_lossy(raw)
+                        ))
+                    })?;
+            }
+            "LOCK" => {
+                lock_ms = Some(
+                    args.int_value("LOCK", 1, 3_600_000)
+                        .map_err(ReplyError::err)? as u64,
+                )
+            }
+            _ => return Err(ReplyError::err(args.unknown(&word))),
+        }
+    }
+    let ctx = call.ctx;
+    let db = selected_db(ctx);
+    let now = now_ms();
+    // SAFETY: ctx and key_name are live for the command; the key is closed before returning
+    // and its value copied out first.
+    let (value, physical_ttl) = unsafe {
+        let (Some(open), Some(key_type), Some(dma), Some(get_expire), Some(close)) = (
+            raw::RedisModule_OpenKey,
+            raw::RedisModule_KeyType,
+            raw::RedisModule_StringDMA,
+            raw::RedisModule_GetExpire,
+            raw::RedisModule_CloseKey,
+        ) else {
+            return Err(ReplyError::err("module key API missing"));
+        };
+        let k = open(ctx, key_name, raw::REDISMODULE_READ as c_int);
+        if k.is_null() {
+            (None, -1)
+        } else {
+            let kind = key_type(k);
+            let out = if kind == raw::REDISMODULE_KEYTYPE_EMPTY as c_int {
+                (None, -1)
+            } else if kind != raw::REDISMODULE_KEYTYPE_STRING as c_int {
+                close(k);
+                return Err(ReplyError(
+                    "WRONGTYPE OPT.FETCH reads string values; this key holds another type".into(),
+                ));
+            } else {
+                let mut len = 0usize;
+                let p = dma(k, &mut len, raw::REDISMODULE_READ as c_int);
+                let v = if p.is_null() {
+                    Vec::new()
+                } else {
+                    std::slice::from_raw_parts(p.cast::<u8>(), len).to_vec()
+                };
+                (Some(v), get_expire(k))
+            };
+            close(k);
+            out
+        }
+    };
+    let u = ((random_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+    let token = random_u64() | 1;
+    let request = FetchRequest {
+        beta,
+        lock_ms,
+        can_lock: !is_replica(ctx),
+        u: u.min(1.0),
+        token,
+    };
+    let (action, outcome, fresh) = with(|st| {
+        if st.locks.len() > 4096 {
+            st.locks.purge(now);
+        }
+        let fresh = value.as_ref().and_then(|_| st.fresh.get(db, key));
+        let state = if value.is_some() {
+            KeyState::Present(fresh)
+        } else {
+            KeyState::Missing
+        };
+        let (a, o) = decide(state, now, &request, &mut st.locks, db, key);
+        (a, o, fresh)
+    })?;
+    let ttl = match (&value, fresh) {
+        (None, _) => Field::Null,
+        (Some(_), Some(f)) => Field::Int(f.expires_at_ms - now),
+        (Some(_), None) if physical_ttl >= 0 => Field::Int(physical_ttl),
+        (Some(_), None) => Field::Null,
+    };
+    Ok(Reply::Fields(vec![
+        ("value", value.map_or(Field::Null, Field::Bulk)),
+        ("ttl_ms", ttl),
+        ("action", Field::Text(action.as_str())),
+        (
+            "token",
+            if outcome == LockOutcome::Taken {
+                Field::Bulk(format!("{token:x}").into_bytes())
+            } else {
+                Field::Null
+            },
+        ),
+        ("lock", Field::Text(outcome.as_str())),
+    ]))
 }
 
 /// `OPT.TAGKEYS tag [CURSOR c] [COUNT n]`: replies `[next cursor, [keys...]]`.

@@ -1,0 +1,388 @@
+//! Cache-stampede protection: when should this caller recompute a cached value?
+//!
+//! `OPT.FETCH` answers with an action per caller: `hit` (use the value), `recompute` (this
+//! caller recomputes; chosen early by the XFetch rule of Vattani et al., VLDB 2015,
+//! `now - delta * beta * ln(rand) >= expiry`, or on a miss), `stale` (serve the expired copy,
+//! someone else recomputes) or `wait` (nothing to serve, someone else recomputes). With a lock
+//! only one caller at a time is told to recompute (single flight). The decision is a pure
+//! function of the key's state, the clock and one random number, so it is tested here.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// A fast hasher for (db, key) maps (keys come from clients, but the maps are bounded by
+/// the keyspace and hold no attacker-chosen volume beyond it).
+#[derive(Default, Clone, Copy)]
+pub struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = xxhash_rust::xxh3::xxh3_64_with_seed(bytes, self.0);
+    }
+    fn write_usize(&mut self, v: usize) {
+        self.0 = (self.0 ^ v as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+/// Map from (db, key) with [`KeyHasher`].
+pub type KeyMap<V> = HashMap<(usize, Vec<u8>), V, BuildHasherDefault<KeyHasher>>;
+
+/// What the module stores next to a value written with `DELTA` or `STALE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Freshness {
+    /// When the value stops being fresh (Unix ms); the key itself lives `stale_ms` longer.
+    pub expires_at_ms: i64,
+    /// How long the value took to compute (ms): the XFetch `delta`.
+    pub delta_ms: u64,
+    /// How long after `expires_at_ms` a stale copy may still be served (ms).
+    pub stale_ms: u64,
+}
+
+/// The action for one caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Use the value.
+    Hit,
+    /// Recompute the value now (and write it with OPT.SET, passing the token if any).
+    Recompute,
+    /// Use the stale value: someone else is recomputing.
+    Stale,
+    /// Nothing to serve and someone else is recomputing: retry shortly.
+    Wait,
+}
+
+impl Action {
+    /// The word in the reply.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Hit => "hit",
+            Action::Recompute => "recompute",
+            Action::Stale => "stale",
+            Action::Wait => "wait",
+        }
+    }
+}
+
+/// What happened to the lock for this caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockOutcome {
+    /// No LOCK asked.
+    NotRequested,
+    /// Not needed (a plain hit).
+    NotNeeded,
+    /// This caller holds it now (its token is in the reply).
+    Taken,
+    /// Another caller holds it.
+    HeldByOther,
+    /// A replica cannot take locks that its master's clients would see.
+    UnavailableOnReplica,
+}
+
+impl LockOutcome {
+    /// The word in the reply.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LockOutcome::NotRequested => "not-requested",
+            LockOutcome::NotNeeded => "not-needed",
+            LockOutcome::Taken => "taken",
+            LockOutcome::HeldByOther => "held-by-other",
+            LockOutcome::UnavailableOnReplica => "unavailable-on-replica",
+        }
+    }
+}
+
+/// The state of the key being fetched.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum KeyState {
+    /// No value.
+    Missing,
+    /// A value, with its freshness if it was written with DELTA/STALE.
+    Present(Option<Freshness>),
+}
+
+/// The XFetch rule: recompute before `expires_at` with a probability that grows as expiry
+/// nears, faster for values that take long to compute. `u` is uniform in (0, 1].
+pub fn xfetch_early(now_ms: i64, expires_at_ms: i64, delta_ms: u64, beta: f64, u: f64) -> bool {
+    let gap = -(delta_ms as f64) * beta * u.max(f64::MIN_POSITIVE).ln();
+    now_ms as f64 + gap >= expires_at_ms as f64
+}
+
+/// Single-flight locks, one per key, held until the value is written or they time out.
+#[derive(Debug, Default, Clone)]
+pub struct Locks {
+    held: KeyMap<(u64, i64)>,
+}
+
+impl Locks {
+    /// No locks (usable in a `static`).
+    pub const fn new_const() -> Self {
+        Locks {
+            held: HashMap::with_hasher(BuildHasherDefault::new()),
+        }
+    }
+
+    /// Takes the lock of `key` for `ms` if nobody holds it; returns whether it was taken.
+    pub fn try_take(&mut self, db: usize, key: &[u8], token: u64, now_ms: i64, ms: u64) -> bool {
+        let until = now_ms.saturating_add(ms as i64);
+        match self.held.get_mut(&(db, key.to_vec())) {
+            Some((_, t)) if *t > now_ms => false,
+            Some(entry) => {
+                *entry = (token, until);
+                true
+            }
+            None => {
+                self.held.insert((db, key.to_vec()), (token, until));
+                true
+            }
+        }
+    }
+
+    /// Whether someone holds the lock of `key` now.
+    pub fn is_held(&self, db: usize, key: &[u8], now_ms: i64) -> bool {
+        self.held
+            .get(&(db, key.to_vec()))
+            .is_some_and(|&(_, until)| until > now_ms)
+    }
+
+    /// Checks a writer's token: an error if another caller holds the lock now.
+    pub fn check(&self, db: usize, key: &[u8], token: u64, now_ms: i64) -> Result<(), String> {
+        match self.held.get(&(db, key.to_vec())) {
+            Some(&(t, until)) if until > now_ms && t != token => Err(
+                "TOKEN does not match the lock on this key (it expired and another caller \
+                 holds it now, or the token is wrong)"
+                    .into(),
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    /// Ends the lock of `key` (the value was written, or the key went away).
+    pub fn release(&mut self, db: usize, key: &[u8]) {
+        self.held.remove(&(db, key.to_vec()));
+    }
+
+    /// Drops locks that timed out (call now and then to bound memory).
+    pub fn purge(&mut self, now_ms: i64) {
+        self.held.retain(|_, &mut (_, until)| until > now_ms);
+    }
+
+    /// Locks held (including timed-out ones not purged yet).
+    pub fn len(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Whether no lock is held.
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+}
+
+/// The request: BETA, LOCK, whether locks can be taken here, and the random draw.
+#[derive(Debug, Clone, Copy)]
+pub struct FetchRequest {
+    /// XFetch beta (1.0 is the paper's choice).
+    pub beta: f64,
+    /// LOCK ms, if asked.
+    pub lock_ms: Option<u64>,
+    /// False on a replica.
+    pub can_lock: bool,
+    /// Uniform in (0, 1].
+    pub u: f64,
+    /// The token a taken lock gets.
+    pub token: u64,
+}
+
+/// Decides the action for one caller, taking the lock when it tells the caller to recompute.
+pub fn decide(
+    state: KeyState,
+    now_ms: i64,
+    req: &FetchRequest,
+    locks: &mut Locks,
+    db: usize,
+    key: &[u8],
+) -> (Action, LockOutcome) {
+    // Whether the value, if any, must be recomputed now, and what to serve otherwise.
+    let (needs_recompute, otherwise) = match state {
+        KeyState::Missing => (true, Action::Wait),
+        KeyState::Present(None) => (false, Action::Hit),
+        KeyState::Present(Some(f)) if now_ms >= f.expires_at_ms => (true, Action::Stale),
+        KeyState::Present(Some(f)) => {
+            let early = f.delta_ms > 0
+                && xfetch_early(now_ms, f.expires_at_ms, f.delta_ms, req.beta, req.u);
+            (early, Action::Hit)
+        }
+    };
+    if !needs_recompute {
+        let outcome = if req.lock_ms.is_some() {
+            LockOutcome::NotNeeded
+        } else {
+            LockOutcome::NotRequested
+        };
+        return (Action::Hit, outcome);
+    }
+    match req.lock_ms {
+        None => (Action::Recompute, LockOutcome::NotRequested),
+        Some(_) if !req.can_lock => (Action::Recompute, LockOutcome::UnavailableOnReplica),
+        Some(ms) => {
+            if locks.try_take(db, key, req.token, now_ms, ms) {
+                (Action::Recompute, LockOutcome::Taken)
+            } else {
+                // Early recomputation by someone else: this caller keeps using the value.
+                (otherwise, LockOutcome::HeldByOther)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(lock: Option<u64>, u: f64, token: u64) -> FetchRequest {
+        FetchRequest {
+            beta: 1.0,
+            lock_ms: lock,
+            can_lock: true,
+            u,
+            token,
+        }
+    }
+
+    const FRESH: Freshness = Freshness {
+        expires_at_ms: 10_000,
+        delta_ms: 100,
+        stale_ms: 5_000,
+    };
+
+    #[test]
+    fn xfetch_recomputes_earlier_as_expiry_nears() {
+        // u = e^-1: gap = delta * beta = 100 ms.
+        let u = (-1.0f64).exp();
+        assert!(!xfetch_early(9_800, 10_000, 100, 1.0, u));
+        assert!(xfetch_early(9_900, 10_000, 100, 1.0, u));
+        assert!(
+            xfetch_early(9_000, 10_000, 100, 1.0, 1e-9),
+            "small u: far earlier"
+        );
+        assert!(
+            !xfetch_early(9_999, 10_000, 100, 1.0, 1.0),
+            "u = 1: never early"
+        );
+    }
+
+    #[test]
+    fn each_action() {
+        let mut locks = Locks::default();
+        let p = KeyState::Present(Some(FRESH));
+        assert_eq!(
+            decide(p, 1_000, &req(None, 0.5, 1), &mut locks, 0, b"k").0,
+            Action::Hit
+        );
+        assert_eq!(
+            decide(
+                KeyState::Missing,
+                1_000,
+                &req(None, 0.5, 1),
+                &mut locks,
+                0,
+                b"k"
+            ),
+            (Action::Recompute, LockOutcome::NotRequested)
+        );
+        // Single flight on a miss: the first takes the lock, the second waits.
+        assert_eq!(
+            decide(
+                KeyState::Missing,
+                1_000,
+                &req(Some(500), 0.5, 1),
+                &mut locks,
+                0,
+                b"m"
+            ),
+            (Action::Recompute, LockOutcome::Taken)
+        );
+        assert_eq!(
+            decide(
+                KeyState::Missing,
+                1_100,
+                &req(Some(500), 0.5, 2),
+                &mut locks,
+                0,
+                b"m"
+            ),
+            (Action::Wait, LockOutcome::HeldByOther)
+        );
+        // The lock times out.
+        assert_eq!(
+            decide(
+                KeyState::Missing,
+                1_600,
+                &req(Some(500), 0.5, 3),
+                &mut locks,
+                0,
+                b"m"
+            )
+            .0,
+            Action::Recompute
+        );
+        // Stale: one recomputes, the others are served the stale copy.
+        assert_eq!(
+            decide(p, 11_000, &req(Some(500), 0.5, 4), &mut locks, 0, b"s"),
+            (Action::Recompute, LockOutcome::Taken)
+        );
+        assert_eq!(
+            decide(p, 11_001, &req(Some(500), 0.5, 5), &mut locks, 0, b"s"),
+            (Action::Stale, LockOutcome::HeldByOther)
+        );
+        // Early recomputation near expiry; others keep hitting meanwhile.
+        let tiny = 1e-6;
+        assert_eq!(
+            decide(p, 9_500, &req(Some(500), tiny, 6), &mut locks, 0, b"e"),
+            (Action::Recompute, LockOutcome::Taken)
+        );
+        assert_eq!(
+            decide(p, 9_501, &req(Some(500), tiny, 7), &mut locks, 0, b"e"),
+            (Action::Hit, LockOutcome::HeldByOther)
+        );
+        // A replica never takes locks.
+        let mut r = req(Some(500), 0.5, 8);
+        r.can_lock = false;
+        assert_eq!(
+            decide(KeyState::Missing, 1_000, &r, &mut locks, 0, b"x"),
+            (Action::Recompute, LockOutcome::UnavailableOnReplica)
+        );
+        assert!(!locks.is_held(0, b"x", 1_000));
+        // Values written without DELTA/STALE are plain hits.
+        assert_eq!(
+            decide(
+                KeyState::Present(None),
+                1,
+                &req(Some(5), 0.5, 9),
+                &mut locks,
+                0,
+                b"p"
+            ),
+            (Action::Hit, LockOutcome::NotNeeded)
+        );
+    }
+
+    #[test]
+    fn tokens() {
+        let mut locks = Locks::default();
+        assert!(locks.try_take(0, b"k", 42, 0, 100));
+        assert!(locks.check(0, b"k", 42, 50).is_ok());
+        assert!(locks.check(0, b"k", 41, 50).unwrap_err().contains("TOKEN"));
+        assert!(
+            locks.check(0, b"k", 41, 150).is_ok(),
+            "a timed-out lock no longer binds"
+        );
+        locks.release(0, b"k");
+        assert!(locks.is_empty());
+        assert!(locks.try_take(0, b"a", 1, 0, 10));
+        locks.purge(20);
+        assert_eq!(locks.len(), 0);
+    }
+}
