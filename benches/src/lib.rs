@@ -56,3 +56,15 @@ pub fn key_name(rank: usize) -> String {
     let id = (rank as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40;
     format!("user:{id}:profile")
 }
+
+/// Points the harness at the release build of the module (`OPT_MODULE`), unless set already.
+pub fn use_release_module() {
+    if std::env::var_os("OPT_MODULE").is_none() {
+        let so = opt_harness::workspace_root().join("target/release/libredis_opt.so");
+        assert!(
+            so.exists(),
+            "build it first: cargo build --release -p redis-opt-module"
+        );
+        std::env::set_var("OPT_MODULE", so);
+    }
+}

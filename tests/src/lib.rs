@@ -351,3 +351,37 @@ pub fn optctl(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Runs `args` (command and arguments) on `con`.
+pub fn command(con: &mut redis::Connection, args: &[&str]) -> redis::RedisResult<redis::Value> {
+    let mut c = redis::cmd(args[0]);
+    for a in &args[1..] {
+        c.arg(*a);
+    }
+    c.query(con)
+}
+
+/// Runs `args` and returns the reply; panics (naming the command) on an error reply.
+pub fn ok(con: &mut redis::Connection, args: &[&str]) -> redis::Value {
+    command(con, args).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+/// Runs `args`, which must fail, and returns the error text.
+pub fn err(con: &mut redis::Connection, args: &[&str]) -> String {
+    match command(con, args) {
+        Ok(v) => panic!("{args:?} should fail, got {v:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// An integer field of `INFO section` (`master_repl_offset`, `sync_partial_ok`...); -1 if absent.
+pub fn info_int(con: &mut redis::Connection, section: &str, field: &str) -> i64 {
+    let info: String = redis::cmd("INFO")
+        .arg(section)
+        .query(con)
+        .unwrap_or_default();
+    info.lines()
+        .find_map(|l| l.strip_prefix(field).and_then(|r| r.strip_prefix(':')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(-1)
+}

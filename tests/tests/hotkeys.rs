@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use opt_core::report::HotKeysReport;
 use opt_harness::redis::{self, Connection, Value};
-use opt_harness::{optctl, Server, ServerOptions};
+use opt_harness::{info_int, optctl, Server, ServerOptions};
 
 /// A server that counts every command, so counts are exact.
 fn exact_server(extra: &[&str]) -> Server {
@@ -208,18 +208,11 @@ fn a_replica_counts_client_reads_and_never_the_replication_stream() {
         run(&mut r, &["GET", "read:on:replica"]);
     }
     // Wait by replication offsets, not by reading the key (that read would count).
-    let offset = |c: &mut Connection, field: &str| -> i64 {
-        let info: String = redis::cmd("INFO").arg("replication").query(c).unwrap();
-        info.lines()
-            .find_map(|l| l.strip_prefix(field))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(-1)
-    };
-    let target = offset(&mut m, "master_repl_offset:");
+    let target = info_int(&mut m, "replication", "master_repl_offset");
     replica.wait_for(
         "the last write to replicate",
         Duration::from_secs(10),
-        |c| offset(c, "slave_repl_offset:") >= target,
+        |c| info_int(c, "replication", "slave_repl_offset") >= target,
     );
     let report = hotkeys(&mut r, &["COUNT", "10"]);
     assert_eq!(count_of(&report, "read:on:replica"), Some(25));

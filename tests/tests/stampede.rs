@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use opt_harness::redis::{self, Connection, Value};
-use opt_harness::{Server, ServerOptions};
+use opt_harness::{err, ok, Server, ServerOptions};
 
 /// OPT.FETCH's reply as field -> value (RESP2 flat array).
 fn fetch(c: &mut Connection, key: &str, extra: &[&str]) -> HashMap<String, Value> {
@@ -34,25 +34,6 @@ fn text(v: &Value) -> String {
 
 fn action(f: &HashMap<String, Value>) -> String {
     text(&f["action"])
-}
-
-fn ok(c: &mut Connection, args: &[&str]) -> Value {
-    let mut cmd = redis::cmd(args[0]);
-    for a in &args[1..] {
-        cmd.arg(*a);
-    }
-    cmd.query(c).unwrap_or_else(|e| panic!("{args:?}: {e}"))
-}
-
-fn err(c: &mut Connection, args: &[&str]) -> String {
-    let mut cmd = redis::cmd(args[0]);
-    for a in &args[1..] {
-        cmd.arg(*a);
-    }
-    match cmd.query::<Value>(c) {
-        Ok(v) => panic!("{args:?} should fail, got {v:?}"),
-        Err(e) => e.to_string(),
-    }
 }
 
 #[test]

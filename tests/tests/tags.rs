@@ -6,26 +6,7 @@ use std::time::Duration;
 
 use opt_core::report::TagInfoReport;
 use opt_harness::redis::{self, Connection, Value};
-use opt_harness::{Server, ServerOptions};
-
-fn cmd(con: &mut Connection, args: &[&str]) -> redis::RedisResult<Value> {
-    let mut c = redis::cmd(args[0]);
-    for a in &args[1..] {
-        c.arg(*a);
-    }
-    c.query(con)
-}
-
-fn ok(con: &mut Connection, args: &[&str]) -> Value {
-    cmd(con, args).unwrap_or_else(|e| panic!("{args:?}: {e}"))
-}
-
-fn err(con: &mut Connection, args: &[&str]) -> String {
-    match cmd(con, args) {
-        Ok(v) => panic!("{args:?} should fail, got {v:?}"),
-        Err(e) => e.to_string(),
-    }
-}
+use opt_harness::{command as cmd, err, info_int, ok, Server, ServerOptions};
 
 fn tags(con: &mut Connection, key: &str) -> Vec<String> {
     let mut t: Vec<String> = redis::cmd("OPT.TAGS").arg(key).query(con).unwrap();
@@ -336,18 +317,10 @@ fn the_index_survives_aof_restarts_with_and_without_preamble() {
     }
 }
 
-fn repl_offset(c: &mut Connection, field: &str) -> i64 {
-    let info: String = redis::cmd("INFO").arg("replication").query(c).unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(-1)
-}
-
 fn wait_synced(master: &Server, replica: &Server) {
-    let target = repl_offset(&mut master.conn(), "master_repl_offset:");
+    let target = info_int(&mut master.conn(), "replication", "master_repl_offset");
     replica.wait_for("replica to catch up", Duration::from_secs(10), |c| {
-        repl_offset(c, "slave_repl_offset:") >= target
+        info_int(c, "replication", "slave_repl_offset") >= target
     });
 }
 
@@ -392,15 +365,7 @@ fn a_replica_index_equals_its_master_after_full_and_partial_resync() {
         "after the command stream"
     );
     // A partial resync: drop the link, write meanwhile, let the replica reconnect.
-    let partial_before = {
-        let i: String = redis::cmd("INFO").arg("stats").query(&mut m).unwrap();
-        i.lines()
-            .find_map(|l| l.strip_prefix("sync_partial_ok:"))
-            .unwrap()
-            .trim()
-            .parse::<i64>()
-            .unwrap()
-    };
+    let partial_before = info_int(&mut m, "stats", "sync_partial_ok");
     ok(&mut m, &["CLIENT", "KILL", "TYPE", "replica"]);
     ok(&mut m, &["OPT.INVALIDATE", "g4"]);
     ok(&mut m, &["OPT.SET", "during", "v", "TAGS", "g5"]);
@@ -409,15 +374,7 @@ fn a_replica_index_equals_its_master_after_full_and_partial_resync() {
         i.contains("master_link_status:up")
     });
     wait_synced(&master, &replica);
-    let partial_after = {
-        let i: String = redis::cmd("INFO").arg("stats").query(&mut m).unwrap();
-        i.lines()
-            .find_map(|l| l.strip_prefix("sync_partial_ok:"))
-            .unwrap()
-            .trim()
-            .parse::<i64>()
-            .unwrap()
-    };
+    let partial_after = info_int(&mut m, "stats", "sync_partial_ok");
     assert!(
         partial_after > partial_before,
         "the reconnection was a partial resync"

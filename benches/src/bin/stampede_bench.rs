@@ -164,14 +164,7 @@ fn run(port: u16, protected: bool, ttl_ms: u64) -> (f64, u64, u64) {
 }
 
 fn main() {
-    if std::env::var_os("OPT_MODULE").is_none() {
-        let so = opt_harness::workspace_root().join("target/release/libredis_opt.so");
-        assert!(
-            so.exists(),
-            "build it first: cargo build --release -p redis-opt-module"
-        );
-        std::env::set_var("OPT_MODULE", so);
-    }
+    redis_opt_benches::use_release_module();
     let server = Server::start_with(ServerOptions {
         config: vec!["maxclients 1000".into()],
         ..ServerOptions::default()

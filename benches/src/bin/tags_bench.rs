@@ -329,14 +329,7 @@ fn expiry() {
 }
 
 fn main() {
-    if std::env::var_os("OPT_MODULE").is_none() {
-        let so = opt_harness::workspace_root().join("target/release/libredis_opt.so");
-        assert!(
-            so.exists(),
-            "build it first: cargo build --release -p redis-opt-module"
-        );
-        std::env::set_var("OPT_MODULE", so);
-    }
+    redis_opt_benches::use_release_module();
     println!(
         "server: {}",
         std::process::Command::new(opt_harness::server_binary())
