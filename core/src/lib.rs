@@ -11,6 +11,7 @@ pub mod config;
 pub mod freshness;
 pub mod freshness_index;
 pub mod hotkeys;
+pub mod keyspace;
 pub mod keyspec;
 pub mod pattern;
 pub mod persist;

@@ -132,3 +132,145 @@ pub struct TagSize {
     /// Keys carrying it.
     pub keys: u64,
 }
+
+/// Reply of `OPT.KEYSPACE`: where the memory goes, by inferred key pattern.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyspaceReport {
+    /// `full` (every key, exact) or `samples` (random keys, extrapolated).
+    pub mode: String,
+    /// The database analysed.
+    pub db: u64,
+    /// Keys in the database when the analysis started.
+    pub db_keys: u64,
+    /// Keys looked at.
+    pub keys_scanned: u64,
+    /// Keys that matched MATCH/TYPE.
+    pub keys_matched: u64,
+    /// Bytes of the matched keys (extrapolated in samples mode).
+    pub total_bytes: u64,
+    /// Wall time of the analysis in milliseconds.
+    pub elapsed_ms: u64,
+    /// Memory by pattern, largest first.
+    pub patterns: Vec<PatternStats>,
+    /// Bytes by type.
+    pub bytes_by_type: Vec<TypeBytes>,
+    /// Key size percentiles in bytes: p50, p90, p99, max.
+    pub size_percentiles: SizePercentiles,
+    /// The largest keys by bytes.
+    pub top_by_bytes: Vec<KeyEntry>,
+    /// The largest keys by length (elements, or bytes for strings).
+    pub top_by_length: Vec<KeyEntry>,
+    /// Keys expiring in each of the next 24 hours (index 0: within the hour).
+    pub expiring_per_hour: Vec<u64>,
+    /// The second in which the most keys expire, and how many.
+    pub worst_expiry_second: Option<ExpirySpike>,
+    /// Collections just above their compact-encoding thresholds.
+    pub encoding_candidates: Vec<EncodingCandidate>,
+}
+
+/// Memory of one key pattern.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PatternStats {
+    /// The pattern, `(other)` past the pattern bound.
+    pub pattern: String,
+    /// Keys (extrapolated in samples mode).
+    pub keys: u64,
+    /// Bytes (extrapolated in samples mode).
+    pub bytes: u64,
+    /// Half-width of the 95% confidence interval of `bytes` (0 in full mode).
+    pub bytes_ci95: u64,
+    /// Share of the matched bytes.
+    pub share: f64,
+    /// Average key size in bytes.
+    pub avg_bytes: u64,
+    /// Largest key of the pattern and its size.
+    pub largest_key: String,
+    /// Its bytes.
+    pub largest_bytes: u64,
+    /// Keys by type (`string`, `hash`...).
+    pub types: Vec<(String, u64)>,
+    /// Keys by encoding (`embstr`, `listpack`...).
+    pub encodings: Vec<(String, u64)>,
+    /// Keys by TTL bucket: none, <1m, <1h, <1d, <1w, >=1w.
+    pub ttl_buckets: [u64; 6],
+    /// Keys by idle time: <1m, <1h, <1d, <1w, >=1w.
+    pub idle_buckets: [u64; 5],
+}
+
+/// Bytes of one type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TypeBytes {
+    /// Type name.
+    pub r#type: String,
+    /// Keys of that type.
+    pub keys: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+/// Key size percentiles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SizePercentiles {
+    /// Median.
+    pub p50: u64,
+    /// 90th percentile.
+    pub p90: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// Largest.
+    pub max: u64,
+}
+
+/// One key in a top list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyEntry {
+    /// Key name.
+    pub key: String,
+    /// Type.
+    pub r#type: String,
+    /// Bytes.
+    pub bytes: u64,
+    /// Length (elements, or bytes for strings).
+    pub length: u64,
+}
+
+/// The second with the most expiries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpirySpike {
+    /// Unix second.
+    pub unix_second: u64,
+    /// Keys expiring then.
+    pub keys: u64,
+}
+
+/// Collections just above a compact-encoding threshold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncodingCandidate {
+    /// The config to raise (`hash-max-listpack-entries`...).
+    pub config: String,
+    /// Its current value.
+    pub current: u64,
+    /// A value that would keep these collections compact.
+    pub suggested: u64,
+    /// Collections concerned.
+    pub keys: u64,
+    /// Their bytes now.
+    pub bytes: u64,
+    /// Estimated bytes saved if they were compact (about half, measured on Redis 7).
+    pub estimated_saving: u64,
+}
+
+/// Progress of a running `OPT.KEYSPACE` (`OPT.KEYSPACE STATUS`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyspaceProgress {
+    /// Analysis id.
+    pub id: u64,
+    /// `full` or `samples`.
+    pub mode: String,
+    /// Keys looked at so far.
+    pub scanned: u64,
+    /// Keys to look at (the db size at the start, or the sample count).
+    pub total: u64,
+    /// Milliseconds since the start.
+    pub elapsed_ms: u64,
+}

@@ -1,0 +1,732 @@
+//! The keyspace profile behind `OPT.KEYSPACE`: where memory goes, by inferred key pattern.
+//!
+//! The module walks the keyspace (every key, or random samples) in short slices and hands each
+//! key's facts to [`Aggregator::add`]; everything else (grouping by pattern, TTL and idle
+//! buckets, percentiles, top keys, expiry spikes, encoding thresholds, extrapolation with
+//! confidence intervals) happens here, without a server, so it is unit-tested.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+
+use crate::args::Args;
+use crate::pattern::PatternInferrer;
+use crate::report::{
+    EncodingCandidate, ExpirySpike, KeyEntry, KeyspaceReport, PatternStats, SizePercentiles,
+    TypeBytes,
+};
+
+/// Distinct patterns kept; the rest go to `(other)`.
+pub const MAX_PATTERNS: usize = 1000;
+/// Default number of random keys in SAMPLES mode.
+pub const DEFAULT_SAMPLES: u64 = 10_000;
+
+/// Every key, or random samples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Every key: exact.
+    Full,
+    /// This many random keys, extrapolated.
+    Samples(u64),
+}
+
+/// A parsed `OPT.KEYSPACE` analysis request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyspaceQuery {
+    /// FULL or SAMPLES n.
+    pub mode: Mode,
+    /// MATCH glob.
+    pub glob: Option<Vec<u8>>,
+    /// TYPE filter (`string`, `hash`...).
+    pub type_filter: Option<String>,
+    /// DB n (None: the client's db).
+    pub db: Option<u64>,
+    /// TOP n.
+    pub top: usize,
+    /// DELIMITERS chars (None: `opt.key-delimiters`).
+    pub delimiters: Option<Vec<u8>>,
+}
+
+/// What `OPT.KEYSPACE ...` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyspaceCommand {
+    /// Run an analysis.
+    Run(KeyspaceQuery),
+    /// `OPT.KEYSPACE STATUS`: progress of running analyses.
+    Status,
+    /// `OPT.KEYSPACE CANCEL [id]`: cancel one (or every) running analysis.
+    Cancel(Option<u64>),
+}
+
+const TYPES: &[&str] = &["string", "list", "set", "zset", "hash", "stream", "module"];
+
+/// Parses the arguments of `OPT.KEYSPACE`; `databases` is the server's db count.
+pub fn parse_command(raw: &[&[u8]], databases: u64) -> Result<KeyspaceCommand, String> {
+    match raw
+        .first()
+        .map(|a| String::from_utf8_lossy(a).to_ascii_uppercase())
+    {
+        Some(w) if w == "STATUS" && raw.len() == 1 => return Ok(KeyspaceCommand::Status),
+        Some(w) if w == "CANCEL" => {
+            let mut a = Args::new("OPT.KEYSPACE", &raw[1..]);
+            let id = match a.next_arg() {
+                None => None,
+                Some(_) => {
+                    let mut b = Args::new("OPT.KEYSPACE", &raw[1..]);
+                    Some(b.int_value("CANCEL", 1, i64::MAX)? as u64)
+                }
+            };
+            if raw.len() > 2 {
+                return Err("OPT.KEYSPACE CANCEL takes at most one id".into());
+            }
+            return Ok(KeyspaceCommand::Cancel(id));
+        }
+        _ => {}
+    }
+    let mut args = Args::new("OPT.KEYSPACE", raw);
+    let mut q = KeyspaceQuery {
+        mode: Mode::Samples(DEFAULT_SAMPLES),
+        glob: None,
+        type_filter: None,
+        db: None,
+        top: 10,
+        delimiters: None,
+    };
+    while let Some(word) = args.next_keyword() {
+        match word.as_str() {
+            "SAMPLES" => q.mode = Mode::Samples(args.int_value("SAMPLES", 1, 10_000_000)? as u64),
+            "FULL" => q.mode = Mode::Full,
+            "MATCH" => {
+                let g = args.value("MATCH")?;
+                validate_glob(g)?;
+                q.glob = Some(g.to_vec());
+            }
+            "TYPE" => q.type_filter = Some(TYPES[args.choice("TYPE", TYPES)?].to_string()),
+            "DB" => q.db = Some(args.int_value("DB", 0, databases as i64 - 1)? as u64),
+            "TOP" => q.top = args.int_value("TOP", 1, 1000)? as usize,
+            "DELIMITERS" => {
+                let d = args.value("DELIMITERS")?;
+                if d.is_empty() || d.len() > 8 || !d.iter().all(|b| b.is_ascii_punctuation()) {
+                    return Err(format!(
+                        "OPT.KEYSPACE DELIMITERS must be 1 to 8 punctuation characters, got '{}'",
+                        String::from_utf8_lossy(d)
+                    ));
+                }
+                q.delimiters = Some(d.to_vec());
+            }
+            _ => return Err(args.unknown(&word)),
+        }
+    }
+    Ok(KeyspaceCommand::Run(q))
+}
+
+/// Checks a glob for the errors Redis' matcher would silently accept: an unclosed `[` or a
+/// trailing backslash.
+pub fn validate_glob(p: &[u8]) -> Result<(), String> {
+    let mut i = 0;
+    while i < p.len() {
+        match p[i] {
+            b'\\' if i + 1 == p.len() => {
+                return Err("MATCH pattern ends with a lone backslash".into())
+            }
+            b'\\' => i += 1,
+            b'[' => match p[i + 1..].iter().position(|&c| c == b']') {
+                Some(off) => i += off + 1,
+                None => return Err("MATCH pattern has a '[' without its ']'".into()),
+            },
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+/// Redis-style glob matching (`*`, `?`, `[abc]`, `[^a]`, `[a-z]`, `\x`).
+pub fn glob_match(p: &[u8], s: &[u8]) -> bool {
+    match (p.first(), s.first()) {
+        (None, None) => true,
+        (None, Some(_)) => false,
+        (Some(b'*'), _) => {
+            let rest = &p[1..];
+            (0..=s.len()).any(|i| glob_match(rest, &s[i..]))
+        }
+        (Some(_), None) => false,
+        (Some(b'?'), Some(_)) => glob_match(&p[1..], &s[1..]),
+        (Some(b'['), Some(&c)) => {
+            let Some(end) = p[1..].iter().position(|&x| x == b']') else {
+                return false;
+            };
+            let class = &p[1..1 + end];
+            let (negate, class) = match class.first() {
+                Some(b'^') => (true, &class[1..]),
+                _ => (false, class),
+            };
+            let mut hit = false;
+            let mut j = 0;
+            while j < class.len() {
+                if j + 2 < class.len() && class[j + 1] == b'-' {
+                    let (lo, hi) = (class[j].min(class[j + 2]), class[j].max(class[j + 2]));
+                    hit |= (lo..=hi).contains(&c);
+                    j += 3;
+                } else {
+                    hit |= class[j] == c;
+                    j += 1;
+                }
+            }
+            hit != negate && glob_match(&p[end + 2..], &s[1..])
+        }
+        (Some(b'\\'), Some(&c)) if p.len() > 1 => p[1] == c && glob_match(&p[2..], &s[1..]),
+        (Some(&a), Some(&c)) => a == c && glob_match(&p[1..], &s[1..]),
+    }
+}
+
+/// What the module learns about one key.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyFacts<'a> {
+    /// Key name.
+    pub name: &'a [u8],
+    /// `string`, `hash`...
+    pub type_name: &'static str,
+    /// `embstr`, `listpack`... (may be empty when unknown).
+    pub encoding: &'a str,
+    /// Bytes, as MEMORY USAGE reports.
+    pub bytes: u64,
+    /// Elements (bytes for strings).
+    pub length: u64,
+    /// Milliseconds to live, None without TTL.
+    pub ttl_ms: Option<i64>,
+    /// Idle seconds (LRU), None when unknown (LFU policy).
+    pub idle_s: Option<u64>,
+    /// Now, Unix ms (to place expiries in time).
+    pub now_ms: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+struct PatternAcc {
+    keys: u64,
+    bytes: u64,
+    sum_sq: f64,
+    largest: (u64, Vec<u8>),
+    types: HashMap<&'static str, u64>,
+    encodings: HashMap<String, u64>,
+    ttl: [u64; 6],
+    idle: [u64; 5],
+}
+
+/// Compact-encoding thresholds of the server (from CONFIG at the start of an analysis).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Thresholds {
+    /// `hash-max-listpack-entries`.
+    pub hash_entries: u64,
+    /// `zset-max-listpack-entries`.
+    pub zset_entries: u64,
+    /// `set-max-intset-entries`.
+    pub set_intset_entries: u64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            hash_entries: 128,
+            zset_entries: 128,
+            set_intset_entries: 512,
+        }
+    }
+}
+
+/// Collects key facts into a report.
+#[derive(Debug)]
+pub struct Aggregator {
+    inferrer: PatternInferrer,
+    buf: Vec<u8>,
+    patterns: HashMap<Vec<u8>, PatternAcc>,
+    other: PatternAcc,
+    types: HashMap<&'static str, (u64, u64)>,
+    /// Log-linear size histogram: 16 sub-buckets per power of two.
+    sizes: Vec<u64>,
+    max_size: u64,
+    top_bytes: TopHeap,
+    top_length: TopHeap,
+    top: usize,
+    expiry_hours: [u64; 24],
+    expiry_seconds: HashMap<u64, u64>,
+    thresholds: Thresholds,
+    candidates: HashMap<&'static str, (u64, u64, u64)>,
+    keys: u64,
+    bytes: u64,
+}
+
+fn size_bucket(v: u64) -> usize {
+    if v < 16 {
+        return v as usize;
+    }
+    let exp = 63 - v.leading_zeros() as usize; // >= 4
+    let sub = ((v >> (exp - 4)) & 15) as usize;
+    (exp - 3) * 16 + sub
+}
+
+fn bucket_floor(b: usize) -> u64 {
+    if b < 16 {
+        return b as u64;
+    }
+    let exp = b / 16 + 3;
+    let sub = (b % 16) as u64;
+    (16 + sub) << (exp - 4)
+}
+
+impl Aggregator {
+    /// An aggregator splitting names on `delimiters`, keeping the `top` largest keys.
+    pub fn new(delimiters: &[u8], top: usize, thresholds: Thresholds) -> Self {
+        Aggregator {
+            inferrer: PatternInferrer::new(delimiters),
+            buf: Vec::with_capacity(64),
+            patterns: HashMap::new(),
+            other: PatternAcc::default(),
+            types: HashMap::new(),
+            sizes: vec![0; 64 * 16],
+            max_size: 0,
+            top_bytes: BinaryHeap::new(),
+            top_length: BinaryHeap::new(),
+            top,
+            expiry_hours: [0; 24],
+            expiry_seconds: HashMap::new(),
+            thresholds,
+            candidates: HashMap::new(),
+            keys: 0,
+            bytes: 0,
+        }
+    }
+
+    /// Keys added so far.
+    pub fn keys(&self) -> u64 {
+        self.keys
+    }
+
+    /// Adds one key.
+    pub fn add(&mut self, k: &KeyFacts) {
+        self.keys += 1;
+        self.bytes += k.bytes;
+        self.inferrer.infer_into(k.name, &mut self.buf);
+        let acc = if let Some(a) = self.patterns.get_mut(&self.buf) {
+            a
+        } else if self.patterns.len() < MAX_PATTERNS {
+            self.patterns.entry(self.buf.clone()).or_default()
+        } else {
+            &mut self.other
+        };
+        acc.keys += 1;
+        acc.bytes += k.bytes;
+        acc.sum_sq += (k.bytes as f64) * (k.bytes as f64);
+        if k.bytes > acc.largest.0 || acc.largest.1.is_empty() {
+            acc.largest = (k.bytes, k.name.to_vec());
+        }
+        *acc.types.entry(k.type_name).or_default() += 1;
+        if !k.encoding.is_empty() {
+            *acc.encodings.entry(k.encoding.to_string()).or_default() += 1;
+        }
+        let ttl_bucket = match k.ttl_ms {
+            None => 0,
+            Some(t) if t < 60_000 => 1,
+            Some(t) if t < 3_600_000 => 2,
+            Some(t) if t < 86_400_000 => 3,
+            Some(t) if t < 604_800_000 => 4,
+            Some(_) => 5,
+        };
+        acc.ttl[ttl_bucket] += 1;
+        if let Some(idle) = k.idle_s {
+            let b = match idle {
+                i if i < 60 => 0,
+                i if i < 3600 => 1,
+                i if i < 86_400 => 2,
+                i if i < 604_800 => 3,
+                _ => 4,
+            };
+            acc.idle[b] += 1;
+        }
+        let t = self.types.entry(k.type_name).or_default();
+        t.0 += 1;
+        t.1 += k.bytes;
+        self.sizes[size_bucket(k.bytes).min(64 * 16 - 1)] += 1;
+        self.max_size = self.max_size.max(k.bytes);
+        push_top(
+            &mut self.top_bytes,
+            self.top,
+            (k.bytes, k.name.to_vec(), k.type_name, k.length),
+        );
+        push_top(
+            &mut self.top_length,
+            self.top,
+            (k.length, k.name.to_vec(), k.type_name, k.bytes),
+        );
+        if let Some(ttl) = k.ttl_ms {
+            let hour = (ttl.max(0) / 3_600_000) as usize;
+            if hour < 24 {
+                self.expiry_hours[hour] += 1;
+            }
+            let second = ((k.now_ms + ttl.max(0)) / 1000) as u64;
+            *self.expiry_seconds.entry(second).or_default() += 1;
+        }
+        let th = self.thresholds;
+        let candidate = match (k.type_name, k.encoding) {
+            ("hash", "hashtable") if k.length <= 2 * th.hash_entries => {
+                Some("hash-max-listpack-entries")
+            }
+            ("zset", "skiplist") if k.length <= 2 * th.zset_entries => {
+                Some("zset-max-listpack-entries")
+            }
+            ("set", "hashtable") if k.length <= 2 * th.set_intset_entries => {
+                Some("set-max-intset-entries")
+            }
+            _ => None,
+        };
+        if let Some(c) = candidate {
+            let e = self.candidates.entry(c).or_default();
+            e.0 += 1;
+            e.1 += k.bytes;
+            e.2 = e.2.max(k.length);
+        }
+    }
+
+    fn percentile(&self, q: f64) -> u64 {
+        if self.keys == 0 {
+            return 0;
+        }
+        let target = ((self.keys as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (b, &n) in self.sizes.iter().enumerate() {
+            seen += n;
+            if seen >= target {
+                return bucket_floor(b).min(self.max_size);
+            }
+        }
+        self.max_size
+    }
+
+    /// The report. `db_keys` is the database size; in samples mode every count is scaled by
+    /// `db_keys / keys sampled` and each pattern's bytes get a 95% confidence interval.
+    pub fn finish(
+        self,
+        mode: Mode,
+        db: u64,
+        db_keys: u64,
+        scanned: u64,
+        elapsed_ms: u64,
+    ) -> KeyspaceReport {
+        let sampled = matches!(mode, Mode::Samples(_));
+        let n = scanned.max(1) as f64;
+        let scale = if sampled { db_keys as f64 / n } else { 1.0 };
+        let s = |v: u64| (v as f64 * scale).round() as u64;
+        let total_bytes = s(self.bytes);
+        let mut patterns: Vec<PatternStats> = self
+            .patterns
+            .iter()
+            .map(|(p, a)| (String::from_utf8_lossy(p).into_owned(), a))
+            .chain((self.other.keys > 0).then(|| ("(other)".to_string(), &self.other)))
+            .map(|(name, a)| {
+                let ci = if sampled {
+                    // Per-key contribution X (bytes if in the pattern, else 0): the total is
+                    // N * mean(X), whose standard error is N * sd(X) / sqrt(n).
+                    let mean = a.bytes as f64 / n;
+                    let var = (a.sum_sq / n - mean * mean).max(0.0);
+                    (1.96 * db_keys as f64 * (var / n).sqrt()).round() as u64
+                } else {
+                    0
+                };
+                let mut types: Vec<(String, u64)> = a
+                    .types
+                    .iter()
+                    .map(|(t, c)| (t.to_string(), s(*c)))
+                    .collect();
+                types.sort_by_key(|x| Reverse(x.1));
+                let mut encodings: Vec<(String, u64)> = a
+                    .encodings
+                    .iter()
+                    .map(|(t, c)| (t.clone(), s(*c)))
+                    .collect();
+                encodings.sort_by_key(|x| Reverse(x.1));
+                PatternStats {
+                    pattern: name,
+                    keys: s(a.keys),
+                    bytes: s(a.bytes),
+                    bytes_ci95: ci,
+                    share: if self.bytes > 0 {
+                        a.bytes as f64 / self.bytes as f64
+                    } else {
+                        0.0
+                    },
+                    avg_bytes: a.bytes / a.keys.max(1),
+                    largest_key: String::from_utf8_lossy(&a.largest.1).into_owned(),
+                    largest_bytes: a.largest.0,
+                    types,
+                    encodings,
+                    ttl_buckets: a.ttl.map(s),
+                    idle_buckets: a.idle.map(s),
+                }
+            })
+            .collect();
+        patterns.sort_by(|a, b| {
+            b.bytes
+                .cmp(&a.bytes)
+                .then_with(|| a.pattern.cmp(&b.pattern))
+        });
+        let mut bytes_by_type: Vec<TypeBytes> = self
+            .types
+            .iter()
+            .map(|(t, (k, b))| TypeBytes {
+                r#type: t.to_string(),
+                keys: s(*k),
+                bytes: s(*b),
+            })
+            .collect();
+        bytes_by_type.sort_by_key(|t| Reverse(t.bytes));
+        let size_percentiles = SizePercentiles {
+            p50: self.percentile(0.5),
+            p90: self.percentile(0.9),
+            p99: self.percentile(0.99),
+            max: self.max_size,
+        };
+        let to_entries = |heap: BinaryHeap<Reverse<(u64, Vec<u8>, &'static str, u64)>>,
+                          by_len: bool| {
+            let mut v: Vec<KeyEntry> = heap
+                .into_iter()
+                .map(|Reverse((a, name, t, b))| KeyEntry {
+                    key: String::from_utf8_lossy(&name).into_owned(),
+                    r#type: t.to_string(),
+                    bytes: if by_len { b } else { a },
+                    length: if by_len { a } else { b },
+                })
+                .collect();
+            v.sort_by(|x, y| {
+                let (kx, ky) = if by_len {
+                    (x.length, y.length)
+                } else {
+                    (x.bytes, y.bytes)
+                };
+                ky.cmp(&kx).then_with(|| x.key.cmp(&y.key))
+            });
+            v
+        };
+        let worst = self
+            .expiry_seconds
+            .iter()
+            .max_by(|a, b| a.1.cmp(b.1).then_with(|| b.0.cmp(a.0)))
+            .map(|(sec, n)| ExpirySpike {
+                unix_second: *sec,
+                keys: s(*n),
+            });
+        let th = self.thresholds;
+        let mut encoding_candidates: Vec<EncodingCandidate> = self
+            .candidates
+            .iter()
+            .map(|(config, (keys, bytes, longest))| {
+                let current = match *config {
+                    "hash-max-listpack-entries" => th.hash_entries,
+                    "zset-max-listpack-entries" => th.zset_entries,
+                    _ => th.set_intset_entries,
+                };
+                EncodingCandidate {
+                    config: config.to_string(),
+                    current,
+                    suggested: longest.next_power_of_two().max(current * 2),
+                    keys: s(*keys),
+                    bytes: s(*bytes),
+                    estimated_saving: s(*bytes) / 2,
+                }
+            })
+            .collect();
+        encoding_candidates.sort_by_key(|c| Reverse(c.bytes));
+        KeyspaceReport {
+            mode: if sampled { "samples" } else { "full" }.to_string(),
+            db,
+            db_keys,
+            keys_scanned: scanned,
+            keys_matched: s(self.keys),
+            total_bytes,
+            elapsed_ms,
+            patterns,
+            bytes_by_type,
+            size_percentiles,
+            top_by_bytes: to_entries(self.top_bytes, false),
+            top_by_length: to_entries(self.top_length, true),
+            expiring_per_hour: self.expiry_hours.map(s).to_vec(),
+            worst_expiry_second: worst,
+            encoding_candidates,
+        }
+    }
+}
+
+/// (ranking value, key name, type, the other measure).
+type TopItem = (u64, Vec<u8>, &'static str, u64);
+type TopHeap = BinaryHeap<Reverse<TopItem>>;
+
+fn push_top(heap: &mut TopHeap, n: usize, item: TopItem) {
+    if heap.len() < n {
+        heap.push(Reverse(item));
+    } else if heap.peek().is_some_and(|Reverse(min)| item.0 > min.0) {
+        heap.pop();
+        heap.push(Reverse(item));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts<'a>(
+        name: &'a str,
+        t: &'static str,
+        enc: &'a str,
+        bytes: u64,
+        len: u64,
+        ttl: Option<i64>,
+    ) -> KeyFacts<'a> {
+        KeyFacts {
+            name: name.as_bytes(),
+            type_name: t,
+            encoding: enc,
+            bytes,
+            length: len,
+            ttl_ms: ttl,
+            idle_s: Some(10),
+            now_ms: 1_000_000,
+        }
+    }
+
+    #[test]
+    fn parses_and_refuses_bad_input() {
+        let p = |a: &[&str]| {
+            let raw: Vec<&[u8]> = a.iter().map(|s| s.as_bytes()).collect();
+            parse_command(&raw, 16)
+        };
+        assert_eq!(p(&["STATUS"]), Ok(KeyspaceCommand::Status));
+        assert_eq!(p(&["CANCEL"]), Ok(KeyspaceCommand::Cancel(None)));
+        assert_eq!(p(&["CANCEL", "3"]), Ok(KeyspaceCommand::Cancel(Some(3))));
+        let Ok(KeyspaceCommand::Run(q)) = p(&[
+            "FULL", "MATCH", "user:*", "TYPE", "hash", "DB", "3", "TOP", "5",
+        ]) else {
+            panic!()
+        };
+        assert_eq!((q.mode, q.db, q.top), (Mode::Full, Some(3), 5));
+        assert!(p(&["SAMPLES", "0"])
+            .unwrap_err()
+            .contains("SAMPLES must be from 1"));
+        assert!(p(&["MATCH", "user:[abc"])
+            .unwrap_err()
+            .contains("without its ']'"));
+        assert!(p(&["MATCH", "x\\"]).unwrap_err().contains("backslash"));
+        assert!(p(&["DB", "16"])
+            .unwrap_err()
+            .contains("DB must be from 0 to 15"));
+        assert!(p(&["TYPE", "blob"])
+            .unwrap_err()
+            .contains("TYPE must be one of"));
+        assert!(p(&["NOPE"]).unwrap_err().contains("unknown option 'NOPE'"));
+        assert!(p(&["DELIMITERS", "ab"]).is_err());
+    }
+
+    #[test]
+    fn globs_match_like_redis() {
+        for (p, s, want) in [
+            ("user:*", "user:1", true),
+            ("user:*", "users", false),
+            ("*:profile", "user:1:profile", true),
+            ("h?llo", "hello", true),
+            ("h[ae]llo", "hallo", true),
+            ("h[^e]llo", "hello", false),
+            ("h[a-c]llo", "hbllo", true),
+            ("a\\*b", "a*b", true),
+            ("a\\*b", "axb", false),
+            ("*", "", true),
+        ] {
+            assert_eq!(glob_match(p.as_bytes(), s.as_bytes()), want, "{p} ~ {s}");
+        }
+    }
+
+    #[test]
+    fn full_report_groups_by_pattern() {
+        let mut a = Aggregator::new(b":", 3, Thresholds::default());
+        for i in 0..100 {
+            let name = format!("user:{i}:profile");
+            a.add(&facts(&name, "hash", "listpack", 200, 5, None));
+        }
+        for i in 0..50 {
+            let name = format!("session:{i:08x}");
+            a.add(&facts(&name, "string", "embstr", 80, 20, Some(30_000 + i)));
+        }
+        a.add(&facts(
+            "big:report",
+            "string",
+            "raw",
+            1_000_000,
+            999_000,
+            Some(7_200_000),
+        ));
+        a.add(&facts("h:tall", "hash", "hashtable", 20_000, 200, None));
+        let r = a.finish(Mode::Full, 0, 152, 152, 5);
+        assert_eq!(r.total_bytes, 100 * 200 + 50 * 80 + 1_000_000 + 20_000);
+        assert_eq!(r.patterns[0].pattern, "big:report");
+        let user = r
+            .patterns
+            .iter()
+            .find(|p| p.pattern == "user:*:profile")
+            .unwrap();
+        assert_eq!(
+            (user.keys, user.bytes, user.avg_bytes, user.ttl_buckets[0]),
+            (100, 20_000, 200, 100)
+        );
+        let sess = r
+            .patterns
+            .iter()
+            .find(|p| p.pattern == "session:*")
+            .unwrap();
+        assert_eq!(sess.ttl_buckets[1], 50, "TTLs under a minute");
+        assert_eq!(r.top_by_bytes[0].key, "big:report");
+        assert_eq!(r.top_by_bytes.len(), 3);
+        assert_eq!(r.size_percentiles.max, 1_000_000);
+        assert!(
+            (195..=200).contains(&r.size_percentiles.p50),
+            "{:?}",
+            r.size_percentiles
+        );
+        assert_eq!(r.expiring_per_hour[0], 50);
+        assert_eq!(r.expiring_per_hour[2], 1);
+        // The 50 sessions all expire within the same second: a stampede risk.
+        assert_eq!(r.worst_expiry_second.unwrap().keys, 50);
+        assert_eq!(r.encoding_candidates.len(), 1);
+        assert_eq!(r.encoding_candidates[0].config, "hash-max-listpack-entries");
+        assert_eq!(r.encoding_candidates[0].suggested, 256);
+    }
+
+    #[test]
+    fn samples_extrapolate_with_an_interval() {
+        let mut a = Aggregator::new(b":", 10, Thresholds::default());
+        for i in 0..1000 {
+            let name = format!("k:{i}");
+            a.add(&facts(&name, "string", "embstr", 50 + (i % 10), 10, None));
+        }
+        let r = a.finish(Mode::Samples(1000), 0, 100_000, 1000, 1);
+        assert_eq!(r.keys_matched, 100_000);
+        let p = &r.patterns[0];
+        assert_eq!(p.keys, 100_000);
+        assert_eq!(p.bytes, 5_450_000);
+        assert!(
+            p.bytes_ci95 > 0 && p.bytes_ci95 < p.bytes / 10,
+            "{}",
+            p.bytes_ci95
+        );
+    }
+
+    #[test]
+    fn patterns_are_bounded() {
+        let mut a = Aggregator::new(b":", 1, Thresholds::default());
+        for i in 0..(MAX_PATTERNS + 50) {
+            let name = format!("ns{i}x:1");
+            a.add(&facts(&name, "string", "int", 16, 1, None));
+        }
+        let r = a.finish(Mode::Full, 0, 0, 0, 0);
+        assert_eq!(r.patterns.len(), MAX_PATTERNS + 1);
+        assert!(r
+            .patterns
+            .iter()
+            .any(|p| p.pattern == "(other)" && p.keys == 50));
+    }
+}
