@@ -484,8 +484,7 @@ impl Aggregator {
             p99: self.percentile(0.99),
             max: self.max_size,
         };
-        let to_entries = |heap: BinaryHeap<Reverse<(u64, Vec<u8>, &'static str, u64)>>,
-                          by_len: bool| {
+        let to_entries = |heap: TopHeap, by_len: bool| {
             let mut v: Vec<KeyEntry> = heap
                 .into_iter()
                 .map(|Reverse((a, name, t, b))| KeyEntry {
