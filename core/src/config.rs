@@ -50,6 +50,7 @@ pub mod idx {
     pub const KEY_DELIMITERS: usize = 4;
     pub const MAX_TAGS_PER_KEY: usize = 5;
     pub const MAX_TAG_LENGTH: usize = 6;
+    pub const SCAN_SLICE_US: usize = 7;
 }
 
 /// Every config the module registers, in registration order (see [`idx`]).
@@ -108,6 +109,15 @@ pub const CONFIGS: &[ConfigSpec] = &[
             max: 65536,
         },
         doc: "longest tag, in bytes",
+    },
+    ConfigSpec {
+        name: "scan-slice-us",
+        kind: ConfigKind::Int {
+            default: 1000,
+            min: 100,
+            max: 100_000,
+        },
+        doc: "main-thread time of one OPT.KEYSPACE slice, in microseconds; clients run between slices",
     },
 ];
 
@@ -205,6 +215,7 @@ mod tests {
         assert_eq!(CONFIGS[idx::KEY_DELIMITERS].name, "key-delimiters");
         assert_eq!(CONFIGS[idx::MAX_TAGS_PER_KEY].name, "max-tags-per-key");
         assert_eq!(CONFIGS[idx::MAX_TAG_LENGTH].name, "max-tag-length");
+        assert_eq!(CONFIGS[idx::SCAN_SLICE_US].name, "scan-slice-us");
     }
 
     #[test]

@@ -17,6 +17,8 @@ use crate::report::{
 
 /// Distinct patterns kept; the rest go to `(other)`.
 pub const MAX_PATTERNS: usize = 1000;
+/// First-segment groups (`page:*`) allowed past [`MAX_PATTERNS`] before `(other)`.
+pub const MAX_OVERFLOW_PREFIXES: usize = 100;
 /// Default number of random keys in SAMPLES mode.
 pub const DEFAULT_SAMPLES: u64 = 10_000;
 
@@ -306,9 +308,18 @@ impl Aggregator {
         self.keys += 1;
         self.bytes += k.bytes;
         self.inferrer.infer_into(k.name, &mut self.buf);
+        if !self.patterns.contains_key(&self.buf) && self.patterns.len() >= MAX_PATTERNS {
+            // Past the bound, a new pattern is folded into its first segment (`page:*`) while
+            // there is room for those, so big keys are not lost in `(other)`.
+            let cut = self.buf.iter().position(|&b| self.inferrer.is_delimiter(b));
+            if let Some(i) = cut {
+                self.buf.truncate(i + 1);
+                self.buf.extend_from_slice(b"*");
+            }
+        }
         let acc = if let Some(a) = self.patterns.get_mut(&self.buf) {
             a
-        } else if self.patterns.len() < MAX_PATTERNS {
+        } else if self.patterns.len() < MAX_PATTERNS + MAX_OVERFLOW_PREFIXES {
             self.patterns.entry(self.buf.clone()).or_default()
         } else {
             &mut self.other
@@ -321,7 +332,12 @@ impl Aggregator {
         }
         *acc.types.entry(k.type_name).or_default() += 1;
         if !k.encoding.is_empty() {
-            *acc.encodings.entry(k.encoding.to_string()).or_default() += 1;
+            match acc.encodings.get_mut(k.encoding) {
+                Some(n) => *n += 1,
+                None => {
+                    acc.encodings.insert(k.encoding.to_string(), 1);
+                }
+            }
         }
         let ttl_bucket = match k.ttl_ms {
             None => 0,
@@ -347,16 +363,12 @@ impl Aggregator {
         t.1 += k.bytes;
         self.sizes[size_bucket(k.bytes).min(64 * 16 - 1)] += 1;
         self.max_size = self.max_size.max(k.bytes);
-        push_top(
-            &mut self.top_bytes,
-            self.top,
-            (k.bytes, k.name.to_vec(), k.type_name, k.length),
-        );
-        push_top(
-            &mut self.top_length,
-            self.top,
-            (k.length, k.name.to_vec(), k.type_name, k.bytes),
-        );
+        push_top(&mut self.top_bytes, self.top, k.bytes, || {
+            (k.bytes, k.name.to_vec(), k.type_name, k.length)
+        });
+        push_top(&mut self.top_length, self.top, k.length, || {
+            (k.length, k.name.to_vec(), k.type_name, k.bytes)
+        });
         if let Some(ttl) = k.ttl_ms {
             let hour = (ttl.max(0) / 3_600_000) as usize;
             if hour < 24 {
@@ -557,12 +569,13 @@ impl Aggregator {
 type TopItem = (u64, Vec<u8>, &'static str, u64);
 type TopHeap = BinaryHeap<Reverse<TopItem>>;
 
-fn push_top(heap: &mut TopHeap, n: usize, item: TopItem) {
+/// Keeps the `n` largest by `rank`; the item (and its name copy) is built only if it enters.
+fn push_top(heap: &mut TopHeap, n: usize, rank: u64, item: impl FnOnce() -> TopItem) {
     if heap.len() < n {
-        heap.push(Reverse(item));
-    } else if heap.peek().is_some_and(|Reverse(min)| item.0 > min.0) {
+        heap.push(Reverse(item()));
+    } else if heap.peek().is_some_and(|Reverse(min)| rank > min.0) {
         heap.pop();
-        heap.push(Reverse(item));
+        heap.push(Reverse(item()));
     }
 }
 
@@ -717,15 +730,27 @@ mod tests {
     #[test]
     fn patterns_are_bounded() {
         let mut a = Aggregator::new(b":", 1, Thresholds::default());
-        for i in 0..(MAX_PATTERNS + 50) {
-            let name = format!("ns{i}x:1");
+        for i in 0..MAX_PATTERNS {
+            let name = format!("ns:{i}x");
+            a.add(&facts(&name, "string", "int", 16, 1, None));
+        }
+        // Past the bound: folded into the first segment while there is room...
+        a.add(&facts("ns:late1x", "string", "int", 16, 1, None));
+        a.add(&facts("ns:late2x", "string", "int", 16, 1, None));
+        // ...and into (other) beyond that.
+        for i in 0..(MAX_OVERFLOW_PREFIXES + 5) {
+            let name = format!("p{i}q:late");
             a.add(&facts(&name, "string", "int", 16, 1, None));
         }
         let r = a.finish(Mode::Full, 0, 0, 0, 0);
-        assert_eq!(r.patterns.len(), MAX_PATTERNS + 1);
+        assert_eq!(r.patterns.len(), MAX_PATTERNS + MAX_OVERFLOW_PREFIXES + 1);
         assert!(r
             .patterns
             .iter()
-            .any(|p| p.pattern == "(other)" && p.keys == 50));
+            .any(|p| p.pattern == "ns:*" && p.keys == 2));
+        assert!(r
+            .patterns
+            .iter()
+            .any(|p| p.pattern == "(other)" && p.keys == 6));
     }
 }

@@ -30,6 +30,11 @@ impl PatternInferrer {
         PatternInferrer { is_delimiter }
     }
 
+    /// Whether `b` is one of the delimiters.
+    pub fn is_delimiter(&self, b: u8) -> bool {
+        self.is_delimiter[b as usize]
+    }
+
     /// Writes the pattern of `key` into `out` (cleared first).
     pub fn infer_into(&self, key: &[u8], out: &mut Vec<u8>) {
         out.clear();
@@ -148,7 +153,8 @@ fn numeric_suffix_stem(s: &[u8]) -> Option<&[u8]> {
         return None;
     }
     let mut stem_len = s.len() - run;
-    if !s[stem_len - 1].is_ascii_alphabetic() {
+    let last = s[stem_len - 1];
+    if !(last.is_ascii_alphabetic() || last == b'/') {
         return None;
     }
     if is_sep(&s[stem_len]) {
@@ -201,6 +207,7 @@ mod tests {
             ("order:ORD-2026-000123", "order:ORD-*"),
             ("shard3:item:7", "shard3:item:*"),
             ("counter:pageviews:17", "counter:pageviews:*"),
+            ("page:/users/1067", "page:/users/*"),
         ];
         for (key, want) in cases {
             assert_eq!(p(key), want, "pattern of {key:?}");

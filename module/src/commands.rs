@@ -81,6 +81,18 @@ pub static COMMANDS: &[CommandSpec] = &[
         handler: crate::hotkeys::command,
     },
     CommandSpec {
+        name: "OPT.KEYSPACE",
+        // admin: it reveals key names, like OPT.HOTKEYS. Not readonly (no @read), but allowed
+        // on replicas since it does not write.
+        flags: "admin allow-stale",
+        keys: (0, 0, 0),
+        acl_categories: "admin dangerous",
+        json: true,
+        syntax: "OPT.KEYSPACE [SAMPLES n | FULL] [MATCH glob] [TYPE t] [DB n] [TOP n] [DELIMITERS chars] [FORMAT JSON] | OPT.KEYSPACE STATUS | OPT.KEYSPACE CANCEL [id]",
+        summary: "where the memory goes, by key pattern; runs in slices without stalling the server",
+        handler: crate::keyspace::command,
+    },
+    CommandSpec {
         name: "OPT.SET",
         flags: "write deny-oom",
         keys: (1, 1, 1),

@@ -48,6 +48,10 @@ fn fields() -> Vec<(&'static str, Field)> {
         out.push(("tags_memory_bytes", Field::Count(bytes)));
     }
     out.push((
+        "keyspace_analyses_running",
+        Field::Count(crate::keyspace::running()),
+    ));
+    out.push((
         "panics_caught",
         Field::Count(guard::PANICS_CAUGHT.load(Ordering::Relaxed)),
     ));

@@ -11,6 +11,7 @@ mod events;
 mod guard;
 mod hotkeys;
 mod info;
+mod keyspace;
 mod log;
 mod reply;
 mod server;

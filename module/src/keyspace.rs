@@ -1,0 +1,614 @@
+//! `OPT.KEYSPACE`: the memory profile, computed in the server without stalling it.
+//!
+//! The calling client is blocked; a timer runs the analysis in slices of at most
+//! `opt.scan-slice-us` of main-thread time, and other clients are served between slices. FULL
+//! walks every key with `RedisModule_Scan`; SAMPLES picks random keys. For each key the module
+//! reads its type, length, TTL and idle time from the key handle, and its bytes from `MEMORY
+//! USAGE` (the server's own accounting). The aggregation is `opt_core::keyspace`. A running
+//! analysis reports its progress (`OPT.KEYSPACE STATUS`), can be cancelled (`OPT.KEYSPACE
+//! CANCEL`), and is cancelled when its client disconnects.
+
+use std::ffi::{c_int, c_void, CStr};
+use std::ptr;
+use std::time::{Duration, Instant};
+
+use opt_core::config::idx;
+use opt_core::keyspace::{
+    glob_match, parse_command, Aggregator, KeyFacts, KeyspaceCommand, KeyspaceQuery, Mode,
+    Thresholds,
+};
+use opt_core::report::KeyspaceProgress;
+use redis_module::raw;
+use serde_json::Value;
+
+use crate::commands::Call;
+use crate::reply::{self, string_bytes, Reply, ReplyError};
+use crate::state::MainThreadCell;
+use crate::{configs, guard, log};
+
+struct Job {
+    id: u64,
+    client: *mut raw::RedisModuleBlockedClient,
+    as_json: bool,
+    query: KeyspaceQuery,
+    db: u64,
+    cursor: *mut raw::RedisModuleScanCursor,
+    agg: Aggregator,
+    scanned: u64,
+    total: u64,
+    db_keys: u64,
+    started: Instant,
+    finished: bool,
+    cancelled: Option<&'static str>,
+    now_ms: i64,
+}
+
+struct Jobs {
+    list: Vec<Job>,
+    next_id: u64,
+    timer_armed: bool,
+}
+
+static JOBS: MainThreadCell<Jobs> = MainThreadCell::new(Jobs {
+    list: Vec::new(),
+    next_id: 1,
+    timer_armed: false,
+});
+
+/// What the blocked client receives when its analysis ends.
+struct Outcome {
+    result: Result<Value, String>,
+    as_json: bool,
+}
+
+/// A config value through CONFIG GET, if CONFIG is available (it may be renamed or blocked).
+fn config_get(ctx: *mut raw::RedisModuleCtx, name: &CStr) -> Option<i64> {
+    // SAFETY: ctx is live; the reply is read then freed.
+    unsafe {
+        let reply = raw::RedisModule_Call?(
+            ctx,
+            c"CONFIG".as_ptr(),
+            c"cc".as_ptr(),
+            c"GET".as_ptr(),
+            name.as_ptr(),
+        );
+        if reply.is_null() {
+            return None;
+        }
+        let mut out = None;
+        if raw::RedisModule_CallReplyLength?(reply) >= 2 {
+            let v = raw::RedisModule_CallReplyArrayElement?(reply, 1);
+            let mut len = 0usize;
+            let p = raw::RedisModule_CallReplyStringPtr?(v, &mut len);
+            if !p.is_null() {
+                out = std::str::from_utf8(std::slice::from_raw_parts(p.cast::<u8>(), len))
+                    .ok()
+                    .and_then(|s| s.parse().ok());
+            }
+        }
+        raw::RedisModule_FreeCallReply?(reply);
+        out
+    }
+}
+
+/// `OPT.KEYSPACE [SAMPLES n | FULL] [MATCH glob] [TYPE t] [DB n] [TOP n] [DELIMITERS chars]`,
+/// `OPT.KEYSPACE STATUS`, `OPT.KEYSPACE CANCEL [id]`.
+pub fn command(call: &Call) -> Result<Reply, ReplyError> {
+    crate::acl::require_monitor_equivalent(call.ctx, "OPT.KEYSPACE")?;
+    let ctx = call.ctx;
+    let databases = config_get(ctx, c"databases").unwrap_or(16).max(1) as u64;
+    match parse_command(&call.args, databases).map_err(ReplyError::err)? {
+        KeyspaceCommand::Status => {
+            let progress: Vec<KeyspaceProgress> = JOBS
+                .with(|j| {
+                    j.list
+                        .iter()
+                        .map(|job| KeyspaceProgress {
+                            id: job.id,
+                            mode: match job.query.mode {
+                                Mode::Full => "full",
+                                Mode::Samples(_) => "samples",
+                            }
+                            .into(),
+                            scanned: job.scanned,
+                            total: job.total,
+                            elapsed_ms: job.started.elapsed().as_millis() as u64,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            serde_json::to_value(progress)
+                .map(Reply::Structured)
+                .map_err(|e| ReplyError::err(e.to_string()))
+        }
+        KeyspaceCommand::Cancel(id) => {
+            let n = JOBS
+                .with(|j| {
+                    let mut n = 0;
+                    for job in j
+                        .list
+                        .iter_mut()
+                        .filter(|job| id.is_none_or(|i| i == job.id))
+                    {
+                        job.cancelled = Some("cancelled by OPT.KEYSPACE CANCEL");
+                        n += 1;
+                    }
+                    n
+                })
+                .unwrap_or(0);
+            if n == 0 && id.is_some() {
+                return Err(ReplyError::err(
+                    "OPT.KEYSPACE CANCEL: no running analysis has that id",
+                ));
+            }
+            Ok(Reply::Int(n))
+        }
+        KeyspaceCommand::Run(query) => start(call, query),
+    }
+}
+
+fn start(call: &Call, query: KeyspaceQuery) -> Result<Reply, ReplyError> {
+    let ctx = call.ctx;
+    // SAFETY: ctx is the live command context.
+    let current_db = unsafe { raw::RedisModule_GetSelectedDb.map_or(0, |f| f(ctx)) } as u64;
+    let db = query.db.unwrap_or(current_db);
+    let thresholds = Thresholds {
+        hash_entries: config_get(ctx, c"hash-max-listpack-entries").unwrap_or(128) as u64,
+        zset_entries: config_get(ctx, c"zset-max-listpack-entries").unwrap_or(128) as u64,
+        set_intset_entries: config_get(ctx, c"set-max-intset-entries").unwrap_or(512) as u64,
+    };
+    // SAFETY: ctx is live; the db is restored right after reading its size.
+    let db_keys = unsafe {
+        let select = raw::RedisModule_SelectDb.ok_or_else(|| ReplyError::err("no SelectDb API"))?;
+        select(ctx, db as c_int);
+        let n = raw::RedisModule_DbSize.map_or(0, |f| f(ctx));
+        select(ctx, current_db as c_int);
+        n
+    };
+    let delimiters = query
+        .delimiters
+        .clone()
+        .unwrap_or_else(|| configs::string(idx::KEY_DELIMITERS).into_bytes());
+    let total = match query.mode {
+        Mode::Full => db_keys,
+        Mode::Samples(n) => n.min(db_keys),
+    };
+    // SAFETY: ctx is the live command context; the callbacks have the signatures Redis
+    // expects; the blocked client is unblocked exactly once, when the job ends.
+    let client = unsafe {
+        let block =
+            raw::RedisModule_BlockClient.ok_or_else(|| ReplyError::err("no BlockClient API"))?;
+        let bc = block(
+            ctx,
+            Some(reply_callback),
+            Some(reply_callback),
+            Some(free_outcome),
+            0,
+        );
+        if bc.is_null() {
+            return Err(ReplyError::err(
+                "OPT.KEYSPACE cannot block this client (inside MULTI or a script?)",
+            ));
+        }
+        if let Some(set_disconnect) = raw::RedisModule_SetDisconnectCallback {
+            set_disconnect(bc, Some(on_disconnect));
+        }
+        bc
+    };
+    let cursor = match query.mode {
+        // SAFETY: creates a cursor destroyed when the job ends.
+        Mode::Full => unsafe { raw::RedisModule_ScanCursorCreate.map_or(ptr::null_mut(), |f| f()) },
+        Mode::Samples(_) => ptr::null_mut(),
+    };
+    let top = query.top;
+    let queued = JOBS.with(|j| {
+        let id = j.next_id;
+        j.next_id += 1;
+        j.list.push(Job {
+            id,
+            client,
+            as_json: call.as_json,
+            query,
+            db,
+            cursor,
+            agg: Aggregator::new(&delimiters, top, thresholds),
+            scanned: 0,
+            total,
+            db_keys,
+            started: Instant::now(),
+            finished: false,
+            cancelled: None,
+            now_ms: now_ms(),
+        });
+        arm_timer(ctx, j);
+    });
+    if queued.is_none() {
+        log::warning("OPT.KEYSPACE: job list busy");
+    }
+    Ok(Reply::NoReply)
+}
+
+fn now_ms() -> i64 {
+    // SAFETY: a plain clock read.
+    unsafe { raw::RedisModule_Milliseconds.map_or(0, |f| f()) }
+}
+
+fn arm_timer(ctx: *mut raw::RedisModuleCtx, jobs: &mut Jobs) {
+    if jobs.timer_armed {
+        return;
+    }
+    // SAFETY: a valid context; `run_slice` has the timer signature.
+    unsafe {
+        if let Some(create) = raw::RedisModule_CreateTimer {
+            create(ctx, 0, Some(run_slice), ptr::null_mut());
+            jobs.timer_armed = true;
+        }
+    }
+}
+
+/// # Safety
+/// Called by Redis on the main thread when the timer fires.
+unsafe extern "C" fn run_slice(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
+    guard::catch_and_log("OPT.KEYSPACE slice", || {
+        let budget = Duration::from_micros(configs::int(idx::SCAN_SLICE_US).max(100) as u64);
+        let deadline = Instant::now() + budget;
+        // Take the jobs out, so the per-key work (which calls into the server) holds no borrow.
+        let mut jobs = JOBS
+            .with(|j| {
+                j.timer_armed = false;
+                std::mem::take(&mut j.list)
+            })
+            .unwrap_or_default();
+        for job in jobs.iter_mut() {
+            if Instant::now() >= deadline {
+                break;
+            }
+            if job.cancelled.is_none() && !job.finished {
+                // SAFETY: ctx is the timer's context, valid for this callback.
+                unsafe { step(ctx, job, deadline) };
+            }
+        }
+        let (done, running): (Vec<Job>, Vec<Job>) = jobs
+            .into_iter()
+            .partition(|j| j.finished || j.cancelled.is_some());
+        for job in done {
+            finish(job);
+        }
+        JOBS.with(|j| {
+            j.list.extend(running);
+            if !j.list.is_empty() {
+                arm_timer(ctx, j);
+            }
+        });
+    });
+}
+
+/// Works on `job` until `deadline` or until it is done.
+///
+/// # Safety
+/// `ctx` must be the timer's context.
+unsafe fn step(ctx: *mut raw::RedisModuleCtx, job: &mut Job, deadline: Instant) {
+    let Some(select) = raw::RedisModule_SelectDb else {
+        job.cancelled = Some("no SelectDb API");
+        return;
+    };
+    if select(ctx, job.db as c_int) != raw::REDISMODULE_OK as c_int {
+        job.cancelled = Some("cannot select the database");
+        return;
+    }
+    match job.query.mode {
+        Mode::Full => {
+            let Some(scan) = raw::RedisModule_Scan else {
+                job.cancelled = Some("no Scan API");
+                return;
+            };
+            while Instant::now() < deadline {
+                let more = scan(
+                    ctx,
+                    job.cursor,
+                    Some(scan_callback),
+                    (job as *mut Job).cast(),
+                );
+                if more == 0 {
+                    job.finished = true;
+                    break;
+                }
+            }
+        }
+        Mode::Samples(_) => {
+            let (Some(random), Some(open), Some(close), Some(free)) = (
+                raw::RedisModule_RandomKey,
+                raw::RedisModule_OpenKey,
+                raw::RedisModule_CloseKey,
+                raw::RedisModule_FreeString,
+            ) else {
+                job.cancelled = Some("no RandomKey API");
+                return;
+            };
+            while Instant::now() < deadline && job.scanned < job.total {
+                let name = random(ctx);
+                if name.is_null() {
+                    break;
+                }
+                let key = open(ctx, name, raw::REDISMODULE_READ as c_int);
+                if !key.is_null() {
+                    process(ctx, job, name, key);
+                    close(key);
+                } else {
+                    job.scanned += 1;
+                }
+                free(ctx, name);
+            }
+            if job.scanned >= job.total {
+                job.finished = true;
+            }
+        }
+    }
+}
+
+/// # Safety
+/// Called by `RedisModule_Scan` with the job as privdata and a key opened for reading.
+unsafe extern "C" fn scan_callback(
+    ctx: *mut raw::RedisModuleCtx,
+    keyname: *mut raw::RedisModuleString,
+    key: *mut raw::RedisModuleKey,
+    privdata: *mut c_void,
+) {
+    let job = privdata.cast::<Job>();
+    let result = guard::catch(|| {
+        // SAFETY: privdata is the job `step` passed, borrowed nowhere else during the scan;
+        // the other arguments are valid for the duration of the callback.
+        unsafe { process(ctx, &mut *job, keyname, key) }
+    });
+    if result.is_err() {
+        (*job).cancelled = Some("internal error while scanning (logged)");
+    }
+}
+
+const TYPE_NAMES: [&str; 8] = [
+    "none", "string", "list", "hash", "set", "zset", "module", "stream",
+];
+
+/// Reads one key's facts and adds them to the job.
+///
+/// # Safety
+/// `ctx`, `keyname` and `key` must be valid; `key` may be null (the key vanished).
+unsafe fn process(
+    ctx: *mut raw::RedisModuleCtx,
+    job: &mut Job,
+    keyname: *mut raw::RedisModuleString,
+    key: *mut raw::RedisModuleKey,
+) {
+    job.scanned += 1;
+    if key.is_null() {
+        return;
+    }
+    let name = string_bytes(keyname);
+    if let Some(g) = &job.query.glob {
+        if !glob_match(g, name) {
+            return;
+        }
+    }
+    let kind = raw::RedisModule_KeyType.map_or(0, |f| f(key)).clamp(0, 7) as usize;
+    if kind == 0 {
+        return;
+    }
+    let type_name = TYPE_NAMES[kind];
+    if job
+        .query
+        .type_filter
+        .as_deref()
+        .is_some_and(|t| t != type_name)
+    {
+        return;
+    }
+    let length = raw::RedisModule_ValueLength.map_or(0, |f| f(key)) as u64;
+    let ttl = raw::RedisModule_GetExpire.map_or(-1, |f| f(key));
+    let mut idle_ms: raw::mstime_t = 0;
+    let idle = match raw::RedisModule_GetLRU {
+        Some(f) if f(key, &mut idle_ms) == raw::REDISMODULE_OK as c_int && idle_ms >= 0 => {
+            Some(idle_ms as u64 / 1000)
+        }
+        _ => None,
+    };
+    let bytes = memory_usage(ctx, keyname).unwrap_or(0);
+    let collection_encoding;
+    let encoding: &str = if type_name == "string" {
+        string_encoding(key, length)
+    } else {
+        collection_encoding = object_encoding(ctx, keyname);
+        &collection_encoding
+    };
+    job.agg.add(&KeyFacts {
+        name,
+        type_name,
+        encoding,
+        bytes,
+        length,
+        ttl_ms: (ttl >= 0).then_some(ttl),
+        idle_s: idle,
+        now_ms: job.now_ms,
+    });
+}
+
+/// MEMORY USAGE key: what the server itself accounts for the key.
+///
+/// # Safety
+/// `ctx` and `keyname` must be valid.
+unsafe fn memory_usage(
+    ctx: *mut raw::RedisModuleCtx,
+    keyname: *mut raw::RedisModuleString,
+) -> Option<u64> {
+    let reply = raw::RedisModule_Call?(
+        ctx,
+        c"MEMORY".as_ptr(),
+        c"cs".as_ptr(),
+        c"USAGE".as_ptr(),
+        keyname,
+    );
+    if reply.is_null() {
+        return None;
+    }
+    let out = (raw::RedisModule_CallReplyType?(reply) == raw::REDISMODULE_REPLY_INTEGER as c_int)
+        .then(|| {
+            raw::RedisModule_CallReplyInteger
+                .map_or(0, |f| f(reply))
+                .max(0) as u64
+        });
+    raw::RedisModule_FreeCallReply?(reply);
+    out
+}
+
+/// OBJECT ENCODING key, for collections.
+///
+/// # Safety
+/// `ctx` and `keyname` must be valid.
+unsafe fn object_encoding(
+    ctx: *mut raw::RedisModuleCtx,
+    keyname: *mut raw::RedisModuleString,
+) -> String {
+    let Some(call) = raw::RedisModule_Call else {
+        return String::new();
+    };
+    let reply = call(
+        ctx,
+        c"OBJECT".as_ptr(),
+        c"cs".as_ptr(),
+        c"ENCODING".as_ptr(),
+        keyname,
+    );
+    if reply.is_null() {
+        return String::new();
+    }
+    let mut len = 0usize;
+    let p = raw::RedisModule_CallReplyStringPtr.map_or(ptr::null(), |f| f(reply, &mut len));
+    let out = if p.is_null() {
+        String::new()
+    } else {
+        String::from_utf8_lossy(std::slice::from_raw_parts(p.cast::<u8>(), len)).into_owned()
+    };
+    if let Some(free) = raw::RedisModule_FreeCallReply {
+        free(reply);
+    }
+    out
+}
+
+/// A string's encoding from its value, as Redis chooses it: `int` for integers that fit in
+/// 64 bits, `embstr` up to 44 bytes, `raw` beyond.
+///
+/// # Safety
+/// `key` must be a key opened for reading that holds a string.
+unsafe fn string_encoding(key: *mut raw::RedisModuleKey, length: u64) -> &'static str {
+    if length <= 20 {
+        let mut len = 0usize;
+        let p = raw::RedisModule_StringDMA.map_or(ptr::null_mut(), |f| {
+            f(key, &mut len, raw::REDISMODULE_READ as c_int)
+        });
+        if !p.is_null() {
+            let v = std::slice::from_raw_parts(p.cast::<u8>(), len);
+            if std::str::from_utf8(v)
+                .ok()
+                .and_then(|s| s.parse::<i64>().ok())
+                .is_some_and(|n| n.to_string().len() == len)
+            {
+                return "int";
+            }
+        }
+    }
+    if length <= 44 {
+        "embstr"
+    } else {
+        "raw"
+    }
+}
+
+/// Ends a job: destroys its cursor and unblocks its client with the report or the reason.
+fn finish(job: Job) {
+    if !job.cursor.is_null() {
+        // SAFETY: the cursor was created for this job and is not used again.
+        unsafe {
+            if let Some(destroy) = raw::RedisModule_ScanCursorDestroy {
+                destroy(job.cursor);
+            }
+        }
+    }
+    let elapsed = job.started.elapsed().as_millis() as u64;
+    let result = match job.cancelled {
+        Some(why) => Err(format!(
+            "ERR OPT.KEYSPACE analysis {} stopped: {why}",
+            job.id
+        )),
+        None => {
+            let report = job
+                .agg
+                .finish(job.query.mode, job.db, job.db_keys, job.scanned, elapsed);
+            serde_json::to_value(report)
+                .map_err(|e| format!("ERR could not encode the report: {e}"))
+        }
+    };
+    let outcome = Box::new(Outcome {
+        result,
+        as_json: job.as_json,
+    });
+    // SAFETY: the client was blocked by this job and is unblocked exactly once; Redis hands
+    // the outcome to reply_callback and then to free_outcome.
+    unsafe {
+        if let Some(unblock) = raw::RedisModule_UnblockClient {
+            unblock(job.client, Box::into_raw(outcome).cast());
+        }
+    }
+}
+
+/// # Safety
+/// Called by Redis to reply to the unblocked client, with the outcome as private data.
+unsafe extern "C" fn reply_callback(
+    ctx: *mut raw::RedisModuleCtx,
+    _argv: *mut *mut raw::RedisModuleString,
+    _argc: c_int,
+) -> c_int {
+    guard::catch_and_log("OPT.KEYSPACE reply", || {
+        // SAFETY: the private data is the Outcome passed to UnblockClient (or null).
+        let outcome = unsafe {
+            raw::RedisModule_GetBlockedClientPrivateData
+                .map_or(ptr::null_mut(), |f| f(ctx))
+                .cast::<Outcome>()
+                .as_ref()
+        };
+        match outcome {
+            Some(o) => match &o.result {
+                Ok(v) => reply::send(ctx, Ok(Reply::Structured(v.clone())), o.as_json),
+                Err(e) => reply::send_error(ctx, e),
+            },
+            None => reply::send_error(ctx, "ERR OPT.KEYSPACE ended without a result"),
+        }
+    });
+    raw::REDISMODULE_OK as c_int
+}
+
+/// # Safety
+/// Called by Redis with the pointer passed to UnblockClient.
+unsafe extern "C" fn free_outcome(_ctx: *mut raw::RedisModuleCtx, data: *mut c_void) {
+    if !data.is_null() {
+        drop(Box::from_raw(data.cast::<Outcome>()));
+    }
+}
+
+/// # Safety
+/// Called by Redis when a blocked client disconnects.
+unsafe extern "C" fn on_disconnect(
+    _ctx: *mut raw::RedisModuleCtx,
+    bc: *mut raw::RedisModuleBlockedClient,
+) {
+    guard::catch_and_log("OPT.KEYSPACE disconnect", || {
+        JOBS.with(|j| {
+            for job in j.list.iter_mut().filter(|job| job.client == bc) {
+                job.cancelled = Some("the client disconnected");
+            }
+        });
+    });
+}
+
+/// Running analyses (for INFO).
+pub fn running() -> u64 {
+    JOBS.with(|j| j.list.len() as u64).unwrap_or(0)
+}
