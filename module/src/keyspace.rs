@@ -225,7 +225,7 @@ fn start(call: &Call, query: KeyspaceQuery) -> Result<Reply, ReplyError> {
     if queued.is_none() {
         log::warning("OPT.KEYSPACE: job list busy");
     }
-    Ok(Reply::NoReply)
+    Ok(Reply::Deferred)
 }
 
 fn now_ms() -> i64 {

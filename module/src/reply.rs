@@ -25,7 +25,7 @@ pub enum Reply {
     /// A map with fixed field names and binary-safe values (a flat array for RESP2).
     Fields(Vec<(&'static str, Field)>),
     /// No reply now: the client was blocked and gets its reply later.
-    NoReply,
+    Deferred,
 }
 
 /// One value of a [`Reply::Fields`] map.
@@ -78,7 +78,7 @@ pub fn send(ctx: *mut raw::RedisModuleCtx, result: Result<Reply, ReplyError>, as
         Ok(Reply::Status(s)) => send_status(ctx, s),
         Ok(Reply::Bulk(b)) => send_bulk(ctx, &b),
         Ok(Reply::Null) => send_value(ctx, &Value::Null),
-        Ok(Reply::NoReply) => {}
+        Ok(Reply::Deferred) => {}
         Ok(Reply::Fields(fields)) => {
             // SAFETY: ctx is the live command context; the map length equals the pairs sent.
             unsafe {
