@@ -25,6 +25,10 @@ impl Hasher for KeyHasher {
     fn write_usize(&mut self, v: usize) {
         self.0 = (self.0 ^ v as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0 ^ v).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.0 ^= self.0 >> 29;
+    }
 }
 
 /// Map from (db, key) with [`KeyHasher`].

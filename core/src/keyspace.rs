@@ -7,6 +7,12 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::hash::BuildHasherDefault;
+
+use crate::freshness::KeyHasher;
+
+/// Maps keyed per key or pattern: hashed with xxh3, not SipHash (they sit on the per-key path).
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<KeyHasher>>;
 
 use crate::args::Args;
 use crate::pattern::PatternInferrer;
@@ -208,8 +214,8 @@ struct PatternAcc {
     bytes: u64,
     sum_sq: f64,
     largest: (u64, Vec<u8>),
-    types: HashMap<&'static str, u64>,
-    encodings: HashMap<String, u64>,
+    types: FastMap<&'static str, u64>,
+    encodings: FastMap<String, u64>,
     ttl: [u64; 6],
     idle: [u64; 5],
 }
@@ -240,9 +246,9 @@ impl Default for Thresholds {
 pub struct Aggregator {
     inferrer: PatternInferrer,
     buf: Vec<u8>,
-    patterns: HashMap<Vec<u8>, PatternAcc>,
+    patterns: FastMap<Vec<u8>, PatternAcc>,
     other: PatternAcc,
-    types: HashMap<&'static str, (u64, u64)>,
+    types: FastMap<&'static str, (u64, u64)>,
     /// Log-linear size histogram: 16 sub-buckets per power of two.
     sizes: Vec<u64>,
     max_size: u64,
@@ -250,9 +256,9 @@ pub struct Aggregator {
     top_length: TopHeap,
     top: usize,
     expiry_hours: [u64; 24],
-    expiry_seconds: HashMap<u64, u64>,
+    expiry_seconds: FastMap<u64, u64>,
     thresholds: Thresholds,
-    candidates: HashMap<&'static str, (u64, u64, u64)>,
+    candidates: FastMap<&'static str, (u64, u64, u64)>,
     keys: u64,
     bytes: u64,
 }
@@ -281,18 +287,18 @@ impl Aggregator {
         Aggregator {
             inferrer: PatternInferrer::new(delimiters),
             buf: Vec::with_capacity(64),
-            patterns: HashMap::new(),
+            patterns: FastMap::default(),
             other: PatternAcc::default(),
-            types: HashMap::new(),
+            types: FastMap::default(),
             sizes: vec![0; 64 * 16],
             max_size: 0,
             top_bytes: BinaryHeap::new(),
             top_length: BinaryHeap::new(),
             top,
             expiry_hours: [0; 24],
-            expiry_seconds: HashMap::new(),
+            expiry_seconds: FastMap::default(),
             thresholds,
-            candidates: HashMap::new(),
+            candidates: FastMap::default(),
             keys: 0,
             bytes: 0,
         }

@@ -13,6 +13,7 @@ pub mod freshness_index;
 pub mod hotkeys;
 pub mod keyspace;
 pub mod keyspec;
+pub mod memsize;
 pub mod pattern;
 pub mod persist;
 pub mod report;

@@ -10,6 +10,7 @@
 
 use std::ffi::{c_int, c_void, CStr};
 use std::ptr;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use opt_core::config::idx;
@@ -17,6 +18,7 @@ use opt_core::keyspace::{
     glob_match, parse_command, Aggregator, KeyFacts, KeyspaceCommand, KeyspaceQuery, Mode,
     Thresholds,
 };
+use opt_core::memsize::string_key_bytes;
 use opt_core::report::KeyspaceProgress;
 use redis_module::raw;
 use serde_json::Value;
@@ -26,8 +28,24 @@ use crate::reply::{self, string_bytes, Reply, ReplyError};
 use crate::state::MainThreadCell;
 use crate::{configs, guard, log};
 
+/// Whether computed string sizes agree with MEMORY USAGE on this server (see `memsize`).
+#[derive(Default)]
+struct Calibration {
+    /// MEMORY USAGE minus the computed part, seen on the first keys.
+    constant: Option<i64>,
+    agreeing: u32,
+    seen: u64,
+    failed: bool,
+}
+
+/// Keys compared before computed sizes are trusted.
+const CALIBRATION_KEYS: u32 = 32;
+/// After calibration, one computed key in this many is checked against MEMORY USAGE.
+const SPOT_CHECK_EVERY: u64 = 256;
+
 struct Job {
     id: u64,
+    calibration: Calibration,
     client: *mut raw::RedisModuleBlockedClient,
     as_json: bool,
     query: KeyspaceQuery,
@@ -206,6 +224,7 @@ fn start(call: &Call, query: KeyspaceQuery) -> Result<Reply, ReplyError> {
         j.next_id += 1;
         j.list.push(Job {
             id,
+            calibration: Calibration::default(),
             client,
             as_json: call.as_json,
             query,
@@ -411,7 +430,6 @@ unsafe fn process(
         }
         _ => None,
     };
-    let bytes = memory_usage(ctx, keyname).unwrap_or(0);
     let collection_encoding;
     let encoding: &str = if type_name == "string" {
         string_encoding(key, length)
@@ -419,6 +437,7 @@ unsafe fn process(
         collection_encoding = object_encoding(ctx, keyname);
         &collection_encoding
     };
+    let bytes = key_bytes(ctx, job, keyname, name.len(), encoding, length);
     job.agg.add(&KeyFacts {
         name,
         type_name,
@@ -429,6 +448,81 @@ unsafe fn process(
         idle_s: idle,
         now_ms: job.now_ms,
     });
+}
+
+/// The allocator's size class for each request size up to 4096 bytes, read from the server's
+/// allocator once (None where the API is missing).
+fn size_classes() -> Option<&'static [u32]> {
+    static CLASSES: OnceLock<Option<Vec<u32>>> = OnceLock::new();
+    CLASSES
+        .get_or_init(|| {
+            // SAFETY: each probe is allocated and freed through the server's allocator.
+            unsafe {
+                let (alloc, size, free) = (
+                    raw::RedisModule_Alloc?,
+                    raw::RedisModule_MallocSize?,
+                    raw::RedisModule_Free?,
+                );
+                let mut table = Vec::with_capacity(4097);
+                table.push(0);
+                for n in 1..=4096usize {
+                    let p = alloc(n);
+                    if p.is_null() {
+                        return None;
+                    }
+                    table.push(size(p) as u32);
+                    free(p);
+                }
+                Some(table)
+            }
+        })
+        .as_deref()
+}
+
+/// The key's bytes as MEMORY USAGE reports them: computed for int/embstr strings once the
+/// computation has agreed with MEMORY USAGE on the first keys, asked otherwise.
+///
+/// # Safety
+/// `ctx` and `keyname` must be valid.
+unsafe fn key_bytes(
+    ctx: *mut raw::RedisModuleCtx,
+    job: &mut Job,
+    keyname: *mut raw::RedisModuleString,
+    key_len: usize,
+    encoding: &str,
+    length: u64,
+) -> u64 {
+    let computed = if job.calibration.failed {
+        None
+    } else {
+        size_classes().and_then(|t| {
+            string_key_bytes(key_len, encoding, length as usize, |n| {
+                t.get(n).map(|&c| c as usize)
+            })
+        })
+    };
+    let cal = &mut job.calibration;
+    if let (Some(part), Some(c)) = (computed, cal.constant) {
+        // Trusted once calibrated; one key in SPOT_CHECK_EVERY is still asked, and any
+        // disagreement turns the computation off for the rest of the analysis.
+        cal.seen += 1;
+        if cal.agreeing >= CALIBRATION_KEYS && cal.seen % SPOT_CHECK_EVERY != 0 {
+            return (part as i64 + c).max(0) as u64;
+        }
+    }
+    let asked = memory_usage(ctx, keyname).unwrap_or(0);
+    if let Some(part) = computed {
+        let c = asked as i64 - part as i64;
+        match cal.constant {
+            None => {
+                cal.constant = Some(c);
+                cal.agreeing = 1;
+            }
+            Some(k) if k == c => cal.agreeing += 1,
+            Some(_) => cal.failed = true,
+        }
+    }
+    asked
 }
 
 /// MEMORY USAGE key: what the server itself accounts for the key.

@@ -1,0 +1,227 @@
+//! OPT.KEYSPACE against `redis-cli --memkeys` (and `--keystats` where redis-cli has it), on
+//! the same server in the same run, plus the latency other clients see while FULL runs and
+//! how close SAMPLES 10000 comes to FULL.
+//!
+//! Data: 1,000,000 keys of mixed types and patterns (strings of several sizes, small hashes,
+//! sets, sorted sets and lists, some with TTLs).
+//! Run: `cargo build --release -p redis-opt-module && cargo run --release -p redis-opt-benches --bin keyspace_bench`.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use opt_core::report::KeyspaceReport;
+use opt_harness::redis;
+use opt_harness::{Server, ServerOptions};
+
+const KEYS: usize = 1_000_000;
+
+fn load(server: &Server) {
+    let mut c = server.conn();
+    let mut p = redis::pipe();
+    let blob = "x".repeat(300);
+    for i in 0..KEYS {
+        match i % 20 {
+            0..=7 => {
+                p.cmd("SET")
+                    .arg(format!("cache:product:{i}"))
+                    .arg(&blob[..100 + i % 200])
+                    .ignore();
+            }
+            8..=11 => {
+                p.cmd("SET")
+                    .arg(format!("session:{:032x}", i * 2_654_435_761))
+                    .arg("token")
+                    .arg("EX")
+                    .arg(3600 + i % 7200)
+                    .ignore();
+            }
+            12..=13 => {
+                p.cmd("SET")
+                    .arg(format!("counter:views:{i}"))
+                    .arg(i)
+                    .ignore();
+            }
+            14..=16 => {
+                p.cmd("HSET")
+                    .arg(format!("user:{i}:profile"))
+                    .arg("name")
+                    .arg("someone")
+                    .arg("plan")
+                    .arg("pro")
+                    .arg("email")
+                    .arg("a@b.c")
+                    .ignore();
+            }
+            17 => {
+                p.cmd("SADD")
+                    .arg(format!("tags:post:{i}"))
+                    .arg("a")
+                    .arg("b")
+                    .arg("c")
+                    .arg("d")
+                    .ignore();
+            }
+            18 => {
+                p.cmd("ZADD")
+                    .arg(format!("rank:game:{i}"))
+                    .arg(1)
+                    .arg("p1")
+                    .arg(2)
+                    .arg("p2")
+                    .ignore();
+            }
+            _ => {
+                p.cmd("RPUSH")
+                    .arg(format!("queue:jobs:{i}"))
+                    .arg("j1")
+                    .arg("j2")
+                    .arg("j3")
+                    .ignore();
+            }
+        }
+        if i % 10_000 == 9_999 {
+            let _: () = p.query(&mut c).unwrap();
+            p = redis::pipe();
+        }
+    }
+}
+
+fn redis_cli(port: u16, flag: &str) -> Option<Duration> {
+    let help = Command::new("redis-cli").arg("--help").output().ok()?;
+    if !String::from_utf8_lossy(&help.stdout).contains(flag)
+        && !String::from_utf8_lossy(&help.stderr).contains(flag)
+    {
+        return None;
+    }
+    let start = Instant::now();
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string(), flag])
+        .output()
+        .ok()?;
+    out.status.success().then(|| start.elapsed())
+}
+
+fn percentile(v: &mut [f64], q: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(((v.len() as f64 * q) as usize).min(v.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(0.0)
+}
+
+fn main() {
+    redis_opt_benches::use_release_module();
+    let server = Server::start_with(ServerOptions::default());
+    let t = Instant::now();
+    load(&server);
+    let mut c = server.conn();
+    let dbsize: i64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
+    println!("{dbsize} keys loaded in {:.1} s", t.elapsed().as_secs_f64());
+
+    let memkeys = redis_cli(server.port, "--memkeys");
+    let keystats = redis_cli(server.port, "--keystats");
+
+    // FULL, while another client measures PING and GET latency.
+    let port = server.port;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let prober = std::thread::spawn(move || {
+        let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let (mut ping, mut get) = (Vec::new(), Vec::new());
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            let t = Instant::now();
+            let _: String = redis::cmd("PING").query(&mut c).unwrap();
+            ping.push(t.elapsed().as_secs_f64() * 1e3);
+            let t = Instant::now();
+            let _: Option<String> = redis::cmd("GET")
+                .arg("cache:product:20")
+                .query(&mut c)
+                .unwrap();
+            get.push(t.elapsed().as_secs_f64() * 1e3);
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        (ping, get)
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let t = Instant::now();
+    let text: String = redis::cmd("OPT.KEYSPACE")
+        .arg("FULL")
+        .arg("FORMAT")
+        .arg("JSON")
+        .query(&mut c)
+        .unwrap();
+    let full_wall = t.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut ping, mut get) = prober.join().unwrap();
+    let full: KeyspaceReport = serde_json::from_str(&text).unwrap();
+
+    let t = Instant::now();
+    let text: String = redis::cmd("OPT.KEYSPACE")
+        .arg("SAMPLES")
+        .arg(10_000)
+        .arg("FORMAT")
+        .arg("JSON")
+        .query(&mut c)
+        .unwrap();
+    let samples_wall = t.elapsed();
+    let samples: KeyspaceReport = serde_json::from_str(&text).unwrap();
+
+    println!(
+        "\nOPT.KEYSPACE FULL: {:.2} s ({} keys)",
+        full_wall.as_secs_f64(),
+        full.keys_scanned
+    );
+    match memkeys {
+        Some(d) => println!(
+            "redis-cli --memkeys: {:.2} s -> OPT.KEYSPACE FULL is {:.1}x faster (target >= 10x)",
+            d.as_secs_f64(),
+            d.as_secs_f64() / full_wall.as_secs_f64()
+        ),
+        None => println!("redis-cli --memkeys: failed"),
+    }
+    match keystats {
+        Some(d) => println!(
+            "redis-cli --keystats: {:.2} s -> {:.1}x",
+            d.as_secs_f64(),
+            d.as_secs_f64() / full_wall.as_secs_f64()
+        ),
+        None => println!("redis-cli --keystats: not in this redis-cli (Redis 7.4+)"),
+    }
+    println!(
+        "while FULL ran, another client: PING p99 {:.2} ms, GET p99 {:.2} ms over {} probes (target <= 2 ms)",
+        percentile(&mut ping, 0.99),
+        percentile(&mut get, 0.99),
+        ping.len()
+    );
+    println!(
+        "\nOPT.KEYSPACE SAMPLES 10000: {:.0} ms (target <= 100 ms); total bytes {} vs FULL {}",
+        samples_wall.as_secs_f64() * 1e3,
+        samples.total_bytes,
+        full.total_bytes
+    );
+    println!(
+        "{:<22} {:>12} {:>12} {:>9} {:>8}",
+        "pattern (>= 5% of memory)", "FULL bytes", "SAMPLES", "error", "ci95"
+    );
+    let mut worst: f64 = 0.0;
+    for p in full.patterns.iter().filter(|p| p.share >= 0.05) {
+        let s = samples.patterns.iter().find(|x| x.pattern == p.pattern);
+        let sb = s.map_or(0, |x| x.bytes);
+        let err = (sb as f64 - p.bytes as f64).abs() / p.bytes as f64;
+        worst = worst.max(err);
+        println!(
+            "{:<22} {:>12} {:>12} {:>8.2}% {:>8}",
+            p.pattern,
+            p.bytes,
+            sb,
+            err * 100.0,
+            s.map_or(0, |x| x.bytes_ci95)
+        );
+    }
+    println!(
+        "worst per-pattern error: {:.2}% (target <= 5%)",
+        worst * 100.0
+    );
+}
