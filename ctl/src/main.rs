@@ -7,6 +7,7 @@
 
 mod conn;
 mod hotkeys;
+mod keyspace;
 mod status;
 mod table;
 mod tags;
@@ -57,6 +58,14 @@ pub enum Cmd {
     ///   optctl hotkeys --window recent --watch 2    live view, refreshed every 2 s
     #[command(verbatim_doc_comment)]
     Hotkeys(hotkeys::HotKeysArgs),
+    /// Where the memory goes, by key pattern (OPT.KEYSPACE), with sizes, TTLs and big keys.
+    ///
+    /// Examples:
+    ///   optctl keyspace                      10,000 random keys, extrapolated
+    ///   optctl keyspace --full               every key (progress bar on a terminal)
+    ///   optctl keyspace --match 'user:*' --csv > users.csv
+    #[command(verbatim_doc_comment)]
+    Keyspace(keyspace::KeyspaceArgs),
     /// Deletes every key carrying any of the tags, atomically (OPT.INVALIDATE).
     ///
     /// Examples:
@@ -106,6 +115,7 @@ fn main() -> ExitCode {
         Cmd::Status => status::run(&cli),
         Cmd::Hotkeys(ref args) => hotkeys::run(&cli, args),
         Cmd::Invalidate(ref args) => tags::invalidate(&cli, args),
+        Cmd::Keyspace(ref args) => keyspace::run(&cli, args),
         Cmd::Tags(ref args) => tags::tags(&cli, args),
     };
     match result {

@@ -1,0 +1,306 @@
+//! `optctl keyspace`: memory by key pattern, sizes, TTLs and the largest keys.
+
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+use clap::Args;
+use opt_core::report::{KeyspaceProgress, KeyspaceReport};
+
+use crate::table::{bar, human, render, Align};
+use crate::{conn, Cli, CtlError};
+
+/// Options of `optctl keyspace`.
+#[derive(Args, Debug)]
+pub struct KeyspaceArgs {
+    /// Every key (exact) instead of random samples.
+    #[arg(long, conflicts_with = "samples")]
+    pub full: bool,
+    /// Random keys to sample (default 10000).
+    #[arg(long)]
+    pub samples: Option<u64>,
+    /// Only keys matching this glob.
+    #[arg(long = "match", value_name = "GLOB")]
+    pub glob: Option<String>,
+    /// Only keys of this type (string, hash, list, set, zset, stream).
+    #[arg(long = "type")]
+    pub kind: Option<String>,
+    /// The database (default: the URL's).
+    #[arg(long)]
+    pub db: Option<u64>,
+    /// How many of the largest keys to list.
+    #[arg(long, default_value_t = 10)]
+    pub top: u32,
+    /// Characters that split key names into segments (default: opt.key-delimiters).
+    #[arg(long)]
+    pub delimiters: Option<String>,
+    /// Print the pattern table as CSV.
+    #[arg(long)]
+    pub csv: bool,
+}
+
+impl KeyspaceArgs {
+    fn command_args(&self) -> Vec<String> {
+        let mut a = Vec::new();
+        if self.full {
+            a.push("FULL".into());
+        } else if let Some(n) = self.samples {
+            a.extend(["SAMPLES".into(), n.to_string()]);
+        }
+        for (flag, v) in [
+            ("MATCH", &self.glob),
+            ("TYPE", &self.kind),
+            ("DELIMITERS", &self.delimiters),
+        ] {
+            if let Some(v) = v {
+                a.extend([flag.to_string(), v.clone()]);
+            }
+        }
+        if let Some(db) = self.db {
+            a.extend(["DB".into(), db.to_string()]);
+        }
+        a.extend(["TOP".into(), self.top.to_string()]);
+        a
+    }
+}
+
+/// Runs `optctl keyspace`.
+pub fn run(cli: &Cli, args: &KeyspaceArgs) -> Result<(), CtlError> {
+    let mut con = conn::connect(cli)?;
+    // A progress bar on the terminal while a FULL analysis runs, read over a second connection.
+    let progress = (args.full && std::io::stderr().is_terminal()).then(|| {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let watcher = conn::connect(cli).ok().map(|mut c| {
+            std::thread::spawn(move || {
+                while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+                    let text: Result<String, _> = redis::cmd("OPT.KEYSPACE")
+                        .arg("STATUS")
+                        .arg("FORMAT")
+                        .arg("JSON")
+                        .query(&mut c);
+                    if let Some(p) = text
+                        .ok()
+                        .and_then(|t| serde_json::from_str::<Vec<KeyspaceProgress>>(&t).ok())
+                        .and_then(|v| v.into_iter().last())
+                    {
+                        let f = p.scanned as f64 / p.total.max(1) as f64;
+                        eprint!("\r{} {:5.1}%  {} keys", bar(f, 30), f * 100.0, p.scanned);
+                        let _ = std::io::stderr().flush();
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                eprint!("\r{}\r", " ".repeat(60));
+            })
+        });
+        (stop, watcher)
+    });
+    let result: Result<KeyspaceReport, CtlError> =
+        conn::call_json(&mut con, cli, "OPT.KEYSPACE", &args.command_args());
+    if let Some((stop, watcher)) = progress {
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(w) = watcher {
+            let _ = w.join();
+        }
+    }
+    let report = result?;
+    if cli.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report)
+                .map_err(|e| CtlError::failed(format!("cannot encode JSON: {e}")))?
+        );
+    } else if args.csv {
+        print!("{}", csv(&report));
+    } else {
+        print!("{}", render_report(&report));
+    }
+    Ok(())
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// The pattern table as CSV.
+pub fn csv(r: &KeyspaceReport) -> String {
+    let mut out = String::from(
+        "pattern,keys,bytes,bytes_ci95,share,avg_bytes,largest_key,largest_bytes,ttl_none,ttl_lt_1m,ttl_lt_1h,ttl_lt_1d,ttl_lt_1w,ttl_ge_1w\n",
+    );
+    for p in &r.patterns {
+        let t = p.ttl_buckets;
+        out.push_str(&format!(
+            "{},{},{},{},{:.4},{},{},{},{},{},{},{},{},{}\n",
+            csv_field(&p.pattern),
+            p.keys,
+            p.bytes,
+            p.bytes_ci95,
+            p.share,
+            p.avg_bytes,
+            csv_field(&p.largest_key),
+            p.largest_bytes,
+            t[0],
+            t[1],
+            t[2],
+            t[3],
+            t[4],
+            t[5]
+        ));
+    }
+    out
+}
+
+/// The human-readable report: tables and bar charts.
+pub fn render_report(r: &KeyspaceReport) -> String {
+    let mut out = format!(
+        "db {}: {} keys; {} {} analysed in {} ms; {} matched, {} in all\n\n",
+        r.db,
+        r.db_keys,
+        r.keys_scanned,
+        if r.mode == "full" {
+            "keys (every key)"
+        } else {
+            "random keys (sampled, extrapolated)"
+        },
+        r.elapsed_ms,
+        human(r.keys_matched as f64),
+        bytes(r.total_bytes)
+    );
+    let rows: Vec<Vec<String>> = r
+        .patterns
+        .iter()
+        .take(20)
+        .map(|p| {
+            let no_ttl = p.ttl_buckets[0] as f64 / p.keys.max(1) as f64;
+            vec![
+                p.pattern.clone(),
+                human(p.keys as f64),
+                if p.bytes_ci95 > 0 {
+                    format!("{} ±{}", bytes(p.bytes), bytes(p.bytes_ci95))
+                } else {
+                    bytes(p.bytes)
+                },
+                format!("{} {:5.1}%", bar(p.share, 16), p.share * 100.0),
+                bytes(p.avg_bytes),
+                format!("{:.0}%", no_ttl * 100.0),
+                p.types.first().map(|t| t.0.clone()).unwrap_or_default(),
+                format!("{} ({})", p.largest_key, bytes(p.largest_bytes)),
+            ]
+        })
+        .collect();
+    out.push_str(&render(
+        &[
+            ("pattern", Align::Left),
+            ("keys", Align::Right),
+            ("memory", Align::Right),
+            ("share", Align::Left),
+            ("avg", Align::Right),
+            ("no TTL", Align::Right),
+            ("type", Align::Left),
+            ("largest key", Align::Left),
+        ],
+        &rows,
+    ));
+    if r.patterns.len() > 20 {
+        out.push_str(&format!(
+            "(+{} more patterns; --csv lists all)\n",
+            r.patterns.len() - 20
+        ));
+    }
+    let s = r.size_percentiles;
+    out.push_str(&format!(
+        "\nkey sizes: p50 {}  p90 {}  p99 {}  max {}\n",
+        bytes(s.p50),
+        bytes(s.p90),
+        bytes(s.p99),
+        bytes(s.max)
+    ));
+    out.push_str("\nmemory by type\n");
+    let total = r.total_bytes.max(1) as f64;
+    for t in &r.bytes_by_type {
+        out.push_str(&format!(
+            "  {:<7} {} {:>9} ({} keys)\n",
+            t.r#type,
+            bar(t.bytes as f64 / total, 30),
+            bytes(t.bytes),
+            human(t.keys as f64)
+        ));
+    }
+    out.push_str("\nTTL of keys\n");
+    let mut ttl = [0u64; 6];
+    for p in &r.patterns {
+        for (i, v) in p.ttl_buckets.iter().enumerate() {
+            ttl[i] += v;
+        }
+    }
+    let keys = ttl.iter().sum::<u64>().max(1) as f64;
+    for (name, v) in ["none", "< 1m", "< 1h", "< 1d", "< 1w", ">= 1w"]
+        .iter()
+        .zip(ttl)
+    {
+        out.push_str(&format!(
+            "  {name:<6} {} {}\n",
+            bar(v as f64 / keys, 30),
+            human(v as f64)
+        ));
+    }
+    if let Some(w) = r.worst_expiry_second {
+        out.push_str(&format!(
+            "\nmost keys expiring in one second: {} (unix second {}); spread TTLs with jitter if that is large\n",
+            human(w.keys as f64),
+            w.unix_second
+        ));
+    }
+    let top: Vec<Vec<String>> = r
+        .top_by_bytes
+        .iter()
+        .map(|k| {
+            vec![
+                k.key.clone(),
+                k.r#type.clone(),
+                bytes(k.bytes),
+                human(k.length as f64),
+            ]
+        })
+        .collect();
+    out.push_str("\nlargest keys\n");
+    out.push_str(&render(
+        &[
+            ("key", Align::Left),
+            ("type", Align::Left),
+            ("memory", Align::Right),
+            ("length", Align::Right),
+        ],
+        &top,
+    ));
+    for c in &r.encoding_candidates {
+        out.push_str(&format!(
+            "\n{} collections ({}) are just above {} {}: CONFIG SET {} {} would keep them compact and save about {}\n",
+            human(c.keys as f64),
+            bytes(c.bytes),
+            c.config,
+            c.current,
+            c.config,
+            c.suggested,
+            bytes(c.estimated_saving)
+        ));
+    }
+    out
+}
+
+/// Bytes in a short human form.
+fn bytes(n: u64) -> String {
+    let f = n as f64;
+    if f >= 1e9 {
+        format!("{:.1} GB", f / 1e9)
+    } else if f >= 1e6 {
+        format!("{:.1} MB", f / 1e6)
+    } else if f >= 1e3 {
+        format!("{:.1} kB", f / 1e3)
+    } else {
+        format!("{n} B")
+    }
+}

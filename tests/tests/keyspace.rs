@@ -1,0 +1,315 @@
+//! OPT.KEYSPACE against a real server: both modes, filters, progress, cancellation and
+//! disconnect, a replica, bad input, and keys that change during the scan.
+
+use std::time::Duration;
+
+use opt_core::report::{KeyspaceProgress, KeyspaceReport};
+use opt_harness::redis::{self, Connection, Value};
+use opt_harness::{err, ok, optctl, Server, ServerOptions};
+
+fn keyspace(c: &mut Connection, args: &[&str]) -> KeyspaceReport {
+    let mut cmd = redis::cmd("OPT.KEYSPACE");
+    for a in args {
+        cmd.arg(*a);
+    }
+    let text: String = cmd
+        .arg("FORMAT")
+        .arg("JSON")
+        .query(c)
+        .expect("OPT.KEYSPACE");
+    serde_json::from_str(&text).expect("report")
+}
+
+fn load(c: &mut Connection, n: usize) {
+    let mut p = redis::pipe();
+    for i in 0..n {
+        p.cmd("SET")
+            .arg(format!("cache:item:{i}"))
+            .arg("x".repeat(60))
+            .ignore();
+        if i % 4 == 0 {
+            p.cmd("HSET")
+                .arg(format!("user:{i}:profile"))
+                .arg("a")
+                .arg("1")
+                .arg("b")
+                .arg("2")
+                .ignore();
+        }
+        if i % 10 == 0 {
+            p.cmd("SET")
+                .arg(format!("session:{i:016x}"))
+                .arg("t")
+                .arg("EX")
+                .arg(30)
+                .ignore();
+        }
+    }
+    p.cmd("SET")
+        .arg("report:big")
+        .arg("y".repeat(200_000))
+        .ignore();
+    let _: () = p.query(c).unwrap();
+}
+
+fn memory_usage(c: &mut Connection, key: &str) -> u64 {
+    redis::cmd("MEMORY").arg("USAGE").arg(key).query(c).unwrap()
+}
+
+#[test]
+fn full_mode_is_exact_and_groups_by_pattern() {
+    let server = Server::start();
+    let mut c = server.conn();
+    load(&mut c, 2000);
+    let r = keyspace(&mut c, &["FULL", "TOP", "3"]);
+    let dbsize: u64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
+    assert_eq!(
+        (r.mode.as_str(), r.keys_scanned, r.keys_matched),
+        ("full", dbsize, dbsize)
+    );
+    let cache = r
+        .patterns
+        .iter()
+        .find(|p| p.pattern == "cache:item:*")
+        .expect("pattern");
+    assert_eq!(cache.keys, 2000);
+    // Bytes are what MEMORY USAGE reports, key by key (sizes computed for strings must agree).
+    let expected: u64 = (0..2000)
+        .map(|i| memory_usage(&mut c, &format!("cache:item:{i}")))
+        .sum();
+    assert_eq!(cache.bytes, expected);
+    let users = r
+        .patterns
+        .iter()
+        .find(|p| p.pattern == "user:*:profile")
+        .unwrap();
+    assert_eq!((users.keys, users.types[0].0.as_str()), (500, "hash"));
+    assert_eq!(users.encodings[0].0, "listpack");
+    let sessions = r
+        .patterns
+        .iter()
+        .find(|p| p.pattern == "session:*")
+        .unwrap();
+    assert_eq!(sessions.ttl_buckets[1], 200, "TTL under a minute");
+    assert_eq!(r.top_by_bytes[0].key, "report:big");
+    assert_eq!(r.top_by_bytes[0].bytes, memory_usage(&mut c, "report:big"));
+    assert_eq!(r.top_by_bytes.len(), 3);
+    assert_eq!(r.expiring_per_hour[0], 200);
+    assert!(r.worst_expiry_second.is_some());
+    assert_eq!(
+        r.total_bytes,
+        r.patterns.iter().map(|p| p.bytes).sum::<u64>()
+    );
+}
+
+#[test]
+fn samples_extrapolate_close_to_full_and_filters_apply() {
+    let server = Server::start();
+    let mut c = server.conn();
+    load(&mut c, 8000);
+    let full = keyspace(&mut c, &["FULL"]);
+    let s = keyspace(&mut c, &["SAMPLES", "3000"]);
+    assert_eq!(s.mode, "samples");
+    assert_eq!(s.keys_scanned, 3000);
+    let f = full
+        .patterns
+        .iter()
+        .find(|p| p.pattern == "cache:item:*")
+        .unwrap();
+    let e = s
+        .patterns
+        .iter()
+        .find(|p| p.pattern == "cache:item:*")
+        .unwrap();
+    let err = (e.bytes as f64 - f.bytes as f64).abs() / f.bytes as f64;
+    assert!(err < 0.1, "sampled {} vs full {}", e.bytes, f.bytes);
+    assert!(e.bytes_ci95 > 0);
+    // MATCH and TYPE.
+    let m = keyspace(&mut c, &["FULL", "MATCH", "user:*"]);
+    assert_eq!(m.keys_matched, 2000);
+    assert!(m.patterns.iter().all(|p| p.pattern.starts_with("user:")));
+    let t = keyspace(&mut c, &["FULL", "TYPE", "hash"]);
+    assert_eq!(t.keys_matched, 2000);
+    // Another db, and custom delimiters.
+    ok(&mut c, &["SELECT", "3"]);
+    ok(&mut c, &["SET", "img/2026/11/a.png", "1"]);
+    ok(&mut c, &["SELECT", "0"]);
+    let d = keyspace(&mut c, &["FULL", "DB", "3", "DELIMITERS", "/"]);
+    assert_eq!((d.db, d.keys_matched), (3, 1));
+    assert_eq!(d.patterns[0].pattern, "img/*/*/a.png");
+}
+
+#[test]
+fn other_clients_are_served_while_it_runs_and_it_can_be_cancelled() {
+    let server = Server::with_config(&["opt.scan-slice-us 200"]);
+    let mut c = server.conn();
+    load(&mut c, 40_000);
+    let port = server.port;
+    let runner = std::thread::spawn(move || {
+        let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        redis::cmd("OPT.KEYSPACE")
+            .arg("FULL")
+            .query::<Value>(&mut c)
+    });
+    // Progress is visible, and PING answers, while the analysis runs.
+    let mut progress: Vec<KeyspaceProgress> = Vec::new();
+    for _ in 0..200 {
+        let text: String = redis::cmd("OPT.KEYSPACE")
+            .arg("STATUS")
+            .arg("FORMAT")
+            .arg("JSON")
+            .query(&mut c)
+            .unwrap();
+        progress = serde_json::from_str(&text).unwrap();
+        if !progress.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(progress.len(), 1, "a running analysis shows in STATUS");
+    assert!(progress[0].total >= 40_000);
+    let pong: String = redis::cmd("PING").query(&mut c).unwrap();
+    assert_eq!(pong, "PONG");
+    assert_eq!(ok(&mut c, &["OPT.KEYSPACE", "CANCEL"]), Value::Int(1));
+    let e = runner.join().unwrap().unwrap_err().to_string();
+    assert!(e.contains("cancelled"), "{e}");
+    assert!(err(&mut c, &["OPT.KEYSPACE", "CANCEL", "999"]).contains("no running analysis"));
+
+    // A client that disconnects mid-way cancels its analysis.
+    {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(b"OPT.KEYSPACE FULL\r\n").unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server.wait_for(
+        "the abandoned analysis to stop",
+        Duration::from_secs(10),
+        |c| {
+            let text: String = redis::cmd("OPT.KEYSPACE")
+                .arg("STATUS")
+                .arg("FORMAT")
+                .arg("JSON")
+                .query(c)
+                .unwrap();
+            let p: Vec<KeyspaceProgress> = serde_json::from_str(&text).unwrap();
+            p.is_empty()
+        },
+    );
+    assert_eq!(redis::cmd("PING").query::<String>(&mut c).unwrap(), "PONG");
+}
+
+#[test]
+fn keys_changing_during_the_scan_are_handled() {
+    let server = Server::with_config(&["opt.scan-slice-us 100"]);
+    let mut c = server.conn();
+    load(&mut c, 20_000);
+    let port = server.port;
+    let writer = std::thread::spawn(move || {
+        let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        for i in 0..3000 {
+            let _: () = redis::cmd("DEL")
+                .arg(format!("cache:item:{i}"))
+                .query(&mut c)
+                .unwrap();
+            let _: () = redis::cmd("SET")
+                .arg(format!("new:{i}"))
+                .arg("v")
+                .arg("PX")
+                .arg(5)
+                .query(&mut c)
+                .unwrap();
+            let _: () = redis::cmd("HSET")
+                .arg(format!("user:{}:profile", i * 4))
+                .arg("c")
+                .arg("3")
+                .query(&mut c)
+                .unwrap();
+        }
+    });
+    let r = keyspace(&mut c, &["FULL"]);
+    writer.join().unwrap();
+    assert!(r.keys_scanned > 10_000, "{}", r.keys_scanned);
+    assert_eq!(redis::cmd("PING").query::<String>(&mut c).unwrap(), "PONG");
+}
+
+#[test]
+fn works_on_a_replica_and_with_config_renamed() {
+    let master = Server::start();
+    load(&mut master.conn(), 1000);
+    let replica = master.start_replica(ServerOptions {
+        config: vec!["rename-command CONFIG \"\"".into()],
+        ..ServerOptions::default()
+    });
+    replica.wait_for("the data", Duration::from_secs(10), |c| {
+        redis::cmd("DBSIZE").query::<i64>(c).unwrap_or(0) >= 1000
+    });
+    let r = keyspace(&mut replica.conn(), &["FULL"]);
+    assert!(r.keys_matched >= 1000);
+    assert!(r.patterns.iter().any(|p| p.pattern == "cache:item:*"));
+}
+
+#[test]
+fn bad_input_is_refused() {
+    let server = Server::start();
+    let mut c = server.conn();
+    for (args, expect) in [
+        (
+            vec!["OPT.KEYSPACE", "SAMPLES", "0"],
+            "SAMPLES must be from 1",
+        ),
+        (vec!["OPT.KEYSPACE", "MATCH", "user:[ab"], "without its ']'"),
+        (vec!["OPT.KEYSPACE", "DB", "99"], "DB must be from 0 to 15"),
+        (vec!["OPT.KEYSPACE", "TYPE", "blob"], "TYPE must be one of"),
+        (vec!["OPT.KEYSPACE", "TOP", "0"], "TOP must be from 1"),
+        (vec!["OPT.KEYSPACE", "BOGUS"], "unknown option 'BOGUS'"),
+    ] {
+        let e = err(&mut c, &args);
+        assert!(e.contains(expect), "{args:?}: {e}");
+    }
+}
+
+#[test]
+fn optctl_keyspace_tables_and_csv() {
+    let server = Server::start();
+    let mut c = server.conn();
+    load(&mut c, 500);
+    let (code, out, e) = optctl(&["--url", &server.url(), "keyspace", "--full"], &[]);
+    assert_eq!(code, 0, "{e}");
+    assert!(
+        out.contains("cache:item:*") && out.contains("report:big"),
+        "{out}"
+    );
+    assert!(out.contains("TTL"), "{out}");
+    let (code, out, _) = optctl(
+        &["--url", &server.url(), "keyspace", "--full", "--csv"],
+        &[],
+    );
+    assert_eq!(code, 0);
+    let header = out.lines().next().unwrap();
+    assert!(header.starts_with("pattern,keys,bytes"), "{header}");
+    assert!(
+        out.lines().any(|l| l.starts_with("cache:item:*,500,")),
+        "{out}"
+    );
+    let (code, out, _) = optctl(
+        &[
+            "--url",
+            &server.url(),
+            "--json",
+            "keyspace",
+            "--samples",
+            "100",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0);
+    let r: KeyspaceReport = serde_json::from_str(&out).unwrap();
+    assert_eq!(r.mode, "samples");
+}
