@@ -47,6 +47,9 @@ echo
 echo "== optctl hotkeys --namespaces"
 "$optctl" --url "$url" hotkeys --namespaces --count 6
 echo
+echo "== optctl keyspace --full (where the memory goes, by key pattern)"
+"$optctl" --url "$url" keyspace --full --top 5
+echo
 echo "== optctl tags (pages cached with OPT.SET ... TAGS user:<id> team:<n>)"
 "$optctl" --url "$url" tags
 echo
