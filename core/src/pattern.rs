@@ -149,12 +149,15 @@ fn numeric_suffix_stem(s: &[u8]) -> Option<&[u8]> {
         .iter()
         .filter(|b| b.is_ascii_digit())
         .count();
-    if digits < 2 || run == s.len() {
+    if digits == 0 || run == s.len() {
         return None;
     }
     let mut stem_len = s.len() - run;
     let last = s[stem_len - 1];
-    if !(last.is_ascii_alphabetic() || last == b'/') {
+    // After a path separator any number is an id (`/users/7`); after a letter it takes two
+    // digits, so that names such as `v2` or `s3` stay names.
+    let ok = last == b'/' || (last.is_ascii_alphabetic() && digits >= 2);
+    if !ok {
         return None;
     }
     if is_sep(&s[stem_len]) {
@@ -208,6 +211,8 @@ mod tests {
             ("shard3:item:7", "shard3:item:*"),
             ("counter:pageviews:17", "counter:pageviews:*"),
             ("page:/users/1067", "page:/users/*"),
+            ("page:/users/7", "page:/users/*"),
+            ("api:v2:users", "api:v2:users"),
         ];
         for (key, want) in cases {
             assert_eq!(p(key), want, "pattern of {key:?}");
