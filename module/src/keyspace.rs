@@ -252,12 +252,61 @@ fn now_ms() -> i64 {
     unsafe { raw::RedisModule_Milliseconds.map_or(0, |f| f()) }
 }
 
+/// A context for the slices that run from the event loop (which gives them none).
+static SLICE_CTX: std::sync::atomic::AtomicPtr<raw::RedisModuleCtx> =
+    std::sync::atomic::AtomicPtr::new(ptr::null_mut());
+/// The write end of the wake-up pipe (-1: none, slices use a timer).
+static WAKE_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+/// Sets up the slice scheduling (called once at load): a pipe whose read end is in the
+/// server's event loop. Writing a byte makes the next event-loop iteration run a slice,
+/// alongside the clients that are ready in that iteration. Module timers would add idle time
+/// (they fire at most once per millisecond), and one-shot callbacks queued from a one-shot
+/// callback run back to back without serving clients.
+pub fn init(ctx: *mut raw::RedisModuleCtx) {
+    // SAFETY: OnLoad context; the pipe and the detached context live as long as the module;
+    // `on_wake` has the event-loop callback signature.
+    unsafe {
+        let (Some(detach), Some(add)) = (
+            raw::RedisModule_GetDetachedThreadSafeContext,
+            raw::RedisModule_EventLoopAdd,
+        ) else {
+            log::notice("OPT.KEYSPACE: no event-loop API, slices run from a 1 ms timer");
+            return;
+        };
+        let mut fds = [0 as c_int; 2];
+        if libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) != 0 {
+            log::warning("OPT.KEYSPACE: no pipe, slices run from a 1 ms timer");
+            return;
+        }
+        if add(
+            fds[0],
+            raw::REDISMODULE_EVENTLOOP_READABLE as c_int,
+            Some(on_wake),
+            ptr::null_mut(),
+        ) != raw::REDISMODULE_OK as c_int
+        {
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+            return;
+        }
+        SLICE_CTX.store(detach(ctx), std::sync::atomic::Ordering::Relaxed);
+        WAKE_FD.store(fds[1], std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Schedules the next slice.
 fn arm_timer(ctx: *mut raw::RedisModuleCtx, jobs: &mut Jobs) {
     if jobs.timer_armed {
         return;
     }
-    // SAFETY: a valid context; `run_slice` has the timer signature.
+    let fd = WAKE_FD.load(std::sync::atomic::Ordering::Relaxed);
+    // SAFETY: fd is the pipe's write end; ctx is valid; `run_slice` has the timer signature.
     unsafe {
+        if fd >= 0 && libc::write(fd, [1u8].as_ptr().cast(), 1) == 1 {
+            jobs.timer_armed = true;
+            return;
+        }
         if let Some(create) = raw::RedisModule_CreateTimer {
             create(ctx, 0, Some(run_slice), ptr::null_mut());
             jobs.timer_armed = true;
@@ -266,7 +315,18 @@ fn arm_timer(ctx: *mut raw::RedisModuleCtx, jobs: &mut Jobs) {
 }
 
 /// # Safety
-/// Called by Redis on the main thread when the timer fires.
+/// Called by the server's event loop when the wake-up pipe is readable.
+unsafe extern "C" fn on_wake(fd: c_int, _data: *mut c_void, _mask: c_int) {
+    let mut buf = [0u8; 64];
+    while libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) > 0 {}
+    let ctx = SLICE_CTX.load(std::sync::atomic::Ordering::Relaxed);
+    if !ctx.is_null() {
+        run_slice(ctx, ptr::null_mut());
+    }
+}
+
+/// # Safety
+/// Called by Redis on the main thread when the timer fires (or from `on_wake`).
 unsafe extern "C" fn run_slice(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
     guard::catch_and_log("OPT.KEYSPACE slice", || {
         let budget = Duration::from_micros(configs::int(idx::SCAN_SLICE_US).max(100) as u64);

@@ -134,6 +134,7 @@ fn load(ctx: *mut raw::RedisModuleCtx, args: &[String]) -> Result<(), String> {
     configs::register_all(ctx, &overrides)?;
     hotkeys::init(ctx)?;
     tags::init(ctx)?;
+    keyspace::init(ctx);
     events::subscribe(ctx)?;
     info::register(ctx)?;
     let found: Vec<String> = features

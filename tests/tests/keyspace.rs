@@ -141,9 +141,9 @@ fn samples_extrapolate_close_to_full_and_filters_apply() {
 
 #[test]
 fn other_clients_are_served_while_it_runs_and_it_can_be_cancelled() {
-    let server = Server::with_config(&["opt.scan-slice-us 200"]);
+    let server = Server::with_config(&["opt.scan-slice-us 100"]);
     let mut c = server.conn();
-    load(&mut c, 40_000);
+    load(&mut c, 150_000);
     let port = server.port;
     let runner = std::thread::spawn(move || {
         let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}"))
