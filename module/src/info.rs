@@ -52,6 +52,10 @@ fn fields() -> Vec<(&'static str, Field)> {
         Field::Count(crate::keyspace::running()),
     ));
     out.push((
+        "keyspace_slice_max_us",
+        Field::Count(crate::keyspace::slice_max_us()),
+    ));
+    out.push((
         "panics_caught",
         Field::Count(guard::PANICS_CAUGHT.load(Ordering::Relaxed)),
     ));

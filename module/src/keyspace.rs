@@ -259,10 +259,10 @@ static SLICE_CTX: std::sync::atomic::AtomicPtr<raw::RedisModuleCtx> =
 static WAKE_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
 
 /// Sets up the slice scheduling (called once at load): a pipe whose read end is in the
-/// server's event loop. Writing a byte makes the next event-loop iteration run a slice,
-/// alongside the clients that are ready in that iteration. Module timers would add idle time
-/// (they fire at most once per millisecond), and one-shot callbacks queued from a one-shot
-/// callback run back to back without serving clients.
+/// server's event loop. Writing a byte makes the next event-loop iteration queue a slice that
+/// runs after that iteration's clients were served. Module timers would add idle time (they
+/// fire at most once per millisecond), and one-shot callbacks queued from a one-shot callback
+/// run back to back without serving clients, hence the pipe in between.
 pub fn init(ctx: *mut raw::RedisModuleCtx) {
     // SAFETY: OnLoad context; the pipe and the detached context live as long as the module;
     // `on_wake` has the event-loop callback signature.
@@ -315,10 +315,23 @@ fn arm_timer(ctx: *mut raw::RedisModuleCtx, jobs: &mut Jobs) {
 }
 
 /// # Safety
-/// Called by the server's event loop when the wake-up pipe is readable.
+/// Called by the server's event loop when the wake-up pipe is readable. The slice itself runs
+/// after this iteration's clients were served: from the one-shot queue the server runs before
+/// it sleeps again.
 unsafe extern "C" fn on_wake(fd: c_int, _data: *mut c_void, _mask: c_int) {
     let mut buf = [0u8; 64];
     while libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) > 0 {}
+    let queued = raw::RedisModule_EventLoopAddOneShot.is_some_and(|add| {
+        add(Some(slice_after_clients), ptr::null_mut()) == raw::REDISMODULE_OK as c_int
+    });
+    if !queued {
+        slice_after_clients(ptr::null_mut());
+    }
+}
+
+/// # Safety
+/// Called on the main thread, from the server's one-shot queue or from `on_wake`.
+unsafe extern "C" fn slice_after_clients(_data: *mut c_void) {
     let ctx = SLICE_CTX.load(std::sync::atomic::Ordering::Relaxed);
     if !ctx.is_null() {
         run_slice(ctx, ptr::null_mut());
@@ -330,7 +343,8 @@ unsafe extern "C" fn on_wake(fd: c_int, _data: *mut c_void, _mask: c_int) {
 unsafe extern "C" fn run_slice(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
     guard::catch_and_log("OPT.KEYSPACE slice", || {
         let budget = Duration::from_micros(configs::int(idx::SCAN_SLICE_US).max(100) as u64);
-        let deadline = Instant::now() + budget;
+        let slice_start = Instant::now();
+        let deadline = slice_start + budget;
         // Take the jobs out, so the per-key work (which calls into the server) holds no borrow.
         let mut jobs = JOBS
             .with(|j| {
@@ -353,6 +367,8 @@ unsafe extern "C" fn run_slice(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void
         for job in done {
             finish(job);
         }
+        let took = slice_start.elapsed().as_micros() as u64;
+        SLICE_MAX_US.fetch_max(took, std::sync::atomic::Ordering::Relaxed);
         JOBS.with(|j| {
             j.list.extend(running);
             if !j.list.is_empty() {
@@ -760,6 +776,14 @@ unsafe extern "C" fn on_disconnect(
             }
         });
     });
+}
+
+/// The longest slice so far, in microseconds (INFO: how long a client may have waited).
+static SLICE_MAX_US: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The longest slice so far, in microseconds.
+pub fn slice_max_us() -> u64 {
+    SLICE_MAX_US.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Running analyses (for INFO).
