@@ -6,6 +6,7 @@
 
 #![warn(missing_docs)]
 
+pub mod advise;
 pub mod args;
 pub mod config;
 pub mod freshness;

@@ -274,3 +274,41 @@ pub struct KeyspaceProgress {
     /// Milliseconds since the start.
     pub elapsed_ms: u64,
 }
+
+/// Reply of `OPT.ADVISE`: findings, most severe first, and a health score.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdviceReport {
+    /// 0 (bad) to 100 (nothing to fix).
+    pub score: u64,
+    /// Points each firing rule cost.
+    pub deductions: Vec<(String, u64)>,
+    /// The findings.
+    pub findings: Vec<Finding>,
+    /// Rules not evaluated, with the reason (a signal missing on this server, CONFIG blocked...).
+    pub skipped: Vec<(String, String)>,
+    /// Rules evaluated.
+    pub rules_evaluated: u64,
+}
+
+/// One finding of `OPT.ADVISE`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finding {
+    /// Stable rule id (part of the interface).
+    pub rule: String,
+    /// `info`, `warning` or `critical`.
+    pub severity: String,
+    /// memory, expiry, keys, traffic, latency, persistence, clients, security, replication.
+    pub category: String,
+    /// One line.
+    pub title: String,
+    /// The measured values and the threshold they crossed.
+    pub evidence: String,
+    /// What to do, and why.
+    pub advice: String,
+    /// Exact fix: redis-cli commands and redis.conf lines.
+    pub fix: Vec<String>,
+    /// Expected effect, where it can be estimated.
+    pub effect: Option<String>,
+    /// Keys or patterns concerned.
+    pub subjects: Vec<String>,
+}

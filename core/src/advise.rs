@@ -1,0 +1,1570 @@
+//! The rules behind `OPT.ADVISE`: pure functions over a snapshot of the server.
+//!
+//! The module gathers the snapshot (INFO, CONFIG, SLOWLOG, ACL, `/proc` and `/sys`, the
+//! hot-key tracker, a keyspace sample); each rule reads it and either fires a finding with its
+//! evidence and exact fix, passes, or is skipped with the reason (a signal this server does not
+//! give, CONFIG renamed...). Rule ids are part of the interface: keep them stable.
+
+use std::collections::HashMap;
+
+use crate::args::Args;
+use crate::report::{AdviceReport, Finding, HotKeysReport, KeyspaceReport};
+
+/// Everything the rules look at. Missing parts are `None`, and rules that need them are
+/// skipped.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// `INFO everything`, field -> value.
+    pub info: HashMap<String, String>,
+    /// `CONFIG GET *`, or None when CONFIG is unavailable.
+    pub config: Option<HashMap<String, String>>,
+    /// `SLOWLOG GET`: (command name, microseconds).
+    pub slowlog: Option<Vec<(String, u64)>>,
+    /// The `ACL LIST` line of the default user.
+    pub default_user: Option<String>,
+    /// Total system memory, bytes (`/proc/meminfo`).
+    pub system_memory: Option<u64>,
+    /// `/sys/kernel/mm/transparent_hugepage/enabled`.
+    pub thp: Option<String>,
+    /// `/proc/sys/vm/overcommit_memory`.
+    pub overcommit_memory: Option<i64>,
+    /// Hot keys, all accesses (total window).
+    pub hotkeys: Option<HotKeysReport>,
+    /// Hot keys ranked by misses.
+    pub hot_misses: Option<HotKeysReport>,
+    /// A keyspace profile (samples or full).
+    pub keyspace: Option<KeyspaceReport>,
+    /// Clients idle for more than 5 minutes (`CLIENT LIST`), if known.
+    pub idle_clients: Option<u64>,
+}
+
+/// Parses `INFO` text into field -> value.
+pub fn parse_info(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// Severity of a finding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    /// Worth knowing.
+    Info,
+    /// Should be fixed.
+    Warning,
+    /// Fix now.
+    Critical,
+}
+
+impl Severity {
+    /// The word in the reply.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+
+    fn points(self) -> u64 {
+        match self {
+            Severity::Info => 2,
+            Severity::Warning => 8,
+            Severity::Critical => 20,
+        }
+    }
+}
+
+/// Tunable thresholds (module configs).
+#[derive(Debug, Clone, Copy)]
+pub struct Thresholds {
+    /// A key with more than this share of traffic is hot (`opt.advise-hot-key-percent`).
+    pub hot_key_percent: f64,
+    /// Strings above this many bytes are big keys (`opt.advise-big-key-bytes`).
+    pub big_string_bytes: u64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            hot_key_percent: 20.0,
+            big_string_bytes: 100 * 1024,
+        }
+    }
+}
+
+/// What a rule concluded.
+pub enum Outcome {
+    /// Nothing to report.
+    Pass,
+    /// A finding (severity, title, evidence, advice, fix, effect, subjects).
+    Fire(Fired),
+    /// Not evaluated, and why.
+    Skip(String),
+}
+
+/// The rule-specific part of a finding.
+pub struct Fired {
+    severity: Severity,
+    title: String,
+    evidence: String,
+    advice: String,
+    fix: Vec<String>,
+    effect: Option<String>,
+    subjects: Vec<String>,
+}
+
+fn fire(
+    severity: Severity,
+    title: impl Into<String>,
+    evidence: impl Into<String>,
+    advice: impl Into<String>,
+    fix: &[&str],
+) -> Outcome {
+    Outcome::Fire(Fired {
+        severity,
+        title: title.into(),
+        evidence: evidence.into(),
+        advice: advice.into(),
+        fix: fix.iter().map(|s| s.to_string()).collect(),
+        effect: None,
+        subjects: Vec::new(),
+    })
+}
+
+fn with(o: Outcome, effect: Option<String>, subjects: Vec<String>) -> Outcome {
+    match o {
+        Outcome::Fire(mut f) => {
+            f.effect = effect;
+            f.subjects = subjects;
+            Outcome::Fire(f)
+        }
+        other => other,
+    }
+}
+
+/// One rule.
+pub struct Rule {
+    /// Stable id.
+    pub id: &'static str,
+    /// Category.
+    pub category: &'static str,
+    /// The check.
+    pub check: fn(&Snapshot, &Thresholds) -> Outcome,
+}
+
+fn num(s: &Snapshot, field: &str) -> Option<f64> {
+    s.info
+        .get(field)
+        .and_then(|v| v.trim_end_matches('%').parse().ok())
+}
+
+fn cfg<'a>(s: &'a Snapshot, name: &str) -> Result<&'a str, String> {
+    match &s.config {
+        None => Err("CONFIG is not available (renamed or not allowed)".into()),
+        Some(c) => c
+            .get(name)
+            .map(String::as_str)
+            .ok_or_else(|| format!("config {name} not reported by this server")),
+    }
+}
+
+fn need(v: Option<f64>, what: &str) -> Result<f64, String> {
+    v.ok_or_else(|| format!("INFO has no {what} on this server"))
+}
+
+macro_rules! try_skip {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(why) => return Outcome::Skip(why),
+        }
+    };
+}
+
+fn mb(b: f64) -> String {
+    format!("{:.1} MB", b / 1e6)
+}
+
+fn db_keys(s: &Snapshot) -> (u64, u64, usize) {
+    // db0:keys=1,expires=0,avg_ttl=0
+    let mut keys = 0;
+    let mut expires = 0;
+    let mut dbs = 0;
+    for (k, v) in &s.info {
+        if k.starts_with("db") && k[2..].parse::<u32>().is_ok() {
+            dbs += 1;
+            for part in v.split(',') {
+                if let Some(n) = part.strip_prefix("keys=") {
+                    keys += n.parse::<u64>().unwrap_or(0);
+                }
+                if let Some(n) = part.strip_prefix("expires=") {
+                    expires += n.parse::<u64>().unwrap_or(0);
+                }
+            }
+        }
+    }
+    (keys, expires, dbs)
+}
+
+fn maxmemory_unset(s: &Snapshot, _: &Thresholds) -> Outcome {
+    let max = try_skip!(need(num(s, "maxmemory"), "maxmemory"));
+    if max > 0.0 {
+        return Outcome::Pass;
+    }
+    fire(
+        Severity::Warning,
+        "No memory limit: the cache can grow until the machine runs out of memory",
+        "maxmemory 0 (no limit)",
+        "Set maxmemory below the machine's memory, leaving room for the fork of BGSAVE, and pick an eviction policy so that Redis evicts instead of being killed.",
+        &["CONFIG SET maxmemory 4gb", "CONFIG SET maxmemory-policy allkeys-lfu", "redis.conf: maxmemory 4gb"],
+    )
+}
+
+fn noeviction_on_cache(s: &Snapshot, _: &Thresholds) -> Outcome {
+    let policy = try_skip!(s
+        .info
+        .get("maxmemory_policy")
+        .cloned()
+        .ok_or("INFO has no maxmemory_policy".to_string()));
+    let (keys, expires, _) = db_keys(s);
+    if policy != "noeviction" || keys == 0 || (expires as f64) < 0.5 * keys as f64 {
+        return Outcome::Pass;
+    }
+    fire(
+        Severity::Warning,
+        "A cache with the noeviction policy: writes fail with OOM when memory is full",
+        format!("maxmemory-policy noeviction; {expires} of {keys} keys have a TTL (cache-like, threshold 50%)"),
+        "A cache should evict: use an LFU or LRU policy so that cold keys make room instead of writes failing.",
+        &["CONFIG SET maxmemory-policy allkeys-lfu"],
+    )
+}
+
+fn volatile_policy_without_ttl(s: &Snapshot, _: &Thresholds) -> Outcome {
+    let policy = try_skip!(s
+        .info
+        .get("maxmemory_policy")
+        .cloned()
+        .ok_or("INFO has no maxmemory_policy".to_string()));
+    let (keys, expires, _) = db_keys(s);
+    if !policy.starts_with("volatile") || keys == 0 || expires as f64 >= 0.1 * keys as f64 {
+        return Outcome::Pass;
+    }
+    fire(
+        Severity::Warning,
+        "A volatile-* eviction policy, but few keys have a TTL: little can be evicted",
+        format!("maxmemory-policy {policy}; only {expires} of {keys} keys have a TTL (threshold 10%)"),
+        "volatile policies only evict keys with a TTL; with few of them Redis reaches OOM. Use an allkeys policy or set TTLs.",
+        &["CONFIG SET maxmemory-policy allkeys-lfu"],
+    )
+}
+
+fn memory_near_limit(s: &Snapshot, _: &Thresholds) -> Outcome {
+    let max = try_skip!(need(num(s, "maxmemory"), "maxmemory"));
+    let used = try_skip!(need(num(s, "used_memory"), "used_memory"));
+    if max <= 0.0 || used / max <= 0.9 {
+        return Outcome::Pass;
+    }
+    fire(
+        Severity::Critical,
+        "Memory use is above 90% of maxmemory",
+        format!("used_memory {} of maxmemory {} ({:.0}%, threshold 90%)", mb(used), mb(max), used / max * 100.0),
+        "Close to the limit Redis evicts constantly (or refuses writes under noeviction). Raise maxmemory, shorten TTLs, or find what grew with OPT.KEYSPACE.",
+        &["OPT.KEYSPACE", "CONFIG SET maxmemory <larger>"],
+    )
+}
+
+fn evictions_occurring(s: &Snapshot, _: &Thresholds) -> Outcome {
+    let ev = try_skip!(need(num(s, "evicted_keys"), "evicted_keys"));
+    let up = num(s, "uptime_in_seconds").unwrap_or(1.0).max(1.0);
+    if ev <= 0.0 {
+        return Outcome::Pass;
+    }
+    fire(
+        Severity::Warning,
+        "Keys are being evicted",
+        format!("evicted_keys {ev:.0} since start ({:.2}/s on average, threshold 0)", ev / up),
+        "Evictions mean the working set does not fit. If the hit ratio suffers, add memory, or make values smaller (OPT.KEYSPACE shows where memory goes).",
+        &["INFO stats", "OPT.KEYSPACE"],
+    )
+}
+
+fn fork_headroom_low(s: &Snapshot, _: &Thresholds) -> Outcome {
+    let max = try_skip!(need(num(s, "maxmemory"), "maxmemory"));
+    let total = try_skip!(s
+        .system_memory
+        .ok_or("system memory unknown (/proc/meminfo)".to_string())) as f64;
+    if max <= 0.0 || max <= 0.75 * total {
+        return Outcome::Pass;
+    }
+    fire(
+        Severity::Warning,
+        "maxmemory leaves little room for BGSAVE/AOF-rewrite forks",
+        format!("maxmemory {} is {:.0}% of system memory {} (threshold 75%)", mb(max), max / total * 100.0, mb(total)),
+        "A fork duplicates pages that change while it runs; with little headroom the OOM killer may end Redis. Keep maxmemory at most 75% of RAM.",
+        &["CONFIG SET maxmemory <75% of RAM>"],
+    )
+}
+
+fn fragmentation_high(s: &Snapshot, _: &Thresholds) -> Outcome {
+    let ratio = try_skip!(need(
+        num(s, "mem_fragmentation_ratio"),
+        "mem_fragmentation_ratio"
+    ));
+    let bytes = num(s, "mem_fragmentation_bytes").unwrap_or(0.0);
+    if ratio <= 1.4 || bytes <= 10e6 {
+        return Outcome::Pass;
+    }
+    fire(
+        Severity::Warning,
+        "High memory fragmentation",
+        format!(
+            "mem_fragmentation_ratio {ratio:.2} (threshold 1.4), {} wasted (threshold 10 MB)",
+            mb(bytes)
+        ),
+        "RSS is much larger than the data. Active defragmentation reclaims it without a restart.",
+        &["CONFIG SET activedefrag yes"],
+    )
+}
+
+fn allocator_fragmentation(s: &Snapshot, _: &Thresholds) -> Outcome {
+    let ratio = try_skip!(need(num(s, "allocator_frag_ratio"), "allocator_frag_ratio"));
+    let bytes = num(s, "allocator_frag_bytes").unwrap_or(0.0);
+    if ratio <= 1.1 || bytes <= 10e6 {
+        return Outcome::Pass;
+    }
+    with(
+        fire(
+            Severity::Info,
+            "Allocator fragmentation",
+            format!("allocator_frag_ratio {ratio:.2} (threshold 1.1), {} (threshold 10 MB)", mb(bytes)),
+            "jemalloc holds partly used pages; active defragmentation moves values to compact them.",
+            &["CONFIG SET activedefrag yes"],
+        ),
+        Some(format!("up to {} reclaimed", mb(bytes))),
+        Vec::new(),
+    )
+}
+
+fn rss_peak(s: &Snapshot, _: &Thresholds) -> Outcome {
+    let peak = try_skip!(need(num(s, "used_memory_peak"), "used_memory_peak"));
+    let used = try_skip!(need(num(s, "used_memory"), "used_memory")).max(1.0);
+    if peak / used <= 1.5 || peak < 10e6 {
+        return Outcome::Pass;
+    }
+    fire(
+        Severity::Info,
+        "Memory peaked far above current use",
+        format!("used_memory_peak {} is {:.1}x used_memory {} (threshold 1.5x)", mb(peak), peak / used, mb(used)),
+        "A burst (big keys, a mass import, client buffers) once needed much more memory; size maxmemory and the machine for that peak, or find its cause.",
+        &["MEMORY STATS"],
+    )
+}
+
+fn lfu_recommended(s: &Snapshot, _: &Thresholds) -> Outcome {
+    let policy = try_skip!(s
+        .info
+        .get("maxmemory_policy")
+        .cloned()
+        .ok_or("INFO has no maxmemory_policy".to_string()));
+    let hot = try_skip!(s.hotkeys.as_ref().ok_or("no hot-key data".to_string()));
+    if !(policy.contains("lru") || policy.contains("random")) || hot.sampled_accesses < 1000 {
+        return Outcome::Pass;
+    }
+    let top: f64 = hot.entries.iter().take(10).map(|e| e.share).sum();
+    if top < 0.5 {
+        return Outcome::Pass;
+    }
+    fire(
+        Severity::Info,
+        "Skewed traffic under an LRU/random policy: LFU keeps the hot set better",
+        format!("maxmemory-policy {policy}; the top 10 keys take {:.0}% of accesses (threshold 50%)", top * 100.0),
+        "With a few very hot keys, LFU evicts by frequency and keeps them even after a scan touches many cold keys.",
+        &["CONFIG SET maxmemory-policy allkeys-lfu"],
+    )
+}
+
+fn expired_stale_high(s: &Snapshot, _: &Thresholds) -> Outcome {
+    let perc = try_skip!(need(num(s, "expired_stale_perc"), "expired_stale_perc"));
+    if perc <= 10.0 {
+        return Outcome::Pass;
+    }
+    fire(
+        Severity::Warning,
+        "Many expired keys still hold memory",
+        format!("expired_stale_perc {perc:.1}% (threshold 10%)"),
+        "The active expiry cycle does not keep up; give it more effort so expired keys free their memory sooner.",
+        &["CONFIG SET active-expire-effort 3"],
+    )
+}
+
+fn big_key(s: &Snapshot, t: &Thresholds) -> Outcome {
+    let ks = try_skip!(s
+        .keyspace
+        .as_ref()
+        .ok_or("no keyspace profile (OPT.ADVISE SAMPLES 0)".to_string()));
+    let big: Vec<&crate::report::KeyEntry> = ks
+        .top_by_bytes
+        .iter()
+        .filter(|k| {
+            if k.r#type == "string" {
+                k.bytes > t.big_string_bytes
+            } else {
+                k.bytes > 1024 * 1024
+            }
+        })
+        .collect();
+    if big.is_empty() {
+        return Outcome::Pass;
+    }
+    let list: Vec<String> = big
+        .iter()
+        .map(|k| format!("{} ({} {} B)", k.key, k.r#type, k.bytes))
+        .collect();
+    with(
+        fire(
+            Severity::Warning,
+            "Big keys",
+            format!("{} (thresholds: strings {} B, collections 1 MB)", list.join(", "), t.big_string_bytes),
+            "Big keys block the server while they are read, written, deleted or migrated, and concentrate traffic on one shard. Split them, or compress the values.",
+            &["UNLINK <key>   (deletes without blocking)", "redis.conf: lazyfree-lazy-user-del yes"],
+        ),
+        None,
+        big.iter().map(|k| k.key.clone()).collect(),
+    )
+}
+
+fn lazyfree_off(s: &Snapshot, t: &Thresholds) -> Outcome {
+    let ks = try_skip!(s.keyspace.as_ref().ok_or("no keyspace profile".to_string()));
+    let evict = try_skip!(cfg(s, "lazyfree-lazy-eviction"));
+    let expire = try_skip!(cfg(s, "lazyfree-lazy-expire"));
+    let big = ks.top_by_bytes.iter().any(|k| k.bytes > t.big_string_bytes);
+    if !big || (evict == "yes" && expire == "yes") {
+        return Outcome::Pass;
+    }
+    fire(
+        Severity::Info,
+        "Big keys are freed on the main thread",
+        format!("lazyfree-lazy-eviction {evict}, lazyfree-lazy-expire {expire}; keys above {} B exist", t.big_string_bytes),
+        "Freeing a big key when it expires or is evicted blocks the server; lazy freeing moves that work to a background thread.",
+        &["CONFIG SET lazyfree-lazy-eviction yes", "CONFIG SET lazyfree-lazy-expire yes", "CONFIG SET lazyfree-lazy-server-del yes"],
+    )
+}
+
+fn keys_without_ttl(s: &Snapshot, _: &Thresholds) -> Outcome {
+    let ks = try_skip!(s.keyspace.as_ref().ok_or("no keyspace profile".to_string()));
+    let worst: Vec<&crate::report::PatternStats> = ks
+        .patterns
+        .iter()
+        .filter(|p| {
+            p.share >= 0.10 && p.keys >= 100 && p.ttl_buckets[0] as f64 >= 0.9 * p.keys as f64
+        })
+        .collect();
+    if worst.is_empty() {
+        return Outcome::Pass;
+    }
+    let list: Vec<String> = worst
+        .iter()
+        .map(|p| {
+            format!(
+                "{} ({:.0}% of memory, {} keys)",
+                p.pattern,
+                p.share * 100.0,
+                p.keys
+            )
+        })
+        .collect();
+    with(
+        fire(
+            Severity::Info,
+            "Large key patterns without TTLs",
+            format!("{} (threshold: >= 10% of memory, >= 90% of keys without TTL)", list.join("; ")),
+            "Cached data without a TTL stays forever unless evicted; give these patterns a TTL where they are caches.",
+            &["EXPIRE <key> <seconds>   (or SET ... EX <seconds> when writing)"],
+        ),
+        None,
+        worst.iter().map(|p| p.pattern.clone()).collect(),
+    )
+}
+
+fn expiry_clustered(s: &Snapshot, _: &Thresholds) -> Outcome {
+    let ks = try_skip!(s.keyspace.as_ref().ok_or("no keyspace profile".to_string()));
+    match ks.worst_expiry_second {
+        Some(w) if w.keys >= 1000 => fire(
+            Severity::Warning,
+            "Many keys expire in the same second",
+            format!("{} keys expire in unix second {} (threshold 1000)", w.keys, w.unix_second),
+            "Keys that expire together are recomputed together (a stampede on the database behind the cache). Add random jitter to TTLs, or use OPT.FETCH with LOCK.",
+            &["SET key value EX <ttl + random(0..ttl/10)>", "OPT.FETCH key LOCK 2000"],
+        ),
+        _ => Outcome::Pass,
+    }
+}
+
+fn encoding_threshold(s: &Snapshot, _: &Thresholds) -> Outcome {
+    let ks = try_skip!(s.keyspace.as_ref().ok_or("no keyspace profile".to_string()));
+    let Some(c) = ks.encoding_candidates.first() else {
+        return Outcome::Pass;
+    };
+    Outcome::Fire(Fired {
+        severity: Severity::Info,
+        title: "Collections just above their compact-encoding threshold".into(),
+        evidence: format!("{} collections ({} B) are above {} {}", c.keys, c.bytes, c.config, c.current),
+        advice: "Compact encodings (listpack, intset) use far less memory; a slightly higher threshold keeps these collections compact.".into(),
+        fix: vec![
+            format!("CONFIG SET {} {}", c.config, c.suggested),
+            format!("redis.conf: {} {}", c.config, c.suggested),
+        ],
+        effect: Some(format!("about {} B saved", c.estimated_saving)),
+        subjects: Vec::new(),
+    })
+}
+
+fn multiple_databases(s: &Snapshot, _: &Thresholds) -> Outcome {
+    let (_, _, dbs) = db_keys(s);
+    if dbs <= 1 {
+        return Outcome::Pass;
+    }
+    fire(
+        Severity::Info,
+        "Keys in several logical databases",
+        format!("{dbs} databases hold keys (threshold 1)"),
+        "Logical databases share one thread and one memory limit, and Redis Cluster supports only db 0. Prefer key prefixes or separate instances.",
+        &["INFO keyspace"],
+    )
+}
+
+fn hot_key(s: &Snapshot, t: &Thresholds) -> Outcome {
+    let hot = try_skip!(s
+        .hotkeys
+        .as_ref()
+        .ok_or("no hot-key data (opt.hotkeys-enabled no)".to_string()));
+    if hot.sampled_accesses < 1000 {
+        return Outcome::Pass;
+    }
+    let Some(top) = hot.entries.first() else {
+        return Outcome::Pass;
+    };
+    if top.share * 100.0 < t.hot_key_percent {
+        return Outcome::Pass;
+    }
+    with(
+        fire(
+            Severity::Warning,
+            "One key takes a large share of all traffic",
+            format!("{} takes {:.0}% of accesses ({:.0} ops/s; threshold {}%)", top.name, top.share * 100.0, top.ops_per_sec, t.hot_key_percent),
+            "A hot key pins its shard's CPU and network. Cache it in the clients (CLIENT TRACKING), read it from replicas, or split it into several keys.",
+            &["CLIENT TRACKING on   (client-side caching)", "READONLY on a replica connection", "split: <key>:{0..N} and read a random one"],
+        ),
+        None,
+        vec![top.name.clone()],
+    )
+}
+
+fn hot_missing_key(s: &Snapshot, _: &Thresholds) -> Outcome {
+    let hot = try_skip!(s.hot_misses.as_ref().ok_or("no hot-key data".to_string()));
+    if hot.estimated_accesses < 1000 {
+        return Outcome::Pass;
+    }
+    let Some(top) = hot.entries.first() else {
+        return Outcome::Pass;
+    };
+    if top.share < 0.05 {
+        return Outcome::Pass;
+    }
+    with(
+        fire(
+            Severity::Warning,
+            "A key that does not exist is read very often (cache penetration)",
+            format!("{} missed {} times, {:.0}% of all accesses (threshold 5%)", top.name, top.count, top.share * 100.0),
+            "Every miss goes to the database behind the cache. Cache the negative result (a short TTL placeholder) or put a Bloom filter in front.",
+            &["SET <key> <placeholder> EX 60   (cache the miss)"],
+        ),
+        None,
+        vec![top.name.clone()],
+    )
+}
+
+fn low_hit_ratio(s: &Snapshot, _: &Thresholds) -> Outcome {
+    let hits = try_skip!(need(num(s, "keyspace_hits"), "keyspace_hits"));
+    let misses = try_skip!(need(num(s, "keyspace_misses"), "keyspace_misses"));
+    let total = hits + misses;
+    if total < 1000.0 || hits / total >= 0.8 {
+        return Outcome::Pass;
+    }
+    fire(
+        Severity::Warning,
+        "Low cache hit ratio",
+        format!("{:.0}% of {total:.0} lookups hit (threshold 80%)", hits / total * 100.0),
+        "Most reads miss: TTLs may be too short, memory too small (see evictions), or a few missing keys hammered (see hot-missing-key).",
+        &["OPT.HOTKEYS TYPE miss", "INFO stats"],
+    )
+}
+
+fn dangerous_commands_used(s: &Snapshot, _: &Thresholds) -> Outcome {
+    let used: Vec<String> = ["keys", "flushall", "flushdb"]
+        .iter()
+        .filter_map(|c| {
+            let calls = s
+                .info
+                .get(&format!("cmdstat_{c}"))?
+                .split(',')
+                .find_map(|p| p.strip_prefix("calls="))?
+                .parse::<u64>()
+                .ok()?;
+            (calls > 0).then(|| format!("{} ({calls} calls)", c.to_uppercase()))
+        })
+        .collect();
+    if used.is_empty() {
+        return Outcome::Pass;
+    }
+    fire(
+        Severity::Warning,
+        "Commands that block the server are in use",
+        format!("{} (threshold: any call)", used.join(", ")),
+        "KEYS walks the whole keyspace and FLUSHALL/FLUSHDB free everything at once, blocking every client meanwhile. Use SCAN, and FLUSHALL ASYNC.",
+        &["SCAN 0 MATCH <pattern> COUNT 1000", "FLUSHALL ASYNC", "ACL SETUSER <app-user> -keys -flushall -flushdb"],
+    )
+}
+
+fn slow_commands(s: &Snapshot, _: &Thresholds) -> Outcome {
+    let log = try_skip!(s
+        .slowlog
+        .as_ref()
+        .ok_or("SLOWLOG is not available".to_string()));
+    if log.is_empty() {
+        return Outcome::Pass;
+    }
+    let mut by_cmd: HashMap<&str, (u64, u64)> = HashMap::new();
+    for (c, us) in log {
+        let e = by_cmd.entry(c.as_str()).or_default();
+        e.0 += 1;
+        e.1 = e.1.max(*us);
+    }
+    let mut worst: Vec<(&str, (u64, u64))> = by_cmd.into_iter().collect();
+    worst.sort_by_key(|w| std::cmp::Reverse(w.1 .1));
+    let list: Vec<String> = worst
+        .iter()
+        .take(5)
+        .map(|(c, (n, us))| format!("{c} x{n} (worst {us} µs)"))
+        .collect();
+    fire(
+        Severity::Info,
+        "Slow commands in the SLOWLOG",
+        format!("{} (entries over slowlog-log-slower-than)", list.join(", ")),
+        "These commands took long enough to delay every other client. Look at their arguments in SLOWLOG GET and use cheaper forms (SCAN family, smaller ranges, smaller keys).",
+        &["SLOWLOG GET 32"],
+    )
+}
+
+fn latency_monitor_off(s: &Snapshot, _: &Thresholds) -> Outcome {
+    let v = try_skip!(cfg(s, "latency-monitor-threshold"));
+    if v != "0" {
+        return Outcome::Pass;
+    }
+    fire(
+        Severity::Info,
+        "The latency monitor is off",
+        "latency-monitor-threshold 0",
+        "With it on, LATENCY LATEST and LATENCY DOCTOR show which events (fork, expiry, commands) caused latency spikes.",
+        &["CONFIG SET latency-monitor-threshold 100"],
+    )
+}
+
+fn slowlog_misconfigured(s: &Snapshot, _: &Thresholds) -> Outcome {
+    let slower = try_skip!(cfg(s, "slowlog-log-slower-than"))
+        .parse::<i64>()
+        .unwrap_or(10_000);
+    let len = try_skip!(cfg(s, "slowlog-max-len"))
+        .parse::<i64>()
+        .unwrap_or(128);
+    if (0..=100_000).contains(&slower) && len >= 32 {
+        return Outcome::Pass;
+    }
+    fire(
+        Severity::Info,
+        "The SLOWLOG misses slow commands",
+        format!("slowlog-log-slower-than {slower} (expected 0 to 100000 µs), slowlog-max-len {len} (expected >= 32)"),
+        "A disabled or very high threshold, or a short log, hides the commands that slow the server down.",
+        &["CONFIG SET slowlog-log-slower-than 10000", "CONFIG SET slowlog-max-len 128"],
+    )
+}
+
+fn aof_fsync_always(s: &Snapshot, _: &Thresholds) -> Outcome {
+    let aof = try_skip!(cfg(s, "appendonly"));
+    let fsync = try_skip!(cfg(s, "appendfsync"));
+    if aof != "yes" || fsync != "always" {
+        return Outcome::Pass;
+    }
+    fire(
+        Severity::Warning,
+        "appendfsync always: every write waits for the disk",
+        "appendonly yes, appendfsync always",
+        "For a cache, everysec loses at most a second of writes and is much faster.",
+        &["CONFIG SET appendfsync everysec"],
+    )
+}
+
+fn bgsave_failing(s: &Snapshot, _: &Thresholds) -> Outcome {
+    let st = try_skip!(s
+        .info
+        .get("rdb_last_bgsave_status")
+        .cloned()
+        .ok_or("INFO has no rdb_last_bgsave_status".to_string()));
+    if st == "ok" {
+        return Outcome::Pass;
+    }
+    fire(
+        Severity::Critical,
+        "The last BGSAVE failed",
+        format!("rdb_last_bgsave_status {st}"),
+        "Without a working snapshot a restart loses data, and with stop-writes-on-bgsave-error writes are refused. Check the log for the cause (disk full, fork failed).",
+        &["INFO persistence", "redis.conf: check dir, disk space and vm.overcommit_memory"],
+    )
+}
+
+fn thp_enabled(s: &Snapshot, _: &Thresholds) -> Outcome {
+    let thp = try_skip!(s
+        .thp
+        .as_ref()
+        .ok_or("/sys/kernel/mm/transparent_hugepage/enabled not readable".to_string()));
+    if !thp.contains("[always]") {
+        return Outcome::Pass;
+    }
+    fire(
+        Severity::Warning,
+        "Transparent huge pages are always on",
+        format!("transparent_hugepage/enabled: {thp}"),
+        "With THP, a fork copies 2 MB pages on every write, which raises latency and memory use during BGSAVE.",
+        &["echo madvise > /sys/kernel/mm/transparent_hugepage/enabled"],
+    )
+}
+
+fn overcommit_memory(s: &Snapshot, _: &Thresholds) -> Outcome {
+    let v = try_skip!(s
+        .overcommit_memory
+        .ok_or("/proc/sys/vm/overcommit_memory not readable".to_string()));
+    if v == 1 {
+        return Outcome::Pass;
+    }
+    fire(
+        Severity::Warning,
+        "vm.overcommit_memory is not 1: BGSAVE forks may fail",
+        format!("vm.overcommit_memory {v} (expected 1)"),
+        "The fork for BGSAVE or an AOF rewrite can fail under memory pressure unless the kernel allows overcommit.",
+        &["sysctl vm.overcommit_memory=1", "/etc/sysctl.conf: vm.overcommit_memory = 1"],
+    )
+}
+
+fn hz_low_for_expires(s: &Snapshot, _: &Thresholds) -> Outcome {
+    let hz = try_skip!(need(num(s, "hz"), "hz"));
+    let (_, expires, _) = db_keys(s);
+    if hz >= 10.0 || expires < 100_000 {
+        return Outcome::Pass;
+    }
+    fire(
+        Severity::Info,
+        "hz is low for this many keys with TTLs",
+        format!("hz {hz:.0} (threshold 10) with {expires} keys with a TTL (threshold 100000)"),
+        "The active expiry cycle runs hz times per second; too few runs let expired keys pile up.",
+        &["CONFIG SET hz 10"],
+    )
+}
+
+fn connections_near_limit(s: &Snapshot, _: &Thresholds) -> Outcome {
+    let clients = try_skip!(need(num(s, "connected_clients"), "connected_clients"));
+    let max = try_skip!(need(num(s, "maxclients"), "maxclients"));
+    let rejected = num(s, "rejected_connections").unwrap_or(0.0);
+    if clients < 0.8 * max && rejected == 0.0 {
+        return Outcome::Pass;
+    }
+    fire(
+        Severity::Warning,
+        "Connections near the limit, or refused",
+        format!("{clients:.0} of maxclients {max:.0} connected (threshold 80%), {rejected:.0} rejected (threshold 0)"),
+        "New connections are refused at the limit. Use connection pools in the clients, or raise maxclients (and the file-descriptor limit).",
+        &["CONFIG SET maxclients 20000", "ulimit -n 65535"],
+    )
+}
+
+fn idle_clients(s: &Snapshot, _: &Thresholds) -> Outcome {
+    let idle = try_skip!(s
+        .idle_clients
+        .ok_or("CLIENT LIST not available".to_string()));
+    let timeout = try_skip!(cfg(s, "timeout"));
+    if idle < 100 || timeout != "0" {
+        return Outcome::Pass;
+    }
+    fire(
+        Severity::Info,
+        "Many idle clients, and no timeout",
+        format!("{idle} clients idle for more than 5 minutes (threshold 100), timeout 0"),
+        "Idle connections hold memory and count toward maxclients; clients should pool connections, and a timeout closes forgotten ones.",
+        &["CONFIG SET timeout 300"],
+    )
+}
+
+fn client_buffers_large(s: &Snapshot, _: &Thresholds) -> Outcome {
+    let out = try_skip!(need(
+        num(s, "client_recent_max_output_buffer"),
+        "client_recent_max_output_buffer"
+    ));
+    if out <= 32e6 {
+        return Outcome::Pass;
+    }
+    fire(
+        Severity::Warning,
+        "A client output buffer is very large",
+        format!("client_recent_max_output_buffer {} (threshold 32 MB)", mb(out)),
+        "A slow consumer or a huge reply (HGETALL/SMEMBERS of a big key, KEYS) buffers in Redis memory. Find it with CLIENT LIST and page big replies with the SCAN family.",
+        &["CLIENT LIST", "CONFIG SET client-output-buffer-limit \"normal 256mb 128mb 60\""],
+    )
+}
+
+fn pubsub_many_patterns(s: &Snapshot, _: &Thresholds) -> Outcome {
+    let n = try_skip!(need(num(s, "pubsub_patterns"), "pubsub_patterns"));
+    if n <= 1000.0 {
+        return Outcome::Pass;
+    }
+    fire(
+        Severity::Info,
+        "Many pub/sub pattern subscriptions",
+        format!("pubsub_patterns {n:.0} (threshold 1000)"),
+        "Every PUBLISH is matched against every pattern; many patterns make publishing slow. Prefer channel subscriptions.",
+        &["PUBSUB NUMPAT"],
+    )
+}
+
+fn no_auth(s: &Snapshot, _: &Thresholds) -> Outcome {
+    let user = try_skip!(s
+        .default_user
+        .as_ref()
+        .ok_or("ACL LIST not available".to_string()));
+    let protected = try_skip!(cfg(s, "protected-mode"));
+    let bind = try_skip!(cfg(s, "bind"));
+    let loopback_only = !bind.is_empty()
+        && bind
+            .split_whitespace()
+            .all(|b| b.starts_with("127.") || b == "::1" || b == "-::1" || b == "localhost");
+    if !user.contains("nopass") || !user.contains(" on ") || (protected == "yes" && loopback_only) {
+        return Outcome::Pass;
+    }
+    fire(
+        Severity::Critical,
+        "No password, and reachable beyond loopback",
+        format!("default user: '{user}'; protected-mode {protected}; bind '{bind}'"),
+        "Anyone who reaches the port can read, write and reconfigure Redis. Set a password (or ACL users) and bind to private addresses.",
+        &["ACL SETUSER default on >long-random-password", "CONFIG SET protected-mode yes", "redis.conf: requirepass <long-random-password>"],
+    )
+}
+
+fn dangerous_commands_open(s: &Snapshot, _: &Thresholds) -> Outcome {
+    let user = try_skip!(s
+        .default_user
+        .as_ref()
+        .ok_or("ACL LIST not available".to_string()));
+    let open =
+        user.contains("+@all") && !user.contains("-@dangerous") && !user.contains("-flushall");
+    if !open {
+        return Outcome::Pass;
+    }
+    fire(
+        Severity::Warning,
+        "The default user may run FLUSHALL, CONFIG and DEBUG",
+        format!("default user: '{user}'"),
+        "Application connections rarely need dangerous commands; restrict them so a bug or an attacker cannot flush or reconfigure the cache.",
+        &["ACL SETUSER default -@dangerous", "ACL SETUSER admin on >password +@all ~* &*   (for operators)"],
+    )
+}
+
+fn repl_backlog_small(s: &Snapshot, _: &Thresholds) -> Outcome {
+    let err = try_skip!(need(num(s, "sync_partial_err"), "sync_partial_err"));
+    if err <= 0.0 {
+        return Outcome::Pass;
+    }
+    let size = num(s, "repl_backlog_size").unwrap_or(0.0);
+    fire(
+        Severity::Warning,
+        "Replicas needed full resyncs: the replication backlog is too small",
+        format!("sync_partial_err {err:.0} (threshold 0), repl_backlog_size {}", mb(size)),
+        "A full resync copies the whole dataset; a larger backlog lets a briefly disconnected replica catch up from it.",
+        &["CONFIG SET repl-backlog-size 256mb"],
+    )
+}
+
+/// Every rule, in a stable order.
+pub const RULES: &[Rule] = &[
+    Rule {
+        id: "maxmemory-unset",
+        category: "memory",
+        check: maxmemory_unset,
+    },
+    Rule {
+        id: "noeviction-on-cache",
+        category: "memory",
+        check: noeviction_on_cache,
+    },
+    Rule {
+        id: "volatile-policy-without-ttl",
+        category: "memory",
+        check: volatile_policy_without_ttl,
+    },
+    Rule {
+        id: "memory-near-limit",
+        category: "memory",
+        check: memory_near_limit,
+    },
+    Rule {
+        id: "evictions-occurring",
+        category: "memory",
+        check: evictions_occurring,
+    },
+    Rule {
+        id: "fork-headroom-low",
+        category: "memory",
+        check: fork_headroom_low,
+    },
+    Rule {
+        id: "fragmentation-high",
+        category: "memory",
+        check: fragmentation_high,
+    },
+    Rule {
+        id: "allocator-fragmentation",
+        category: "memory",
+        check: allocator_fragmentation,
+    },
+    Rule {
+        id: "rss-peak",
+        category: "memory",
+        check: rss_peak,
+    },
+    Rule {
+        id: "lfu-recommended",
+        category: "memory",
+        check: lfu_recommended,
+    },
+    Rule {
+        id: "expired-stale-high",
+        category: "expiry",
+        check: expired_stale_high,
+    },
+    Rule {
+        id: "keys-without-ttl",
+        category: "expiry",
+        check: keys_without_ttl,
+    },
+    Rule {
+        id: "expiry-clustered",
+        category: "expiry",
+        check: expiry_clustered,
+    },
+    Rule {
+        id: "lazyfree-off",
+        category: "expiry",
+        check: lazyfree_off,
+    },
+    Rule {
+        id: "big-key",
+        category: "keys",
+        check: big_key,
+    },
+    Rule {
+        id: "encoding-threshold",
+        category: "keys",
+        check: encoding_threshold,
+    },
+    Rule {
+        id: "multiple-databases",
+        category: "keys",
+        check: multiple_databases,
+    },
+    Rule {
+        id: "hot-key",
+        category: "traffic",
+        check: hot_key,
+    },
+    Rule {
+        id: "hot-missing-key",
+        category: "traffic",
+        check: hot_missing_key,
+    },
+    Rule {
+        id: "low-hit-ratio",
+        category: "traffic",
+        check: low_hit_ratio,
+    },
+    Rule {
+        id: "dangerous-commands-used",
+        category: "traffic",
+        check: dangerous_commands_used,
+    },
+    Rule {
+        id: "slow-commands",
+        category: "traffic",
+        check: slow_commands,
+    },
+    Rule {
+        id: "latency-monitor-off",
+        category: "latency",
+        check: latency_monitor_off,
+    },
+    Rule {
+        id: "slowlog-misconfigured",
+        category: "latency",
+        check: slowlog_misconfigured,
+    },
+    Rule {
+        id: "aof-fsync-always",
+        category: "persistence",
+        check: aof_fsync_always,
+    },
+    Rule {
+        id: "bgsave-failing",
+        category: "persistence",
+        check: bgsave_failing,
+    },
+    Rule {
+        id: "thp-enabled",
+        category: "latency",
+        check: thp_enabled,
+    },
+    Rule {
+        id: "overcommit-memory",
+        category: "persistence",
+        check: overcommit_memory,
+    },
+    Rule {
+        id: "hz-low-for-expires",
+        category: "expiry",
+        check: hz_low_for_expires,
+    },
+    Rule {
+        id: "connections-near-limit",
+        category: "clients",
+        check: connections_near_limit,
+    },
+    Rule {
+        id: "idle-clients",
+        category: "clients",
+        check: idle_clients,
+    },
+    Rule {
+        id: "client-buffers-large",
+        category: "clients",
+        check: client_buffers_large,
+    },
+    Rule {
+        id: "pubsub-many-patterns",
+        category: "clients",
+        check: pubsub_many_patterns,
+    },
+    Rule {
+        id: "no-auth",
+        category: "security",
+        check: no_auth,
+    },
+    Rule {
+        id: "dangerous-commands-open",
+        category: "security",
+        check: dangerous_commands_open,
+    },
+    Rule {
+        id: "repl-backlog-small",
+        category: "replication",
+        check: repl_backlog_small,
+    },
+];
+
+/// A parsed `OPT.ADVISE` request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdviseQuery {
+    /// Keys to sample for the keyspace rules (0: none).
+    pub samples: u64,
+    /// Only this category.
+    pub category: Option<String>,
+    /// Only findings at least this severe.
+    pub min_severity: Severity,
+}
+
+/// Parses `OPT.ADVISE [SAMPLES n] [CATEGORY c] [MIN-SEVERITY s]`.
+pub fn parse_query(raw: &[&[u8]]) -> Result<AdviseQuery, String> {
+    let mut args = Args::new("OPT.ADVISE", raw);
+    let mut q = AdviseQuery {
+        samples: 10_000,
+        category: None,
+        min_severity: Severity::Info,
+    };
+    const CATEGORIES: &[&str] = &[
+        "memory",
+        "expiry",
+        "keys",
+        "traffic",
+        "latency",
+        "persistence",
+        "clients",
+        "security",
+        "replication",
+    ];
+    while let Some(word) = args.next_keyword() {
+        match word.as_str() {
+            "SAMPLES" => q.samples = args.int_value("SAMPLES", 0, 1_000_000)? as u64,
+            "CATEGORY" => {
+                q.category = Some(CATEGORIES[args.choice("CATEGORY", CATEGORIES)?].to_string())
+            }
+            "MIN-SEVERITY" => {
+                q.min_severity = [Severity::Info, Severity::Warning, Severity::Critical]
+                    [args.choice("MIN-SEVERITY", &["info", "warning", "critical"])?]
+            }
+            _ => return Err(args.unknown(&word)),
+        }
+    }
+    Ok(q)
+}
+
+/// Runs every rule not in `ignore` on `snap`.
+pub fn advise(snap: &Snapshot, t: &Thresholds, q: &AdviseQuery, ignore: &[&str]) -> AdviceReport {
+    let mut findings = Vec::new();
+    let mut skipped = Vec::new();
+    let mut deductions = Vec::new();
+    let mut evaluated = 0;
+    for rule in RULES {
+        if ignore.contains(&rule.id) || q.category.as_deref().is_some_and(|c| c != rule.category) {
+            continue;
+        }
+        evaluated += 1;
+        match (rule.check)(snap, t) {
+            Outcome::Pass => {}
+            Outcome::Skip(why) => skipped.push((rule.id.to_string(), why)),
+            Outcome::Fire(f) => {
+                deductions.push((rule.id.to_string(), f.severity.points()));
+                if f.severity >= q.min_severity {
+                    findings.push((
+                        f.severity,
+                        Finding {
+                            rule: rule.id.to_string(),
+                            severity: f.severity.as_str().to_string(),
+                            category: rule.category.to_string(),
+                            title: f.title,
+                            evidence: f.evidence,
+                            advice: f.advice,
+                            fix: f.fix,
+                            effect: f.effect,
+                            subjects: f.subjects,
+                        },
+                    ));
+                }
+            }
+        }
+    }
+    findings.sort_by_key(|f| std::cmp::Reverse(f.0));
+    let lost: u64 = deductions.iter().map(|d| d.1).sum();
+    AdviceReport {
+        score: 100u64.saturating_sub(lost),
+        deductions,
+        findings: findings.into_iter().map(|f| f.1).collect(),
+        skipped,
+        rules_evaluated: evaluated,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{
+        EncodingCandidate, ExpirySpike, HotEntry, KeyEntry, PatternStats, SizePercentiles,
+    };
+
+    fn hot(entries: &[(&str, f64, u64)], total: u64) -> HotKeysReport {
+        HotKeysReport {
+            window: "total".into(),
+            kind: "all".into(),
+            view: "keys".into(),
+            seconds: 10.0,
+            sample_ratio: 1,
+            sampled_accesses: total,
+            estimated_accesses: total,
+            detection_floor: 0,
+            capacity: 1024,
+            tracked: entries.len() as u64,
+            entries: entries
+                .iter()
+                .enumerate()
+                .map(|(i, (n, share, count))| HotEntry {
+                    rank: i as u64 + 1,
+                    name: n.to_string(),
+                    truncated: false,
+                    count: *count,
+                    error: 0,
+                    share: *share,
+                    ops_per_sec: *count as f64 / 10.0,
+                    reads: *count,
+                    writes: 0,
+                    misses: 0,
+                })
+                .collect(),
+        }
+    }
+
+    fn pattern(name: &str, keys: u64, share: f64, no_ttl: u64) -> PatternStats {
+        PatternStats {
+            pattern: name.into(),
+            keys,
+            bytes: 1000 * keys,
+            bytes_ci95: 0,
+            share,
+            avg_bytes: 1000,
+            largest_key: format!("{name}1"),
+            largest_bytes: 1000,
+            types: vec![("string".into(), keys)],
+            encodings: vec![("raw".into(), keys)],
+            ttl_buckets: [no_ttl, 0, keys - no_ttl, 0, 0, 0],
+            idle_buckets: [keys, 0, 0, 0, 0],
+        }
+    }
+
+    fn keyspace() -> KeyspaceReport {
+        KeyspaceReport {
+            mode: "samples".into(),
+            db: 0,
+            db_keys: 1000,
+            keys_scanned: 1000,
+            keys_matched: 1000,
+            total_bytes: 1_000_000,
+            elapsed_ms: 1,
+            patterns: vec![pattern("cache:*", 1000, 1.0, 0)],
+            bytes_by_type: Vec::new(),
+            size_percentiles: SizePercentiles::default(),
+            top_by_bytes: vec![KeyEntry {
+                key: "cache:1".into(),
+                r#type: "string".into(),
+                bytes: 2000,
+                length: 1500,
+            }],
+            top_by_length: Vec::new(),
+            expiring_per_hour: vec![0; 24],
+            worst_expiry_second: Some(ExpirySpike {
+                unix_second: 1,
+                keys: 3,
+            }),
+            encoding_candidates: Vec::new(),
+        }
+    }
+
+    /// A well-configured, healthy server: no rule fires.
+    fn healthy() -> Snapshot {
+        let info: HashMap<String, String> = [
+            ("maxmemory", "1000000000"),
+            ("used_memory", "100000000"),
+            ("used_memory_peak", "120000000"),
+            ("maxmemory_policy", "allkeys-lfu"),
+            ("evicted_keys", "0"),
+            ("uptime_in_seconds", "1000"),
+            ("mem_fragmentation_ratio", "1.10"),
+            ("mem_fragmentation_bytes", "1000000"),
+            ("allocator_frag_ratio", "1.01"),
+            ("allocator_frag_bytes", "100000"),
+            ("expired_stale_perc", "1.00"),
+            ("keyspace_hits", "9000"),
+            ("keyspace_misses", "1000"),
+            ("rdb_last_bgsave_status", "ok"),
+            ("hz", "10"),
+            ("connected_clients", "10"),
+            ("maxclients", "10000"),
+            ("rejected_connections", "0"),
+            ("client_recent_max_output_buffer", "1000"),
+            ("pubsub_patterns", "0"),
+            ("sync_partial_err", "0"),
+            ("repl_backlog_size", "1048576"),
+            ("db0", "keys=1000,expires=900,avg_ttl=1000"),
+            ("cmdstat_get", "calls=100,usec=10,usec_per_call=0.1"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let config: HashMap<String, String> = [
+            ("lazyfree-lazy-eviction", "yes"),
+            ("lazyfree-lazy-expire", "yes"),
+            ("latency-monitor-threshold", "100"),
+            ("slowlog-log-slower-than", "10000"),
+            ("slowlog-max-len", "128"),
+            ("appendonly", "no"),
+            ("appendfsync", "everysec"),
+            ("timeout", "300"),
+            ("protected-mode", "yes"),
+            ("bind", "127.0.0.1 -::1"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        Snapshot {
+            info,
+            config: Some(config),
+            slowlog: Some(Vec::new()),
+            default_user: Some("user default on #5e88 ~* &* +@all -@dangerous".into()),
+            system_memory: Some(4_000_000_000),
+            thp: Some("always madvise [never]".into()),
+            overcommit_memory: Some(1),
+            hotkeys: Some(hot(&[("a", 0.05, 500), ("b", 0.04, 400)], 10_000)),
+            hot_misses: Some(hot(&[], 10_000)),
+            keyspace: Some(keyspace()),
+            idle_clients: Some(0),
+        }
+    }
+
+    fn set(s: &mut Snapshot, k: &str, v: &str) {
+        s.info.insert(k.into(), v.into());
+    }
+
+    fn conf(s: &mut Snapshot, k: &str, v: &str) {
+        s.config.as_mut().unwrap().insert(k.into(), v.into());
+    }
+
+    fn fired(s: &Snapshot) -> Vec<String> {
+        let q = AdviseQuery {
+            samples: 0,
+            category: None,
+            min_severity: Severity::Info,
+        };
+        advise(s, &Thresholds::default(), &q, &[])
+            .findings
+            .into_iter()
+            .map(|f| f.rule)
+            .collect()
+    }
+
+    #[test]
+    fn a_healthy_server_gets_no_finding() {
+        let r = advise(
+            &healthy(),
+            &Thresholds::default(),
+            &AdviseQuery {
+                samples: 0,
+                category: None,
+                min_severity: Severity::Info,
+            },
+            &[],
+        );
+        assert!(
+            r.findings.is_empty(),
+            "{:?}",
+            r.findings.iter().map(|f| &f.rule).collect::<Vec<_>>()
+        );
+        assert!(r.skipped.is_empty(), "{:?}", r.skipped);
+        assert_eq!(r.score, 100);
+        assert_eq!(r.rules_evaluated as usize, RULES.len());
+    }
+
+    #[test]
+    fn every_rule_fires_on_its_signal_and_only_then() {
+        type Provoke = fn(&mut Snapshot);
+        let cases: Vec<(&str, Provoke)> = vec![
+            ("maxmemory-unset", |s| set(s, "maxmemory", "0")),
+            ("noeviction-on-cache", |s| {
+                set(s, "maxmemory_policy", "noeviction")
+            }),
+            ("volatile-policy-without-ttl", |s| {
+                set(s, "maxmemory_policy", "volatile-lru");
+                set(s, "db0", "keys=1000,expires=10,avg_ttl=1");
+            }),
+            ("memory-near-limit", |s| set(s, "used_memory", "950000000")),
+            ("evictions-occurring", |s| set(s, "evicted_keys", "42")),
+            ("fork-headroom-low", |s| {
+                s.system_memory = Some(1_100_000_000)
+            }),
+            ("fragmentation-high", |s| {
+                set(s, "mem_fragmentation_ratio", "1.8");
+                set(s, "mem_fragmentation_bytes", "80000000");
+            }),
+            ("allocator-fragmentation", |s| {
+                set(s, "allocator_frag_ratio", "1.3");
+                set(s, "allocator_frag_bytes", "30000000");
+            }),
+            ("rss-peak", |s| set(s, "used_memory_peak", "400000000")),
+            ("lfu-recommended", |s| {
+                set(s, "maxmemory_policy", "allkeys-lru");
+                s.hotkeys = Some(hot(&[("a", 0.4, 4000), ("b", 0.2, 2000)], 10_000));
+            }),
+            ("expired-stale-high", |s| {
+                set(s, "expired_stale_perc", "25.5")
+            }),
+            ("keys-without-ttl", |s| {
+                s.keyspace.as_mut().unwrap().patterns = vec![pattern("user:*", 500, 0.6, 500)]
+            }),
+            ("expiry-clustered", |s| {
+                s.keyspace.as_mut().unwrap().worst_expiry_second = Some(ExpirySpike {
+                    unix_second: 9,
+                    keys: 5000,
+                })
+            }),
+            ("lazyfree-off", |s| {
+                conf(s, "lazyfree-lazy-expire", "no");
+                s.keyspace.as_mut().unwrap().top_by_bytes[0].bytes = 500_000;
+            }),
+            ("big-key", |s| {
+                let k = &mut s.keyspace.as_mut().unwrap().top_by_bytes[0];
+                k.bytes = 5_000_000;
+            }),
+            ("encoding-threshold", |s| {
+                s.keyspace.as_mut().unwrap().encoding_candidates = vec![EncodingCandidate {
+                    config: "hash-max-listpack-entries".into(),
+                    current: 128,
+                    suggested: 256,
+                    keys: 10,
+                    bytes: 100_000,
+                    estimated_saving: 50_000,
+                }]
+            }),
+            ("multiple-databases", |s| {
+                set(s, "db3", "keys=5,expires=0,avg_ttl=0")
+            }),
+            ("hot-key", |s| {
+                s.hotkeys = Some(hot(&[("hot", 0.35, 3500)], 10_000))
+            }),
+            ("hot-missing-key", |s| {
+                s.hot_misses = Some(hot(&[("nope", 0.1, 1000)], 10_000))
+            }),
+            ("low-hit-ratio", |s| set(s, "keyspace_hits", "100")),
+            ("dangerous-commands-used", |s| {
+                set(s, "cmdstat_keys", "calls=3,usec=100,usec_per_call=33")
+            }),
+            ("slow-commands", |s| {
+                s.slowlog = Some(vec![("hgetall".into(), 25_000)])
+            }),
+            ("latency-monitor-off", |s| {
+                conf(s, "latency-monitor-threshold", "0")
+            }),
+            ("slowlog-misconfigured", |s| {
+                conf(s, "slowlog-log-slower-than", "-1")
+            }),
+            ("aof-fsync-always", |s| {
+                conf(s, "appendonly", "yes");
+                conf(s, "appendfsync", "always");
+            }),
+            ("bgsave-failing", |s| {
+                set(s, "rdb_last_bgsave_status", "err")
+            }),
+            ("thp-enabled", |s| {
+                s.thp = Some("[always] madvise never".into())
+            }),
+            ("overcommit-memory", |s| s.overcommit_memory = Some(0)),
+            ("hz-low-for-expires", |s| {
+                set(s, "hz", "1");
+                set(s, "db0", "keys=200000,expires=200000,avg_ttl=1");
+            }),
+            ("connections-near-limit", |s| {
+                set(s, "rejected_connections", "7")
+            }),
+            ("idle-clients", |s| {
+                s.idle_clients = Some(500);
+                conf(s, "timeout", "0");
+            }),
+            ("client-buffers-large", |s| {
+                set(s, "client_recent_max_output_buffer", "64000000")
+            }),
+            ("pubsub-many-patterns", |s| {
+                set(s, "pubsub_patterns", "5000")
+            }),
+            ("no-auth", |s| {
+                s.default_user = Some("user default on nopass ~* &* +@all".into());
+                conf(s, "protected-mode", "no");
+                conf(s, "bind", "0.0.0.0");
+            }),
+            ("dangerous-commands-open", |s| {
+                s.default_user = Some("user default on #5e88 ~* &* +@all".into())
+            }),
+            ("repl-backlog-small", |s| set(s, "sync_partial_err", "3")),
+        ];
+        assert_eq!(cases.len(), RULES.len(), "a case for every rule");
+        for (id, provoke) in cases {
+            let mut s = healthy();
+            provoke(&mut s);
+            let f = fired(&s);
+            assert!(f.contains(&id.to_string()), "{id} did not fire: {f:?}");
+            assert!(RULES.iter().any(|r| r.id == id));
+        }
+    }
+
+    #[test]
+    fn missing_signals_skip_rules_and_filters_apply() {
+        let mut s = healthy();
+        s.config = None;
+        s.keyspace = None;
+        s.thp = None;
+        let q = AdviseQuery {
+            samples: 0,
+            category: None,
+            min_severity: Severity::Info,
+        };
+        let r = advise(&s, &Thresholds::default(), &q, &[]);
+        let skipped: Vec<&str> = r.skipped.iter().map(|(id, _)| id.as_str()).collect();
+        for id in ["latency-monitor-off", "big-key", "thp-enabled", "no-auth"] {
+            assert!(skipped.contains(&id), "{id} not skipped: {skipped:?}");
+        }
+        assert!(r
+            .skipped
+            .iter()
+            .any(|(_, why)| why.contains("CONFIG is not available")));
+        // Severity order, MIN-SEVERITY, CATEGORY and ignore.
+        let mut s = healthy();
+        set(&mut s, "rdb_last_bgsave_status", "err");
+        set(&mut s, "evicted_keys", "5");
+        conf(&mut s, "latency-monitor-threshold", "0");
+        let r = advise(&s, &Thresholds::default(), &q, &[]);
+        assert_eq!(r.findings[0].severity, "critical");
+        assert_eq!(r.score, 100 - 20 - 8 - 2);
+        let warn = AdviseQuery {
+            min_severity: Severity::Warning,
+            ..q.clone()
+        };
+        assert_eq!(
+            advise(&s, &Thresholds::default(), &warn, &[])
+                .findings
+                .len(),
+            2
+        );
+        let persist = AdviseQuery {
+            category: Some("persistence".into()),
+            ..q.clone()
+        };
+        assert_eq!(
+            advise(&s, &Thresholds::default(), &persist, &[])
+                .findings
+                .len(),
+            1
+        );
+        let r = advise(&s, &Thresholds::default(), &q, &["bgsave-failing"]);
+        assert!(r.findings.iter().all(|f| f.rule != "bgsave-failing"));
+    }
+
+    #[test]
+    fn parses_queries() {
+        let p = |a: &[&str]| {
+            let raw: Vec<&[u8]> = a.iter().map(|s| s.as_bytes()).collect();
+            parse_query(&raw)
+        };
+        let q = p(&[
+            "SAMPLES",
+            "0",
+            "CATEGORY",
+            "memory",
+            "MIN-SEVERITY",
+            "warning",
+        ])
+        .unwrap();
+        assert_eq!(
+            (q.samples, q.category.as_deref(), q.min_severity),
+            (0, Some("memory"), Severity::Warning)
+        );
+        assert!(p(&["CATEGORY", "nope"])
+            .unwrap_err()
+            .contains("CATEGORY must be one of"));
+        assert!(p(&["MIN-SEVERITY", "high"]).is_err());
+        assert!(p(&["SAMPLES", "-1"]).is_err());
+        assert!(p(&["WHAT"]).unwrap_err().contains("unknown option"));
+        let info = parse_info("# Server\r\nredis_version:7.0.15\r\nmaxmemory:0\r\n");
+        assert_eq!(info.get("maxmemory").map(String::as_str), Some("0"));
+    }
+}
