@@ -51,6 +51,9 @@ pub mod idx {
     pub const MAX_TAGS_PER_KEY: usize = 5;
     pub const MAX_TAG_LENGTH: usize = 6;
     pub const SCAN_SLICE_US: usize = 7;
+    pub const ADVISE_IGNORE: usize = 8;
+    pub const ADVISE_HOT_KEY_PERCENT: usize = 9;
+    pub const ADVISE_BIG_KEY_BYTES: usize = 10;
 }
 
 /// Every config the module registers, in registration order (see [`idx`]).
@@ -119,6 +122,29 @@ pub const CONFIGS: &[ConfigSpec] = &[
         },
         doc: "main-thread time of one OPT.KEYSPACE slice, in microseconds; clients run between slices",
     },
+    ConfigSpec {
+        name: "advise-ignore",
+        kind: ConfigKind::Str { default: "" },
+        doc: "OPT.ADVISE rule ids to silence, separated by commas or spaces",
+    },
+    ConfigSpec {
+        name: "advise-hot-key-percent",
+        kind: ConfigKind::Int {
+            default: 20,
+            min: 1,
+            max: 100,
+        },
+        doc: "OPT.ADVISE hot-key: share of all traffic, in percent, above which one key is hot",
+    },
+    ConfigSpec {
+        name: "advise-big-key-bytes",
+        kind: ConfigKind::Int {
+            default: 102_400,
+            min: 1024,
+            max: 1 << 30,
+        },
+        doc: "OPT.ADVISE big-key: strings above this many bytes are big (collections: 1 MB)",
+    },
 ];
 
 /// Finds a config by name, with or without the `opt.` prefix, case-insensitively.
@@ -145,6 +171,15 @@ pub fn validate_string(index: usize, value: &str) -> Result<(), String> {
         return Err(format!(
             "opt.key-delimiters must be 1 to 8 ASCII punctuation characters, got '{value}'"
         ));
+    }
+    if index == idx::ADVISE_IGNORE {
+        for id in value.split([',', ' ']).filter(|s| !s.is_empty()) {
+            if !crate::advise::RULES.iter().any(|r| r.id == id) {
+                return Err(format!(
+                    "opt.advise-ignore: '{id}' is not an OPT.ADVISE rule id"
+                ));
+            }
+        }
     }
     Ok(())
 }
@@ -216,6 +251,19 @@ mod tests {
         assert_eq!(CONFIGS[idx::MAX_TAGS_PER_KEY].name, "max-tags-per-key");
         assert_eq!(CONFIGS[idx::MAX_TAG_LENGTH].name, "max-tag-length");
         assert_eq!(CONFIGS[idx::SCAN_SLICE_US].name, "scan-slice-us");
+        assert_eq!(CONFIGS[idx::ADVISE_IGNORE].name, "advise-ignore");
+        assert_eq!(
+            CONFIGS[idx::ADVISE_HOT_KEY_PERCENT].name,
+            "advise-hot-key-percent"
+        );
+        assert_eq!(
+            CONFIGS[idx::ADVISE_BIG_KEY_BYTES].name,
+            "advise-big-key-bytes"
+        );
+        assert!(validate_string(idx::ADVISE_IGNORE, "big-key, hot-key").is_ok());
+        assert!(validate_string(idx::ADVISE_IGNORE, "nope")
+            .unwrap_err()
+            .contains("'nope'"));
     }
 
     #[test]

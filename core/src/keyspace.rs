@@ -233,8 +233,9 @@ pub struct Thresholds {
 
 impl Default for Thresholds {
     fn default() -> Self {
+        // Redis 7.0's defaults.
         Thresholds {
-            hash_entries: 128,
+            hash_entries: 512,
             zset_entries: 128,
             set_intset_entries: 512,
         }
@@ -678,7 +679,7 @@ mod tests {
             999_000,
             Some(7_200_000),
         ));
-        a.add(&facts("h:tall", "hash", "hashtable", 20_000, 200, None));
+        a.add(&facts("h:tall", "hash", "hashtable", 20_000, 600, None));
         let r = a.finish(Mode::Full, 0, 152, 152, 5);
         assert_eq!(r.total_bytes, 100 * 200 + 50 * 80 + 1_000_000 + 20_000);
         assert_eq!(r.patterns[0].pattern, "big:report");
@@ -711,7 +712,7 @@ mod tests {
         assert_eq!(r.worst_expiry_second.unwrap().keys, 50);
         assert_eq!(r.encoding_candidates.len(), 1);
         assert_eq!(r.encoding_candidates[0].config, "hash-max-listpack-entries");
-        assert_eq!(r.encoding_candidates[0].suggested, 256);
+        assert_eq!(r.encoding_candidates[0].suggested, 1024);
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! It talks to servers that run the `opt` module, reads the module's `FORMAT JSON` replies into
 //! the serde types of `opt_core::report`, and prints them for people (tables) or programs
 //! (`--json`). Exit codes: 0 success, 1 a command failed, 2 the server cannot be used (not
-//! reachable, authentication refused, module not loaded).
+//! reachable, authentication refused, module not loaded), 3 `advise --fail-on` was met.
 
+mod advise;
 mod conn;
 mod hotkeys;
 mod keyspace;
@@ -58,6 +59,14 @@ pub enum Cmd {
     ///   optctl hotkeys --window recent --watch 2    live view, refreshed every 2 s
     #[command(verbatim_doc_comment)]
     Hotkeys(hotkeys::HotKeysArgs),
+    /// Prioritized findings with their evidence and the exact fix (OPT.ADVISE).
+    ///
+    /// Examples:
+    ///   optctl advise                            every finding, grouped by severity
+    ///   optctl advise --min-severity warning
+    ///   optctl advise --fail-on critical         exit code 3 if anything is critical (CI, cron)
+    #[command(verbatim_doc_comment)]
+    Advise(advise::AdviseArgs),
     /// Where the memory goes, by key pattern (OPT.KEYSPACE), with sizes, TTLs and big keys.
     ///
     /// Examples:
@@ -111,15 +120,23 @@ impl CtlError {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let ok = |r: Result<(), CtlError>| r.map(|()| ExitCode::SUCCESS);
     let result = match cli.command {
-        Cmd::Status => status::run(&cli),
-        Cmd::Hotkeys(ref args) => hotkeys::run(&cli, args),
-        Cmd::Invalidate(ref args) => tags::invalidate(&cli, args),
-        Cmd::Keyspace(ref args) => keyspace::run(&cli, args),
-        Cmd::Tags(ref args) => tags::tags(&cli, args),
+        Cmd::Advise(ref args) => advise::run(&cli, args).map(|met| {
+            if met {
+                ExitCode::from(3)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }),
+        Cmd::Status => ok(status::run(&cli)),
+        Cmd::Hotkeys(ref args) => ok(hotkeys::run(&cli, args)),
+        Cmd::Invalidate(ref args) => ok(tags::invalidate(&cli, args)),
+        Cmd::Keyspace(ref args) => ok(keyspace::run(&cli, args)),
+        Cmd::Tags(ref args) => ok(tags::tags(&cli, args)),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("optctl: {}", e.message);
             ExitCode::from(e.code)

@@ -93,6 +93,17 @@ pub static COMMANDS: &[CommandSpec] = &[
         handler: crate::keyspace::command,
     },
     CommandSpec {
+        name: "OPT.ADVISE",
+        // admin: findings name hot and big keys.
+        flags: "admin allow-stale",
+        keys: (0, 0, 0),
+        acl_categories: "admin dangerous",
+        json: true,
+        syntax: "OPT.ADVISE [SAMPLES n] [CATEGORY c] [MIN-SEVERITY info|warning|critical] [FORMAT JSON]",
+        summary: "prioritized findings with their evidence and the exact fix, and a health score",
+        handler: crate::advise::command,
+    },
+    CommandSpec {
         name: "OPT.SET",
         flags: "write deny-oom",
         keys: (1, 1, 1),

@@ -489,3 +489,30 @@ pub fn info_fields() -> Option<(u64, u64, u64)> {
         })
         .flatten()
 }
+
+/// The total-window hot-key reports for OPT.ADVISE: (all accesses, misses), top 10 each.
+pub fn reports_for_advice() -> Option<(
+    opt_core::report::HotKeysReport,
+    opt_core::report::HotKeysReport,
+)> {
+    let ratio = configs::int(idx::HOTKEYS_SAMPLE_RATIO).max(1) as u64;
+    let now = now_ms();
+    STATE
+        .with(|s| {
+            s.as_ref().map(|st| {
+                let q = |kind| opt_core::hotkeys::HotKeysQuery {
+                    count: 10,
+                    kind,
+                    window: opt_core::hotkeys::Window::Total,
+                    namespaces: false,
+                };
+                (
+                    st.tracker
+                        .query(&q(opt_core::hotkeys::KindFilter::All), now, ratio),
+                    st.tracker
+                        .query(&q(opt_core::hotkeys::KindFilter::Miss), now, ratio),
+                )
+            })
+        })
+        .flatten()
+}

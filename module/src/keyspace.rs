@@ -13,15 +13,15 @@ use std::ptr;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use opt_core::advise::AdviseQuery;
 use opt_core::config::idx;
 use opt_core::keyspace::{
     glob_match, parse_command, Aggregator, KeyFacts, KeyspaceCommand, KeyspaceQuery, Mode,
     Thresholds,
 };
 use opt_core::memsize::string_key_bytes;
-use opt_core::report::KeyspaceProgress;
+use opt_core::report::{KeyspaceProgress, KeyspaceReport};
 use redis_module::raw;
-use serde_json::Value;
 
 use crate::commands::Call;
 use crate::reply::{self, string_bytes, Reply, ReplyError};
@@ -45,6 +45,8 @@ const SPOT_CHECK_EVERY: u64 = 256;
 
 struct Job {
     id: u64,
+    /// Set when the analysis feeds OPT.ADVISE instead of answering OPT.KEYSPACE.
+    advise: Option<AdviseQuery>,
     calibration: Calibration,
     client: *mut raw::RedisModuleBlockedClient,
     as_json: bool,
@@ -75,8 +77,10 @@ static JOBS: MainThreadCell<Jobs> = MainThreadCell::new(Jobs {
 
 /// What the blocked client receives when its analysis ends.
 struct Outcome {
-    result: Result<Value, String>,
+    result: Result<KeyspaceReport, String>,
     as_json: bool,
+    /// Answer with OPT.ADVISE's report, computed from this analysis, instead.
+    advise: Option<AdviseQuery>,
 }
 
 /// A config value through CONFIG GET, if CONFIG is available (it may be renamed or blocked).
@@ -161,17 +165,34 @@ pub fn command(call: &Call) -> Result<Reply, ReplyError> {
             }
             Ok(Reply::Int(n))
         }
-        KeyspaceCommand::Run(query) => start(call, query),
+        KeyspaceCommand::Run(query) => start(call, query, None),
     }
 }
 
-fn start(call: &Call, query: KeyspaceQuery) -> Result<Reply, ReplyError> {
+/// Starts a keyspace sample whose result feeds OPT.ADVISE (`SAMPLES n` of the advice).
+pub fn start_for_advice(call: &Call, advise: AdviseQuery) -> Result<Reply, ReplyError> {
+    let query = KeyspaceQuery {
+        mode: Mode::Samples(advise.samples),
+        glob: None,
+        type_filter: None,
+        db: None,
+        top: 20,
+        delimiters: None,
+    };
+    start(call, query, Some(advise))
+}
+
+fn start(
+    call: &Call,
+    query: KeyspaceQuery,
+    advise: Option<AdviseQuery>,
+) -> Result<Reply, ReplyError> {
     let ctx = call.ctx;
     // SAFETY: ctx is the live command context.
     let current_db = unsafe { raw::RedisModule_GetSelectedDb.map_or(0, |f| f(ctx)) } as u64;
     let db = query.db.unwrap_or(current_db);
     let thresholds = Thresholds {
-        hash_entries: config_get(ctx, c"hash-max-listpack-entries").unwrap_or(128) as u64,
+        hash_entries: config_get(ctx, c"hash-max-listpack-entries").unwrap_or(512) as u64,
         zset_entries: config_get(ctx, c"zset-max-listpack-entries").unwrap_or(128) as u64,
         set_intset_entries: config_get(ctx, c"set-max-intset-entries").unwrap_or(512) as u64,
     };
@@ -187,9 +208,15 @@ fn start(call: &Call, query: KeyspaceQuery) -> Result<Reply, ReplyError> {
         .delimiters
         .clone()
         .unwrap_or_else(|| configs::string(idx::KEY_DELIMITERS).into_bytes());
+    // Asking for at least as many samples as there are keys: look at every key instead,
+    // which is exact and no slower.
+    let mut query = query;
+    if matches!(query.mode, Mode::Samples(n) if n >= db_keys) {
+        query.mode = Mode::Full;
+    }
     let total = match query.mode {
         Mode::Full => db_keys,
-        Mode::Samples(n) => n.min(db_keys),
+        Mode::Samples(n) => n,
     };
     // SAFETY: ctx is the live command context; the callbacks have the signatures Redis
     // expects; the blocked client is unblocked exactly once, when the job ends.
@@ -224,6 +251,7 @@ fn start(call: &Call, query: KeyspaceQuery) -> Result<Reply, ReplyError> {
         j.next_id += 1;
         j.list.push(Job {
             id,
+            advise,
             calibration: Calibration::default(),
             client,
             as_json: call.as_json,
@@ -708,17 +736,14 @@ fn finish(job: Job) {
             "ERR OPT.KEYSPACE analysis {} stopped: {why}",
             job.id
         )),
-        None => {
-            let report = job
-                .agg
-                .finish(job.query.mode, job.db, job.db_keys, job.scanned, elapsed);
-            serde_json::to_value(report)
-                .map_err(|e| format!("ERR could not encode the report: {e}"))
-        }
+        None => Ok(job
+            .agg
+            .finish(job.query.mode, job.db, job.db_keys, job.scanned, elapsed)),
     };
     let outcome = Box::new(Outcome {
         result,
         as_json: job.as_json,
+        advise: job.advise,
     });
     // SAFETY: the client was blocked by this job and is unblocked exactly once; Redis hands
     // the outcome to reply_callback and then to free_outcome.
@@ -745,9 +770,18 @@ unsafe extern "C" fn reply_callback(
                 .as_ref()
         };
         match outcome {
-            Some(o) => match &o.result {
-                Ok(v) => reply::send(ctx, Ok(Reply::Structured(v.clone())), o.as_json),
-                Err(e) => reply::send_error(ctx, e),
+            Some(o) => match (&o.result, &o.advise) {
+                (Ok(report), Some(q)) => {
+                    let advice = crate::advise::run(ctx, q, Some(report.clone()));
+                    reply::send(ctx, advice.map(Reply::Structured), o.as_json);
+                }
+                (Ok(report), None) => {
+                    let value = serde_json::to_value(report)
+                        .map(Reply::Structured)
+                        .map_err(|e| ReplyError::err(format!("could not encode the report: {e}")));
+                    reply::send(ctx, value, o.as_json);
+                }
+                (Err(e), _) => reply::send_error(ctx, e),
             },
             None => reply::send_error(ctx, "ERR OPT.KEYSPACE ended without a result"),
         }

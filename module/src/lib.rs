@@ -5,6 +5,7 @@
 //! an error reply and a log line, never a crashed server. The logic lives in `opt_core`.
 
 mod acl;
+mod advise;
 mod commands;
 mod configs;
 mod events;

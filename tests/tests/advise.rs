@@ -1,0 +1,262 @@
+//! OPT.ADVISE on real servers: a well-configured server gets no warning, and each rule that
+//! can be provoked on a local server fires with its evidence; optctl advise --fail-on.
+
+use opt_core::report::AdviceReport;
+use opt_harness::redis::{self, Connection};
+use opt_harness::{ok, optctl, Server};
+
+fn advise(c: &mut Connection, args: &[&str]) -> AdviceReport {
+    let mut cmd = redis::cmd("OPT.ADVISE");
+    for a in args {
+        cmd.arg(*a);
+    }
+    let text: String = cmd.arg("FORMAT").arg("JSON").query(c).expect("OPT.ADVISE");
+    serde_json::from_str(&text).expect("advice JSON")
+}
+
+fn rules(r: &AdviceReport) -> Vec<String> {
+    r.findings.iter().map(|f| f.rule.clone()).collect()
+}
+
+/// Rules about the host kernel, which a test cannot configure.
+const HOST_RULES: &str = "overcommit-memory thp-enabled fork-headroom-low";
+
+#[test]
+fn a_well_configured_server_gets_no_warning() {
+    let server = Server::with_config(&[
+        "maxmemory 256mb",
+        "maxmemory-policy allkeys-lfu",
+        "latency-monitor-threshold 100",
+        "lazyfree-lazy-eviction yes",
+        "lazyfree-lazy-expire yes",
+        "user default on nopass ~* &* +@all -@dangerous",
+        "user admin on >adminpw ~* &* +@all",
+        &format!("opt.advise-ignore \"{HOST_RULES}\""),
+    ]);
+    let url = format!("redis://admin:adminpw@127.0.0.1:{}", server.port);
+    let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+    let mut p = redis::pipe();
+    for i in 0..2000 {
+        p.cmd("SET")
+            .arg(format!("cache:item:{i}"))
+            .arg("v")
+            .arg("EX")
+            .arg(600 + i)
+            .ignore();
+        p.cmd("GET").arg(format!("cache:item:{i}")).ignore();
+    }
+    let _: () = p.query(&mut c).unwrap();
+    let r = advise(&mut c, &[]);
+    let serious: Vec<&str> = r
+        .findings
+        .iter()
+        .filter(|f| f.severity != "info")
+        .map(|f| f.rule.as_str())
+        .collect();
+    assert!(serious.is_empty(), "{serious:?}");
+    assert!(r.score >= 90, "score {}: {:?}", r.score, rules(&r));
+}
+
+#[test]
+fn provoked_rules_fire_with_evidence_and_fixes() {
+    let server = Server::with_config(&[
+        "maxmemory-policy allkeys-lru",
+        "opt.hotkeys-sample-ratio 1",
+        "slowlog-log-slower-than 0",
+        "appendonly yes",
+        "appendfsync always",
+        "maxclients 12",
+        // Valkey 8 frees lazily by default; Redis 7.0 does not.
+        "lazyfree-lazy-eviction no",
+        "lazyfree-lazy-expire no",
+    ]);
+    let mut c = server.conn();
+    // big-key, lazyfree-off, keys-without-ttl, encoding-threshold, expiry-clustered.
+    ok(&mut c, &["SET", "report:big", &"x".repeat(300_000)]);
+    let mut p = redis::pipe();
+    for i in 0..1500 {
+        p.cmd("SET")
+            .arg(format!("session:{i}"))
+            .arg("t")
+            .arg("EX")
+            .arg(3000)
+            .ignore();
+    }
+    for i in 0..600 {
+        p.cmd("SET")
+            .arg(format!("cache:item:{i}"))
+            .arg("y".repeat(600))
+            .ignore();
+    }
+    for i in 0..30 {
+        let mut h = redis::cmd("HSET");
+        h.arg(format!("profile:{i}:fields"));
+        // Just above hash-max-listpack-entries (512): stored as a hashtable.
+        for f in 0..600 {
+            h.arg(format!("f{f}")).arg("v");
+        }
+        p.add_command(h).ignore();
+    }
+    // hot-key, hot-missing-key, low-hit-ratio, lfu-recommended.
+    p.cmd("SET").arg("hot:key").arg("v").ignore();
+    for _ in 0..3000 {
+        p.cmd("GET").arg("hot:key").ignore();
+        p.cmd("GET").arg("missing:key").ignore();
+        p.cmd("GET").arg("missing:key").ignore();
+    }
+    let _: () = p.query(&mut c).unwrap();
+    // multiple-databases, dangerous-commands-used, pubsub-many-patterns, connections.
+    ok(&mut c, &["SELECT", "2"]);
+    ok(&mut c, &["SET", "other", "1"]);
+    ok(&mut c, &["SELECT", "0"]);
+    let _: Vec<String> = redis::cmd("KEYS").arg("nothing*").query(&mut c).unwrap();
+    let mut sub = server.conn();
+    let mut pubsub = sub.as_pubsub();
+    for i in 0..1001 {
+        pubsub.psubscribe(format!("chan{i}.*")).unwrap();
+    }
+    let held: Vec<Connection> = (0..9).map(|_| server.conn()).collect();
+    // Sampling with replacement: 30,000 samples of ~2,200 keys see the one big key for sure.
+    let r = advise(&mut c, &["SAMPLES", "30000"]);
+    drop(held);
+    let fired = rules(&r);
+    for id in [
+        "maxmemory-unset",
+        "big-key",
+        "lazyfree-off",
+        "keys-without-ttl",
+        "expiry-clustered",
+        "encoding-threshold",
+        "hot-key",
+        "hot-missing-key",
+        "low-hit-ratio",
+        "lfu-recommended",
+        "multiple-databases",
+        "dangerous-commands-used",
+        "slow-commands",
+        "latency-monitor-off",
+        "aof-fsync-always",
+        "connections-near-limit",
+        "pubsub-many-patterns",
+        "dangerous-commands-open",
+    ] {
+        assert!(
+            fired.contains(&id.to_string()),
+            "{id} did not fire; fired: {fired:?}"
+        );
+    }
+    let big = r.findings.iter().find(|f| f.rule == "big-key").unwrap();
+    assert!(
+        big.subjects.contains(&"report:big".to_string()) && big.evidence.contains("report:big")
+    );
+    assert!(!big.fix.is_empty());
+    let hot = r
+        .findings
+        .iter()
+        .find(|f| f.rule == "hot-missing-key")
+        .unwrap();
+    assert_eq!(hot.subjects, vec!["missing:key".to_string()]);
+    // Most severe first, and the score pays for each.
+    let order: Vec<u8> = r
+        .findings
+        .iter()
+        .map(|f| match f.severity.as_str() {
+            "critical" => 0,
+            "warning" => 1,
+            _ => 2,
+        })
+        .collect();
+    assert!(order.windows(2).all(|w| w[0] <= w[1]), "{order:?}");
+    assert!(r.score < 50, "{}", r.score);
+    // Filters and silencing.
+    let only = advise(&mut c, &["SAMPLES", "0", "CATEGORY", "persistence"]);
+    assert!(only.findings.iter().all(|f| f.category == "persistence"));
+    ok(
+        &mut c,
+        &[
+            "CONFIG",
+            "SET",
+            "opt.advise-ignore",
+            "aof-fsync-always,big-key",
+        ],
+    );
+    let quiet = advise(&mut c, &["SAMPLES", "0"]);
+    assert!(!rules(&quiet).contains(&"aof-fsync-always".to_string()));
+    let e = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("opt.advise-ignore")
+        .arg("no-such-rule")
+        .query::<()>(&mut c)
+        .unwrap_err();
+    assert!(e.to_string().contains("no-such-rule"), "{e}");
+}
+
+#[test]
+fn rules_are_skipped_with_the_reason_when_config_is_renamed() {
+    let server = Server::with_config(&["rename-command CONFIG \"\""]);
+    let r = advise(&mut server.conn(), &["SAMPLES", "0"]);
+    let skipped: Vec<&str> = r.skipped.iter().map(|(id, _)| id.as_str()).collect();
+    assert!(skipped.contains(&"latency-monitor-off"), "{skipped:?}");
+    assert!(r
+        .skipped
+        .iter()
+        .any(|(_, why)| why.contains("CONFIG is not available")));
+    assert!(
+        rules(&r).contains(&"maxmemory-unset".to_string()),
+        "INFO-based rules still run"
+    );
+}
+
+#[test]
+fn optctl_advise_groups_findings_and_fails_on_request() {
+    let server = Server::start();
+    let (code, out, err) = optctl(
+        &["--url", &server.url(), "advise", "--samples", "0"],
+        &[("NO_COLOR", "1")],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("health score") && out.contains("WARNING"),
+        "{out}"
+    );
+    assert!(
+        out.contains("[maxmemory-unset]") && out.contains("fix:"),
+        "{out}"
+    );
+    assert!(!out.contains("\u{1b}["), "no colour when not a terminal");
+    let (code, _, _) = optctl(
+        &[
+            "--url",
+            &server.url(),
+            "advise",
+            "--samples",
+            "0",
+            "--fail-on",
+            "warning",
+        ],
+        &[],
+    );
+    assert_eq!(code, 3, "a warning is present");
+    let (code, _, _) = optctl(
+        &[
+            "--url",
+            &server.url(),
+            "advise",
+            "--samples",
+            "0",
+            "--fail-on",
+            "critical",
+            "--category",
+            "latency",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "no critical latency finding");
+    let (code, out, _) = optctl(
+        &["--url", &server.url(), "--json", "advise", "--samples", "0"],
+        &[],
+    );
+    assert_eq!(code, 0);
+    let r: AdviceReport = serde_json::from_str(&out).unwrap();
+    assert!(r.rules_evaluated > 30);
+}
