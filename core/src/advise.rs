@@ -36,6 +36,10 @@ pub struct Snapshot {
     pub keyspace: Option<KeyspaceReport>,
     /// Clients idle for more than 5 minutes (`CLIENT LIST`), if known.
     pub idle_clients: Option<u64>,
+    /// The largest output buffer of a pub/sub client, bytes (`CLIENT LIST` omem).
+    pub pubsub_max_omem: Option<u64>,
+    /// Hot keys whose LFU counter is saturated (255), under an LFU policy.
+    pub lfu_saturated: Option<u64>,
 }
 
 /// Parses `INFO` text into field -> value.
@@ -898,6 +902,152 @@ fn repl_backlog_small(s: &Snapshot, _: &Thresholds) -> Outcome {
     )
 }
 
+fn big_collection(s: &Snapshot, _: &Thresholds) -> Outcome {
+    let ks = try_skip!(s.keyspace.as_ref().ok_or("no keyspace profile".to_string()));
+    let big: Vec<&crate::report::KeyEntry> = ks
+        .top_by_length
+        .iter()
+        .filter(|k| match k.r#type.as_str() {
+            "hash" => k.length > 5000,
+            "set" | "list" | "zset" => k.length > 1000,
+            _ => false,
+        })
+        .collect();
+    if big.is_empty() {
+        return Outcome::Pass;
+    }
+    let list: Vec<String> = big
+        .iter()
+        .map(|k| format!("{} ({} with {} elements)", k.key, k.r#type, k.length))
+        .collect();
+    with(
+        fire(
+            Severity::Warning,
+            "Big collections",
+            format!("{} (thresholds: hash 5000 fields, set/list/zset 1000 elements)", list.join(", ")),
+            "Reading a whole big collection (HGETALL, SMEMBERS, LRANGE 0 -1) blocks the server and floods the network. Shard it into several keys, and page with HSCAN/SSCAN.",
+            &["HSCAN <key> 0 COUNT 100", "split: <key>:{0..N} by hash of the field"],
+        ),
+        None,
+        big.iter().map(|k| k.key.clone()).collect(),
+    )
+}
+
+fn long_key_names(s: &Snapshot, _: &Thresholds) -> Outcome {
+    let ks = try_skip!(s.keyspace.as_ref().ok_or("no keyspace profile".to_string()));
+    let long: Vec<&crate::report::PatternStats> = ks
+        .patterns
+        .iter()
+        .filter(|p| p.keys >= 1000 && p.largest_key.len() > 100)
+        .collect();
+    if long.is_empty() {
+        return Outcome::Pass;
+    }
+    let list: Vec<String> = long
+        .iter()
+        .map(|p| {
+            format!(
+                "{} ({} keys, e.g. {} bytes long)",
+                p.pattern,
+                p.keys,
+                p.largest_key.len()
+            )
+        })
+        .collect();
+    with(
+        fire(
+            Severity::Info,
+            "Long key names",
+            format!("{} (threshold 100 bytes, 1000 keys)", list.join("; ")),
+            "Key names are stored in full for every key; shorter names (or a hash of the long part) save memory and network.",
+            &["rename the pattern with shorter segments, e.g. u:<id>:p instead of user:<id>:profile"],
+        ),
+        None,
+        long.iter().map(|p| p.pattern.clone()).collect(),
+    )
+}
+
+fn small_strings_to_hash(s: &Snapshot, _: &Thresholds) -> Outcome {
+    let ks = try_skip!(s.keyspace.as_ref().ok_or("no keyspace profile".to_string()));
+    let many: Vec<&crate::report::PatternStats> = ks
+        .patterns
+        .iter()
+        .filter(|p| {
+            p.keys >= 10_000
+                && p.avg_bytes < 100
+                && p.types.first().is_some_and(|t| t.0 == "string")
+                && p.ttl_buckets[0] as f64 >= 0.9 * p.keys as f64
+        })
+        .collect();
+    if many.is_empty() {
+        return Outcome::Pass;
+    }
+    // Each key costs a dictEntry, a key sds and a robj (about 40-60 bytes) beyond its value;
+    // in a listpack-encoded hash bucket a field costs a few bytes.
+    let saving: u64 = many.iter().map(|p| p.keys * 40).sum();
+    let list: Vec<String> = many
+        .iter()
+        .map(|p| {
+            format!(
+                "{} ({} keys, {} B on average)",
+                p.pattern, p.keys, p.avg_bytes
+            )
+        })
+        .collect();
+    with(
+        fire(
+            Severity::Info,
+            "Many tiny strings without TTL: hash buckets would hold them in far less memory",
+            format!("{} (thresholds: 10000 keys under 100 B, 90% without TTL)", list.join("; ")),
+            "Store them as fields of hash buckets (HSET bucket:<id/1000> <id> <value>), each bucket small enough to stay listpack-encoded.",
+            &["HSET <prefix>:<id / 1000> <id> <value>", "CONFIG SET hash-max-listpack-entries 1024"],
+        ),
+        Some(format!("about {saving} B saved")),
+        many.iter().map(|p| p.pattern.clone()).collect(),
+    )
+}
+
+fn lfu_counter_saturated(s: &Snapshot, _: &Thresholds) -> Outcome {
+    let n = try_skip!(s
+        .lfu_saturated
+        .ok_or("not under an LFU policy, or no hot keys".to_string()));
+    if n < 3 {
+        return Outcome::Pass;
+    }
+    fire(
+        Severity::Info,
+        "LFU counters of the hottest keys are saturated",
+        format!("{n} of the hottest keys have OBJECT FREQ 255 (threshold 3)"),
+        "Saturated counters cannot tell hot keys apart any more; a higher lfu-log-factor spreads them.",
+        &["CONFIG SET lfu-log-factor 100"],
+    )
+}
+
+fn pubsub_slow_subscriber(s: &Snapshot, _: &Thresholds) -> Outcome {
+    let omem = try_skip!(s
+        .pubsub_max_omem
+        .ok_or("CLIENT LIST not available".to_string()));
+    let limits = try_skip!(cfg(s, "client-output-buffer-limit"));
+    // "normal 0 0 0 replica ... pubsub <hard> <soft> <seconds>"
+    let words: Vec<&str> = limits.split_whitespace().collect();
+    let hard = words
+        .iter()
+        .position(|w| *w == "pubsub")
+        .and_then(|i| words.get(i + 1))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(32 * 1024 * 1024);
+    if hard == 0 || (omem as f64) < 0.5 * hard as f64 {
+        return Outcome::Pass;
+    }
+    fire(
+        Severity::Warning,
+        "A pub/sub subscriber cannot keep up",
+        format!("largest pub/sub output buffer {} of the {} hard limit (threshold 50%)", mb(omem as f64), mb(hard as f64)),
+        "A slow subscriber buffers in Redis memory and is disconnected at the limit, losing messages. Make the consumer faster, or use Streams for durable delivery.",
+        &["CLIENT LIST TYPE pubsub"],
+    )
+}
+
 /// Every rule, in a stable order.
 pub const RULES: &[Rule] = &[
     Rule {
@@ -951,6 +1101,11 @@ pub const RULES: &[Rule] = &[
         check: lfu_recommended,
     },
     Rule {
+        id: "lfu-counter-saturated",
+        category: "memory",
+        check: lfu_counter_saturated,
+    },
+    Rule {
         id: "expired-stale-high",
         category: "expiry",
         check: expired_stale_high,
@@ -974,6 +1129,21 @@ pub const RULES: &[Rule] = &[
         id: "big-key",
         category: "keys",
         check: big_key,
+    },
+    Rule {
+        id: "big-collection",
+        category: "keys",
+        check: big_collection,
+    },
+    Rule {
+        id: "long-key-names",
+        category: "keys",
+        check: long_key_names,
+    },
+    Rule {
+        id: "small-strings-to-hash",
+        category: "keys",
+        check: small_strings_to_hash,
     },
     Rule {
         id: "encoding-threshold",
@@ -1064,6 +1234,11 @@ pub const RULES: &[Rule] = &[
         id: "pubsub-many-patterns",
         category: "clients",
         check: pubsub_many_patterns,
+    },
+    Rule {
+        id: "pubsub-slow-subscriber",
+        category: "clients",
+        check: pubsub_slow_subscriber,
     },
     Rule {
         id: "no-auth",
@@ -1299,6 +1474,10 @@ mod tests {
             ("timeout", "300"),
             ("protected-mode", "yes"),
             ("bind", "127.0.0.1 -::1"),
+            (
+                "client-output-buffer-limit",
+                "normal 0 0 0 replica 268435456 67108864 60 pubsub 33554432 8388608 60",
+            ),
         ]
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -1315,6 +1494,8 @@ mod tests {
             hot_misses: Some(hot(&[], 10_000)),
             keyspace: Some(keyspace()),
             idle_clients: Some(0),
+            pubsub_max_omem: Some(0),
+            lfu_saturated: Some(0),
         }
     }
 
@@ -1480,6 +1661,27 @@ mod tests {
                 s.default_user = Some("user default on #5e88 ~* &* +@all".into())
             }),
             ("repl-backlog-small", |s| set(s, "sync_partial_err", "3")),
+            ("big-collection", |s| {
+                s.keyspace.as_mut().unwrap().top_by_length = vec![KeyEntry {
+                    key: "h".into(),
+                    r#type: "hash".into(),
+                    bytes: 1,
+                    length: 9000,
+                }]
+            }),
+            ("long-key-names", |s| {
+                let p = &mut s.keyspace.as_mut().unwrap().patterns[0];
+                p.largest_key = "k".repeat(150);
+            }),
+            ("small-strings-to-hash", |s| {
+                let mut p = pattern("tiny:*", 50_000, 0.5, 50_000);
+                p.avg_bytes = 60;
+                s.keyspace.as_mut().unwrap().patterns.push(p);
+            }),
+            ("lfu-counter-saturated", |s| s.lfu_saturated = Some(5)),
+            ("pubsub-slow-subscriber", |s| {
+                s.pubsub_max_omem = Some(20_000_000)
+            }),
         ];
         assert_eq!(cases.len(), RULES.len(), "a case for every rule");
         for (id, provoke) in cases {

@@ -152,12 +152,20 @@ fn gather(ctx: *mut raw::RedisModuleCtx) -> Snapshot {
         }
         if let Some(r) = call(ctx, c"CLIENT", &[c"LIST"]) {
             let text = reply_text(r).unwrap_or_default();
-            snap.idle_clients = Some(
+            let field = |line: &str, name: &str| -> u64 {
+                line.split(' ')
+                    .find_map(|f| f.strip_prefix(name))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0)
+            };
+            snap.idle_clients =
+                Some(text.lines().filter(|l| field(l, "idle=") > 300).count() as u64);
+            snap.pubsub_max_omem = Some(
                 text.lines()
-                    .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("idle=")))
-                    .filter_map(|v| v.parse::<u64>().ok())
-                    .filter(|&idle| idle > 300)
-                    .count() as u64,
+                    .filter(|l| field(l, "sub=") + field(l, "psub=") > 0)
+                    .map(|l| field(l, "omem="))
+                    .max()
+                    .unwrap_or(0),
             );
             free(r);
         }
@@ -179,6 +187,30 @@ fn gather(ctx: *mut raw::RedisModuleCtx) -> Snapshot {
             snap.hotkeys = Some(all);
             snap.hot_misses = Some(misses);
         }
+    }
+    let lfu = snap
+        .info
+        .get("maxmemory_policy")
+        .is_some_and(|p| p.contains("lfu"));
+    if let (true, Some(hot)) = (lfu, &snap.hotkeys) {
+        let mut saturated = 0;
+        for e in hot.entries.iter().filter(|e| !e.truncated) {
+            let Ok(key) = std::ffi::CString::new(e.name.clone()) else {
+                continue;
+            };
+            // SAFETY: ctx is live; the reply is read, then freed.
+            unsafe {
+                if let Some(r) = call(ctx, c"OBJECT", &[c"FREQ", &key]) {
+                    if raw::RedisModule_CallReplyInteger.map_or(0, |f| f(r)) >= 255 {
+                        saturated += 1;
+                    }
+                    if let Some(f) = raw::RedisModule_FreeCallReply {
+                        f(r);
+                    }
+                }
+            }
+        }
+        snap.lfu_saturated = Some(saturated);
     }
     snap
 }
