@@ -260,3 +260,115 @@ fn optctl_advise_groups_findings_and_fails_on_request() {
     let r: AdviceReport = serde_json::from_str(&out).unwrap();
     assert!(r.rules_evaluated > 30);
 }
+
+#[test]
+fn more_provoked_rules() {
+    // Memory, persistence and security settings.
+    let server = Server::with_config(&[
+        "maxmemory 30gb",
+        "slowlog-max-len 5",
+        "protected-mode no",
+        "bind 0.0.0.0",
+        "enable-protected-configs yes",
+    ]);
+    let mut c = server.conn();
+    ok(&mut c, &["CONFIG", "SET", "dir", "/proc"]);
+    let _ = redis::cmd("BGSAVE").query::<String>(&mut c);
+    server.wait_for(
+        "the failed BGSAVE",
+        std::time::Duration::from_secs(10),
+        |c| {
+            let i: String = redis::cmd("INFO").arg("persistence").query(c).unwrap();
+            i.contains("rdb_last_bgsave_status:err")
+        },
+    );
+    let mut p = redis::pipe();
+    // small-strings-to-hash, long-key-names, big-collection, noeviction-on-cache (TTLs).
+    for i in 0..12_000 {
+        p.cmd("SET").arg(format!("flag:{i}")).arg("1").ignore();
+    }
+    for i in 0..1200 {
+        p.cmd("SET")
+            .arg(format!(
+                "{}:{i}",
+                "segment-of-a-rather-long-key-name".repeat(4)
+            ))
+            .arg("v")
+            .arg("EX")
+            .arg(100 + i)
+            .ignore();
+    }
+    for i in 0..30_000 {
+        p.cmd("SET")
+            .arg(format!("cached:{i}"))
+            .arg("v")
+            .arg("EX")
+            .arg(5000 + i)
+            .ignore();
+    }
+    let mut sadd = redis::cmd("SADD");
+    sadd.arg("members:all");
+    for m in 0..1500 {
+        sadd.arg(format!("m{m}"));
+    }
+    p.add_command(sadd).ignore();
+    let _: () = p.query(&mut c).unwrap();
+    // rss-peak: a burst that is gone again.
+    ok(&mut c, &["SET", "burst", &"z".repeat(60_000_000)]);
+    ok(&mut c, &["DEL", "burst"]);
+    let r = advise(&mut c, &["SAMPLES", "100000"]);
+    let fired = rules(&r);
+    for id in [
+        "fork-headroom-low",
+        "slowlog-misconfigured",
+        "bgsave-failing",
+        "no-auth",
+        "small-strings-to-hash",
+        "long-key-names",
+        "big-collection",
+        "noeviction-on-cache",
+        "rss-peak",
+    ] {
+        assert!(
+            fired.contains(&id.to_string()),
+            "{id} did not fire; fired: {fired:?}"
+        );
+    }
+    assert_eq!(r.findings[0].severity, "critical");
+
+    // Eviction settings on a small instance.
+    let small = Server::with_config(&["maxmemory 4mb", "maxmemory-policy volatile-lru"]);
+    let mut c = small.conn();
+    for i in 0..20 {
+        let _ = redis::cmd("SET")
+            .arg(format!("plain:{i}"))
+            .arg("x".repeat(1000))
+            .query::<()>(&mut c);
+    }
+    ok(
+        &mut c,
+        &["CONFIG", "SET", "maxmemory-policy", "allkeys-random"],
+    );
+    for i in 0..400 {
+        let _ = redis::cmd("SET")
+            .arg(format!("fill:{i}"))
+            .arg("y".repeat(20_000))
+            .query::<()>(&mut c);
+    }
+    ok(
+        &mut c,
+        &["CONFIG", "SET", "maxmemory-policy", "volatile-lru"],
+    );
+    let r = advise(&mut c, &["SAMPLES", "0"]);
+    let fired = rules(&r);
+    for id in [
+        "evictions-occurring",
+        "volatile-policy-without-ttl",
+        "memory-near-limit",
+    ] {
+        assert!(
+            fired.contains(&id.to_string()),
+            "{id} did not fire; fired: {fired:?}"
+        );
+    }
+}
