@@ -9,6 +9,7 @@ mod advise;
 mod conn;
 mod hotkeys;
 mod keyspace;
+mod metrics;
 mod status;
 mod table;
 mod tags;
@@ -75,6 +76,21 @@ pub enum Cmd {
     ///   optctl keyspace --match 'user:*' --csv > users.csv
     #[command(verbatim_doc_comment)]
     Keyspace(keyspace::KeyspaceArgs),
+    /// Prometheus text exposition of the server and the module (print once).
+    ///
+    /// Example: optctl metrics --keyspace-samples 0
+    Metrics(metrics::MetricsArgs),
+    /// Serves the Prometheus exposition on /metrics.
+    ///
+    /// Example: optctl --url redis://10.0.0.5:6379 exporter --listen 0.0.0.0:9121
+    Exporter(metrics::ExporterArgs),
+    /// Shell completions.
+    ///
+    /// Example: optctl completions bash > /etc/bash_completion.d/optctl
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// Deletes every key carrying any of the tags, atomically (OPT.INVALIDATE).
     ///
     /// Examples:
@@ -119,6 +135,12 @@ impl CtlError {
 }
 
 fn main() -> ExitCode {
+    // Like other Unix tools, end quietly when the reader of our output goes away
+    // (`optctl hotkeys | head`), instead of panicking on a broken pipe.
+    // SAFETY: restoring the default SIGPIPE disposition at start, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let ok = |r: Result<(), CtlError>| r.map(|()| ExitCode::SUCCESS);
     let result = match cli.command {
@@ -134,6 +156,13 @@ fn main() -> ExitCode {
         Cmd::Invalidate(ref args) => ok(tags::invalidate(&cli, args)),
         Cmd::Keyspace(ref args) => ok(keyspace::run(&cli, args)),
         Cmd::Tags(ref args) => ok(tags::tags(&cli, args)),
+        Cmd::Metrics(ref args) => ok(metrics::print(&cli, args)),
+        Cmd::Exporter(ref args) => ok(metrics::serve(&cli, args)),
+        Cmd::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "optctl", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,430 @@
+//! `optctl metrics` and `optctl exporter`: Prometheus text exposition.
+//!
+//! Server metrics use redis_exporter's names where the meaning is the same
+//! (`redis_memory_used_bytes`, `redis_keyspace_hits_total`...), so existing dashboards and
+//! alert rules keep working. The module's own metrics are under `opt_`. Label cardinality is
+//! bounded: at most 10 hot keys, 10 hot patterns, 20 memory patterns and one series per
+//! advice rule (41).
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+
+use clap::Args;
+use opt_core::report::{AdviceReport, HotKeysReport, KeyspaceReport, TagInfoReport};
+
+use crate::{conn, Cli, CtlError};
+
+/// Options shared by `metrics` and `exporter`.
+#[derive(Args, Debug, Clone)]
+pub struct MetricsArgs {
+    /// Random keys sampled per scrape for the memory-by-pattern series (0: none).
+    #[arg(long, default_value_t = 1000)]
+    pub keyspace_samples: u64,
+    /// Also run OPT.ADVISE (without a keyspace sample) for the findings series.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub advice: bool,
+}
+
+/// Options of `optctl exporter`.
+#[derive(Args, Debug)]
+pub struct ExporterArgs {
+    /// Address to listen on, e.g. 127.0.0.1:9121.
+    #[arg(long, default_value = "127.0.0.1:9121")]
+    pub listen: String,
+    /// Stop after this many scrapes (for tests).
+    #[arg(long, hide = true)]
+    pub max_scrapes: Option<u64>,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
+}
+
+/// Escapes a label value.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+struct Out(String);
+
+impl Out {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}");
+        let _ = writeln!(self.0, "# TYPE {name} {kind}");
+    }
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], v: f64) {
+        if labels.is_empty() {
+            let _ = writeln!(self.0, "{name} {v}");
+        } else {
+            let l: Vec<String> = labels
+                .iter()
+                .map(|(k, v)| format!("{k}=\"{}\"", label(v)))
+                .collect();
+            let _ = writeln!(self.0, "{name}{{{}}} {v}", l.join(","));
+        }
+    }
+}
+
+fn info_map(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// Collects every metric from the server at `--url`.
+pub fn collect(cli: &Cli, args: &MetricsArgs) -> Result<String, CtlError> {
+    let mut con = conn::connect(cli)?;
+    let info_text: String = redis::cmd("INFO")
+        .arg("everything")
+        .query(&mut con)
+        .map_err(|e| conn::command_error(cli, "INFO", &e))?;
+    let info = info_map(&info_text);
+    let mut o = Out(String::new());
+    let num = |k: &str| info.get(k).and_then(|v| v.parse::<f64>().ok());
+    o.family("redis_up", "gauge", "Whether the server answered.");
+    o.sample("redis_up", &[], 1.0);
+    o.family("redis_instance_info", "gauge", "Server version and role.");
+    o.sample(
+        "redis_instance_info",
+        &[
+            (
+                "redis_version",
+                info.get("redis_version").map_or("", String::as_str),
+            ),
+            ("role", info.get("role").map_or("", String::as_str)),
+        ],
+        1.0,
+    );
+    for (name, field, kind, help) in [
+        (
+            "redis_uptime_in_seconds",
+            "uptime_in_seconds",
+            "gauge",
+            "Seconds since start.",
+        ),
+        (
+            "redis_connected_clients",
+            "connected_clients",
+            "gauge",
+            "Connected clients.",
+        ),
+        (
+            "redis_blocked_clients",
+            "blocked_clients",
+            "gauge",
+            "Blocked clients.",
+        ),
+        (
+            "redis_memory_used_bytes",
+            "used_memory",
+            "gauge",
+            "Memory used by data and overhead.",
+        ),
+        (
+            "redis_memory_used_rss_bytes",
+            "used_memory_rss",
+            "gauge",
+            "Resident set size.",
+        ),
+        (
+            "redis_memory_used_peak_bytes",
+            "used_memory_peak",
+            "gauge",
+            "Peak used_memory.",
+        ),
+        (
+            "redis_memory_max_bytes",
+            "maxmemory",
+            "gauge",
+            "maxmemory (0: no limit).",
+        ),
+        (
+            "redis_mem_fragmentation_ratio",
+            "mem_fragmentation_ratio",
+            "gauge",
+            "RSS / used memory.",
+        ),
+        (
+            "redis_commands_processed_total",
+            "total_commands_processed",
+            "counter",
+            "Commands processed.",
+        ),
+        (
+            "redis_connections_received_total",
+            "total_connections_received",
+            "counter",
+            "Connections accepted.",
+        ),
+        (
+            "redis_rejected_connections_total",
+            "rejected_connections",
+            "counter",
+            "Connections refused (maxclients).",
+        ),
+        (
+            "redis_keyspace_hits_total",
+            "keyspace_hits",
+            "counter",
+            "Lookups that found the key.",
+        ),
+        (
+            "redis_keyspace_misses_total",
+            "keyspace_misses",
+            "counter",
+            "Lookups that did not.",
+        ),
+        (
+            "redis_evicted_keys_total",
+            "evicted_keys",
+            "counter",
+            "Keys evicted under maxmemory.",
+        ),
+        (
+            "redis_expired_keys_total",
+            "expired_keys",
+            "counter",
+            "Keys expired.",
+        ),
+        (
+            "redis_connected_slaves",
+            "connected_slaves",
+            "gauge",
+            "Connected replicas.",
+        ),
+    ] {
+        if let Some(v) = num(field) {
+            o.family(name, kind, help);
+            o.sample(name, &[], v);
+        }
+    }
+    let dbs: Vec<(&String, &String)> = info
+        .iter()
+        .filter(|(k, _)| k.starts_with("db") && k[2..].parse::<u32>().is_ok())
+        .collect();
+    if !dbs.is_empty() {
+        o.family("redis_db_keys", "gauge", "Keys per database.");
+        for (db, v) in &dbs {
+            let keys = v
+                .split(',')
+                .find_map(|p| p.strip_prefix("keys="))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0.0);
+            o.sample("redis_db_keys", &[("db", db)], keys);
+        }
+        o.family(
+            "redis_db_keys_expiring",
+            "gauge",
+            "Keys with a TTL per database.",
+        );
+        for (db, v) in &dbs {
+            let keys = v
+                .split(',')
+                .find_map(|p| p.strip_prefix("expires="))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0.0);
+            o.sample("redis_db_keys_expiring", &[("db", db)], keys);
+        }
+    }
+    // The module's own series.
+    for (name, field, kind, help) in [
+        (
+            "opt_hotkeys_sampled_accesses_total",
+            "opt_hotkeys_sampled_accesses",
+            "counter",
+            "Key accesses counted by the hot-key tracker.",
+        ),
+        (
+            "opt_hotkeys_memory_bytes",
+            "opt_hotkeys_memory_bytes",
+            "gauge",
+            "Memory of the hot-key tracker.",
+        ),
+        (
+            "opt_tag_index_keys",
+            "opt_tags_keys",
+            "gauge",
+            "Keys in the tag index.",
+        ),
+        (
+            "opt_tag_index_pairs",
+            "opt_tags_pairs",
+            "gauge",
+            "(key, tag) pairs in the tag index.",
+        ),
+        (
+            "opt_tag_index_memory_bytes",
+            "opt_tags_memory_bytes",
+            "gauge",
+            "Memory of the tag index.",
+        ),
+        (
+            "opt_panics_caught_total",
+            "opt_panics_caught",
+            "counter",
+            "Internal errors caught by the module.",
+        ),
+    ] {
+        if let Some(v) = num(field) {
+            o.family(name, kind, help);
+            o.sample(name, &[], v);
+        }
+    }
+    let args10 = |ns: bool| {
+        let mut a = vec![
+            "COUNT".to_string(),
+            "10".to_string(),
+            "WINDOW".into(),
+            "recent".into(),
+        ];
+        if ns {
+            a.push("NAMESPACES".into());
+        }
+        a
+    };
+    if let Ok(hot) = conn::call_json::<HotKeysReport>(&mut con, cli, "OPT.HOTKEYS", &args10(false))
+    {
+        o.family(
+            "opt_hotkey_ops_per_second",
+            "gauge",
+            "Accesses per second of the 10 hottest keys (recent window).",
+        );
+        for e in &hot.entries {
+            o.sample(
+                "opt_hotkey_ops_per_second",
+                &[("key", &e.name)],
+                e.ops_per_sec,
+            );
+        }
+    }
+    if let Ok(hot) = conn::call_json::<HotKeysReport>(&mut con, cli, "OPT.HOTKEYS", &args10(true)) {
+        o.family(
+            "opt_namespace_ops_per_second",
+            "gauge",
+            "Accesses per second of the 10 hottest key patterns.",
+        );
+        for e in &hot.entries {
+            o.sample(
+                "opt_namespace_ops_per_second",
+                &[("pattern", &e.name)],
+                e.ops_per_sec,
+            );
+        }
+    }
+    if args.keyspace_samples > 0 {
+        let a = vec!["SAMPLES".to_string(), args.keyspace_samples.to_string()];
+        if let Ok(ks) = conn::call_json::<KeyspaceReport>(&mut con, cli, "OPT.KEYSPACE", &a) {
+            o.family(
+                "opt_keyspace_bytes",
+                "gauge",
+                "Memory by key pattern (the 20 largest; sampled).",
+            );
+            for p in ks.patterns.iter().take(20) {
+                o.sample(
+                    "opt_keyspace_bytes",
+                    &[("pattern", &p.pattern)],
+                    p.bytes as f64,
+                );
+            }
+            o.family(
+                "opt_keyspace_keys",
+                "gauge",
+                "Keys by key pattern (the 20 largest by memory; sampled).",
+            );
+            for p in ks.patterns.iter().take(20) {
+                o.sample(
+                    "opt_keyspace_keys",
+                    &[("pattern", &p.pattern)],
+                    p.keys as f64,
+                );
+            }
+        }
+    }
+    if args.advice {
+        let a = vec!["SAMPLES".to_string(), "0".to_string()];
+        if let Ok(adv) = conn::call_json::<AdviceReport>(&mut con, cli, "OPT.ADVISE", &a) {
+            o.family(
+                "opt_health_score",
+                "gauge",
+                "OPT.ADVISE health score, 0 to 100.",
+            );
+            o.sample("opt_health_score", &[], adv.score as f64);
+            o.family(
+                "opt_advice_finding",
+                "gauge",
+                "1 for each rule that fires, by rule and severity.",
+            );
+            for f in &adv.findings {
+                o.sample(
+                    "opt_advice_finding",
+                    &[("rule", &f.rule), ("severity", &f.severity)],
+                    1.0,
+                );
+            }
+        }
+    }
+    if let Ok(tags) = conn::call_json::<TagInfoReport>(&mut con, cli, "OPT.TAGINFO", &[]) {
+        o.family("opt_tags_total", "gauge", "Distinct tags in the tag index.");
+        o.sample("opt_tags_total", &[], tags.tags as f64);
+    }
+    Ok(o.0)
+}
+
+/// Runs `optctl metrics`: prints the exposition once.
+pub fn print(cli: &Cli, args: &MetricsArgs) -> Result<(), CtlError> {
+    print!("{}", collect(cli, args)?);
+    Ok(())
+}
+
+/// Runs `optctl exporter`: serves the exposition on `/metrics`.
+pub fn serve(cli: &Cli, args: &ExporterArgs) -> Result<(), CtlError> {
+    let listener = TcpListener::bind(&args.listen)
+        .map_err(|e| CtlError::failed(format!("cannot listen on {}: {e}", args.listen)))?;
+    eprintln!(
+        "optctl exporter: serving /metrics on http://{}",
+        args.listen
+    );
+    let mut scrapes = 0u64;
+    for stream in listener.incoming() {
+        let Ok(mut stream) = stream else { continue };
+        let mut request_line = String::new();
+        let mut reader = BufReader::new(match stream.try_clone() {
+            Ok(s) => s,
+            Err(_) => continue,
+        });
+        if reader.read_line(&mut request_line).is_err() {
+            continue;
+        }
+        // Drain the headers.
+        let mut line = String::new();
+        while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+            line.clear();
+        }
+        let path = request_line.split_whitespace().nth(1).unwrap_or("/");
+        let (status, body, ctype) = if path == "/metrics" {
+            scrapes += 1;
+            match collect(cli, &args.metrics) {
+                Ok(text) => ("200 OK", text, "text/plain; version=0.0.4; charset=utf-8"),
+                Err(e) => (
+                    "200 OK",
+                    format!("# optctl: {}\n# HELP redis_up Whether the server answered.\n# TYPE redis_up gauge\nredis_up 0\n", e.message),
+                    "text/plain; version=0.0.4; charset=utf-8",
+                ),
+            }
+        } else {
+            ("404 Not Found", "see /metrics\n".to_string(), "text/plain")
+        };
+        let _ = write!(
+            stream,
+            "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        if args.max_scrapes.is_some_and(|m| scrapes >= m) {
+            break;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,176 @@
+//! optctl as the operator's tool: Prometheus metrics (printed, and served over HTTP and
+//! parsed), shell completions, help with examples.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use opt_harness::redis;
+use opt_harness::{ok, optctl, optctl_path, Server, ServerOptions};
+
+/// Parses Prometheus text exposition into (series with labels) -> value, checking every line.
+fn parse_prometheus(text: &str) -> HashMap<String, f64> {
+    let mut out = HashMap::new();
+    let mut typed = std::collections::HashSet::new();
+    for line in text.lines() {
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut w = rest.split_whitespace();
+            let name = w.next().expect("metric name");
+            let kind = w.next().expect("metric type");
+            assert!(["gauge", "counter"].contains(&kind), "{line}");
+            typed.insert(name.to_string());
+            continue;
+        }
+        if line.starts_with('#') {
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("bad line {line:?}"));
+        let name = series.split('{').next().unwrap();
+        assert!(
+            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "bad metric name in {line:?}"
+        );
+        assert!(typed.contains(name), "{name} has no TYPE line");
+        if let Some(labels) = series.strip_prefix(name) {
+            if !labels.is_empty() {
+                assert!(labels.starts_with('{') && labels.ends_with('}'), "{line:?}");
+            }
+        }
+        let v: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        out.insert(series.to_string(), v);
+    }
+    out
+}
+
+fn traffic(server: &Server) {
+    let mut c = server.conn();
+    for _ in 0..200 {
+        let _: Option<String> = redis::cmd("GET").arg("hot:one").query(&mut c).unwrap();
+    }
+    ok(
+        &mut c,
+        &["OPT.SET", "page:1", "v", "TAGS", "user:1", "site"],
+    );
+}
+
+#[test]
+fn metrics_use_redis_exporter_names_and_bounded_module_series() {
+    let server = Server::start_with(ServerOptions {
+        config: vec!["opt.hotkeys-sample-ratio 1".into()],
+        ..ServerOptions::default()
+    });
+    traffic(&server);
+    let (code, out, err) = optctl(&["--url", &server.url(), "metrics"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let m = parse_prometheus(&out);
+    assert_eq!(m["redis_up"], 1.0);
+    assert!(m["redis_keyspace_misses_total"] >= 200.0);
+    assert!(
+        m.contains_key("redis_memory_used_bytes")
+            && m.contains_key("redis_commands_processed_total")
+    );
+    assert_eq!(m["redis_db_keys{db=\"db0\"}"], 1.0);
+    assert_eq!(m["opt_tag_index_pairs"], 2.0);
+    assert!(
+        m["opt_hotkey_ops_per_second{key=\"hot:one\"}"] > 0.0,
+        "{out}"
+    );
+    assert!(m
+        .keys()
+        .any(|k| k.starts_with("opt_advice_finding{rule=\"maxmemory-unset\"")));
+    assert!(m.contains_key("opt_health_score"));
+    assert!(
+        m.keys()
+            .filter(|k| k.starts_with("opt_hotkey_ops_per_second"))
+            .count()
+            <= 10
+    );
+}
+
+#[test]
+fn the_exporter_serves_metrics_over_http() {
+    let server = Server::start();
+    traffic(&server);
+    let port = opt_harness::free_port();
+    let mut child = std::process::Command::new(optctl_path())
+        .args([
+            "--url",
+            &server.url(),
+            "exporter",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--max-scrapes",
+            "2",
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let get = |path: &str| -> Option<String> {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+        let mut body = String::new();
+        s.read_to_string(&mut body).ok()?;
+        Some(body)
+    };
+    let mut response = None;
+    for _ in 0..100 {
+        response = get("/metrics");
+        if response.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let response = response.expect("exporter answered");
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.starts_with("HTTP/1.1 200") && head.contains("text/plain; version=0.0.4"),
+        "{head}"
+    );
+    let m = parse_prometheus(body);
+    assert_eq!(m["redis_up"], 1.0);
+    let other = get("/nope").unwrap();
+    assert!(other.starts_with("HTTP/1.1 404"), "{other}");
+    let _ = get("/metrics");
+    let status = child.wait().unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn completions_and_help_with_examples() {
+    for shell in ["bash", "zsh", "fish"] {
+        let (code, out, err) = optctl(&["completions", shell], &[]);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains("optctl") && out.contains("hotkeys"), "{shell}");
+    }
+    for sub in [
+        "status",
+        "hotkeys",
+        "keyspace",
+        "advise",
+        "invalidate",
+        "tags",
+        "metrics",
+        "exporter",
+    ] {
+        let (code, out, _) = optctl(&[sub, "--help"], &[]);
+        assert_eq!(code, 0);
+        assert!(
+            out.contains("Example"),
+            "{sub} --help has no example:\n{out}"
+        );
+    }
+    let (code, _, err) = optctl(&["no-such-command"], &[]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("no-such-command"),
+        "errors go to stderr: {err}"
+    );
+}
