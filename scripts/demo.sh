@@ -56,3 +56,6 @@ echo
 echo "== optctl invalidate team:7 (every page showing a member of team 7)"
 "$optctl" --url "$url" invalidate team:7
 "$optctl" --url "$url" tags --tag team:7
+echo
+echo "== optctl report (everything on one page; --html FILE writes a self-contained HTML report)"
+"$optctl" --url "$url" report --samples 5000

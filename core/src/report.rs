@@ -312,3 +312,24 @@ pub struct Finding {
     /// Keys or patterns concerned.
     pub subjects: Vec<String>,
 }
+
+/// `optctl report --json`: everything the module knows, in one document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FullReport {
+    /// When the report was made (Unix seconds).
+    pub generated_at: u64,
+    /// The server (URL without password).
+    pub server: String,
+    /// Versions, features, configs.
+    pub status: StatusReport,
+    /// Findings and score.
+    pub advice: Option<AdviceReport>,
+    /// The hottest keys since start.
+    pub hotkeys: Option<HotKeysReport>,
+    /// The hottest key patterns since start.
+    pub namespaces: Option<HotKeysReport>,
+    /// Memory by pattern (sampled).
+    pub keyspace: Option<KeyspaceReport>,
+    /// The tag index.
+    pub tags: Option<TagInfoReport>,
+}

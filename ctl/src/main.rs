@@ -10,6 +10,7 @@ mod conn;
 mod hotkeys;
 mod keyspace;
 mod metrics;
+mod report;
 mod status;
 mod table;
 mod tags;
@@ -76,6 +77,14 @@ pub enum Cmd {
     ///   optctl keyspace --match 'user:*' --csv > users.csv
     #[command(verbatim_doc_comment)]
     Keyspace(keyspace::KeyspaceArgs),
+    /// Everything in one page: status, advice, hot keys, memory by pattern, tags.
+    ///
+    /// Examples:
+    ///   optctl report                         text
+    ///   optctl report --json > report.json
+    ///   optctl report --html report.html      one self-contained file to open or send
+    #[command(verbatim_doc_comment)]
+    Report(report::ReportArgs),
     /// Prometheus text exposition of the server and the module (print once).
     ///
     /// Example: optctl metrics --keyspace-samples 0
@@ -157,6 +166,7 @@ fn main() -> ExitCode {
         Cmd::Keyspace(ref args) => ok(keyspace::run(&cli, args)),
         Cmd::Tags(ref args) => ok(tags::tags(&cli, args)),
         Cmd::Metrics(ref args) => ok(metrics::print(&cli, args)),
+        Cmd::Report(ref args) => ok(report::run(&cli, args)),
         Cmd::Exporter(ref args) => ok(metrics::serve(&cli, args)),
         Cmd::Completions { shell } => {
             use clap::CommandFactory;

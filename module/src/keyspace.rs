@@ -208,10 +208,11 @@ fn start(
         .delimiters
         .clone()
         .unwrap_or_else(|| configs::string(idx::KEY_DELIMITERS).into_bytes());
-    // Asking for at least as many samples as there are keys: look at every key instead,
-    // which is exact and no slower.
+    // Sampling with replacement misses a given key with probability e^(-n/keys): asking for
+    // at least half as many samples as there are keys, look at every key instead, which is
+    // exact (the single biggest key is never missed) and about as fast.
     let mut query = query;
-    if matches!(query.mode, Mode::Samples(n) if n >= db_keys) {
+    if matches!(query.mode, Mode::Samples(n) if n.saturating_mul(2) >= db_keys) {
         query.mode = Mode::Full;
     }
     let total = match query.mode {

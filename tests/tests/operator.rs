@@ -174,3 +174,97 @@ fn completions_and_help_with_examples() {
         "errors go to stderr: {err}"
     );
 }
+
+#[test]
+fn report_as_text_json_and_html_rendered_by_chromium() {
+    let server = Server::start_with(ServerOptions {
+        config: vec!["opt.hotkeys-sample-ratio 1".into()],
+        ..ServerOptions::default()
+    });
+    traffic(&server);
+    let mut c = server.conn();
+    ok(&mut c, &["SET", "report:big", &"x".repeat(150_000)]);
+    let (code, out, err) = optctl(&["--url", &server.url(), "report"], &[]);
+    assert_eq!(code, 0, "{err}");
+    for section in [
+        "== status",
+        "== advice",
+        "== hot keys",
+        "== memory by key pattern",
+        "== tag index",
+    ] {
+        assert!(out.contains(section), "{section} missing:\n{out}");
+    }
+    let (code, out, _) = optctl(&["--url", &server.url(), "--json", "report"], &[]);
+    assert_eq!(code, 0);
+    let r: opt_core::report::FullReport = serde_json::from_str(&out).unwrap();
+    assert!(r.advice.is_some() && r.keyspace.is_some() && r.hotkeys.is_some());
+
+    let dir = tempfile::tempdir().unwrap();
+    let html = dir.path().join("report.html");
+    let (code, _, err) = optctl(
+        &[
+            "--url",
+            &server.url(),
+            "report",
+            "--html",
+            html.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("<svg") && page.contains("report:big") && page.contains("Health"));
+    // Self-contained: no script and nothing fetched from elsewhere.
+    for forbidden in ["<script", "src=\"http", "href=\"http", "@import", "url("] {
+        assert!(
+            !page.contains(forbidden),
+            "the report references {forbidden}"
+        );
+    }
+    let chromium = ["chromium", "chromium-browser"]
+        .into_iter()
+        .find(|b| {
+            std::process::Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .expect("chromium is installed by `make test` (apt-get install chromium)");
+    let artifacts = opt_harness::workspace_root().join("target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let shot = artifacts.join("report.png");
+    let _ = std::fs::remove_file(&shot);
+    let profile = dir.path().join("chromium-profile");
+    let output = std::process::Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--window-size=1100,2400",
+            &format!("--user-data-dir={}", profile.display()),
+            &format!("--screenshot={}", shot.display()),
+            &format!("file://{}", html.display()),
+        ])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    let console: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("CONSOLE") || l.contains("Uncaught"))
+        .collect();
+    assert!(console.is_empty(), "console errors: {console:?}");
+    let png = std::fs::read(&shot).expect("a screenshot");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "screenshot of {} bytes",
+        png.len()
+    );
+}

@@ -1,0 +1,356 @@
+//! `optctl report`: everything the module knows in one page, as text, JSON or one
+//! self-contained HTML file (inline CSS and SVG charts; no script, font or network needed, so
+//! it opens offline and as an e-mail attachment).
+
+use std::fmt::Write as _;
+
+use clap::Args;
+use opt_core::report::{
+    AdviceReport, FullReport, HotKeysReport, KeyspaceReport, StatusReport, TagInfoReport,
+};
+
+use crate::{advise, conn, hotkeys, keyspace, status, Cli, CtlError};
+
+/// Options of `optctl report`.
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// Random keys sampled for memory by pattern and the key rules (0: skip).
+    #[arg(long, default_value_t = 10_000)]
+    pub samples: u64,
+    /// Write a self-contained HTML report to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<std::path::PathBuf>,
+}
+
+/// Gathers the whole report.
+pub fn gather(cli: &Cli, samples: u64) -> Result<FullReport, CtlError> {
+    let mut con = conn::connect(cli)?;
+    let status: StatusReport = conn::call_json(&mut con, cli, "OPT.STATUS", &[])?;
+    let s = samples.to_string();
+    let advice: Option<AdviceReport> =
+        conn::call_json(&mut con, cli, "OPT.ADVISE", &["SAMPLES".into(), s.clone()]).ok();
+    let top = |ns: bool| {
+        let mut a = vec!["COUNT".to_string(), "10".to_string()];
+        if ns {
+            a.push("NAMESPACES".into());
+        }
+        a
+    };
+    let hot: Option<HotKeysReport> =
+        conn::call_json(&mut con, cli, "OPT.HOTKEYS", &top(false)).ok();
+    let namespaces: Option<HotKeysReport> =
+        conn::call_json(&mut con, cli, "OPT.HOTKEYS", &top(true)).ok();
+    let keyspace: Option<KeyspaceReport> = if samples > 0 {
+        conn::call_json(&mut con, cli, "OPT.KEYSPACE", &["SAMPLES".into(), s]).ok()
+    } else {
+        None
+    };
+    let tags: Option<TagInfoReport> = conn::call_json(&mut con, cli, "OPT.TAGINFO", &[]).ok();
+    Ok(FullReport {
+        generated_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        server: conn::redacted(&cli.url),
+        status,
+        advice,
+        hotkeys: hot,
+        namespaces,
+        keyspace,
+        tags,
+    })
+}
+
+/// Runs `optctl report`.
+pub fn run(cli: &Cli, args: &ReportArgs) -> Result<(), CtlError> {
+    let r = gather(cli, args.samples)?;
+    if let Some(path) = &args.html {
+        std::fs::write(path, html(&r))
+            .map_err(|e| CtlError::failed(format!("cannot write {}: {e}", path.display())))?;
+        eprintln!("optctl: wrote {}", path.display());
+        return Ok(());
+    }
+    if cli.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&r)
+                .map_err(|e| CtlError::failed(format!("cannot encode JSON: {e}")))?
+        );
+        return Ok(());
+    }
+    print!("{}", text(&r));
+    Ok(())
+}
+
+/// The text report: every section one after the other.
+pub fn text(r: &FullReport) -> String {
+    let mut out = String::new();
+    out.push_str("== status\n");
+    out.push_str(&status::render(&r.status, &r.server));
+    if let Some(a) = &r.advice {
+        out.push_str("\n== advice\n");
+        out.push_str(&advise::render(a, false));
+    }
+    if let (Some(h), Some(recent)) = (&r.hotkeys, &r.hotkeys) {
+        out.push_str("\n== hot keys\n");
+        out.push_str(&hotkeys::render_report(h, recent, &r.server));
+    }
+    if let Some(n) = &r.namespaces {
+        out.push_str("\n== hot key patterns\n");
+        out.push_str(&hotkeys::render_report(n, n, &r.server));
+    }
+    if let Some(k) = &r.keyspace {
+        out.push_str("\n== memory by key pattern\n");
+        out.push_str(&keyspace::render_report(k));
+    }
+    if let Some(t) = &r.tags {
+        let _ = writeln!(
+            out,
+            "\n== tag index\n{} keys, {} tags, {} pairs, {} bytes",
+            t.keys, t.tags, t.pairs, t.memory_bytes
+        );
+    }
+    out
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A horizontal bar chart as inline SVG: (label, value, shown value).
+fn bars(rows: &[(String, f64, String)], color: &str) -> String {
+    if rows.is_empty() {
+        return "<p class=\"muted\">nothing to show</p>".into();
+    }
+    let max = rows.iter().map(|r| r.1).fold(0.0, f64::max).max(1e-9);
+    let h = 22;
+    let mut svg = format!(
+        "<svg class=\"chart\" viewBox=\"0 0 900 {}\" role=\"img\" xmlns=\"http://www.w3.org/2000/svg\">",
+        rows.len() * h + 4
+    );
+    for (i, (label, v, shown)) in rows.iter().enumerate() {
+        let y = i * h + 2;
+        let w = (v / max * 480.0).max(1.0);
+        let _ = write!(
+            svg,
+            "<text x=\"0\" y=\"{}\" class=\"lbl\">{}</text><rect x=\"300\" y=\"{}\" width=\"{w:.1}\" height=\"16\" fill=\"{color}\" rx=\"2\"/><text x=\"{:.1}\" y=\"{}\" class=\"val\">{}</text>",
+            y + 13,
+            esc(&truncate(label, 44)),
+            y + 1,
+            300.0 + w + 6.0,
+            y + 13,
+            esc(shown)
+        );
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        format!("{}…", s.chars().take(n - 1).collect::<String>())
+    }
+}
+
+fn human_bytes(b: f64) -> String {
+    if b >= 1e9 {
+        format!("{:.1} GB", b / 1e9)
+    } else if b >= 1e6 {
+        format!("{:.1} MB", b / 1e6)
+    } else if b >= 1e3 {
+        format!("{:.1} kB", b / 1e3)
+    } else {
+        format!("{b:.0} B")
+    }
+}
+
+/// The self-contained HTML report.
+pub fn html(r: &FullReport) -> String {
+    let mut body = String::new();
+    let _ = write!(
+        body,
+        "<header><h1>Redis report</h1><p>{} &middot; {} &middot; module {} {}</p></header>",
+        esc(&r.server),
+        esc(&r.status.server_version),
+        esc(&r.status.module),
+        esc(&r.status.module_version)
+    );
+    if let Some(a) = &r.advice {
+        let color = if a.score >= 80 {
+            "#2e7d32"
+        } else if a.score >= 50 {
+            "#ef6c00"
+        } else {
+            "#c62828"
+        };
+        let _ = write!(
+            body,
+            "<section><h2>Health</h2><div class=\"score\" style=\"color:{color}\">{}<span>/100</span></div><p>{} rules evaluated, {} findings</p>",
+            a.score,
+            a.rules_evaluated,
+            a.findings.len()
+        );
+        for f in &a.findings {
+            let _ = write!(
+                body,
+                "<div class=\"finding {sev}\"><div class=\"head\"><span class=\"sev\">{sev}</span> <b>{title}</b> <code>{rule}</code></div><p><b>Evidence:</b> {ev}</p><p>{adv}</p>{effect}<pre>{fix}</pre></div>",
+                sev = esc(&f.severity),
+                title = esc(&f.title),
+                rule = esc(&f.rule),
+                ev = esc(&f.evidence),
+                adv = esc(&f.advice),
+                effect = f.effect.as_ref().map(|e| format!("<p><b>Effect:</b> {}</p>", esc(e))).unwrap_or_default(),
+                fix = esc(&f.fix.join("\n"))
+            );
+        }
+        body.push_str("</section>");
+    }
+    if let Some(k) = &r.keyspace {
+        let rows: Vec<(String, f64, String)> = k
+            .patterns
+            .iter()
+            .take(15)
+            .map(|p| {
+                (
+                    p.pattern.clone(),
+                    p.bytes as f64,
+                    format!("{} ({:.1}%)", human_bytes(p.bytes as f64), p.share * 100.0),
+                )
+            })
+            .collect();
+        let _ = write!(
+            body,
+            "<section><h2>Memory by key pattern</h2><p>{} of {} keys {}, {} in all</p>{}",
+            k.keys_scanned,
+            k.db_keys,
+            if k.mode == "full" {
+                "analysed"
+            } else {
+                "sampled (figures extrapolated)"
+            },
+            human_bytes(k.total_bytes as f64),
+            bars(&rows, "#1565c0")
+        );
+        let mut ttl = [0u64; 6];
+        for p in &k.patterns {
+            for (i, v) in p.ttl_buckets.iter().enumerate() {
+                ttl[i] += v;
+            }
+        }
+        let ttl_rows: Vec<(String, f64, String)> = [
+            "no TTL",
+            "< 1 minute",
+            "< 1 hour",
+            "< 1 day",
+            "< 1 week",
+            ">= 1 week",
+        ]
+        .iter()
+        .zip(ttl)
+        .map(|(l, v)| (l.to_string(), v as f64, v.to_string()))
+        .collect();
+        let _ = write!(
+            body,
+            "<h3>Keys by time to live</h3>{}",
+            bars(&ttl_rows, "#6a1b9a")
+        );
+        let s = k.size_percentiles;
+        let size_rows: Vec<(String, f64, String)> = [
+            ("p50", s.p50),
+            ("p90", s.p90),
+            ("p99", s.p99),
+            ("max", s.max),
+        ]
+        .iter()
+        .map(|(l, v)| {
+            (
+                l.to_string(),
+                (*v as f64).max(1.0).log10(),
+                human_bytes(*v as f64),
+            )
+        })
+        .collect();
+        let _ = write!(
+            body,
+            "<h3>Key sizes (log scale)</h3>{}",
+            bars(&size_rows, "#00838f")
+        );
+        let top: String = k
+            .top_by_bytes
+            .iter()
+            .map(|e| {
+                format!(
+                    "<tr><td>{}</td><td>{}</td><td class=\"num\">{}</td></tr>",
+                    esc(&e.key),
+                    esc(&e.r#type),
+                    human_bytes(e.bytes as f64)
+                )
+            })
+            .collect();
+        let _ = write!(body, "<h3>Largest keys</h3><table><tr><th>key</th><th>type</th><th>memory</th></tr>{top}</table></section>");
+    }
+    if let Some(h) = &r.hotkeys {
+        let rows: Vec<(String, f64, String)> = h
+            .entries
+            .iter()
+            .map(|e| {
+                (
+                    e.name.clone(),
+                    e.count as f64,
+                    format!("{} ({:.1}%)", e.count, e.share * 100.0),
+                )
+            })
+            .collect();
+        let _ = write!(
+            body,
+            "<section><h2>Hot keys</h2><p>{} accesses counted (1 in {})</p>{}",
+            h.sampled_accesses,
+            h.sample_ratio,
+            bars(&rows, "#d84315")
+        );
+        if let Some(n) = &r.namespaces {
+            let rows: Vec<(String, f64, String)> = n
+                .entries
+                .iter()
+                .map(|e| {
+                    (
+                        e.name.clone(),
+                        e.count as f64,
+                        format!("{} ({:.1}%)", e.count, e.share * 100.0),
+                    )
+                })
+                .collect();
+            let _ = write!(body, "<h3>Hot key patterns</h3>{}", bars(&rows, "#f9a825"));
+        }
+        body.push_str("</section>");
+    }
+    if let Some(t) = &r.tags {
+        let _ = write!(
+            body,
+            "<section><h2>Tag index</h2><p>{} keys, {} tags, {} pairs, {}</p></section>",
+            t.keys,
+            t.tags,
+            t.pairs,
+            human_bytes(t.memory_bytes as f64)
+        );
+    }
+    format!(
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"><title>Redis report: {}</title><style>{CSS}</style></head><body>{body}<footer>generated by optctl at unix time {}</footer></body></html>\n",
+        esc(&r.server),
+        r.generated_at
+    )
+}
+
+const CSS: &str = "body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:980px;margin:2em auto;color:#222;padding:0 1em}\
+h1{margin-bottom:0}header p{color:#666;margin-top:.3em}section{margin:2em 0;border-top:1px solid #ddd}\
+.score{font-size:3em;font-weight:700}.score span{font-size:.4em;color:#888}\
+.finding{border-left:4px solid #999;padding:.2em .8em;margin:.8em 0;background:#fafafa}\
+.finding.critical{border-color:#c62828}.finding.warning{border-color:#ef6c00}.finding.info{border-color:#1565c0}\
+.sev{text-transform:uppercase;font-size:.75em;font-weight:700}pre{background:#f0f0f0;padding:.5em;white-space:pre-wrap}\
+.chart{width:100%;height:auto}.lbl{font-size:12px;fill:#333}.val{font-size:12px;fill:#555}\
+table{border-collapse:collapse}td,th{padding:.2em .8em;border-bottom:1px solid #eee;text-align:left}.num{text-align:right}\
+.muted{color:#888}footer{color:#999;font-size:.8em;margin-top:3em}";
