@@ -21,10 +21,10 @@ lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-## Package check (chromium too: a test renders the HTML report), clippy, then every test of
-## the workspace (unit and end-to-end).
+## Package check (chromium: a test renders the HTML report; tmux: a test drives optctl top),
+## clippy, then every test of the workspace (unit and end-to-end).
 test: lint
-	@scripts/ensure-deps.sh chromium
+	@scripts/ensure-deps.sh chromium tmux
 	$(CARGO) test --workspace
 
 ## The end-to-end tests again, against Valkey 8 (installed from bookworm-backports if missing).

@@ -14,6 +14,7 @@ mod report;
 mod status;
 mod table;
 mod tags;
+mod top;
 
 use std::process::ExitCode;
 
@@ -85,6 +86,12 @@ pub enum Cmd {
     ///   optctl report --html report.html      one self-contained file to open or send
     #[command(verbatim_doc_comment)]
     Report(report::ReportArgs),
+    /// A live full-screen view: ops/s, hit ratio, memory, evictions, expirations, clients,
+    /// the hottest keys and patterns now. Refreshed every second; q quits. Scrolls when not
+    /// a terminal.
+    ///
+    /// Example: optctl --url redis://10.0.0.5:6379 top
+    Top(top::TopArgs),
     /// Prometheus text exposition of the server and the module (print once).
     ///
     /// Example: optctl metrics --keyspace-samples 0
@@ -167,6 +174,7 @@ fn main() -> ExitCode {
         Cmd::Tags(ref args) => ok(tags::tags(&cli, args)),
         Cmd::Metrics(ref args) => ok(metrics::print(&cli, args)),
         Cmd::Report(ref args) => ok(report::run(&cli, args)),
+        Cmd::Top(ref args) => ok(top::run(&cli, args)),
         Cmd::Exporter(ref args) => ok(metrics::serve(&cli, args)),
         Cmd::Completions { shell } => {
             use clap::CommandFactory;

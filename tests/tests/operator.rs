@@ -268,3 +268,121 @@ fn report_as_text_json_and_html_rendered_by_chromium() {
         png.len()
     );
 }
+
+#[test]
+fn top_scrolls_when_piped_and_counts_the_traffic_between_refreshes() {
+    let server = Server::start_with(ServerOptions {
+        config: vec!["opt.hotkeys-sample-ratio 1".into()],
+        ..ServerOptions::default()
+    });
+    let url = server.url();
+    let load = {
+        let server_url = url.clone();
+        std::thread::spawn(move || {
+            let client = redis::Client::open(server_url).unwrap();
+            let mut c = client.get_connection().unwrap();
+            let until = std::time::Instant::now() + Duration::from_millis(2500);
+            while std::time::Instant::now() < until {
+                let _: Option<String> = redis::cmd("GET").arg("top:hot").query(&mut c).unwrap();
+            }
+        })
+    };
+    let (code, out, err) = optctl(&["--url", &url, "top", "--times", "2"], &[]);
+    load.join().unwrap();
+    assert_eq!(code, 0, "{err}");
+    // Two blocks, each with its header; no cursor movement when stdout is not a terminal.
+    assert_eq!(out.matches("optctl top").count(), 2, "{out}");
+    assert!(!out.contains("\x1b["), "escape codes in piped output");
+    assert!(out.contains("top:hot"), "the hot key is not shown:\n{out}");
+    assert!(out.contains("hottest patterns now") && out.contains("hit ratio"));
+    // Every GET of a missing key is a miss: the ratio over the last second is 0%.
+    assert!(out.contains("hit ratio   0.0%"), "{out}");
+}
+
+/// Runs `optctl top` in a real terminal (tmux), reads the screen, then presses q.
+#[test]
+fn top_draws_a_full_screen_and_quits_on_q() {
+    let tmux_ok = std::process::Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        tmux_ok,
+        "tmux is installed by `make test` (apt-get install tmux)"
+    );
+    let server = Server::start();
+    let mut c = server.conn();
+    ok(&mut c, &["SET", "k", "v"]);
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("tmux.sock");
+    let socket = socket.to_str().unwrap();
+    let done = dir.path().join("exit-code");
+    let tmux = |args: &[&str]| {
+        std::process::Command::new("tmux")
+            .args(["-S", socket])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    /// Kills the tmux server even when an assertion fails.
+    struct Session<'a>(&'a str);
+    impl Drop for Session<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("tmux")
+                .args(["-S", self.0, "kill-server"])
+                .output();
+        }
+    }
+    let script = format!(
+        "{} --url {} top; echo $? > {}; sleep 30",
+        optctl_path().display(),
+        server.url(),
+        done.display()
+    );
+    let out = tmux(&[
+        "new-session",
+        "-d",
+        "-x",
+        "120",
+        "-y",
+        "40",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _session = Session(socket);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let screen = loop {
+        let shot = tmux(&["capture-pane", "-p"]);
+        let text = String::from_utf8_lossy(&shot.stdout).to_string();
+        if text.contains("hottest keys now") {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "top never drew its screen:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(screen.contains("optctl top") && screen.contains("(q to quit)"));
+    assert!(screen.contains("memory") && screen.contains("ops/s"));
+    tmux(&["send-keys", "q"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !done.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "top did not quit on q"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(std::fs::read_to_string(&done).unwrap().trim(), "0");
+    // Back on the normal screen: the alternate screen with the table is gone.
+    let after = String::from_utf8_lossy(&tmux(&["capture-pane", "-p"]).stdout).to_string();
+    assert!(!after.contains("hottest keys now"), "{after}");
+}
