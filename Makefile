@@ -21,10 +21,11 @@ lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-## Package check (chromium: a test renders the HTML report; tmux: a test drives optctl top),
+## Package check (chromium: a test renders the HTML report; tmux: a test drives optctl top;
+## openssl: a test makes TLS certificates),
 ## clippy, then every test of the workspace (unit and end-to-end).
 test: lint
-	@scripts/ensure-deps.sh chromium tmux
+	@scripts/ensure-deps.sh chromium tmux openssl
 	$(CARGO) test --workspace
 
 ## The end-to-end tests again, against Valkey 8 (installed from bookworm-backports if missing).

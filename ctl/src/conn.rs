@@ -19,8 +19,19 @@ pub fn redacted(url: &str) -> String {
 
 /// Connection settings from the URL, `--user` and `--password`.
 pub fn connection_info(cli: &Cli) -> Result<ConnectionInfo, CtlError> {
-    let info = cli
-        .url
+    let tls = cli.url.starts_with("rediss://");
+    if !tls && (cli.cacert.is_some() || cli.cert.is_some() || cli.insecure) {
+        return Err(CtlError::unusable(format!(
+            "--cacert, --cert, --key and --insecure need a rediss:// URL, not '{}'",
+            redacted(&cli.url)
+        )));
+    }
+    let url = if tls && cli.insecure && !cli.url.contains('#') {
+        format!("{}#insecure", cli.url)
+    } else {
+        cli.url.clone()
+    };
+    let info = url
         .as_str()
         .into_connection_info()
         .map_err(|e| CtlError::unusable(format!("bad --url '{}': {e}", redacted(&cli.url))))?;
@@ -38,11 +49,38 @@ pub fn connection_info(cli: &Cli) -> Result<ConnectionInfo, CtlError> {
 pub fn connect(cli: &Cli) -> Result<Connection, CtlError> {
     let info = connection_info(cli)?;
     let where_ = redacted(&cli.url);
-    let client = redis::Client::open(info)
-        .map_err(|e| CtlError::unusable(format!("bad --url '{where_}': {e}")))?;
+    let client = if cli.cacert.is_some() || cli.cert.is_some() {
+        redis::Client::build_with_tls(info, tls_certificates(cli)?)
+    } else {
+        redis::Client::open(info)
+    }
+    .map_err(|e| CtlError::unusable(format!("bad --url '{where_}' or TLS files: {e}")))?;
     client
         .get_connection_with_timeout(std::time::Duration::from_secs(5))
         .map_err(|e| connect_error(&where_, &e))
+}
+
+/// The CA and client certificate files named by --cacert, --cert and --key.
+fn tls_certificates(cli: &Cli) -> Result<redis::TlsCertificates, CtlError> {
+    let read = |flag: &str, path: &std::path::Path| {
+        std::fs::read(path)
+            .map_err(|e| CtlError::unusable(format!("cannot read {flag} {}: {e}", path.display())))
+    };
+    let root_cert = match &cli.cacert {
+        Some(p) => Some(read("--cacert", p)?),
+        None => None,
+    };
+    let client_tls = match (&cli.cert, &cli.key) {
+        (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+            client_cert: read("--cert", cert)?,
+            client_key: read("--key", key)?,
+        }),
+        _ => None,
+    };
+    Ok(redis::TlsCertificates {
+        client_tls,
+        root_cert,
+    })
 }
 
 fn connect_error(where_: &str, e: &RedisError) -> CtlError {
@@ -55,8 +93,20 @@ fn connect_error(where_: &str, e: &RedisError) -> CtlError {
             "{where_} refused the credentials ({text}); pass --user and set REDISCLI_AUTH"
         ));
     }
+    if text.contains("certificate") || text.contains("Certificate") {
+        return CtlError::unusable(format!(
+            "cannot reach {where_}: {text}; pass --cacert with the CA that signed the server's \
+             certificate (or --insecure to skip the check)"
+        ));
+    }
+    let tls_hint = if where_.starts_with("rediss://") {
+        ""
+    } else {
+        "; if it listens with TLS, use rediss://"
+    };
     CtlError::unusable(format!(
-        "cannot reach {where_}: {text}; is redis-server running there? (set --url or REDIS_URL)"
+        "cannot reach {where_}: {text}; is redis-server running there? (set --url or \
+         REDIS_URL){tls_hint}"
     ))
 }
 

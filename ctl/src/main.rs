@@ -24,7 +24,8 @@ use clap::{Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(name = "optctl", version, about, long_about = None)]
 pub struct Cli {
-    /// Server URL, e.g. redis://127.0.0.1:6379/0 or redis://user@host:port.
+    /// Server URL, e.g. redis://127.0.0.1:6379/0, redis://user@host:port, or rediss://host:port
+    /// for TLS (see --cacert, --cert, --key, --insecure).
     #[arg(
         long,
         global = true,
@@ -39,6 +40,18 @@ pub struct Cli {
     /// keeps it out of the process list. Never printed.
     #[arg(long, global = true, env = "REDISCLI_AUTH", hide_env_values = true)]
     pub password: Option<String>,
+    /// CA certificate (PEM) to verify a rediss:// server with, instead of the system's store.
+    #[arg(long, global = true, env = "REDIS_CACERT", value_name = "FILE")]
+    pub cacert: Option<std::path::PathBuf>,
+    /// Client certificate (PEM) for servers that check clients (tls-auth-clients yes).
+    #[arg(long, global = true, value_name = "FILE", requires = "key")]
+    pub cert: Option<std::path::PathBuf>,
+    /// Private key (PEM) of --cert.
+    #[arg(long, global = true, value_name = "FILE", requires = "cert")]
+    pub key: Option<std::path::PathBuf>,
+    /// rediss:// without verifying the server's certificate (as redis-cli --insecure).
+    #[arg(long, global = true)]
+    pub insecure: bool,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,

@@ -340,7 +340,8 @@ pub fn optctl(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let mut cmd = Command::new(optctl_path());
     cmd.args(args)
         .env_remove("REDIS_URL")
-        .env_remove("REDISCLI_AUTH");
+        .env_remove("REDISCLI_AUTH")
+        .env_remove("REDIS_CACERT");
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -386,3 +386,141 @@ fn top_draws_a_full_screen_and_quits_on_q() {
     let after = String::from_utf8_lossy(&tmux(&["capture-pane", "-p"]).stdout).to_string();
     assert!(!after.contains("hottest keys now"), "{after}");
 }
+
+/// Makes a CA, a server certificate for 127.0.0.1 and a client certificate with openssl.
+fn make_certificates(dir: &std::path::Path) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl is installed by `make test`");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=opt-test-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    ]);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("client.ext"), "basicConstraints=CA:FALSE\n").unwrap();
+    for who in ["server", "client"] {
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            &format!("/CN=opt-test-{who}"),
+            "-keyout",
+            &format!("{who}.key"),
+            "-out",
+            &format!("{who}.csr"),
+        ]);
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{who}.csr"),
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{who}.ext"),
+            "-out",
+            &format!("{who}.crt"),
+        ]);
+    }
+}
+
+#[test]
+fn optctl_speaks_tls_with_a_ca_client_certificates_and_acl_users() {
+    let dir = tempfile::tempdir().unwrap();
+    make_certificates(dir.path());
+    let file = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let tls_port = opt_harness::free_port();
+    let server = Server::start_with(ServerOptions {
+        config: vec![
+            format!("tls-port {tls_port}"),
+            format!("tls-cert-file {}", file("server.crt")),
+            format!("tls-key-file {}", file("server.key")),
+            format!("tls-ca-cert-file {}", file("ca.crt")),
+            "tls-auth-clients optional".into(),
+        ],
+        ..ServerOptions::default()
+    });
+    let mut c = server.conn();
+    ok(
+        &mut c,
+        &["ACL", "SETUSER", "ops", "on", ">s3cret", "+@all", "~*"],
+    );
+    let url = format!("rediss://127.0.0.1:{tls_port}");
+    let (ca, cert, key) = (file("ca.crt"), file("client.crt"), file("client.key"));
+
+    // Verified with the CA.
+    let (code, out, err) = optctl(&["--url", &url, "--cacert", &ca, "status"], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("module"), "{out}");
+    // With a client certificate and an ACL user whose password comes from REDISCLI_AUTH.
+    let (code, out, err) = optctl(
+        &[
+            "--url", &url, "--cacert", &ca, "--cert", &cert, "--key", &key, "--user", "ops",
+            "--json", "hotkeys",
+        ],
+        &[("REDISCLI_AUTH", "s3cret")],
+    );
+    assert_eq!(code, 0, "{err}");
+    let _: opt_core::report::HotKeysReport = serde_json::from_str(&out).unwrap();
+    // The CA from the environment, as the other connection settings.
+    let (code, _, err) = optctl(&["--url", &url, "status"], &[("REDIS_CACERT", &ca)]);
+    assert_eq!(code, 0, "{err}");
+    // An unknown issuer is refused, with exit code 2 and no stack trace.
+    let (code, _, err) = optctl(&["--url", &url, "status"], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("cannot reach") && err.contains("--cacert") && err.lines().count() == 1,
+        "{err}"
+    );
+    // Unless the operator says so.
+    let (code, _, err) = optctl(&["--url", &url, "--insecure", "status"], &[]);
+    assert_eq!(code, 0, "{err}");
+    // TLS flags on a plain URL, and a missing file, are usage errors.
+    let (code, _, err) = optctl(&["--url", &server.url(), "--cacert", &ca, "status"], &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("rediss://"), "{err}");
+    let (code, _, err) = optctl(
+        &["--url", &url, "--cacert", "/nonexistent/ca.crt", "status"],
+        &[],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("cannot read --cacert"), "{err}");
+    // Plain redis:// against the TLS port fails cleanly.
+    let (code, _, err) = optctl(
+        &["--url", &format!("redis://127.0.0.1:{tls_port}"), "status"],
+        &[],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("use rediss://"), "{err}");
+}
