@@ -370,6 +370,9 @@ fn top_draws_a_full_screen_and_quits_on_q() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(screen.contains("optctl top") && screen.contains("(q to quit)"));
+    let artifacts = opt_harness::workspace_root().join("target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    std::fs::write(artifacts.join("top.txt"), &screen).unwrap();
     assert!(screen.contains("memory") && screen.contains("ops/s"));
     tmux(&["send-keys", "q"]);
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
