@@ -386,3 +386,148 @@ pub fn info_int(con: &mut redis::Connection, section: &str, field: &str) -> i64 
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(-1)
 }
+
+/// A real Redis Cluster on loopback ports, made with `redis-cli --cluster create`; every node
+/// loads the module. Stopped (every node) on drop.
+pub struct Cluster {
+    /// Every node, primaries first as created (roles change after a failover: see `role`).
+    pub nodes: Vec<Server>,
+}
+
+impl Cluster {
+    /// `primaries` primaries, each with `replicas` replicas, every node with `config` lines.
+    pub fn start(primaries: usize, replicas: usize, config: &[&str]) -> Cluster {
+        let mut nodes = Vec::new();
+        for _ in 0..primaries * (1 + replicas) {
+            let mut lines = vec![
+                "cluster-enabled yes".to_string(),
+                "cluster-config-file nodes.conf".to_string(),
+                "cluster-node-timeout 2000".to_string(),
+            ];
+            lines.extend(config.iter().map(|s| s.to_string()));
+            nodes.push(Server::start_with(ServerOptions {
+                config: lines,
+                ..ServerOptions::default()
+            }));
+        }
+        let mut cmd = Command::new(std::env::var("REDIS_CLI").unwrap_or("redis-cli".into()));
+        cmd.arg("--cluster").arg("create");
+        for n in &nodes {
+            cmd.arg(format!("127.0.0.1:{}", n.port));
+        }
+        let out = cmd
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run redis-cli --cluster create");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cluster = Cluster { nodes };
+        cluster.wait_healthy();
+        cluster
+    }
+
+    /// Waits until every node says `cluster_state:ok` and knows every other node, and every
+    /// replica's link to its primary is up.
+    pub fn wait_healthy(&self) {
+        let total = self.nodes.len();
+        for n in &self.nodes {
+            n.wait_for("the cluster to be healthy", Duration::from_secs(30), |c| {
+                let info: String = redis::cmd("CLUSTER")
+                    .arg("INFO")
+                    .query(c)
+                    .unwrap_or_default();
+                let nodes: String = redis::cmd("CLUSTER")
+                    .arg("NODES")
+                    .query(c)
+                    .unwrap_or_default();
+                let repl: String = redis::cmd("INFO")
+                    .arg("replication")
+                    .query(c)
+                    .unwrap_or_default();
+                info.contains("cluster_state:ok")
+                    && nodes.lines().filter(|l| !l.contains("handshake")).count() == total
+                    && (repl.contains("role:master") || repl.contains("master_link_status:up"))
+            });
+        }
+    }
+
+    /// `master` or `slave`, as the node says now.
+    pub fn role(node: &Server) -> String {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query(&mut node.conn())
+            .expect("INFO replication");
+        info.lines()
+            .find_map(|l| l.strip_prefix("role:"))
+            .unwrap_or("")
+            .trim()
+            .to_string()
+    }
+
+    /// The nodes that are primaries now.
+    pub fn primaries(&self) -> Vec<&Server> {
+        self.nodes
+            .iter()
+            .filter(|n| Cluster::role(n) == "master")
+            .collect()
+    }
+
+    /// The slot of `key` (CLUSTER KEYSLOT).
+    pub fn slot(&self, key: &str) -> u16 {
+        redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query(&mut self.nodes[0].conn())
+            .expect("CLUSTER KEYSLOT")
+    }
+
+    /// The primary that owns `key` now.
+    pub fn owner(&self, key: &str) -> &Server {
+        let slot = self.slot(key);
+        self.primaries()
+            .into_iter()
+            .find(|n| {
+                let ranges: Vec<(u16, u16)> = own_slot_ranges(n);
+                ranges.iter().any(|&(a, b)| a <= slot && slot <= b)
+            })
+            .expect("a primary owns every slot")
+    }
+
+    /// The replicas of `primary` now.
+    pub fn replicas_of(&self, primary: &Server) -> Vec<&Server> {
+        self.nodes
+            .iter()
+            .filter(|n| {
+                let info: String = redis::cmd("INFO")
+                    .arg("replication")
+                    .query(&mut n.conn())
+                    .unwrap_or_default();
+                info.contains(&format!("master_port:{}\r", primary.port))
+            })
+            .collect()
+    }
+}
+
+/// The slot ranges `node` serves, from its own line of CLUSTER NODES (`myself`).
+fn own_slot_ranges(node: &Server) -> Vec<(u16, u16)> {
+    let nodes: String = redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query(&mut node.conn())
+        .expect("CLUSTER NODES");
+    let Some(me) = nodes.lines().find(|l| l.contains("myself")) else {
+        return Vec::new();
+    };
+    me.split_whitespace()
+        .skip(8)
+        .filter(|f| !f.starts_with('['))
+        .filter_map(|f| match f.split_once('-') {
+            Some((a, b)) => Some((a.parse().ok()?, b.parse().ok()?)),
+            None => f.parse().ok().map(|s| (s, s)),
+        })
+        .collect()
+}
