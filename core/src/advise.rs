@@ -1382,6 +1382,8 @@ mod tests {
                     reads: *count,
                     writes: 0,
                     misses: 0,
+                    node: None,
+                    slot: None,
                 })
                 .collect(),
         }

@@ -339,6 +339,8 @@ impl HotKeyTracker {
                     reads: (m.split[0] * scale).round() as u64,
                     writes: (m.split[1] * scale).round() as u64,
                     misses: (m.split[2] * scale).round() as u64,
+                    node: None,
+                    slot: None,
                 }
             })
             .collect();

@@ -8,6 +8,7 @@
 
 pub mod advise;
 pub mod args;
+pub mod cluster;
 pub mod config;
 pub mod freshness;
 pub mod freshness_index;

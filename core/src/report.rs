@@ -103,6 +103,12 @@ pub struct HotEntry {
     pub writes: u64,
     /// Reads of the key while it did not exist (scaled): cache penetration.
     pub misses: u64,
+    /// In a cluster-wide view merged by optctl: the node (`host:port`) that counted it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// In a cluster-wide view of keys: the key's hash slot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<u16>,
 }
 
 /// Reply of `OPT.TAGINFO`: the size of the tag index, or of one tag.

@@ -31,7 +31,10 @@ fn every_node_serves_its_own_keys_and_redirects_the_rest() {
         .find(|n| n.port != owner.port)
         .unwrap();
     let mut c = owner.conn();
-    ok(&mut c, &["OPT.SET", "page:1", "v", "TAGS", "user:1", "site"]);
+    ok(
+        &mut c,
+        &["OPT.SET", "page:1", "v", "TAGS", "user:1", "site"],
+    );
     let moved = err(
         &mut other.conn(),
         &["OPT.SET", "page:1", "v", "TAGS", "user:1"],
@@ -45,10 +48,14 @@ fn every_node_serves_its_own_keys_and_redirects_the_rest() {
 
     // The owner's replica replicates the index and serves reads after READONLY.
     let replica = cluster.replicas_of(owner)[0];
-    replica.wait_for("the tag to reach the replica", Duration::from_secs(10), |r| {
-        let _ = command(r, &["READONLY"]);
-        tag_keys(r, "user:1").is_ok_and(|m| m == ["page:1"])
-    });
+    replica.wait_for(
+        "the tag to reach the replica",
+        Duration::from_secs(10),
+        |r| {
+            let _ = command(r, &["READONLY"]);
+            tag_keys(r, "user:1").is_ok_and(|m| m == ["page:1"])
+        },
+    );
     let mut r = replica.conn();
     let refused = err(&mut r, &["OPT.SET", "page:1", "w", "TAGS", "user:1"]);
     assert!(is_moved(&refused), "{refused}");
