@@ -47,8 +47,31 @@ pub fn connection_info(cli: &Cli) -> Result<ConnectionInfo, CtlError> {
 
 /// Opens a connection, mapping failures to exit code 2 with advice.
 pub fn connect(cli: &Cli) -> Result<Connection, CtlError> {
-    let info = connection_info(cli)?;
-    let where_ = redacted(&cli.url);
+    connect_to(cli, None)
+}
+
+/// Opens a connection to `host:port` (another node of the cluster) with the scheme, TLS
+/// settings and credentials of `--url`; `None` is `--url` itself.
+pub fn connect_to(cli: &Cli, node: Option<(&str, u16)>) -> Result<Connection, CtlError> {
+    let mut info = connection_info(cli)?;
+    let mut where_ = redacted(&cli.url);
+    if let Some((host, port)) = node {
+        let addr = match info.addr().clone() {
+            redis::ConnectionAddr::TcpTls {
+                insecure,
+                tls_params,
+                ..
+            } => redis::ConnectionAddr::TcpTls {
+                host: host.to_string(),
+                port,
+                insecure,
+                tls_params,
+            },
+            _ => redis::ConnectionAddr::Tcp(host.to_string(), port),
+        };
+        info = info.set_addr(addr);
+        where_ = format!("node {host}:{port}");
+    }
     let client = if cli.cacert.is_some() || cli.cert.is_some() {
         redis::Client::build_with_tls(info, tls_certificates(cli)?)
     } else {

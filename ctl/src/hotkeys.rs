@@ -4,10 +4,11 @@ use std::io::IsTerminal;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use opt_core::cluster::{merge_hot, ClusterNode};
 use opt_core::report::HotKeysReport;
 
 use crate::table::{bar, human, render, Align};
-use crate::{conn, Cli, CtlError};
+use crate::{cluster, conn, Cli, CtlError};
 
 /// Options of `optctl hotkeys`.
 #[derive(Args, Debug)]
@@ -84,17 +85,45 @@ impl HotKeysArgs {
     }
 }
 
+/// OPT.HOTKEYS with `query` on the server, or on every primary of the cluster, merged.
+fn fetch(
+    cli: &Cli,
+    con: &mut redis::Connection,
+    nodes: Option<&[ClusterNode]>,
+    query: &[String],
+    count: usize,
+) -> Result<HotKeysReport, CtlError> {
+    let Some(nodes) = nodes else {
+        return conn::call_json(con, cli, "OPT.HOTKEYS", query);
+    };
+    let (reports, _) = cluster::answered(cluster::ask_each(cli, nodes, |c| {
+        conn::call_json::<HotKeysReport>(c, cli, "OPT.HOTKEYS", query)
+    }))?;
+    merge_hot(&reports, count)
+        .ok_or_else(|| CtlError::failed("no node of the cluster answered OPT.HOTKEYS"))
+}
+
 /// Runs `optctl hotkeys`.
 pub fn run(cli: &Cli, args: &HotKeysArgs) -> Result<(), CtlError> {
     let mut con = conn::connect(cli)?;
+    let nodes = cluster::primaries(cli, &mut con)?;
+    let where_ = match &nodes {
+        Some(n) => format!(
+            "the {} primaries of the cluster at {}",
+            n.len(),
+            conn::redacted(&cli.url)
+        ),
+        None => conn::redacted(&cli.url),
+    };
     let tty = std::io::stdout().is_terminal();
     let mut shown = 0u64;
     loop {
-        let ranked: HotKeysReport = conn::call_json(
-            &mut con,
+        let ranked = fetch(
             cli,
-            "OPT.HOTKEYS",
+            &mut con,
+            nodes.as_deref(),
             &args.query_args(args.window_name()),
+            args.count as usize,
         )?;
         if cli.json {
             println!(
@@ -108,17 +137,15 @@ pub fn run(cli: &Cli, args: &HotKeysArgs) -> Result<(), CtlError> {
                 ranked.clone()
             } else {
                 let mut q = args.query_args("recent");
-                q[1] = ranked.capacity.to_string();
-                conn::call_json(&mut con, cli, "OPT.HOTKEYS", &q)?
+                let per_node = nodes.as_ref().map_or(1, |n| n.len().max(1)) as u64;
+                q[1] = (ranked.capacity / per_node).max(1).to_string();
+                fetch(cli, &mut con, nodes.as_deref(), &q, usize::MAX)?
             };
             if args.watch.is_some() && tty {
                 // Clear the screen and go home, so the view refreshes in place.
                 print!("\x1b[2J\x1b[H");
             }
-            print!(
-                "{}",
-                render_report(&ranked, &recent, &conn::redacted(&cli.url))
-            );
+            print!("{}", render_report(&ranked, &recent, &where_));
         }
         shown += 1;
         let Some(secs) = args.watch else { break };
@@ -162,7 +189,7 @@ pub fn render_report(r: &HotKeysReport, recent: &HotKeysReport, url: &str) -> St
         out.push_str("(no traffic counted yet)\n");
         return out;
     }
-    let header = [
+    let mut header = vec![
         ("rank", Align::Right),
         (what, Align::Left),
         ("ops/s now", Align::Right),
@@ -173,6 +200,12 @@ pub fn render_report(r: &HotKeysReport, recent: &HotKeysReport, url: &str) -> St
         ("write", Align::Right),
         ("miss", Align::Right),
     ];
+    // Merged from a cluster: where each key lives.
+    let located = r.entries.iter().any(|e| e.node.is_some());
+    if located {
+        header.push(("node", Align::Left));
+        header.push(("slot", Align::Right));
+    }
     let rows: Vec<Vec<String>> = r
         .entries
         .iter()
@@ -187,7 +220,7 @@ pub fn render_report(r: &HotKeysReport, recent: &HotKeysReport, url: &str) -> St
             } else {
                 e.name.clone()
             };
-            vec![
+            let mut row = vec![
                 e.rank.to_string(),
                 name,
                 human(now),
@@ -197,7 +230,12 @@ pub fn render_report(r: &HotKeysReport, recent: &HotKeysReport, url: &str) -> St
                 human(e.reads as f64),
                 human(e.writes as f64),
                 human(e.misses as f64),
-            ]
+            ];
+            if located {
+                row.push(e.node.clone().unwrap_or_default());
+                row.push(e.slot.map_or_else(String::new, |s| s.to_string()));
+            }
+            row
         })
         .collect();
     out.push_str(&render(&header, &rows));

@@ -6,6 +6,7 @@
 //! reachable, authentication refused, module not loaded), 3 `advise --fail-on` was met.
 
 mod advise;
+mod cluster;
 mod conn;
 mod hotkeys;
 mod keyspace;
@@ -52,6 +53,13 @@ pub struct Cli {
     /// rediss:// without verifying the server's certificate (as redis-cli --insecure).
     #[arg(long, global = true)]
     pub insecure: bool,
+    /// Fan out to every primary of the cluster and merge (the default when --url is a node
+    /// in cluster mode; with this flag, a server that is not in cluster mode is an error).
+    #[arg(long, global = true, conflicts_with = "single_node")]
+    pub cluster: bool,
+    /// In a cluster, ask only the node of --url.
+    #[arg(long, global = true)]
+    pub single_node: bool,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,

@@ -4,7 +4,7 @@ use clap::Args;
 use opt_core::report::TagInfoReport;
 
 use crate::table::{human, render, Align};
-use crate::{conn, Cli, CtlError};
+use crate::{cluster, conn, Cli, CtlError};
 
 /// Options of `optctl invalidate`.
 #[derive(Args, Debug)]
@@ -28,25 +28,64 @@ pub struct TagsArgs {
 /// Runs `optctl invalidate`.
 pub fn invalidate(cli: &Cli, args: &InvalidateArgs) -> Result<(), CtlError> {
     let mut con = conn::connect(cli)?;
-    let mut cmd = redis::cmd("OPT.INVALIDATE");
-    for t in &args.tags {
-        cmd.arg(t);
-    }
-    if args.lazy {
-        cmd.arg("ASYNC");
-    }
-    let deleted: i64 = cmd
-        .query(&mut con)
-        .map_err(|e| conn::command_error(cli, "OPT.INVALIDATE", &e))?;
+    let run = |con: &mut redis::Connection| -> Result<i64, CtlError> {
+        let mut cmd = redis::cmd("OPT.INVALIDATE");
+        for t in &args.tags {
+            cmd.arg(t);
+        }
+        if args.lazy {
+            cmd.arg("ASYNC");
+        }
+        cmd.query(con)
+            .map_err(|e| conn::command_error(cli, "OPT.INVALIDATE", &e))
+    };
+    let Some(nodes) = cluster::primaries(cli, &mut con)? else {
+        let deleted = run(&mut con)?;
+        if cli.json {
+            println!(
+                "{}",
+                serde_json::json!({ "deleted": deleted, "tags": args.tags })
+            );
+        } else {
+            println!("deleted {deleted} keys tagged {}", args.tags.join(", "));
+        }
+        return Ok(());
+    };
+    // Each shard indexes the keys it owns: invalidate on every primary, atomic per shard.
+    let (shards, failed) = cluster::answered(cluster::ask_each(cli, &nodes, run))?;
+    let deleted: i64 = shards.iter().map(|(_, n)| n).sum();
     if cli.json {
+        let per: Vec<_> = shards
+            .iter()
+            .map(|(node, n)| serde_json::json!({ "node": node, "deleted": n }))
+            .collect();
+        let lost: Vec<_> = failed
+            .iter()
+            .map(|(node, e)| serde_json::json!({ "node": node, "error": e }))
+            .collect();
         println!(
             "{}",
-            serde_json::json!({ "deleted": deleted, "tags": args.tags })
+            serde_json::json!({ "deleted": deleted, "tags": args.tags, "shards": per, "failed": lost })
         );
     } else {
-        println!("deleted {deleted} keys tagged {}", args.tags.join(", "));
+        println!(
+            "deleted {deleted} keys tagged {} on {} shards",
+            args.tags.join(", "),
+            shards.len()
+        );
+        for (node, n) in &shards {
+            println!("  {node}: {n}");
+        }
     }
-    Ok(())
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(CtlError::failed(format!(
+            "{} of {} shards did not answer: keys with these tags may remain there; run it again",
+            failed.len(),
+            nodes.len()
+        )))
+    }
 }
 
 /// Runs `optctl tags`.

@@ -889,32 +889,67 @@ pub fn invalidate(call: &Call) -> Result<Reply, ReplyError> {
     }
     let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
     let cmd: &CStr = if lazy { c"UNLINK" } else { c"DEL" };
-    // "!" replicates the deletion, "C" runs it as the calling user: if the ACL forbids any of
-    // the keys, nothing is deleted. "E" returns errors as error replies. The del events of
-    // these keys are ours: the index drops them in bulk afterwards, by id.
-    with(|st| st.own_events = true)?;
-    let reply = call_command(call.ctx, cmd, c"!CE", &refs);
-    // SAFETY: reading the type of a live call reply.
-    let deleted = reply.as_ref().is_ok_and(|&r| unsafe {
-        raw::RedisModule_CallReplyType.map_or(-1, |f| f(r))
-            == raw::REDISMODULE_REPLY_INTEGER as c_int
-    });
+    // In a cluster one DEL may not span slots (RedisModule_Call refuses it as a non-local
+    // access), so keys go in one call per slot. All calls run inside this command, so the
+    // invalidation stays atomic on this shard.
+    let batches: Vec<Vec<&[u8]>> = if in_cluster(call.ctx) {
+        let mut by_slot: std::collections::BTreeMap<u16, Vec<&[u8]>> = Default::default();
+        for k in &refs {
+            by_slot
+                .entry(opt_core::cluster::key_slot(k))
+                .or_default()
+                .push(k);
+        }
+        by_slot.into_values().collect()
+    } else {
+        vec![refs]
+    };
+    // With one call, its del events are ours: the index drops the keys in bulk afterwards,
+    // by id. With several, a later call can fail after earlier ones deleted, so the del
+    // events update the index key by key, as for any DEL.
+    let single = batches.len() == 1;
+    with(|st| st.own_events = single)?;
+    let mut deleted = 0i64;
+    let mut failure = None;
+    for (i, batch) in batches.iter().enumerate() {
+        match delete_batch(call, cmd, batch) {
+            Ok(n) => deleted += n,
+            Err(coded) => {
+                failure = Some((i, coded));
+                break;
+            }
+        }
+    }
     with(|st| {
         st.own_events = false;
-        if deleted {
+        if single && failure.is_none() {
             // Every listed key existed, so a successful call deleted them all; an ACL or
             // other error deletes none and leaves the index as it was.
             st.index.remove_keys_with_any(db, &tags);
         }
     })?;
-    let reply = reply?;
+    match failure {
+        None => Ok(Reply::Int(deleted)),
+        Some((0, coded)) => Err(ReplyError(format!(
+            "{coded} (OPT.INVALIDATE deleted nothing: every key must be allowed)"
+        ))),
+        Some((_, coded)) => Err(ReplyError(format!(
+            "{coded} (OPT.INVALIDATE stopped after deleting {deleted} keys of other slots: \
+             every key must be allowed)"
+        ))),
+    }
+}
+
+/// Deletes `keys` with one DEL or UNLINK: "!" replicates it, "C" runs it as the calling user
+/// (if the ACL forbids any key, it deletes none), "E" returns errors as replies. Returns the
+/// number deleted, or the error with its code (ACL refusals read NOPERM).
+fn delete_batch(call: &Call, cmd: &CStr, keys: &[&[u8]]) -> Result<i64, String> {
+    let reply = call_command(call.ctx, cmd, c"!CE", keys).map_err(|e| e.0)?;
     // SAFETY: reply is a live call reply, read then freed.
     unsafe {
         let kind = raw::RedisModule_CallReplyType.map_or(-1, |f| f(reply));
         let result = if kind == raw::REDISMODULE_REPLY_INTEGER as c_int {
-            Ok(Reply::Int(
-                raw::RedisModule_CallReplyInteger.map_or(0, |f| f(reply)),
-            ))
+            Ok(raw::RedisModule_CallReplyInteger.map_or(0, |f| f(reply)))
         } else {
             let mut len = 0usize;
             let p = raw::RedisModule_CallReplyStringPtr.map_or(ptr::null(), |f| f(reply, &mut len));
@@ -925,7 +960,6 @@ pub fn invalidate(call: &Call) -> Result<Reply, ReplyError> {
                     .into_owned()
             };
             let text = text.trim();
-            // ACL refusals read NOPERM, as for any other command; other errors keep their code.
             let (code, message) = match text.split_once(' ') {
                 Some((c, m)) if !c.is_empty() && c.chars().all(|x| x.is_ascii_uppercase()) => {
                     (c, m)
@@ -938,15 +972,21 @@ pub fn invalidate(call: &Call) -> Result<Reply, ReplyError> {
             } else {
                 code
             };
-            let coded = format!("{code} {message}");
-            Err(ReplyError(format!(
-                "{coded} (OPT.INVALIDATE deleted nothing: every key must be allowed)"
-            )))
+            Err(format!("{code} {message}"))
         };
         if let Some(free) = raw::RedisModule_FreeCallReply {
             free(reply);
         }
         result
+    }
+}
+
+/// Whether this server runs in cluster mode.
+fn in_cluster(ctx: *mut raw::RedisModuleCtx) -> bool {
+    // SAFETY: ctx is a live context.
+    unsafe {
+        raw::RedisModule_GetContextFlags
+            .is_some_and(|f| f(ctx) as u32 & raw::REDISMODULE_CTX_FLAGS_CLUSTER != 0)
     }
 }
 

@@ -514,7 +514,7 @@ impl Cluster {
 }
 
 /// The slot ranges `node` serves, from its own line of CLUSTER NODES (`myself`).
-fn own_slot_ranges(node: &Server) -> Vec<(u16, u16)> {
+pub fn own_slot_ranges(node: &Server) -> Vec<(u16, u16)> {
     let nodes: String = redis::cmd("CLUSTER")
         .arg("NODES")
         .query(&mut node.conn())

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use opt_harness::{command, err, ok, redis, Cluster};
+use opt_harness::{command, err, ok, optctl, redis, Cluster};
 
 /// The keys of a tag on one node (the whole of OPT.TAGKEYS' first page).
 fn tag_keys(con: &mut redis::Connection, tag: &str) -> redis::RedisResult<Vec<String>> {
@@ -59,4 +59,132 @@ fn every_node_serves_its_own_keys_and_redirects_the_rest() {
     let mut r = replica.conn();
     let refused = err(&mut r, &["OPT.SET", "page:1", "w", "TAGS", "user:1"]);
     assert!(is_moved(&refused), "{refused}");
+}
+
+/// Writes `n` keys spread over every slot, each tagged `site` and `user:<i % 10>`, on the
+/// shard that owns it; returns how many went to each primary (by port).
+fn load_tagged_keys(cluster: &Cluster, n: usize) -> std::collections::HashMap<u16, usize> {
+    let mut per_node = std::collections::HashMap::new();
+    let mut cons: std::collections::HashMap<u16, redis::Connection> = cluster
+        .primaries()
+        .into_iter()
+        .map(|p| (p.port, p.conn()))
+        .collect();
+    let owners: Vec<(u16, Vec<(u16, u16)>)> = cluster
+        .primaries()
+        .into_iter()
+        .map(|p| (p.port, opt_harness::own_slot_ranges(p)))
+        .collect();
+    for i in 0..n {
+        let key = format!("page:{i}");
+        let slot = opt_core::cluster::key_slot(key.as_bytes());
+        let port = owners
+            .iter()
+            .find(|(_, r)| r.iter().any(|&(a, b)| a <= slot && slot <= b))
+            .map(|(p, _)| *p)
+            .expect("an owner for every slot");
+        let user = format!("user:{}", i % 10);
+        ok(
+            cons.get_mut(&port).unwrap(),
+            &["OPT.SET", &key, "v", "TAGS", "site", &user],
+        );
+        *per_node.entry(port).or_insert(0) += 1;
+    }
+    per_node
+}
+
+#[test]
+fn optctl_merges_hot_keys_and_invalidates_across_every_shard() {
+    let mut cluster = Cluster::start(3, 1, &["opt.hotkeys-sample-ratio 1"]);
+    let per_node = load_tagged_keys(&cluster, 3000);
+    assert_eq!(per_node.len(), 3, "keys on every shard: {per_node:?}");
+    // One hot key per shard, with different heat.
+    let hot = ["page:1", "page:2", "page:3"];
+    let mut expected = Vec::new();
+    for (i, key) in hot.iter().enumerate() {
+        let owner = cluster.owner(key);
+        let mut c = owner.conn();
+        for _ in 0..(200 * (i + 1)) {
+            let _: Option<String> = redis::cmd("GET").arg(*key).query(&mut c).unwrap();
+        }
+        expected.push((key.to_string(), owner.port, cluster.slot(key)));
+    }
+    let owners: std::collections::HashSet<u16> = expected.iter().map(|e| e.1).collect();
+    let url = cluster.nodes[0].url();
+
+    let (code, out, err) = optctl(&["--url", &url, "--json", "hotkeys", "--count", "3"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let r: opt_core::report::HotKeysReport = serde_json::from_str(&out).unwrap();
+    let got: Vec<(String, u16, u16)> = r
+        .entries
+        .iter()
+        .map(|e| {
+            let node = e.node.as_deref().expect("a node for every merged key");
+            let port = node.rsplit_once(':').unwrap().1.parse().unwrap();
+            (e.name.clone(), port, e.slot.expect("a slot for every key"))
+        })
+        .collect();
+    expected.reverse();
+    assert_eq!(got, expected, "hottest first, each with its owner and slot");
+    if owners.len() > 1 {
+        // Keys from several shards are in one ranking.
+        let nodes: std::collections::HashSet<_> = got.iter().map(|g| g.1).collect();
+        assert_eq!(nodes, owners);
+    }
+    // The cluster's accesses are the sum of the shards'.
+    assert!(r.estimated_accesses >= 1200, "{}", r.estimated_accesses);
+    // The table names the node and slot; --single-node asks one node only.
+    let (code, out, _) = optctl(&["--url", &url, "hotkeys"], &[]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("3 primaries of the cluster") && out.contains("slot"),
+        "{out}"
+    );
+    let (_, out, _) = optctl(&["--url", &url, "--single-node", "--json", "hotkeys"], &[]);
+    let one: opt_core::report::HotKeysReport = serde_json::from_str(&out).unwrap();
+    assert!(one.entries.iter().all(|e| e.node.is_none()));
+
+    // Invalidation fans out: every shard deletes its own keys, atomically per shard.
+    let (code, out, err) = optctl(&["--url", &url, "--json", "invalidate", "user:3"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["deleted"], 300, "{v}");
+    assert_eq!(v["shards"].as_array().unwrap().len(), 3, "{v}");
+    let (code, out, err) = optctl(&["--url", &url, "invalidate", "site"], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("deleted 2700 keys tagged site on 3 shards"),
+        "{out}"
+    );
+    for p in cluster.primaries() {
+        let keys: i64 = redis::cmd("DBSIZE").query(&mut p.conn()).unwrap();
+        assert_eq!(keys, 0, "keys left on {}", p.port);
+        let taginfo: String = redis::cmd("OPT.TAGINFO")
+            .arg("FORMAT")
+            .arg("JSON")
+            .query(&mut p.conn())
+            .unwrap();
+        let t: opt_core::report::TagInfoReport = serde_json::from_str(&taginfo).unwrap();
+        assert_eq!((t.keys, t.tags), (0, 0), "the index leaked on {}", p.port);
+    }
+
+    // A primary that does not answer is reported, and the others still answer.
+    let down = cluster
+        .nodes
+        .iter()
+        .position(|n| n.port != cluster.nodes[0].port && Cluster::role(n) == "master")
+        .unwrap();
+    let down_port = cluster.nodes[down].port;
+    cluster.nodes[down].stop();
+    let (code, out, err) = optctl(&["--url", &url, "--json", "hotkeys"], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains(&format!(":{down_port} did not answer")),
+        "{err}"
+    );
+    let _: opt_core::report::HotKeysReport = serde_json::from_str(&out).unwrap();
+    // For an invalidation that is an error: keys may remain on the missing shard.
+    let (code, _, err) = optctl(&["--url", &url, "invalidate", "site"], &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("1 of 3 shards did not answer"), "{err}");
 }
