@@ -188,3 +188,109 @@ fn optctl_merges_hot_keys_and_invalidates_across_every_shard() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("1 of 3 shards did not answer"), "{err}");
 }
+
+#[test]
+fn the_tag_index_survives_a_failover_and_follows_a_slot_migration() {
+    let cluster = Cluster::start(3, 1, &[]);
+    let owner = cluster.owner("page:1");
+    let mut c = owner.conn();
+    // Keys in the slot of page:1 (hash tag) so they all live on one shard.
+    for i in 0..20 {
+        ok(
+            &mut c,
+            &["OPT.SET", &format!("{{page:1}}:{i}"), "v", "TAGS", "t1"],
+        );
+    }
+    ok(&mut c, &["OPT.SET", "page:1", "v", "TAGS", "t1", "moving"]);
+    let replica = cluster.replicas_of(owner)[0];
+    replica.wait_for("the index on the replica", Duration::from_secs(10), |r| {
+        let _ = command(r, &["READONLY"]);
+        tag_keys(r, "t1").is_ok_and(|k| k.len() == 21)
+    });
+
+    // Failover: the replica becomes the primary with the same index.
+    ok(&mut replica.conn(), &["CLUSTER", "FAILOVER"]);
+    replica.wait_for("the replica to take over", Duration::from_secs(20), |r| {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query(r)
+            .unwrap_or_default();
+        info.contains("role:master")
+    });
+    cluster.wait_healthy();
+    let mut new_primary = replica.conn();
+    let mut keys = tag_keys(&mut new_primary, "t1").unwrap();
+    keys.sort();
+    assert_eq!(keys.len(), 21, "{keys:?}");
+    // It invalidates, and the old primary (a replica now) follows through replication.
+    let deleted: i64 = redis::cmd("OPT.INVALIDATE")
+        .arg("t1")
+        .query(&mut new_primary)
+        .unwrap();
+    assert_eq!(deleted, 21);
+    owner.wait_for(
+        "the old primary to drop the keys",
+        Duration::from_secs(10),
+        |o| {
+            let _ = command(o, &["READONLY"]);
+            tag_keys(o, "t1").is_ok_and(|k| k.is_empty())
+                && redis::cmd("DBSIZE").query::<i64>(o).is_ok_and(|n| n == 0)
+        },
+    );
+
+    // Slot migration with MIGRATE: the source's index drops the key (no leak); the target
+    // gets the key without its tags (documented: re-tag after resharding).
+    let primary = replica; // the shard's primary now
+    let mut src = primary.conn();
+    ok(&mut src, &["OPT.SET", "page:1", "v", "TAGS", "moving"]);
+    let target = cluster
+        .primaries()
+        .into_iter()
+        .find(|n| n.port != primary.port)
+        .unwrap();
+    let mut dst = target.conn();
+    let slot = cluster.slot("page:1").to_string();
+    let src_id: String = redis::cmd("CLUSTER").arg("MYID").query(&mut src).unwrap();
+    let dst_id: String = redis::cmd("CLUSTER").arg("MYID").query(&mut dst).unwrap();
+    ok(
+        &mut dst,
+        &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &src_id],
+    );
+    ok(
+        &mut src,
+        &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &dst_id],
+    );
+    let port = target.port.to_string();
+    ok(
+        &mut src,
+        &[
+            "MIGRATE",
+            "127.0.0.1",
+            &port,
+            "",
+            "0",
+            "5000",
+            "KEYS",
+            "page:1",
+        ],
+    );
+    ok(&mut dst, &["CLUSTER", "SETSLOT", &slot, "NODE", &dst_id]);
+    ok(&mut src, &["CLUSTER", "SETSLOT", &slot, "NODE", &dst_id]);
+    assert!(
+        tag_keys(&mut src, "moving").unwrap().is_empty(),
+        "the source leaked"
+    );
+    let info: String = redis::cmd("OPT.TAGINFO")
+        .arg("FORMAT")
+        .arg("JSON")
+        .query(&mut src)
+        .unwrap();
+    let t: opt_core::report::TagInfoReport = serde_json::from_str(&info).unwrap();
+    assert_eq!((t.keys, t.tags), (0, 0));
+    let value: Option<String> = redis::cmd("GET").arg("page:1").query(&mut dst).unwrap();
+    assert_eq!(value.as_deref(), Some("v"));
+    assert!(tag_keys(&mut dst, "moving").unwrap().is_empty());
+    // Re-tagging on the new owner works.
+    ok(&mut dst, &["OPT.TAG", "page:1", "moving"]);
+    assert_eq!(tag_keys(&mut dst, "moving").unwrap(), ["page:1"]);
+}
