@@ -3,7 +3,7 @@
 //! per-node reports merge into one cluster-wide answer. Pure functions, so the merge rules
 //! are unit-tested here and the CLI only fetches and prints.
 
-use crate::report::{HotEntry, HotKeysReport};
+use crate::report::{Finding, HotEntry, HotKeysReport, KeyspaceReport, PatternStats};
 
 /// Number of hash slots in a Redis Cluster.
 pub const SLOTS: u32 = 16384;
@@ -184,6 +184,431 @@ pub fn merge_hot(reports: &[(String, HotKeysReport)], count: usize) -> Option<Ho
     Some(merged)
 }
 
+/// Adds `(name, count)` pairs into `into`, by name.
+fn add_counts(into: &mut Vec<(String, u64)>, from: &[(String, u64)]) {
+    for (name, n) in from {
+        match into.iter_mut().find(|(x, _)| x == name) {
+            Some((_, m)) => *m += n,
+            None => into.push((name.clone(), *n)),
+        }
+    }
+}
+
+/// Merges the keyspace analyses of every primary into one: a pattern's keys, bytes, types,
+/// encodings and TTL/idle buckets add up across shards (confidence intervals add in
+/// quadrature, as independent samples do), the top lists are re-ranked, and the per-hour
+/// expiries add up. Size percentiles cannot be merged without the distributions: each is the
+/// largest node's value, an upper bound. `elapsed_ms` is the slowest node's.
+pub fn merge_keyspace(reports: &[(String, KeyspaceReport)], top: usize) -> Option<KeyspaceReport> {
+    let (_, first) = reports.first()?;
+    let mut m = KeyspaceReport {
+        patterns: Vec::new(),
+        bytes_by_type: Vec::new(),
+        top_by_bytes: Vec::new(),
+        top_by_length: Vec::new(),
+        expiring_per_hour: vec![0; first.expiring_per_hour.len()],
+        worst_expiry_second: None,
+        encoding_candidates: Vec::new(),
+        db_keys: 0,
+        keys_scanned: 0,
+        keys_matched: 0,
+        total_bytes: 0,
+        elapsed_ms: 0,
+        ..first.clone()
+    };
+    let mut ci2: Vec<f64> = Vec::new();
+    for (_, r) in reports {
+        m.db_keys += r.db_keys;
+        m.keys_scanned += r.keys_scanned;
+        m.keys_matched += r.keys_matched;
+        m.total_bytes += r.total_bytes;
+        m.elapsed_ms = m.elapsed_ms.max(r.elapsed_ms);
+        if r.mode != m.mode {
+            m.mode = "mixed".into();
+        }
+        for p in &r.patterns {
+            let i = match m.patterns.iter().position(|x| x.pattern == p.pattern) {
+                Some(i) => i,
+                None => {
+                    m.patterns.push(PatternStats {
+                        keys: 0,
+                        bytes: 0,
+                        bytes_ci95: 0,
+                        largest_bytes: 0,
+                        largest_key: String::new(),
+                        types: Vec::new(),
+                        encodings: Vec::new(),
+                        ttl_buckets: [0; 6],
+                        idle_buckets: [0; 5],
+                        ..p.clone()
+                    });
+                    ci2.push(0.0);
+                    m.patterns.len() - 1
+                }
+            };
+            let x = &mut m.patterns[i];
+            x.keys += p.keys;
+            x.bytes += p.bytes;
+            ci2[i] += (p.bytes_ci95 as f64).powi(2);
+            if p.largest_bytes >= x.largest_bytes {
+                x.largest_bytes = p.largest_bytes;
+                x.largest_key = p.largest_key.clone();
+            }
+            add_counts(&mut x.types, &p.types);
+            add_counts(&mut x.encodings, &p.encodings);
+            for (a, b) in x.ttl_buckets.iter_mut().zip(p.ttl_buckets) {
+                *a += b;
+            }
+            for (a, b) in x.idle_buckets.iter_mut().zip(p.idle_buckets) {
+                *a += b;
+            }
+        }
+        for t in &r.bytes_by_type {
+            match m.bytes_by_type.iter_mut().find(|x| x.r#type == t.r#type) {
+                Some(x) => {
+                    x.keys += t.keys;
+                    x.bytes += t.bytes;
+                }
+                None => m.bytes_by_type.push(t.clone()),
+            }
+        }
+        let sp = &mut m.size_percentiles;
+        sp.p50 = sp.p50.max(r.size_percentiles.p50);
+        sp.p90 = sp.p90.max(r.size_percentiles.p90);
+        sp.p99 = sp.p99.max(r.size_percentiles.p99);
+        sp.max = sp.max.max(r.size_percentiles.max);
+        m.top_by_bytes.extend(r.top_by_bytes.iter().cloned());
+        m.top_by_length.extend(r.top_by_length.iter().cloned());
+        for (a, b) in m.expiring_per_hour.iter_mut().zip(&r.expiring_per_hour) {
+            *a += b;
+        }
+        if let Some(w) = r.worst_expiry_second {
+            if m.worst_expiry_second.is_none_or(|x| w.keys > x.keys) {
+                m.worst_expiry_second = Some(w);
+            }
+        }
+        for c in &r.encoding_candidates {
+            match m
+                .encoding_candidates
+                .iter_mut()
+                .find(|x| x.config == c.config)
+            {
+                Some(x) => {
+                    x.keys += c.keys;
+                    x.bytes += c.bytes;
+                    x.estimated_saving += c.estimated_saving;
+                    x.suggested = x.suggested.max(c.suggested);
+                }
+                None => m.encoding_candidates.push(c.clone()),
+            }
+        }
+    }
+    let total = m.total_bytes.max(1) as f64;
+    for (p, c) in m.patterns.iter_mut().zip(&ci2) {
+        p.bytes_ci95 = c.sqrt().round() as u64;
+        p.share = p.bytes as f64 / total;
+        p.avg_bytes = p.bytes / p.keys.max(1);
+    }
+    m.patterns.sort_by(|a, b| {
+        b.bytes
+            .cmp(&a.bytes)
+            .then_with(|| a.pattern.cmp(&b.pattern))
+    });
+    m.bytes_by_type.sort_by(|a, b| b.bytes.cmp(&a.bytes));
+    m.top_by_bytes.sort_by(|a, b| b.bytes.cmp(&a.bytes));
+    m.top_by_bytes.truncate(top);
+    m.top_by_length.sort_by(|a, b| b.length.cmp(&a.length));
+    m.top_by_length.truncate(top);
+    Some(m)
+}
+
+/// What the cluster rules need from one primary.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShardSnapshot {
+    /// `host:port`.
+    pub node: String,
+    /// INFO used_memory.
+    pub used_memory: u64,
+    /// Keys in every database.
+    pub keys: u64,
+    /// Accesses per second over the recent window (OPT.HOTKEYS, scaled by the sample ratio).
+    pub ops_per_sec: f64,
+    /// Its replicas.
+    pub replicas: Vec<ReplicaState>,
+}
+
+/// One replica as its primary's INFO replication lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplicaState {
+    /// `ip:port`.
+    pub addr: String,
+    /// `online`, `wait_bgsave`, `send_bulk`...
+    pub state: String,
+    /// Bytes of replication stream it has not acknowledged.
+    pub bytes_behind: u64,
+    /// Seconds since its last acknowledgement.
+    pub lag_seconds: u64,
+}
+
+/// Parses the `slaveN:` lines of INFO replication against its `master_repl_offset`.
+pub fn parse_replicas(info: &str) -> Vec<ReplicaState> {
+    let field = |l: &str, k: &str| {
+        l.split(',').find_map(|kv| {
+            kv.split_once('=')
+                .filter(|(a, _)| *a == k)
+                .map(|(_, v)| v.to_string())
+        })
+    };
+    let master_offset: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("master_repl_offset:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    info.lines()
+        .filter(|l| l.starts_with("slave") && l.contains(":ip="))
+        .filter_map(|l| {
+            let body = l.split_once(':')?.1.trim();
+            let offset: u64 = field(body, "offset")?.parse().ok()?;
+            Some(ReplicaState {
+                addr: format!("{}:{}", field(body, "ip")?, field(body, "port")?),
+                state: field(body, "state").unwrap_or_default(),
+                bytes_behind: master_offset.saturating_sub(offset),
+                lag_seconds: field(body, "lag").and_then(|v| v.parse().ok()).unwrap_or(0),
+            })
+        })
+        .collect()
+}
+
+/// Share above the mean at which a shard counts as skewed (`cluster-imbalance`, `hot-shard`).
+pub const SKEW: f64 = 0.20;
+/// Share of the cluster's accesses in one slot that makes it a `hot-slot`.
+pub const HOT_SLOT_SHARE: f64 = 0.10;
+/// Replication bytes not yet acknowledged that make `replica-lag` fire.
+pub const LAG_BYTES: u64 = 1 << 20;
+/// Seconds without acknowledgement that make `replica-lag` fire.
+pub const LAG_SECONDS: u64 = 10;
+
+fn finding(rule: &str, severity: &str, category: &str, title: String) -> Finding {
+    Finding {
+        rule: rule.into(),
+        severity: severity.into(),
+        category: category.into(),
+        title,
+        evidence: String::new(),
+        advice: String::new(),
+        fix: Vec::new(),
+        effect: None,
+        subjects: Vec::new(),
+    }
+}
+
+/// The largest value and its shard, and how far it is above the mean (0.25 = 25% above).
+fn skew<'a>(
+    shards: &'a [ShardSnapshot],
+    v: impl Fn(&ShardSnapshot) -> f64,
+) -> (&'a ShardSnapshot, f64, f64) {
+    let mean = shards.iter().map(&v).sum::<f64>() / shards.len() as f64;
+    let top = shards
+        .iter()
+        .max_by(|a, b| v(a).total_cmp(&v(b)))
+        .expect("at least one shard");
+    let over = if mean > 0.0 { v(top) / mean - 1.0 } else { 0.0 };
+    (top, over, mean)
+}
+
+/// Findings about the cluster as a whole, from every primary's snapshot and the merged hot
+/// keys (with slots): `cluster-imbalance`, `hot-shard`, `hot-slot`, `replica-lag`.
+/// `seed` is a node address for the fix commands.
+pub fn cluster_findings(
+    shards: &[ShardSnapshot],
+    hot: Option<&HotKeysReport>,
+    seed: &str,
+) -> Vec<Finding> {
+    let mut out = Vec::new();
+    if shards.len() >= 2 {
+        let keys_total: u64 = shards.iter().map(|s| s.keys).sum();
+        let (top, over, mean) = skew(shards, |s| s.keys as f64);
+        // Below a thousand keys any split looks skewed.
+        if keys_total >= 1000 && over > SKEW {
+            let mut f = finding(
+                "cluster-imbalance",
+                "warning",
+                "keys",
+                format!(
+                    "shard {} holds {:.0}% more keys than the mean",
+                    top.node,
+                    over * 100.0
+                ),
+            );
+            f.evidence = format!(
+                "keys per shard: {}; mean {mean:.0}; threshold {:.0}% above the mean",
+                shards
+                    .iter()
+                    .map(|s| format!("{} {}", s.node, s.keys))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                SKEW * 100.0
+            );
+            f.advice = "Slots are spread evenly, so uneven keys usually come from hash tags \
+                        ({...}) that put many keys in a few slots, or from slots assigned unevenly. \
+                        One shard then runs out of memory first."
+                .into();
+            f.fix = vec![
+                format!("redis-cli --cluster rebalance {seed}"),
+                format!("redis-cli --cluster check {seed}"),
+            ];
+            f.subjects = vec![top.node.clone()];
+            out.push(f);
+        }
+        let (top, over, mean) = skew(shards, |s| s.used_memory as f64);
+        // Each node has a few MB of baseline; only skew above 64 MiB means data.
+        if top.used_memory >= 64 << 20 && over > SKEW {
+            let mut f = finding(
+                "cluster-imbalance",
+                "warning",
+                "memory",
+                format!(
+                    "shard {} uses {:.0}% more memory than the mean",
+                    top.node,
+                    over * 100.0
+                ),
+            );
+            f.evidence = format!(
+                "used_memory per shard: {}; mean {mean:.0}; threshold {:.0}% above the mean",
+                shards
+                    .iter()
+                    .map(|s| format!("{} {}", s.node, s.used_memory))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                SKEW * 100.0
+            );
+            f.advice =
+                "The heaviest shard reaches maxmemory (and evicts or refuses writes) while the \
+                        others have room. Move slots to the lighter shards, weighted by memory."
+                    .into();
+            f.fix = vec![format!("redis-cli --cluster rebalance {seed}")];
+            f.subjects = vec![top.node.clone()];
+            out.push(f);
+        }
+        let ops_total: f64 = shards.iter().map(|s| s.ops_per_sec).sum();
+        let (top, over, mean) = skew(shards, |s| s.ops_per_sec);
+        if ops_total >= 100.0 && over > SKEW {
+            let mut f = finding(
+                "hot-shard",
+                "warning",
+                "traffic",
+                format!(
+                    "shard {} serves {:.0}% more traffic than the mean",
+                    top.node,
+                    over * 100.0
+                ),
+            );
+            f.evidence = format!(
+                "accesses/s per shard (recent window): {}; mean {mean:.0}; threshold {:.0}% above",
+                shards
+                    .iter()
+                    .map(|s| format!("{} {:.0}", s.node, s.ops_per_sec))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                SKEW * 100.0
+            );
+            f.advice =
+                "One shard's CPU saturates first and its latency rises for every key it owns. \
+                        Find its hot keys (optctl hotkeys, node column), split them, serve reads \
+                        from its replicas (READONLY), or move busy slots away."
+                    .into();
+            f.fix = vec![
+                format!("optctl --url redis://{} hotkeys --single-node", top.node),
+                format!("redis-cli --cluster reshard {seed}"),
+            ];
+            f.subjects = vec![top.node.clone()];
+            out.push(f);
+        }
+    }
+    if let Some(h) = hot {
+        let total = h.estimated_accesses.max(1) as f64;
+        let mut by_slot: Vec<(u16, u64, Vec<String>, String)> = Vec::new();
+        for e in &h.entries {
+            let Some(slot) = e.slot else { continue };
+            let sure = e.count.saturating_sub(e.error);
+            match by_slot.iter_mut().find(|x| x.0 == slot) {
+                Some(x) => {
+                    x.1 += sure;
+                    x.2.push(e.name.clone());
+                }
+                None => by_slot.push((
+                    slot,
+                    sure,
+                    vec![e.name.clone()],
+                    e.node.clone().unwrap_or_default(),
+                )),
+            }
+        }
+        for (slot, count, keys, node) in by_slot {
+            let share = count as f64 / total;
+            if h.estimated_accesses >= 1000 && share >= HOT_SLOT_SHARE {
+                let mut f = finding(
+                    "hot-slot",
+                    "warning",
+                    "traffic",
+                    format!(
+                        "slot {slot} on {node} takes {:.0}% of the cluster's accesses",
+                        share * 100.0
+                    ),
+                );
+                f.evidence = format!(
+                    "at least {count} of ~{} accesses ({} window) go to slot {slot}; threshold {:.0}%",
+                    h.estimated_accesses,
+                    h.window,
+                    HOT_SLOT_SHARE * 100.0
+                );
+                f.advice = "A slot lives on one shard, so resharding cannot spread this load. Split \
+                            the hot key into copies in other slots (key:{1..N}, read one at random), \
+                            cache it in the client (CLIENT TRACKING), or read it from replicas."
+                    .into();
+                f.fix = vec![format!(
+                    "redis-cli -h {} CLUSTER COUNTKEYSINSLOT {slot}",
+                    node.rsplit_once(':').map_or(node.as_str(), |x| x.0)
+                )];
+                f.subjects = keys;
+                out.push(f);
+            }
+        }
+    }
+    for s in shards {
+        for r in &s.replicas {
+            let down = r.state != "online";
+            if down || r.bytes_behind > LAG_BYTES || r.lag_seconds > LAG_SECONDS {
+                let mut f = finding(
+                    "replica-lag",
+                    if down { "critical" } else { "warning" },
+                    "replication",
+                    format!("replica {} of {} is behind", r.addr, s.node),
+                );
+                f.evidence = format!(
+                    "state {}, {} bytes not acknowledged (threshold {LAG_BYTES}), last ack {} s ago \
+                     (threshold {LAG_SECONDS} s)",
+                    r.state, r.bytes_behind, r.lag_seconds
+                );
+                f.advice = "A lagging replica serves stale reads and, after a failover, loses the \
+                            writes it has not received. Check its network and load; a replica that \
+                            keeps resyncing needs a larger repl-backlog-size."
+                    .into();
+                f.fix = vec![
+                    format!(
+                        "redis-cli -h {} INFO replication",
+                        r.addr.rsplit_once(':').map_or(r.addr.as_str(), |x| x.0)
+                    ),
+                    "CONFIG SET repl-backlog-size 256mb".into(),
+                ];
+                f.subjects = vec![r.addr.clone()];
+                out.push(f);
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -295,5 +720,172 @@ garbage
     #[test]
     fn nothing_to_merge_is_none() {
         assert!(merge_hot(&[], 10).is_none());
+    }
+
+    fn keyspace(pattern_bytes: &[(&str, u64, u64)], top: &[(&str, u64)]) -> KeyspaceReport {
+        KeyspaceReport {
+            mode: "full".into(),
+            db: 0,
+            db_keys: pattern_bytes.iter().map(|p| p.1).sum(),
+            keys_scanned: pattern_bytes.iter().map(|p| p.1).sum(),
+            keys_matched: pattern_bytes.iter().map(|p| p.1).sum(),
+            total_bytes: pattern_bytes.iter().map(|p| p.2).sum(),
+            elapsed_ms: 5,
+            patterns: pattern_bytes
+                .iter()
+                .map(|&(p, keys, bytes)| PatternStats {
+                    pattern: p.into(),
+                    keys,
+                    bytes,
+                    bytes_ci95: 30,
+                    share: 0.0,
+                    avg_bytes: 0,
+                    largest_key: format!("{p}-big"),
+                    largest_bytes: bytes / 2,
+                    types: vec![("string".into(), keys)],
+                    encodings: vec![],
+                    ttl_buckets: [keys, 0, 0, 0, 0, 0],
+                    idle_buckets: [keys, 0, 0, 0, 0],
+                })
+                .collect(),
+            bytes_by_type: vec![],
+            size_percentiles: Default::default(),
+            top_by_bytes: top
+                .iter()
+                .map(|&(k, b)| crate::report::KeyEntry {
+                    key: k.into(),
+                    r#type: "string".into(),
+                    bytes: b,
+                    length: b,
+                })
+                .collect(),
+            top_by_length: vec![],
+            expiring_per_hour: vec![1; 24],
+            worst_expiry_second: None,
+            encoding_candidates: vec![],
+        }
+    }
+
+    #[test]
+    fn memory_by_pattern_adds_up_across_shards() {
+        let a = keyspace(
+            &[("user:*", 10, 1000), ("s:*", 5, 100)],
+            &[("k1", 500), ("k2", 10)],
+        );
+        let b = keyspace(&[("user:*", 20, 3000), ("big:*", 1, 5000)], &[("k3", 900)]);
+        let m = merge_keyspace(&[("a".into(), a), ("b".into(), b)], 2).unwrap();
+        assert_eq!((m.db_keys, m.total_bytes), (36, 9100));
+        let p: Vec<(&str, u64, u64)> = m
+            .patterns
+            .iter()
+            .map(|p| (p.pattern.as_str(), p.keys, p.bytes))
+            .collect();
+        assert_eq!(
+            p,
+            [("big:*", 1, 5000), ("user:*", 30, 4000), ("s:*", 5, 100)]
+        );
+        let user = &m.patterns[1];
+        assert_eq!(user.bytes_ci95, 42); // sqrt(30^2 + 30^2)
+        assert_eq!(user.largest_key, "user:*-big");
+        assert_eq!(user.largest_bytes, 1500);
+        assert_eq!(user.types, vec![("string".to_string(), 30)]);
+        assert_eq!(user.ttl_buckets[0], 30);
+        assert_eq!(user.avg_bytes, 133);
+        assert!((user.share - 4000.0 / 9100.0).abs() < 1e-12);
+        let top: Vec<&str> = m.top_by_bytes.iter().map(|k| k.key.as_str()).collect();
+        assert_eq!(top, ["k3", "k1"]);
+        assert_eq!(m.expiring_per_hour, vec![2; 24]);
+    }
+
+    fn shard(node: &str, keys: u64, mem: u64, ops: f64) -> ShardSnapshot {
+        ShardSnapshot {
+            node: node.into(),
+            used_memory: mem,
+            keys,
+            ops_per_sec: ops,
+            replicas: vec![],
+        }
+    }
+
+    #[test]
+    fn skewed_keys_memory_and_traffic_are_found_balanced_ones_are_not() {
+        let even = [
+            shard("a:1", 1000, 100 << 20, 500.0),
+            shard("b:2", 1100, 105 << 20, 550.0),
+        ];
+        assert!(cluster_findings(&even, None, "a:1").is_empty());
+        let skewed = [
+            shard("a:1", 1000, 100 << 20, 100.0),
+            shard("b:2", 1000, 100 << 20, 100.0),
+            shard("c:3", 3000, 300 << 20, 900.0),
+        ];
+        let f = cluster_findings(&skewed, None, "a:1");
+        let rules: Vec<(&str, &str)> = f
+            .iter()
+            .map(|f| (f.rule.as_str(), f.category.as_str()))
+            .collect();
+        assert_eq!(
+            rules,
+            [
+                ("cluster-imbalance", "keys"),
+                ("cluster-imbalance", "memory"),
+                ("hot-shard", "traffic")
+            ]
+        );
+        assert!(f.iter().all(|f| f.subjects == ["c:3"]));
+        assert!(f[0].evidence.contains("c:3 3000"), "{}", f[0].evidence);
+        // Small clusters and idle ones say nothing.
+        let tiny = [
+            shard("a:1", 10, 1 << 20, 1.0),
+            shard("b:2", 300, 3 << 20, 20.0),
+        ];
+        assert!(cluster_findings(&tiny, None, "a:1").is_empty());
+    }
+
+    #[test]
+    fn a_slot_with_a_tenth_of_the_traffic_is_hot() {
+        let mut h = report(
+            "keys",
+            10_000,
+            0,
+            vec![entry("hot", 1500, 100), entry("warm", 500, 0)],
+        );
+        h.entries[0].slot = Some(42);
+        h.entries[0].node = Some("a:1".into());
+        h.entries[1].slot = Some(43);
+        let f = cluster_findings(&[], Some(&h), "a:1");
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].rule, "hot-slot");
+        assert_eq!(f[0].subjects, ["hot"]);
+        assert!(f[0].evidence.contains("at least 1400"));
+    }
+
+    #[test]
+    fn replicas_behind_or_down_are_reported() {
+        let info = "role:master\r\nconnected_slaves:2\r\n\
+slave0:ip=10.0.0.2,port=7001,state=online,offset=1000,lag=0\r\n\
+slave1:ip=10.0.0.3,port=7002,state=online,offset=10,lag=30\r\n\
+master_repl_offset:3000000\r\n";
+        let r = parse_replicas(info);
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].addr, "10.0.0.2:7001");
+        assert_eq!(r[0].bytes_behind, 2_999_000);
+        let mut s = shard("a:1", 0, 0, 0.0);
+        s.replicas = r;
+        s.replicas.push(ReplicaState {
+            addr: "10.0.0.4:7003".into(),
+            state: "wait_bgsave".into(),
+            bytes_behind: 0,
+            lag_seconds: 0,
+        });
+        let f = cluster_findings(&[s], None, "a:1");
+        let sev: Vec<&str> = f.iter().map(|f| f.severity.as_str()).collect();
+        assert_eq!(sev, ["warning", "warning", "critical"]);
+        let ok = parse_replicas(
+            "slave0:ip=h,port=1,state=online,offset=5,lag=1\r\nmaster_repl_offset:5\r\n",
+        );
+        let mut s = shard("a:1", 0, 0, 0.0);
+        s.replicas = ok;
+        assert!(cluster_findings(&[s], None, "a:1").is_empty());
     }
 }

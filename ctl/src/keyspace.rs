@@ -4,10 +4,11 @@ use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
 use clap::Args;
+use opt_core::cluster::{merge_keyspace, ClusterNode};
 use opt_core::report::{KeyspaceProgress, KeyspaceReport};
 
 use crate::table::{bar, human, render, Align};
-use crate::{conn, Cli, CtlError};
+use crate::{cluster, conn, Cli, CtlError};
 
 /// Options of `optctl keyspace`.
 #[derive(Args, Debug)]
@@ -66,6 +67,9 @@ impl KeyspaceArgs {
 /// Runs `optctl keyspace`.
 pub fn run(cli: &Cli, args: &KeyspaceArgs) -> Result<(), CtlError> {
     let mut con = conn::connect(cli)?;
+    if let Some(nodes) = cluster::primaries(cli, &mut con)? {
+        return run_cluster(cli, args, &nodes);
+    }
     // A progress bar on the terminal while a FULL analysis runs, read over a second connection.
     let progress = (args.full && std::io::stderr().is_terminal()).then(|| {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -112,6 +116,36 @@ pub fn run(cli: &Cli, args: &KeyspaceArgs) -> Result<(), CtlError> {
     } else if args.csv {
         print!("{}", csv(&report));
     } else {
+        print!("{}", render_report(&report));
+    }
+    Ok(())
+}
+
+/// Every primary analyses its own keys in parallel; the reports merge into one.
+fn run_cluster(cli: &Cli, args: &KeyspaceArgs, nodes: &[ClusterNode]) -> Result<(), CtlError> {
+    let (reports, _) = cluster::answered(cluster::ask_each(cli, nodes, |c| {
+        conn::call_json::<KeyspaceReport>(c, cli, "OPT.KEYSPACE", &args.command_args())
+    }))?;
+    let report = merge_keyspace(&reports, args.top as usize)
+        .ok_or_else(|| CtlError::failed("no node of the cluster answered OPT.KEYSPACE"))?;
+    if cli.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report)
+                .map_err(|e| CtlError::failed(format!("cannot encode JSON: {e}")))?
+        );
+    } else if args.csv {
+        print!("{}", csv(&report));
+    } else {
+        println!("cluster of {} primaries, by shard:", reports.len());
+        for (node, r) in &reports {
+            println!(
+                "  {node:<22} {:>10} keys {:>10}",
+                r.db_keys,
+                bytes(r.total_bytes)
+            );
+        }
+        println!();
         print!("{}", render_report(&report));
     }
     Ok(())
