@@ -314,10 +314,10 @@ pub fn merge_keyspace(reports: &[(String, KeyspaceReport)], top: usize) -> Optio
             .cmp(&a.bytes)
             .then_with(|| a.pattern.cmp(&b.pattern))
     });
-    m.bytes_by_type.sort_by(|a, b| b.bytes.cmp(&a.bytes));
-    m.top_by_bytes.sort_by(|a, b| b.bytes.cmp(&a.bytes));
+    m.bytes_by_type.sort_by_key(|t| std::cmp::Reverse(t.bytes));
+    m.top_by_bytes.sort_by_key(|k| std::cmp::Reverse(k.bytes));
     m.top_by_bytes.truncate(top);
-    m.top_by_length.sort_by(|a, b| b.length.cmp(&a.length));
+    m.top_by_length.sort_by_key(|k| std::cmp::Reverse(k.length));
     m.top_by_length.truncate(top);
     Some(m)
 }
