@@ -403,10 +403,7 @@ fn finding(rule: &str, severity: &str, category: &str, title: String) -> Finding
 }
 
 /// The largest value and its shard, and how far it is above the mean (0.25 = 25% above).
-fn skew(
-    shards: &[ShardSnapshot],
-    v: impl Fn(&ShardSnapshot) -> f64,
-) -> (&ShardSnapshot, f64, f64) {
+fn skew(shards: &[ShardSnapshot], v: impl Fn(&ShardSnapshot) -> f64) -> (&ShardSnapshot, f64, f64) {
     let mean = shards.iter().map(&v).sum::<f64>() / shards.len() as f64;
     let top = shards
         .iter()

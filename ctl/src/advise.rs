@@ -3,9 +3,10 @@
 use std::io::IsTerminal;
 
 use clap::{Args, ValueEnum};
-use opt_core::report::AdviceReport;
+use opt_core::cluster::{cluster_findings, merge_hot, parse_replicas, ClusterNode, ShardSnapshot};
+use opt_core::report::{AdviceReport, Finding, HotKeysReport};
 
-use crate::{conn, Cli, CtlError};
+use crate::{cluster, conn, Cli, CtlError};
 
 /// Options of `optctl advise`.
 #[derive(Args, Debug)]
@@ -67,6 +68,9 @@ pub fn run(cli: &Cli, args: &AdviseArgs) -> Result<bool, CtlError> {
         a.extend(["CATEGORY".into(), c.clone()]);
     }
     a.extend(["MIN-SEVERITY".into(), args.min_severity.as_str().into()]);
+    if let Some(nodes) = cluster::primaries(cli, &mut con)? {
+        return run_cluster(cli, args, &a, &nodes);
+    }
     let report: AdviceReport = conn::call_json(&mut con, cli, "OPT.ADVISE", &a)?;
     if cli.json {
         println!(
@@ -87,6 +91,24 @@ pub fn run(cli: &Cli, args: &AdviseArgs) -> Result<bool, CtlError> {
 
 /// Findings grouped by severity, most severe first.
 pub fn render(r: &AdviceReport, color: bool) -> String {
+    let mut out = format!(
+        "health score {}/100 ({} rules evaluated, {} findings)\n",
+        r.score,
+        r.rules_evaluated,
+        r.findings.len()
+    );
+    out.push_str(&render_findings(&r.findings, color));
+    if !r.skipped.is_empty() {
+        out.push_str("\nskipped\n");
+        for (id, why) in &r.skipped {
+            out.push_str(&format!("  {id}: {why}\n"));
+        }
+    }
+    out
+}
+
+/// Findings grouped by severity, most severe first, each with evidence, why and fix.
+pub fn render_findings(findings: &[Finding], color: bool) -> String {
     let paint = |code: &str, text: &str| {
         if color {
             format!("\x1b[{code}m{text}\x1b[0m")
@@ -94,14 +116,9 @@ pub fn render(r: &AdviceReport, color: bool) -> String {
             text.to_string()
         }
     };
-    let mut out = format!(
-        "health score {}/100 ({} rules evaluated, {} findings)\n",
-        r.score,
-        r.rules_evaluated,
-        r.findings.len()
-    );
+    let mut out = String::new();
     for (level, code) in [("critical", "1;31"), ("warning", "1;33"), ("info", "1;36")] {
-        let group: Vec<_> = r.findings.iter().filter(|f| f.severity == level).collect();
+        let group: Vec<_> = findings.iter().filter(|f| f.severity == level).collect();
         if group.is_empty() {
             continue;
         }
@@ -121,11 +138,125 @@ pub fn render(r: &AdviceReport, color: bool) -> String {
             }
         }
     }
-    if !r.skipped.is_empty() {
-        out.push_str("\nskipped\n");
-        for (id, why) in &r.skipped {
-            out.push_str(&format!("  {id}: {why}\n"));
+    out
+}
+
+/// What one primary contributes to `optctl advise` in a cluster.
+struct NodeAdvice {
+    report: AdviceReport,
+    snapshot: ShardSnapshot,
+    hot: HotKeysReport,
+}
+
+/// Reads one primary: its own findings, and what the cluster rules need.
+fn node_advice(
+    cli: &Cli,
+    con: &mut redis::Connection,
+    advise_args: &[String],
+) -> Result<NodeAdvice, CtlError> {
+    let report: AdviceReport = conn::call_json(con, cli, "OPT.ADVISE", advise_args)?;
+    let info: String = redis::cmd("INFO")
+        .arg("everything")
+        .query(con)
+        .map_err(|e| conn::command_error(cli, "INFO", &e))?;
+    let num = |k: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(k).and_then(|v| v.strip_prefix(':')))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let keys = info
+        .lines()
+        .filter(|l| l.starts_with("db") && l.contains(":keys="))
+        .filter_map(|l| {
+            l.split("keys=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    let q = |window: &str| -> Vec<String> {
+        ["COUNT", "50", "WINDOW", window].map(String::from).to_vec()
+    };
+    let recent: HotKeysReport = conn::call_json(con, cli, "OPT.HOTKEYS", &q("recent"))?;
+    let hot: HotKeysReport = conn::call_json(con, cli, "OPT.HOTKEYS", &q("total"))?;
+    Ok(NodeAdvice {
+        report,
+        snapshot: ShardSnapshot {
+            node: String::new(),
+            used_memory: num("used_memory"),
+            keys,
+            ops_per_sec: recent.estimated_accesses as f64 / recent.seconds.max(1.0),
+            replicas: parse_replicas(&info),
+        },
+        hot,
+    })
+}
+
+/// `optctl advise` on a cluster: each primary's findings, plus the cluster's own.
+fn run_cluster(
+    cli: &Cli,
+    args: &AdviseArgs,
+    advise_args: &[String],
+    nodes: &[ClusterNode],
+) -> Result<bool, CtlError> {
+    let (answers, failed) = cluster::answered(cluster::ask_each(cli, nodes, |c| {
+        node_advice(cli, c, advise_args)
+    }))?;
+    let shards: Vec<ShardSnapshot> = answers
+        .iter()
+        .map(|(node, a)| ShardSnapshot {
+            node: node.clone(),
+            ..a.snapshot.clone()
+        })
+        .collect();
+    let hot: Vec<(String, HotKeysReport)> = answers
+        .iter()
+        .map(|(node, a)| (node.clone(), a.hot.clone()))
+        .collect();
+    let merged = merge_hot(&hot, usize::MAX);
+    let mut findings = cluster_findings(&shards, merged.as_ref(), &answers[0].0);
+    let min = Level::of(args.min_severity.as_str());
+    findings.retain(|f| {
+        Level::of(&f.severity) >= min && args.category.as_ref().is_none_or(|c| &f.category == c)
+    });
+    let all = findings
+        .iter()
+        .chain(answers.iter().flat_map(|(_, a)| &a.report.findings));
+    let fail = args
+        .fail_on
+        .is_some_and(|level| all.clone().any(|f| Level::of(&f.severity) >= level));
+    if cli.json {
+        let doc = serde_json::json!({
+            "cluster": { "findings": findings },
+            "nodes": answers
+                .iter()
+                .map(|(node, a)| serde_json::json!({ "node": node, "report": a.report }))
+                .collect::<Vec<_>>(),
+            "failed": failed
+                .iter()
+                .map(|(node, e)| serde_json::json!({ "node": node, "error": e }))
+                .collect::<Vec<_>>(),
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&doc)
+                .map_err(|e| CtlError::failed(format!("cannot encode JSON: {e}")))?
+        );
+    } else {
+        let color = use_color();
+        println!(
+            "== cluster ({} primaries): {} findings",
+            answers.len(),
+            findings.len()
+        );
+        print!("{}", render_findings(&findings, color));
+        for (node, a) in &answers {
+            println!("\n== node {node}");
+            print!("{}", render(&a.report, color));
         }
     }
-    out
+    Ok(fail)
 }

@@ -294,3 +294,84 @@ fn the_tag_index_survives_a_failover_and_follows_a_slot_migration() {
     ok(&mut dst, &["OPT.TAG", "page:1", "moving"]);
     assert_eq!(tag_keys(&mut dst, "moving").unwrap(), ["page:1"]);
 }
+
+#[test]
+fn optctl_merges_memory_by_pattern_and_finds_cluster_problems() {
+    let cluster = Cluster::start(3, 1, &["opt.hotkeys-sample-ratio 1"]);
+    // 3000 keys behind one hash tag: one slot, one shard. 300 keys spread over all shards.
+    let tagged = cluster.owner("{hot}");
+    let mut c = tagged.conn();
+    for chunk in (0..3000).collect::<Vec<_>>().chunks(500) {
+        let mut mset = redis::cmd("MSET");
+        for i in chunk {
+            mset.arg(format!("{{hot}}:item:{i}")).arg("x".repeat(100));
+        }
+        let _: () = mset.query(&mut c).unwrap();
+    }
+    let spread = load_tagged_keys(&cluster, 300);
+    // Traffic: one key of the tagged slot gets most of it.
+    for _ in 0..3000 {
+        let _: Option<String> = redis::cmd("GET").arg("{hot}:item:1").query(&mut c).unwrap();
+    }
+    for p in cluster.primaries() {
+        let mut pc = p.conn();
+        let own = opt_harness::own_slot_ranges(p);
+        let cold = (0..)
+            .map(|j| format!("cold:{j}"))
+            .find(|k| {
+                let slot = opt_core::cluster::key_slot(k.as_bytes());
+                own.iter().any(|&(a, b)| a <= slot && slot <= b)
+            })
+            .unwrap();
+        for _ in 0..100 {
+            let _: Option<String> = redis::cmd("GET").arg(&cold).query(&mut pc).unwrap();
+        }
+    }
+    let url = cluster.nodes[0].url();
+
+    let (code, out, err) = optctl(&["--url", &url, "--json", "keyspace", "--full"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let k: opt_core::report::KeyspaceReport = serde_json::from_str(&out).unwrap();
+    assert_eq!(k.db_keys, 3300);
+    assert_eq!(k.keys_scanned, 3300);
+    let pattern = |name: &str| k.patterns.iter().find(|p| p.pattern == name);
+    let hot = pattern("{hot}:item:*").unwrap_or_else(|| panic!("{:?}", k.patterns));
+    assert_eq!(hot.keys, 3000);
+    let pages: u64 = k
+        .patterns
+        .iter()
+        .filter(|p| p.pattern.starts_with("page:"))
+        .map(|p| p.keys)
+        .sum();
+    assert_eq!(pages, 300, "{:?}", k.patterns);
+    assert_eq!(spread.len(), 3);
+    let (code, out, _) = optctl(&["--url", &url, "keyspace", "--full"], &[]);
+    assert_eq!(code, 0);
+    assert!(out.contains("cluster of 3 primaries, by shard"), "{out}");
+
+    let (code, out, err) = optctl(&["--url", &url, "--json", "advise"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let rules: Vec<&str> = v["cluster"]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["rule"].as_str().unwrap())
+        .collect();
+    for rule in ["cluster-imbalance", "hot-slot", "hot-shard"] {
+        assert!(rules.contains(&rule), "{rule} missing from {rules:?}");
+    }
+    assert!(!rules.contains(&"replica-lag"), "{rules:?}");
+    let imbalance = v["cluster"]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["rule"] == "cluster-imbalance")
+        .unwrap();
+    let tagged_addr = format!("127.0.0.1:{}", tagged.port);
+    assert_eq!(imbalance["subjects"][0], tagged_addr.as_str());
+    assert_eq!(v["nodes"].as_array().unwrap().len(), 3);
+    // --fail-on sees the cluster findings too.
+    let (code, _, _) = optctl(&["--url", &url, "advise", "--fail-on", "warning"], &[]);
+    assert_eq!(code, 3);
+}
