@@ -3,7 +3,9 @@
 //! per-node reports merge into one cluster-wide answer. Pure functions, so the merge rules
 //! are unit-tested here and the CLI only fetches and prints.
 
-use crate::report::{Finding, HotEntry, HotKeysReport, KeyspaceReport, PatternStats};
+use crate::report::{
+    Finding, HotEntry, HotKeysReport, KeyspaceReport, PatternStats, TagInfoReport, TagSize,
+};
 
 /// Number of hash slots in a Redis Cluster.
 pub const SLOTS: u32 = 16384;
@@ -606,6 +608,44 @@ pub fn cluster_findings(
     out
 }
 
+/// Merges the tag index summaries of every primary. Keys and (key, tag) pairs add up (a key
+/// lives on one shard); a tag used on several shards counts once per shard in `tags`; the
+/// largest tags add their keys by name; `digest` lists each shard's digest in node order.
+pub fn merge_taginfo(reports: &[(String, TagInfoReport)], top: usize) -> Option<TagInfoReport> {
+    let (_, first) = reports.first()?;
+    let mut m = TagInfoReport {
+        keys: 0,
+        tags: 0,
+        pairs: 0,
+        memory_bytes: 0,
+        digest: String::new(),
+        tag: first.tag.clone(),
+        largest: Vec::new(),
+    };
+    let mut digests = Vec::new();
+    for (node, r) in reports {
+        m.keys += r.keys;
+        m.tags += r.tags;
+        m.pairs += r.pairs;
+        m.memory_bytes += r.memory_bytes;
+        digests.push(format!("{node}={}", r.digest));
+        for t in &r.largest {
+            match m.largest.iter_mut().find(|x| x.tag == t.tag) {
+                Some(x) => x.keys += t.keys,
+                None => m.largest.push(TagSize {
+                    tag: t.tag.clone(),
+                    keys: t.keys,
+                }),
+            }
+        }
+    }
+    m.digest = digests.join(",");
+    m.largest
+        .sort_by(|a, b| b.keys.cmp(&a.keys).then_with(|| a.tag.cmp(&b.tag)));
+    m.largest.truncate(top);
+    Some(m)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -884,5 +924,36 @@ master_repl_offset:3000000\r\n";
         let mut s = shard("a:1", 0, 0, 0.0);
         s.replicas = ok;
         assert!(cluster_findings(&[s], None, "a:1").is_empty());
+    }
+
+    #[test]
+    fn tag_index_sizes_add_up_across_shards() {
+        let r = |keys, tags: &[(&str, u64)]| TagInfoReport {
+            keys,
+            tags: tags.len() as u64,
+            pairs: keys * 2,
+            memory_bytes: keys * 80,
+            digest: format!("d{keys}"),
+            tag: None,
+            largest: tags
+                .iter()
+                .map(|&(t, k)| TagSize {
+                    tag: t.into(),
+                    keys: k,
+                })
+                .collect(),
+        };
+        let m = merge_taginfo(
+            &[
+                ("a".into(), r(10, &[("site", 10), ("u:1", 3)])),
+                ("b".into(), r(5, &[("site", 5)])),
+            ],
+            10,
+        )
+        .unwrap();
+        assert_eq!((m.keys, m.pairs, m.memory_bytes), (15, 30, 1200));
+        assert_eq!(m.largest[0].tag, "site");
+        assert_eq!(m.largest[0].keys, 15);
+        assert_eq!(m.digest, "a=d10,b=d5");
     }
 }

@@ -1,6 +1,7 @@
 //! `optctl invalidate` and `optctl tags`: tag-based invalidation and the tag index's size.
 
 use clap::Args;
+use opt_core::cluster::merge_taginfo;
 use opt_core::report::TagInfoReport;
 
 use crate::table::{human, render, Align};
@@ -92,7 +93,17 @@ pub fn invalidate(cli: &Cli, args: &InvalidateArgs) -> Result<(), CtlError> {
 pub fn tags(cli: &Cli, args: &TagsArgs) -> Result<(), CtlError> {
     let mut con = conn::connect(cli)?;
     let a: Vec<String> = args.tag.iter().cloned().collect();
-    let report: TagInfoReport = conn::call_json(&mut con, cli, "OPT.TAGINFO", &a)?;
+    let report: TagInfoReport = match cluster::primaries(cli, &mut con)? {
+        None => conn::call_json(&mut con, cli, "OPT.TAGINFO", &a)?,
+        Some(nodes) => {
+            // Each shard indexes its own keys: the cluster's index is the sum.
+            let (reports, _) = cluster::answered(cluster::ask_each(cli, &nodes, |c| {
+                conn::call_json::<TagInfoReport>(c, cli, "OPT.TAGINFO", &a)
+            }))?;
+            merge_taginfo(&reports, 10)
+                .ok_or_else(|| CtlError::failed("no node of the cluster answered OPT.TAGINFO"))?
+        }
+    };
     if cli.json {
         println!(
             "{}",

@@ -144,6 +144,28 @@ fn optctl_merges_hot_keys_and_invalidates_across_every_shard() {
     let one: opt_core::report::HotKeysReport = serde_json::from_str(&out).unwrap();
     assert!(one.entries.iter().all(|e| e.node.is_none()));
 
+    // The tag index of the cluster is the sum of the shards'.
+    let (code, out, err) = optctl(&["--url", &url, "--json", "tags"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let t: opt_core::report::TagInfoReport = serde_json::from_str(&out).unwrap();
+    assert_eq!((t.keys, t.pairs), (3000, 6000));
+    assert_eq!(
+        (t.largest[0].tag.as_str(), t.largest[0].keys),
+        ("site", 3000)
+    );
+    // Status lists every primary with its slots.
+    let (code, out, err) = optctl(&["--url", &url, "--json", "status"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let st: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let slots: u64 = st["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["slots"].as_u64().unwrap())
+        .sum();
+    assert_eq!(slots, 16384);
+    assert_eq!(st["nodes"].as_array().unwrap().len(), 3);
+
     // Invalidation fans out: every shard deletes its own keys, atomically per shard.
     let (code, out, err) = optctl(&["--url", &url, "--json", "invalidate", "user:3"], &[]);
     assert_eq!(code, 0, "{err}");
