@@ -195,13 +195,22 @@ fn node_advice(
     })
 }
 
-/// `optctl advise` on a cluster: each primary's findings, plus the cluster's own.
-fn run_cluster(
+/// Each primary's advice, and the cluster's own findings (unfiltered).
+pub struct ClusterAdvice {
+    /// cluster-imbalance, hot-shard, hot-slot, replica-lag.
+    pub findings: Vec<Finding>,
+    /// Each primary's own report.
+    pub nodes: Vec<(String, AdviceReport)>,
+    /// Primaries that did not answer, and why.
+    pub failed: Vec<(String, String)>,
+}
+
+/// Asks every primary for its advice and what the cluster rules need, and runs those rules.
+pub fn cluster_advice(
     cli: &Cli,
-    args: &AdviseArgs,
-    advise_args: &[String],
     nodes: &[ClusterNode],
-) -> Result<bool, CtlError> {
+    advise_args: &[String],
+) -> Result<ClusterAdvice, CtlError> {
     let (answers, failed) = cluster::answered(cluster::ask_each(cli, nodes, |c| {
         node_advice(cli, c, advise_args)
     }))?;
@@ -217,14 +226,33 @@ fn run_cluster(
         .map(|(node, a)| (node.clone(), a.hot.clone()))
         .collect();
     let merged = merge_hot(&hot, usize::MAX);
-    let mut findings = cluster_findings(&shards, merged.as_ref(), &answers[0].0);
+    let findings = cluster_findings(&shards, merged.as_ref(), &answers[0].0);
+    Ok(ClusterAdvice {
+        findings,
+        nodes: answers.into_iter().map(|(n, a)| (n, a.report)).collect(),
+        failed,
+    })
+}
+
+/// `optctl advise` on a cluster: each primary's findings, plus the cluster's own.
+fn run_cluster(
+    cli: &Cli,
+    args: &AdviseArgs,
+    advise_args: &[String],
+    nodes: &[ClusterNode],
+) -> Result<bool, CtlError> {
+    let ClusterAdvice {
+        mut findings,
+        nodes: answers,
+        failed,
+    } = cluster_advice(cli, nodes, advise_args)?;
     let min = Level::of(args.min_severity.as_str());
     findings.retain(|f| {
         Level::of(&f.severity) >= min && args.category.as_ref().is_none_or(|c| &f.category == c)
     });
     let all = findings
         .iter()
-        .chain(answers.iter().flat_map(|(_, a)| &a.report.findings));
+        .chain(answers.iter().flat_map(|(_, a)| &a.findings));
     let fail = args
         .fail_on
         .is_some_and(|level| all.clone().any(|f| Level::of(&f.severity) >= level));
@@ -233,7 +261,7 @@ fn run_cluster(
             "cluster": { "findings": findings },
             "nodes": answers
                 .iter()
-                .map(|(node, a)| serde_json::json!({ "node": node, "report": a.report }))
+                .map(|(node, a)| serde_json::json!({ "node": node, "report": a }))
                 .collect::<Vec<_>>(),
             "failed": failed
                 .iter()
@@ -255,7 +283,7 @@ fn run_cluster(
         print!("{}", render_findings(&findings, color));
         for (node, a) in &answers {
             println!("\n== node {node}");
-            print!("{}", render(&a.report, color));
+            print!("{}", render(a, color));
         }
     }
     Ok(fail)

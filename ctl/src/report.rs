@@ -5,11 +5,12 @@
 use std::fmt::Write as _;
 
 use clap::Args;
+use opt_core::cluster::{merge_hot, merge_keyspace, merge_taginfo, ClusterNode};
 use opt_core::report::{
-    AdviceReport, FullReport, HotKeysReport, KeyspaceReport, StatusReport, TagInfoReport,
+    AdviceReport, Finding, FullReport, HotKeysReport, KeyspaceReport, StatusReport, TagInfoReport,
 };
 
-use crate::{advise, conn, hotkeys, keyspace, status, Cli, CtlError};
+use crate::{advise, cluster, conn, hotkeys, keyspace, status, Cli, CtlError};
 
 /// Options of `optctl report`.
 #[derive(Args, Debug)]
@@ -25,6 +26,9 @@ pub struct ReportArgs {
 /// Gathers the whole report.
 pub fn gather(cli: &Cli, samples: u64) -> Result<FullReport, CtlError> {
     let mut con = conn::connect(cli)?;
+    if let Some(nodes) = cluster::primaries(cli, &mut con)? {
+        return gather_cluster(cli, &mut con, &nodes, samples);
+    }
     let status: StatusReport = conn::call_json(&mut con, cli, "OPT.STATUS", &[])?;
     let s = samples.to_string();
     let advice: Option<AdviceReport> =
@@ -54,6 +58,84 @@ pub fn gather(cli: &Cli, samples: u64) -> Result<FullReport, CtlError> {
         status,
         advice,
         hotkeys: hot,
+        namespaces,
+        keyspace,
+        tags,
+    })
+}
+
+/// The report of a cluster: the seed node's status; every primary's findings (titles name
+/// the node) plus the cluster findings, scored by the worst node; hot keys, memory by pattern
+/// and the tag index merged across shards.
+fn gather_cluster(
+    cli: &Cli,
+    con: &mut redis::Connection,
+    nodes: &[ClusterNode],
+    samples: u64,
+) -> Result<FullReport, CtlError> {
+    let status: StatusReport = conn::call_json(con, cli, "OPT.STATUS", &[])?;
+    let s = samples.to_string();
+    let advice = advise::cluster_advice(cli, nodes, &["SAMPLES".into(), s.clone()])
+        .ok()
+        .and_then(|c| {
+            let mut base = c.nodes.iter().min_by_key(|(_, r)| r.score)?.1.clone();
+            let mut findings = c.findings;
+            for (node, r) in &c.nodes {
+                findings.extend(r.findings.iter().map(|f| Finding {
+                    title: format!("{node}: {}", f.title),
+                    ..f.clone()
+                }));
+            }
+            let rank = |f: &Finding| match f.severity.as_str() {
+                "critical" => 0,
+                "warning" => 1,
+                _ => 2,
+            };
+            findings.sort_by_key(rank);
+            base.findings = findings;
+            Some(base)
+        });
+    fn across<T: serde::de::DeserializeOwned + Send>(
+        cli: &Cli,
+        nodes: &[ClusterNode],
+        command: &str,
+        args: &[String],
+        merge: impl Fn(&[(String, T)]) -> Option<T>,
+    ) -> Option<T> {
+        let answers =
+            cluster::ask_each(cli, nodes, |c| conn::call_json::<T>(c, cli, command, args));
+        let (ok, _) = cluster::answered(answers).ok()?;
+        merge(&ok)
+    }
+    let top = |ns: bool| {
+        let mut a = vec!["COUNT".to_string(), "10".to_string()];
+        if ns {
+            a.push("NAMESPACES".into());
+        }
+        a
+    };
+    let hotkeys = across(cli, nodes, "OPT.HOTKEYS", &top(false), |r| merge_hot(r, 10));
+    let namespaces = across(cli, nodes, "OPT.HOTKEYS", &top(true), |r| merge_hot(r, 10));
+    let keyspace = (samples > 0)
+        .then(|| {
+            across(cli, nodes, "OPT.KEYSPACE", &["SAMPLES".into(), s], |r| {
+                merge_keyspace(r, 10)
+            })
+        })
+        .flatten();
+    let tags = across(cli, nodes, "OPT.TAGINFO", &[], |r| merge_taginfo(r, 10));
+    Ok(FullReport {
+        generated_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        server: format!(
+            "cluster of {} primaries via {}",
+            nodes.len(),
+            conn::redacted(&cli.url)
+        ),
+        status,
+        advice,
+        hotkeys,
         namespaces,
         keyspace,
         tags,

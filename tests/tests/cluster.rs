@@ -240,6 +240,26 @@ fn the_tag_index_survives_a_failover_and_follows_a_slot_migration() {
         info.contains("role:master")
     });
     cluster.wait_healthy();
+    // Every node must know the new primary before slots can move to or from it.
+    let me = format!("127.0.0.1:{}@", replica.port);
+    for n in &cluster.nodes {
+        n.wait_for(
+            "every node to see the failover",
+            Duration::from_secs(20),
+            |c| {
+                let nodes: String = redis::cmd("CLUSTER")
+                    .arg("NODES")
+                    .query(c)
+                    .unwrap_or_default();
+                nodes.lines().any(|l| {
+                    l.contains(&me)
+                        && l.split_whitespace()
+                            .nth(2)
+                            .is_some_and(|f| f.contains("master"))
+                })
+            },
+        );
+    }
     let mut new_primary = replica.conn();
     let mut keys = tag_keys(&mut new_primary, "t1").unwrap();
     keys.sort();
@@ -393,6 +413,18 @@ fn optctl_merges_memory_by_pattern_and_finds_cluster_problems() {
     let tagged_addr = format!("127.0.0.1:{}", tagged.port);
     assert_eq!(imbalance["subjects"][0], tagged_addr.as_str());
     assert_eq!(v["nodes"].as_array().unwrap().len(), 3);
+    // The one-page report covers the cluster: merged memory, cluster and node findings.
+    let (code, out, err) = optctl(
+        &["--url", &url, "--json", "report", "--samples", "5000"],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let r: opt_core::report::FullReport = serde_json::from_str(&out).unwrap();
+    assert!(r.server.contains("cluster of 3 primaries"), "{}", r.server);
+    assert_eq!(r.keyspace.as_ref().unwrap().db_keys, 3300);
+    let advice = r.advice.unwrap();
+    assert!(advice.findings.iter().any(|f| f.rule == "hot-slot"));
+    assert_eq!(r.tags.unwrap().keys, 300);
     // --fail-on sees the cluster findings too.
     let (code, _, _) = optctl(&["--url", &url, "advise", "--fail-on", "warning"], &[]);
     assert_eq!(code, 3);
