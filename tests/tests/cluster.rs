@@ -166,6 +166,43 @@ fn optctl_merges_hot_keys_and_invalidates_across_every_shard() {
     assert_eq!(slots, 16384);
     assert_eq!(st["nodes"].as_array().unwrap().len(), 3);
 
+    // One key in every one of the 16384 slots, all with one tag: a single invalidation
+    // reaches every slot of every shard.
+    let mut every_slot: Vec<Option<String>> = vec![None; 16384];
+    let mut missing = 16384;
+    let mut j = 0u64;
+    while missing > 0 {
+        let key = format!("s:{j}");
+        let slot = usize::from(opt_core::cluster::key_slot(key.as_bytes()));
+        if every_slot[slot].is_none() {
+            every_slot[slot] = Some(key);
+            missing -= 1;
+        }
+        j += 1;
+    }
+    for p in cluster.primaries() {
+        let own = opt_harness::own_slot_ranges(p);
+        let mut pipe = redis::pipe();
+        for (slot, key) in every_slot.iter().enumerate() {
+            if own
+                .iter()
+                .any(|&(a, b)| usize::from(a) <= slot && slot <= usize::from(b))
+            {
+                pipe.cmd("OPT.SET")
+                    .arg(key.as_deref().unwrap())
+                    .arg("v")
+                    .arg("TAGS")
+                    .arg("all-slots")
+                    .ignore();
+            }
+        }
+        let _: () = pipe.query(&mut p.conn()).unwrap();
+    }
+    let (code, out, err) = optctl(&["--url", &url, "--json", "invalidate", "all-slots"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["deleted"], 16384, "{v}");
+
     // Invalidation fans out: every shard deletes its own keys, atomically per shard.
     let (code, out, err) = optctl(&["--url", &url, "--json", "invalidate", "user:3"], &[]);
     assert_eq!(code, 0, "{err}");
