@@ -106,17 +106,26 @@ pub fn run(cli: &Cli, args: &KeyspaceArgs) -> Result<(), CtlError> {
             let _ = w.join();
         }
     }
-    let report = result?;
+    print_report(cli, args, &result?, "")
+}
+
+/// Prints the report as JSON, CSV or tables, with `preface` before the tables.
+fn print_report(
+    cli: &Cli,
+    args: &KeyspaceArgs,
+    report: &KeyspaceReport,
+    preface: &str,
+) -> Result<(), CtlError> {
     if cli.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&report)
+            serde_json::to_string_pretty(report)
                 .map_err(|e| CtlError::failed(format!("cannot encode JSON: {e}")))?
         );
     } else if args.csv {
-        print!("{}", csv(&report));
+        print!("{}", csv(report));
     } else {
-        print!("{}", render_report(&report));
+        print!("{preface}{}", render_report(report));
     }
     Ok(())
 }
@@ -128,27 +137,16 @@ fn run_cluster(cli: &Cli, args: &KeyspaceArgs, nodes: &[ClusterNode]) -> Result<
     }))?;
     let report = merge_keyspace(&reports, args.top as usize)
         .ok_or_else(|| CtlError::failed("no node of the cluster answered OPT.KEYSPACE"))?;
-    if cli.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report)
-                .map_err(|e| CtlError::failed(format!("cannot encode JSON: {e}")))?
-        );
-    } else if args.csv {
-        print!("{}", csv(&report));
-    } else {
-        println!("cluster of {} primaries, by shard:", reports.len());
-        for (node, r) in &reports {
-            println!(
-                "  {node:<22} {:>10} keys {:>10}",
-                r.db_keys,
-                bytes(r.total_bytes)
-            );
-        }
-        println!();
-        print!("{}", render_report(&report));
+    let mut preface = format!("cluster of {} primaries, by shard:\n", reports.len());
+    for (node, r) in &reports {
+        preface.push_str(&format!(
+            "  {node:<22} {:>10} keys {:>10}\n",
+            r.db_keys,
+            bytes(r.total_bytes)
+        ));
     }
-    Ok(())
+    preface.push('\n');
+    print_report(cli, args, &report, &preface)
 }
 
 fn csv_field(s: &str) -> String {
