@@ -308,6 +308,17 @@ impl Server {
         let _ = child.wait();
     }
 
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) the process, to simulate a stalled node.
+    pub fn freeze(&self, frozen: bool) {
+        if let Some(child) = self.child.as_ref() {
+            let signal = if frozen { libc::SIGSTOP } else { libc::SIGCONT };
+            // SAFETY: signalling our own child process by its pid.
+            unsafe {
+                libc::kill(child.id() as libc::pid_t, signal);
+            }
+        }
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         match self.child.as_mut() {

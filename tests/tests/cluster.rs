@@ -466,3 +466,72 @@ fn optctl_merges_memory_by_pattern_and_finds_cluster_problems() {
     let (code, _, _) = optctl(&["--url", &url, "advise", "--fail-on", "warning"], &[]);
     assert_eq!(code, 3);
 }
+
+/// The tag index summary of a node (its digest names the (key, tag) pairs it holds).
+fn tag_info(con: &mut redis::Connection) -> opt_core::report::TagInfoReport {
+    let text: String = redis::cmd("OPT.TAGINFO")
+        .arg("FORMAT")
+        .arg("JSON")
+        .query(con)
+        .unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+#[test]
+fn a_lagging_replica_is_found_and_catches_up_by_partial_resync() {
+    let cluster = Cluster::start(3, 1, &[]);
+    let primary = cluster.owner("{r}");
+    let replica = cluster.replicas_of(primary)[0];
+    let mut p = primary.conn();
+    ok(&mut p, &["OPT.SET", "{r}:0", "v", "TAGS", "a"]);
+    let synced = |r: &mut redis::Connection| {
+        let _ = command(r, &["READONLY"]);
+        tag_info(r).digest == tag_info(&mut primary.conn()).digest
+    };
+    replica.wait_for("the replica index", Duration::from_secs(10), synced);
+    let full_syncs = |c: &mut redis::Connection| opt_harness::info_int(c, "stats", "sync_full");
+    let full_before = full_syncs(&mut p);
+
+    // A stalled replica: 2 MiB of tagged writes it does not acknowledge.
+    replica.freeze(true);
+    let value = "x".repeat(4096);
+    for i in 1..=512 {
+        ok(
+            &mut p,
+            &["OPT.SET", &format!("{{r}}:{i}"), &value, "TAGS", "a", "b"],
+        );
+    }
+    let url = cluster.nodes[0].url();
+    let (code, out, err) = optctl(&["--url", &url, "--json", "advise"], &[]);
+    replica.freeze(false);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let lag = v["cluster"]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["rule"] == "replica-lag")
+        .unwrap_or_else(|| panic!("no replica-lag in {v}"));
+    assert_eq!(lag["subjects"][0], format!("127.0.0.1:{}", replica.port));
+
+    // The replica catches up from the backlog (no full sync) with the same index; then a
+    // broken link resumes with PSYNC, and the index still matches.
+    replica.wait_for("the replica to catch up", Duration::from_secs(20), synced);
+    let mut r = replica.conn();
+    let _: redis::Value = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("master")
+        .query(&mut r)
+        .unwrap();
+    for i in 1..=100 {
+        ok(&mut p, &["OPT.UNTAG", &format!("{{r}}:{i}"), "b"]);
+    }
+    ok(&mut p, &["OPT.INVALIDATE", "a"]);
+    ok(&mut p, &["OPT.SET", "{r}:last", "v", "TAGS", "c"]);
+    replica.wait_for("the replica to resync", Duration::from_secs(20), synced);
+    assert_eq!(full_syncs(&mut p), full_before, "a full sync happened");
+    assert!(opt_harness::info_int(&mut p, "stats", "sync_partial_ok") >= 1);
+    let t = tag_info(&mut r);
+    assert_eq!((t.keys, t.tags), (1, 1));
+}
