@@ -14,7 +14,7 @@ use std::net::TcpListener;
 use clap::Args;
 use opt_core::report::{AdviceReport, HotKeysReport, KeyspaceReport, TagInfoReport};
 
-use crate::{conn, Cli, CtlError};
+use crate::{cluster, conn, Cli, CtlError};
 
 /// Options shared by `metrics` and `exporter`.
 #[derive(Args, Debug, Clone)]
@@ -74,12 +74,84 @@ fn info_map(text: &str) -> HashMap<String, String> {
         .collect()
 }
 
-/// Collects every metric from the server at `--url`.
+/// Collects every metric from the server at `--url`, or, in a cluster, from every primary,
+/// each sample labelled with its `node`.
 pub fn collect(cli: &Cli, args: &MetricsArgs) -> Result<String, CtlError> {
     let mut con = conn::connect(cli)?;
+    let Some(nodes) = cluster::primaries(cli, &mut con)? else {
+        return collect_from(cli, &mut con, args);
+    };
+    let answers = cluster::ask_each(cli, &nodes, |c| collect_from(cli, c, args));
+    let mut per_node = Vec::new();
+    for a in answers {
+        let text = a.result.unwrap_or_else(|e| {
+            format!(
+                "# HELP redis_up Whether the server answered.\n# TYPE redis_up gauge\n\
+                 # optctl: {}\nredis_up 0\n",
+                e.message.replace('\n', " ")
+            )
+        });
+        per_node.push((a.node.addr(), text));
+    }
+    Ok(label_by_node(&per_node))
+}
+
+/// Merges the expositions of several nodes: each family once (HELP and TYPE from the first
+/// node that has it), its samples from every node together, each with a `node` label.
+fn label_by_node(per_node: &[(String, String)]) -> String {
+    let mut families: Vec<(String, Vec<String>, Vec<String>)> = Vec::new();
+    for (node, text) in per_node {
+        let mut current: Option<usize> = None;
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let name = rest.split_whitespace().next().unwrap_or("").to_string();
+                current = Some(match families.iter().position(|f| f.0 == name) {
+                    Some(i) => i,
+                    None => {
+                        families.push((name, vec![line.to_string()], Vec::new()));
+                        families.len() - 1
+                    }
+                });
+            } else if line.starts_with("# TYPE ") {
+                if let Some(i) = current {
+                    if families[i].1.len() < 2 {
+                        families[i].1.push(line.to_string());
+                    }
+                }
+            } else if line.starts_with('#') || line.is_empty() {
+                continue;
+            } else if let Some(i) = current {
+                let node_label = format!("node=\"{}\"", label(node));
+                let labelled = match line.split_once('{') {
+                    Some((name, rest)) => format!("{name}{{{node_label},{rest}"),
+                    None => match line.split_once(' ') {
+                        Some((name, v)) => format!("{name}{{{node_label}}} {v}"),
+                        None => continue,
+                    },
+                };
+                families[i].2.push(labelled);
+            }
+        }
+    }
+    let mut out = String::new();
+    for (_, header, samples) in families {
+        for l in header.iter().chain(&samples) {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Collects every metric from one server.
+fn collect_from(
+    cli: &Cli,
+    con: &mut redis::Connection,
+    args: &MetricsArgs,
+) -> Result<String, CtlError> {
     let info_text: String = redis::cmd("INFO")
         .arg("everything")
-        .query(&mut con)
+        .query(con)
         .map_err(|e| conn::command_error(cli, "INFO", &e))?;
     let info = info_map(&info_text);
     let mut o = Out(String::new());
@@ -285,8 +357,7 @@ pub fn collect(cli: &Cli, args: &MetricsArgs) -> Result<String, CtlError> {
         }
         a
     };
-    if let Ok(hot) = conn::call_json::<HotKeysReport>(&mut con, cli, "OPT.HOTKEYS", &args10(false))
-    {
+    if let Ok(hot) = conn::call_json::<HotKeysReport>(con, cli, "OPT.HOTKEYS", &args10(false)) {
         o.family(
             "opt_hotkey_ops_per_second",
             "gauge",
@@ -300,7 +371,7 @@ pub fn collect(cli: &Cli, args: &MetricsArgs) -> Result<String, CtlError> {
             );
         }
     }
-    if let Ok(hot) = conn::call_json::<HotKeysReport>(&mut con, cli, "OPT.HOTKEYS", &args10(true)) {
+    if let Ok(hot) = conn::call_json::<HotKeysReport>(con, cli, "OPT.HOTKEYS", &args10(true)) {
         o.family(
             "opt_namespace_ops_per_second",
             "gauge",
@@ -316,7 +387,7 @@ pub fn collect(cli: &Cli, args: &MetricsArgs) -> Result<String, CtlError> {
     }
     if args.keyspace_samples > 0 {
         let a = vec!["SAMPLES".to_string(), args.keyspace_samples.to_string()];
-        if let Ok(ks) = conn::call_json::<KeyspaceReport>(&mut con, cli, "OPT.KEYSPACE", &a) {
+        if let Ok(ks) = conn::call_json::<KeyspaceReport>(con, cli, "OPT.KEYSPACE", &a) {
             o.family(
                 "opt_keyspace_bytes",
                 "gauge",
@@ -345,7 +416,7 @@ pub fn collect(cli: &Cli, args: &MetricsArgs) -> Result<String, CtlError> {
     }
     if args.advice {
         let a = vec!["SAMPLES".to_string(), "0".to_string()];
-        if let Ok(adv) = conn::call_json::<AdviceReport>(&mut con, cli, "OPT.ADVISE", &a) {
+        if let Ok(adv) = conn::call_json::<AdviceReport>(con, cli, "OPT.ADVISE", &a) {
             o.family(
                 "opt_health_score",
                 "gauge",
@@ -366,7 +437,7 @@ pub fn collect(cli: &Cli, args: &MetricsArgs) -> Result<String, CtlError> {
             }
         }
     }
-    if let Ok(tags) = conn::call_json::<TagInfoReport>(&mut con, cli, "OPT.TAGINFO", &[]) {
+    if let Ok(tags) = conn::call_json::<TagInfoReport>(con, cli, "OPT.TAGINFO", &[]) {
         o.family("opt_tags_total", "gauge", "Distinct tags in the tag index.");
         o.sample("opt_tags_total", &[], tags.tags as f64);
     }

@@ -450,6 +450,37 @@ fn optctl_merges_memory_by_pattern_and_finds_cluster_problems() {
     let tagged_addr = format!("127.0.0.1:{}", tagged.port);
     assert_eq!(imbalance["subjects"][0], tagged_addr.as_str());
     assert_eq!(v["nodes"].as_array().unwrap().len(), 3);
+    // Prometheus: every primary's series once per family, each sample with its node.
+    let (code, out, err) = optctl(&["--url", &url, "metrics", "--keyspace-samples", "0"], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.matches("# TYPE redis_up gauge").count(), 1, "{out}");
+    let ups: Vec<&str> = out.lines().filter(|l| l.starts_with("redis_up{")).collect();
+    assert_eq!(ups.len(), 3, "{ups:?}");
+    assert!(ups
+        .iter()
+        .all(|l| l.contains("node=\"127.0.0.1:") && l.ends_with(" 1")));
+    for l in out.lines().filter(|l| !l.starts_with('#')) {
+        assert!(
+            l.contains("{node=\"127.0.0.1:"),
+            "a sample without its node: {l}"
+        );
+    }
+    let hot_line = format!(
+        "opt_hotkey_ops_per_second{{node=\"127.0.0.1:{}\",key=\"{{hot}}:item:1\"}}",
+        tagged.port
+    );
+    assert!(out.contains(&hot_line), "{hot_line} missing:\n{out}");
+    // Families stay contiguous: a family's samples are not split by another family.
+    let mut seen = std::collections::HashSet::new();
+    let mut last = String::new();
+    for l in out.lines().filter(|l| !l.starts_with('#')) {
+        let name = l.split('{').next().unwrap().to_string();
+        if name != last {
+            assert!(seen.insert(name.clone()), "{name} appears in two places");
+            last = name;
+        }
+    }
+
     // The one-page report covers the cluster: merged memory, cluster and node findings.
     let (code, out, err) = optctl(
         &["--url", &url, "--json", "report", "--samples", "5000"],
