@@ -9,10 +9,11 @@ use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use opt_core::cluster::merge_hot;
 use opt_core::report::HotKeysReport;
 
 use crate::table::{bar, human};
-use crate::{conn, Cli, CtlError};
+use crate::{cluster, conn, Cli, CtlError};
 
 /// Options of `optctl top`.
 #[derive(Args, Debug)]
@@ -174,11 +175,14 @@ fn screen(
             Some(_) if !sure.is_empty() => {
                 for e in sure {
                     out.push_str(&format!(
-                        "  {:>8} ops/s  {} {:>5.1}%  {}\n",
+                        "  {:>8} ops/s  {} {:>5.1}%  {}{}\n",
                         human(e.ops_per_sec),
                         bar(e.share, 15),
                         e.share * 100.0,
-                        e.name
+                        e.name,
+                        e.node
+                            .as_ref()
+                            .map_or(String::new(), |n| format!("  ({n})"))
                     ));
                 }
             }
@@ -211,7 +215,40 @@ pub fn run(cli: &Cli, args: &TopArgs) -> Result<(), CtlError> {
         }
         a
     };
-    let mut prev = sample(&mut con, cli)?;
+    let nodes = cluster::primaries(cli, &mut con)?;
+    let url = match &nodes {
+        Some(n) => format!("cluster of {} primaries via {url}", n.len()),
+        None => url,
+    };
+    // One sample: of the server, or the sum over the primaries (rates, memory, clients add
+    // up; the hit ratio comes from the summed hits and misses).
+    let take = |con: &mut redis::Connection| -> Result<Sample, CtlError> {
+        let Some(nodes) = &nodes else {
+            return sample(con, cli);
+        };
+        let (samples, _) = cluster::answered(cluster::ask_each(cli, nodes, |c| sample(c, cli)))?;
+        let mut info: HashMap<String, f64> = HashMap::new();
+        for (_, s) in samples {
+            for (k, v) in s.info {
+                *info.entry(k).or_default() += v;
+            }
+        }
+        Ok(Sample {
+            at: Instant::now(),
+            info,
+        })
+    };
+    let hot = |con: &mut redis::Connection, ns: bool| -> Option<HotKeysReport> {
+        let Some(nodes) = &nodes else {
+            return conn::call_json(con, cli, "OPT.HOTKEYS", &recent(ns)).ok();
+        };
+        let (reports, _) = cluster::answered(cluster::ask_each(cli, nodes, |c| {
+            conn::call_json::<HotKeysReport>(c, cli, "OPT.HOTKEYS", &recent(ns))
+        }))
+        .ok()?;
+        merge_hot(&reports, 8)
+    };
+    let mut prev = take(&mut con)?;
     let interval = Duration::from_secs(args.interval.max(1));
     let mut shown = 0u64;
     let result = loop {
@@ -224,14 +261,12 @@ pub fn run(cli: &Cli, args: &TopArgs) -> Result<(), CtlError> {
         if quit {
             break Ok(());
         }
-        let now = match sample(&mut con, cli) {
+        let now = match take(&mut con) {
             Ok(s) => s,
             Err(e) => break Err(e),
         };
-        let keys: Option<HotKeysReport> =
-            conn::call_json(&mut con, cli, "OPT.HOTKEYS", &recent(false)).ok();
-        let patterns: Option<HotKeysReport> =
-            conn::call_json(&mut con, cli, "OPT.HOTKEYS", &recent(true)).ok();
+        let keys = hot(&mut con, false);
+        let patterns = hot(&mut con, true);
         let page = screen(&prev, &now, keys.as_ref(), patterns.as_ref(), &url);
         if tty {
             print!("\x1b[H\x1b[2J{page}");

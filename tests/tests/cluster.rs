@@ -481,6 +481,25 @@ fn optctl_merges_memory_by_pattern_and_finds_cluster_problems() {
         }
     }
 
+    // top sums the primaries and shows where the hot key lives.
+    for _ in 0..2000 {
+        let _: Option<String> = redis::cmd("GET").arg("{hot}:item:1").query(&mut c).unwrap();
+    }
+    let (code, out, err) = optctl(&["--url", &url, "top", "--times", "1"], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("cluster of 3 primaries"), "{out}");
+    assert!(
+        out.contains(&format!("{{hot}}:item:1  (127.0.0.1:{})", tagged.port)),
+        "{out}"
+    );
+    let clients: f64 = out
+        .split("clients")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(clients >= 3.0, "clients of every primary are summed: {out}");
+
     // The one-page report covers the cluster: merged memory, cluster and node findings.
     let (code, out, err) = optctl(
         &["--url", &url, "--json", "report", "--samples", "5000"],
