@@ -42,6 +42,16 @@ fn every_node_serves_its_own_keys_and_redirects_the_rest() {
     assert!(is_moved(&moved), "{moved}");
     let moved = err(&mut other.conn(), &["OPT.TAG", "page:1", "x"]);
     assert!(is_moved(&moved), "{moved}");
+    // Stampede protection on the owner; a redirection elsewhere.
+    let moved = err(&mut other.conn(), &["OPT.FETCH", "page:1"]);
+    assert!(is_moved(&moved), "{moved}");
+    let fetched: Vec<Option<String>> = redis::cmd("OPT.FETCH").arg("page:1").query(&mut c).unwrap();
+    let action = fetched
+        .iter()
+        .position(|f| f.as_deref() == Some("action"))
+        .unwrap();
+    assert_eq!(fetched[1].as_deref(), Some("v"));
+    assert_eq!(fetched[action + 1].as_deref(), Some("hit"), "{fetched:?}");
     // The tag index is per shard: the other primary has no member for user:1.
     assert_eq!(tag_keys(&mut c, "user:1").unwrap(), ["page:1"]);
     assert!(tag_keys(&mut other.conn(), "user:1").unwrap().is_empty());
