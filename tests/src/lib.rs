@@ -398,6 +398,16 @@ pub fn info_int(con: &mut redis::Connection, section: &str, field: &str) -> i64 
         .unwrap_or(-1)
 }
 
+/// `OPT.TAGINFO FORMAT JSON` of the server behind `con`: the tag index size and digest.
+pub fn tag_info(con: &mut redis::Connection) -> opt_core::report::TagInfoReport {
+    let text: String = redis::cmd("OPT.TAGINFO")
+        .arg("FORMAT")
+        .arg("JSON")
+        .query(con)
+        .expect("OPT.TAGINFO");
+    serde_json::from_str(&text).expect("OPT.TAGINFO JSON")
+}
+
 /// A real Redis Cluster on loopback ports, made with `redis-cli --cluster create`; every node
 /// loads the module. Stopped (every node) on drop.
 pub struct Cluster {

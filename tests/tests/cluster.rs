@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use opt_harness::{command, err, ok, optctl, redis, Cluster};
+use opt_harness::{command, err, ok, optctl, redis, tag_info, Cluster};
 
 /// The keys of a tag on one node (the whole of OPT.TAGKEYS' first page).
 fn tag_keys(con: &mut redis::Connection, tag: &str) -> redis::RedisResult<Vec<String>> {
@@ -228,12 +228,7 @@ fn optctl_merges_hot_keys_and_invalidates_across_every_shard() {
     for p in cluster.primaries() {
         let keys: i64 = redis::cmd("DBSIZE").query(&mut p.conn()).unwrap();
         assert_eq!(keys, 0, "keys left on {}", p.port);
-        let taginfo: String = redis::cmd("OPT.TAGINFO")
-            .arg("FORMAT")
-            .arg("JSON")
-            .query(&mut p.conn())
-            .unwrap();
-        let t: opt_core::report::TagInfoReport = serde_json::from_str(&taginfo).unwrap();
+        let t = tag_info(&mut p.conn());
         assert_eq!((t.keys, t.tags), (0, 0), "the index leaked on {}", p.port);
     }
 
@@ -369,12 +364,7 @@ fn the_tag_index_survives_a_failover_and_follows_a_slot_migration() {
         tag_keys(&mut src, "moving").unwrap().is_empty(),
         "the source leaked"
     );
-    let info: String = redis::cmd("OPT.TAGINFO")
-        .arg("FORMAT")
-        .arg("JSON")
-        .query(&mut src)
-        .unwrap();
-    let t: opt_core::report::TagInfoReport = serde_json::from_str(&info).unwrap();
+    let t = tag_info(&mut src);
     assert_eq!((t.keys, t.tags), (0, 0));
     let value: Option<String> = redis::cmd("GET").arg("page:1").query(&mut dst).unwrap();
     assert_eq!(value.as_deref(), Some("v"));
@@ -525,16 +515,6 @@ fn optctl_merges_memory_by_pattern_and_finds_cluster_problems() {
     // --fail-on sees the cluster findings too.
     let (code, _, _) = optctl(&["--url", &url, "advise", "--fail-on", "warning"], &[]);
     assert_eq!(code, 3);
-}
-
-/// The tag index summary of a node (its digest names the (key, tag) pairs it holds).
-fn tag_info(con: &mut redis::Connection) -> opt_core::report::TagInfoReport {
-    let text: String = redis::cmd("OPT.TAGINFO")
-        .arg("FORMAT")
-        .arg("JSON")
-        .query(con)
-        .unwrap();
-    serde_json::from_str(&text).unwrap()
 }
 
 #[test]

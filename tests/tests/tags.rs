@@ -15,12 +15,7 @@ fn tags(con: &mut Connection, key: &str) -> Vec<String> {
 }
 
 fn info(con: &mut Connection) -> TagInfoReport {
-    let text: String = redis::cmd("OPT.TAGINFO")
-        .arg("FORMAT")
-        .arg("JSON")
-        .query(con)
-        .unwrap();
-    serde_json::from_str(&text).unwrap()
+    opt_harness::tag_info(con)
 }
 
 fn exists(con: &mut Connection, key: &str) -> bool {
