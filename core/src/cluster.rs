@@ -424,105 +424,95 @@ pub fn cluster_findings(
     seed: &str,
 ) -> Vec<Finding> {
     let mut out = Vec::new();
-    if shards.len() >= 2 {
-        let keys_total: u64 = shards.iter().map(|s| s.keys).sum();
-        let (top, over, mean) = skew(shards, |s| s.keys as f64);
-        // Below a thousand keys any split looks skewed.
-        if keys_total >= 1000 && over > SKEW {
-            let mut f = finding(
-                "cluster-imbalance",
-                "warning",
-                "keys",
-                format!(
-                    "shard {} holds {:.0}% more keys than the mean",
-                    top.node,
-                    over * 100.0
-                ),
-            );
-            f.evidence = format!(
-                "keys per shard: {}; mean {mean:.0}; threshold {:.0}% above the mean",
-                shards
-                    .iter()
-                    .map(|s| format!("{} {}", s.node, s.keys))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                SKEW * 100.0
-            );
-            f.advice = "Slots are spread evenly, so uneven keys usually come from hash tags \
-                        ({...}) that put many keys in a few slots, or from slots assigned unevenly. \
-                        One shard then runs out of memory first."
-                .into();
-            f.fix = vec![
-                format!("redis-cli --cluster rebalance {seed}"),
-                format!("redis-cli --cluster check {seed}"),
-            ];
-            f.subjects = vec![top.node.clone()];
-            out.push(f);
+    /// One "a shard is far above the mean" rule.
+    struct Skewed {
+        rule: &'static str,
+        category: &'static str,
+        measure: fn(&ShardSnapshot) -> f64,
+        /// Whether the figures are large enough to mean anything (total, largest shard).
+        significant: fn(f64, f64) -> bool,
+        /// "shard X {verb} N% more {noun} than the mean".
+        verb_noun: (&'static str, &'static str),
+        evidence: &'static str,
+        advice: &'static str,
+    }
+    let rules = [
+        Skewed {
+            rule: "cluster-imbalance",
+            category: "keys",
+            measure: |s| s.keys as f64,
+            // Below a thousand keys any split looks skewed.
+            significant: |total, _| total >= 1000.0,
+            verb_noun: ("holds", "keys"),
+            evidence: "keys per shard",
+            advice: "Slots are spread evenly, so uneven keys usually come from hash tags ({...}) \
+                     that put many keys in a few slots, or from slots assigned unevenly. One \
+                     shard then runs out of memory first.",
+        },
+        Skewed {
+            rule: "cluster-imbalance",
+            category: "memory",
+            measure: |s| s.used_memory as f64,
+            // Each node has a few MB of baseline; only skew above 64 MiB means data.
+            significant: |_, top| top >= f64::from(64u32 << 20),
+            verb_noun: ("uses", "memory"),
+            evidence: "used_memory per shard",
+            advice: "The heaviest shard reaches maxmemory (and evicts or refuses writes) while \
+                     the others have room. Move slots to the lighter shards, weighted by memory.",
+        },
+        Skewed {
+            rule: "hot-shard",
+            category: "traffic",
+            measure: |s| s.ops_per_sec,
+            significant: |total, _| total >= 100.0,
+            verb_noun: ("serves", "traffic"),
+            evidence: "accesses/s per shard (recent window)",
+            advice: "One shard's CPU saturates first and its latency rises for every key it \
+                     owns. Find its hot keys (optctl hotkeys, node column), split them, serve \
+                     reads from its replicas (READONLY), or move busy slots away.",
+        },
+    ];
+    for r in rules.iter().filter(|_| shards.len() >= 2) {
+        let total: f64 = shards.iter().map(r.measure).sum();
+        let (top, over, mean) = skew(shards, r.measure);
+        if !(r.significant)(total, (r.measure)(top)) || over <= SKEW {
+            continue;
         }
-        let (top, over, mean) = skew(shards, |s| s.used_memory as f64);
-        // Each node has a few MB of baseline; only skew above 64 MiB means data.
-        if top.used_memory >= 64 << 20 && over > SKEW {
-            let mut f = finding(
-                "cluster-imbalance",
-                "warning",
-                "memory",
-                format!(
-                    "shard {} uses {:.0}% more memory than the mean",
-                    top.node,
-                    over * 100.0
-                ),
-            );
-            f.evidence = format!(
-                "used_memory per shard: {}; mean {mean:.0}; threshold {:.0}% above the mean",
-                shards
-                    .iter()
-                    .map(|s| format!("{} {}", s.node, s.used_memory))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                SKEW * 100.0
-            );
-            f.advice =
-                "The heaviest shard reaches maxmemory (and evicts or refuses writes) while the \
-                        others have room. Move slots to the lighter shards, weighted by memory."
-                    .into();
-            f.fix = vec![format!("redis-cli --cluster rebalance {seed}")];
-            f.subjects = vec![top.node.clone()];
-            out.push(f);
-        }
-        let ops_total: f64 = shards.iter().map(|s| s.ops_per_sec).sum();
-        let (top, over, mean) = skew(shards, |s| s.ops_per_sec);
-        if ops_total >= 100.0 && over > SKEW {
-            let mut f = finding(
-                "hot-shard",
-                "warning",
-                "traffic",
-                format!(
-                    "shard {} serves {:.0}% more traffic than the mean",
-                    top.node,
-                    over * 100.0
-                ),
-            );
-            f.evidence = format!(
-                "accesses/s per shard (recent window): {}; mean {mean:.0}; threshold {:.0}% above",
-                shards
-                    .iter()
-                    .map(|s| format!("{} {:.0}", s.node, s.ops_per_sec))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                SKEW * 100.0
-            );
-            f.advice =
-                "One shard's CPU saturates first and its latency rises for every key it owns. \
-                        Find its hot keys (optctl hotkeys, node column), split them, serve reads \
-                        from its replicas (READONLY), or move busy slots away."
-                    .into();
-            f.fix = vec![
+        let (verb, noun) = r.verb_noun;
+        let mut f = finding(
+            r.rule,
+            "warning",
+            r.category,
+            format!(
+                "shard {} {verb} {:.0}% more {noun} than the mean",
+                top.node,
+                over * 100.0
+            ),
+        );
+        f.evidence = format!(
+            "{}: {}; mean {mean:.0}; threshold {:.0}% above the mean",
+            r.evidence,
+            shards
+                .iter()
+                .map(|s| format!("{} {:.0}", s.node, (r.measure)(s)))
+                .collect::<Vec<_>>()
+                .join(", "),
+            SKEW * 100.0
+        );
+        f.advice = r.advice.into();
+        f.fix = if r.rule == "hot-shard" {
+            vec![
                 format!("optctl --url redis://{} hotkeys --single-node", top.node),
                 format!("redis-cli --cluster reshard {seed}"),
-            ];
-            f.subjects = vec![top.node.clone()];
-            out.push(f);
-        }
+            ]
+        } else {
+            vec![
+                format!("redis-cli --cluster rebalance {seed}"),
+                format!("redis-cli --cluster check {seed}"),
+            ]
+        };
+        f.subjects = vec![top.node.clone()];
+        out.push(f);
     }
     if let Some(h) = hot {
         let total = h.estimated_accesses.max(1) as f64;
