@@ -370,10 +370,10 @@ impl Aggregator {
         t.1 += k.bytes;
         self.sizes[size_bucket(k.bytes).min(64 * 16 - 1)] += 1;
         self.max_size = self.max_size.max(k.bytes);
-        push_top(&mut self.top_bytes, self.top, k.bytes, || {
+        push_top(&mut self.top_bytes, self.top, k.bytes, k.name, || {
             (k.bytes, k.name.to_vec(), k.type_name, k.length)
         });
-        push_top(&mut self.top_length, self.top, k.length, || {
+        push_top(&mut self.top_length, self.top, k.length, k.name, || {
             (k.length, k.name.to_vec(), k.type_name, k.bytes)
         });
         if let Some(ttl) = k.ttl_ms {
@@ -577,13 +577,16 @@ type TopItem = (u64, Vec<u8>, &'static str, u64);
 type TopHeap = BinaryHeap<Reverse<TopItem>>;
 
 /// Keeps the `n` largest by `rank`; the item (and its name copy) is built only if it enters.
-fn push_top(heap: &mut TopHeap, n: usize, rank: u64, item: impl FnOnce() -> TopItem) {
-    if heap.len() < n {
-        heap.push(Reverse(item()));
-    } else if heap.peek().is_some_and(|Reverse(min)| rank > min.0) {
-        heap.pop();
-        heap.push(Reverse(item()));
+/// A key already listed is not listed again: random sampling can draw the same key twice.
+fn push_top(heap: &mut TopHeap, n: usize, rank: u64, name: &[u8], item: impl FnOnce() -> TopItem) {
+    let enters = heap.len() < n || heap.peek().is_some_and(|Reverse(min)| rank > min.0);
+    if !enters || heap.iter().any(|Reverse(x)| x.1 == name) {
+        return;
     }
+    if heap.len() >= n {
+        heap.pop();
+    }
+    heap.push(Reverse(item()));
 }
 
 #[cfg(test)]
@@ -759,5 +762,21 @@ mod tests {
             .patterns
             .iter()
             .any(|p| p.pattern == "(other)" && p.keys == 6));
+    }
+
+    #[test]
+    fn a_key_drawn_twice_is_listed_once() {
+        let mut heap = TopHeap::new();
+        for (rank, name) in [(5, "a"), (9, "b"), (9, "b"), (7, "c"), (9, "b"), (1, "d")] {
+            push_top(&mut heap, 3, rank, name.as_bytes(), || {
+                (rank, name.as_bytes().to_vec(), "string", 0)
+            });
+        }
+        let mut names: Vec<String> = heap
+            .into_iter()
+            .map(|Reverse(x)| String::from_utf8(x.1).unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["a", "b", "c"]);
     }
 }
