@@ -546,13 +546,19 @@ fn a_lagging_replica_is_found_and_catches_up_by_partial_resync() {
     replica.freeze(false);
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let lag = v["cluster"]["findings"]
+    // The frozen replica is named (on a loaded machine another may lag too).
+    let frozen = format!("127.0.0.1:{}", replica.port);
+    let lagging: Vec<&serde_json::Value> = v["cluster"]["findings"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|f| f["rule"] == "replica-lag")
-        .unwrap_or_else(|| panic!("no replica-lag in {v}"));
-    assert_eq!(lag["subjects"][0], format!("127.0.0.1:{}", replica.port));
+        .filter(|f| f["rule"] == "replica-lag")
+        .map(|f| &f["subjects"][0])
+        .collect();
+    assert!(
+        lagging.iter().any(|s| **s == frozen.as_str()),
+        "{frozen} not in the replica-lag findings {lagging:?}"
+    );
 
     // The replica catches up from the backlog (no full sync) with the same index; then a
     // broken link resumes with PSYNC, and the index still matches.
