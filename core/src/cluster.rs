@@ -405,14 +405,15 @@ fn finding(rule: &str, severity: &str, category: &str, title: String) -> Finding
 }
 
 /// The largest value and its shard, and how far it is above the mean (0.25 = 25% above).
-fn skew(shards: &[ShardSnapshot], v: impl Fn(&ShardSnapshot) -> f64) -> (&ShardSnapshot, f64, f64) {
+/// `None` without shards.
+fn skew(
+    shards: &[ShardSnapshot],
+    v: impl Fn(&ShardSnapshot) -> f64,
+) -> Option<(&ShardSnapshot, f64, f64)> {
+    let top = shards.iter().max_by(|a, b| v(a).total_cmp(&v(b)))?;
     let mean = shards.iter().map(&v).sum::<f64>() / shards.len() as f64;
-    let top = shards
-        .iter()
-        .max_by(|a, b| v(a).total_cmp(&v(b)))
-        .expect("at least one shard");
     let over = if mean > 0.0 { v(top) / mean - 1.0 } else { 0.0 };
-    (top, over, mean)
+    Some((top, over, mean))
 }
 
 /// Findings about the cluster as a whole, from every primary's snapshot and the merged hot
@@ -474,7 +475,9 @@ pub fn cluster_findings(
     ];
     for r in rules.iter().filter(|_| shards.len() >= 2) {
         let total: f64 = shards.iter().map(r.measure).sum();
-        let (top, over, mean) = skew(shards, r.measure);
+        let Some((top, over, mean)) = skew(shards, r.measure) else {
+            continue;
+        };
         if !(r.significant)(total, (r.measure)(top)) || over <= SKEW {
             continue;
         }

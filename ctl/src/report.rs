@@ -375,9 +375,9 @@ pub fn html(r: &FullReport) -> String {
             .collect();
         let _ = write!(body, "<h3>Largest keys</h3><table><tr><th>key</th><th>type</th><th>memory</th></tr>{top}</table></section>");
     }
-    if let Some(h) = &r.hotkeys {
-        let rows: Vec<(String, f64, String)> = h
-            .entries
+    // One bar per hot key or pattern: its count and share.
+    let hot_rows = |h: &HotKeysReport| -> Vec<(String, f64, String)> {
+        h.entries
             .iter()
             .map(|e| {
                 (
@@ -386,7 +386,10 @@ pub fn html(r: &FullReport) -> String {
                     format!("{} ({:.1}%)", e.count, e.share * 100.0),
                 )
             })
-            .collect();
+            .collect()
+    };
+    if let Some(h) = &r.hotkeys {
+        let rows = hot_rows(h);
         let _ = write!(
             body,
             "<section><h2>Hot keys</h2><p>{} accesses counted (1 in {})</p>{}",
@@ -395,17 +398,7 @@ pub fn html(r: &FullReport) -> String {
             bars(&rows, "#d84315")
         );
         if let Some(n) = &r.namespaces {
-            let rows: Vec<(String, f64, String)> = n
-                .entries
-                .iter()
-                .map(|e| {
-                    (
-                        e.name.clone(),
-                        e.count as f64,
-                        format!("{} ({:.1}%)", e.count, e.share * 100.0),
-                    )
-                })
-                .collect();
+            let rows = hot_rows(n);
             let _ = write!(body, "<h3>Hot key patterns</h3>{}", bars(&rows, "#f9a825"));
         }
         body.push_str("</section>");

@@ -398,14 +398,24 @@ pub fn info_int(con: &mut redis::Connection, section: &str, field: &str) -> i64 
         .unwrap_or(-1)
 }
 
-/// `OPT.TAGINFO FORMAT JSON` of the server behind `con`: the tag index size and digest.
-pub fn tag_info(con: &mut redis::Connection) -> opt_core::report::TagInfoReport {
-    let text: String = redis::cmd("OPT.TAGINFO")
+/// Runs `args` (an OPT command and its arguments) with `FORMAT JSON` and reads the reply
+/// into `T`; panics, naming the command, on an error reply or JSON that does not fit.
+pub fn json<T: serde::de::DeserializeOwned>(con: &mut redis::Connection, args: &[&str]) -> T {
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    let text: String = cmd
         .arg("FORMAT")
         .arg("JSON")
         .query(con)
-        .expect("OPT.TAGINFO");
-    serde_json::from_str(&text).expect("OPT.TAGINFO JSON")
+        .unwrap_or_else(|e| panic!("{args:?} FORMAT JSON: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{args:?} JSON: {e}\n{text}"))
+}
+
+/// `OPT.TAGINFO FORMAT JSON` of the server behind `con`: the tag index size and digest.
+pub fn tag_info(con: &mut redis::Connection) -> opt_core::report::TagInfoReport {
+    json(con, &["OPT.TAGINFO"])
 }
 
 /// A real Redis Cluster on loopback ports, made with `redis-cli --cluster create`; every node

@@ -6,12 +6,7 @@ use opt_harness::redis::{self, Connection};
 use opt_harness::{ok, optctl, Server};
 
 fn advise(c: &mut Connection, args: &[&str]) -> AdviceReport {
-    let mut cmd = redis::cmd("OPT.ADVISE");
-    for a in args {
-        cmd.arg(*a);
-    }
-    let text: String = cmd.arg("FORMAT").arg("JSON").query(c).expect("OPT.ADVISE");
-    serde_json::from_str(&text).expect("advice JSON")
+    opt_harness::json(c, &[&["OPT.ADVISE"], args].concat())
 }
 
 fn rules(r: &AdviceReport) -> Vec<String> {

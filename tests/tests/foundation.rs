@@ -7,12 +7,7 @@ use opt_harness::redis::{self, Value};
 use opt_harness::{optctl, Server, ServerOptions};
 
 fn opt_status(server: &Server) -> serde_json::Value {
-    let text: String = redis::cmd("OPT.STATUS")
-        .arg("FORMAT")
-        .arg("JSON")
-        .query(&mut server.conn())
-        .expect("OPT.STATUS FORMAT JSON");
-    serde_json::from_str(&text).expect("valid JSON")
+    opt_harness::json(&mut server.conn(), &["OPT.STATUS"])
 }
 
 #[test]
@@ -179,12 +174,7 @@ fn info_section_and_help() {
     assert!(lines
         .iter()
         .all(|l| l.starts_with("OPT.") && !l.contains('\n')));
-    let text: String = redis::cmd("OPT.HELP")
-        .arg("FORMAT")
-        .arg("JSON")
-        .query(&mut con)
-        .unwrap();
-    let entries: Vec<opt_core::report::HelpEntry> = serde_json::from_str(&text).unwrap();
+    let entries: Vec<opt_core::report::HelpEntry> = opt_harness::json(&mut con, &["OPT.HELP"]);
     assert_eq!(entries.len(), lines.len());
 
     let err = redis::cmd("OPT.HELP")

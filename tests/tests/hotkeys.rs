@@ -18,16 +18,7 @@ fn exact_server(extra: &[&str]) -> Server {
 }
 
 fn hotkeys(con: &mut Connection, args: &[&str]) -> HotKeysReport {
-    let mut cmd = redis::cmd("OPT.HOTKEYS");
-    for a in args {
-        cmd.arg(*a);
-    }
-    let text: String = cmd
-        .arg("FORMAT")
-        .arg("JSON")
-        .query(con)
-        .expect("OPT.HOTKEYS");
-    serde_json::from_str(&text).expect("report JSON")
+    opt_harness::json(con, &[&["OPT.HOTKEYS"], args].concat())
 }
 
 fn count_of(r: &HotKeysReport, name: &str) -> Option<u64> {

@@ -8,16 +8,7 @@ use opt_harness::redis::{self, Connection, Value};
 use opt_harness::{err, ok, optctl, Server, ServerOptions};
 
 fn keyspace(c: &mut Connection, args: &[&str]) -> KeyspaceReport {
-    let mut cmd = redis::cmd("OPT.KEYSPACE");
-    for a in args {
-        cmd.arg(*a);
-    }
-    let text: String = cmd
-        .arg("FORMAT")
-        .arg("JSON")
-        .query(c)
-        .expect("OPT.KEYSPACE");
-    serde_json::from_str(&text).expect("report")
+    opt_harness::json(c, &[&["OPT.KEYSPACE"], args].concat())
 }
 
 fn load(c: &mut Connection, n: usize) {
@@ -157,13 +148,7 @@ fn other_clients_are_served_while_it_runs_and_it_can_be_cancelled() {
     // Progress is visible, and PING answers, while the analysis runs.
     let mut progress: Vec<KeyspaceProgress> = Vec::new();
     for _ in 0..200 {
-        let text: String = redis::cmd("OPT.KEYSPACE")
-            .arg("STATUS")
-            .arg("FORMAT")
-            .arg("JSON")
-            .query(&mut c)
-            .unwrap();
-        progress = serde_json::from_str(&text).unwrap();
+        progress = opt_harness::json(&mut c, &["OPT.KEYSPACE", "STATUS"]);
         if !progress.is_empty() {
             break;
         }
@@ -189,13 +174,7 @@ fn other_clients_are_served_while_it_runs_and_it_can_be_cancelled() {
         "the abandoned analysis to stop",
         Duration::from_secs(10),
         |c| {
-            let text: String = redis::cmd("OPT.KEYSPACE")
-                .arg("STATUS")
-                .arg("FORMAT")
-                .arg("JSON")
-                .query(c)
-                .unwrap();
-            let p: Vec<KeyspaceProgress> = serde_json::from_str(&text).unwrap();
+            let p: Vec<KeyspaceProgress> = opt_harness::json(c, &["OPT.KEYSPACE", "STATUS"]);
             p.is_empty()
         },
     );
