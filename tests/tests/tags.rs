@@ -259,6 +259,26 @@ fn the_index_survives_rdb_restart_and_debug_reload() {
     assert_eq!(ok(&mut c, &["OPT.INVALIDATE", "g3"]), Value::Int(10));
 }
 
+/// The module subscribes to keyspace events only once the index has an entry. An index that
+/// comes from an RDB must be followed from the end of the load, before any tag command runs.
+#[test]
+fn an_index_loaded_at_startup_follows_deletions_without_a_tag_command() {
+    let mut server = Server::start();
+    let mut c = server.conn();
+    for k in ["a", "b", "c"] {
+        ok(&mut c, &["OPT.SET", k, "v", "TAGS", "t"]);
+    }
+    ok(&mut c, &["SAVE"]);
+    server.restart();
+    let mut c = server.conn();
+    assert_eq!(info(&mut c).keys, 3);
+    ok(&mut c, &["DEL", "a"]);
+    ok(&mut c, &["SET", "b", "replaced"]);
+    let i = info(&mut c);
+    assert_eq!((i.keys, i.pairs), (1, 1), "{i:?}");
+    assert_eq!(tags(&mut c, "c"), vec!["t"]);
+}
+
 #[test]
 fn entries_of_keys_gone_at_load_are_dropped() {
     let mut server = Server::start();
