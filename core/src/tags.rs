@@ -179,6 +179,10 @@ pub fn validate_tags(tags: &[&[u8]], limits: &TagLimits) -> Result<(), String> {
             ));
         }
     }
+    // Duplicates count once, but only a list longer than the limit needs counting.
+    if tags.len() <= limits.max_tags_per_key {
+        return Ok(());
+    }
     let mut distinct: Vec<&[u8]> = tags.to_vec();
     distinct.sort_unstable();
     distinct.dedup();
