@@ -164,6 +164,12 @@ pub struct HotKeyTracker {
     window_ms: u64,
     current_started_ms: u64,
     previous_len_ms: u64,
+    /// Commands the recorder saw and commands the server ran, per window (past windows, the
+    /// current one, the previous one). The module samples by time: it records every command
+    /// during short slices, and a window's counts are scaled by all its commands over the
+    /// ones seen. (Not by time: commands run slower while they are recorded, so a slice holds
+    /// fewer of them than its share of the time.)
+    observed: [Observed; 3],
 }
 
 fn pattern_capacity(capacity: usize) -> usize {
@@ -185,7 +191,16 @@ impl HotKeyTracker {
             window_ms: window_ms.max(1),
             current_started_ms: now_ms,
             previous_len_ms: 0,
+            observed: [Observed::default(); 3],
         }
+    }
+
+    /// Adds to the current window `seen` commands the recorder saw, out of `all` the server
+    /// ran (see [`Self::query`]).
+    pub fn observe(&mut self, seen: u64, all: u64) {
+        let o = &mut self.observed[CURRENT];
+        o.seen += seen as f64;
+        o.all += all.max(seen) as f64;
     }
 
     /// Candidates tracked per summary.
@@ -242,6 +257,15 @@ impl HotKeyTracker {
         }
         self.previous_len_ms = elapsed.min(self.window_ms);
         self.current_started_ms = now_ms;
+        let current = self.observed[CURRENT];
+        self.observed[PAST].seen += current.seen;
+        self.observed[PAST].all += current.all;
+        self.observed[PREVIOUS] = if elapsed >= 2 * self.window_ms {
+            Observed::default()
+        } else {
+            current
+        };
+        self.observed[CURRENT] = Observed::default();
     }
 
     /// Changes the window length (takes effect at once for the current window).
@@ -269,6 +293,7 @@ impl HotKeyTracker {
         self.started_ms = now_ms;
         self.current_started_ms = now_ms;
         self.previous_len_ms = 0;
+        self.observed = [Observed::default(); 3];
     }
 
     /// Bytes held by every summary.
@@ -279,7 +304,9 @@ impl HotKeyTracker {
             + self.pattern_buf.capacity()
     }
 
-    /// Answers a query; counts are scaled by `sample_ratio`.
+    /// Answers a query. With `sample_ratio` 1 every access was recorded and counts are exact.
+    /// Otherwise counts are scaled by the window's commands over the ones the recorder saw
+    /// (see [`Self::observe`]), or by `sample_ratio` when nothing was reported yet.
     pub fn query(&self, q: &HotKeysQuery, now_ms: u64, sample_ratio: u64) -> HotKeysReport {
         let sketches = if q.namespaces {
             &self.patterns
@@ -292,7 +319,6 @@ impl HotKeyTracker {
         } else {
             1.0
         };
-        let scale = sample_ratio.max(1) as f64 * pattern_factor;
         let window = match q.window {
             Window::Total => {
                 let s = &sketches.total();
@@ -305,10 +331,22 @@ impl HotKeyTracker {
                     sampled: s.total() as f64,
                     floor: s.floor() as f64,
                     seconds: (now_ms.saturating_sub(self.started_ms)).max(1) as f64 / 1000.0,
+                    observed: Observed {
+                        seen: self.observed[PAST].seen + self.observed[CURRENT].seen,
+                        all: self.observed[PAST].all + self.observed[CURRENT].all,
+                    },
                 }
             }
             Window::Recent => self.recent(sketches, now_ms),
         };
+        let sampling = if sample_ratio <= 1 {
+            1.0
+        } else if window.observed.seen > 0.0 {
+            (window.observed.all / window.observed.seen).max(1.0)
+        } else {
+            sample_ratio as f64
+        };
+        let scale = sampling * pattern_factor;
         let by = |m: &Merged| match q.kind {
             KindFilter::All => m.count,
             KindFilter::Read => m.split[0],
@@ -411,6 +449,10 @@ impl HotKeyTracker {
             sampled: s.current.total() as f64 + s.previous.total() as f64 * w,
             floor: cur_floor + prev_floor,
             seconds: (covered_ms / 1000.0).max(0.001),
+            observed: Observed {
+                seen: self.observed[CURRENT].seen + self.observed[PREVIOUS].seen * w,
+                all: self.observed[CURRENT].all + self.observed[PREVIOUS].all * w,
+            },
         }
     }
 }
@@ -421,7 +463,20 @@ struct WindowView {
     sampled: f64,
     floor: f64,
     seconds: f64,
+    /// Commands seen by the recorder and run by the server in the window.
+    observed: Observed,
 }
+
+/// Commands the recorder saw and commands the server ran.
+#[derive(Debug, Clone, Copy, Default)]
+struct Observed {
+    seen: f64,
+    all: f64,
+}
+
+const PAST: usize = 0;
+const CURRENT: usize = 1;
+const PREVIOUS: usize = 2;
 
 /// An entry whose counts may combine two summaries with weights.
 struct Merged {
@@ -534,6 +589,40 @@ mod tests {
         let s = t.query(&q(Window::Total, KindFilter::All, false), 10_000, 10);
         assert_eq!(s.entries[0].count, 300);
         assert_eq!(s.estimated_accesses, 600);
+    }
+
+    #[test]
+    fn counts_scale_by_the_share_of_commands_recorded() {
+        let mut t = HotKeyTracker::new(64, 10_000, b":", 0);
+        // 200 of 2,000 commands seen: counts are scaled by 10.
+        for _ in 0..200 {
+            t.record(b"k", Kind::Read);
+        }
+        t.observe(200, 2000);
+        let r = t.query(&q(Window::Total, KindFilter::All, false), 5_000, 10);
+        assert_eq!(r.entries[0].count, 2000);
+        let r = t.query(&q(Window::Recent, KindFilter::All, false), 5_000, 10);
+        assert_eq!(r.entries[0].count, 2000);
+        // A new window: the total keeps both, the recent view weighs the previous one.
+        t.tick(10_000);
+        for _ in 0..100 {
+            t.record(b"k", Kind::Read);
+        }
+        t.observe(100, 2000);
+        let total = t.query(&q(Window::Total, KindFilter::All, false), 15_000, 10);
+        // 300 recorded, 300 of 4,000 commands seen.
+        assert_eq!(total.entries[0].count, 4000);
+        let recent = t.query(&q(Window::Recent, KindFilter::All, false), 15_000, 10);
+        // Current: 100 of 2,000; half of the previous window: 100 of 1,000.
+        assert_eq!(recent.entries[0].count, 3000);
+        // Ratio 1 means every access was recorded, whatever time was reported.
+        let exact = t.query(&q(Window::Total, KindFilter::All, false), 15_000, 1);
+        assert_eq!(exact.entries[0].count, 300);
+        t.reset(20_000);
+        t.record(b"k", Kind::Read);
+        // Nothing reported since the reset: the configured ratio scales.
+        let r = t.query(&q(Window::Total, KindFilter::All, false), 21_000, 10);
+        assert_eq!(r.entries[0].count, 10);
     }
 
     #[test]

@@ -73,6 +73,7 @@ unsafe fn call(
     args: &[&CStr],
 ) -> Option<*mut raw::RedisModuleCallReply> {
     let f = raw::RedisModule_Call?;
+    crate::state::count_own_call();
     let r = match args {
         [] => f(ctx, name.as_ptr(), c"".as_ptr()),
         [a] => f(ctx, name.as_ptr(), c"c".as_ptr(), a.as_ptr()),

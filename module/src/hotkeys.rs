@@ -1,11 +1,19 @@
 //! Hot-key tracking glue: the command filter, keymiss events, the window timer and the
 //! `OPT.HOTKEYS` command. The tracker itself is `opt_core::hotkeys`.
 //!
-//! The filter runs for every command the server executes: from clients, inside MULTI, from
-//! Lua scripts and from other modules. It must stay cheap: a disabled tracker or an unsampled
-//! command costs one config read and one random number; a sampled command with fixed key
-//! positions (GET, SET, HGETALL...) costs a table lookup and a summary update. Commands whose
-//! keys move (ZUNIONSTORE, XREAD, module commands) ask the server's key specs.
+//! The filter sees every command the server executes while it is registered: from clients,
+//! inside MULTI, from Lua scripts and from other modules. A command with fixed key positions
+//! (GET, SET, HGETALL...) costs a table lookup and a summary update; commands whose keys move
+//! (ZUNIONSTORE, XREAD, module commands) ask the server's key specs.
+//!
+//! Sampling is by time, not by command: with `opt.hotkeys-sample-ratio` N > 1 the filter is
+//! registered for slices of `SLICE_MS` and unregistered between them, for random gaps that
+//! average N - 1 slices. Redis dispatches every command to every registered filter (about 70
+//! instructions on 7.0 before the filter's own work), so a filter that only skipped unsampled
+//! commands would still cost that on all of them; an unregistered one costs nothing. The gaps
+//! are exponential, so slices fall at random times and no periodic traffic stays in or out of
+//! them. Counts are scaled by each window's length over the time the filter was registered in
+//! it (`HotKeyTracker::observe`). With N = 1 the filter stays registered and counts are exact.
 //!
 //! What is counted: on a primary every key access; on a replica only reads, because writes
 //! there come from the master's replication stream, not from clients. Nothing is counted while
@@ -34,10 +42,6 @@ struct HotKeysState {
     rng: u64,
 }
 
-/// Commands to let pass before the next sampled one. Kept outside the state so that an
-/// unsampled command costs one decrement, before any borrow or panic guard.
-static SKIP: AtomicU64 = AtomicU64::new(0);
-
 impl HotKeysState {
     fn next_rand(&mut self) -> u64 {
         // xorshift64*: fast, and good enough for sampling.
@@ -47,17 +51,35 @@ impl HotKeysState {
         self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 
-    /// Draws how many commands to skip before the next sampled one, for a sampling
-    /// probability of 1/ratio: the gap is geometric, which samples exactly as often as a
-    /// draw per command would, so unsampled commands cost one decrement (see `filter`).
-    fn draw_skip(&mut self, ratio: u64) -> u64 {
-        if ratio <= 1 {
-            return 0;
-        }
+    /// Draws the gap before the next slice, in milliseconds: exponential with a mean of
+    /// `ratio - 1` slices, so the filter is registered for 1/ratio of the time on average.
+    fn draw_gap_ms(&mut self, ratio: u64) -> i64 {
         let u = ((self.next_rand() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
-        (u.ln() / (1.0 - 1.0 / ratio as f64).ln()) as u64
+        let mean = ratio.saturating_sub(1) as f64 * SLICE_MS as f64;
+        ((-u.ln() * mean).round() as i64).max(1)
     }
 }
+
+/// Whether an optional API is absent (takes the pointer by value: no reference to the
+/// mutable static that holds it).
+fn missing<T>(api: Option<T>) -> bool {
+    api.is_none()
+}
+
+/// How long the filter stays registered in each slice, in milliseconds.
+const SLICE_MS: i64 = 2;
+/// How often the sampler looks at the configuration while the filter stays registered
+/// (sample ratio 1) or stays off (tracking disabled).
+const POLL_MS: i64 = 100;
+
+/// The registered filter, or null between slices.
+static FILTER: AtomicPtr<raw::RedisModuleCommandFilter> = AtomicPtr::new(ptr::null_mut());
+/// Commands the filter has seen since the module loaded.
+static SEEN: AtomicU64 = AtomicU64::new(0);
+/// `SEEN` and the server's command count (less this module's own calls) when they were last
+/// handed to the tracker.
+static SEEN_BASE: AtomicU64 = AtomicU64::new(0);
+static ALL_BASE: AtomicU64 = AtomicU64::new(0);
 
 static STATE: MainThreadCell<Option<HotKeysState>> = MainThreadCell::new(None);
 static KEYSPECS: OnceLock<KeySpecTable> = OnceLock::new();
@@ -106,22 +128,20 @@ pub fn init(ctx: *mut raw::RedisModuleCtx) -> Result<(), String> {
                 Ordering::Relaxed,
             );
         }
-        match (
-            raw::RedisModule_RegisterCommandFilter,
-            raw::RedisModule_CommandFilterArgsCount,
-            raw::RedisModule_CommandFilterArgGet,
-        ) {
-            (Some(register), Some(_), Some(_)) => {
-                let f = register(
-                    ctx,
-                    Some(filter),
-                    raw::REDISMODULE_CMDFILTER_NOSELF as c_int,
+        if missing(raw::RedisModule_RegisterCommandFilter)
+            || missing(raw::RedisModule_CommandFilterArgsCount)
+            || missing(raw::RedisModule_CommandFilterArgGet)
+        {
+            log::warning("no command-filter API: hot keys are not tracked on this server");
+        } else {
+            if missing(raw::RedisModule_UnregisterCommandFilter) {
+                log::warning(
+                    "no API to unregister a command filter: every command is counted, whatever \
+                     opt.hotkeys-sample-ratio says",
                 );
-                if f.is_null() {
-                    return Err("could not register the hot-key command filter".into());
-                }
             }
-            _ => log::warning("no command-filter API: hot keys are not tracked on this server"),
+            restart_accounting(ctx);
+            on_slice(ctx, ptr::null_mut());
         }
         let subscribe =
             raw::RedisModule_SubscribeToKeyspaceEvents.ok_or("no keyspace events API")?;
@@ -216,17 +236,11 @@ fn command_rows(ctx: *mut raw::RedisModuleCtx) -> Vec<CommandRow> {
 /// Called by Redis for every command, with a filter context valid during the call.
 unsafe extern "C" fn filter(fctx: *mut raw::RedisModuleCommandFilterCtx) {
     if !configs::flag(idx::HOTKEYS_ENABLED) || LOADING.load(Ordering::Relaxed) {
-        return;
-    }
-    // Filters run on the main thread (or under the global lock), one at a time: a plain
-    // load and store are enough.
-    let skip = SKIP.load(Ordering::Relaxed);
-    if skip > 0 {
-        SKIP.store(skip - 1, Ordering::Relaxed);
         LAST_SAMPLED.store(false, Ordering::Relaxed);
         return;
     }
     LAST_SAMPLED.store(true, Ordering::Relaxed);
+    SEEN.store(SEEN.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     guard::catch_and_log("hot-key filter", || {
         STATE.with(|state| {
             if let Some(st) = state.as_mut() {
@@ -251,8 +265,6 @@ unsafe fn filter_arg<'a>(fctx: *mut raw::RedisModuleCommandFilterCtx, pos: usize
 /// # Safety
 /// `fctx` must be the live filter context.
 unsafe fn record_command(st: &mut HotKeysState, fctx: *mut raw::RedisModuleCommandFilterCtx) {
-    let gap = st.draw_skip(configs::int(idx::HOTKEYS_SAMPLE_RATIO).max(1) as u64);
-    SKIP.store(gap, Ordering::Relaxed);
     let argc = match raw::RedisModule_CommandFilterArgsCount {
         Some(count) => count(fctx).max(0) as usize,
         None => return,
@@ -408,12 +420,142 @@ pub fn on_server_event(id: u64, subevent: u64) {
     }
 }
 
+/// The server's count of commands run, less the ones this module ran itself (which the
+/// filter never sees).
+///
+/// # Safety
+/// `ctx` must be a live context on the main thread.
+unsafe fn commands_run(ctx: *mut raw::RedisModuleCtx) -> Option<u64> {
+    let info = raw::RedisModule_GetServerInfo?(ctx, c"stats".as_ptr());
+    if info.is_null() {
+        return None;
+    }
+    let mut err: c_int = 0;
+    let n = raw::RedisModule_ServerInfoGetFieldUnsigned?(
+        info,
+        c"total_commands_processed".as_ptr(),
+        &mut err,
+    );
+    if let Some(free) = raw::RedisModule_FreeServerInfo {
+        free(ctx, info);
+    }
+    (err == 0).then(|| n.saturating_sub(crate::state::own_calls()))
+}
+
+/// Hands the tracker the commands the filter saw and the commands the server ran since the
+/// last call, so that sampled counts scale back by the share of commands seen. Called every
+/// tick, before a window ends, and before a query.
+///
+/// # Safety
+/// `ctx` must be a live context on the main thread.
+unsafe fn account_commands(ctx: *mut raw::RedisModuleCtx, st: &mut HotKeysState) {
+    let Some(all) = commands_run(ctx) else {
+        return;
+    };
+    let seen = SEEN.load(Ordering::Relaxed);
+    let seen_delta = seen.saturating_sub(SEEN_BASE.swap(seen, Ordering::Relaxed));
+    // CONFIG RESETSTAT may have set the server's count back: start over from there.
+    let all_delta = all.saturating_sub(ALL_BASE.swap(all, Ordering::Relaxed));
+    st.tracker.observe(seen_delta, all_delta);
+}
+
+/// Starts counting from now (at load and on RESET).
+///
+/// # Safety
+/// `ctx` must be a live context on the main thread.
+unsafe fn restart_accounting(ctx: *mut raw::RedisModuleCtx) {
+    SEEN_BASE.store(SEEN.load(Ordering::Relaxed), Ordering::Relaxed);
+    if let Some(all) = commands_run(ctx) {
+        ALL_BASE.store(all, Ordering::Relaxed);
+    }
+}
+
+/// Registers the filter if it is not.
+///
+/// # Safety
+/// `ctx` must be a live context of this module, on the main thread.
+unsafe fn register_filter(ctx: *mut raw::RedisModuleCtx) {
+    if !FILTER.load(Ordering::Relaxed).is_null() {
+        return;
+    }
+    let Some(register) = raw::RedisModule_RegisterCommandFilter else {
+        return;
+    };
+    let f = register(
+        ctx,
+        Some(filter),
+        raw::REDISMODULE_CMDFILTER_NOSELF as c_int,
+    );
+    if f.is_null() {
+        log::warning("could not register the hot-key command filter");
+        return;
+    }
+    FILTER.store(f, Ordering::Relaxed);
+}
+
+/// Unregisters the filter if it is registered and the server can; counts its time.
+///
+/// # Safety
+/// `ctx` must be a live context of this module, on the main thread.
+unsafe fn unregister_filter(ctx: *mut raw::RedisModuleCtx) {
+    let f = FILTER.load(Ordering::Relaxed);
+    let Some(unregister) = raw::RedisModule_UnregisterCommandFilter else {
+        return;
+    };
+    if f.is_null() {
+        return;
+    }
+    if unregister(ctx, f) == raw::REDISMODULE_OK as c_int {
+        FILTER.store(ptr::null_mut(), Ordering::Relaxed);
+        LAST_SAMPLED.store(false, Ordering::Relaxed);
+    }
+}
+
+/// The sampler: registers the filter for a slice, unregisters it for a random gap, and
+/// reschedules itself. With ratio 1 the filter stays registered; with tracking disabled it
+/// stays off. Configuration changes take effect within `POLL_MS`.
+///
+/// # Safety
+/// Called by Redis on the main thread when the timer fires (and once from OnLoad).
+unsafe extern "C" fn on_slice(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
+    let next_ms = guard::catch(|| {
+        // SAFETY: ctx is this module's live context on the main thread.
+        unsafe {
+            if !configs::flag(idx::HOTKEYS_ENABLED) {
+                unregister_filter(ctx);
+                return POLL_MS;
+            }
+            let ratio = configs::int(idx::HOTKEYS_SAMPLE_RATIO).max(1) as u64;
+            if ratio == 1 || missing(raw::RedisModule_UnregisterCommandFilter) {
+                register_filter(ctx);
+                return POLL_MS;
+            }
+            if FILTER.load(Ordering::Relaxed).is_null() {
+                register_filter(ctx);
+                SLICE_MS
+            } else {
+                unregister_filter(ctx);
+                STATE
+                    .with(|s| s.as_mut().map(|st| st.draw_gap_ms(ratio)))
+                    .flatten()
+                    .unwrap_or(ratio as i64 * SLICE_MS)
+            }
+        }
+    })
+    .unwrap_or(POLL_MS);
+    if let Some(create) = raw::RedisModule_CreateTimer {
+        create(ctx, next_ms, Some(on_slice), ptr::null_mut());
+    }
+}
+
 /// # Safety
 /// Called by Redis on the main thread when the timer fires.
 unsafe extern "C" fn on_tick(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
     guard::catch_and_log("hot-key window timer", || {
         STATE.with(|s| {
             if let Some(st) = s.as_mut() {
+                // SAFETY: the timer's context, on the main thread.
+                unsafe { account_commands(ctx, st) };
                 st.tracker.tick(now_ms());
             }
         });
@@ -430,7 +572,6 @@ pub fn apply_config(index: usize, value: i64) {
             match index {
                 idx::HOTKEYS_CAPACITY => st.tracker.resize(value as usize),
                 idx::HOTKEYS_WINDOW_SECONDS => st.tracker.set_window_ms(value as u64 * 1000),
-                idx::HOTKEYS_SAMPLE_RATIO => SKIP.store(0, Ordering::Relaxed),
                 _ => {}
             }
         }
@@ -461,10 +602,14 @@ pub fn command(call: &Call) -> Result<Reply, ReplyError> {
                 .ok_or_else(|| ReplyError::err("hot-key tracker not initialised"))?;
             match parsed {
                 HotKeysCommand::Reset => {
+                    // SAFETY: the command's context, on the main thread.
+                    unsafe { restart_accounting(call.ctx) };
                     st.tracker.reset(now);
                     Ok(Reply::Status("OK"))
                 }
                 HotKeysCommand::Query(q) => {
+                    // SAFETY: the command's context, on the main thread.
+                    unsafe { account_commands(call.ctx, st) };
                     let report = st.tracker.query(&q, now, ratio);
                     serde_json::to_value(&report)
                         .map(Reply::Structured)

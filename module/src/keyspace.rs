@@ -87,6 +87,7 @@ struct Outcome {
 fn config_get(ctx: *mut raw::RedisModuleCtx, name: &CStr) -> Option<i64> {
     // SAFETY: ctx is live; the reply is read then freed.
     unsafe {
+        crate::state::count_own_call();
         let reply = raw::RedisModule_Call?(
             ctx,
             c"CONFIG".as_ptr(),
@@ -638,6 +639,7 @@ unsafe fn memory_usage(
     ctx: *mut raw::RedisModuleCtx,
     keyname: *mut raw::RedisModuleString,
 ) -> Option<u64> {
+    crate::state::count_own_call();
     let reply = raw::RedisModule_Call?(
         ctx,
         c"MEMORY".as_ptr(),
@@ -669,6 +671,7 @@ unsafe fn object_encoding(
     let Some(call) = raw::RedisModule_Call else {
         return String::new();
     };
+    crate::state::count_own_call();
     let reply = call(
         ctx,
         c"OBJECT".as_ptr(),

@@ -162,6 +162,7 @@ fn info_server(ctx: *mut raw::RedisModuleCtx) -> Option<String> {
     // its buffer copied before that.
     unsafe {
         let call = raw::RedisModule_Call?;
+        crate::state::count_own_call();
         let reply = call(ctx, c"INFO".as_ptr(), c"c".as_ptr(), c"server".as_ptr());
         if reply.is_null() {
             return None;

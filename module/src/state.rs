@@ -7,6 +7,7 @@
 //! which the `RefCell` borrow flag gives: a re-entrant access is skipped, not a panic.
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Instant;
 
@@ -30,6 +31,21 @@ impl<T> MainThreadCell<T> {
 }
 
 static EPOCH: OnceLock<Instant> = OnceLock::new();
+
+/// Commands this module ran through `RedisModule_Call`. The server counts them in
+/// `total_commands_processed`, but the hot-key filter (registered NOSELF) never sees them,
+/// so the sampler takes them out of the server's count.
+static OWN_CALLS: AtomicU64 = AtomicU64::new(0);
+
+/// Notes one `RedisModule_Call` by this module.
+pub fn count_own_call() {
+    OWN_CALLS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// `RedisModule_Call`s by this module since it loaded.
+pub fn own_calls() -> u64 {
+    OWN_CALLS.load(Ordering::Relaxed)
+}
 
 /// Milliseconds on a monotonic clock since the module loaded.
 pub fn now_ms() -> u64 {

@@ -474,6 +474,7 @@ fn call_command(
             .map(|a| create(ctx, a.as_ptr().cast(), a.len()))
             .collect();
         let fmt = format!("{}v\0", flags.to_str().unwrap_or(""));
+        crate::state::count_own_call();
         let reply = call(
             ctx,
             name.as_ptr(),
