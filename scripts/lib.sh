@@ -4,11 +4,12 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 module="$root/target/release/libredis_opt.so"
 optctl="$root/target/release/optctl"
 
-# A loopback port nothing listens on.
+# A loopback port nothing listens on, below Linux's ephemeral range (32768-60999), where an
+# outgoing connection may hold a port that nothing listens on yet no server can bind.
 free_port() {
   local p
   for _ in $(seq 1 100); do
-    p=$((20000 + RANDOM % 30000))
+    p=$((20000 + RANDOM % 12000))
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
       echo "$p"
       return
