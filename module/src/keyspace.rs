@@ -536,14 +536,26 @@ unsafe fn process(
         }
         _ => None,
     };
-    let collection_encoding;
-    let encoding: &str = if type_name == "string" {
-        string_encoding(key, length)
+    let asked_encoding;
+    let (encoding, bytes): (&str, u64) = if type_name != "string" {
+        asked_encoding = object_encoding(ctx, keyname);
+        let bytes = key_bytes(ctx, job, keyname, name.len(), &asked_encoding, length);
+        (&asked_encoding, bytes)
+    } else if length > 20 {
+        // Too long for an integer: embstr up to 44 bytes when SET wrote it, raw beyond (and
+        // the spot checks catch a value APPEND or SETRANGE made raw).
+        let encoding = if length <= 44 { "embstr" } else { "raw" };
+        (encoding, key_bytes(ctx, job, keyname, name.len(), encoding, length))
     } else {
-        collection_encoding = object_encoding(ctx, keyname);
-        &collection_encoding
+        match short_string(ctx, job, keyname, name.len(), length) {
+            Some(found) => found,
+            None => {
+                asked_encoding = object_encoding(ctx, keyname);
+                let bytes = key_bytes(ctx, job, keyname, name.len(), &asked_encoding, length);
+                (&asked_encoding, bytes)
+            }
+        }
     };
-    let bytes = key_bytes(ctx, job, keyname, name.len(), encoding, length);
     job.agg.add(&KeyFacts {
         name,
         type_name,
@@ -695,33 +707,35 @@ unsafe fn object_encoding(
     out
 }
 
-/// A string's encoding from its value, as Redis chooses it: `int` for integers that fit in
-/// 64 bits, `embstr` up to 44 bytes, `raw` beyond.
+/// A string of at most 20 bytes may be an integer (`int`, no allocation) or text (`embstr`),
+/// and reading its value to tell would change it: `RedisModule_StringDMA` turns every int or
+/// embstr string it reads into a raw one, which costs memory and changes what OBJECT ENCODING
+/// says. So the module asks MEMORY USAGE and picks the encoding whose computed size matches,
+/// once the calibration constant is known. Returns None (ask the server) before that, or when
+/// no encoding matches.
 ///
 /// # Safety
-/// `key` must be a key opened for reading that holds a string.
-unsafe fn string_encoding(key: *mut raw::RedisModuleKey, length: u64) -> &'static str {
-    if length <= 20 {
-        let mut len = 0usize;
-        let p = raw::RedisModule_StringDMA.map_or(ptr::null_mut(), |f| {
-            f(key, &mut len, raw::REDISMODULE_READ as c_int)
-        });
-        if !p.is_null() {
-            let v = std::slice::from_raw_parts(p.cast::<u8>(), len);
-            if std::str::from_utf8(v)
-                .ok()
-                .and_then(|s| s.parse::<i64>().ok())
-                .is_some_and(|n| n.to_string().len() == len)
-            {
-                return "int";
-            }
-        }
+/// `ctx` and `keyname` must be valid.
+unsafe fn short_string(
+    ctx: *mut raw::RedisModuleCtx,
+    job: &mut Job,
+    keyname: *mut raw::RedisModuleString,
+    key_len: usize,
+    length: u64,
+) -> Option<(&'static str, u64)> {
+    let cal = &job.calibration;
+    if cal.failed || cal.agreeing < CALIBRATION_KEYS {
+        return None;
     }
-    if length <= 44 {
-        "embstr"
-    } else {
-        "raw"
-    }
+    let constant = cal.constant?;
+    let classes = size_classes()?;
+    let asked = memory_usage(ctx, keyname)?;
+    ["int", "embstr", "raw"].into_iter().find_map(|encoding| {
+        let part = string_key_bytes(key_len, encoding, length as usize, |n| {
+            classes.get(n).map(|&c| c as usize)
+        })?;
+        (part as i64 + constant == asked as i64).then_some((encoding, asked))
+    })
 }
 
 /// Ends a job: destroys its cursor and unblocks its client with the report or the reason.

@@ -93,6 +93,55 @@ fn full_mode_is_exact_and_groups_by_pattern() {
     );
 }
 
+/// Reading a short string through the module key API would turn it raw (more memory, another
+/// OBJECT ENCODING). The analysis must leave every value as it found it, and still tell
+/// integers from short text.
+#[test]
+fn the_analysis_changes_no_value_and_tells_int_from_embstr() {
+    let server = Server::start();
+    let mut c = server.conn();
+    let mut p = redis::pipe();
+    for i in 0..200 {
+        p.cmd("SET").arg(format!("counter:{i}")).arg(i * 1000).ignore();
+        p.cmd("SET").arg(format!("flag:{i}")).arg("on").ignore();
+        p.cmd("SET")
+            .arg(format!("page:{i}"))
+            .arg("p".repeat(30))
+            .ignore();
+    }
+    let _: () = p.query(&mut c).unwrap();
+    let snapshot = |c: &mut Connection| -> Vec<(String, u64)> {
+        ["counter:7", "flag:7", "page:7", "counter:199", "flag:199"]
+            .iter()
+            .map(|k| {
+                let enc: String = redis::cmd("OBJECT")
+                    .arg("ENCODING")
+                    .arg(k)
+                    .query(c)
+                    .unwrap();
+                (enc, memory_usage(c, k))
+            })
+            .collect()
+    };
+    let before = snapshot(&mut c);
+    assert_eq!(before[0].0, "int");
+    assert_eq!(before[1].0, "embstr");
+    let r = keyspace(&mut c, &["FULL"]);
+    assert_eq!(snapshot(&mut c), before, "the analysis changed values");
+    let pattern = |name: &str| r.patterns.iter().find(|p| p.pattern == name).unwrap();
+    assert_eq!(pattern("counter:*").encodings, vec![("int".to_string(), 200)]);
+    assert_eq!(pattern("flag:*").encodings, vec![("embstr".to_string(), 200)]);
+    assert_eq!(pattern("page:*").encodings, vec![("embstr".to_string(), 200)]);
+    let counters: u64 = (0..200)
+        .map(|i| memory_usage(&mut c, &format!("counter:{i}")))
+        .sum();
+    assert_eq!(pattern("counter:*").bytes, counters);
+    let flags: u64 = (0..200)
+        .map(|i| memory_usage(&mut c, &format!("flag:{i}")))
+        .sum();
+    assert_eq!(pattern("flag:*").bytes, flags);
+}
+
 #[test]
 fn samples_extrapolate_close_to_full_and_filters_apply() {
     let server = Server::start();
