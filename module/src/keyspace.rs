@@ -545,7 +545,10 @@ unsafe fn process(
         // Too long for an integer: embstr up to 44 bytes when SET wrote it, raw beyond (and
         // the spot checks catch a value APPEND or SETRANGE made raw).
         let encoding = if length <= 44 { "embstr" } else { "raw" };
-        (encoding, key_bytes(ctx, job, keyname, name.len(), encoding, length))
+        (
+            encoding,
+            key_bytes(ctx, job, keyname, name.len(), encoding, length),
+        )
     } else {
         match short_string(ctx, job, keyname, name.len(), length) {
             Some(found) => found,

@@ -654,7 +654,6 @@ pub fn set(call: &Call) -> Result<Reply, ReplyError> {
         let api = (
             raw::RedisModule_OpenKey,
             raw::RedisModule_KeyType,
-            raw::RedisModule_StringDMA,
             raw::RedisModule_StringSet,
             raw::RedisModule_SetExpire,
             raw::RedisModule_GetExpire,
@@ -663,7 +662,6 @@ pub fn set(call: &Call) -> Result<Reply, ReplyError> {
         let (
             Some(open),
             Some(key_type),
-            Some(dma),
             Some(string_set),
             Some(set_expire),
             Some(get_expire),
@@ -689,13 +687,7 @@ pub fn set(call: &Call) -> Result<Reply, ReplyError> {
             ));
         }
         let old = if o.get && exists {
-            let mut len = 0usize;
-            let p = dma(k, &mut len, raw::REDISMODULE_READ as c_int);
-            Some(if p.is_null() {
-                Vec::new()
-            } else {
-                std::slice::from_raw_parts(p.cast::<u8>(), len).to_vec()
-            })
+            Some(read_string(ctx, k, key_name))
         } else {
             None
         };
@@ -832,6 +824,56 @@ fn replicate_set(call: &Call, o: &SetOptions, fresh_until_ms: Option<i64>) {
             free(call.ctx, s);
         }
     }
+}
+
+/// The value of the string key open as `key` (named `key_name`), read without changing it.
+///
+/// `RedisModule_StringDMA` turns an int or embstr string it reads into a raw one (more memory,
+/// another OBJECT ENCODING, and on a replica a dataset that no longer matches its master's),
+/// so only values longer than 44 bytes, which are raw already, are read through it; shorter
+/// ones through GET.
+///
+/// # Safety
+/// `ctx` must be the live command context, `key` a handle open on a string key of `ctx`, and
+/// `key_name` that key's name.
+unsafe fn read_string(
+    ctx: *mut raw::RedisModuleCtx,
+    key: *mut raw::RedisModuleKey,
+    key_name: *mut raw::RedisModuleString,
+) -> Vec<u8> {
+    let length = raw::RedisModule_ValueLength.map_or(0, |f| f(key));
+    if length > 44 {
+        let mut len = 0usize;
+        let p = raw::RedisModule_StringDMA.map_or(ptr::null_mut(), |f| {
+            f(key, &mut len, raw::REDISMODULE_READ as c_int)
+        });
+        return if p.is_null() {
+            Vec::new()
+        } else {
+            std::slice::from_raw_parts(p.cast::<u8>(), len).to_vec()
+        };
+    }
+    let (Some(call), Some(ptr_of), Some(free)) = (
+        raw::RedisModule_Call,
+        raw::RedisModule_CallReplyStringPtr,
+        raw::RedisModule_FreeCallReply,
+    ) else {
+        return Vec::new();
+    };
+    crate::state::count_own_call();
+    let reply = call(ctx, c"GET".as_ptr(), c"s".as_ptr(), key_name);
+    if reply.is_null() {
+        return Vec::new();
+    }
+    let mut len = 0usize;
+    let p = ptr_of(reply, &mut len);
+    let out = if p.is_null() {
+        Vec::new()
+    } else {
+        std::slice::from_raw_parts(p.cast::<u8>(), len).to_vec()
+    };
+    free(reply);
+    out
 }
 
 /// `OPT.TAG key tag [tag ...]`
@@ -1137,10 +1179,9 @@ pub fn fetch(call: &Call) -> Result<Reply, ReplyError> {
     // SAFETY: ctx and key_name are live for the command; the key is closed before returning
     // and its value copied out first.
     let (value, physical_ttl) = unsafe {
-        let (Some(open), Some(key_type), Some(dma), Some(get_expire), Some(close)) = (
+        let (Some(open), Some(key_type), Some(get_expire), Some(close)) = (
             raw::RedisModule_OpenKey,
             raw::RedisModule_KeyType,
-            raw::RedisModule_StringDMA,
             raw::RedisModule_GetExpire,
             raw::RedisModule_CloseKey,
         ) else {
@@ -1159,14 +1200,7 @@ pub fn fetch(call: &Call) -> Result<Reply, ReplyError> {
                     "WRONGTYPE OPT.FETCH reads string values; this key holds another type".into(),
                 ));
             } else {
-                let mut len = 0usize;
-                let p = dma(k, &mut len, raw::REDISMODULE_READ as c_int);
-                let v = if p.is_null() {
-                    Vec::new()
-                } else {
-                    std::slice::from_raw_parts(p.cast::<u8>(), len).to_vec()
-                };
-                (Some(v), get_expire(k))
+                (Some(read_string(ctx, k, key_name)), get_expire(k))
             };
             close(k);
             out

@@ -102,7 +102,10 @@ fn the_analysis_changes_no_value_and_tells_int_from_embstr() {
     let mut c = server.conn();
     let mut p = redis::pipe();
     for i in 0..200 {
-        p.cmd("SET").arg(format!("counter:{i}")).arg(i * 1000).ignore();
+        p.cmd("SET")
+            .arg(format!("counter:{i}"))
+            .arg(i * 1000)
+            .ignore();
         p.cmd("SET").arg(format!("flag:{i}")).arg("on").ignore();
         p.cmd("SET")
             .arg(format!("page:{i}"))
@@ -129,9 +132,18 @@ fn the_analysis_changes_no_value_and_tells_int_from_embstr() {
     let r = keyspace(&mut c, &["FULL"]);
     assert_eq!(snapshot(&mut c), before, "the analysis changed values");
     let pattern = |name: &str| r.patterns.iter().find(|p| p.pattern == name).unwrap();
-    assert_eq!(pattern("counter:*").encodings, vec![("int".to_string(), 200)]);
-    assert_eq!(pattern("flag:*").encodings, vec![("embstr".to_string(), 200)]);
-    assert_eq!(pattern("page:*").encodings, vec![("embstr".to_string(), 200)]);
+    assert_eq!(
+        pattern("counter:*").encodings,
+        vec![("int".to_string(), 200)]
+    );
+    assert_eq!(
+        pattern("flag:*").encodings,
+        vec![("embstr".to_string(), 200)]
+    );
+    assert_eq!(
+        pattern("page:*").encodings,
+        vec![("embstr".to_string(), 200)]
+    );
     let counters: u64 = (0..200)
         .map(|i| memory_usage(&mut c, &format!("counter:{i}")))
         .sum();

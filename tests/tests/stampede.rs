@@ -36,6 +36,58 @@ fn action(f: &HashMap<String, Value>) -> String {
     text(&f["action"])
 }
 
+/// Reading a value must not change it: the module key API would turn a short (int or embstr)
+/// string raw, which costs memory and, on a replica, makes the dataset differ from its master.
+#[test]
+fn reads_leave_values_as_they_were() {
+    let server = Server::start();
+    let mut c = server.conn();
+    let long = "L".repeat(100);
+    // Written by SET, which stores integers as int; tagged afterwards.
+    for (k, v) in [("n", "12345"), ("s", "short"), ("l", long.as_str())] {
+        ok(&mut c, &["SET", k, v, "EX", "100"]);
+        ok(&mut c, &["OPT.TAG", k, "t"]);
+    }
+    let state = |c: &mut Connection| -> Vec<String> {
+        ["n", "s", "l"]
+            .iter()
+            .map(|k| {
+                let enc: String = redis::cmd("OBJECT")
+                    .arg("ENCODING")
+                    .arg(k)
+                    .query(c)
+                    .unwrap();
+                let bytes: u64 = redis::cmd("MEMORY").arg("USAGE").arg(k).query(c).unwrap();
+                format!("{enc}/{bytes}")
+            })
+            .collect()
+    };
+    let before = state(&mut c);
+    assert!(
+        before[0].starts_with("int/") && before[1].starts_with("embstr/"),
+        "{before:?}"
+    );
+    for (k, v) in [("n", "12345"), ("s", "short"), ("l", long.as_str())] {
+        let f = fetch(&mut c, k, &[]);
+        assert_eq!(
+            (action(&f), text(&f["value"])),
+            ("hit".into(), v.to_string())
+        );
+        // NX with GET on an existing key: the old value comes back and nothing is written.
+        let old: Value = redis::cmd("OPT.SET")
+            .arg(k)
+            .arg("other")
+            .arg("NX")
+            .arg("GET")
+            .arg("TAGS")
+            .arg("t")
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(text(&old), v);
+    }
+    assert_eq!(state(&mut c), before);
+}
+
 #[test]
 fn each_action() {
     let server = Server::start();
