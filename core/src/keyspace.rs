@@ -14,6 +14,50 @@ use crate::freshness::KeyHasher;
 /// Maps keyed per key or pattern: hashed with xxh3, not SipHash (they sit on the per-key path).
 type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<KeyHasher>>;
 
+/// Hashes a `u64` (a unix second) with one multiplication: the per-key path needs no more.
+#[derive(Default)]
+struct SecondHasher(u64);
+
+impl std::hash::Hasher for SecondHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0 ^ v).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+/// Counts under a handful of distinct names (types, encodings): a linear scan of a short
+/// vector is cheaper than hashing the name.
+#[derive(Debug, Default, Clone)]
+struct SmallCounts<K, V>(Vec<(K, V)>);
+
+impl<K, V: Default> SmallCounts<K, V> {
+    /// The counter of `name`, created by `make` on first use.
+    fn get_or_insert(&mut self, name: &str, make: impl FnOnce() -> K) -> &mut V
+    where
+        K: AsRef<str>,
+    {
+        let i = match self.0.iter().position(|(k, _)| k.as_ref() == name) {
+            Some(i) => i,
+            None => {
+                self.0.push((make(), V::default()));
+                self.0.len() - 1
+            }
+        };
+        &mut self.0[i].1
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.0.iter().map(|(k, v)| (k, v))
+    }
+}
+
 use crate::args::Args;
 use crate::pattern::PatternInferrer;
 use crate::report::{
@@ -214,8 +258,8 @@ struct PatternAcc {
     bytes: u64,
     sum_sq: f64,
     largest: (u64, Vec<u8>),
-    types: FastMap<&'static str, u64>,
-    encodings: FastMap<String, u64>,
+    types: SmallCounts<&'static str, u64>,
+    encodings: SmallCounts<String, u64>,
     ttl: [u64; 6],
     idle: [u64; 5],
 }
@@ -249,7 +293,7 @@ pub struct Aggregator {
     buf: Vec<u8>,
     patterns: FastMap<Vec<u8>, PatternAcc>,
     other: PatternAcc,
-    types: FastMap<&'static str, (u64, u64)>,
+    types: SmallCounts<&'static str, (u64, u64)>,
     /// Log-linear size histogram: 16 sub-buckets per power of two.
     sizes: Vec<u64>,
     max_size: u64,
@@ -257,7 +301,7 @@ pub struct Aggregator {
     top_length: TopHeap,
     top: usize,
     expiry_hours: [u64; 24],
-    expiry_seconds: FastMap<u64, u64>,
+    expiry_seconds: HashMap<u64, u64, BuildHasherDefault<SecondHasher>>,
     thresholds: Thresholds,
     candidates: FastMap<&'static str, (u64, u64, u64)>,
     keys: u64,
@@ -290,14 +334,14 @@ impl Aggregator {
             buf: Vec::with_capacity(64),
             patterns: FastMap::default(),
             other: PatternAcc::default(),
-            types: FastMap::default(),
+            types: SmallCounts::default(),
             sizes: vec![0; 64 * 16],
             max_size: 0,
             top_bytes: BinaryHeap::new(),
             top_length: BinaryHeap::new(),
             top,
             expiry_hours: [0; 24],
-            expiry_seconds: FastMap::default(),
+            expiry_seconds: HashMap::default(),
             thresholds,
             candidates: FastMap::default(),
             keys: 0,
@@ -315,7 +359,8 @@ impl Aggregator {
         self.keys += 1;
         self.bytes += k.bytes;
         self.inferrer.infer_into(k.name, &mut self.buf);
-        if !self.patterns.contains_key(&self.buf) && self.patterns.len() >= MAX_PATTERNS {
+        // Below the bound (the common case) one lookup is enough.
+        if self.patterns.len() >= MAX_PATTERNS && !self.patterns.contains_key(&self.buf) {
             // Past the bound, a new pattern is folded into its first segment (`page:*`) while
             // there is room for those, so big keys are not lost in `(other)`.
             let cut = self.buf.iter().position(|&b| self.inferrer.is_delimiter(b));
@@ -337,14 +382,10 @@ impl Aggregator {
         if k.bytes > acc.largest.0 || acc.largest.1.is_empty() {
             acc.largest = (k.bytes, k.name.to_vec());
         }
-        *acc.types.entry(k.type_name).or_default() += 1;
+        *acc.types.get_or_insert(k.type_name, || k.type_name) += 1;
         if !k.encoding.is_empty() {
-            match acc.encodings.get_mut(k.encoding) {
-                Some(n) => *n += 1,
-                None => {
-                    acc.encodings.insert(k.encoding.to_string(), 1);
-                }
-            }
+            *acc.encodings
+                .get_or_insert(k.encoding, || k.encoding.to_string()) += 1;
         }
         let ttl_bucket = match k.ttl_ms {
             None => 0,
@@ -365,7 +406,7 @@ impl Aggregator {
             };
             acc.idle[b] += 1;
         }
-        let t = self.types.entry(k.type_name).or_default();
+        let t = self.types.get_or_insert(k.type_name, || k.type_name);
         t.0 += 1;
         t.1 += k.bytes;
         self.sizes[size_bucket(k.bytes).min(64 * 16 - 1)] += 1;

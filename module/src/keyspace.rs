@@ -658,8 +658,8 @@ unsafe fn memory_usage(
     let reply = raw::RedisModule_Call?(
         ctx,
         c"MEMORY".as_ptr(),
-        c"cs".as_ptr(),
-        c"USAGE".as_ptr(),
+        c"ss".as_ptr(),
+        subcommand(Subcommand::Usage)?,
         keyname,
     );
     if reply.is_null() {
@@ -675,6 +675,33 @@ unsafe fn memory_usage(
     out
 }
 
+/// The subcommands the analysis calls once or twice per key.
+#[derive(Clone, Copy)]
+enum Subcommand {
+    Usage,
+    Encoding,
+}
+
+/// The subcommand's name as a server string, created once and kept (not tied to any
+/// context): passed as an "s" argument, the server only raises its reference count instead of
+/// building it from a C string on every call.
+fn subcommand(which: Subcommand) -> Option<*mut raw::RedisModuleString> {
+    static WORDS: OnceLock<[usize; 2]> = OnceLock::new();
+    let words = WORDS.get_or_init(|| {
+        // SAFETY: a NULL context creates strings outside automatic memory management; they
+        // are never freed, and only read (their reference count is raised per call).
+        unsafe {
+            let Some(create) = raw::RedisModule_CreateString else {
+                return [0, 0];
+            };
+            [b"USAGE".as_slice(), b"ENCODING"]
+                .map(|w| create(ptr::null_mut(), w.as_ptr().cast(), w.len()) as usize)
+        }
+    });
+    let p = words[which as usize] as *mut raw::RedisModuleString;
+    (!p.is_null()).then_some(p)
+}
+
 /// OBJECT ENCODING key, for collections.
 ///
 /// # Safety
@@ -686,14 +713,11 @@ unsafe fn object_encoding(
     let Some(call) = raw::RedisModule_Call else {
         return String::new();
     };
+    let Some(word) = subcommand(Subcommand::Encoding) else {
+        return String::new();
+    };
     crate::state::count_own_call();
-    let reply = call(
-        ctx,
-        c"OBJECT".as_ptr(),
-        c"cs".as_ptr(),
-        c"ENCODING".as_ptr(),
-        keyname,
-    );
+    let reply = call(ctx, c"OBJECT".as_ptr(), c"ss".as_ptr(), word, keyname);
     if reply.is_null() {
         return String::new();
     }
