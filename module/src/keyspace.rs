@@ -537,28 +537,33 @@ unsafe fn process(
         _ => None,
     };
     let asked_encoding;
-    let (encoding, bytes): (&str, u64) = if type_name != "string" {
-        asked_encoding = object_encoding(ctx, keyname);
-        let bytes = key_bytes(ctx, job, keyname, name.len(), &asked_encoding, length);
-        (&asked_encoding, bytes)
-    } else if length > 20 {
-        // Too long for an integer: embstr up to 44 bytes when SET wrote it, raw beyond (and
-        // the spot checks catch a value APPEND or SETRANGE made raw).
-        let encoding = if length <= 44 { "embstr" } else { "raw" };
-        (
-            encoding,
-            key_bytes(ctx, job, keyname, name.len(), encoding, length),
-        )
-    } else {
-        match short_string(ctx, job, keyname, name.len(), length) {
-            Some(found) => found,
-            None => {
-                asked_encoding = object_encoding(ctx, keyname);
-                let bytes = key_bytes(ctx, job, keyname, name.len(), &asked_encoding, length);
-                (&asked_encoding, bytes)
+    let (encoding, bytes): (&str, u64) =
+        if type_name == "list" && !crate::server::has_listpack_lists() {
+            // Before 7.2 every list is a quicklist: no need to ask.
+            let bytes = key_bytes(ctx, job, keyname, name.len(), "quicklist", length);
+            ("quicklist", bytes)
+        } else if type_name != "string" {
+            asked_encoding = object_encoding(ctx, keyname);
+            let bytes = key_bytes(ctx, job, keyname, name.len(), &asked_encoding, length);
+            (&asked_encoding, bytes)
+        } else if length > 20 {
+            // Too long for an integer: embstr up to 44 bytes when SET wrote it, raw beyond (and
+            // the spot checks catch a value APPEND or SETRANGE made raw).
+            let encoding = if length <= 44 { "embstr" } else { "raw" };
+            (
+                encoding,
+                key_bytes(ctx, job, keyname, name.len(), encoding, length),
+            )
+        } else {
+            match short_string(ctx, job, keyname, name.len(), length) {
+                Some(found) => found,
+                None => {
+                    asked_encoding = object_encoding(ctx, keyname);
+                    let bytes = key_bytes(ctx, job, keyname, name.len(), &asked_encoding, length);
+                    (&asked_encoding, bytes)
+                }
             }
-        }
-    };
+        };
     job.agg.add(&KeyFacts {
         name,
         type_name,

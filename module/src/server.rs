@@ -101,3 +101,9 @@ pub fn supports_aux_save2() -> bool {
         }
     })
 }
+
+/// Whether lists can be listpack-encoded (Redis 7.2 and later, and Valkey); before that every
+/// list is a quicklist.
+pub fn has_listpack_lists() -> bool {
+    supports_aux_save2()
+}

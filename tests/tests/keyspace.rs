@@ -112,7 +112,13 @@ fn the_analysis_changes_no_value_and_tells_int_from_embstr() {
             .arg("p".repeat(30))
             .ignore();
     }
+    p.cmd("RPUSH").arg("queue:a").arg("x").arg("y").ignore();
     let _: () = p.query(&mut c).unwrap();
+    let list_encoding: String = redis::cmd("OBJECT")
+        .arg("ENCODING")
+        .arg("queue:a")
+        .query(&mut c)
+        .unwrap();
     let snapshot = |c: &mut Connection| -> Vec<(String, u64)> {
         ["counter:7", "flag:7", "page:7", "counter:199", "flag:199"]
             .iter()
@@ -144,6 +150,13 @@ fn the_analysis_changes_no_value_and_tells_int_from_embstr() {
         pattern("page:*").encodings,
         vec![("embstr".to_string(), 200)]
     );
+    // Lists: quicklist before 7.2 (not asked), listpack after.
+    let queue = r
+        .patterns
+        .iter()
+        .find(|p| p.largest_key == "queue:a")
+        .unwrap();
+    assert_eq!(queue.encodings, vec![(list_encoding, 1)]);
     let counters: u64 = (0..200)
         .map(|i| memory_usage(&mut c, &format!("counter:{i}")))
         .sum();
