@@ -413,6 +413,25 @@ pub fn json<T: serde::de::DeserializeOwned>(con: &mut redis::Connection, args: &
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{args:?} JSON: {e}\n{text}"))
 }
 
+/// Each key's OBJECT ENCODING and MEMORY USAGE, to show that something left values as they were.
+pub fn encodings_and_sizes(con: &mut redis::Connection, keys: &[&str]) -> Vec<(String, u64)> {
+    keys.iter()
+        .map(|k| {
+            let encoding: String = redis::cmd("OBJECT")
+                .arg("ENCODING")
+                .arg(k)
+                .query(con)
+                .expect("OBJECT ENCODING");
+            let bytes: u64 = redis::cmd("MEMORY")
+                .arg("USAGE")
+                .arg(k)
+                .query(con)
+                .expect("MEMORY USAGE");
+            (encoding, bytes)
+        })
+        .collect()
+}
+
 /// `OPT.TAGINFO FORMAT JSON` of the server behind `con`: the tag index size and digest.
 pub fn tag_info(con: &mut redis::Connection) -> opt_core::report::TagInfoReport {
     json(con, &["OPT.TAGINFO"])

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use opt_core::report::{KeyspaceProgress, KeyspaceReport};
 use opt_harness::redis::{self, Connection, Value};
-use opt_harness::{err, ok, optctl, Server, ServerOptions};
+use opt_harness::{encodings_and_sizes, err, ok, optctl, Server, ServerOptions};
 
 fn keyspace(c: &mut Connection, args: &[&str]) -> KeyspaceReport {
     opt_harness::json(c, &[&["OPT.KEYSPACE"], args].concat())
@@ -119,24 +119,16 @@ fn the_analysis_changes_no_value_and_tells_int_from_embstr() {
         .arg("queue:a")
         .query(&mut c)
         .unwrap();
-    let snapshot = |c: &mut Connection| -> Vec<(String, u64)> {
-        ["counter:7", "flag:7", "page:7", "counter:199", "flag:199"]
-            .iter()
-            .map(|k| {
-                let enc: String = redis::cmd("OBJECT")
-                    .arg("ENCODING")
-                    .arg(k)
-                    .query(c)
-                    .unwrap();
-                (enc, memory_usage(c, k))
-            })
-            .collect()
-    };
-    let before = snapshot(&mut c);
+    let watched = ["counter:7", "flag:7", "page:7", "counter:199", "flag:199"];
+    let before = encodings_and_sizes(&mut c, &watched);
     assert_eq!(before[0].0, "int");
     assert_eq!(before[1].0, "embstr");
     let r = keyspace(&mut c, &["FULL"]);
-    assert_eq!(snapshot(&mut c), before, "the analysis changed values");
+    assert_eq!(
+        encodings_and_sizes(&mut c, &watched),
+        before,
+        "the analysis changed values"
+    );
     let pattern = |name: &str| r.patterns.iter().find(|p| p.pattern == name).unwrap();
     assert_eq!(
         pattern("counter:*").encodings,

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use opt_harness::redis::{self, Connection, Value};
-use opt_harness::{err, ok, Server, ServerOptions};
+use opt_harness::{encodings_and_sizes, err, ok, Server, ServerOptions};
 
 /// OPT.FETCH's reply as field -> value (RESP2 flat array).
 fn fetch(c: &mut Connection, key: &str, extra: &[&str]) -> HashMap<String, Value> {
@@ -48,24 +48,10 @@ fn reads_leave_values_as_they_were() {
         ok(&mut c, &["SET", k, v, "EX", "100"]);
         ok(&mut c, &["OPT.TAG", k, "t"]);
     }
-    let state = |c: &mut Connection| -> Vec<String> {
-        ["n", "s", "l"]
-            .iter()
-            .map(|k| {
-                let enc: String = redis::cmd("OBJECT")
-                    .arg("ENCODING")
-                    .arg(k)
-                    .query(c)
-                    .unwrap();
-                let bytes: u64 = redis::cmd("MEMORY").arg("USAGE").arg(k).query(c).unwrap();
-                format!("{enc}/{bytes}")
-            })
-            .collect()
-    };
-    let before = state(&mut c);
-    assert!(
-        before[0].starts_with("int/") && before[1].starts_with("embstr/"),
-        "{before:?}"
+    let before = encodings_and_sizes(&mut c, &["n", "s", "l"]);
+    assert_eq!(
+        (before[0].0.as_str(), before[1].0.as_str()),
+        ("int", "embstr")
     );
     for (k, v) in [("n", "12345"), ("s", "short"), ("l", long.as_str())] {
         let f = fetch(&mut c, k, &[]);
@@ -85,7 +71,7 @@ fn reads_leave_values_as_they_were() {
             .unwrap();
         assert_eq!(text(&old), v);
     }
-    assert_eq!(state(&mut c), before);
+    assert_eq!(encodings_and_sizes(&mut c, &["n", "s", "l"]), before);
 }
 
 #[test]
