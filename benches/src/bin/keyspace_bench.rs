@@ -108,20 +108,8 @@ fn percentile(v: &mut [f64], q: f64) -> f64 {
         .unwrap_or(0.0)
 }
 
-fn main() {
-    redis_opt_benches::use_release_module();
-    let server = Server::start_with(ServerOptions::default());
-    let t = Instant::now();
-    load(&server);
-    let mut c = server.conn();
-    let dbsize: i64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
-    println!("{dbsize} keys loaded in {:.1} s", t.elapsed().as_secs_f64());
-
-    let memkeys = redis_cli(server.port, "--memkeys");
-    let keystats = redis_cli(server.port, "--keystats");
-
-    // FULL, while another client measures PING and GET latency.
-    let port = server.port;
+/// PING and GET round trips (ms) of a second client while `work` runs.
+fn probe_while(port: u16, work: impl FnOnce()) -> (Vec<f64>, Vec<f64>) {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop2 = stop.clone();
     let prober = std::thread::spawn(move || {
@@ -145,16 +133,40 @@ fn main() {
         (ping, get)
     });
     std::thread::sleep(Duration::from_millis(200));
-    let t = Instant::now();
-    let text: String = redis::cmd("OPT.KEYSPACE")
-        .arg("FULL")
-        .arg("FORMAT")
-        .arg("JSON")
-        .query(&mut c)
-        .unwrap();
-    let full_wall = t.elapsed();
+    work();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (mut ping, mut get) = prober.join().unwrap();
+    prober.join().unwrap()
+}
+
+fn main() {
+    redis_opt_benches::use_release_module();
+    let server = Server::start_with(ServerOptions::default());
+    let t = Instant::now();
+    load(&server);
+    let mut c = server.conn();
+    let dbsize: i64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
+    println!("{dbsize} keys loaded in {:.1} s", t.elapsed().as_secs_f64());
+
+    let memkeys = redis_cli(server.port, "--memkeys");
+    let keystats = redis_cli(server.port, "--keystats");
+
+    // The same probes with nothing else running, to tell this VM's own latency from what the
+    // analysis adds; then FULL while another client measures PING and GET latency.
+    let (mut idle_ping, mut idle_get) = probe_while(server.port, || {
+        std::thread::sleep(Duration::from_millis(2500));
+    });
+    let mut full_wall = Duration::ZERO;
+    let mut text = String::new();
+    let (mut ping, mut get) = probe_while(server.port, || {
+        let t = Instant::now();
+        text = redis::cmd("OPT.KEYSPACE")
+            .arg("FULL")
+            .arg("FORMAT")
+            .arg("JSON")
+            .query(&mut c)
+            .unwrap();
+        full_wall = t.elapsed();
+    });
     let full: KeyspaceReport = serde_json::from_str(&text).unwrap();
 
     let t = Instant::now();
@@ -189,6 +201,16 @@ fn main() {
         ),
         None => println!("redis-cli --keystats: not in this redis-cli (Redis 7.4+)"),
     }
+    println!(
+        "nothing else running, a client: PING p99 {:.2} ms (max {:.2}), GET p99 {:.2} ms (max {:.2}) over {} probes",
+        percentile(&mut idle_ping, 0.99),
+        percentile(&mut idle_ping, 1.0),
+        percentile(&mut idle_get, 0.99),
+        percentile(&mut idle_get, 1.0),
+        idle_ping.len(),
+    );
+    let slice_max = opt_harness::info_int(&mut c, "opt", "opt_keyspace_slice_max_us");
+    println!("longest analysis slice (INFO opt): {slice_max} us");
     let probes = ping.len();
     println!(
         "while FULL ran, another client: PING p99 {:.2} ms (max {:.2}), GET p99 {:.2} ms (max {:.2}) over {probes} probes (target <= 2 ms)",
