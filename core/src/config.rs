@@ -79,7 +79,7 @@ pub const CONFIGS: &[ConfigSpec] = &[
             min: 1,
             max: 1_000_000,
         },
-        doc: "count one command in N (1 = every command); counts are scaled back by N",
+        doc: "count about one command in N, in 2 ms slices at random times (1 = every command); counts are scaled back",
     },
     ConfigSpec {
         name: "hotkeys-window-seconds",

@@ -80,6 +80,18 @@ pub struct HotKeysReport {
     pub entries: Vec<HotEntry>,
 }
 
+impl HotKeysReport {
+    /// How many accesses each counted one stands for: all accesses (estimated) over the ones
+    /// counted. With time-sliced sampling this is measured, not the configured ratio.
+    pub fn counted_one_in(&self) -> f64 {
+        if self.sampled_accesses == 0 {
+            self.sample_ratio as f64
+        } else {
+            (self.estimated_accesses as f64 / self.sampled_accesses as f64).max(1.0)
+        }
+    }
+}
+
 /// One hot key or key pattern.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HotEntry {

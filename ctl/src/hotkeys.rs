@@ -168,14 +168,14 @@ pub fn render_report(r: &HotKeysReport, recent: &HotKeysReport, url: &str) -> St
         "key"
     };
     let mut out = format!(
-        "hot {}s on {url}: {} window ({:.0} s), ranked by {} accesses; {} accesses sampled \
-         (1 in {}), ~{} in all\n",
+        "hot {}s on {url}: {} window ({:.0} s), ranked by {} accesses; {} accesses counted \
+         (about 1 in {:.0}), ~{} in all\n",
         what,
         r.window,
         r.seconds,
         r.kind,
         r.sampled_accesses,
-        r.sample_ratio,
+        r.counted_one_in(),
         human(r.estimated_accesses as f64),
     );
     out.push_str(&format!(

@@ -392,9 +392,9 @@ pub fn html(r: &FullReport) -> String {
         let rows = hot_rows(h);
         let _ = write!(
             body,
-            "<section><h2>Hot keys</h2><p>{} accesses counted (1 in {})</p>{}",
+            "<section><h2>Hot keys</h2><p>{} accesses counted (about 1 in {:.0})</p>{}",
             h.sampled_accesses,
-            h.sample_ratio,
+            h.counted_one_in(),
             bars(&rows, "#d84315")
         );
         if let Some(n) = &r.namespaces {
