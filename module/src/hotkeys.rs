@@ -493,7 +493,7 @@ unsafe fn register_filter(ctx: *mut raw::RedisModuleCtx) {
     FILTER.store(f, Ordering::Relaxed);
 }
 
-/// Unregisters the filter if it is registered and the server can; counts its time.
+/// Unregisters the filter if it is registered and the server can.
 ///
 /// # Safety
 /// `ctx` must be a live context of this module, on the main thread.
@@ -542,7 +542,14 @@ unsafe extern "C" fn on_slice(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void)
             }
         }
     })
-    .unwrap_or(POLL_MS);
+    .unwrap_or_else(|p| {
+        log::warning(&format!(
+            "hot-key sampler failed with a panic at {}: {} (caught; it tries again)",
+            p.location, p.message
+        ));
+        POLL_MS
+    });
+    // Rescheduled whatever happened above, so sampling never stops for good.
     if let Some(create) = raw::RedisModule_CreateTimer {
         create(ctx, next_ms, Some(on_slice), ptr::null_mut());
     }
