@@ -275,7 +275,11 @@ unsafe fn record_command(st: &mut HotKeysState, fctx: *mut raw::RedisModuleComma
     let replica = IS_REPLICA.load(Ordering::Relaxed);
     let name = filter_arg(fctx, 0);
     let (cached, len, cached_access) = &st.last_command;
-    let access = if *len == name.len() && cached[..*len].eq_ignore_ascii_case(name) {
+    // Clients spell a command the same way every time: the exact comparison is the cheap
+    // common case, the case-insensitive one the fallback.
+    let same = *len == name.len()
+        && (cached[..*len] == *name || cached[..*len].eq_ignore_ascii_case(name));
+    let access = if same {
         *cached_access
     } else {
         let access = KEYSPECS
