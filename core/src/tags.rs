@@ -34,6 +34,8 @@ struct KeySlot {
 struct TagSlot {
     name: Box<[u8]>,
     keys: Vec<u32>,
+    /// `name_hash(name)`, kept so that removing a key does not hash its tags' names again.
+    hash: u64,
 }
 
 /// Names stored once in slots, found by name through a table of ids.
@@ -73,15 +75,21 @@ impl Named for TagSlot {
         TagSlot {
             name: name.into(),
             keys: Vec::new(),
+            hash: name_hash(name),
         }
     }
 }
 
 impl<S: Named + Default> Interner<S> {
     fn find(&self, name: &[u8]) -> Option<u32> {
+        self.find_hashed(name, name_hash(name))
+    }
+
+    /// `find` with `name_hash(name)` already computed.
+    fn find_hashed(&self, name: &[u8], hash: u64) -> Option<u32> {
         let slots = &self.slots;
         self.by_name
-            .find(name_hash(name), |&id| slots[id as usize].name() == name)
+            .find(hash, |&id| slots[id as usize].name() == name)
             .copied()
     }
 
@@ -107,7 +115,11 @@ impl<S: Named + Default> Interner<S> {
     }
 
     fn remove(&mut self, id: u32) {
-        let hash = name_hash(self.slots[id as usize].name());
+        self.remove_hashed(id, name_hash(self.slots[id as usize].name()));
+    }
+
+    /// `remove` with the hash of the slot's name already computed.
+    fn remove_hashed(&mut self, id: u32, hash: u64) {
         if let Ok(entry) = self.by_name.find_entry(hash, |&i| i == id) {
             entry.remove();
         }
@@ -155,7 +167,12 @@ fn key_hash(db: usize, key: &[u8]) -> u64 {
 
 /// Hash of one (db, key, tag) triple for the digest, from the key's and the tag's hashes.
 fn pair_hash(key_hash: u64, tag: &[u8]) -> u64 {
-    let mut z = key_hash ^ name_hash(tag).rotate_left(29);
+    pair_hash_of(key_hash, name_hash(tag))
+}
+
+/// `pair_hash` with the tag's `name_hash` already computed.
+fn pair_hash_of(key_hash: u64, tag_hash: u64) -> u64 {
+    let mut z = key_hash ^ tag_hash.rotate_left(29);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
@@ -397,22 +414,24 @@ impl TagIndex {
         let Some(d) = self.dbs.get_mut(db) else {
             return 0;
         };
-        let Some(k) = d.keys.find(key) else {
+        let name_h = name_hash(key);
+        let Some(k) = d.keys.find_hashed(key, name_h) else {
             return 0;
         };
-        self.remove_key_id(db, k, key_hash(db, key))
+        self.remove_key_id(db, k, key_hash(db, key), name_h)
     }
 
-    /// Removes key id `k` (whose hash within its db is `hk`) from every tag and the index.
-    fn remove_key_id(&mut self, db: usize, k: u32, hk: u64) -> usize {
+    /// Removes key id `k` from every tag and the index. `hk` is its hash within its db (for the
+    /// digest), `name_h` the `name_hash` of its name (for the name table).
+    fn remove_key_id(&mut self, db: usize, k: u32, hk: u64, name_h: u64) -> usize {
         let d = &mut self.dbs[db];
         let entries = std::mem::take(&mut d.keys.slots[k as usize].tags);
         let mut digest = 0u64;
         for &(t, pos) in entries.iter() {
-            digest = digest.wrapping_add(pair_hash(hk, &d.tags.slots[t as usize].name));
+            digest = digest.wrapping_add(pair_hash_of(hk, d.tags.slots[t as usize].hash));
             Self::detach(d, k, t, pos as usize);
         }
-        d.keys.remove(k);
+        d.keys.remove_hashed(k, name_h);
         self.pairs -= entries.len() as u64;
         self.digest = self.digest.wrapping_sub(digest);
         entries.len()
@@ -433,7 +452,7 @@ impl TagIndex {
                 };
                 let name = d.keys.slots[k as usize].name.to_vec();
                 let hk = key_hash(db, &name);
-                self.remove_key_id(db, k, hk);
+                self.remove_key_id(db, k, hk, name_hash(&name));
                 out.push(name);
             }
         }
