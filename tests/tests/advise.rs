@@ -3,7 +3,7 @@
 
 use opt_core::report::AdviceReport;
 use opt_harness::redis::{self, Connection};
-use opt_harness::{ok, optctl, Server};
+use opt_harness::{err, ok, optctl, Server};
 
 fn advise(c: &mut Connection, args: &[&str]) -> AdviceReport {
     opt_harness::json(c, &[&["OPT.ADVISE"], args].concat())
@@ -177,13 +177,11 @@ fn provoked_rules_fire_with_evidence_and_fixes() {
     );
     let quiet = advise(&mut c, &["SAMPLES", "0"]);
     assert!(!rules(&quiet).contains(&"aof-fsync-always".to_string()));
-    let e = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("opt.advise-ignore")
-        .arg("no-such-rule")
-        .query::<()>(&mut c)
-        .unwrap_err();
-    assert!(e.to_string().contains("no-such-rule"), "{e}");
+    let e = err(
+        &mut c,
+        &["CONFIG", "SET", "opt.advise-ignore", "no-such-rule"],
+    );
+    assert!(e.contains("no-such-rule"), "{e}");
 }
 
 #[test]

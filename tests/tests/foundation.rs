@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use opt_harness::redis::{self, Value};
-use opt_harness::{optctl, Server, ServerOptions};
+use opt_harness::{err, ok, optctl, Server, ServerOptions};
 
 fn opt_status(server: &Server) -> serde_json::Value {
     opt_harness::json(&mut server.conn(), &["OPT.STATUS"])
@@ -72,19 +72,9 @@ fn configs_get_set_and_reject_bad_values() {
     assert_eq!(get(&mut con, "opt.hotkeys-enabled"), "yes", "default");
     assert_eq!(get(&mut con, "opt.key-delimiters"), ":");
 
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("opt.hotkeys-capacity")
-        .arg("4096")
-        .query(&mut con)
-        .unwrap();
+    ok(&mut con, &["CONFIG", "SET", "opt.hotkeys-capacity", "4096"]);
     assert_eq!(get(&mut con, "opt.hotkeys-capacity"), "4096");
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("opt.hotkeys-enabled")
-        .arg("no")
-        .query(&mut con)
-        .unwrap();
+    ok(&mut con, &["CONFIG", "SET", "opt.hotkeys-enabled", "no"]);
     assert_eq!(get(&mut con, "opt.hotkeys-enabled"), "no");
 
     for (name, bad, expect) in [
@@ -93,13 +83,7 @@ fn configs_get_set_and_reject_bad_values() {
         ("opt.hotkeys-enabled", "maybe", "opt.hotkeys-enabled"),
         ("opt.key-delimiters", "ab", "1 to 8 ASCII punctuation"),
     ] {
-        let err = redis::cmd("CONFIG")
-            .arg("SET")
-            .arg(name)
-            .arg(bad)
-            .query::<()>(&mut con)
-            .expect_err("bad value must be rejected");
-        let text = err.to_string();
+        let text = err(&mut con, &["CONFIG", "SET", name, bad]);
         assert!(
             text.contains(name) && text.contains(expect),
             "{name}={bad}: {text}"

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use opt_core::report::HotKeysReport;
 use opt_harness::redis::{self, Connection, Value};
-use opt_harness::{info_int, optctl, Server, ServerOptions};
+use opt_harness::{info_int, ok, optctl, Server, ServerOptions};
 
 /// A server that counts every command, so counts are exact.
 fn exact_server(extra: &[&str]) -> Server {
@@ -328,32 +328,17 @@ fn bad_input_is_refused_and_capacity_resizes_at_runtime() {
     }
     let before = hotkeys(&mut con, &["COUNT", "64"]);
     assert_eq!(before.capacity, 64);
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("opt.hotkeys-capacity")
-        .arg("16")
-        .query(&mut con)
-        .unwrap();
+    ok(&mut con, &["CONFIG", "SET", "opt.hotkeys-capacity", "16"]);
     let after = hotkeys(&mut con, &["COUNT", "16"]);
     assert_eq!((after.capacity, after.tracked), (16, 16));
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("opt.hotkeys-capacity")
-        .arg("4096")
-        .query(&mut con)
-        .unwrap();
+    ok(&mut con, &["CONFIG", "SET", "opt.hotkeys-capacity", "4096"]);
     for _ in 0..5 {
         run(&mut con, &["GET", "after:grow"]);
     }
     let grown = hotkeys(&mut con, &["COUNT", "1"]);
     assert_eq!(grown.capacity, 4096);
     assert_eq!(grown.entries[0].name, "after:grow");
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("opt.hotkeys-enabled")
-        .arg("no")
-        .query(&mut con)
-        .unwrap();
+    ok(&mut con, &["CONFIG", "SET", "opt.hotkeys-enabled", "no"]);
     run(&mut con, &["GET", "while:disabled"]);
     let off = hotkeys(&mut con, &["COUNT", "100"]);
     assert_eq!(count_of(&off, "while:disabled"), None);
