@@ -175,8 +175,9 @@ fn cfg<'a>(s: &'a Snapshot, name: &str) -> Result<&'a str, String> {
     }
 }
 
-fn need(v: Option<f64>, what: &str) -> Result<f64, String> {
-    v.ok_or_else(|| format!("INFO has no {what} on this server"))
+/// A numeric INFO field, or the reason a rule that needs it is skipped.
+fn info_num(s: &Snapshot, field: &str) -> Result<f64, String> {
+    num(s, field).ok_or_else(|| format!("INFO has no {field} on this server"))
 }
 
 macro_rules! try_skip {
@@ -214,7 +215,7 @@ fn db_keys(s: &Snapshot) -> (u64, u64, usize) {
 }
 
 fn maxmemory_unset(s: &Snapshot, _: &Thresholds) -> Outcome {
-    let max = try_skip!(need(num(s, "maxmemory"), "maxmemory"));
+    let max = try_skip!(info_num(s, "maxmemory"));
     if max > 0.0 {
         return Outcome::Pass;
     }
@@ -266,8 +267,8 @@ fn volatile_policy_without_ttl(s: &Snapshot, _: &Thresholds) -> Outcome {
 }
 
 fn memory_near_limit(s: &Snapshot, _: &Thresholds) -> Outcome {
-    let max = try_skip!(need(num(s, "maxmemory"), "maxmemory"));
-    let used = try_skip!(need(num(s, "used_memory"), "used_memory"));
+    let max = try_skip!(info_num(s, "maxmemory"));
+    let used = try_skip!(info_num(s, "used_memory"));
     if max <= 0.0 || used / max <= 0.9 {
         return Outcome::Pass;
     }
@@ -281,7 +282,7 @@ fn memory_near_limit(s: &Snapshot, _: &Thresholds) -> Outcome {
 }
 
 fn evictions_occurring(s: &Snapshot, _: &Thresholds) -> Outcome {
-    let ev = try_skip!(need(num(s, "evicted_keys"), "evicted_keys"));
+    let ev = try_skip!(info_num(s, "evicted_keys"));
     let up = num(s, "uptime_in_seconds").unwrap_or(1.0).max(1.0);
     if ev <= 0.0 {
         return Outcome::Pass;
@@ -296,7 +297,7 @@ fn evictions_occurring(s: &Snapshot, _: &Thresholds) -> Outcome {
 }
 
 fn fork_headroom_low(s: &Snapshot, _: &Thresholds) -> Outcome {
-    let max = try_skip!(need(num(s, "maxmemory"), "maxmemory"));
+    let max = try_skip!(info_num(s, "maxmemory"));
     let total = try_skip!(s
         .system_memory
         .ok_or("system memory unknown (/proc/meminfo)".to_string())) as f64;
@@ -313,10 +314,7 @@ fn fork_headroom_low(s: &Snapshot, _: &Thresholds) -> Outcome {
 }
 
 fn fragmentation_high(s: &Snapshot, _: &Thresholds) -> Outcome {
-    let ratio = try_skip!(need(
-        num(s, "mem_fragmentation_ratio"),
-        "mem_fragmentation_ratio"
-    ));
+    let ratio = try_skip!(info_num(s, "mem_fragmentation_ratio"));
     let bytes = num(s, "mem_fragmentation_bytes").unwrap_or(0.0);
     // A small instance's RSS is mostly the process itself, not fragmentation: below 64 MB of
     // data the ratio says nothing (Redis' MEMORY DOCTOR ignores small instances too).
@@ -337,7 +335,7 @@ fn fragmentation_high(s: &Snapshot, _: &Thresholds) -> Outcome {
 }
 
 fn allocator_fragmentation(s: &Snapshot, _: &Thresholds) -> Outcome {
-    let ratio = try_skip!(need(num(s, "allocator_frag_ratio"), "allocator_frag_ratio"));
+    let ratio = try_skip!(info_num(s, "allocator_frag_ratio"));
     let bytes = num(s, "allocator_frag_bytes").unwrap_or(0.0);
     if ratio <= 1.1 || bytes <= 10e6 {
         return Outcome::Pass;
@@ -356,8 +354,8 @@ fn allocator_fragmentation(s: &Snapshot, _: &Thresholds) -> Outcome {
 }
 
 fn rss_peak(s: &Snapshot, _: &Thresholds) -> Outcome {
-    let peak = try_skip!(need(num(s, "used_memory_peak"), "used_memory_peak"));
-    let used = try_skip!(need(num(s, "used_memory"), "used_memory")).max(1.0);
+    let peak = try_skip!(info_num(s, "used_memory_peak"));
+    let used = try_skip!(info_num(s, "used_memory")).max(1.0);
     if peak / used <= 1.5 || peak < 10e6 {
         return Outcome::Pass;
     }
@@ -394,7 +392,7 @@ fn lfu_recommended(s: &Snapshot, _: &Thresholds) -> Outcome {
 }
 
 fn expired_stale_high(s: &Snapshot, _: &Thresholds) -> Outcome {
-    let perc = try_skip!(need(num(s, "expired_stale_perc"), "expired_stale_perc"));
+    let perc = try_skip!(info_num(s, "expired_stale_perc"));
     if perc <= 10.0 {
         return Outcome::Pass;
     }
@@ -595,8 +593,8 @@ fn hot_missing_key(s: &Snapshot, _: &Thresholds) -> Outcome {
 }
 
 fn low_hit_ratio(s: &Snapshot, _: &Thresholds) -> Outcome {
-    let hits = try_skip!(need(num(s, "keyspace_hits"), "keyspace_hits"));
-    let misses = try_skip!(need(num(s, "keyspace_misses"), "keyspace_misses"));
+    let hits = try_skip!(info_num(s, "keyspace_hits"));
+    let misses = try_skip!(info_num(s, "keyspace_misses"));
     let total = hits + misses;
     if total < 1000.0 || hits / total >= 0.8 {
         return Outcome::Pass;
@@ -766,7 +764,7 @@ fn overcommit_memory(s: &Snapshot, _: &Thresholds) -> Outcome {
 }
 
 fn hz_low_for_expires(s: &Snapshot, _: &Thresholds) -> Outcome {
-    let hz = try_skip!(need(num(s, "hz"), "hz"));
+    let hz = try_skip!(info_num(s, "hz"));
     let (_, expires, _) = db_keys(s);
     if hz >= 10.0 || expires < 100_000 {
         return Outcome::Pass;
@@ -781,8 +779,8 @@ fn hz_low_for_expires(s: &Snapshot, _: &Thresholds) -> Outcome {
 }
 
 fn connections_near_limit(s: &Snapshot, _: &Thresholds) -> Outcome {
-    let clients = try_skip!(need(num(s, "connected_clients"), "connected_clients"));
-    let max = try_skip!(need(num(s, "maxclients"), "maxclients"));
+    let clients = try_skip!(info_num(s, "connected_clients"));
+    let max = try_skip!(info_num(s, "maxclients"));
     let rejected = num(s, "rejected_connections").unwrap_or(0.0);
     if clients < 0.8 * max && rejected == 0.0 {
         return Outcome::Pass;
@@ -814,10 +812,7 @@ fn idle_clients(s: &Snapshot, _: &Thresholds) -> Outcome {
 }
 
 fn client_buffers_large(s: &Snapshot, _: &Thresholds) -> Outcome {
-    let out = try_skip!(need(
-        num(s, "client_recent_max_output_buffer"),
-        "client_recent_max_output_buffer"
-    ));
+    let out = try_skip!(info_num(s, "client_recent_max_output_buffer"));
     if out <= 32e6 {
         return Outcome::Pass;
     }
@@ -831,7 +826,7 @@ fn client_buffers_large(s: &Snapshot, _: &Thresholds) -> Outcome {
 }
 
 fn pubsub_many_patterns(s: &Snapshot, _: &Thresholds) -> Outcome {
-    let n = try_skip!(need(num(s, "pubsub_patterns"), "pubsub_patterns"));
+    let n = try_skip!(info_num(s, "pubsub_patterns"));
     if n <= 1000.0 {
         return Outcome::Pass;
     }
@@ -888,7 +883,7 @@ fn dangerous_commands_open(s: &Snapshot, _: &Thresholds) -> Outcome {
 }
 
 fn repl_backlog_small(s: &Snapshot, _: &Thresholds) -> Outcome {
-    let err = try_skip!(need(num(s, "sync_partial_err"), "sync_partial_err"));
+    let err = try_skip!(info_num(s, "sync_partial_err"));
     if err <= 0.0 {
         return Outcome::Pass;
     }
