@@ -16,6 +16,7 @@ use redis_module::raw;
 
 use crate::commands::Call;
 use crate::reply::{Reply, ReplyError};
+use crate::state::module_call;
 use crate::{configs, hotkeys};
 
 /// `OPT.ADVISE [SAMPLES n] [CATEGORY c] [MIN-SEVERITY info|warning|critical]`
@@ -72,14 +73,12 @@ unsafe fn call(
     name: &CStr,
     args: &[&CStr],
 ) -> Option<*mut raw::RedisModuleCallReply> {
-    let f = raw::RedisModule_Call?;
-    crate::state::count_own_call();
     let r = match args {
-        [] => f(ctx, name.as_ptr(), c"".as_ptr()),
-        [a] => f(ctx, name.as_ptr(), c"c".as_ptr(), a.as_ptr()),
-        [a, b] => f(ctx, name.as_ptr(), c"cc".as_ptr(), a.as_ptr(), b.as_ptr()),
+        [] => module_call!(ctx, name.as_ptr(), c"".as_ptr()),
+        [a] => module_call!(ctx, name.as_ptr(), c"c".as_ptr(), a.as_ptr()),
+        [a, b] => module_call!(ctx, name.as_ptr(), c"cc".as_ptr(), a.as_ptr(), b.as_ptr()),
         _ => return None,
-    };
+    }?;
     if r.is_null() {
         return None;
     }

@@ -166,8 +166,7 @@ fn command_rows(ctx: *mut raw::RedisModuleCtx) -> Vec<CommandRow> {
     // SAFETY: ctx is the OnLoad context; the reply tree is only read before it is freed, and
     // every element pointer comes from the API for an index below the reported length.
     unsafe {
-        let (Some(call), Some(len), Some(elem), Some(int), Some(kind), Some(free)) = (
-            raw::RedisModule_Call,
+        let (Some(len), Some(elem), Some(int), Some(kind), Some(free)) = (
             raw::RedisModule_CallReplyLength,
             raw::RedisModule_CallReplyArrayElement,
             raw::RedisModule_CallReplyInteger,
@@ -176,7 +175,9 @@ fn command_rows(ctx: *mut raw::RedisModuleCtx) -> Vec<CommandRow> {
         ) else {
             return rows;
         };
-        let reply = call(ctx, c"COMMAND".as_ptr(), c"".as_ptr());
+        let Some(reply) = crate::state::module_call!(ctx, c"COMMAND".as_ptr(), c"".as_ptr()) else {
+            return rows;
+        };
         if reply.is_null() {
             return rows;
         }

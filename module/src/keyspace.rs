@@ -25,7 +25,7 @@ use redis_module::raw;
 
 use crate::commands::Call;
 use crate::reply::{self, string_bytes, Reply, ReplyError};
-use crate::state::MainThreadCell;
+use crate::state::{module_call, MainThreadCell};
 use crate::{configs, guard, log};
 
 /// Whether computed string sizes agree with MEMORY USAGE on this server (see `memsize`).
@@ -87,14 +87,13 @@ struct Outcome {
 fn config_get(ctx: *mut raw::RedisModuleCtx, name: &CStr) -> Option<i64> {
     // SAFETY: ctx is live; the reply is read then freed.
     unsafe {
-        crate::state::count_own_call();
-        let reply = raw::RedisModule_Call?(
+        let reply = module_call!(
             ctx,
             c"CONFIG".as_ptr(),
             c"cc".as_ptr(),
             c"GET".as_ptr(),
             name.as_ptr(),
-        );
+        )?;
         if reply.is_null() {
             return None;
         }
@@ -659,14 +658,13 @@ unsafe fn memory_usage(
     ctx: *mut raw::RedisModuleCtx,
     keyname: *mut raw::RedisModuleString,
 ) -> Option<u64> {
-    crate::state::count_own_call();
-    let reply = raw::RedisModule_Call?(
+    let reply = module_call!(
         ctx,
         c"MEMORY".as_ptr(),
         c"ss".as_ptr(),
         subcommand(Subcommand::Usage)?,
         keyname,
-    );
+    )?;
     if reply.is_null() {
         return None;
     }
@@ -715,14 +713,11 @@ unsafe fn object_encoding(
     ctx: *mut raw::RedisModuleCtx,
     keyname: *mut raw::RedisModuleString,
 ) -> String {
-    let Some(call) = raw::RedisModule_Call else {
-        return String::new();
-    };
     let Some(word) = subcommand(Subcommand::Encoding) else {
         return String::new();
     };
-    crate::state::count_own_call();
-    let reply = call(ctx, c"OBJECT".as_ptr(), c"ss".as_ptr(), word, keyname);
+    let reply = module_call!(ctx, c"OBJECT".as_ptr(), c"ss".as_ptr(), word, keyname)
+        .unwrap_or(ptr::null_mut());
     if reply.is_null() {
         return String::new();
     }

@@ -161,9 +161,8 @@ fn info_server(ctx: *mut raw::RedisModuleCtx) -> Option<String> {
     // SAFETY: ctx is the OnLoad context; "c" takes one C string; the reply is freed below and
     // its buffer copied before that.
     unsafe {
-        let call = raw::RedisModule_Call?;
-        crate::state::count_own_call();
-        let reply = call(ctx, c"INFO".as_ptr(), c"c".as_ptr(), c"server".as_ptr());
+        let reply =
+            crate::state::module_call!(ctx, c"INFO".as_ptr(), c"c".as_ptr(), c"server".as_ptr())?;
         if reply.is_null() {
             return None;
         }

@@ -37,7 +37,22 @@ static EPOCH: OnceLock<Instant> = OnceLock::new();
 /// so the sampler takes them out of the server's count.
 static OWN_CALLS: AtomicU64 = AtomicU64::new(0);
 
-/// Notes one `RedisModule_Call` by this module.
+/// `RedisModule_Call` with these arguments, counted in [`own_calls`]; None when the server has
+/// no call API. Every call this module makes goes through it. Use inside `unsafe`.
+macro_rules! module_call {
+    ($($arg:expr),+ $(,)?) => {
+        match redis_module::raw::RedisModule_Call {
+            Some(call) => {
+                $crate::state::count_own_call();
+                Some(call($($arg),+))
+            }
+            None => None,
+        }
+    };
+}
+pub(crate) use module_call;
+
+/// Notes one `RedisModule_Call` by this module (see `module_call!`).
 pub fn count_own_call() {
     OWN_CALLS.fetch_add(1, Ordering::Relaxed);
 }

@@ -26,7 +26,7 @@ use serde_json::json;
 
 use crate::commands::Call;
 use crate::reply::{string_bytes, Field, Reply, ReplyError};
-use crate::state::MainThreadCell;
+use crate::state::{module_call, MainThreadCell};
 use crate::{configs, guard, log};
 
 struct TagState {
@@ -462,11 +462,9 @@ fn call_command(
     // SAFETY: ctx is the live command context; the strings are freed after the call (the
     // reply does not reference them); "v" takes an array of RedisModuleString pointers.
     unsafe {
-        let (Some(call), Some(create), Some(free)) = (
-            raw::RedisModule_Call,
-            raw::RedisModule_CreateString,
-            raw::RedisModule_FreeString,
-        ) else {
+        let (Some(create), Some(free)) =
+            (raw::RedisModule_CreateString, raw::RedisModule_FreeString)
+        else {
             return Err(ReplyError::err("module call API missing"));
         };
         let mut argv: Vec<*mut raw::RedisModuleString> = args
@@ -474,14 +472,14 @@ fn call_command(
             .map(|a| create(ctx, a.as_ptr().cast(), a.len()))
             .collect();
         let fmt = format!("{}v\0", flags.to_str().unwrap_or(""));
-        crate::state::count_own_call();
-        let reply = call(
+        let reply = module_call!(
             ctx,
             name.as_ptr(),
             fmt.as_ptr().cast(),
             argv.as_mut_ptr(),
             argv.len(),
-        );
+        )
+        .unwrap_or(ptr::null_mut());
         for s in argv {
             free(ctx, s);
         }
@@ -853,15 +851,14 @@ unsafe fn read_string(
             std::slice::from_raw_parts(p.cast::<u8>(), len).to_vec()
         };
     }
-    let (Some(call), Some(ptr_of), Some(free)) = (
-        raw::RedisModule_Call,
+    let (Some(ptr_of), Some(free)) = (
         raw::RedisModule_CallReplyStringPtr,
         raw::RedisModule_FreeCallReply,
     ) else {
         return Vec::new();
     };
-    crate::state::count_own_call();
-    let reply = call(ctx, c"GET".as_ptr(), c"s".as_ptr(), key_name);
+    let reply =
+        module_call!(ctx, c"GET".as_ptr(), c"s".as_ptr(), key_name).unwrap_or(ptr::null_mut());
     if reply.is_null() {
         return Vec::new();
     }
