@@ -14,24 +14,6 @@ use crate::freshness::KeyHasher;
 /// Maps keyed per key or pattern: hashed with xxh3, not SipHash (they sit on the per-key path).
 type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<KeyHasher>>;
 
-/// Hashes a `u64` (a unix second) with one multiplication: the per-key path needs no more.
-#[derive(Default)]
-struct SecondHasher(u64);
-
-impl std::hash::Hasher for SecondHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = (self.0 ^ v).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-}
-
 /// Counts under a handful of distinct names (types, encodings): a linear scan of a short
 /// vector is cheaper than hashing the name.
 #[derive(Debug, Default, Clone)]
@@ -55,6 +37,19 @@ impl<K, V: Default> SmallCounts<K, V> {
 
     fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
         self.0.iter().map(|(k, v)| (k, v))
+    }
+}
+
+impl<K: AsRef<str>> SmallCounts<K, u64> {
+    /// The counts, each passed through `scale`, largest first.
+    fn ranked(&self, scale: impl Fn(u64) -> u64) -> Vec<(String, u64)> {
+        let mut v: Vec<(String, u64)> = self
+            .0
+            .iter()
+            .map(|(k, c)| (k.as_ref().to_string(), scale(*c)))
+            .collect();
+        v.sort_by_key(|x| Reverse(x.1));
+        v
     }
 }
 
@@ -301,7 +296,7 @@ pub struct Aggregator {
     top_length: TopHeap,
     top: usize,
     expiry_hours: [u64; 24],
-    expiry_seconds: HashMap<u64, u64, BuildHasherDefault<SecondHasher>>,
+    expiry_seconds: FastMap<u64, u64>,
     thresholds: Thresholds,
     candidates: FastMap<&'static str, (u64, u64, u64)>,
     keys: u64,
@@ -341,7 +336,7 @@ impl Aggregator {
             top_length: BinaryHeap::new(),
             top,
             expiry_hours: [0; 24],
-            expiry_seconds: HashMap::default(),
+            expiry_seconds: FastMap::default(),
             thresholds,
             candidates: FastMap::default(),
             keys: 0,
@@ -491,18 +486,8 @@ impl Aggregator {
                 } else {
                     0
                 };
-                let mut types: Vec<(String, u64)> = a
-                    .types
-                    .iter()
-                    .map(|(t, c)| (t.to_string(), s(*c)))
-                    .collect();
-                types.sort_by_key(|x| Reverse(x.1));
-                let mut encodings: Vec<(String, u64)> = a
-                    .encodings
-                    .iter()
-                    .map(|(t, c)| (t.clone(), s(*c)))
-                    .collect();
-                encodings.sort_by_key(|x| Reverse(x.1));
+                let types = a.types.ranked(s);
+                let encodings = a.encodings.ranked(s);
                 PatternStats {
                     pattern: name,
                     keys: s(a.keys),
