@@ -1407,6 +1407,7 @@ mod tests {
             db: 0,
             db_keys: 1000,
             keys_scanned: 1000,
+            names_drawn: 0,
             keys_matched: 1000,
             total_bytes: 1_000_000,
             elapsed_ms: 1,

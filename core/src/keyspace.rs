@@ -249,6 +249,8 @@ pub struct KeyFacts<'a> {
 
 #[derive(Debug, Clone, Default)]
 struct PatternAcc {
+    /// Names of this pattern drawn in the name phase of SAMPLES (see [`Aggregator::add_name`]).
+    names: u64,
     keys: u64,
     bytes: u64,
     sum_sq: f64,
@@ -301,6 +303,8 @@ pub struct Aggregator {
     candidates: FastMap<&'static str, (u64, u64, u64)>,
     keys: u64,
     bytes: u64,
+    /// Random names drawn in the name phase of SAMPLES, matching or not.
+    name_draws: u64,
 }
 
 fn size_bucket(v: u64) -> usize {
@@ -341,6 +345,41 @@ impl Aggregator {
             candidates: FastMap::default(),
             keys: 0,
             bytes: 0,
+            name_draws: 0,
+        }
+    }
+
+    /// Infers `name`'s pattern into `self.buf`. Past the pattern bound a new pattern is folded
+    /// into its first segment (`page:*`) while there is room for those, so big keys are not
+    /// lost in `(other)`.
+    fn infer_pattern(&mut self, name: &[u8]) {
+        self.inferrer.infer_into(name, &mut self.buf);
+        if self.patterns.len() >= MAX_PATTERNS && !self.patterns.contains_key(&self.buf) {
+            let cut = self.buf.iter().position(|&b| self.inferrer.is_delimiter(b));
+            if let Some(i) = cut {
+                self.buf.truncate(i + 1);
+                self.buf.extend_from_slice(b"*");
+            }
+        }
+    }
+
+    /// Counts one random name drawn in the name phase of SAMPLES: a cheap draw (no value is
+    /// read) that only says which pattern the name belongs to. `matched` is false when the key
+    /// fails MATCH or TYPE. Many such draws pin down each pattern's share of the keys far
+    /// better than the fully measured samples alone, which then only have to estimate each
+    /// pattern's average size (two-phase sampling, see [`Aggregator::finish`]).
+    pub fn add_name(&mut self, name: &[u8], matched: bool) {
+        self.name_draws += 1;
+        if !matched {
+            return;
+        }
+        self.infer_pattern(name);
+        if let Some(a) = self.patterns.get_mut(&self.buf) {
+            a.names += 1;
+        } else if self.patterns.len() < MAX_PATTERNS + MAX_OVERFLOW_PREFIXES {
+            self.patterns.entry(self.buf.clone()).or_default().names += 1;
+        } else {
+            self.other.names += 1;
         }
     }
 
@@ -353,17 +392,8 @@ impl Aggregator {
     pub fn add(&mut self, k: &KeyFacts) {
         self.keys += 1;
         self.bytes += k.bytes;
-        self.inferrer.infer_into(k.name, &mut self.buf);
+        self.infer_pattern(k.name);
         // Below the bound (the common case) one lookup is enough.
-        if self.patterns.len() >= MAX_PATTERNS && !self.patterns.contains_key(&self.buf) {
-            // Past the bound, a new pattern is folded into its first segment (`page:*`) while
-            // there is room for those, so big keys are not lost in `(other)`.
-            let cut = self.buf.iter().position(|&b| self.inferrer.is_delimiter(b));
-            if let Some(i) = cut {
-                self.buf.truncate(i + 1);
-                self.buf.extend_from_slice(b"*");
-            }
-        }
         let acc = if let Some(a) = self.patterns.get_mut(&self.buf) {
             a
         } else if self.patterns.len() < MAX_PATTERNS + MAX_OVERFLOW_PREFIXES {
@@ -470,41 +500,76 @@ impl Aggregator {
         let n = scanned.max(1) as f64;
         let scale = if sampled { db_keys as f64 / n } else { 1.0 };
         let s = |v: u64| (v as f64 * scale).round() as u64;
-        let total_bytes = s(self.bytes);
+        // Two-phase sampling. A pattern's key count comes from every name drawn (the name phase
+        // plus the measured samples), its average size from the measured samples alone, and
+        // its bytes are their product. Without a name phase this is the plain extrapolation.
+        let draws = (self.name_draws + scanned).max(1) as f64;
+        let total_keys = db_keys as f64;
+        let key_share = |a: &PatternAcc| (a.names + a.keys) as f64 / draws;
+        let pattern_scale = |a: &PatternAcc| {
+            if sampled {
+                total_keys * key_share(a) / a.keys.max(1) as f64
+            } else {
+                1.0
+            }
+        };
+        let all_accs = || self.patterns.values().chain(std::iter::once(&self.other));
+        let mean_bytes = self.bytes as f64 / self.keys.max(1) as f64;
+        let (total_bytes, keys_matched) = if sampled {
+            // Patterns only the name phase saw are counted at the average size of all samples.
+            let bytes: f64 = all_accs()
+                .map(|a| match a.keys {
+                    0 => total_keys * key_share(a) * mean_bytes,
+                    _ => a.bytes as f64 * pattern_scale(a),
+                })
+                .sum();
+            let keys: f64 = all_accs().map(|a| total_keys * key_share(a)).sum();
+            (bytes.round() as u64, keys.round() as u64)
+        } else {
+            (self.bytes, self.keys)
+        };
         let mut patterns: Vec<PatternStats> = self
             .patterns
             .iter()
             .map(|(p, a)| (String::from_utf8_lossy(p).into_owned(), a))
             .chain((self.other.keys > 0).then(|| ("(other)".to_string(), &self.other)))
+            .filter(|(_, a)| a.keys > 0)
             .map(|(name, a)| {
+                let scale = pattern_scale(a);
+                let sp = |v: u64| (v as f64 * scale).round() as u64;
+                let bytes = a.bytes as f64 * scale;
                 let ci = if sampled {
-                    // Per-key contribution X (bytes if in the pattern, else 0): the total is
-                    // N * mean(X), whose standard error is N * sd(X) / sqrt(n).
-                    let mean = a.bytes as f64 / n;
-                    let var = (a.sum_sq / n - mean * mean).max(0.0);
-                    (1.96 * db_keys as f64 * (var / n).sqrt()).round() as u64
+                    // bytes = N * W * mean, W the key share from `draws` names and mean the
+                    // average of `keys` measured sizes: the variance is N^2 (W^2 var(size) /
+                    // keys + mean^2 W (1 - W) / draws).
+                    let k = a.keys as f64;
+                    let mean = a.bytes as f64 / k;
+                    let var = (a.sum_sq / k - mean * mean).max(0.0);
+                    let w = key_share(a);
+                    let v = w * w * var / k + mean * mean * w * (1.0 - w) / draws;
+                    (1.96 * total_keys * v.sqrt()).round() as u64
                 } else {
                     0
                 };
-                let types = a.types.ranked(s);
-                let encodings = a.encodings.ranked(s);
+                let types = a.types.ranked(sp);
+                let encodings = a.encodings.ranked(sp);
                 PatternStats {
                     pattern: name,
-                    keys: s(a.keys),
-                    bytes: s(a.bytes),
+                    keys: sp(a.keys),
+                    bytes: bytes.round() as u64,
                     bytes_ci95: ci,
-                    share: if self.bytes > 0 {
-                        a.bytes as f64 / self.bytes as f64
+                    share: if total_bytes > 0 {
+                        bytes / total_bytes as f64
                     } else {
                         0.0
                     },
-                    avg_bytes: a.bytes / a.keys.max(1),
+                    avg_bytes: a.bytes / a.keys,
                     largest_key: String::from_utf8_lossy(&a.largest.1).into_owned(),
                     largest_bytes: a.largest.0,
                     types,
                     encodings,
-                    ttl_buckets: a.ttl.map(s),
-                    idle_buckets: a.idle.map(s),
+                    ttl_buckets: a.ttl.map(sp),
+                    idle_buckets: a.idle.map(sp),
                 }
             })
             .collect();
@@ -583,7 +648,8 @@ impl Aggregator {
             db,
             db_keys,
             keys_scanned: scanned,
-            keys_matched: s(self.keys),
+            names_drawn: self.name_draws,
+            keys_matched,
             total_bytes,
             elapsed_ms,
             patterns,
@@ -742,6 +808,49 @@ mod tests {
         assert_eq!(r.encoding_candidates.len(), 1);
         assert_eq!(r.encoding_candidates[0].config, "hash-max-listpack-entries");
         assert_eq!(r.encoding_candidates[0].suggested, 1024);
+    }
+
+    #[test]
+    fn name_draws_set_the_pattern_shares_and_samples_the_sizes() {
+        // 1,000 measured keys split evenly, but 9,000 more names say `a:*` holds 80% of the
+        // keys: the key counts follow the names, the average sizes the measured keys.
+        let mut agg = Aggregator::new(b":", 10, Thresholds::default());
+        for i in 0..1000 {
+            let (name, bytes) = if i % 2 == 0 {
+                (format!("a:{i}"), 100)
+            } else {
+                (format!("b:{i}"), 300)
+            };
+            agg.add(&facts(&name, "string", "embstr", bytes, 10, None));
+        }
+        for i in 0..9000 {
+            let name = if i % 100 < 78 {
+                format!("a:{i}")
+            } else if i % 100 < 98 {
+                format!("b:{i}")
+            } else {
+                format!("x{i}")
+            };
+            // `x...` keys fail MATCH: draws, but no pattern.
+            agg.add_name(name.as_bytes(), !name.starts_with('x'));
+        }
+        let r = agg.finish(Mode::Samples(1000), 0, 1_000_000, 1000, 1);
+        // a: (500 + 7020) / 10000 of the keys, b: (500 + 1800) / 10000.
+        let a = r.patterns.iter().find(|p| p.pattern == "a:*").unwrap();
+        let b = r.patterns.iter().find(|p| p.pattern == "b:*").unwrap();
+        assert_eq!((a.keys, b.keys), (752_000, 230_000));
+        assert_eq!((a.bytes, b.bytes), (75_200_000, 69_000_000));
+        assert_eq!(r.keys_matched, 982_000);
+        assert_eq!(r.total_bytes, 144_200_000);
+        assert_eq!(r.names_drawn, 9000);
+        // Sizes do not vary within a pattern: only the share is uncertain, from 10,000 draws.
+        let w: f64 = 0.752;
+        let expected = 1.96 * 1e6 * 100.0 * (w * (1.0 - w) / 10_000.0).sqrt();
+        assert!(
+            (a.bytes_ci95 as f64 - expected).abs() < 2.0,
+            "{}",
+            a.bytes_ci95
+        );
     }
 
     #[test]

@@ -162,6 +162,11 @@ pub struct KeyspaceReport {
     pub db_keys: u64,
     /// Keys looked at.
     pub keys_scanned: u64,
+    /// SAMPLES only: further random names drawn just to count each pattern's keys (two-phase
+    /// sampling: many cheap draws give each pattern's share of the keys, the measured samples
+    /// its average size).
+    #[serde(default)]
+    pub names_drawn: u64,
     /// Keys that matched MATCH/TYPE.
     pub keys_matched: u64,
     /// Bytes of the matched keys (extrapolated in samples mode).

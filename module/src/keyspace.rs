@@ -38,6 +38,11 @@ struct Calibration {
     failed: bool,
 }
 
+/// In SAMPLES mode, random names drawn per measured sample only to count each pattern's keys.
+/// A name draw costs a fraction of a measured sample and pins down the pattern shares, which
+/// dominate the error of a pattern's bytes (see `Aggregator::finish`).
+const NAME_DRAWS_PER_SAMPLE: u64 = 4;
+
 /// Keys compared before computed sizes are trusted.
 const CALIBRATION_KEYS: u32 = 32;
 /// After calibration, one computed key in this many is checked against MEMORY USAGE.
@@ -56,6 +61,12 @@ struct Job {
     agg: Aggregator,
     scanned: u64,
     total: u64,
+    /// SAMPLES: random names still to draw just to count each pattern's keys (the name phase,
+    /// see `Aggregator::add_name`), before the measured samples. Only when the samples are
+    /// drawn with RandomKey (see `walk`).
+    names_left: u64,
+    /// SAMPLES: the SCAN walk that draws the samples, or None to draw them with RandomKey.
+    walk: Option<SampleWalk>,
     db_keys: u64,
     started: Instant,
     finished: bool,
@@ -247,6 +258,11 @@ fn start(
         Mode::Samples(_) => ptr::null_mut(),
     };
     let top = query.top;
+    let query_mode = query.mode;
+    let walk = match query.mode {
+        Mode::Samples(n) if !in_cluster(ctx) => Some(SampleWalk::new(n, db_keys, &query)),
+        _ => None,
+    };
     let queued = JOBS.with(|j| {
         let id = j.next_id;
         j.next_id += 1;
@@ -262,6 +278,11 @@ fn start(
             agg: Aggregator::new(&delimiters, top, thresholds),
             scanned: 0,
             total,
+            names_left: match (query_mode, &walk) {
+                (Mode::Samples(n), None) => n.saturating_mul(NAME_DRAWS_PER_SAMPLE),
+                _ => 0,
+            },
+            walk,
             db_keys,
             started: Instant::now(),
             finished: false,
@@ -440,6 +461,12 @@ unsafe fn step(ctx: *mut raw::RedisModuleCtx, job: &mut Job, deadline: Instant) 
             }
         }
         Mode::Samples(_) => {
+            if job.walk.is_some() {
+                walk(ctx, job, deadline);
+                if job.walk.is_some() {
+                    return;
+                }
+            }
             let (Some(random), Some(open), Some(close), Some(free)) = (
                 raw::RedisModule_RandomKey,
                 raw::RedisModule_OpenKey,
@@ -449,6 +476,19 @@ unsafe fn step(ctx: *mut raw::RedisModuleCtx, job: &mut Job, deadline: Instant) 
                 job.cancelled = Some("no RandomKey API");
                 return;
             };
+            while job.names_left > 0 && Instant::now() < deadline {
+                // Checking the clock costs more than a name draw: draw a batch between checks.
+                for _ in 0..job.names_left.min(64) {
+                    let name = random(ctx);
+                    if name.is_null() {
+                        job.names_left = 0;
+                        break;
+                    }
+                    job.names_left -= 1;
+                    draw_name(ctx, job, name);
+                    free(ctx, name);
+                }
+            }
             while Instant::now() < deadline && job.scanned < job.total {
                 let name = random(ctx);
                 if name.is_null() {
@@ -468,6 +508,236 @@ unsafe fn step(ctx: *mut raw::RedisModuleCtx, job: &mut Job, deadline: Instant) 
             }
         }
     }
+}
+
+/// How SAMPLES draws its keys on a server that is not in a cluster: a SCAN walk from a random
+/// cursor. Redis places keys in hash-table buckets by a hash of the name, so the keys of any
+/// run of buckets are a random sample of the keys, drawn without replacement, and walking them
+/// costs far less per key than RandomKey (which samples 15 entries to return one). Every key
+/// walked counts under its pattern; one matching key in `stride` is measured. The walk stops
+/// when enough keys are measured, when it has returned as many keys as the db held, or when it
+/// has gone all the way round.
+///
+/// In a cluster the key tables are split per slot and a cursor names the slot, so a walk would
+/// cover a run of slots, and keys sharing a hash tag share a slot: such a sample would come in
+/// clumps. There, and wherever SCAN fails, the samples come from RandomKey, preceded by
+/// `NAME_DRAWS_PER_SAMPLE` name draws per sample.
+struct SampleWalk {
+    /// The next SCAN cursor.
+    cursor: u64,
+    /// Keys the walk returned.
+    walked: u64,
+    /// Walked keys that passed MATCH and TYPE.
+    matched: u64,
+    /// One matching key in this many is measured.
+    stride: u64,
+    /// Times SCAN answered cursor 0.
+    wraps: u32,
+}
+
+/// Buckets per SCAN call of a walk.
+const WALK_SCAN_COUNT: &CStr = c"200";
+
+impl SampleWalk {
+    fn new(samples: u64, db_keys: u64, query: &KeyspaceQuery) -> Self {
+        // With MATCH or TYPE every matching key walked is measured (matching keys may be
+        // rare); otherwise the walk covers up to NAME_DRAWS_PER_SAMPLE + 1 keys per sample.
+        let filtered = query.glob.is_some() || query.type_filter.is_some();
+        let stride = if filtered {
+            1
+        } else {
+            (db_keys / samples.max(1)).clamp(1, NAME_DRAWS_PER_SAMPLE + 1)
+        };
+        SampleWalk {
+            // SCAN reads the cursor as an unsigned long; any value is a valid start (its bucket
+            // is the value masked by the table size).
+            cursor: crate::state::random_u64() >> 1,
+            walked: 0,
+            matched: 0,
+            stride,
+            wraps: 0,
+        }
+    }
+}
+
+/// Whether the server runs in cluster mode.
+fn in_cluster(ctx: *mut raw::RedisModuleCtx) -> bool {
+    // SAFETY: ctx is a live context.
+    unsafe {
+        raw::RedisModule_GetContextFlags
+            .is_some_and(|f| f(ctx) as u32 & raw::REDISMODULE_CTX_FLAGS_CLUSTER != 0)
+    }
+}
+
+/// Advances the SCAN walk of a SAMPLES job until `deadline` or the end of the walk. If SCAN
+/// fails before the walk returned anything (renamed, refused), the job falls back to RandomKey
+/// (`job.walk` becomes None); a failure later cancels it.
+///
+/// # Safety
+/// `ctx` must be the slice's context, with the job's db selected.
+unsafe fn walk(ctx: *mut raw::RedisModuleCtx, job: &mut Job, deadline: Instant) {
+    let (Some(length), Some(element), Some(string_ptr), Some(free_reply)) = (
+        raw::RedisModule_CallReplyLength,
+        raw::RedisModule_CallReplyArrayElement,
+        raw::RedisModule_CallReplyStringPtr,
+        raw::RedisModule_FreeCallReply,
+    ) else {
+        job.walk = None;
+        return;
+    };
+    let read = |reply: *mut raw::RedisModuleCallReply| -> Option<&[u8]> {
+        let mut len = 0usize;
+        let p = string_ptr(reply, &mut len);
+        // SAFETY: a non-null pointer from the reply is valid for `len` bytes while the reply
+        // lives, and every slice taken here is dropped before the reply is freed.
+        (!p.is_null()).then(|| unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len) })
+    };
+    while Instant::now() < deadline {
+        let Some(w) = job.walk.as_mut() else { return };
+        if job.scanned >= job.total || w.walked >= job.db_keys || w.wraps >= 2 {
+            job.finished = true;
+            return;
+        }
+        let Ok(cursor) = std::ffi::CString::new(w.cursor.to_string()) else {
+            return;
+        };
+        let reply = module_call!(
+            ctx,
+            c"SCAN".as_ptr(),
+            c"ccc".as_ptr(),
+            cursor.as_ptr(),
+            c"COUNT".as_ptr(),
+            WALK_SCAN_COUNT.as_ptr(),
+        )
+        .unwrap_or(ptr::null_mut());
+        let parsed = if reply.is_null() || length(reply) != 2 {
+            None
+        } else {
+            read(element(reply, 0))
+                .and_then(|c| std::str::from_utf8(c).ok())
+                .and_then(|c| c.parse::<u64>().ok())
+                .map(|next| (next, element(reply, 1)))
+        };
+        let Some((next, keys)) = parsed else {
+            if !reply.is_null() {
+                free_reply(reply);
+            }
+            if w.walked == 0 {
+                log::warning("OPT.KEYSPACE: SCAN failed, sampling with RandomKey instead");
+                job.walk = None;
+            } else {
+                job.cancelled = Some("SCAN failed during the sampling walk");
+            }
+            return;
+        };
+        for i in 0..length(keys) {
+            let Some(name) = read(element(keys, i)) else {
+                continue;
+            };
+            walk_key(ctx, job, name);
+        }
+        free_reply(reply);
+        if let Some(w) = job.walk.as_mut() {
+            w.cursor = next;
+            if next == 0 {
+                w.wraps += 1;
+            }
+        }
+    }
+}
+
+/// One key returned by the walk: measured when it is the stride's turn, else counted under its
+/// pattern.
+///
+/// # Safety
+/// `ctx` must be the slice's context, with the job's db selected.
+unsafe fn walk_key(ctx: *mut raw::RedisModuleCtx, job: &mut Job, name: &[u8]) {
+    let Some(w) = job.walk.as_mut() else { return };
+    if job.scanned >= job.total {
+        return;
+    }
+    w.walked += 1;
+    let (Some(create), Some(free), Some(open), Some(close)) = (
+        raw::RedisModule_CreateString,
+        raw::RedisModule_FreeString,
+        raw::RedisModule_OpenKey,
+        raw::RedisModule_CloseKey,
+    ) else {
+        return;
+    };
+    let glob_ok = job
+        .query
+        .glob
+        .as_deref()
+        .is_none_or(|g| glob_match(g, name));
+    let needs_handle =
+        glob_ok && (job.query.type_filter.is_some() || (w.matched + 1) % w.stride == 0);
+    if !needs_handle {
+        if glob_ok {
+            w.matched += 1;
+        }
+        job.agg.add_name(name, glob_ok);
+        return;
+    }
+    let string = create(ctx, name.as_ptr().cast(), name.len());
+    let key = open(ctx, string, raw::REDISMODULE_READ as c_int);
+    // A key that vanished since SCAN returned it counts as a draw that did not match.
+    let type_ok = !key.is_null()
+        && job.query.type_filter.as_deref().is_none_or(|wanted| {
+            TYPE_NAMES[raw::RedisModule_KeyType.map_or(0, |f| f(key)).clamp(0, 7) as usize]
+                == wanted
+        });
+    if type_ok {
+        w.matched += 1;
+        if w.matched % w.stride == 0 {
+            process(ctx, job, string, key);
+        } else {
+            job.agg.add_name(name, true);
+        }
+    } else {
+        job.agg.add_name(name, false);
+    }
+    if !key.is_null() {
+        close(key);
+    }
+    free(ctx, string);
+}
+
+/// Counts one name of the name phase under its pattern, if it passes MATCH and TYPE.
+///
+/// # Safety
+/// `ctx` and `name` must be valid.
+unsafe fn draw_name(
+    ctx: *mut raw::RedisModuleCtx,
+    job: &mut Job,
+    name: *mut raw::RedisModuleString,
+) {
+    let bytes = string_bytes(name);
+    let mut matched = job
+        .query
+        .glob
+        .as_deref()
+        .is_none_or(|g| glob_match(g, bytes));
+    if matched {
+        if let Some(wanted) = job.query.type_filter.as_deref() {
+            // Only a TYPE filter makes the name phase open the key.
+            matched = match (raw::RedisModule_OpenKey, raw::RedisModule_CloseKey) {
+                (Some(open), Some(close)) => {
+                    let key = open(ctx, name, raw::REDISMODULE_READ as c_int);
+                    let kind = if key.is_null() {
+                        0
+                    } else {
+                        let k = raw::RedisModule_KeyType.map_or(0, |f| f(key));
+                        close(key);
+                        k
+                    };
+                    TYPE_NAMES[kind.clamp(0, 7) as usize] == wanted
+                }
+                _ => false,
+            };
+        }
+    }
+    job.agg.add_name(bytes, matched);
 }
 
 /// # Safety

@@ -66,3 +66,25 @@ pub fn own_calls() -> u64 {
 pub fn now_ms() -> u64 {
     EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
+
+/// Random bits (SplitMix64 over a per-process seed): XFetch draws, lock tokens, the start of
+/// a sampling walk.
+pub fn random_u64() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEED: AtomicU64 = AtomicU64::new(0);
+    if SEED.load(Ordering::Relaxed) == 0 {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64);
+        SEED.store(
+            t ^ (u64::from(std::process::id()) << 32) | 1,
+            Ordering::Relaxed,
+        );
+    }
+    let mut z = SEED
+        .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed)
+        .wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}

@@ -1112,27 +1112,6 @@ fn is_replica(ctx: *mut raw::RedisModuleCtx) -> bool {
     }
 }
 
-/// Random bits for XFetch draws and lock tokens (SplitMix64 over a per-process seed).
-fn random_u64() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static SEED: AtomicU64 = AtomicU64::new(0);
-    if SEED.load(Ordering::Relaxed) == 0 {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64);
-        SEED.store(
-            t ^ (u64::from(std::process::id()) << 32) | 1,
-            Ordering::Relaxed,
-        );
-    }
-    let mut z = SEED
-        .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed)
-        .wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
 /// `OPT.FETCH key [BETA b] [LOCK ms]`: the value, its remaining time to live, and what this
 /// caller should do (`hit`, `recompute`, `stale`, `wait`), with a lock token when it holds
 /// the recomputation lock. Replies a map: value, ttl_ms (negative once stale), action, token,
@@ -1203,8 +1182,8 @@ pub fn fetch(call: &Call) -> Result<Reply, ReplyError> {
             out
         }
     };
-    let u = ((random_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
-    let token = random_u64() | 1;
+    let u = ((crate::state::random_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+    let token = crate::state::random_u64() | 1;
     let request = FetchRequest {
         beta,
         lock_ms,

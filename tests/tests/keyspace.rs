@@ -197,6 +197,56 @@ fn samples_extrapolate_close_to_full_and_filters_apply() {
 }
 
 #[test]
+fn samples_walk_the_keyspace_and_count_every_name_walked() {
+    let server = Server::start();
+    let mut c = server.conn();
+    load(&mut c, 8000); // 10,801 keys, 2,000 of them user profiles
+    let full = keyspace(&mut c, &["FULL"]);
+    // More samples than keys: the walk goes round once and measures every key, so the
+    // estimate is the exact profile.
+    let all = keyspace(&mut c, &["SAMPLES", "20000"]);
+    assert_eq!((all.keys_scanned, all.names_drawn), (10_801, 0));
+    for f in &full.patterns {
+        let s = all
+            .patterns
+            .iter()
+            .find(|p| p.pattern == f.pattern)
+            .unwrap();
+        assert_eq!((s.keys, s.bytes), (f.keys, f.bytes), "{}", f.pattern);
+    }
+    // 1,000 samples: the walk also counts 4 more names per sample under their patterns.
+    let s = keyspace(&mut c, &["SAMPLES", "1000"]);
+    assert_eq!((s.keys_scanned, s.names_drawn), (1000, 4000));
+    let users = s
+        .patterns
+        .iter()
+        .find(|p| p.pattern == "user:*:profile")
+        .unwrap();
+    // 5,000 draws put the share's standard error near 2% of 2,000.
+    assert!((1800..=2200).contains(&users.keys), "{}", users.keys);
+    // MATCH and TYPE: every measured key matches; the walk goes on until 300 do.
+    let m = keyspace(&mut c, &["SAMPLES", "300", "MATCH", "user:*"]);
+    assert_eq!(m.keys_scanned, 300);
+    assert!(m.patterns.iter().all(|p| p.pattern.starts_with("user:")));
+    assert!(
+        (1500..=2500).contains(&m.keys_matched),
+        "{}",
+        m.keys_matched
+    );
+    let t = keyspace(&mut c, &["SAMPLES", "300", "TYPE", "hash"]);
+    assert_eq!(t.keys_scanned, 300);
+    assert!(t
+        .patterns
+        .iter()
+        .all(|p| p.types.iter().all(|(ty, _)| ty == "hash")));
+    assert!(
+        (1500..=2500).contains(&t.keys_matched),
+        "{}",
+        t.keys_matched
+    );
+}
+
+#[test]
 fn other_clients_are_served_while_it_runs_and_it_can_be_cancelled() {
     let server = Server::with_config(&["opt.scan-slice-us 100"]);
     let mut c = server.conn();
