@@ -219,9 +219,10 @@ fn start(
         .delimiters
         .clone()
         .unwrap_or_else(|| configs::string(idx::KEY_DELIMITERS).into_bytes());
-    // Sampling with replacement misses a given key with probability e^(-n/keys): asking for
-    // at least half as many samples as there are keys, look at every key instead, which is
-    // exact (the single biggest key is never missed) and about as fast.
+    // A sample of n keys misses a given key with probability 1 - n/keys (the SCAN walk) or
+    // e^(-n/keys) (RandomKey): asking for at least half as many samples as there are keys,
+    // look at every key instead, which is exact (the single biggest key is never missed) and
+    // about as fast.
     let mut query = query;
     if matches!(query.mode, Mode::Samples(n) if n.saturating_mul(2) >= db_keys) {
         query.mode = Mode::Full;
@@ -260,7 +261,7 @@ fn start(
     let top = query.top;
     let query_mode = query.mode;
     let walk = match query.mode {
-        Mode::Samples(n) if !in_cluster(ctx) => Some(SampleWalk::new(n, db_keys, &query)),
+        Mode::Samples(n) if !per_slot_key_tables(ctx) => Some(SampleWalk::new(n, db_keys, &query)),
         _ => None,
     };
     let queued = JOBS.with(|j| {
@@ -518,10 +519,10 @@ unsafe fn step(ctx: *mut raw::RedisModuleCtx, job: &mut Job, deadline: Instant) 
 /// when enough keys are measured, when it has returned as many keys as the db held, or when it
 /// has gone all the way round.
 ///
-/// In a cluster the key tables are split per slot and a cursor names the slot, so a walk would
-/// cover a run of slots, and keys sharing a hash tag share a slot: such a sample would come in
-/// clumps. There, and wherever SCAN fails, the samples come from RandomKey, preceded by
-/// `NAME_DRAWS_PER_SAMPLE` name draws per sample.
+/// In cluster mode on Redis 7.4+ and Valkey 8+ the key tables are split per slot and a cursor
+/// names the slot, so a walk would cover a run of slots, and keys sharing a hash tag share a
+/// slot: such a sample would come in clumps. There, and wherever SCAN fails, the samples come
+/// from RandomKey, preceded by `NAME_DRAWS_PER_SAMPLE` name draws per sample.
 struct SampleWalk {
     /// The next SCAN cursor.
     cursor: u64,
@@ -560,13 +561,15 @@ impl SampleWalk {
     }
 }
 
-/// Whether the server runs in cluster mode.
-fn in_cluster(ctx: *mut raw::RedisModuleCtx) -> bool {
+/// Whether the keys may sit in one table per cluster slot: cluster mode on anything newer
+/// than Redis 7.0 (7.2 has one table, but Valkey 8, which has one per slot, reports 7.2.4).
+fn per_slot_key_tables(ctx: *mut raw::RedisModuleCtx) -> bool {
     // SAFETY: ctx is a live context.
-    unsafe {
+    let cluster = unsafe {
         raw::RedisModule_GetContextFlags
             .is_some_and(|f| f(ctx) as u32 & raw::REDISMODULE_CTX_FLAGS_CLUSTER != 0)
-    }
+    };
+    cluster && crate::server::supports_aux_save2()
 }
 
 /// Advances the SCAN walk of a SAMPLES job until `deadline` or the end of the walk. If SCAN
@@ -625,6 +628,7 @@ unsafe fn walk(ctx: *mut raw::RedisModuleCtx, job: &mut Job, deadline: Instant) 
             if w.walked == 0 {
                 log::warning("OPT.KEYSPACE: SCAN failed, sampling with RandomKey instead");
                 job.walk = None;
+                job.names_left = job.total.saturating_mul(NAME_DRAWS_PER_SAMPLE);
             } else {
                 job.cancelled = Some("SCAN failed during the sampling walk");
             }
