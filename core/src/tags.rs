@@ -437,26 +437,26 @@ impl TagIndex {
         entries.len()
     }
 
-    /// Removes every key carrying any of `tags` and returns their names: what an
-    /// invalidation deletes. Works by id, with no name lookups.
-    pub fn remove_keys_with_any(&mut self, db: usize, tags: &[&[u8]]) -> Vec<Vec<u8>> {
-        let mut out = Vec::new();
+    /// Removes every key carrying any of `tags` (what an invalidation deletes) and returns how
+    /// many. Works by id, with no name lookups and no copies of names.
+    pub fn remove_keys_with_any(&mut self, db: usize, tags: &[&[u8]]) -> usize {
+        let mut removed = 0;
         for t in tags {
             loop {
                 let Some(d) = self.dbs.get(db) else {
-                    return out;
+                    return removed;
                 };
                 let Some(tid) = d.tags.find(t) else { break };
                 let Some(&k) = d.tags.slots[tid as usize].keys.last() else {
                     break;
                 };
-                let name = d.keys.slots[k as usize].name.to_vec();
-                let hk = key_hash(db, &name);
-                self.remove_key_id(db, k, hk, name_hash(&name));
-                out.push(name);
+                let name = &d.keys.slots[k as usize].name;
+                let (hk, name_h) = (key_hash(db, name), name_hash(name));
+                self.remove_key_id(db, k, hk, name_h);
+                removed += 1;
             }
         }
-        out
+        removed
     }
 
     /// Drops `key` from the index and returns its tags (to carry them to a new name).
@@ -470,31 +470,36 @@ impl TagIndex {
 
     /// Every key carrying any of `tags`, each once.
     pub fn keys_with_any(&self, db: usize, tags: &[&[u8]]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        self.for_each_key_with_any(db, tags, |name| out.push(name.to_vec()));
+        out
+    }
+
+    /// Calls `f` with the name of every key carrying any of `tags`, each once, without copying
+    /// the names (an invalidation turns them straight into the deletion's arguments).
+    pub fn for_each_key_with_any(&self, db: usize, tags: &[&[u8]], mut f: impl FnMut(&[u8])) {
         let Some(d) = self.db(db) else {
-            return Vec::new();
+            return;
         };
         if let [one] = tags {
             // One tag: its keys are distinct already.
-            return d.tags.find(one).map_or_else(Vec::new, |t| {
-                d.tags.slots[t as usize]
-                    .keys
-                    .iter()
-                    .map(|&k| d.keys.slots[k as usize].name.to_vec())
-                    .collect()
-            });
+            if let Some(t) = d.tags.find(one) {
+                for &k in &d.tags.slots[t as usize].keys {
+                    f(&d.keys.slots[k as usize].name);
+                }
+            }
+            return;
         }
         let mut seen: HashSet<u32> = HashSet::new();
-        let mut out = Vec::new();
         for t in tags {
             if let Some(t) = d.tags.find(t) {
                 for &k in &d.tags.slots[t as usize].keys {
                     if seen.insert(k) {
-                        out.push(d.keys.slots[k as usize].name.to_vec());
+                        f(&d.keys.slots[k as usize].name);
                     }
                 }
             }
         }
-        out
     }
 
     /// Number of keys carrying `tag`.
@@ -742,8 +747,11 @@ mod tests {
         let digest = ix.stats().digest;
         ix.set_tags(0, b"k3", &t(&["odd", "a", "a"]));
         assert_eq!(ix.stats().digest, digest, "same tags: nothing changes");
-        let gone = names(ix.remove_keys_with_any(0, &t(&["even", "nope"])));
-        assert_eq!(gone, vec!["k0", "k2", "k4", "k6", "k8"]);
+        assert_eq!(ix.remove_keys_with_any(0, &t(&["even", "nope"])), 5);
+        assert!(ix.keys_with_any(0, &t(&["even"])).is_empty());
+        assert!(
+            (0..10).all(|i| ix.tags_of(0, format!("k{i}").as_bytes()).is_empty() == (i % 2 == 0))
+        );
         assert_eq!(ix.tag_cardinality(0, b"a"), 5);
         assert_eq!(ix.stats().pairs, 10);
         let mut rebuilt = TagIndex::default();
