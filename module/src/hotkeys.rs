@@ -617,7 +617,7 @@ pub fn command(call: &Call) -> Result<Reply, ReplyError> {
                     // SAFETY: the command's context, on the main thread.
                     unsafe { restart_accounting(call.ctx) };
                     st.tracker.reset(now);
-                    Ok(Reply::Status("OK"))
+                    Ok(Reply::Status(c"OK"))
                 }
                 HotKeysCommand::Query(q) => {
                     // SAFETY: the command's context, on the main thread.

@@ -136,6 +136,7 @@ fn load(ctx: *mut raw::RedisModuleCtx, args: &[String]) -> Result<(), String> {
     hotkeys::init(ctx)?;
     tags::init(ctx)?;
     keyspace::init(ctx);
+    reply::init_ok_reply(ctx);
     events::subscribe(ctx)?;
     info::register(ctx)?;
     let found: Vec<String> = features

@@ -754,7 +754,7 @@ pub fn set(call: &Call) -> Result<Reply, ReplyError> {
     Ok(match (o.get, old, written) {
         (true, Some(v), _) => Reply::Bulk(v),
         (true, None, _) | (false, _, false) => Reply::Null,
-        (false, _, true) => Reply::Status("OK"),
+        (false, _, true) => Reply::Status(c"OK"),
     })
 }
 

@@ -631,3 +631,72 @@ fn optctl_invalidate_and_tags() {
     let (code, _, err) = opt_harness::optctl(&["--url", &server.url(), "invalidate"], &[]);
     assert_ne!(code, 0, "a tag is required: {err}");
 }
+
+/// The raw bytes a server sends back for `commands`, each a list of arguments, on a fresh
+/// connection (the protocol version is whatever the commands set), read until they end with
+/// `last`.
+fn raw_replies(server: &Server, commands: &[&[&str]], last: &[u8]) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    for args in commands {
+        let mut out = format!("*{}\r\n", args.len());
+        for a in *args {
+            out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        s.write_all(out.as_bytes()).unwrap();
+    }
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.ends_with(last) {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "connection closed after {got:?}");
+        got.extend_from_slice(&buf[..n]);
+    }
+    got
+}
+
+#[test]
+fn opt_set_answers_a_plain_ok_in_every_context() {
+    // OPT.SET replays a +OK kept from load instead of composing it: check RESP2, RESP3,
+    // MULTI and a script see exactly what SET would answer.
+    let server = Server::start();
+    let resp2 = raw_replies(
+        &server,
+        &[&["OPT.SET", "a", "1", "TAGS", "t"], &["PING"]],
+        b"+PONG\r\n",
+    );
+    assert_eq!(resp2, b"+OK\r\n+PONG\r\n");
+    let resp3 = raw_replies(
+        &server,
+        &[
+            &["HELLO", "3"],
+            &["OPT.SET", "b", "1", "TAGS", "t"],
+            &["PING"],
+        ],
+        b"+PONG\r\n",
+    );
+    assert!(resp3.starts_with(b"%"), "HELLO 3 answers a map");
+    assert!(resp3.ends_with(b"\r\n+OK\r\n+PONG\r\n"));
+    let multi = raw_replies(
+        &server,
+        &[
+            &["MULTI"],
+            &["OPT.SET", "c", "1", "TAGS", "t"],
+            &["SET", "d", "1"],
+            &["EXEC"],
+        ],
+        b"*2\r\n+OK\r\n+OK\r\n",
+    );
+    assert_eq!(multi, b"+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n+OK\r\n+OK\r\n");
+    let mut c = server.conn();
+    let from_lua: String = redis::cmd("EVAL")
+        .arg("return redis.call('OPT.SET', KEYS[1], '1', 'TAGS', 't')['ok']")
+        .arg(1)
+        .arg("e")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(from_lua, "OK");
+    assert_eq!(tags(&mut c, "e"), vec!["t".to_string()]);
+}
