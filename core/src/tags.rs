@@ -123,6 +123,22 @@ impl<S: Named + Default> Interner<S> {
         if let Ok(entry) = self.by_name.find_entry(hash, |&i| i == id) {
             entry.remove();
         }
+        self.release(id);
+    }
+
+    /// Finds `name` and drops it from the name table in one probe; the slot stays until
+    /// [`Interner::release`].
+    fn unlink_hashed(&mut self, name: &[u8], hash: u64) -> Option<u32> {
+        let slots = &self.slots;
+        let entry = self
+            .by_name
+            .find_entry(hash, |&id| slots[id as usize].name() == name)
+            .ok()?;
+        Some(entry.remove().0)
+    }
+
+    /// Frees slot `id` (already out of the name table) for reuse.
+    fn release(&mut self, id: u32) {
         self.slots[id as usize] = S::default();
         self.free.push(id);
     }
@@ -414,16 +430,26 @@ impl TagIndex {
         let Some(d) = self.dbs.get_mut(db) else {
             return 0;
         };
-        let name_h = name_hash(key);
-        let Some(k) = d.keys.find_hashed(key, name_h) else {
+        // One probe finds the key and drops its name (this runs for every expired tagged key).
+        let Some(k) = d.keys.unlink_hashed(key, name_hash(key)) else {
             return 0;
         };
-        self.remove_key_id(db, k, key_hash(db, key), name_h)
+        let removed = self.detach_all(db, k, key_hash(db, key));
+        self.dbs[db].keys.release(k);
+        removed
     }
 
     /// Removes key id `k` from every tag and the index. `hk` is its hash within its db (for the
     /// digest), `name_h` the `name_hash` of its name (for the name table).
     fn remove_key_id(&mut self, db: usize, k: u32, hk: u64, name_h: u64) -> usize {
+        let removed = self.detach_all(db, k, hk);
+        self.dbs[db].keys.remove_hashed(k, name_h);
+        removed
+    }
+
+    /// Takes key id `k` out of every tag's key list (its slot and name stay) and returns how
+    /// many tags it had. `hk` is its hash within its db, for the digest.
+    fn detach_all(&mut self, db: usize, k: u32, hk: u64) -> usize {
         let d = &mut self.dbs[db];
         let entries = std::mem::take(&mut d.keys.slots[k as usize].tags);
         let mut digest = 0u64;
@@ -431,7 +457,6 @@ impl TagIndex {
             digest = digest.wrapping_add(pair_hash_of(hk, d.tags.slots[t as usize].hash));
             Self::detach(d, k, t, pos as usize);
         }
-        d.keys.remove_hashed(k, name_h);
         self.pairs -= entries.len() as u64;
         self.digest = self.digest.wrapping_sub(digest);
         entries.len()
