@@ -321,6 +321,25 @@ fn keys_changing_during_the_scan_are_handled() {
     writer.join().unwrap();
     assert!(r.keys_scanned > 10_000, "{}", r.keys_scanned);
     assert_eq!(redis::cmd("PING").query::<String>(&mut c).unwrap(), "PONG");
+    // The SAMPLES walk while keys go away, down to an empty db: it ends, never hangs.
+    let writer = std::thread::spawn(move || {
+        let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        for i in 3000..6000 {
+            let _: () = redis::cmd("DEL")
+                .arg(format!("cache:item:{i}"))
+                .query(&mut c)
+                .unwrap();
+        }
+        let _: () = redis::cmd("FLUSHDB").query(&mut c).unwrap();
+    });
+    let s = keyspace(&mut c, &["SAMPLES", "5000"]);
+    writer.join().unwrap();
+    assert_eq!(s.mode, "samples");
+    assert!(s.keys_scanned <= 5000, "{}", s.keys_scanned);
+    assert_eq!(redis::cmd("PING").query::<String>(&mut c).unwrap(), "PONG");
 }
 
 #[test]
