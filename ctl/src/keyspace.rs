@@ -187,16 +187,21 @@ pub fn csv(r: &KeyspaceReport) -> String {
 
 /// The human-readable report: tables and bar charts.
 pub fn render_report(r: &KeyspaceReport) -> String {
+    let what = if r.mode == "full" {
+        "keys (every key) analysed".to_string()
+    } else if r.names_drawn > 0 {
+        format!(
+            "random keys measured and {} more names counted by pattern (sampled, extrapolated)",
+            r.names_drawn
+        )
+    } else {
+        "random keys measured (sampled, extrapolated)".to_string()
+    };
     let mut out = format!(
-        "db {}: {} keys; {} {} analysed in {} ms; {} matched, {} in all\n\n",
+        "db {}: {} keys; {} {what} in {} ms; {} matched, {} in all\n\n",
         r.db,
         r.db_keys,
         r.keys_scanned,
-        if r.mode == "full" {
-            "keys (every key)"
-        } else {
-            "random keys (sampled, extrapolated)"
-        },
         r.elapsed_ms,
         human(r.keys_matched as f64),
         bytes(r.total_bytes)
