@@ -397,6 +397,16 @@ impl TagIndex {
             return false;
         };
         let entries = &d.keys.slots[k as usize].tags;
+        // The common case: the same tags in the same order as the last write. The stored tags
+        // are distinct, so matching them one to one is enough.
+        if entries.len() == tags.len()
+            && entries
+                .iter()
+                .zip(tags)
+                .all(|(&(t, _), tag)| *d.tags.slots[t as usize].name == **tag)
+        {
+            return true;
+        }
         let distinct = tags
             .iter()
             .enumerate()
