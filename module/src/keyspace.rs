@@ -518,13 +518,22 @@ unsafe fn step(ctx: *mut raw::RedisModuleCtx, job: &mut Job, deadline: Instant) 
     }
 }
 
-/// How SAMPLES draws its keys on a server that is not in a cluster: a SCAN walk from a random
-/// cursor. Redis places keys in hash-table buckets by a hash of the name, so the keys of any
-/// run of buckets are a random sample of the keys, drawn without replacement, and walking them
-/// costs far less per key than RandomKey (which samples 15 entries to return one). Every key
-/// walked counts under its pattern; one matching key in `stride` is measured. The walk stops
-/// when enough keys are measured, when it has returned as many keys as the db held, or when it
-/// has gone all the way round.
+/// How SAMPLES draws its keys on a server that is not in a cluster: a SCAN walk. Redis places
+/// keys in hash-table buckets by a hash of the name, so the keys of any set of buckets are a
+/// random sample of the keys, and walking them costs far less per key than RandomKey (which
+/// samples 15 entries to return one). Every key walked counts under its pattern; one matching
+/// key in `stride` is measured. The walk stops when enough keys are measured, when it has
+/// returned as many keys as the db held, or when it has gone all the way round.
+///
+/// Where the walk covers a small part of the db (no filter, at least 5 keys per sample), each
+/// SCAN call starts at a new random cursor. SCAN's cursor runs in reverse-bit order, so one
+/// long run of it covers the buckets whose lowest bits take a few fixed values: a server has
+/// only a few dozen such runs, and every SAMPLES would draw one of them, so two SAMPLES of the
+/// same server would share most of their keys. (Measured: over 200 SAMPLES of one server, the
+/// spread of a pattern's error went from 1.6% to 2.6% with the server, against 1.95% in
+/// theory.) Runs of one call each (about 200 keys) are drawn from thousands of such sets,
+/// nearly independently. With MATCH or TYPE, or a small db, the walk is one run, without
+/// replacement, to cover as much of the db as it needs.
 ///
 /// In cluster mode on Redis 7.4+ and Valkey 8+ the key tables are split per slot and a cursor
 /// names the slot, so a walk would cover a run of slots, and keys sharing a hash tag share a
@@ -541,6 +550,8 @@ struct SampleWalk {
     stride: u64,
     /// Times SCAN answered cursor 0.
     wraps: u32,
+    /// Each SCAN call starts at a new random cursor (see above).
+    restart_each_call: bool,
 }
 
 /// Buckets per SCAN call of a walk.
@@ -564,6 +575,7 @@ impl SampleWalk {
             matched: 0,
             stride,
             wraps: 0,
+            restart_each_call: !filtered && stride == NAME_DRAWS_PER_SAMPLE + 1,
         }
     }
 }
@@ -649,9 +661,13 @@ unsafe fn walk(ctx: *mut raw::RedisModuleCtx, job: &mut Job, deadline: Instant) 
         }
         free_reply(reply);
         if let Some(w) = job.walk.as_mut() {
-            w.cursor = next;
-            if next == 0 {
-                w.wraps += 1;
+            if w.restart_each_call {
+                w.cursor = crate::state::random_u64() >> 1;
+            } else {
+                w.cursor = next;
+                if next == 0 {
+                    w.wraps += 1;
+                }
             }
         }
     }
