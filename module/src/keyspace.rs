@@ -552,7 +552,14 @@ struct SampleWalk {
     wraps: u32,
     /// Each SCAN call starts at a new random cursor (see above).
     restart_each_call: bool,
+    /// SCAN calls that returned no key. Restarting walks never see cursor 0 end a round, so
+    /// these end them when the keys are gone (a FLUSHDB during the walk).
+    empty_calls: u32,
 }
+
+/// Empty SCAN replies after which a restarting walk ends (each reply covers up to 2,000
+/// buckets, so a db with keys left practically never gives this many).
+const WALK_MAX_EMPTY_CALLS: u32 = 64;
 
 /// Buckets per SCAN call of a walk.
 const WALK_SCAN_COUNT: &CStr = c"200";
@@ -576,6 +583,7 @@ impl SampleWalk {
             stride,
             wraps: 0,
             restart_each_call: !filtered && stride == NAME_DRAWS_PER_SAMPLE + 1,
+            empty_calls: 0,
         }
     }
 }
@@ -616,7 +624,11 @@ unsafe fn walk(ctx: *mut raw::RedisModuleCtx, job: &mut Job, deadline: Instant) 
     };
     while Instant::now() < deadline {
         let Some(w) = job.walk.as_mut() else { return };
-        if job.scanned >= job.total || w.walked >= job.db_keys || w.wraps >= 2 {
+        if job.scanned >= job.total
+            || w.walked >= job.db_keys
+            || w.wraps >= 2
+            || w.empty_calls >= WALK_MAX_EMPTY_CALLS
+        {
             job.finished = true;
             return;
         }
@@ -653,7 +665,8 @@ unsafe fn walk(ctx: *mut raw::RedisModuleCtx, job: &mut Job, deadline: Instant) 
             }
             return;
         };
-        for i in 0..length(keys) {
+        let returned = length(keys);
+        for i in 0..returned {
             let Some(name) = read(element(keys, i)) else {
                 continue;
             };
@@ -661,6 +674,9 @@ unsafe fn walk(ctx: *mut raw::RedisModuleCtx, job: &mut Job, deadline: Instant) 
         }
         free_reply(reply);
         if let Some(w) = job.walk.as_mut() {
+            if returned == 0 {
+                w.empty_calls += 1;
+            }
             if w.restart_each_call {
                 w.cursor = crate::state::random_u64() >> 1;
             } else {

@@ -343,6 +343,38 @@ fn keys_changing_during_the_scan_are_handled() {
 }
 
 #[test]
+fn a_sampling_walk_ends_when_the_db_is_flushed_under_it() {
+    // 100k keys and SAMPLES 20000: the walk restarts at a random cursor on every SCAN call
+    // and covers 100k keys in 100 us slices, so a FLUSHDB 20 ms in lands in the middle of it.
+    // With nothing left to walk it must end, not spin.
+    let server = Server::with_config(&["opt.scan-slice-us 100"]);
+    let mut c = server.conn();
+    let mut p = redis::pipe();
+    for i in 0..100_000 {
+        p.cmd("SET").arg(format!("page:{i}")).arg("v").ignore();
+    }
+    let _: () = p.query(&mut c).unwrap();
+    let port = server.port;
+    let flusher = std::thread::spawn(move || {
+        let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        let _: () = redis::cmd("FLUSHDB").query(&mut c).unwrap();
+    });
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let s = keyspace(&mut c, &["SAMPLES", "20000"]);
+    flusher.join().unwrap();
+    assert_eq!(s.mode, "samples");
+    assert!(
+        s.keys_scanned < 20_000,
+        "the flush came too late: {}",
+        s.keys_scanned
+    );
+}
+
+#[test]
 fn works_on_a_replica_and_with_config_or_scan_renamed() {
     let master = Server::start();
     load(&mut master.conn(), 1000);
