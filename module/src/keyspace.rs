@@ -500,6 +500,8 @@ unsafe fn step(ctx: *mut raw::RedisModuleCtx, job: &mut Job, deadline: Instant) 
             while Instant::now() < deadline && job.scanned < job.total {
                 let name = random(ctx);
                 if name.is_null() {
+                    // The db is empty (flushed since the start): nothing more to sample.
+                    job.finished = true;
                     break;
                 }
                 let key = open(ctx, name, raw::REDISMODULE_READ as c_int);

@@ -342,12 +342,10 @@ fn keys_changing_during_the_scan_are_handled() {
     assert_eq!(redis::cmd("PING").query::<String>(&mut c).unwrap(), "PONG");
 }
 
-#[test]
-fn a_sampling_walk_ends_when_the_db_is_flushed_under_it() {
-    // 100k keys and SAMPLES 20000: the walk restarts at a random cursor on every SCAN call
-    // and covers 100k keys in 100 us slices, so a FLUSHDB 20 ms in lands in the middle of it.
-    // With nothing left to walk it must end, not spin.
-    let server = Server::with_config(&["opt.scan-slice-us 100"]);
+/// SAMPLES 20000 over 100k keys in 100 us slices, with a FLUSHDB 20 ms in, which lands in the
+/// middle of it: with nothing left to sample the analysis must end, not spin.
+fn sampling_ends_when_the_db_is_flushed_under_it(config: &[&str]) {
+    let server = Server::with_config(config);
     let mut c = server.conn();
     let mut p = redis::pipe();
     for i in 0..100_000 {
@@ -372,6 +370,21 @@ fn a_sampling_walk_ends_when_the_db_is_flushed_under_it() {
         "the flush came too late: {}",
         s.keys_scanned
     );
+}
+
+#[test]
+fn a_sampling_walk_ends_when_the_db_is_flushed_under_it() {
+    // The walk restarts at a random cursor on every SCAN call, so no cursor 0 ends it.
+    sampling_ends_when_the_db_is_flushed_under_it(&["opt.scan-slice-us 100"]);
+}
+
+#[test]
+fn random_key_sampling_ends_when_the_db_is_flushed_under_it() {
+    // Without SCAN the samples come from RandomKey, which finds nothing in an empty db.
+    sampling_ends_when_the_db_is_flushed_under_it(&[
+        "opt.scan-slice-us 100",
+        "rename-command SCAN \"\"",
+    ]);
 }
 
 #[test]
