@@ -364,6 +364,14 @@ pub fn optctl(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     )
 }
 
+/// A new RESP2 connection to the server on `port` (for threads, which cannot borrow the
+/// [`Server`]).
+pub fn connect(port: u16) -> redis::Connection {
+    redis::Client::open(format!("redis://127.0.0.1:{port}"))
+        .and_then(|c| c.get_connection())
+        .expect("connect to the test server")
+}
+
 /// Runs `args` (command and arguments) on `con`.
 pub fn command(con: &mut redis::Connection, args: &[&str]) -> redis::RedisResult<redis::Value> {
     let mut c = redis::cmd(args[0]);

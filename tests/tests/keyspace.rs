@@ -242,10 +242,7 @@ fn other_clients_are_served_while_it_runs_and_it_can_be_cancelled() {
     load(&mut c, 150_000);
     let port = server.port;
     let runner = std::thread::spawn(move || {
-        let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}"))
-            .unwrap()
-            .get_connection()
-            .unwrap();
+        let mut c = opt_harness::connect(port);
         redis::cmd("OPT.KEYSPACE")
             .arg("FULL")
             .query::<Value>(&mut c)
@@ -293,10 +290,7 @@ fn keys_changing_during_the_scan_are_handled() {
     load(&mut c, 20_000);
     let port = server.port;
     let writer = std::thread::spawn(move || {
-        let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}"))
-            .unwrap()
-            .get_connection()
-            .unwrap();
+        let mut c = opt_harness::connect(port);
         for i in 0..3000 {
             let _: () = redis::cmd("DEL")
                 .arg(format!("cache:item:{i}"))
@@ -323,10 +317,7 @@ fn keys_changing_during_the_scan_are_handled() {
     assert_eq!(redis::cmd("PING").query::<String>(&mut c).unwrap(), "PONG");
     // The SAMPLES walk while keys go away, down to an empty db: it ends, never hangs.
     let writer = std::thread::spawn(move || {
-        let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}"))
-            .unwrap()
-            .get_connection()
-            .unwrap();
+        let mut c = opt_harness::connect(port);
         for i in 3000..6000 {
             let _: () = redis::cmd("DEL")
                 .arg(format!("cache:item:{i}"))
@@ -354,10 +345,7 @@ fn sampling_ends_when_the_db_is_flushed_under_it(config: &[&str]) {
     let _: () = p.query(&mut c).unwrap();
     let port = server.port;
     let flusher = std::thread::spawn(move || {
-        let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}"))
-            .unwrap()
-            .get_connection()
-            .unwrap();
+        let mut c = opt_harness::connect(port);
         std::thread::sleep(Duration::from_millis(20));
         let _: () = redis::cmd("FLUSHDB").query(&mut c).unwrap();
     });

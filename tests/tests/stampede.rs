@@ -167,10 +167,7 @@ fn single_flight_under_concurrent_clients() {
         .map(|_| {
             let b = barrier.clone();
             std::thread::spawn(move || {
-                let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}"))
-                    .unwrap()
-                    .get_connection()
-                    .unwrap();
+                let mut c = opt_harness::connect(port);
                 b.wait();
                 action(&fetch(&mut c, "hot", &["LOCK", "5000"]))
             })

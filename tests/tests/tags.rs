@@ -525,10 +525,7 @@ fn concurrent_writers_and_an_invalidation_never_show_half_a_flush() {
     let _: () = pipe.query(&mut c).unwrap();
     let port = server.port;
     let watcher = std::thread::spawn(move || {
-        let mut con = redis::Client::open(format!("redis://127.0.0.1:{port}"))
-            .unwrap()
-            .get_connection()
-            .unwrap();
+        let mut con = opt_harness::connect(port);
         let mut seen = Vec::new();
         for _ in 0..2000 {
             let n: i64 = redis::cmd("EXISTS")
@@ -546,10 +543,7 @@ fn concurrent_writers_and_an_invalidation_never_show_half_a_flush() {
     let writers: Vec<_> = (0..4)
         .map(|w| {
             std::thread::spawn(move || {
-                let mut con = redis::Client::open(format!("redis://127.0.0.1:{port}"))
-                    .unwrap()
-                    .get_connection()
-                    .unwrap();
+                let mut con = opt_harness::connect(port);
                 for i in 0..200 {
                     let _: () = redis::cmd("OPT.SET")
                         .arg(format!("w{w}:{i}"))
