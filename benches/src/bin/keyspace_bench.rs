@@ -143,7 +143,13 @@ fn probe_while(port: u16, work: impl FnOnce()) -> (Vec<f64>, Vec<f64>) {
 
 fn main() {
     redis_opt_benches::use_release_module();
-    let server = Server::start_with(ServerOptions::default());
+    // KEYSPACE_BENCH_SLICE_US sets opt.scan-slice-us (default 1000), to see what shorter slices
+    // do to the other clients' latency and to FULL's time.
+    let mut options = ServerOptions::default();
+    if let Ok(us) = std::env::var("KEYSPACE_BENCH_SLICE_US") {
+        options.config.push(format!("opt.scan-slice-us {us}"));
+    }
+    let server = Server::start_with(options);
     let t = Instant::now();
     load(&server);
     let mut c = server.conn();
