@@ -144,10 +144,16 @@ fn probe_while(port: u16, work: impl FnOnce()) -> (Vec<f64>, Vec<f64>) {
 fn main() {
     redis_opt_benches::use_release_module();
     // KEYSPACE_BENCH_SLICE_US sets opt.scan-slice-us (default 1000), to see what shorter slices
-    // do to the other clients' latency and to FULL's time.
+    // do to the other clients' latency and to FULL's time. KEYSPACE_BENCH_CONFIG adds redis.conf
+    // lines, separated by `;` (`rename-command SCAN ""` measures the RandomKey sampling).
     let mut options = ServerOptions::default();
     if let Ok(us) = std::env::var("KEYSPACE_BENCH_SLICE_US") {
         options.config.push(format!("opt.scan-slice-us {us}"));
+    }
+    if let Ok(lines) = std::env::var("KEYSPACE_BENCH_CONFIG") {
+        options
+            .config
+            .extend(lines.split(';').map(|l| l.trim().to_string()));
     }
     let server = Server::start_with(options);
     let t = Instant::now();
