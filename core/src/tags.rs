@@ -8,9 +8,9 @@
 //! a tag holds a plain vector of key ids, and a key holds (tag id, position in that vector)
 //! pairs, in its slot for up to three tags (as is a name of up to 22 bytes), so a (key, tag)
 //! pair costs about 12 bytes plus its share of the key's slot (34 bytes a pair in all with 3
-//! tags a key and short names, measured), where a Redis
-//! set member costs about 60 and the tag list in the cached item more. A running digest (a sum
-//! of hashes of every (db, key, tag) triple) lets two servers compare their indexes in O(1).
+//! tags a key and short names, measured), where a Redis set member costs about 60 and the tag
+//! list in the cached item more. A running digest (a sum of hashes of every (db, key, tag)
+//! triple) lets two servers compare their indexes in O(1).
 
 use std::collections::HashSet;
 
