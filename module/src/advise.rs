@@ -57,11 +57,7 @@ pub fn run(
 /// # Safety
 /// `r` must be a live call reply.
 unsafe fn reply_text(r: *mut raw::RedisModuleCallReply) -> Option<String> {
-    let mut len = 0usize;
-    let p = raw::RedisModule_CallReplyStringPtr?(r, &mut len);
-    (!p.is_null()).then(|| {
-        String::from_utf8_lossy(std::slice::from_raw_parts(p.cast::<u8>(), len)).into_owned()
-    })
+    crate::reply::call_reply_bytes(r).map(|b| String::from_utf8_lossy(b).into_owned())
 }
 
 /// Calls a command with C-string arguments; None if it fails or is not allowed.

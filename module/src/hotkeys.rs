@@ -182,19 +182,9 @@ fn command_rows(ctx: *mut raw::RedisModuleCtx) -> Vec<CommandRow> {
             return rows;
         }
         let text = |r: *mut raw::RedisModuleCallReply| -> String {
-            let mut n = 0usize;
-            match raw::RedisModule_CallReplyStringPtr {
-                Some(f) if !r.is_null() => {
-                    let p = f(r, &mut n);
-                    if p.is_null() {
-                        String::new()
-                    } else {
-                        String::from_utf8_lossy(std::slice::from_raw_parts(p.cast::<u8>(), n))
-                            .into_owned()
-                    }
-                }
-                _ => String::new(),
-            }
+            crate::reply::call_reply_bytes(r)
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default()
         };
         let is_array = |r: *mut raw::RedisModuleCallReply| {
             !r.is_null() && kind(r) == raw::REDISMODULE_REPLY_ARRAY as c_int

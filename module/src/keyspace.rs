@@ -119,13 +119,9 @@ fn config_get(ctx: *mut raw::RedisModuleCtx, name: &CStr) -> Option<i64> {
         let mut out = None;
         if raw::RedisModule_CallReplyLength?(reply) >= 2 {
             let v = raw::RedisModule_CallReplyArrayElement?(reply, 1);
-            let mut len = 0usize;
-            let p = raw::RedisModule_CallReplyStringPtr?(v, &mut len);
-            if !p.is_null() {
-                out = std::str::from_utf8(std::slice::from_raw_parts(p.cast::<u8>(), len))
-                    .ok()
-                    .and_then(|s| s.parse().ok());
-            }
+            out = reply::call_reply_bytes(v)
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .and_then(|s| s.parse().ok());
         }
         raw::RedisModule_FreeCallReply?(reply);
         out
@@ -613,21 +609,13 @@ fn per_slot_key_tables(ctx: *mut raw::RedisModuleCtx) -> bool {
 /// # Safety
 /// `ctx` must be the slice's context, with the job's db selected.
 unsafe fn walk(ctx: *mut raw::RedisModuleCtx, job: &mut Job, deadline: Instant) {
-    let (Some(length), Some(element), Some(string_ptr), Some(free_reply)) = (
+    let (Some(length), Some(element), Some(free_reply)) = (
         raw::RedisModule_CallReplyLength,
         raw::RedisModule_CallReplyArrayElement,
-        raw::RedisModule_CallReplyStringPtr,
         raw::RedisModule_FreeCallReply,
     ) else {
         job.walk = None;
         return;
-    };
-    let read = |reply: *mut raw::RedisModuleCallReply| -> Option<&[u8]> {
-        let mut len = 0usize;
-        let p = string_ptr(reply, &mut len);
-        // SAFETY: a non-null pointer from the reply is valid for `len` bytes while the reply
-        // lives, and every slice taken here is dropped before the reply is freed.
-        (!p.is_null()).then(|| unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len) })
     };
     while Instant::now() < deadline {
         let Some(w) = job.walk.as_mut() else { return };
@@ -654,7 +642,8 @@ unsafe fn walk(ctx: *mut raw::RedisModuleCtx, job: &mut Job, deadline: Instant) 
         let parsed = if reply.is_null() || length(reply) != 2 {
             None
         } else {
-            read(element(reply, 0))
+            // Every slice read from a reply is dropped before the reply is freed.
+            reply::call_reply_bytes(element(reply, 0))
                 .and_then(|c| std::str::from_utf8(c).ok())
                 .and_then(|c| c.parse::<u64>().ok())
                 .map(|next| (next, element(reply, 1)))
@@ -674,7 +663,7 @@ unsafe fn walk(ctx: *mut raw::RedisModuleCtx, job: &mut Job, deadline: Instant) 
         };
         let returned = length(keys);
         for i in 0..returned {
-            let Some(name) = read(element(keys, i)) else {
+            let Some(name) = reply::call_reply_bytes(element(keys, i)) else {
                 continue;
             };
             walk_key(ctx, job, name);
@@ -1041,13 +1030,9 @@ unsafe fn object_encoding(
     if reply.is_null() {
         return String::new();
     }
-    let mut len = 0usize;
-    let p = raw::RedisModule_CallReplyStringPtr.map_or(ptr::null(), |f| f(reply, &mut len));
-    let out = if p.is_null() {
-        String::new()
-    } else {
-        String::from_utf8_lossy(std::slice::from_raw_parts(p.cast::<u8>(), len)).into_owned()
-    };
+    let out = reply::call_reply_bytes(reply)
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_default();
     if let Some(free) = raw::RedisModule_FreeCallReply {
         free(reply);
     }

@@ -167,11 +167,7 @@ fn info_server(ctx: *mut raw::RedisModuleCtx) -> Option<String> {
         if reply.is_null() {
             return None;
         }
-        let mut len = 0usize;
-        let ptr = raw::RedisModule_CallReplyStringPtr?(reply, &mut len);
-        let text = (!ptr.is_null()).then(|| {
-            String::from_utf8_lossy(std::slice::from_raw_parts(ptr.cast::<u8>(), len)).into_owned()
-        });
+        let text = reply::call_reply_bytes(reply).map(|b| String::from_utf8_lossy(b).into_owned());
         raw::RedisModule_FreeCallReply?(reply);
         text
     }

@@ -71,6 +71,19 @@ pub unsafe fn string_bytes<'a>(s: *mut raw::RedisModuleString) -> &'a [u8] {
     }
 }
 
+/// The bytes of a call reply that holds a string (bulk, simple, verbatim or an error), or None.
+///
+/// # Safety
+/// `r` must be null or a live call reply, which must outlive the returned borrow.
+pub unsafe fn call_reply_bytes<'a>(r: *mut raw::RedisModuleCallReply) -> Option<&'a [u8]> {
+    if r.is_null() {
+        return None;
+    }
+    let mut len = 0usize;
+    let p = raw::RedisModule_CallReplyStringPtr?(r, &mut len);
+    (!p.is_null()).then(|| std::slice::from_raw_parts(p.cast::<u8>(), len))
+}
+
 /// Writes `result` to the client of `ctx`, as JSON text when `as_json` is set.
 pub fn send(ctx: *mut raw::RedisModuleCtx, result: Result<Reply, ReplyError>, as_json: bool) {
     match result {

@@ -857,10 +857,7 @@ unsafe fn read_string(
             std::slice::from_raw_parts(p.cast::<u8>(), len).to_vec()
         };
     }
-    let (Some(ptr_of), Some(free)) = (
-        raw::RedisModule_CallReplyStringPtr,
-        raw::RedisModule_FreeCallReply,
-    ) else {
+    let Some(free) = raw::RedisModule_FreeCallReply else {
         return Vec::new();
     };
     let reply =
@@ -868,13 +865,7 @@ unsafe fn read_string(
     if reply.is_null() {
         return Vec::new();
     }
-    let mut len = 0usize;
-    let p = ptr_of(reply, &mut len);
-    let out = if p.is_null() {
-        Vec::new()
-    } else {
-        std::slice::from_raw_parts(p.cast::<u8>(), len).to_vec()
-    };
+    let out = crate::reply::call_reply_bytes(reply).map_or_else(Vec::new, <[u8]>::to_vec);
     free(reply);
     out
 }
@@ -1052,14 +1043,10 @@ fn delete_batch(
         let result = if kind == raw::REDISMODULE_REPLY_INTEGER as c_int {
             Ok(raw::RedisModule_CallReplyInteger.map_or(0, |f| f(reply)))
         } else {
-            let mut len = 0usize;
-            let p = raw::RedisModule_CallReplyStringPtr.map_or(ptr::null(), |f| f(reply, &mut len));
-            let text = if p.is_null() {
-                "deletion refused".to_string()
-            } else {
-                String::from_utf8_lossy(std::slice::from_raw_parts(p.cast::<u8>(), len))
-                    .into_owned()
-            };
+            let text = crate::reply::call_reply_bytes(reply).map_or_else(
+                || "deletion refused".to_string(),
+                |b| String::from_utf8_lossy(b).into_owned(),
+            );
             let text = text.trim();
             let (code, message) = match text.split_once(' ') {
                 Some((c, m)) if !c.is_empty() && c.chars().all(|x| x.is_ascii_uppercase()) => {
