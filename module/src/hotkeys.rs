@@ -12,8 +12,9 @@
 //! instructions on 7.0 before the filter's own work), so a filter that only skipped unsampled
 //! commands would still cost that on all of them; an unregistered one costs nothing. The gaps
 //! are exponential, so slices fall at random times and no periodic traffic stays in or out of
-//! them. Counts are scaled by each window's length over the time the filter was registered in
-//! it (`HotKeyTracker::observe`). With N = 1 the filter stays registered and counts are exact.
+//! them. Counts are scaled by the commands the server ran over the ones the filter saw (not by
+//! time: commands run slower while they are recorded; see `HotKeyTracker::observe`). With
+//! N = 1 the filter stays registered and counts are exact.
 //!
 //! What is counted: on a primary every key access; on a replica only reads, because writes
 //! there come from the master's replication stream, not from clients. Nothing is counted while
@@ -32,6 +33,7 @@ use redis_module::raw;
 
 use crate::commands::Call;
 use crate::reply::{string_bytes, Reply, ReplyError};
+use crate::server::present;
 use crate::state::{now_ms, MainThreadCell};
 use crate::{configs, guard, log};
 
@@ -39,31 +41,14 @@ struct HotKeysState {
     tracker: HotKeyTracker,
     /// The last command name looked up and its key access: pipelines repeat commands.
     last_command: ([u8; 16], usize, KeyAccess),
-    rng: u64,
 }
 
-impl HotKeysState {
-    fn next_rand(&mut self) -> u64 {
-        // xorshift64*: fast, and good enough for sampling.
-        self.rng ^= self.rng >> 12;
-        self.rng ^= self.rng << 25;
-        self.rng ^= self.rng >> 27;
-        self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// Draws the gap before the next slice, in milliseconds: exponential with a mean of
-    /// `ratio - 1` slices, so the filter is registered for 1/ratio of the time on average.
-    fn draw_gap_ms(&mut self, ratio: u64) -> i64 {
-        let u = ((self.next_rand() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
-        let mean = ratio.saturating_sub(1) as f64 * SLICE_MS as f64;
-        ((-u.ln() * mean).round() as i64).max(1)
-    }
-}
-
-/// Whether an optional API is absent (takes the pointer by value: no reference to the
-/// mutable static that holds it).
-fn missing<T>(api: Option<T>) -> bool {
-    api.is_none()
+/// Draws the gap before the next slice, in milliseconds: exponential with a mean of
+/// `ratio - 1` slices, so the filter is registered for 1/ratio of the time on average.
+fn draw_gap_ms(ratio: u64) -> i64 {
+    let u = ((crate::state::random_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+    let mean = ratio.saturating_sub(1) as f64 * SLICE_MS as f64;
+    ((-u.ln() * mean).round() as i64).max(1)
 }
 
 /// How long the filter stays registered in each slice, in milliseconds.
@@ -104,7 +89,6 @@ pub fn init(ctx: *mut raw::RedisModuleCtx) -> Result<(), String> {
                 now_ms(),
             ),
             last_command: ([0; 16], 0, KeyAccess::Skip),
-            rng: 0x9e37_79b9_7f4a_7c15 ^ (std::process::id() as u64),
         })
     });
     let rows = command_rows(ctx);
@@ -128,13 +112,13 @@ pub fn init(ctx: *mut raw::RedisModuleCtx) -> Result<(), String> {
                 Ordering::Relaxed,
             );
         }
-        if missing(raw::RedisModule_RegisterCommandFilter)
-            || missing(raw::RedisModule_CommandFilterArgsCount)
-            || missing(raw::RedisModule_CommandFilterArgGet)
+        if !present(raw::RedisModule_RegisterCommandFilter)
+            || !present(raw::RedisModule_CommandFilterArgsCount)
+            || !present(raw::RedisModule_CommandFilterArgGet)
         {
             log::warning("no command-filter API: hot keys are not tracked on this server");
         } else {
-            if missing(raw::RedisModule_UnregisterCommandFilter) {
+            if !present(raw::RedisModule_UnregisterCommandFilter) {
                 log::warning(
                     "no API to unregister a command filter: every command is counted, whatever \
                      opt.hotkeys-sample-ratio says",
@@ -521,7 +505,7 @@ unsafe extern "C" fn on_slice(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void)
                 return POLL_MS;
             }
             let ratio = configs::int(idx::HOTKEYS_SAMPLE_RATIO).max(1) as u64;
-            if ratio == 1 || missing(raw::RedisModule_UnregisterCommandFilter) {
+            if ratio == 1 || !present(raw::RedisModule_UnregisterCommandFilter) {
                 register_filter(ctx);
                 return POLL_MS;
             }
@@ -530,10 +514,7 @@ unsafe extern "C" fn on_slice(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void)
                 SLICE_MS
             } else {
                 unregister_filter(ctx);
-                STATE
-                    .with(|s| s.as_mut().map(|st| st.draw_gap_ms(ratio)))
-                    .flatten()
-                    .unwrap_or(ratio as i64 * SLICE_MS)
+                draw_gap_ms(ratio)
             }
         }
     })

@@ -40,7 +40,7 @@ pub fn version() -> Option<ServerVersion> {
 
 /// Whether a module API function pointer was filled (takes the pointer by value, so no
 /// reference to the mutable static is created).
-fn present<F>(api: Option<F>) -> bool {
+pub fn present<F>(api: Option<F>) -> bool {
     api.is_some()
 }
 
@@ -89,6 +89,15 @@ pub fn detect_features() -> Vec<Feature> {
             note: note.to_string(),
         })
         .collect()
+}
+
+/// Whether this server runs in cluster mode.
+pub fn in_cluster(ctx: *mut raw::RedisModuleCtx) -> bool {
+    // SAFETY: ctx is a live context; the flags are only read.
+    unsafe {
+        raw::RedisModule_GetContextFlags
+            .is_some_and(|f| f(ctx) as u32 & raw::REDISMODULE_CTX_FLAGS_CLUSTER != 0)
+    }
 }
 
 /// Whether the server honours `aux_save2` (Redis 7.2 and later; Valkey reports 7.2.4).

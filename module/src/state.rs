@@ -67,10 +67,9 @@ pub fn now_ms() -> u64 {
     EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
-/// Random bits (SplitMix64 over a per-process seed): XFetch draws, lock tokens, the start of
-/// a sampling walk.
+/// Random bits (SplitMix64 over a per-process seed): XFetch draws, lock tokens, hot-key slice
+/// gaps, sampling-walk cursors.
 pub fn random_u64() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
     static SEED: AtomicU64 = AtomicU64::new(0);
     if SEED.load(Ordering::Relaxed) == 0 {
         let t = std::time::SystemTime::now()

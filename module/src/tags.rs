@@ -452,7 +452,6 @@ fn key_exists(ctx: *mut raw::RedisModuleCtx, db: usize, key: &[u8]) -> bool {
 // ---------------------------------------------------------------------------------------
 // Commands.
 
-/// Calls a command through `RedisModule_Call` with byte-string arguments.
 /// Module strings made in a command's context, freed when dropped (also on an early return).
 struct OwnedStrings(*mut raw::RedisModuleCtx, Vec<*mut raw::RedisModuleString>);
 
@@ -965,7 +964,7 @@ pub fn invalidate(call: &Call) -> Result<Reply, ReplyError> {
     // access), so keys go in one call per slot. All calls run inside this command, so the
     // invalidation stays atomic on this shard. The arguments are made straight from the
     // index's names: copying 100k names first cost an allocation and a free per key.
-    let cluster = in_cluster(call.ctx);
+    let cluster = crate::server::in_cluster(call.ctx);
     let mut by_slot: std::collections::BTreeMap<u16, OwnedStrings> = Default::default();
     // SAFETY: reading a function pointer filled at load.
     let create = unsafe { raw::RedisModule_CreateString }
@@ -1066,15 +1065,6 @@ fn delete_batch(
             free(reply);
         }
         result
-    }
-}
-
-/// Whether this server runs in cluster mode.
-fn in_cluster(ctx: *mut raw::RedisModuleCtx) -> bool {
-    // SAFETY: ctx is a live context.
-    unsafe {
-        raw::RedisModule_GetContextFlags
-            .is_some_and(|f| f(ctx) as u32 & raw::REDISMODULE_CTX_FLAGS_CLUSTER != 0)
     }
 }
 
