@@ -93,6 +93,18 @@ pub struct KeyspaceQuery {
     pub delimiters: Option<Vec<u8>>,
 }
 
+impl KeyspaceQuery {
+    /// Whether a key named `name` passes MATCH.
+    pub fn name_matches(&self, name: &[u8]) -> bool {
+        self.glob.as_deref().is_none_or(|g| glob_match(g, name))
+    }
+
+    /// Whether a key of type `type_name` passes TYPE.
+    pub fn type_matches(&self, type_name: &str) -> bool {
+        self.type_filter.as_deref().is_none_or(|t| t == type_name)
+    }
+}
+
 /// What `OPT.KEYSPACE ...` asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyspaceCommand {
