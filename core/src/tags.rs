@@ -32,157 +32,105 @@ struct KeySlot {
     tags: TagList,
 }
 
-/// Longest key name kept in the slot itself.
-const INLINE_NAME: usize = 22;
+/// A key's name, in the slot up to 22 bytes (`user:42:profile`, `page:1234`). A short name
+/// costs no allocation of its own: no malloc when a key is tagged, no free when it expires or
+/// is deleted (the cost that runs for every expired tagged key), and no allocator rounding.
+/// Longer names cost 8 bytes more than a plain boxed name would.
+type KeyName = Compact<u8, 22>;
 
-/// A key's name: in the slot up to [`INLINE_NAME`] bytes (`user:42:profile`, `page:1234`),
-/// on the heap beyond. A short name then costs no allocation of its own: no malloc when a key
-/// is tagged, no free when it expires or is deleted (the cost that runs for every expired
-/// tagged key), and no allocator rounding. Longer names cost 8 bytes more than a plain boxed
-/// name would.
-#[derive(Clone)]
-enum KeyName {
-    Inline { len: u8, bytes: [u8; INLINE_NAME] },
-    Heap(Box<[u8]>),
-}
+/// A key's (tag id, position) pairs, in the slot up to 3 tags. Most keys carry a few tags,
+/// and keeping them in the slot saves an allocation per key (16 bytes per key with 3 tags), an
+/// allocation and a free per write or removal, and a cache miss each time a key's position in
+/// a tag is looked up or fixed.
+type TagList = Compact<(u32, u32), 3>;
 
-impl Default for KeyName {
-    fn default() -> Self {
-        KeyName::Inline {
-            len: 0,
-            bytes: [0; INLINE_NAME],
-        }
-    }
-}
-
-impl From<&[u8]> for KeyName {
-    fn from(name: &[u8]) -> Self {
-        if name.len() <= INLINE_NAME {
-            let mut bytes = [0; INLINE_NAME];
-            bytes[..name.len()].copy_from_slice(name);
-            KeyName::Inline {
-                len: name.len() as u8,
-                bytes,
-            }
-        } else {
-            KeyName::Heap(name.into())
-        }
-    }
-}
-
-impl std::ops::Deref for KeyName {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match self {
-            KeyName::Inline { len, bytes } => &bytes[..*len as usize],
-            KeyName::Heap(b) => b,
-        }
-    }
-}
-
-impl std::fmt::Debug for KeyName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:?}", String::from_utf8_lossy(self))
-    }
-}
-
-impl KeyName {
-    /// Heap bytes held beyond the slot.
-    fn heap_bytes(&self) -> usize {
-        match self {
-            KeyName::Inline { .. } => 0,
-            KeyName::Heap(b) => b.len(),
-        }
-    }
-}
-
-/// Tags a key holds without a heap allocation of their own.
-const INLINE_TAGS: usize = 3;
-
-/// A key's (tag id, position) pairs: in the slot up to [`INLINE_TAGS`], on the heap beyond,
-/// sized exactly. Most keys carry a few tags, and keeping them in the slot saves an allocation
-/// per key (16 bytes per key with 3 tags), an allocation and a free per write or removal, and
-/// a cache miss each time a key's position in a tag is looked up or fixed.
+/// A short sequence kept inline up to `N` items, on the heap beyond (sized exactly).
 #[derive(Debug, Clone)]
-enum TagList {
-    Inline {
-        len: u8,
-        items: [(u32, u32); INLINE_TAGS],
-    },
-    Heap(Box<[(u32, u32)]>),
+enum Compact<T, const N: usize> {
+    Inline { len: u8, items: [T; N] },
+    Heap(Box<[T]>),
 }
 
-impl Default for TagList {
+impl<T: Copy + Default, const N: usize> Default for Compact<T, N> {
     fn default() -> Self {
-        TagList::Inline {
+        Compact::Inline {
             len: 0,
-            items: [(0, 0); INLINE_TAGS],
+            items: [T::default(); N],
         }
     }
 }
 
-impl From<Vec<(u32, u32)>> for TagList {
-    fn from(v: Vec<(u32, u32)>) -> Self {
-        if v.len() <= INLINE_TAGS {
-            let mut items = [(0, 0); INLINE_TAGS];
-            items[..v.len()].copy_from_slice(&v);
-            TagList::Inline {
+impl<T: Copy + Default, const N: usize> From<&[T]> for Compact<T, N> {
+    fn from(v: &[T]) -> Self {
+        if v.len() <= N {
+            let mut items = [T::default(); N];
+            items[..v.len()].copy_from_slice(v);
+            Compact::Inline {
                 len: v.len() as u8,
                 items,
             }
         } else {
-            TagList::Heap(v.into_boxed_slice())
+            Compact::Heap(v.into())
         }
     }
 }
 
-impl std::ops::Deref for TagList {
-    type Target = [(u32, u32)];
-    fn deref(&self) -> &Self::Target {
+impl<T, const N: usize> std::ops::Deref for Compact<T, N> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
         match self {
-            TagList::Inline { len, items } => &items[..*len as usize],
-            TagList::Heap(b) => b,
+            Compact::Inline { len, items } => &items[..*len as usize],
+            Compact::Heap(b) => b,
         }
     }
 }
 
-impl std::ops::DerefMut for TagList {
-    fn deref_mut(&mut self) -> &mut Self::Target {
+impl<T, const N: usize> std::ops::DerefMut for Compact<T, N> {
+    fn deref_mut(&mut self) -> &mut [T] {
         match self {
-            TagList::Inline { len, items } => &mut items[..*len as usize],
-            TagList::Heap(b) => b,
+            Compact::Inline { len, items } => &mut items[..*len as usize],
+            Compact::Heap(b) => b,
         }
     }
 }
 
-impl TagList {
-    /// Appends a pair.
-    fn push(&mut self, pair: (u32, u32)) {
+impl<T: Copy + Default, const N: usize> Compact<T, N> {
+    /// Appends an item.
+    fn push(&mut self, item: T) {
         match self {
-            TagList::Inline { len, items } if (*len as usize) < INLINE_TAGS => {
-                items[*len as usize] = pair;
+            Compact::Inline { len, items } if (*len as usize) < N => {
+                items[*len as usize] = item;
                 *len += 1;
             }
             _ => {
                 let mut v = self.to_vec();
-                v.push(pair);
-                *self = TagList::Heap(v.into_boxed_slice());
+                v.push(item);
+                *self = Compact::Heap(v.into_boxed_slice());
             }
         }
     }
 
-    /// Removes the pair at `i`, moving the last one into its place.
+    /// Removes the item at `i`, moving the last one into its place.
     fn swap_remove(&mut self, i: usize) {
-        let mut v = self.to_vec();
-        v.swap_remove(i);
-        *self = TagList::from(v);
+        match self {
+            Compact::Inline { len, items } => {
+                let last = *len as usize - 1;
+                items[i] = items[last];
+                *len -= 1;
+            }
+            Compact::Heap(_) => {
+                let mut v = self.to_vec();
+                v.swap_remove(i);
+                *self = Compact::from(v.as_slice());
+            }
+        }
     }
 
     /// Heap bytes held beyond the slot.
     fn heap_bytes(&self) -> usize {
         match self {
-            TagList::Inline { .. } => 0,
-            TagList::Heap(b) => b.len() * 8,
+            Compact::Inline { .. } => 0,
+            Compact::Heap(b) => std::mem::size_of_val::<[T]>(b),
         }
     }
 }
@@ -510,7 +458,7 @@ impl TagIndex {
             added += 1;
             digest = digest.wrapping_add(pair_hash(hk, t));
         }
-        d.keys.slots[k as usize].tags = TagList::from(entries);
+        d.keys.slots[k as usize].tags = TagList::from(entries.as_slice());
         self.pairs += added;
         self.digest = self.digest.wrapping_add(digest);
     }
