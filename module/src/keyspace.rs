@@ -839,8 +839,12 @@ unsafe fn process(
             )
         } else {
             match short_string(ctx, job, keyname, name.len(), length) {
-                Some(found) => found,
-                None => {
+                ShortString::Matched(encoding, bytes) => (encoding, bytes),
+                ShortString::Unmatched(bytes) => {
+                    asked_encoding = object_encoding(ctx, keyname);
+                    (&asked_encoding, bytes)
+                }
+                ShortString::NotCalibrated => {
                     asked_encoding = object_encoding(ctx, keyname);
                     let bytes = key_bytes(ctx, job, keyname, name.len(), &asked_encoding, length);
                     (&asked_encoding, bytes)
@@ -1018,8 +1022,8 @@ unsafe fn object_encoding(
 /// and reading its value to tell would change it: `RedisModule_StringDMA` turns every int or
 /// embstr string it reads into a raw one, which costs memory and changes what OBJECT ENCODING
 /// says. So the module asks MEMORY USAGE and picks the encoding whose computed size matches,
-/// once the calibration constant is known. Returns None (ask the server) before that, or when
-/// no encoding matches.
+/// once the calibration constant is known. When no encoding matches, the computed sizes are
+/// wrong for this server: they are turned off for the rest of the analysis.
 ///
 /// # Safety
 /// `ctx` and `keyname` must be valid.
@@ -1029,20 +1033,43 @@ unsafe fn short_string(
     keyname: *mut raw::RedisModuleString,
     key_len: usize,
     length: u64,
-) -> Option<(&'static str, u64)> {
+) -> ShortString {
     let cal = &job.calibration;
     if cal.failed || cal.agreeing < CALIBRATION_KEYS {
-        return None;
+        return ShortString::NotCalibrated;
     }
-    let constant = cal.constant?;
-    let classes = size_classes()?;
-    let asked = memory_usage(ctx, keyname)?;
-    ["int", "embstr", "raw"].into_iter().find_map(|encoding| {
-        let part = string_key_bytes(key_len, encoding, length as usize, |n| {
+    let (Some(constant), Some(classes)) = (cal.constant, size_classes()) else {
+        return ShortString::NotCalibrated;
+    };
+    let Some(asked) = memory_usage(ctx, keyname) else {
+        return ShortString::NotCalibrated;
+    };
+    let found = ["int", "embstr", "raw"].into_iter().find(|encoding| {
+        string_key_bytes(key_len, encoding, length as usize, |n| {
             classes.get(n).map(|&c| c as usize)
-        })?;
-        (part as i64 + constant == asked as i64).then_some((encoding, asked))
-    })
+        })
+        .is_some_and(|part| part as i64 + constant == asked as i64)
+    });
+    match found {
+        Some(encoding) => ShortString::Matched(encoding, asked),
+        None => {
+            // The computed sizes disagree with the server for this key (Valkey 8, for one,
+            // sizes a short key differently): stop trusting them, as key_bytes does on a
+            // spot check, and keep the size the server gave.
+            job.calibration.failed = true;
+            ShortString::Unmatched(asked)
+        }
+    }
+}
+
+/// What `short_string` learned about a string of at most 20 bytes.
+enum ShortString {
+    /// Its encoding and its bytes (MEMORY USAGE, which the computed size matched).
+    Matched(&'static str, u64),
+    /// Its bytes (MEMORY USAGE), which no computed size matched: the encoding must be asked.
+    Unmatched(u64),
+    /// Computed sizes are not trusted yet (or no more): ask the server for everything.
+    NotCalibrated,
 }
 
 /// Ends a job: destroys its cursor and unblocks its client with the report or the reason.
