@@ -120,7 +120,7 @@ pub const CONFIGS: &[ConfigSpec] = &[
             min: 100,
             max: 100_000,
         },
-        doc: "main-thread time of one OPT.KEYSPACE slice, in microseconds; clients run between slices",
+        doc: "longest main-thread time of one OPT.KEYSPACE slice, in microseconds (half while clients are active); clients run between slices",
     },
     ConfigSpec {
         name: "advise-ignore",

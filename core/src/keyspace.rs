@@ -238,6 +238,27 @@ pub fn glob_match(p: &[u8], s: &[u8]) -> bool {
     }
 }
 
+/// How long after the last client command between slices the analysis keeps its slices short.
+pub const CLIENTS_ACTIVE_FOR_MS: u64 = 100;
+
+/// The shortest slice, in microseconds (the configuration's floor too).
+pub const MIN_SLICE_US: u64 = 100;
+
+/// The main-thread time of the next analysis slice, in microseconds.
+///
+/// `max_us` is `opt.scan-slice-us`; `since_clients_ms` is how long ago client commands last
+/// ran between two slices (None: not since the analysis started). A command that arrives
+/// during a slice waits for the rest of it, so while clients are active the slices are half
+/// as long (their latency halves, the analysis takes a few percent longer); on an idle server
+/// the analysis runs full slices and ends sooner.
+pub fn slice_budget_us(max_us: u64, since_clients_ms: Option<u64>) -> u64 {
+    let max_us = max_us.max(MIN_SLICE_US);
+    match since_clients_ms {
+        Some(ms) if ms < CLIENTS_ACTIVE_FOR_MS => (max_us / 2).max(MIN_SLICE_US),
+        _ => max_us,
+    }
+}
+
 /// What the module learns about one key.
 #[derive(Debug, Clone, Copy)]
 pub struct KeyFacts<'a> {
@@ -696,6 +717,17 @@ fn push_top(heap: &mut TopHeap, n: usize, rank: u64, name: &[u8], item: impl FnO
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slices_are_half_as_long_while_clients_are_active() {
+        assert_eq!(slice_budget_us(1000, None), 1000);
+        assert_eq!(slice_budget_us(1000, Some(0)), 500);
+        assert_eq!(slice_budget_us(1000, Some(CLIENTS_ACTIVE_FOR_MS - 1)), 500);
+        assert_eq!(slice_budget_us(1000, Some(CLIENTS_ACTIVE_FOR_MS)), 1000);
+        // Never below the floor, whatever the configuration says.
+        assert_eq!(slice_budget_us(150, Some(1)), MIN_SLICE_US);
+        assert_eq!(slice_budget_us(10, None), MIN_SLICE_US);
+    }
 
     fn facts<'a>(
         name: &'a str,

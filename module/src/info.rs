@@ -55,6 +55,9 @@ fn fields() -> Vec<(&'static str, Field)> {
         "keyspace_slice_max_us",
         Field::Count(crate::keyspace::slice_max_us()),
     ));
+    let (slices, shortened) = crate::keyspace::slice_counts();
+    out.push(("keyspace_slices", Field::Count(slices)));
+    out.push(("keyspace_slices_shortened", Field::Count(shortened)));
     out.push((
         "panics_caught",
         Field::Count(guard::PANICS_CAUGHT.load(Ordering::Relaxed)),

@@ -1,7 +1,8 @@
 //! `OPT.KEYSPACE`: the memory profile, computed in the server without stalling it.
 //!
 //! The calling client is blocked; a timer runs the analysis in slices of at most
-//! `opt.scan-slice-us` of main-thread time, and other clients are served between slices. FULL
+//! `opt.scan-slice-us` of main-thread time (half of it while other clients send commands, see
+//! `opt_core::keyspace::slice_budget_us`), and other clients are served between slices. FULL
 //! walks every key with `RedisModule_Scan`; SAMPLES picks random keys. For each key the module
 //! reads its type, length, TTL and idle time from the key handle, and its bytes from `MEMORY
 //! USAGE` (the server's own accounting). The aggregation is `opt_core::keyspace`. A running
@@ -10,13 +11,15 @@
 
 use std::ffi::{c_int, c_void, CStr};
 use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use opt_core::advise::AdviseQuery;
 use opt_core::config::idx;
 use opt_core::keyspace::{
-    parse_command, Aggregator, KeyFacts, KeyspaceCommand, KeyspaceQuery, Mode, Thresholds,
+    parse_command, slice_budget_us, Aggregator, KeyFacts, KeyspaceCommand, KeyspaceQuery, Mode,
+    Thresholds,
 };
 use opt_core::memsize::string_key_bytes;
 use opt_core::report::{KeyspaceProgress, KeyspaceReport};
@@ -85,13 +88,63 @@ struct Jobs {
     list: Vec<Job>,
     next_id: u64,
     timer_armed: bool,
+    /// When a slice last found that client commands had run since the slice before it.
+    clients_seen_at: Option<Instant>,
 }
 
 static JOBS: MainThreadCell<Jobs> = MainThreadCell::new(Jobs {
     list: Vec::new(),
     next_id: 1,
     timer_armed: false,
+    clients_seen_at: None,
 });
+
+/// A command filter registered while analyses run, so that slices know whether clients are
+/// being served (see `opt_core::keyspace::slice_budget_us`). It ignores this module's own
+/// calls; it costs about 80 instructions per command, and nothing when no analysis runs.
+static CLIENT_FILTER: AtomicPtr<raw::RedisModuleCommandFilter> = AtomicPtr::new(ptr::null_mut());
+/// Set by that filter, read and cleared by each slice.
+static CLIENT_COMMANDS: AtomicBool = AtomicBool::new(false);
+
+/// # Safety
+/// Called by Redis for each command while the filter is registered; touches no argument.
+unsafe extern "C" fn note_client_command(_fctx: *mut raw::RedisModuleCommandFilterCtx) {
+    CLIENT_COMMANDS.store(true, Ordering::Relaxed);
+}
+
+/// Registers the client filter if it is not (without the API, slices keep their full length).
+///
+/// # Safety
+/// `ctx` must be a live context of this module, on the main thread.
+unsafe fn watch_clients(ctx: *mut raw::RedisModuleCtx) {
+    if !CLIENT_FILTER.load(Ordering::Relaxed).is_null() {
+        return;
+    }
+    if let Some(register) = raw::RedisModule_RegisterCommandFilter {
+        let f = register(
+            ctx,
+            Some(note_client_command),
+            raw::REDISMODULE_CMDFILTER_NOSELF as c_int,
+        );
+        CLIENT_FILTER.store(f, Ordering::Relaxed);
+    }
+}
+
+/// Unregisters the client filter when no analysis is left.
+///
+/// # Safety
+/// `ctx` must be a live context of this module, on the main thread.
+unsafe fn unwatch_clients(ctx: *mut raw::RedisModuleCtx) {
+    let f = CLIENT_FILTER.load(Ordering::Relaxed);
+    if f.is_null() {
+        return;
+    }
+    if let Some(unregister) = raw::RedisModule_UnregisterCommandFilter {
+        if unregister(ctx, f) == raw::REDISMODULE_OK as c_int {
+            CLIENT_FILTER.store(ptr::null_mut(), Ordering::Relaxed);
+        }
+    }
+}
 
 /// What the blocked client receives when its analysis ends.
 struct Outcome {
@@ -295,6 +348,8 @@ fn start(
         });
         arm_timer(ctx, j);
     });
+    // SAFETY: ctx is the command's context, on the main thread.
+    unsafe { watch_clients(ctx) };
     if queued.is_none() {
         log::warning("OPT.KEYSPACE: job list busy");
     }
@@ -307,10 +362,9 @@ fn now_ms() -> i64 {
 }
 
 /// A context for the slices that run from the event loop (which gives them none).
-static SLICE_CTX: std::sync::atomic::AtomicPtr<raw::RedisModuleCtx> =
-    std::sync::atomic::AtomicPtr::new(ptr::null_mut());
+static SLICE_CTX: AtomicPtr<raw::RedisModuleCtx> = AtomicPtr::new(ptr::null_mut());
 /// The write end of the wake-up pipe (-1: none, slices use a timer).
-static WAKE_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
 
 /// Sets up the slice scheduling (called once at load): a pipe whose read end is in the
 /// server's event loop. Writing a byte makes the next event-loop iteration queue a slice that
@@ -344,8 +398,8 @@ pub fn init(ctx: *mut raw::RedisModuleCtx) {
             libc::close(fds[1]);
             return;
         }
-        SLICE_CTX.store(detach(ctx), std::sync::atomic::Ordering::Relaxed);
-        WAKE_FD.store(fds[1], std::sync::atomic::Ordering::Relaxed);
+        SLICE_CTX.store(detach(ctx), Ordering::Relaxed);
+        WAKE_FD.store(fds[1], Ordering::Relaxed);
     }
 }
 
@@ -354,7 +408,7 @@ fn arm_timer(ctx: *mut raw::RedisModuleCtx, jobs: &mut Jobs) {
     if jobs.timer_armed {
         return;
     }
-    let fd = WAKE_FD.load(std::sync::atomic::Ordering::Relaxed);
+    let fd = WAKE_FD.load(Ordering::Relaxed);
     // SAFETY: fd is the pipe's write end; ctx is valid; `run_slice` has the timer signature.
     unsafe {
         if fd >= 0 && libc::write(fd, [1u8].as_ptr().cast(), 1) == 1 {
@@ -386,7 +440,7 @@ unsafe extern "C" fn on_wake(fd: c_int, _data: *mut c_void, _mask: c_int) {
 /// # Safety
 /// Called on the main thread, from the server's one-shot queue or from `on_wake`.
 unsafe extern "C" fn slice_after_clients(_data: *mut c_void) {
-    let ctx = SLICE_CTX.load(std::sync::atomic::Ordering::Relaxed);
+    let ctx = SLICE_CTX.load(Ordering::Relaxed);
     if !ctx.is_null() {
         run_slice(ctx, ptr::null_mut());
     }
@@ -396,16 +450,24 @@ unsafe extern "C" fn slice_after_clients(_data: *mut c_void) {
 /// Called by Redis on the main thread when the timer fires (or from `on_wake`).
 unsafe extern "C" fn run_slice(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
     guard::catch_and_log("OPT.KEYSPACE slice", || {
-        let budget = Duration::from_micros(configs::int(idx::SCAN_SLICE_US).max(100) as u64);
         let slice_start = Instant::now();
-        let deadline = slice_start + budget;
         // Take the jobs out, so the per-key work (which calls into the server) holds no borrow.
-        let mut jobs = JOBS
+        let (mut jobs, since_clients_ms) = JOBS
             .with(|j| {
                 j.timer_armed = false;
-                std::mem::take(&mut j.list)
+                if CLIENT_COMMANDS.swap(false, Ordering::Relaxed) {
+                    j.clients_seen_at = Some(slice_start);
+                }
+                let since = j
+                    .clients_seen_at
+                    .map(|t| slice_start.duration_since(t).as_millis() as u64);
+                (std::mem::take(&mut j.list), since)
             })
             .unwrap_or_default();
+        let max_us = configs::int(idx::SCAN_SLICE_US).max(0) as u64;
+        let full_budget = Duration::from_micros(slice_budget_us(max_us, None));
+        let budget = Duration::from_micros(slice_budget_us(max_us, since_clients_ms));
+        let deadline = slice_start + budget;
         for job in jobs.iter_mut() {
             if Instant::now() >= deadline {
                 break;
@@ -422,13 +484,26 @@ unsafe extern "C" fn run_slice(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void
             finish(job);
         }
         let took = slice_start.elapsed().as_micros() as u64;
-        SLICE_MAX_US.fetch_max(took, std::sync::atomic::Ordering::Relaxed);
-        JOBS.with(|j| {
-            j.list.extend(running);
-            if !j.list.is_empty() {
-                arm_timer(ctx, j);
-            }
-        });
+        SLICE_MAX_US.fetch_max(took, Ordering::Relaxed);
+        SLICES.fetch_add(1, Ordering::Relaxed);
+        if budget < full_budget {
+            SLICES_SHORTENED.fetch_add(1, Ordering::Relaxed);
+        }
+        let idle = JOBS
+            .with(|j| {
+                j.list.extend(running);
+                if j.list.is_empty() {
+                    j.clients_seen_at = None;
+                } else {
+                    arm_timer(ctx, j);
+                }
+                j.list.is_empty()
+            })
+            .unwrap_or(false);
+        if idle {
+            // SAFETY: ctx is this slice's context, on the main thread.
+            unsafe { unwatch_clients(ctx) };
+        }
     });
 }
 
@@ -1165,11 +1240,24 @@ unsafe extern "C" fn on_disconnect(
 }
 
 /// The longest slice so far, in microseconds (INFO: how long a client may have waited).
-static SLICE_MAX_US: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static SLICE_MAX_US: AtomicU64 = AtomicU64::new(0);
 
 /// The longest slice so far, in microseconds.
 pub fn slice_max_us() -> u64 {
-    SLICE_MAX_US.load(std::sync::atomic::Ordering::Relaxed)
+    SLICE_MAX_US.load(Ordering::Relaxed)
+}
+
+/// Slices run since the module loaded, and how many of them were shortened because clients
+/// were being served.
+static SLICES: AtomicU64 = AtomicU64::new(0);
+static SLICES_SHORTENED: AtomicU64 = AtomicU64::new(0);
+
+/// Slices run, and slices shortened (for INFO).
+pub fn slice_counts() -> (u64, u64) {
+    (
+        SLICES.load(Ordering::Relaxed),
+        SLICES_SHORTENED.load(Ordering::Relaxed),
+    )
 }
 
 /// Running analyses (for INFO).

@@ -284,6 +284,53 @@ fn other_clients_are_served_while_it_runs_and_it_can_be_cancelled() {
 }
 
 #[test]
+fn slices_are_shorter_while_other_clients_are_served() {
+    let server = Server::with_config(&["opt.scan-slice-us 400"]);
+    let mut c = server.conn();
+    load(&mut c, 60_000);
+    let counts = |c: &mut Connection| {
+        (
+            opt_harness::info_int(c, "opt", "opt_keyspace_slices"),
+            opt_harness::info_int(c, "opt", "opt_keyspace_slices_shortened"),
+        )
+    };
+
+    // Alone on the server, the analysis runs full slices.
+    let alone = keyspace(&mut c, &["FULL"]);
+    let (slices, shortened) = counts(&mut c);
+    assert!(
+        slices > 1,
+        "FULL over 60k keys takes several slices: {slices}"
+    );
+    assert_eq!(shortened, 0, "no client ran a command during the analysis");
+
+    // While another client sends commands, the slices after them are half as long.
+    let port = server.port;
+    let runner = std::thread::spawn(move || keyspace(&mut opt_harness::connect(port), &["FULL"]));
+    let mut seen_running = false;
+    while !runner.is_finished() {
+        let p: Vec<KeyspaceProgress> = opt_harness::json(&mut c, &["OPT.KEYSPACE", "STATUS"]);
+        seen_running |= !p.is_empty();
+    }
+    let busy = runner.join().unwrap();
+    let (slices_after, shortened_after) = counts(&mut c);
+    assert!(slices_after > slices);
+    if seen_running {
+        // A STATUS ran while the analysis was in the list, so at least its next slice was short.
+        assert!(
+            shortened_after > 0,
+            "{shortened_after} of {} slices shortened",
+            slices_after - slices
+        );
+    }
+    assert!(shortened_after <= slices_after - slices);
+    // Shorter slices change nothing in the result.
+    assert_eq!(busy.keys_scanned, alone.keys_scanned);
+    assert_eq!(busy.total_bytes, alone.total_bytes);
+    assert_eq!(busy.patterns, alone.patterns);
+}
+
+#[test]
 fn keys_changing_during_the_scan_are_handled() {
     let server = Server::with_config(&["opt.scan-slice-us 100"]);
     let mut c = server.conn();

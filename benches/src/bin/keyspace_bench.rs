@@ -249,6 +249,15 @@ fn main() {
         percentile(&mut get, 0.99),
         percentile(&mut get, 1.0),
     );
+    println!(
+        "  PING p50 {:.2} / p90 {:.2} ms, GET p50 {:.2} / p90 {:.2} ms; probes over 1 ms: {:.1}%",
+        percentile(&mut ping, 0.5),
+        percentile(&mut ping, 0.9),
+        percentile(&mut get, 0.5),
+        percentile(&mut get, 0.9),
+        100.0 * (ping.iter().chain(get.iter()).filter(|&&v| v > 1.0).count() as f64)
+            / (2 * probes).max(1) as f64,
+    );
     let mut walls: Vec<f64> = sample_runs
         .iter()
         .map(|(w, _)| w.as_secs_f64() * 1e3)
