@@ -109,15 +109,23 @@ pub struct SpaceSaving {
     /// Key hash to slot id.
     index: Index,
     total: u64,
-    /// Admission filter: counts of untracked keys by hash bucket (never above the minimum).
-    filter: Vec<u64>,
+    /// Admission filter: counts of untracked keys by hash bucket (never above the minimum),
+    /// saturating at `u32::MAX` (see [`filter_value`]).
+    filter: Vec<u32>,
 }
 
 /// Filter buckets per tracked entry.
-const FILTER_PER_SLOT: usize = 4;
+const FILTER_PER_SLOT: usize = 16;
 
 fn filter_len(capacity: usize) -> usize {
     (capacity * FILTER_PER_SLOT).next_power_of_two()
+}
+
+/// A count as a filter counter. Counters saturate, and a saturated one lets its keys in at
+/// once, as plain Space-Saving would (an admitted key's error is the minimum, which bounds any
+/// untracked key's count), so the guarantees hold with half the memory of u64 counters.
+fn filter_value(count: u64) -> u32 {
+    u32::try_from(count).unwrap_or(u32::MAX)
 }
 
 impl SpaceSaving {
@@ -138,7 +146,7 @@ impl SpaceSaving {
             slots: vec![Slot::default(); capacity],
             index,
             total: 0,
-            filter: vec![floor; filter_len(capacity)],
+            filter: vec![filter_value(floor); filter_len(capacity)],
         }
     }
 
@@ -175,9 +183,11 @@ impl SpaceSaving {
             Some(&s) => s as usize,
             None => {
                 let bucket = self.filter_bucket(hash);
-                if self.filter[bucket] < self.counts[0] {
+                let counted = self.filter[bucket];
+                // A saturated counter stands for a count past u32::MAX: never below the minimum.
+                if counted != u32::MAX && u64::from(counted) < self.counts[0] {
                     // Not yet as frequent as the least tracked key: count it in the filter.
-                    self.filter[bucket] += 1;
+                    self.filter[bucket] = counted + 1;
                     return;
                 }
                 self.take_min_slot(hash, name)
@@ -213,7 +223,7 @@ impl SpaceSaving {
             self.index.remove(&old);
             // The evicted key's count stays in the filter, so it is never forgotten.
             let bucket = self.filter_bucket(old);
-            self.filter[bucket] = self.filter[bucket].max(min);
+            self.filter[bucket] = self.filter[bucket].max(filter_value(min));
         }
         let slot = &mut self.slots[id];
         let cut = name.len().min(MAX_NAME_BYTES);
@@ -389,7 +399,7 @@ impl SpaceSaving {
     pub fn memory_bytes(&self) -> usize {
         let slots = self.slots.capacity() * std::mem::size_of::<Slot>();
         let names: usize = self.slots.iter().map(|s| s.name.capacity()).sum();
-        let counts = (self.counts.capacity() + self.filter.capacity()) * 8;
+        let counts = self.counts.capacity() * 8 + self.filter.capacity() * 4;
         let order = (self.order.capacity() + self.rank.capacity()) * 4;
         // hashbrown: one control byte plus the (u64, u32) pair, padded to 16 bytes, per bucket.
         let index = self.index.capacity() * (16 + 1);
@@ -406,6 +416,23 @@ pub fn key_hash(key: &[u8]) -> u64 {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn saturated_filter_counters_admit_keys() {
+        // A summary whose floor is past what a filter counter holds (after a resize or a merge
+        // of long-running windows): keys must still get in, with the floor as their error.
+        let floor = u64::from(u32::MAX) + 10;
+        let mut s = SpaceSaving::with_floor(4, floor);
+        assert!(s.filter.iter().all(|&a| a == u32::MAX));
+        for _ in 0..3 {
+            s.add(key_hash(b"k1"), b"k1", Kind::Read);
+        }
+        let e = s.get(key_hash(b"k1")).expect("k1 is tracked");
+        assert_eq!(e.error, floor);
+        assert_eq!(e.count, floor + 3);
+        assert_eq!(filter_value(floor), u32::MAX);
+        assert_eq!(filter_value(7), 7);
+    }
 
     fn add(s: &mut SpaceSaving, key: &str, kind: Kind) {
         s.add(key_hash(key.as_bytes()), key.as_bytes(), kind);
@@ -454,7 +481,8 @@ mod tests {
         }
         let floor = s.floor();
         let entries = s.entries();
-        let sum: u64 = s.counts.iter().chain(&s.filter).sum();
+        let sum: u64 =
+            s.counts.iter().sum::<u64>() + s.filter.iter().map(|&a| u64::from(a)).sum::<u64>();
         assert!(s
             .order
             .iter()
@@ -465,7 +493,7 @@ mod tests {
             "entries and filter account for every access"
         );
         assert!(
-            s.filter.iter().all(|&a| a <= floor),
+            s.filter.iter().all(|&a| u64::from(a) <= floor),
             "filter never exceeds the floor"
         );
         for (k, &t) in &truth {
