@@ -179,11 +179,13 @@ impl SpaceSaving {
     /// Counts one access of the key with hash `hash` and name `name`.
     pub fn add(&mut self, hash: u64, name: &[u8], kind: Kind) {
         self.total += 1;
+        // Read the filter counter before probing the index: both are likely cache misses, and
+        // issued together they overlap.
+        let bucket = self.filter_bucket(hash);
+        let counted = self.filter[bucket];
         let slot = match self.index.get(&hash) {
             Some(&s) => s as usize,
             None => {
-                let bucket = self.filter_bucket(hash);
-                let counted = self.filter[bucket];
                 // A saturated counter stands for a count past u32::MAX: never below the minimum.
                 if counted != u32::MAX && u64::from(counted) < self.counts[0] {
                     // Not yet as frequent as the least tracked key: count it in the filter.
