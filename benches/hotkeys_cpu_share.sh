@@ -11,6 +11,8 @@
 # counting what it does to the server's own caches.
 #
 #   benches/hotkeys_cpu_share.sh [ROUNDS] [REQUESTS] [PRELOAD]
+#
+# OPT_MODULE=/path/to/libredis_opt.so measures another build (to compare with an older one).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 source "$root/scripts/lib.sh"
@@ -19,7 +21,11 @@ requests=${2:-2000000}
 preload=${3:-300000}
 server=${REDIS_SERVER:-redis-server}
 command -v perf >/dev/null || { echo "perf is needed (apt-get install linux-perf)" >&2; exit 1; }
-cargo build --quiet --release -p redis-opt-module
+if [ -n "${OPT_MODULE:-}" ]; then
+  module=$OPT_MODULE
+else
+  cargo build --quiet --release -p redis-opt-module
+fi
 work=$(mktemp -d /tmp/opt-share.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 
@@ -38,12 +44,12 @@ measure() { # variant, conf lines... ; prints "variant module% glue%"
     redis-benchmark -p "$port" -q -t get,set -P 16 -r 100000 -n "$requests" -d 64 >/dev/null 2>&1
   redis-cli -p "$port" SHUTDOWN NOSAVE >/dev/null 2>&1 || true
   wait "$pid" 2>/dev/null || true
-  local module glue
-  module=$(perf report -i "$dir/perf.data" --no-children --sort dso --stdio 2>/dev/null |
-    awk '/libredis_opt/ {gsub("%", "", $1); s += $1} END {printf "%.2f", s}')
+  local own glue
+  own=$(perf report -i "$dir/perf.data" --no-children --sort dso --stdio 2>/dev/null |
+    awk -v so="$(basename "$module")" 'index($0, so) {gsub("%", "", $1); s += $1} END {printf "%.2f", s}')
   glue=$(perf report -i "$dir/perf.data" --no-children --sort symbol --stdio 2>/dev/null |
     awk '$3 ~ /^(RM_|module)/ {gsub("%", "", $1); s += $1} END {printf "%.2f", s}')
-  echo "$name $module $glue"
+  echo "$name $own $glue"
   rm -rf "$dir"
 }
 
