@@ -14,7 +14,7 @@
 
 use std::collections::HashSet;
 
-use hashbrown::HashTable;
+use crate::idtable::IdTable;
 
 /// Bounds on what may be tagged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,7 +148,7 @@ struct TagSlot {
 struct Interner<S> {
     slots: Vec<S>,
     free: Vec<u32>,
-    by_name: HashTable<u32>,
+    by_name: IdTable,
 }
 
 fn name_hash(name: &[u8]) -> u64 {
@@ -194,8 +194,7 @@ impl<S: Named + Default> Interner<S> {
     fn find_hashed(&self, name: &[u8], hash: u64) -> Option<u32> {
         let slots = &self.slots;
         self.by_name
-            .find(hash, |&id| slots[id as usize].name() == name)
-            .copied()
+            .find(hash, |id| slots[id as usize].name() == name)
     }
 
     fn find_or_insert(&mut self, name: &[u8]) -> u32 {
@@ -212,10 +211,7 @@ impl<S: Named + Default> Interner<S> {
                 (self.slots.len() - 1) as u32
             }
         };
-        let slots = &self.slots;
-        self.by_name.insert_unique(name_hash(name), id, |&i| {
-            name_hash(slots[i as usize].name())
-        });
+        self.by_name.insert_unique(name_hash(name), id);
         id
     }
 
@@ -225,9 +221,7 @@ impl<S: Named + Default> Interner<S> {
 
     /// `remove` with the hash of the slot's name already computed.
     fn remove_hashed(&mut self, id: u32, hash: u64) {
-        if let Ok(entry) = self.by_name.find_entry(hash, |&i| i == id) {
-            entry.remove();
-        }
+        self.by_name.remove(hash, |i| i == id);
         self.release(id);
     }
 
@@ -235,11 +229,8 @@ impl<S: Named + Default> Interner<S> {
     /// [`Interner::release`].
     fn unlink_hashed(&mut self, name: &[u8], hash: u64) -> Option<u32> {
         let slots = &self.slots;
-        let entry = self
-            .by_name
-            .find_entry(hash, |&id| slots[id as usize].name() == name)
-            .ok()?;
-        Some(entry.remove().0)
+        self.by_name
+            .remove(hash, |id| slots[id as usize].name() == name)
     }
 
     /// Frees slot `id` (already out of the name table) for reuse.
@@ -401,6 +392,24 @@ impl TagIndex {
             self.link(db, key, t);
         }
         Ok(added)
+    }
+
+    /// Where a lookup of `key` starts reading (a bucket of the key table), for a caller to
+    /// prefetch before the server's own work on the key, so that the cache miss overlaps with
+    /// it. None when `db` has no tagged key.
+    pub fn key_bucket_address(&self, db: usize, key: &[u8]) -> Option<*const u8> {
+        self.db(db)?.keys.by_name.bucket_address(name_hash(key))
+    }
+
+    /// The slot a lookup of `key` will compare first, for a caller to prefetch. Reads the key
+    /// table's buckets: call it once [`Self::key_bucket_address`] was prefetched.
+    pub fn key_slot_address(&self, db: usize, key: &[u8]) -> Option<*const u8> {
+        let d = self.db(db)?;
+        let id = d.keys.by_name.first_candidate(name_hash(key))?;
+        d.keys
+            .slots
+            .get(id as usize)
+            .map(|slot| (slot as *const KeySlot).cast())
     }
 
     /// Whether `key` carries exactly the distinct tags in `tags`.
@@ -782,13 +791,13 @@ impl TagIndex {
         for d in &self.dbs {
             total += std::mem::size_of::<DbTags>();
             total += d.keys.slots.capacity() * std::mem::size_of::<KeySlot>()
-                + d.keys.by_name.capacity() * 5
+                + d.keys.by_name.capacity() * 8
                 + d.keys.free.capacity() * 4;
             for k in &d.keys.slots {
                 total += k.name.heap_bytes() + k.tags.heap_bytes();
             }
             total += d.tags.slots.capacity() * std::mem::size_of::<TagSlot>()
-                + d.tags.by_name.capacity() * 5
+                + d.tags.by_name.capacity() * 8
                 + d.tags.free.capacity() * 4;
             for t in &d.tags.slots {
                 total += t.name.len() + t.keys.capacity() * 4;
