@@ -10,7 +10,7 @@
 use crate::args::Args;
 use crate::pattern::PatternInferrer;
 use crate::report::{HotEntry, HotKeysReport};
-use crate::sketch::{key_hash, Entry, Kind, SpaceSaving};
+use crate::sketch::{key_hash, Entry, Kind, SpaceSaving, MAX_NAME_BYTES};
 
 /// Key patterns are counted for one tracked access in this many: namespaces aggregate many
 /// keys, so sampling them costs little accuracy and keeps pattern inference off most accesses.
@@ -170,6 +170,11 @@ pub struct HotKeyTracker {
     /// ones seen. (Not by time: commands run slower while they are recorded, so a slice holds
     /// fewer of them than its share of the time.)
     observed: [Observed; 3],
+    /// An access whose keys-summary update waits for the next record or flush (see
+    /// [`HotKeyTracker::record_deferred`]): its hash, kind, and whether its name was cut.
+    deferred: Option<(u64, Kind, bool)>,
+    /// That access's name, cut at `MAX_NAME_BYTES`.
+    deferred_name: Vec<u8>,
 }
 
 fn pattern_capacity(capacity: usize) -> usize {
@@ -192,6 +197,8 @@ impl HotKeyTracker {
             current_started_ms: now_ms,
             previous_len_ms: 0,
             observed: [Observed::default(); 3],
+            deferred: None,
+            deferred_name: Vec::with_capacity(MAX_NAME_BYTES),
         }
     }
 
@@ -227,7 +234,42 @@ impl HotKeyTracker {
 
     /// Counts one sampled access of `key`.
     pub fn record(&mut self, key: &[u8], kind: Kind) {
+        self.flush();
         self.keys.add(key_hash(key), key, kind);
+        self.count_pattern(key, kind);
+    }
+
+    /// The cache lines an access of `hash` will read in the keys summary, for a caller that
+    /// prefetches them before [`Self::record_deferred`].
+    pub fn prefetch_addresses(&self, hash: u64) -> [*const u8; 3] {
+        self.keys.current.prefetch_addresses(hash)
+    }
+
+    /// [`Self::record`] of `key` (whose `key_hash` is `hash`), with the keys-summary update
+    /// left for the next record or [`Self::flush`]. A caller that prefetched
+    /// [`Self::prefetch_addresses`] then finds them in the cache: the module records an access in
+    /// its command filter and applies it during the next command's, after the server has run
+    /// the command in between. Queries need a flush first; every other method flushes itself.
+    pub fn record_deferred(&mut self, key: &[u8], hash: u64, kind: Kind) {
+        self.flush();
+        let cut = key.len().min(MAX_NAME_BYTES);
+        self.deferred_name.clear();
+        self.deferred_name.extend_from_slice(&key[..cut]);
+        self.deferred = Some((hash, kind, cut < key.len()));
+        self.count_pattern(key, kind);
+    }
+
+    /// Applies the deferred access, if any.
+    pub fn flush(&mut self) {
+        if let Some((hash, kind, cut)) = self.deferred.take() {
+            self.keys
+                .current
+                .add_cut(hash, &self.deferred_name, cut, kind);
+        }
+    }
+
+    /// Counts `key` under its pattern, one access in `NAMESPACE_SAMPLE_EVERY`.
+    fn count_pattern(&mut self, key: &[u8], kind: Kind) {
         self.last_pattern_counted = self.namespace_turn();
         if self.last_pattern_counted {
             self.inferrer.infer_into(key, &mut self.pattern_buf);
@@ -238,6 +280,7 @@ impl HotKeyTracker {
 
     /// Counts a miss of `key` (its read was already counted by [`Self::record`]).
     pub fn record_miss(&mut self, key: &[u8]) {
+        self.flush();
         self.keys.mark(key_hash(key), Kind::Miss);
         if self.last_pattern_counted {
             self.inferrer.infer_into(key, &mut self.pattern_buf);
@@ -248,6 +291,7 @@ impl HotKeyTracker {
 
     /// Starts a new window when the current one is over (call about once a second).
     pub fn tick(&mut self, now_ms: u64) {
+        self.flush();
         let elapsed = now_ms.saturating_sub(self.current_started_ms);
         if elapsed < self.window_ms {
             return;
@@ -275,6 +319,7 @@ impl HotKeyTracker {
 
     /// Changes the capacity, keeping the hottest candidates.
     pub fn resize(&mut self, capacity: usize) {
+        self.flush();
         self.keys.resize(capacity);
         self.patterns.resize(pattern_capacity(capacity));
     }
@@ -287,6 +332,7 @@ impl HotKeyTracker {
 
     /// Forgets everything counted.
     pub fn reset(&mut self, now_ms: u64) {
+        self.deferred = None;
         let cap = self.capacity();
         self.keys = Sketches::new(cap);
         self.patterns = Sketches::new(pattern_capacity(cap));
@@ -302,6 +348,7 @@ impl HotKeyTracker {
             + self.keys.memory_bytes()
             + self.patterns.memory_bytes()
             + self.pattern_buf.capacity()
+            + self.deferred_name.capacity()
     }
 
     /// Answers a query. With `sample_ratio` 1 every access was recorded and counts are exact.
@@ -518,6 +565,48 @@ mod tests {
             window,
             namespaces,
         }
+    }
+
+    #[test]
+    fn deferred_recording_counts_what_direct_recording_counts() {
+        let mut direct = HotKeyTracker::new(16, 60_000, b":", 0);
+        let mut deferred = direct.clone();
+        let long = format!("blob:{}", "x".repeat(300));
+        let mut x: u64 = 99;
+        for i in 0..5_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // One long name with a fifth of the traffic, 40 short ones for the rest: more
+            // names than the 16 candidates, so entries are evicted and re-admitted.
+            let key = match x % 50 {
+                0..=9 => long.clone(),
+                k => format!("user:{k}:profile"),
+            };
+            let kind = if i % 4 == 0 { Kind::Write } else { Kind::Read };
+            direct.record(key.as_bytes(), kind);
+            deferred.record_deferred(key.as_bytes(), key_hash(key.as_bytes()), kind);
+            if i % 7 == 0 {
+                // A miss follows its read, as keymiss events do.
+                direct.record_miss(key.as_bytes());
+                deferred.record_miss(key.as_bytes());
+            }
+        }
+        deferred.flush();
+        for namespaces in [false, true] {
+            let query = HotKeysQuery {
+                count: 16,
+                kind: KindFilter::All,
+                window: Window::Total,
+                namespaces,
+            };
+            assert_eq!(direct.query(&query, 1, 1), deferred.query(&query, 1, 1));
+        }
+        let top = direct.query(&q(Window::Total, KindFilter::All, false), 1, 1);
+        assert!(
+            top.entries.iter().any(|e| e.truncated),
+            "the long name is among the top and shows as cut"
+        );
     }
 
     #[test]

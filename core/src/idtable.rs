@@ -36,6 +36,15 @@ fn tag_of(bucket: u64) -> u32 {
 }
 
 impl IdTable {
+    /// An empty table with at least `n` buckets (a power of two), for a caller that keeps it
+    /// sparse: a lookup of an absent hash probes about 1 / (1 - load)^2 buckets.
+    pub fn with_buckets(n: usize) -> Self {
+        IdTable {
+            buckets: vec![EMPTY; n.max(MIN_BUCKETS).next_power_of_two()],
+            len: 0,
+        }
+    }
+
     /// Entries held.
     pub fn len(&self) -> usize {
         self.len

@@ -21,8 +21,7 @@
 //! 0, so filling and replacing share one code path. A hash map from the 64-bit key hash to the
 //! position finds entries; names are kept, truncated, only to show them.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use crate::idtable::IdTable;
 
 /// Longest key name kept for display; longer names are cut (the hash still tells them apart).
 pub const MAX_NAME_BYTES: usize = 128;
@@ -53,26 +52,6 @@ pub struct Slot {
     pub split: [u64; 3],
     occupied: bool,
 }
-
-/// A hasher for keys that are already 64-bit hashes.
-#[derive(Default, Clone, Copy)]
-pub struct PassThroughHasher(u64);
-
-impl Hasher for PassThroughHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 << 8) | u64::from(*b);
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = v;
-    }
-}
-
-type Index = HashMap<u64, u32, BuildHasherDefault<PassThroughHasher>>;
 
 /// A tracked entry as returned by queries.
 #[derive(Debug, Clone, PartialEq)]
@@ -106,8 +85,12 @@ pub struct SpaceSaving {
     rank: Vec<u32>,
     /// Slot data, by slot id.
     slots: Vec<Slot>,
-    /// Key hash to slot id.
-    index: Index,
+    /// Key hash to slot id. An `IdTable` rather than a hash map so that the caller can prefetch
+    /// the bucket a key will probe (see [`SpaceSaving::prefetch_addresses`]).
+    index: IdTable,
+    /// The key hash of each slot id, dense, so that the index compares hashes without reading
+    /// slots.
+    hashes: Vec<u64>,
     total: u64,
     /// Admission filter: counts of untracked keys by hash bucket (never above the minimum),
     /// saturating at `u32::MAX` (see [`filter_value`]).
@@ -137,14 +120,16 @@ impl SpaceSaving {
     /// An empty summary whose empty slots and filter start at `floor` (see [`Self::resize`]).
     fn with_floor(capacity: usize, floor: u64) -> Self {
         let capacity = capacity.max(1);
-        let mut index = Index::default();
-        index.reserve(capacity);
+        // At most a quarter full: most accesses are to untracked keys, and a miss then probes
+        // about 1.8 buckets on average (3 at half full).
+        let index = IdTable::with_buckets(capacity * 4);
         SpaceSaving {
             counts: vec![floor; capacity],
             order: (0..capacity as u32).collect(),
             rank: (0..capacity as u32).collect(),
             slots: vec![Slot::default(); capacity],
             index,
+            hashes: vec![0; capacity],
             total: 0,
             filter: vec![filter_value(floor); filter_len(capacity)],
         }
@@ -162,7 +147,7 @@ impl SpaceSaving {
 
     /// Whether nothing was counted yet.
     pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
+        self.index.len() == 0
     }
 
     /// Accesses counted (the stream length N).
@@ -178,13 +163,43 @@ impl SpaceSaving {
 
     /// Counts one access of the key with hash `hash` and name `name`.
     pub fn add(&mut self, hash: u64, name: &[u8], kind: Kind) {
+        self.add_cut(hash, name, false, kind);
+    }
+
+    /// The address of the filter counter an access of `hash` reads first (the only cache miss
+    /// of an access to an untracked key besides the index), for a caller that prefetches it.
+    pub fn filter_address(&self, hash: u64) -> *const u8 {
+        self.filter
+            .as_ptr()
+            .wrapping_add(self.filter_bucket(hash))
+            .cast()
+    }
+
+    /// The slot id tracking `hash`, if any.
+    fn find(&self, hash: u64) -> Option<u32> {
+        let hashes = &self.hashes;
+        self.index.find(hash, |id| hashes[id as usize] == hash)
+    }
+
+    /// The cache lines an access of `hash` may read that are likely not in the cache: its
+    /// filter counter, its index bucket, and the slot an admission would take over. A caller
+    /// that prefetches them before [`Self::add`] overlaps those misses with other work.
+    pub fn prefetch_addresses(&self, hash: u64) -> [*const u8; 3] {
+        let filter = self.filter_address(hash);
+        let bucket = self.index.bucket_address(hash).unwrap_or(filter);
+        let min_slot = (&self.slots[self.order[0] as usize] as *const Slot).cast();
+        [filter, bucket, min_slot]
+    }
+
+    /// [`Self::add`] for a name already cut by the caller (`cut`: whether it was).
+    pub fn add_cut(&mut self, hash: u64, name: &[u8], cut: bool, kind: Kind) {
         self.total += 1;
         // Read the filter counter before probing the index: both are likely cache misses, and
         // issued together they overlap.
         let bucket = self.filter_bucket(hash);
         let counted = self.filter[bucket];
-        let slot = match self.index.get(&hash) {
-            Some(&s) => s as usize,
+        let slot = match self.find(hash) {
+            Some(s) => s as usize,
             None => {
                 // A saturated counter stands for a count past u32::MAX: never below the minimum.
                 if counted != u32::MAX && u64::from(counted) < self.counts[0] {
@@ -192,7 +207,7 @@ impl SpaceSaving {
                     self.filter[bucket] = counted + 1;
                     return;
                 }
-                self.take_min_slot(hash, name)
+                self.take_min_slot(hash, name, cut)
             }
         };
         self.increment(self.rank[slot] as usize);
@@ -207,8 +222,8 @@ impl SpaceSaving {
     /// Adds to the split counter of an already tracked key without counting an access (used
     /// for misses, which were already counted as reads). Returns whether the key was tracked.
     pub fn mark(&mut self, hash: u64, kind: Kind) -> bool {
-        match self.index.get(&hash) {
-            Some(&s) => {
+        match self.find(hash) {
+            Some(s) => {
                 self.slots[s as usize].split[kind as usize] += 1;
                 true
             }
@@ -217,12 +232,13 @@ impl SpaceSaving {
     }
 
     /// Gives the slot of the minimum entry to a new key; returns the slot id.
-    fn take_min_slot(&mut self, hash: u64, name: &[u8]) -> usize {
+    fn take_min_slot(&mut self, hash: u64, name: &[u8], already_cut: bool) -> usize {
         let min = self.counts[0];
         let id = self.order[0] as usize;
         if self.slots[id].occupied {
             let old = self.slots[id].hash;
-            self.index.remove(&old);
+            let hashes = &self.hashes;
+            self.index.remove(old, |id| hashes[id as usize] == old);
             // The evicted key's count stays in the filter, so it is never forgotten.
             let bucket = self.filter_bucket(old);
             self.filter[bucket] = self.filter[bucket].max(filter_value(min));
@@ -232,11 +248,12 @@ impl SpaceSaving {
         slot.hash = hash;
         slot.name.clear();
         slot.name.extend_from_slice(&name[..cut]);
-        slot.truncated = cut < name.len();
+        slot.truncated = already_cut || cut < name.len();
         slot.error = min;
         slot.split = [0; 3];
         slot.occupied = true;
-        self.index.insert(hash, id as u32);
+        self.index.insert_unique(hash, id as u32);
+        self.hashes[id] = hash;
         id
     }
 
@@ -260,9 +277,8 @@ impl SpaceSaving {
 
     /// The tracked entry for `hash`, if any.
     pub fn get(&self, hash: u64) -> Option<Entry> {
-        self.index
-            .get(&hash)
-            .map(|&s| self.entry_at(self.rank[s as usize] as usize))
+        self.find(hash)
+            .map(|s| self.entry_at(self.rank[s as usize] as usize))
     }
 
     fn entry_at(&self, pos: usize) -> Entry {
@@ -326,7 +342,8 @@ impl SpaceSaving {
         // kept..capacity take the low positions.
         for (i, e) in entries.into_iter().take(kept).enumerate() {
             let pos = capacity - 1 - i;
-            s.index.insert(e.hash, i as u32);
+            s.index.insert_unique(e.hash, i as u32);
+            s.hashes[i] = e.hash;
             s.slots[i] = Slot {
                 hash: e.hash,
                 name: e.name,
@@ -403,8 +420,7 @@ impl SpaceSaving {
         let names: usize = self.slots.iter().map(|s| s.name.capacity()).sum();
         let counts = self.counts.capacity() * 8 + self.filter.capacity() * 4;
         let order = (self.order.capacity() + self.rank.capacity()) * 4;
-        // hashbrown: one control byte plus the (u64, u32) pair, padded to 16 bytes, per bucket.
-        let index = self.index.capacity() * (16 + 1);
+        let index = self.index.capacity() * 8 + self.hashes.capacity() * 8;
         std::mem::size_of::<Self>() + slots + names + counts + order + index
     }
 }

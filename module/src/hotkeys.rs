@@ -283,16 +283,27 @@ unsafe fn record_command(st: &mut HotKeysState, fctx: *mut raw::RedisModuleComma
             if first as i32 == last {
                 // One key (GET, SET, HGET...): the common case, without the iterator.
                 if (first as usize) < argc {
-                    st.tracker.record(filter_arg(fctx, first as usize), kind);
+                    record_access(&mut st.tracker, filter_arg(fctx, first as usize), kind);
                 }
                 return;
             }
             for pos in fixed_positions(first, last, step, argc) {
-                st.tracker.record(filter_arg(fctx, pos), kind);
+                record_access(&mut st.tracker, filter_arg(fctx, pos), kind);
             }
         }
         KeyAccess::Dynamic { write } => record_dynamic(st, fctx, argc, replica, write),
     }
+}
+
+/// Records one access. The summary update runs during the next recorded command (or the next
+/// query), after the server has run this one: by then the summary's first cache line for this
+/// key, prefetched here, has arrived (see `HotKeyTracker::record_deferred`).
+fn record_access(tracker: &mut HotKeyTracker, key: &[u8], kind: Kind) {
+    let hash = opt_core::sketch::key_hash(key);
+    for addr in tracker.prefetch_addresses(hash) {
+        crate::state::prefetch(addr);
+    }
+    tracker.record_deferred(key, hash, kind);
 }
 
 /// Finds the keys through the server's key specs (commands with movable keys); when the
@@ -348,7 +359,7 @@ unsafe fn record_dynamic(
             continue;
         }
         let kind = if write { Kind::Write } else { Kind::Read };
-        st.tracker.record(string_bytes(argv[pos as usize]), kind);
+        record_access(&mut st.tracker, string_bytes(argv[pos as usize]), kind);
     }
     free(positions.cast::<c_void>());
     if !flags.is_null() {
@@ -593,6 +604,7 @@ pub fn command(call: &Call) -> Result<Reply, ReplyError> {
                 HotKeysCommand::Query(q) => {
                     // SAFETY: the command's context, on the main thread.
                     unsafe { account_commands(call.ctx, st) };
+                    st.tracker.flush();
                     let report = st.tracker.query(&q, now, ratio);
                     serde_json::to_value(&report)
                         .map(Reply::Structured)
@@ -607,7 +619,8 @@ pub fn command(call: &Call) -> Result<Reply, ReplyError> {
 pub fn info_fields() -> Option<(u64, u64, u64)> {
     STATE
         .with(|s| {
-            s.as_ref().map(|st| {
+            s.as_mut().map(|st| {
+                st.tracker.flush();
                 (
                     st.tracker.tracked() as u64,
                     st.tracker.sampled(),
@@ -627,7 +640,8 @@ pub fn reports_for_advice() -> Option<(
     let now = now_ms();
     STATE
         .with(|s| {
-            s.as_ref().map(|st| {
+            s.as_mut().map(|st| {
+                st.tracker.flush();
                 let q = |kind| opt_core::hotkeys::HotKeysQuery {
                     count: 10,
                     kind,

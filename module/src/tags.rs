@@ -59,17 +59,11 @@ fn with<R>(f: impl FnOnce(&mut TagState) -> R) -> Result<R, ReplyError> {
         .ok_or_else(|| ReplyError::err("tag index busy (re-entrant call)"))
 }
 
-/// Asks the CPU to start loading the cache line at `addr`, so that a lookup a few
-/// microseconds later finds it there (see `opt_core::idtable`). Only a hint.
+/// Prefetches `addr`, when there is one (see `state::prefetch`).
 fn prefetch(addr: Option<*const u8>) {
-    #[cfg(target_arch = "x86_64")]
-    if let Some(p) = addr {
-        // SAFETY: a prefetch reads nothing the program sees and never faults, even for an
-        // address that is not mapped; SSE is part of the x86_64 baseline.
-        unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast()) };
+    if let Some(a) = addr {
+        crate::state::prefetch(a);
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = addr;
 }
 
 fn limits() -> TagLimits {
