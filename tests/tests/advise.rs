@@ -69,12 +69,19 @@ fn provoked_rules_fire_with_evidence_and_fixes() {
     // big-key, lazyfree-off, keys-without-ttl, encoding-threshold, expiry-clustered.
     ok(&mut c, &["SET", "report:big", &"x".repeat(300_000)]);
     let mut p = redis::pipe();
+    // One absolute second for all of them: with EX the pipeline could straddle a second
+    // boundary and split them below the rule's threshold (it did, once in a while).
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3000;
     for i in 0..1500 {
         p.cmd("SET")
             .arg(format!("session:{i}"))
             .arg("t")
-            .arg("EX")
-            .arg(3000)
+            .arg("EXAT")
+            .arg(at)
             .ignore();
     }
     for i in 0..600 {
