@@ -4,7 +4,10 @@
 //! The filter sees every command the server executes while it is registered: from clients,
 //! inside MULTI, from Lua scripts and from other modules. A command with fixed key positions
 //! (GET, SET, HGETALL...) costs a table lookup and a summary update; commands whose keys move
-//! (ZUNIONSTORE, XREAD, module commands) ask the server's key specs.
+//! (ZUNIONSTORE, XREAD, module commands) ask the server's key specs. The update is applied one
+//! recorded command late: the filter prefetches the summary's cache lines for the key and
+//! applies the previous access, so the server runs a command while the lines arrive (see
+//! `record_access`).
 //!
 //! Sampling is by time, not by command: with `opt.hotkeys-sample-ratio` N > 1 the filter is
 //! registered for slices of `SLICE_MS` and unregistered between them, for random gaps that
