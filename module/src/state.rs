@@ -67,6 +67,11 @@ pub fn now_ms() -> u64 {
     EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
+/// Microseconds since the module's epoch (monotonic).
+pub fn now_us() -> u64 {
+    EPOCH.get_or_init(Instant::now).elapsed().as_micros() as u64
+}
+
 /// Random bits (SplitMix64 over a per-process seed): XFetch draws, lock tokens, hot-key slice
 /// gaps, sampling-walk cursors.
 pub fn random_u64() -> u64 {
