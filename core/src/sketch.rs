@@ -39,11 +39,9 @@ pub enum Kind {
     Miss = 2,
 }
 
-/// One tracked key.
+/// One tracked key (its hash, the identity, is in `SpaceSaving::hashes`).
 #[derive(Debug, Clone, Default)]
 pub struct Slot {
-    /// 64-bit hash of the full key (the identity).
-    pub hash: u64,
     /// The key name, cut at [`MAX_NAME_BYTES`].
     pub name: Vec<u8>,
     /// Whether `name` was cut.
@@ -90,8 +88,8 @@ pub struct SpaceSaving {
     /// Key hash to slot id. An `IdTable` rather than a hash map so that the caller can prefetch
     /// the bucket a key will probe (see [`SpaceSaving::prefetch_addresses`]).
     index: IdTable,
-    /// The key hash of each slot id, dense, so that the index compares hashes without reading
-    /// slots.
+    /// The key hash of each slot id (the key's identity), dense, so that the index compares
+    /// hashes without reading slots.
     hashes: Vec<u64>,
     total: u64,
     /// Admission filter: counts of untracked keys by hash bucket (never above the minimum),
@@ -238,7 +236,7 @@ impl SpaceSaving {
         let min = self.counts[0];
         let id = self.order[0] as usize;
         if self.slots[id].occupied {
-            let old = self.slots[id].hash;
+            let old = self.hashes[id];
             let hashes = &self.hashes;
             self.index.remove(old, |id| hashes[id as usize] == old);
             // The evicted key's count stays in the filter, so it is never forgotten.
@@ -247,7 +245,6 @@ impl SpaceSaving {
         }
         let slot = &mut self.slots[id];
         let cut = name.len().min(MAX_NAME_BYTES);
-        slot.hash = hash;
         slot.name.clear();
         slot.name.extend_from_slice(&name[..cut]);
         slot.truncated = already_cut || cut < name.len();
@@ -284,9 +281,10 @@ impl SpaceSaving {
     }
 
     fn entry_at(&self, pos: usize) -> Entry {
-        let s = &self.slots[self.order[pos] as usize];
+        let id = self.order[pos] as usize;
+        let s = &self.slots[id];
         Entry {
-            hash: s.hash,
+            hash: self.hashes[id],
             name: s.name.clone(),
             truncated: s.truncated,
             count: self.counts[pos],
@@ -347,7 +345,6 @@ impl SpaceSaving {
             s.index.insert_unique(e.hash, i as u32);
             s.hashes[i] = e.hash;
             s.slots[i] = Slot {
-                hash: e.hash,
                 name: e.name,
                 truncated: e.truncated,
                 error: e.error,

@@ -7,7 +7,7 @@
 //! laid out for memory: key and tag names are stored once, in slots addressed by 32-bit ids;
 //! a tag holds a plain vector of key ids, and a key holds (tag id, position in that vector)
 //! pairs, in its slot for up to three tags (as is a name of up to 22 bytes), so a (key, tag)
-//! pair costs about 12 bytes plus its share of the key's slot (34 bytes a pair in all with 3
+//! pair costs about 12 bytes plus its share of the key's slot (39 bytes a pair in all with 3
 //! tags a key and short names, measured), where a Redis set member costs about 60 and the tag
 //! list in the cached item more. A running digest (a sum of hashes of every (db, key, tag)
 //! triple) lets two servers compare their indexes in O(1).

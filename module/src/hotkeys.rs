@@ -50,7 +50,7 @@ struct HotKeysState {
 /// `ratio - 1` times the slice that just ended, so the filter is registered for 1/ratio of
 /// the time on average. The slice is measured, not taken as `SLICE_MS`: a timer fires only
 /// once the event-loop iteration in progress is done, so under load a 2 ms slice lasts about
-/// 3, and with fixed gaps the filter saw 14 to 16% of the commands instead of 10%.
+/// 3, and with fixed gaps the filter saw 11 to 14% of the commands instead of 10%.
 fn draw_gap_ms(ratio: u64, slice_ms: f64) -> i64 {
     let u = ((crate::state::random_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
     let slice_ms = slice_ms.clamp(SLICE_MS as f64, 10.0 * SLICE_MS as f64);

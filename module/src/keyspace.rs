@@ -348,10 +348,10 @@ fn start(
         });
         arm_timer(ctx, j);
     });
-    // SAFETY: ctx is the command's context, on the main thread.
-    unsafe { watch_clients(ctx) };
-    if queued.is_none() {
-        log::warning("OPT.KEYSPACE: job list busy");
+    match queued {
+        // SAFETY: ctx is the command's context, on the main thread.
+        Some(()) => unsafe { watch_clients(ctx) },
+        None => log::warning("OPT.KEYSPACE: job list busy"),
     }
     Ok(Reply::Deferred)
 }
