@@ -91,6 +91,7 @@ fn command_lookup(c: &mut Criterion) {
         last: 1,
         step: 1,
         has_subcommands: false,
+        key_specs: Vec::new(),
     })
     .collect();
     let t = KeySpecTable::from_rows(&rows);

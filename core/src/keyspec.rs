@@ -26,6 +26,71 @@ pub struct CommandRow {
     pub step: i64,
     /// Whether the command has subcommands (container commands such as XINFO).
     pub has_subcommands: bool,
+    /// The command's key specs (Redis 7.0+; empty when the server gave none).
+    pub key_specs: Vec<KeySpecRow>,
+}
+
+/// What the module keeps of one key spec of `COMMAND`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct KeySpecRow {
+    /// `Some(true)` when the spec writes its keys (`RW`, `OW` or `RM`), `Some(false)` when it
+    /// only reads them (`RO`), `None` when its flags say neither.
+    pub write: Option<bool>,
+    /// Where the search begins, when it begins at a fixed index (`begin_search` of type
+    /// `index`).
+    pub index: Option<i64>,
+    /// `lastkey`, `keystep` and `limit`, when the keys are a range (`find_keys` of type
+    /// `range`).
+    pub range: Option<(i64, i64, i64)>,
+}
+
+impl CommandRow {
+    /// Whether some of the command's keys are only read and others written (the sources and
+    /// the destination of SUNIONSTORE): its first/last/step triple cannot tell them apart.
+    pub fn mixes_reads_and_writes(&self) -> bool {
+        let w = || self.key_specs.iter().filter_map(|s| s.write);
+        w().any(|x| x) && w().any(|x| !x)
+    }
+
+    /// The command's key ranges with their access, when every key spec is a fixed index and
+    /// a plain range and there are two of them (all such commands in Redis 7.0 to 8.x have
+    /// exactly two: a destination and its sources).
+    fn split_ranges(&self) -> Option<[KeyRange; 2]> {
+        let [a, b] = self.key_specs.as_slice() else {
+            return None;
+        };
+        let range = |s: &KeySpecRow| -> Option<KeyRange> {
+            let (index, (lastkey, step, limit)) = (s.index?, s.range?);
+            if index <= 0 || step <= 0 || limit != 0 {
+                return None;
+            }
+            let last = if lastkey >= 0 {
+                index.checked_add(lastkey)?
+            } else {
+                lastkey
+            };
+            Some(KeyRange {
+                first: u32::try_from(index).ok()?,
+                last: i32::try_from(last).ok()?,
+                step: u32::try_from(step).ok()?,
+                write: s.write?,
+            })
+        };
+        Some([range(a)?, range(b)?])
+    }
+}
+
+/// Keys at fixed positions with one kind of access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyRange {
+    /// First key position.
+    pub first: u32,
+    /// Last key position; negative counts from the end (-1 is the last argument).
+    pub last: i32,
+    /// Step.
+    pub step: u32,
+    /// Whether these keys are written.
+    pub write: bool,
 }
 
 /// How the filter finds a command's keys.
@@ -33,7 +98,7 @@ pub struct CommandRow {
 pub enum KeyAccess {
     /// No keys, or keys counted elsewhere (scripts): skip.
     Skip,
-    /// Keys at fixed positions; all read or all written.
+    /// Keys at fixed positions, all read or all written.
     Fixed {
         /// First key position.
         first: u32,
@@ -43,6 +108,14 @@ pub enum KeyAccess {
         step: u32,
         /// Whether the command writes its keys.
         write: bool,
+    },
+    /// Two ranges of keys at fixed positions, one written and one read: the destination and
+    /// the sources of SUNIONSTORE, COPY, BITOP, PFMERGE... The first/last/step triple of
+    /// `COMMAND` spans both, and on 7.0 the server's key lookup gives no per-key flags for
+    /// them, so each range comes from its own key spec.
+    Split {
+        /// The two ranges, in key-spec order.
+        ranges: [KeyRange; 2],
     },
     /// Ask the server (key specs with per-key flags). Some servers (7.0) report no flags for
     /// commands whose keys a procedure finds; then `write`, the command's flag, decides.
@@ -115,6 +188,13 @@ impl KeySpecTable {
                 KeyAccess::Dynamic {
                     write: flag("write"),
                 }
+            } else if r.mixes_reads_and_writes() {
+                match r.split_ranges() {
+                    Some(ranges) => KeyAccess::Split { ranges },
+                    None => KeyAccess::Dynamic {
+                        write: flag("write"),
+                    },
+                }
             } else if r.first <= 0 || r.step <= 0 {
                 KeyAccess::Skip
             } else {
@@ -181,6 +261,16 @@ mod tests {
             last,
             step,
             has_subcommands: false,
+            key_specs: Vec::new(),
+        }
+    }
+
+    /// A key spec at a fixed index with a plain range.
+    fn spec(write: bool, index: i64, lastkey: i64) -> KeySpecRow {
+        KeySpecRow {
+            write: Some(write),
+            index: Some(index),
+            range: Some((lastkey, 1, 0)),
         }
     }
 
@@ -188,6 +278,24 @@ mod tests {
     fn classifies_commands() {
         let mut xinfo = row("xinfo", &[], 0, 0, 0);
         xinfo.has_subcommands = true;
+        // SUNIONSTORE dest src...: the destination is written, the sources only read.
+        let mut sunionstore = row("sunionstore", &["write", "denyoom"], 1, -1, 1);
+        sunionstore.key_specs = vec![spec(true, 1, 0), spec(false, 2, -1)];
+        // BITOP op dest src...
+        let mut bitop = row("bitop", &["write", "denyoom"], 2, -1, 1);
+        bitop.key_specs = vec![spec(true, 2, 0), spec(false, 3, -1)];
+        // LMOVE src dst: both written, so the triple is enough.
+        let mut lmove = row("lmove", &["write"], 1, 2, 1);
+        lmove.key_specs = vec![spec(true, 1, 0), spec(true, 2, 0)];
+        // Mixed, but one spec is found by keyword: the server is asked.
+        let mut odd = row("odd", &["write"], 1, -1, 1);
+        odd.key_specs = vec![
+            spec(true, 1, 0),
+            KeySpecRow {
+                index: None,
+                ..spec(false, 0, -1)
+            },
+        ];
         let t = KeySpecTable::from_rows(&[
             row("get", &["readonly", "fast"], 1, 1, 1),
             row("set", &["write", "denyoom"], 1, 1, 1),
@@ -196,6 +304,10 @@ mod tests {
             row("zunionstore", &["write", "movablekeys"], 1, 1, 1),
             row("ping", &["fast"], 0, 0, 0),
             xinfo,
+            sunionstore,
+            bitop,
+            lmove,
+            odd,
         ]);
         assert_eq!(
             t.lookup(b"GeT"),
@@ -213,6 +325,29 @@ mod tests {
         assert_eq!(t.lookup(b"eval"), KeyAccess::Skip);
         assert_eq!(t.lookup(b"zunionstore"), KeyAccess::Dynamic { write: true });
         assert_eq!(t.lookup(b"ping"), KeyAccess::Skip);
+        let range = |first, last, write| KeyRange {
+            first,
+            last,
+            step: 1,
+            write,
+        };
+        assert_eq!(
+            t.lookup(b"sunionstore"),
+            KeyAccess::Split {
+                ranges: [range(1, 1, true), range(2, -1, false)]
+            }
+        );
+        assert_eq!(
+            t.lookup(b"bitop"),
+            KeyAccess::Split {
+                ranges: [range(2, 2, true), range(3, -1, false)]
+            }
+        );
+        assert!(matches!(
+            t.lookup(b"lmove"),
+            KeyAccess::Fixed { write: true, .. }
+        ));
+        assert_eq!(t.lookup(b"odd"), KeyAccess::Dynamic { write: true });
         let unknown = KeyAccess::Dynamic { write: false };
         assert_eq!(t.lookup(b"xinfo"), unknown);
         assert_eq!(t.lookup(b"my.modulecmd"), unknown);

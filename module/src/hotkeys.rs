@@ -30,7 +30,7 @@ use std::sync::OnceLock;
 
 use opt_core::config::idx;
 use opt_core::hotkeys::{parse_command, HotKeyTracker, HotKeysCommand};
-use opt_core::keyspec::{fixed_positions, CommandRow, KeyAccess, KeySpecTable};
+use opt_core::keyspec::{fixed_positions, CommandRow, KeyAccess, KeySpecRow, KeySpecTable};
 use opt_core::sketch::Kind;
 use redis_module::raw;
 
@@ -103,8 +103,10 @@ pub fn init(ctx: *mut raw::RedisModuleCtx) -> Result<(), String> {
     });
     let rows = command_rows(ctx);
     let table = KeySpecTable::from_rows(&rows);
+    let split = rows.iter().filter(|r| r.mixes_reads_and_writes()).count();
     log::notice(&format!(
-        "hot keys: key positions of {} commands cached",
+        "hot keys: key positions of {} commands cached ({split} of them read some keys and \
+         write others)",
         table.len()
     ));
     let _ = KEYSPECS.set(table);
@@ -154,7 +156,7 @@ pub fn init(ctx: *mut raw::RedisModuleCtx) -> Result<(), String> {
     Ok(())
 }
 
-/// Reads `COMMAND` into rows (name, flags, first/last/step, subcommands).
+/// Reads `COMMAND` into rows (name, flags, first/last/step, subcommands, key specs).
 fn command_rows(ctx: *mut raw::RedisModuleCtx) -> Vec<CommandRow> {
     let mut rows = Vec::new();
     // SAFETY: ctx is the OnLoad context; the reply tree is only read before it is freed, and
@@ -202,6 +204,65 @@ fn command_rows(ctx: *mut raw::RedisModuleCtx) -> Vec<CommandRow> {
                 } else {
                     ptr::null_mut()
                 };
+                // The value of `name` in a map (a flat array of name, value pairs in RESP2).
+                let field = |map: *mut raw::RedisModuleCallReply, name: &str| {
+                    if !is_array(map) {
+                        return None;
+                    }
+                    (0..len(map).saturating_sub(1))
+                        .step_by(2)
+                        .find(|&j| text(elem(map, j)) == name)
+                        .map(|j| elem(map, j + 1))
+                };
+                let number = |map, name| {
+                    field(map, name)
+                        .filter(|&r| kind(r) == raw::REDISMODULE_REPLY_INTEGER as c_int)
+                        .map(|r| int(r))
+                };
+                let mut key_specs = Vec::new();
+                let specs = if len(e) > 8 {
+                    elem(e, 8)
+                } else {
+                    ptr::null_mut()
+                };
+                if is_array(specs) {
+                    for s in 0..len(specs) {
+                        let spec = elem(specs, s);
+                        let spec_flags: Vec<String> = field(spec, "flags")
+                            .filter(|&f| is_array(f))
+                            .map(|f| (0..len(f)).map(|j| text(elem(f, j))).collect())
+                            .unwrap_or_default();
+                        let has = |x: &str| spec_flags.iter().any(|f| f == x);
+                        let typed = |name: &str, wanted: &str| {
+                            field(spec, name).filter(|&m| {
+                                field(m, "type").is_some_and(|t| text(t) == wanted)
+                            })
+                        };
+                        let index = typed("begin_search", "index")
+                            .and_then(|m| field(m, "spec"))
+                            .and_then(|m| number(m, "index"));
+                        let range = typed("find_keys", "range")
+                            .and_then(|m| field(m, "spec"))
+                            .and_then(|m| {
+                                Some((
+                                    number(m, "lastkey")?,
+                                    number(m, "keystep")?,
+                                    number(m, "limit")?,
+                                ))
+                            });
+                        key_specs.push(KeySpecRow {
+                            write: if has("RW") || has("OW") || has("RM") {
+                                Some(true)
+                            } else if has("RO") {
+                                Some(false)
+                            } else {
+                                None
+                            },
+                            index,
+                            range,
+                        });
+                    }
+                }
                 rows.push(CommandRow {
                     name: text(elem(e, 0)).to_ascii_lowercase(),
                     flags,
@@ -209,6 +270,7 @@ fn command_rows(ctx: *mut raw::RedisModuleCtx) -> Vec<CommandRow> {
                     last: int(elem(e, 4)),
                     step: int(elem(e, 5)),
                     has_subcommands: is_array(subs) && len(subs) > 0,
+                    key_specs,
                 });
             }
         }
@@ -299,6 +361,17 @@ unsafe fn record_command(st: &mut HotKeysState, fctx: *mut raw::RedisModuleComma
             }
             for pos in fixed_positions(first, last, step, argc) {
                 record_access(&mut st.tracker, filter_arg(fctx, pos), kind);
+            }
+        }
+        KeyAccess::Split { ranges } => {
+            for r in ranges {
+                if r.write && replica {
+                    continue;
+                }
+                let kind = if r.write { Kind::Write } else { Kind::Read };
+                for pos in fixed_positions(r.first, r.last, r.step, argc) {
+                    record_access(&mut st.tracker, filter_arg(fctx, pos), kind);
+                }
             }
         }
         KeyAccess::Dynamic { write } => record_dynamic(st, fctx, argc, replica, write),

@@ -124,6 +124,45 @@ fn commands_from_lua_and_multi_count_once() {
     assert_eq!(count_of(&r, "multi:key"), Some(7));
 }
 
+/// Commands that read some keys and write others are counted key by key, from their key
+/// specs: the sources of SUNIONSTORE, COPY and BITOP are reads, their destinations writes.
+#[test]
+fn store_commands_count_sources_as_reads_and_destinations_as_writes() {
+    let server = exact_server(&[]);
+    let mut con = server.conn();
+    run(&mut con, &["SADD", "src:a", "1"]);
+    run(&mut con, &["SADD", "src:b", "2"]);
+    run(&mut con, &["SET", "bits:a", "x"]);
+    run(&mut con, &["SET", "bits:b", "y"]);
+    ok(&mut con, &["OPT.HOTKEYS", "RESET"]);
+    for _ in 0..3 {
+        run(&mut con, &["SUNIONSTORE", "dst:union", "src:a", "src:b"]);
+        run(&mut con, &["COPY", "src:a", "dst:copy", "REPLACE"]);
+        run(&mut con, &["BITOP", "AND", "dst:bits", "bits:a", "bits:b"]);
+        run(
+            &mut con,
+            &["LMOVE", "list:from", "list:to", "LEFT", "RIGHT"],
+        );
+    }
+    let r = hotkeys(&mut con, &["COUNT", "20"]);
+    let split = |name: &str| {
+        r.entries
+            .iter()
+            .find(|e| e.name == name)
+            .map(|e| (e.reads, e.writes))
+            .unwrap_or_else(|| panic!("{name} not in {:?}", r.entries))
+    };
+    assert_eq!(split("src:a"), (6, 0));
+    assert_eq!(split("src:b"), (3, 0));
+    assert_eq!(split("bits:a"), (3, 0));
+    assert_eq!(split("dst:union"), (0, 3));
+    assert_eq!(split("dst:copy"), (0, 3));
+    assert_eq!(split("dst:bits"), (0, 3));
+    // LMOVE writes both of its keys (its source loses an element).
+    assert_eq!(split("list:from"), (0, 3));
+    assert_eq!(split("list:to"), (0, 3));
+}
+
 #[test]
 fn namespaces_roll_traffic_up_by_pattern() {
     let server = exact_server(&[]);
