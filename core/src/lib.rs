@@ -21,5 +21,6 @@ pub mod pattern;
 pub mod persist;
 pub mod report;
 pub mod sketch;
+pub mod tag_transfer;
 pub mod tags;
 pub mod version;

@@ -234,9 +234,8 @@ fn command_rows(ctx: *mut raw::RedisModuleCtx) -> Vec<CommandRow> {
                             .unwrap_or_default();
                         let has = |x: &str| spec_flags.iter().any(|f| f == x);
                         let typed = |name: &str, wanted: &str| {
-                            field(spec, name).filter(|&m| {
-                                field(m, "type").is_some_and(|t| text(t) == wanted)
-                            })
+                            field(spec, name)
+                                .filter(|&m| field(m, "type").is_some_and(|t| text(t) == wanted))
                         };
                         let index = typed("begin_search", "index")
                             .and_then(|m| field(m, "spec"))

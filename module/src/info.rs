@@ -48,6 +48,14 @@ fn fields() -> Vec<(&'static str, Field)> {
         out.push(("tags_memory_bytes", Field::Count(bytes)));
     }
     out.push((
+        "tags_migrated_keys_sent",
+        Field::Count(crate::tag_migration::KEYS_SENT.load(Ordering::Relaxed)),
+    ));
+    out.push((
+        "tags_migrated_keys_received",
+        Field::Count(crate::tag_migration::KEYS_RECEIVED.load(Ordering::Relaxed)),
+    ));
+    out.push((
         "keyspace_analyses_running",
         Field::Count(crate::keyspace::running()),
     ));

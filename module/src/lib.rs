@@ -17,6 +17,7 @@ mod log;
 mod reply;
 mod server;
 mod state;
+mod tag_migration;
 mod tags;
 
 use std::ffi::{c_int, CString};
@@ -135,6 +136,7 @@ fn load(ctx: *mut raw::RedisModuleCtx, args: &[String]) -> Result<(), String> {
     configs::register_all(ctx, &overrides)?;
     hotkeys::init(ctx)?;
     tags::init(ctx)?;
+    tag_migration::init(ctx);
     keyspace::init(ctx);
     reply::init_ok_reply(ctx);
     events::subscribe(ctx)?;

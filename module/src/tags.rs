@@ -6,7 +6,8 @@
 //! replaced (SET, RESTORE, COPY onto it, the *STORE commands) leaves the index; RENAME and
 //! MOVE carry its tags; FLUSHDB/FLUSHALL and SWAPDB apply to the index too. Replicas and the
 //! AOF get OPT.SET / OPT.TAG / OPT.UNTAG as commands (with absolute expiry times) and
-//! OPT.INVALIDATE as the DEL/UNLINK it performs, so their indexes follow the same way.
+//! OPT.INVALIDATE as the DEL/UNLINK it performs, so their indexes follow the same way. In a
+//! cluster, tags follow keys that MIGRATE moves to another node (`tag_migration`).
 //! Invariant: no event callback runs while a command holds the index (commands release it
 //! before calling into the server), so no removal is ever missed.
 
@@ -20,6 +21,7 @@ use opt_core::freshness::{decide, FetchRequest, Freshness, KeyState, LockOutcome
 use opt_core::freshness_index::FreshnessIndex;
 use opt_core::persist;
 use opt_core::report::{TagInfoReport, TagSize};
+use opt_core::tag_transfer::KeyTags;
 use opt_core::tags::{validate_tags, IndexReader, IndexWriter, TagIndex, TagLimits};
 use redis_module::raw;
 use serde_json::json;
@@ -113,6 +115,7 @@ fn follow_keyspace(ctx: *mut raw::RedisModuleCtx) -> Result<(), ReplyError> {
     }
     FOLLOWING.store(true, Ordering::Relaxed);
     log::notice("tag index: following keyspace events from now on (first tagged key)");
+    crate::tag_migration::watch_migrations(ctx);
     Ok(())
 }
 
@@ -454,6 +457,86 @@ fn key_exists(ctx: *mut raw::RedisModuleCtx, db: usize, key: &[u8]) -> bool {
         select(ctx, before);
         found
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Tags that follow MIGRATE (see `tag_migration`).
+
+/// The tags of those of `keys` in `db` that carry any, for a node the keys migrate to.
+pub fn tags_for_transfer(db: usize, keys: &[&[u8]]) -> Vec<KeyTags> {
+    STATE
+        .with(|st| {
+            keys.iter()
+                .filter_map(|k| {
+                    let tags = st.index.tags_of(db, k);
+                    (!tags.is_empty()).then(|| KeyTags {
+                        key: k.to_vec(),
+                        tags,
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Gives the keys of a transfer from another node the tags they carried there, for those
+/// that exist here; the replicas and the AOF get the same as `OPT.TAG`. Tags over this
+/// node's limits are left out (and logged), as OPT.TAG would refuse them. Returns how many
+/// keys were tagged.
+pub fn apply_transfer(ctx: *mut raw::RedisModuleCtx, db: usize, entries: &[KeyTags]) -> usize {
+    let limits = limits();
+    let mut tagged = 0;
+    for e in entries {
+        let tags: Vec<&[u8]> = e.tags.iter().map(Vec::as_slice).collect();
+        if let Err(why) = validate_tags(&tags, &limits) {
+            log::warning(&format!(
+                "tags of a migrated key left out: {why} (key of {} bytes)",
+                e.key.len()
+            ));
+            continue;
+        }
+        if tags.is_empty() || !key_exists(ctx, db, &e.key) {
+            continue;
+        }
+        if let Err(err) = follow_keyspace(ctx) {
+            log::warning(&err.0);
+            return tagged;
+        }
+        if with(|st| st.index.set_tags(db, &e.key, &tags)).is_err() {
+            continue;
+        }
+        tagged += 1;
+        // SAFETY: ctx is the live context of the cluster-message callback; the strings are
+        // made in it and freed after the call, which copies them.
+        unsafe {
+            let (Some(select), Some(rep), Some(create), Some(free)) = (
+                raw::RedisModule_SelectDb,
+                raw::RedisModule_Replicate,
+                raw::RedisModule_CreateString,
+                raw::RedisModule_FreeString,
+            ) else {
+                continue;
+            };
+            if select(ctx, db as c_int) != raw::REDISMODULE_OK as c_int {
+                continue;
+            }
+            let mut argv: Vec<*mut raw::RedisModuleString> = std::iter::once(&e.key[..])
+                .chain(tags.iter().copied())
+                .map(|b| create(ctx, b.as_ptr().cast(), b.len()))
+                .collect();
+            rep(
+                ctx,
+                c"OPT.TAG".as_ptr(),
+                c"v".as_ptr(),
+                argv.as_mut_ptr(),
+                argv.len(),
+            );
+            for s in argv {
+                free(ctx, s);
+            }
+        }
+    }
+    tagged
 }
 
 // ---------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use opt_harness::{command, err, ok, optctl, redis, tag_info, Cluster};
+use opt_harness::{command, err, info_int, ok, optctl, redis, tag_info, Cluster};
 
 /// The keys of a tag on one node (the whole of OPT.TAGKEYS' first page).
 fn tag_keys(con: &mut redis::Connection, tag: &str) -> redis::RedisResult<Vec<String>> {
@@ -322,11 +322,27 @@ fn the_tag_index_survives_a_failover_and_follows_a_slot_migration() {
         },
     );
 
-    // Slot migration with MIGRATE: the source's index drops the key (no leak); the target
-    // gets the key without its tags (documented: re-tag after resharding).
+    // Slot migration with MIGRATE: the source's index drops the keys (no leak) and their tags
+    // follow them to the target, in both of MIGRATE's forms.
     let primary = replica; // the shard's primary now
     let mut src = primary.conn();
-    ok(&mut src, &["OPT.SET", "page:1", "v", "TAGS", "moving"]);
+    ok(
+        &mut src,
+        &["OPT.SET", "page:1", "v", "TAGS", "moving", "page"],
+    );
+    for i in 0..5 {
+        ok(
+            &mut src,
+            &[
+                "OPT.SET",
+                &format!("{{page:1}}:m{i}"),
+                "v",
+                "TAGS",
+                "moving",
+            ],
+        );
+    }
+    ok(&mut src, &["SET", "{page:1}:untagged", "v"]);
     let target = cluster
         .primaries()
         .into_iter()
@@ -355,8 +371,17 @@ fn the_tag_index_survives_a_failover_and_follows_a_slot_migration() {
             "0",
             "5000",
             "KEYS",
-            "page:1",
+            "{page:1}:m0",
+            "{page:1}:m1",
+            "{page:1}:m2",
+            "{page:1}:m3",
+            "{page:1}:m4",
+            "{page:1}:untagged",
         ],
+    );
+    ok(
+        &mut src,
+        &["MIGRATE", "127.0.0.1", &port, "page:1", "0", "5000"],
     );
     ok(&mut dst, &["CLUSTER", "SETSLOT", &slot, "NODE", &dst_id]);
     ok(&mut src, &["CLUSTER", "SETSLOT", &slot, "NODE", &dst_id]);
@@ -368,10 +393,124 @@ fn the_tag_index_survives_a_failover_and_follows_a_slot_migration() {
     assert_eq!((t.keys, t.tags), (0, 0));
     let value: Option<String> = redis::cmd("GET").arg("page:1").query(&mut dst).unwrap();
     assert_eq!(value.as_deref(), Some("v"));
-    assert!(tag_keys(&mut dst, "moving").unwrap().is_empty());
-    // Re-tagging on the new owner works.
-    ok(&mut dst, &["OPT.TAG", "page:1", "moving"]);
-    assert_eq!(tag_keys(&mut dst, "moving").unwrap(), ["page:1"]);
+    // The tags arrive over the cluster bus right after the keys.
+    target.wait_for("the tags on the target", Duration::from_secs(10), |d| {
+        tag_keys(d, "moving").is_ok_and(|k| k.len() == 6)
+    });
+    let mut page_tags: Vec<String> = redis::cmd("OPT.TAGS")
+        .arg("page:1")
+        .query(&mut dst)
+        .unwrap();
+    page_tags.sort();
+    assert_eq!(page_tags, ["moving", "page"]);
+    assert_eq!(info_int(&mut src, "opt", "opt_tags_migrated_keys_sent"), 6);
+    assert_eq!(
+        info_int(&mut dst, "opt", "opt_tags_migrated_keys_received"),
+        6
+    );
+    // The target's replica got them too (as OPT.TAG), and so equals its primary.
+    let target_replica = cluster.replicas_of(target)[0];
+    let want = tag_info(&mut dst).digest;
+    target_replica.wait_for("the replica of the target", Duration::from_secs(10), |r| {
+        tag_info(r).digest == want
+    });
+    // Invalidation on the new owner finds every moved key.
+    let deleted: i64 = redis::cmd("OPT.INVALIDATE")
+        .arg("moving")
+        .query(&mut dst)
+        .unwrap();
+    assert_eq!(deleted, 6);
+    assert_eq!(redis::cmd("DBSIZE").query::<i64>(&mut dst).unwrap(), 1);
+}
+
+/// `redis-cli --cluster reshard`, as operators run it, moves all but one slot of a primary to
+/// another (MIGRATE ... KEYS in batches; a primary left with no slot becomes a replica of the
+/// node that took its last one): the tags travel with the keys, the source keeps none, and
+/// one `optctl invalidate` afterwards deletes every key.
+#[test]
+fn tags_follow_keys_through_redis_cli_reshard() {
+    let cluster = Cluster::start(3, 0, &[]);
+    let primaries = cluster.primaries();
+    let (source, target) = (primaries[0], primaries[1]);
+    let mut src = source.conn();
+    let ranges = opt_harness::own_slot_ranges(source);
+    let kept = ranges.iter().map(|r| r.1).max().unwrap();
+    // Tagged keys across the source's slots, but not the one it keeps.
+    let mut names = Vec::new();
+    let mut i = 0;
+    while names.len() < 200 {
+        let name = format!("item:{i}");
+        if cluster.owner(&name).port == source.port && cluster.slot(&name) != kept {
+            ok(
+                &mut src,
+                &[
+                    "OPT.SET",
+                    &name,
+                    "v",
+                    "TAGS",
+                    "catalog",
+                    &format!("g{}", i % 4),
+                ],
+            );
+            names.push(name);
+        }
+        i += 1;
+    }
+    let before = tag_info(&mut src);
+    assert_eq!((before.keys, before.pairs), (200, 400));
+    let id = |s: &opt_harness::Server| -> String {
+        redis::cmd("CLUSTER")
+            .arg("MYID")
+            .query(&mut s.conn())
+            .unwrap()
+    };
+    let slots: usize = ranges
+        .iter()
+        .map(|(a, b)| (b - a + 1) as usize)
+        .sum::<usize>()
+        - 1;
+    let out = std::process::Command::new(std::env::var("REDIS_CLI").unwrap_or("redis-cli".into()))
+        .args([
+            "--cluster",
+            "reshard",
+            &format!("127.0.0.1:{}", source.port),
+            "--cluster-from",
+            &id(source),
+            "--cluster-to",
+            &id(target),
+            "--cluster-slots",
+            &slots.to_string(),
+            "--cluster-yes",
+        ])
+        .output()
+        .expect("run redis-cli --cluster reshard");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    cluster.wait_healthy();
+    let mut dst = target.conn();
+    target.wait_for("the tags on the target", Duration::from_secs(10), |d| {
+        tag_info(d).pairs == 400
+    });
+    let t = tag_info(&mut src);
+    assert_eq!((t.keys, t.pairs), (0, 0), "the source leaked");
+    assert_eq!(opt_harness::own_slot_ranges(source), [(kept, kept)]);
+    assert_eq!(tag_info(&mut dst).keys, 200);
+    let (code, stdout, stderr) = optctl(
+        &[
+            "--url",
+            &format!("redis://127.0.0.1:{}", target.port),
+            "invalidate",
+            "catalog",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("200"), "{stdout}");
+    assert_eq!(redis::cmd("DBSIZE").query::<i64>(&mut dst).unwrap(), 0);
 }
 
 #[test]

@@ -1,0 +1,151 @@
+//! The message that carries keys' tags from one cluster node to another when MIGRATE moves
+//! the keys.
+//!
+//! MIGRATE (what `redis-cli --cluster reshard` uses) moves a value with DUMP and RESTORE,
+//! which know nothing of the module's tag index, so a moved key would arrive untagged and the
+//! next OPT.INVALIDATE of its tags would miss it. The source node therefore sends the tags of
+//! the keys it migrates over the cluster bus, and the target tags those keys once it holds
+//! them. This file is the message's encoding; the bytes come from the network, so decoding
+//! checks every length and count and never trusts one.
+//!
+//! Layout (little endian): version `u8`, db `u32`, entry count `u32`, then per entry the key
+//! (`u32` length, bytes), the tag count (`u16`) and each tag (`u32` length, bytes).
+
+/// The layout version written by [`encode`]; [`decode`] refuses others.
+pub const VERSION: u8 = 1;
+
+/// One key and the tags it carried on the source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyTags {
+    /// The key's name.
+    pub key: Vec<u8>,
+    /// Its tags.
+    pub tags: Vec<Vec<u8>>,
+}
+
+/// Encodes the tags of keys of database `db`.
+pub fn encode(db: u32, entries: &[KeyTags]) -> Vec<u8> {
+    let size: usize = entries
+        .iter()
+        .map(|e| 6 + e.key.len() + e.tags.iter().map(|t| 4 + t.len()).sum::<usize>())
+        .sum();
+    let mut out = Vec::with_capacity(9 + size);
+    out.push(VERSION);
+    out.extend_from_slice(&db.to_le_bytes());
+    out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+    for e in entries {
+        out.extend_from_slice(&(e.key.len() as u32).to_le_bytes());
+        out.extend_from_slice(&e.key);
+        out.extend_from_slice(&(e.tags.len().min(u16::MAX as usize) as u16).to_le_bytes());
+        for t in e.tags.iter().take(u16::MAX as usize) {
+            out.extend_from_slice(&(t.len() as u32).to_le_bytes());
+            out.extend_from_slice(t);
+        }
+    }
+    out
+}
+
+/// Reads `n` bytes at `*pos`, advancing it.
+fn take<'a>(bytes: &'a [u8], pos: &mut usize, n: usize) -> Result<&'a [u8], String> {
+    let end = pos
+        .checked_add(n)
+        .filter(|&e| e <= bytes.len())
+        .ok_or_else(|| format!("truncated at byte {pos}", pos = *pos))?;
+    let s = &bytes[*pos..end];
+    *pos = end;
+    Ok(s)
+}
+
+fn read_u32(bytes: &[u8], pos: &mut usize) -> Result<u32, String> {
+    let b = take(bytes, pos, 4)?;
+    Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// Decodes a message made by [`encode`]: the db and the entries. Any inconsistency (another
+/// version, a length past the end, bytes left over) is an error naming it.
+pub fn decode(bytes: &[u8]) -> Result<(u32, Vec<KeyTags>), String> {
+    let mut pos = 0;
+    let version = take(bytes, &mut pos, 1)?[0];
+    if version != VERSION {
+        return Err(format!("unknown version {version}"));
+    }
+    let db = read_u32(bytes, &mut pos)?;
+    let count = read_u32(bytes, &mut pos)? as usize;
+    // Each entry takes at least 6 bytes: a count past that cannot be honest.
+    if count > bytes.len() / 6 {
+        return Err(format!(
+            "{count} entries cannot fit in {} bytes",
+            bytes.len()
+        ));
+    }
+    let mut entries = Vec::with_capacity(count);
+    for _ in 0..count {
+        let key_len = read_u32(bytes, &mut pos)? as usize;
+        let key = take(bytes, &mut pos, key_len)?.to_vec();
+        let n = take(bytes, &mut pos, 2)?;
+        let n = u16::from_le_bytes([n[0], n[1]]) as usize;
+        let mut tags = Vec::with_capacity(n.min(bytes.len() / 4));
+        for _ in 0..n {
+            let len = read_u32(bytes, &mut pos)? as usize;
+            tags.push(take(bytes, &mut pos, len)?.to_vec());
+        }
+        entries.push(KeyTags { key, tags });
+    }
+    if pos != bytes.len() {
+        return Err(format!("{} bytes left over", bytes.len() - pos));
+    }
+    Ok((db, entries))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(key: &str, tags: &[&str]) -> KeyTags {
+        KeyTags {
+            key: key.as_bytes().to_vec(),
+            tags: tags.iter().map(|t| t.as_bytes().to_vec()).collect(),
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let entries = vec![
+            entry("page:1", &["user:42", "site"]),
+            entry("", &[""]),
+            KeyTags {
+                key: vec![0, 255, b'\n'],
+                tags: vec![vec![7; 1000]],
+            },
+        ];
+        let bytes = encode(3, &entries);
+        assert_eq!(decode(&bytes), Ok((3, entries)));
+        assert_eq!(decode(&encode(0, &[])), Ok((0, Vec::new())));
+    }
+
+    #[test]
+    fn every_damaged_message_is_an_error() {
+        let bytes = encode(0, &[entry("k", &["a", "bb"]), entry("k2", &["c"])]);
+        // Every truncation, and every single-byte change of a length or count field.
+        for cut in 0..bytes.len() {
+            assert!(decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(decode(&longer).unwrap_err().contains("left over"));
+        let mut other = bytes.clone();
+        other[0] = 9;
+        assert!(decode(&other).unwrap_err().contains("version"));
+        for i in 1..bytes.len() {
+            for v in [0u8, 1, 0x7f, 0xff] {
+                let mut b = bytes.clone();
+                b[i] = v;
+                // Changed content decodes or fails; it never panics or allocates wildly.
+                let _ = decode(&b);
+            }
+        }
+        let mut huge = bytes.clone();
+        huge[5..9].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(decode(&huge).unwrap_err().contains("cannot fit"));
+    }
+}

@@ -1,0 +1,235 @@
+//! Tags that follow keys moved by MIGRATE between cluster nodes.
+//!
+//! Resharding (`redis-cli --cluster reshard`, `rebalance`) moves keys with MIGRATE, which
+//! sends each value to the target as DUMP/RESTORE: the module's tag index stays behind, and
+//! the key arrived untagged, invisible to the next OPT.INVALIDATE of its tags. So, in cluster
+//! mode and once the index has entries, a command filter watches for MIGRATE. Before MIGRATE
+//! runs, it reads the tags of the keys being moved and sends them to the target node over the
+//! cluster bus (`opt_core::tag_transfer`). The cluster bus is written by the event loop, and
+//! MIGRATE waits for the target's replies before it returns, so the message reaches the
+//! target after the keys: the target tags those it then holds, and replicates that as
+//! OPT.TAG to its replicas and AOF. The source drops its entries through the usual `del`
+//! events once MIGRATE deletes the keys (not with COPY).
+//!
+//! Limits: a MIGRATE queued in MULTI sends the tags when it is queued, before the keys move,
+//! so the target finds no key and they are lost (as before this existed); between the end of
+//! MIGRATE and the message's arrival (the cluster bus's latency, about a millisecond on a
+//! LAN) the key sits untagged on the target. Freshness (OPT.SET DELTA/STALE) is not carried.
+//! The filter costs every command on such a node a dispatch and a length check (about 80
+//! instructions on 7.0).
+
+use std::ffi::{c_char, c_int, CStr};
+use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+
+use opt_core::tag_transfer::{decode, encode};
+use redis_module::raw;
+
+use crate::reply::string_bytes;
+use crate::{guard, log, server, tags};
+
+/// The cluster message type of a tag transfer (types are per module).
+const MESSAGE_TYPE: u8 = 1;
+
+/// Whether the MIGRATE filter is registered.
+static WATCHING: AtomicBool = AtomicBool::new(false);
+/// A context for the cluster API inside the filter, which gets none of its own.
+static DETACHED: AtomicPtr<raw::RedisModuleCtx> = AtomicPtr::new(ptr::null_mut());
+/// Keys whose tags were sent to a migration target, and keys tagged from a transfer.
+pub static KEYS_SENT: AtomicU64 = AtomicU64::new(0);
+/// See [`KEYS_SENT`].
+pub static KEYS_RECEIVED: AtomicU64 = AtomicU64::new(0);
+
+/// In cluster mode, registers the receiver of tag transfers. Called at load.
+pub fn init(ctx: *mut raw::RedisModuleCtx) {
+    if !server::in_cluster(ctx) {
+        return;
+    }
+    // SAFETY: OnLoad context; the callback is this module's extern "C" function and lives as
+    // long as the module.
+    unsafe {
+        match (
+            raw::RedisModule_RegisterClusterMessageReceiver,
+            raw::RedisModule_GetDetachedThreadSafeContext,
+        ) {
+            (Some(register), Some(detach)) => {
+                register(ctx, MESSAGE_TYPE, Some(on_message));
+                DETACHED.store(detach(ctx), Ordering::Relaxed);
+            }
+            _ => log::warning(
+                "no cluster message API: keys moved by MIGRATE arrive without their tags",
+            ),
+        }
+    }
+}
+
+/// Starts watching for MIGRATE, once, in cluster mode. Called when the tag index gets its
+/// first entry.
+pub fn watch_migrations(ctx: *mut raw::RedisModuleCtx) {
+    if DETACHED.load(Ordering::Relaxed).is_null() || WATCHING.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    // SAFETY: ctx is a live context of this module on the main thread; the filter is this
+    // module's extern "C" function and lives as long as the module.
+    let filter = unsafe {
+        raw::RedisModule_RegisterCommandFilter.map(|f| {
+            f(
+                ctx,
+                Some(filter),
+                raw::REDISMODULE_CMDFILTER_NOSELF as c_int,
+            )
+        })
+    };
+    if filter.is_none_or(|f| f.is_null()) {
+        log::warning("could not watch MIGRATE: keys it moves arrive without their tags");
+        return;
+    }
+    log::notice("tag index: tags of keys moved by MIGRATE now follow them to their new node");
+}
+
+/// The bytes of filter argument `pos`.
+///
+/// # Safety
+/// `fctx` must be the live filter context and `pos` below its argument count.
+unsafe fn arg<'a>(fctx: *mut raw::RedisModuleCommandFilterCtx, pos: usize) -> &'a [u8] {
+    match raw::RedisModule_CommandFilterArgGet {
+        Some(get) => string_bytes(get(fctx, pos as c_int)),
+        None => &[],
+    }
+}
+
+/// # Safety
+/// Called by Redis for every command, with a filter context valid during the call.
+unsafe extern "C" fn filter(fctx: *mut raw::RedisModuleCommandFilterCtx) {
+    let Some(count) = raw::RedisModule_CommandFilterArgsCount else {
+        return;
+    };
+    let argc = count(fctx).max(0) as usize;
+    // MIGRATE host port key|"" destination-db timeout [options]: at least 6 arguments.
+    if argc < 6 {
+        return;
+    }
+    let name = arg(fctx, 0);
+    if name.len() != 7 || !name.eq_ignore_ascii_case(b"migrate") {
+        return;
+    }
+    guard::catch_and_log("MIGRATE watch", || {
+        // SAFETY: fctx is valid for the duration of this callback and argc is its count.
+        let args: Vec<&[u8]> = (0..argc).map(|i| unsafe { arg(fctx, i) }).collect();
+        send_tags(&args);
+    });
+}
+
+/// The keys a MIGRATE moves: its key argument, or the ones after KEYS when that is empty.
+fn migrated_keys<'a>(args: &[&'a [u8]]) -> Vec<&'a [u8]> {
+    if !args[3].is_empty() {
+        return vec![args[3]];
+    }
+    args.iter()
+        .position(|a| a.eq_ignore_ascii_case(b"KEYS"))
+        .map(|i| args[i + 1..].to_vec())
+        .unwrap_or_default()
+}
+
+/// Sends the tags of the keys MIGRATE `args` moves to the node at its host and port (every
+/// node when none matches, for instance when MIGRATE names the target by another address).
+fn send_tags(args: &[&[u8]]) {
+    // In cluster mode every key lives in db 0.
+    let entries = tags::tags_for_transfer(0, &migrated_keys(args));
+    if entries.is_empty() {
+        return;
+    }
+    let ctx = DETACHED.load(Ordering::Relaxed);
+    let message = encode(0, &entries);
+    let Ok(len) = u32::try_from(message.len()) else {
+        log::warning("tags of a MIGRATE too large for one cluster message: not sent");
+        return;
+    };
+    let target = find_node(ctx, args[1], args[2]);
+    // SAFETY: ctx is this module's detached context; the id is NUL-terminated and the message
+    // is copied by the call.
+    let sent = unsafe {
+        raw::RedisModule_SendClusterMessage.is_some_and(|send| {
+            let id = target.as_ref().map_or(ptr::null(), |t| t.as_ptr().cast());
+            send(ctx, id, MESSAGE_TYPE, message.as_ptr().cast(), len)
+                == raw::REDISMODULE_OK as c_int
+        })
+    };
+    if sent {
+        KEYS_SENT.fetch_add(entries.len() as u64, Ordering::Relaxed);
+    } else {
+        log::warning("could not send the tags of migrated keys to their new node");
+    }
+}
+
+/// The id (NUL-terminated) of the node listening on `host`:`port`, if exactly one does.
+fn find_node(ctx: *mut raw::RedisModuleCtx, host: &[u8], port: &[u8]) -> Option<Vec<u8>> {
+    let port: c_int = std::str::from_utf8(port).ok()?.parse().ok()?;
+    let id_len = raw::REDISMODULE_NODE_ID_LEN as usize;
+    // SAFETY: the list and each id come from the API, are read within their bounds (ids are
+    // REDISMODULE_NODE_ID_LEN bytes) and the list is freed once; ip is the buffer of
+    // NET_IP_STR_LEN (46) bytes the API writes into, NUL-terminated.
+    unsafe {
+        let (Some(list), Some(info), Some(free)) = (
+            raw::RedisModule_GetClusterNodesList,
+            raw::RedisModule_GetClusterNodeInfo,
+            raw::RedisModule_FreeClusterNodesList,
+        ) else {
+            return None;
+        };
+        let mut n = 0usize;
+        let ids = list(ctx, &mut n);
+        if ids.is_null() {
+            return None;
+        }
+        let mut found = Vec::new();
+        for i in 0..n {
+            let id = *ids.add(i);
+            let mut ip = [0 as c_char; 64];
+            let mut node_port: c_int = 0;
+            let ok = info(
+                ctx,
+                id,
+                ip.as_mut_ptr(),
+                ptr::null_mut(),
+                &mut node_port,
+                ptr::null_mut(),
+            ) == raw::REDISMODULE_OK as c_int;
+            let ip = CStr::from_ptr(ip.as_ptr()).to_bytes();
+            if ok && node_port == port && ip == host {
+                let mut id = std::slice::from_raw_parts(id.cast::<u8>(), id_len).to_vec();
+                id.push(0);
+                found.push(id);
+            }
+        }
+        free(ids);
+        (found.len() == 1).then(|| found.remove(0))
+    }
+}
+
+/// # Safety
+/// Called by Redis for cluster messages of this module's type, with a live context and
+/// `len` readable bytes at `payload`.
+unsafe extern "C" fn on_message(
+    ctx: *mut raw::RedisModuleCtx,
+    _sender: *const c_char,
+    _type: u8,
+    payload: *const u8,
+    len: u32,
+) {
+    guard::catch_and_log("tag transfer", || {
+        let bytes = if payload.is_null() {
+            &[][..]
+        } else {
+            // SAFETY: Redis passes len readable bytes.
+            unsafe { std::slice::from_raw_parts(payload, len as usize) }
+        };
+        match decode(bytes) {
+            Ok((db, entries)) => {
+                let tagged = tags::apply_transfer(ctx, db as usize, &entries);
+                KEYS_RECEIVED.fetch_add(tagged as u64, Ordering::Relaxed);
+            }
+            Err(e) => log::warning(&format!("a tag transfer was refused: {e}")),
+        }
+    });
+}
