@@ -15,8 +15,8 @@
 //! so the target finds no key and they are lost (as before this existed); between the end of
 //! MIGRATE and the message's arrival (the cluster bus's latency, about a millisecond on a
 //! LAN) the key sits untagged on the target. Freshness (OPT.SET DELTA/STALE) is not carried.
-//! The filter costs every command on such a node a dispatch and a length check (about 80
-//! instructions on 7.0).
+//! The filter costs every command on such a node the server's filter dispatch and a length
+//! check: about 70 instructions on 7.0 (callgrind, GET: 20 of them in the filter).
 
 use std::ffi::{c_char, c_int, CStr};
 use std::ptr;
