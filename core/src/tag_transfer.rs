@@ -1,33 +1,40 @@
-//! The message that carries keys' tags from one cluster node to another when MIGRATE moves
-//! the keys.
+//! The message that carries keys' tags (and freshness) from one cluster node to another when
+//! MIGRATE moves the keys.
 //!
 //! MIGRATE (what `redis-cli --cluster reshard` uses) moves a value with DUMP and RESTORE,
 //! which know nothing of the module's tag index, so a moved key would arrive untagged and the
-//! next OPT.INVALIDATE of its tags would miss it. The source node therefore sends the tags of
-//! the keys it migrates over the cluster bus, and the target tags those keys once it holds
-//! them. This file is the message's encoding; the bytes come from the network, so decoding
+//! next OPT.INVALIDATE of its tags would miss it; a value written with OPT.SET ... STALE would
+//! lose its logical expiry and be served as fresh until its key expired. The source node
+//! therefore sends the tags and freshness of the keys it migrates over the cluster bus, and
+//! the target applies them to those keys once it holds them. This file is the message's encoding; the bytes come from the network, so decoding
 //! checks every length and count and never trusts one.
 //!
 //! Layout (little endian): version `u8`, db `u32`, entry count `u32`, then per entry the key
-//! (`u32` length, bytes), the tag count (`u16`) and each tag (`u32` length, bytes).
+//! (`u32` length, bytes), the tag count (`u16`), each tag (`u32` length, bytes), and a byte
+//! that is 1 when the freshness follows (`i64` logical expiry in Unix ms, `u64` delta ms,
+//! `u64` stale ms), else 0.
+
+use crate::freshness::Freshness;
 
 /// The layout version written by [`encode`]; [`decode`] refuses others.
 pub const VERSION: u8 = 1;
 
-/// One key and the tags it carried on the source.
+/// One key and what the index held for it on the source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyTags {
     /// The key's name.
     pub key: Vec<u8>,
     /// Its tags.
     pub tags: Vec<Vec<u8>>,
+    /// Its freshness, when it was written with DELTA or STALE.
+    pub freshness: Option<Freshness>,
 }
 
 /// Encodes the tags of keys of database `db`.
 pub fn encode(db: u32, entries: &[KeyTags]) -> Vec<u8> {
     let size: usize = entries
         .iter()
-        .map(|e| 6 + e.key.len() + e.tags.iter().map(|t| 4 + t.len()).sum::<usize>())
+        .map(|e| 31 + e.key.len() + e.tags.iter().map(|t| 4 + t.len()).sum::<usize>())
         .sum();
     let mut out = Vec::with_capacity(9 + size);
     out.push(VERSION);
@@ -40,6 +47,15 @@ pub fn encode(db: u32, entries: &[KeyTags]) -> Vec<u8> {
         for t in e.tags.iter().take(u16::MAX as usize) {
             out.extend_from_slice(&(t.len() as u32).to_le_bytes());
             out.extend_from_slice(t);
+        }
+        match &e.freshness {
+            Some(f) => {
+                out.push(1);
+                out.extend_from_slice(&f.expires_at_ms.to_le_bytes());
+                out.extend_from_slice(&f.delta_ms.to_le_bytes());
+                out.extend_from_slice(&f.stale_ms.to_le_bytes());
+            }
+            None => out.push(0),
         }
     }
     out
@@ -61,6 +77,13 @@ fn read_u32(bytes: &[u8], pos: &mut usize) -> Result<u32, String> {
     Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
 }
 
+fn read_u64(bytes: &[u8], pos: &mut usize) -> Result<u64, String> {
+    let b = take(bytes, pos, 8)?;
+    let mut a = [0u8; 8];
+    a.copy_from_slice(b);
+    Ok(u64::from_le_bytes(a))
+}
+
 /// Decodes a message made by [`encode`]: the db and the entries. Any inconsistency (another
 /// version, a length past the end, bytes left over) is an error naming it.
 pub fn decode(bytes: &[u8]) -> Result<(u32, Vec<KeyTags>), String> {
@@ -71,8 +94,8 @@ pub fn decode(bytes: &[u8]) -> Result<(u32, Vec<KeyTags>), String> {
     }
     let db = read_u32(bytes, &mut pos)?;
     let count = read_u32(bytes, &mut pos)? as usize;
-    // Each entry takes at least 6 bytes: a count past that cannot be honest.
-    if count > bytes.len() / 6 {
+    // Each entry takes at least 7 bytes: a count past that cannot be honest.
+    if count > bytes.len() / 7 {
         return Err(format!(
             "{count} entries cannot fit in {} bytes",
             bytes.len()
@@ -89,7 +112,20 @@ pub fn decode(bytes: &[u8]) -> Result<(u32, Vec<KeyTags>), String> {
             let len = read_u32(bytes, &mut pos)? as usize;
             tags.push(take(bytes, &mut pos, len)?.to_vec());
         }
-        entries.push(KeyTags { key, tags });
+        let freshness = match take(bytes, &mut pos, 1)?[0] {
+            0 => None,
+            1 => Some(Freshness {
+                expires_at_ms: read_u64(bytes, &mut pos)? as i64,
+                delta_ms: read_u64(bytes, &mut pos)?,
+                stale_ms: read_u64(bytes, &mut pos)?,
+            }),
+            other => return Err(format!("freshness marker {other}")),
+        };
+        entries.push(KeyTags {
+            key,
+            tags,
+            freshness,
+        });
     }
     if pos != bytes.len() {
         return Err(format!("{} bytes left over", bytes.len() - pos));
@@ -105,6 +141,7 @@ mod tests {
         KeyTags {
             key: key.as_bytes().to_vec(),
             tags: tags.iter().map(|t| t.as_bytes().to_vec()).collect(),
+            freshness: None,
         }
     }
 
@@ -116,6 +153,16 @@ mod tests {
             KeyTags {
                 key: vec![0, 255, b'\n'],
                 tags: vec![vec![7; 1000]],
+                freshness: None,
+            },
+            KeyTags {
+                key: b"fresh".to_vec(),
+                tags: Vec::new(),
+                freshness: Some(Freshness {
+                    expires_at_ms: 1_800_000_000_000,
+                    delta_ms: 250,
+                    stale_ms: 60_000,
+                }),
             },
         ];
         let bytes = encode(3, &entries);
@@ -125,7 +172,13 @@ mod tests {
 
     #[test]
     fn every_damaged_message_is_an_error() {
-        let bytes = encode(0, &[entry("k", &["a", "bb"]), entry("k2", &["c"])]);
+        let mut fresh = entry("k2", &["c"]);
+        fresh.freshness = Some(Freshness {
+            expires_at_ms: -1,
+            delta_ms: u64::MAX,
+            stale_ms: 0,
+        });
+        let bytes = encode(0, &[entry("k", &["a", "bb"]), fresh]);
         // Every truncation, and every single-byte change of a length or count field.
         for cut in 0..bytes.len() {
             assert!(decode(&bytes[..cut]).is_err(), "cut at {cut}");

@@ -462,16 +462,19 @@ fn key_exists(ctx: *mut raw::RedisModuleCtx, db: usize, key: &[u8]) -> bool {
 // ---------------------------------------------------------------------------------------
 // Tags that follow MIGRATE (see `tag_migration`).
 
-/// The tags of those of `keys` in `db` that carry any, for a node the keys migrate to.
+/// The tags and freshness of those of `keys` in `db` that have any, for a node the keys
+/// migrate to.
 pub fn tags_for_transfer(db: usize, keys: &[&[u8]]) -> Vec<KeyTags> {
     STATE
         .with(|st| {
             keys.iter()
                 .filter_map(|k| {
                     let tags = st.index.tags_of(db, k);
-                    (!tags.is_empty()).then(|| KeyTags {
+                    let freshness = st.fresh.get(db, k);
+                    (!tags.is_empty() || freshness.is_some()).then(|| KeyTags {
                         key: k.to_vec(),
                         tags,
+                        freshness,
                     })
                 })
                 .collect()
@@ -479,64 +482,130 @@ pub fn tags_for_transfer(db: usize, keys: &[&[u8]]) -> Vec<KeyTags> {
         .unwrap_or_default()
 }
 
-/// Gives the keys of a transfer from another node the tags they carried there, for those
-/// that exist here; the replicas and the AOF get the same as `OPT.TAG`. Tags over this
-/// node's limits are left out (and logged), as OPT.TAG would refuse them. Returns how many
-/// keys were tagged.
+/// Gives the keys of a transfer from another node the tags and freshness they had there, for
+/// those that exist here. Replicas and the AOF get `OPT.TAG`, or for a key with freshness the
+/// `OPT.SET ... PXAT ... DELTA ... STALE ... TAGS ...` an OPT.SET of it would have replicated.
+/// Tags over this node's limits are left out (and logged), as OPT.TAG would refuse them.
+/// Returns how many keys were updated.
 pub fn apply_transfer(ctx: *mut raw::RedisModuleCtx, db: usize, entries: &[KeyTags]) -> usize {
     let limits = limits();
-    let mut tagged = 0;
+    let mut updated = 0;
     for e in entries {
-        let tags: Vec<&[u8]> = e.tags.iter().map(Vec::as_slice).collect();
-        if let Err(why) = validate_tags(&tags, &limits) {
-            log::warning(&format!(
-                "tags of a migrated key left out: {why} (key of {} bytes)",
-                e.key.len()
-            ));
-            continue;
+        let mut tags: Vec<&[u8]> = e.tags.iter().map(Vec::as_slice).collect();
+        if !tags.is_empty() {
+            if let Err(why) = validate_tags(&tags, &limits) {
+                log::warning(&format!(
+                    "tags of a migrated key left out: {why} (key of {} bytes)",
+                    e.key.len()
+                ));
+                tags.clear();
+            }
         }
-        if tags.is_empty() || !key_exists(ctx, db, &e.key) {
+        if (tags.is_empty() && e.freshness.is_none()) || !key_exists(ctx, db, &e.key) {
             continue;
         }
         if let Err(err) = follow_keyspace(ctx) {
             log::warning(&err.0);
-            return tagged;
+            return updated;
         }
-        if with(|st| st.index.set_tags(db, &e.key, &tags)).is_err() {
+        let applied = with(|st| {
+            if !tags.is_empty() {
+                st.index.set_tags(db, &e.key, &tags);
+            }
+            if let Some(f) = e.freshness {
+                st.fresh.set(db, &e.key, f);
+            }
+        });
+        if applied.is_err() {
             continue;
         }
-        tagged += 1;
-        // SAFETY: ctx is the live context of the cluster-message callback; the strings are
-        // made in it and freed after the call, which copies them.
-        unsafe {
-            let (Some(select), Some(rep), Some(create), Some(free)) = (
-                raw::RedisModule_SelectDb,
-                raw::RedisModule_Replicate,
-                raw::RedisModule_CreateString,
-                raw::RedisModule_FreeString,
-            ) else {
-                continue;
-            };
-            if select(ctx, db as c_int) != raw::REDISMODULE_OK as c_int {
-                continue;
-            }
-            let mut argv: Vec<*mut raw::RedisModuleString> = std::iter::once(&e.key[..])
-                .chain(tags.iter().copied())
-                .map(|b| create(ctx, b.as_ptr().cast(), b.len()))
-                .collect();
-            rep(
-                ctx,
-                c"OPT.TAG".as_ptr(),
-                c"v".as_ptr(),
-                argv.as_mut_ptr(),
-                argv.len(),
-            );
-            for s in argv {
-                free(ctx, s);
-            }
-        }
+        updated += 1;
+        replicate_transfer(ctx, db, &e.key, &tags, e.freshness);
     }
-    tagged
+    updated
+}
+
+/// Replicates what [`apply_transfer`] did to one key.
+fn replicate_transfer(
+    ctx: *mut raw::RedisModuleCtx,
+    db: usize,
+    key: &[u8],
+    tags: &[&[u8]],
+    freshness: Option<Freshness>,
+) {
+    // SAFETY: ctx is the live context of the cluster-message callback; the strings and the
+    // key handle are made in it and released before returning; the call copies the strings.
+    unsafe {
+        let (Some(select), Some(rep), Some(create)) = (
+            raw::RedisModule_SelectDb,
+            raw::RedisModule_Replicate,
+            raw::RedisModule_CreateString,
+        ) else {
+            return;
+        };
+        if select(ctx, db as c_int) != raw::REDISMODULE_OK as c_int {
+            return;
+        }
+        let key_name = create(ctx, key.as_ptr().cast(), key.len());
+        let mut owned = OwnedStrings(ctx, vec![key_name]);
+        let (name, words): (&CStr, Vec<Vec<u8>>) = match freshness {
+            Some(f) => {
+                let Some(value) = string_value(ctx, key_name) else {
+                    return;
+                };
+                let mut w = vec![value, b"PXAT".to_vec(), f.expires_at_ms.to_string().into()];
+                if f.delta_ms > 0 {
+                    w.extend([b"DELTA".to_vec(), f.delta_ms.to_string().into()]);
+                }
+                if f.stale_ms > 0 {
+                    w.extend([b"STALE".to_vec(), (f.stale_ms / 1000).to_string().into()]);
+                }
+                if !tags.is_empty() {
+                    w.push(b"TAGS".to_vec());
+                }
+                w.extend(tags.iter().map(|t| t.to_vec()));
+                (c"OPT.SET", w)
+            }
+            None => (c"OPT.TAG", tags.iter().map(|t| t.to_vec()).collect()),
+        };
+        owned.1.extend(
+            words
+                .iter()
+                .map(|b| create(ctx, b.as_ptr().cast(), b.len())),
+        );
+        rep(
+            ctx,
+            name.as_ptr(),
+            c"v".as_ptr(),
+            owned.1.as_mut_ptr(),
+            owned.1.len(),
+        );
+    }
+}
+
+/// The value of string key `key_name` in the selected db, if it holds a string.
+///
+/// # Safety
+/// `ctx` must be a live context and `key_name` a string made in it.
+unsafe fn string_value(
+    ctx: *mut raw::RedisModuleCtx,
+    key_name: *mut raw::RedisModuleString,
+) -> Option<Vec<u8>> {
+    let (Some(open), Some(key_type), Some(close)) = (
+        raw::RedisModule_OpenKey,
+        raw::RedisModule_KeyType,
+        raw::RedisModule_CloseKey,
+    ) else {
+        return None;
+    };
+    let k = open(ctx, key_name, raw::REDISMODULE_READ as c_int);
+    if k.is_null() {
+        return None;
+    }
+    let value = (key_type(k) == raw::REDISMODULE_KEYTYPE_STRING as c_int)
+        .then(|| read_string(ctx, k, key_name));
+    close(k);
+    value
 }
 
 // ---------------------------------------------------------------------------------------

@@ -343,6 +343,21 @@ fn the_tag_index_survives_a_failover_and_follows_a_slot_migration() {
         );
     }
     ok(&mut src, &["SET", "{page:1}:untagged", "v"]);
+    // A value with freshness: logically fresh for 100 s, kept 60 s more to be served stale.
+    ok(
+        &mut src,
+        &[
+            "OPT.SET",
+            "{page:1}:fresh",
+            "v",
+            "EX",
+            "100",
+            "STALE",
+            "60",
+            "TAGS",
+            "moving",
+        ],
+    );
     let target = cluster
         .primaries()
         .into_iter()
@@ -377,6 +392,7 @@ fn the_tag_index_survives_a_failover_and_follows_a_slot_migration() {
             "{page:1}:m3",
             "{page:1}:m4",
             "{page:1}:untagged",
+            "{page:1}:fresh",
         ],
     );
     ok(
@@ -395,18 +411,29 @@ fn the_tag_index_survives_a_failover_and_follows_a_slot_migration() {
     assert_eq!(value.as_deref(), Some("v"));
     // The tags arrive over the cluster bus right after the keys.
     target.wait_for("the tags on the target", Duration::from_secs(10), |d| {
-        tag_keys(d, "moving").is_ok_and(|k| k.len() == 6)
+        tag_keys(d, "moving").is_ok_and(|k| k.len() == 7)
     });
+    // The freshness came along: the value expires logically in 100 s, not when the key does
+    // (160 s), on the target and on its replica.
+    let logical_ttl = |c: &mut redis::Connection| -> i64 {
+        let reply: std::collections::HashMap<String, redis::Value> = redis::cmd("OPT.FETCH")
+            .arg("{page:1}:fresh")
+            .query(c)
+            .unwrap();
+        redis::from_redis_value(reply["ttl_ms"].clone()).unwrap()
+    };
+    let ttl = logical_ttl(&mut dst);
+    assert!((90_000..=100_000).contains(&ttl), "ttl_ms {ttl}");
     let mut page_tags: Vec<String> = redis::cmd("OPT.TAGS")
         .arg("page:1")
         .query(&mut dst)
         .unwrap();
     page_tags.sort();
     assert_eq!(page_tags, ["moving", "page"]);
-    assert_eq!(info_int(&mut src, "opt", "opt_tags_migrated_keys_sent"), 6);
+    assert_eq!(info_int(&mut src, "opt", "opt_tags_migrated_keys_sent"), 7);
     assert_eq!(
         info_int(&mut dst, "opt", "opt_tags_migrated_keys_received"),
-        6
+        7
     );
     // The target's replica got them too (as OPT.TAG), and so equals its primary.
     let target_replica = cluster.replicas_of(target)[0];
@@ -414,12 +441,16 @@ fn the_tag_index_survives_a_failover_and_follows_a_slot_migration() {
     target_replica.wait_for("the replica of the target", Duration::from_secs(10), |r| {
         tag_info(r).digest == want
     });
+    let mut r = target_replica.conn();
+    ok(&mut r, &["READONLY"]);
+    let ttl = logical_ttl(&mut r);
+    assert!((90_000..=100_000).contains(&ttl), "replica's ttl_ms {ttl}");
     // Invalidation on the new owner finds every moved key.
     let deleted: i64 = redis::cmd("OPT.INVALIDATE")
         .arg("moving")
         .query(&mut dst)
         .unwrap();
-    assert_eq!(deleted, 6);
+    assert_eq!(deleted, 7);
     assert_eq!(redis::cmd("DBSIZE").query::<i64>(&mut dst).unwrap(), 1);
 }
 
