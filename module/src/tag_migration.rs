@@ -5,18 +5,19 @@
 //! the key arrived untagged, invisible to the next OPT.INVALIDATE of its tags. So, in cluster
 //! mode and once the index has entries, a command filter watches for MIGRATE. Before MIGRATE
 //! runs, it reads the tags and freshness (OPT.SET DELTA/STALE) of the keys being moved and
-//! sends them to the target node over the cluster bus (`opt_core::tag_transfer`). The cluster bus is written by the event loop, and
-//! MIGRATE waits for the target's replies before it returns, so the message reaches the
-//! target after the keys: the target applies them to the keys it then holds, and replicates
-//! that to its replicas and AOF (OPT.TAG, or OPT.SET for a value with freshness). The source drops its entries through the usual `del`
-//! events once MIGRATE deletes the keys (not with COPY).
+//! sends them to the target node over the cluster bus (`opt_core::tag_transfer`). The cluster
+//! bus is written by the event loop, and MIGRATE waits for the target's replies before it
+//! returns, so the message reaches the target after the keys: the target applies it to the
+//! keys it then holds, and replicates that to its replicas and AOF (OPT.TAG, or OPT.SET for a
+//! value with freshness). The source drops its entries through the usual `del` events once
+//! MIGRATE deletes the keys (not with COPY).
 //!
 //! Limits: a MIGRATE queued in MULTI sends the tags when it is queued, before the keys move,
 //! so the target finds no key and they are lost (as before this existed); between the end of
 //! MIGRATE and the message's arrival (the cluster bus's latency, about a millisecond on a
-//! LAN) the key sits untagged on the target.
-//! The filter costs every command on such a node the server's filter dispatch and a length
-//! check: about 70 instructions on 7.0 (callgrind, GET: 20 of them in the filter).
+//! LAN) the key sits untagged on the target. The filter costs every command on such a node
+//! the server's filter dispatch and a length check: about 70 instructions on 7.0 (callgrind,
+//! GET: 20 of them in the filter).
 
 use std::ffi::{c_char, c_int, CStr};
 use std::ptr;
