@@ -22,7 +22,7 @@ use crate::{configs, hotkeys};
 /// `OPT.ADVISE [SAMPLES n] [CATEGORY c] [MIN-SEVERITY info|warning|critical]`
 pub fn command(call: &Call) -> Result<Reply, ReplyError> {
     crate::acl::require_monitor_equivalent(call.ctx, "OPT.ADVISE")?;
-    let q = parse_query(&call.args).map_err(ReplyError::err)?;
+    let q = parse_query(call.args).map_err(ReplyError::err)?;
     if q.samples > 0 {
         // The keyspace sample runs in slices; the advice is computed when it is done.
         return crate::keyspace::start_for_advice(call, q);

@@ -16,7 +16,7 @@ pub struct Call<'a> {
     /// The command context (valid for the duration of the call).
     pub ctx: *mut raw::RedisModuleCtx,
     /// Arguments after the command name, with any `FORMAT JSON` removed.
-    pub args: Vec<&'a [u8]>,
+    pub args: &'a [&'a [u8]],
     /// The same arguments as server strings (for the key API and replication).
     pub argv: &'a [*mut raw::RedisModuleString],
     /// Whether the client asked for `FORMAT JSON`.

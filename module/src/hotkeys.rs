@@ -671,7 +671,7 @@ pub fn apply_delimiters(delimiters: &str) {
 pub fn command(call: &Call) -> Result<Reply, ReplyError> {
     crate::acl::require_monitor_equivalent(call.ctx, "OPT.HOTKEYS")?;
     let capacity = configs::int(idx::HOTKEYS_CAPACITY) as usize;
-    let parsed = parse_command(&call.args, capacity).map_err(ReplyError::err)?;
+    let parsed = parse_command(call.args, capacity).map_err(ReplyError::err)?;
     let ratio = configs::int(idx::HOTKEYS_SAMPLE_RATIO).max(1) as u64;
     let now = now_ms();
     STATE

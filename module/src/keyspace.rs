@@ -186,7 +186,7 @@ pub fn command(call: &Call) -> Result<Reply, ReplyError> {
     crate::acl::require_monitor_equivalent(call.ctx, "OPT.KEYSPACE")?;
     let ctx = call.ctx;
     let databases = config_get(ctx, c"databases").unwrap_or(16).max(1) as u64;
-    match parse_command(&call.args, databases).map_err(ReplyError::err)? {
+    match parse_command(call.args, databases).map_err(ReplyError::err)? {
         KeyspaceCommand::Status => {
             let progress: Vec<KeyspaceProgress> = JOBS
                 .with(|j| {

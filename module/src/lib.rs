@@ -256,12 +256,25 @@ unsafe fn dispatch(
     argc: c_int,
 ) {
     let outcome = guard::catch(|| {
-        let mut args: Vec<&[u8]> = (1..argc.max(1) as usize)
-            // SAFETY: argv holds argc strings, valid during the call.
-            .map(|i| unsafe { reply::string_bytes(*argv.add(i)) })
-            .collect();
-        let as_json = match take_format(spec, &mut args) {
-            Ok(j) => j,
+        // The arguments' bytes, on the stack for the usual short command lines: a heap vector
+        // cost an allocation and a free through the server's allocator on every command.
+        const INLINE: usize = 24;
+        let n = (argc.max(1) - 1) as usize;
+        // SAFETY: argv holds argc strings, valid during the call.
+        let arg = |i: usize| unsafe { reply::string_bytes(*argv.add(i + 1)) };
+        let mut inline: [&[u8]; INLINE] = [&[]; INLINE];
+        let mut heap: Vec<&[u8]> = Vec::new();
+        let args: &[&[u8]] = if n <= INLINE {
+            for (i, slot) in inline[..n].iter_mut().enumerate() {
+                *slot = arg(i);
+            }
+            &inline[..n]
+        } else {
+            heap.extend((0..n).map(arg));
+            &heap
+        };
+        let (args, as_json) = match take_format(spec, args) {
+            Ok(split) => split,
             Err(e) => return (Err(e), false),
         };
         // SAFETY: argv holds argc strings, valid during the call.
@@ -287,11 +300,15 @@ unsafe fn dispatch(
     }
 }
 
-/// Removes a trailing `FORMAT JSON` (or rejects another format) for commands that allow it.
-fn take_format(spec: &CommandSpec, args: &mut Vec<&[u8]>) -> Result<bool, ReplyError> {
+/// Splits off a trailing `FORMAT JSON` (or rejects another format) for commands that allow
+/// it: the arguments without it, and whether it was there.
+fn take_format<'a, 'b>(
+    spec: &CommandSpec,
+    args: &'a [&'b [u8]],
+) -> Result<(&'a [&'b [u8]], bool), ReplyError> {
     let n = args.len();
     if !spec.json || n < 2 || !args[n - 2].eq_ignore_ascii_case(b"FORMAT") {
-        return Ok(false);
+        return Ok((args, false));
     }
     if !args[n - 1].eq_ignore_ascii_case(b"JSON") {
         return Err(ReplyError::err(format!(
@@ -300,6 +317,5 @@ fn take_format(spec: &CommandSpec, args: &mut Vec<&[u8]>) -> Result<bool, ReplyE
             spec.name
         )));
     }
-    args.truncate(n - 2);
-    Ok(true)
+    Ok((&args[..n - 2], true))
 }

@@ -797,7 +797,7 @@ fn now_ms() -> i64 {
 /// with an absolute expiry. With STALE the key lives that much longer than its expiry, so a
 /// stale copy can be served while one caller recomputes.
 pub fn set(call: &Call) -> Result<Reply, ReplyError> {
-    let o = parse_set(&call.args)?;
+    let o = parse_set(call.args)?;
     if call.argv.len() < o.head_len {
         return Err(ReplyError::err("OPT.SET: arguments missing"));
     }
@@ -1035,7 +1035,7 @@ unsafe fn read_string(
 
 /// `OPT.TAG key tag [tag ...]`
 pub fn tag(call: &Call) -> Result<Reply, ReplyError> {
-    let [key, tags @ ..] = call.args.as_slice() else {
+    let [key, tags @ ..] = call.args else {
         return Err(ReplyError::err("OPT.TAG needs a key and at least one tag"));
     };
     validate_tags(tags, &limits()).map_err(|e| ReplyError::err(format!("OPT.TAG: {e}")))?;
@@ -1058,7 +1058,7 @@ pub fn tag(call: &Call) -> Result<Reply, ReplyError> {
 
 /// `OPT.UNTAG key tag [tag ...]`
 pub fn untag(call: &Call) -> Result<Reply, ReplyError> {
-    let [key, tags @ ..] = call.args.as_slice() else {
+    let [key, tags @ ..] = call.args else {
         return Err(ReplyError::err(
             "OPT.UNTAG needs a key and at least one tag",
         ));
@@ -1084,7 +1084,7 @@ pub fn untag(call: &Call) -> Result<Reply, ReplyError> {
 
 /// `OPT.TAGS key`
 pub fn tags_of(call: &Call) -> Result<Reply, ReplyError> {
-    let [key] = call.args.as_slice() else {
+    let [key] = call.args else {
         return Err(ReplyError::err("OPT.TAGS takes exactly one key"));
     };
     let db = selected_db(call.ctx);
@@ -1098,7 +1098,7 @@ pub fn tags_of(call: &Call) -> Result<Reply, ReplyError> {
 
 /// `OPT.INVALIDATE tag [tag ...] [ASYNC]`
 pub fn invalidate(call: &Call) -> Result<Reply, ReplyError> {
-    let mut tags: Vec<&[u8]> = call.args.clone();
+    let mut tags: Vec<&[u8]> = call.args.to_vec();
     let (mut lazy, mut soft) = (false, false);
     while tags.len() > 1 {
         match tags.last() {
@@ -1279,7 +1279,7 @@ fn is_replica(ctx: *mut raw::RedisModuleCtx) -> bool {
 /// the recomputation lock. Replies a map: value, ttl_ms (negative once stale), action, token,
 /// lock.
 pub fn fetch(call: &Call) -> Result<Reply, ReplyError> {
-    let [key, rest @ ..] = call.args.as_slice() else {
+    let [key, rest @ ..] = call.args else {
         return Err(ReplyError::err("OPT.FETCH needs a key"));
     };
     let Some(&key_name) = call.argv.first() else {
@@ -1390,7 +1390,7 @@ pub fn fetch(call: &Call) -> Result<Reply, ReplyError> {
 
 /// `OPT.TAGKEYS tag [CURSOR c] [COUNT n]`: replies `[next cursor, [keys...]]`.
 pub fn tag_keys(call: &Call) -> Result<Reply, ReplyError> {
-    let [tag, rest @ ..] = call.args.as_slice() else {
+    let [tag, rest @ ..] = call.args else {
         return Err(ReplyError::err("OPT.TAGKEYS needs a tag"));
     };
     let mut args = Args::new("OPT.TAGKEYS", rest);
