@@ -30,6 +30,32 @@ pub struct KeyTags {
     pub freshness: Option<Freshness>,
 }
 
+/// The keys a MIGRATE command line (`args`, the name included) moves: its key argument, or the ones after KEYS when that is empty.
+/// Options are walked in order, so a password that reads "KEYS" is not taken for it.
+pub fn migrated_keys<'a>(args: &[&'a [u8]]) -> Vec<&'a [u8]> {
+    if args.len() < 6 {
+        return Vec::new();
+    }
+    if !args[3].is_empty() {
+        return vec![args[3]];
+    }
+    let mut i = 6;
+    while i < args.len() {
+        let option = args[i];
+        if option.eq_ignore_ascii_case(b"KEYS") {
+            return args[i + 1..].to_vec();
+        }
+        i += if option.eq_ignore_ascii_case(b"AUTH") {
+            2
+        } else if option.eq_ignore_ascii_case(b"AUTH2") {
+            3
+        } else {
+            1
+        };
+    }
+    Vec::new()
+}
+
 /// Encodes the tags of keys of database `db`.
 pub fn encode(db: u32, entries: &[KeyTags]) -> Vec<u8> {
     let size: usize = entries
@@ -200,5 +226,26 @@ mod tests {
         let mut huge = bytes.clone();
         huge[5..9].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(decode(&huge).unwrap_err().contains("cannot fit"));
+    }
+
+    #[test]
+    fn finds_the_keys_of_both_forms() {
+        let m = |line: &str| -> Vec<String> {
+            let words: Vec<&[u8]> = line.split(' ').map(str::as_bytes).collect();
+            migrated_keys(&words)
+                .iter()
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+                .collect()
+        };
+        assert_eq!(m("MIGRATE h 1 k 0 5000"), ["k"]);
+        assert_eq!(m("MIGRATE h 1 k 0 5000 COPY REPLACE"), ["k"]);
+        let none: [&str; 0] = [];
+        assert_eq!(m("MIGRATE h 1  0 5000 COPY"), none);
+        assert_eq!(m("MIGRATE h 1  0 5000 REPLACE KEYS a b"), ["a", "b"]);
+        assert_eq!(m("MIGRATE h 1  0 5000 AUTH KEYS KEYS a"), ["a"]);
+        assert_eq!(
+            m("MIGRATE h 1  0 5000 AUTH2 KEYS keys COPY KEYS a b c"),
+            ["a", "b", "c"]
+        );
     }
 }

@@ -23,7 +23,7 @@ use std::ffi::{c_char, c_int, CStr};
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 
-use opt_core::tag_transfer::{decode, encode};
+use opt_core::tag_transfer::{decode, encode, migrated_keys};
 use redis_module::raw;
 
 use crate::reply::string_bytes;
@@ -119,17 +119,6 @@ unsafe extern "C" fn filter(fctx: *mut raw::RedisModuleCommandFilterCtx) {
         let args: Vec<&[u8]> = (0..argc).map(|i| unsafe { arg(fctx, i) }).collect();
         send_tags(&args);
     });
-}
-
-/// The keys a MIGRATE moves: its key argument, or the ones after KEYS when that is empty.
-fn migrated_keys<'a>(args: &[&'a [u8]]) -> Vec<&'a [u8]> {
-    if !args[3].is_empty() {
-        return vec![args[3]];
-    }
-    args.iter()
-        .position(|a| a.eq_ignore_ascii_case(b"KEYS"))
-        .map(|i| args[i + 1..].to_vec())
-        .unwrap_or_default()
 }
 
 /// Sends the tags of the keys MIGRATE `args` moves to the node at its host and port (every
