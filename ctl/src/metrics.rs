@@ -334,6 +334,18 @@ fn collect_from(
             "Memory of the tag index.",
         ),
         (
+            "opt_tag_migrated_keys_sent_total",
+            "opt_tags_migrated_keys_sent",
+            "counter",
+            "Keys whose tags were sent to the node a MIGRATE moved them to.",
+        ),
+        (
+            "opt_tag_migrated_keys_received_total",
+            "opt_tags_migrated_keys_received",
+            "counter",
+            "Keys tagged from a MIGRATE's transfer from another node.",
+        ),
+        (
             "opt_panics_caught_total",
             "opt_panics_caught",
             "counter",
