@@ -589,3 +589,41 @@ pub fn own_slot_ranges(node: &Server) -> Vec<(u16, u16)> {
         })
         .collect()
 }
+
+/// A small reproducible random generator (xorshift64*) for randomized tests: a fixed seed
+/// makes a failure repeat, with no dependency.
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from `seed` (any value; 0 is made odd).
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed | 1)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number below `n` (n > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    /// One of `from` (not empty).
+    pub fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
+        from[self.below(from.len())]
+    }
+}
+
+/// The number in environment variable `name`, or `default` (seeds and step counts of
+/// randomized tests).
+pub fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}

@@ -16,23 +16,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use opt_harness::{info_int, ok, redis, tag_info, Server};
-
-/// xorshift64*: a few lines, reproducible, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
+use opt_harness::{env_number, info_int, ok, redis, tag_info, Rng, Server};
 
 /// Every command a client may call (OPT.DEBUG-PANIC panics on purpose and is left out).
 const COMMANDS: &[&str] = &[
@@ -258,20 +242,14 @@ fn printable(args: &[Vec<u8>]) -> String {
 
 #[test]
 fn random_arguments_never_panic_and_errors_change_nothing() {
-    let seed = std::env::var("OPT_FUZZ_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x005e_ed0f_0de5_u64);
-    let steps: usize = std::env::var("OPT_FUZZ_STEPS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(150);
+    let seed = env_number("OPT_FUZZ_SEED", 0x005e_ed0f_0de5);
+    let steps = env_number("OPT_FUZZ_STEPS", 150) as usize;
     let server = Server::start();
     let mut con = server.conn();
     con.set_read_timeout(Some(Duration::from_secs(20)))
         .expect("set a read timeout");
     let words = vocabulary();
-    let mut rng = Rng(seed | 1);
+    let mut rng = Rng::new(seed);
     let (mut errors, mut replies) = (0usize, 0usize);
     restore_data(&mut con);
     for step in 0..steps {

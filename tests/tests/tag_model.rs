@@ -17,27 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use opt_harness::redis::{self, Connection, Value};
-use opt_harness::{info_int, ok, tag_info, Server, ServerOptions};
-
-/// xorshift64*: reproducible, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
-        from[self.below(from.len())]
-    }
-}
+use opt_harness::{env_number, info_int, ok, tag_info, Rng, Server, ServerOptions};
 
 const KEYS: &[&str] = &[
     "k0", "k1", "k2", "k3", "k4", "k5", "k6", "k7", "k8", "k9", "k10", "k11",
@@ -301,20 +281,14 @@ fn step(rng: &mut Rng, cons: &mut [Connection; 2], model: &mut Model) -> String 
 
 #[test]
 fn the_index_matches_a_model_under_random_commands() {
-    let seed = std::env::var("OPT_MODEL_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x7a9_u64);
-    let steps: usize = std::env::var("OPT_MODEL_STEPS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1500);
+    let seed = env_number("OPT_MODEL_SEED", 0x7a9);
+    let steps = env_number("OPT_MODEL_STEPS", 1500) as usize;
     let master = Server::start();
     let replica = master.start_replica(ServerOptions::default());
     let mut cons = [master.conn(), master.conn()];
     ok(&mut cons[1], &["SELECT", "1"]);
     let mut model: Model = Default::default();
-    let mut rng = Rng(seed | 1);
+    let mut rng = Rng::new(seed);
     for n in 0..steps {
         let what = step(&mut rng, &mut cons, &mut model);
         check(
