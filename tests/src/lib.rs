@@ -468,22 +468,11 @@ impl Cluster {
                 ..ServerOptions::default()
             }));
         }
-        let mut cmd = Command::new(std::env::var("REDIS_CLI").unwrap_or("redis-cli".into()));
-        cmd.arg("--cluster").arg("create");
-        for n in &nodes {
-            cmd.arg(format!("127.0.0.1:{}", n.port));
-        }
-        let out = cmd
-            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
-            .stdin(Stdio::null())
-            .output()
-            .expect("run redis-cli --cluster create");
-        assert!(
-            out.status.success(),
-            "redis-cli --cluster create failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let mut args = vec!["--cluster".to_string(), "create".to_string()];
+        args.extend(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)));
+        args.extend(["--cluster-replicas".into(), replicas.to_string()]);
+        args.push("--cluster-yes".into());
+        redis_cli(&args);
         let cluster = Cluster { nodes };
         cluster.wait_healthy();
         cluster
@@ -588,6 +577,26 @@ pub fn own_slot_ranges(node: &Server) -> Vec<(u16, u16)> {
             None => f.parse().ok().map(|s| (s, s)),
         })
         .collect()
+}
+
+/// Runs `redis-cli` (`REDIS_CLI` selects another) with `args` and no input; panics with its
+/// output when it fails. Returns its standard output.
+pub fn redis_cli<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> String {
+    let out = Command::new(std::env::var("REDIS_CLI").unwrap_or("redis-cli".into()))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run redis-cli");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "redis-cli {:?} failed:\n{text}{}",
+        args.iter()
+            .map(|a| a.as_ref().to_string_lossy())
+            .collect::<Vec<_>>(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
 }
 
 /// A small reproducible random generator (xorshift64*) for randomized tests: a fixed seed

@@ -500,27 +500,18 @@ fn tags_follow_keys_through_redis_cli_reshard() {
         .map(|(a, b)| (b - a + 1) as usize)
         .sum::<usize>()
         - 1;
-    let out = std::process::Command::new(std::env::var("REDIS_CLI").unwrap_or("redis-cli".into()))
-        .args([
-            "--cluster",
-            "reshard",
-            &format!("127.0.0.1:{}", source.port),
-            "--cluster-from",
-            &id(source),
-            "--cluster-to",
-            &id(target),
-            "--cluster-slots",
-            &slots.to_string(),
-            "--cluster-yes",
-        ])
-        .output()
-        .expect("run redis-cli --cluster reshard");
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    opt_harness::redis_cli(&[
+        "--cluster",
+        "reshard",
+        &format!("127.0.0.1:{}", source.port),
+        "--cluster-from",
+        &id(source),
+        "--cluster-to",
+        &id(target),
+        "--cluster-slots",
+        &slots.to_string(),
+        "--cluster-yes",
+    ]);
     cluster.wait_healthy();
     let mut dst = target.conn();
     target.wait_for("the tags on the target", Duration::from_secs(10), |d| {
