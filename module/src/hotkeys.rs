@@ -363,16 +363,20 @@ unsafe fn record_command(st: &mut HotKeysState, fctx: *mut raw::RedisModuleComma
             }
         }
         KeyAccess::Split { ranges } => {
+            // On a replica a write command comes from the master's stream: none of its keys,
+            // not even the ones it only reads, is client traffic.
+            if replica {
+                return;
+            }
             for r in ranges {
-                if r.write && replica {
-                    continue;
-                }
                 let kind = if r.write { Kind::Write } else { Kind::Read };
                 for pos in fixed_positions(r.first, r.last, r.step, argc) {
                     record_access(&mut st.tracker, filter_arg(fctx, pos), kind);
                 }
             }
         }
+        // Likewise, the sources of ZUNIONSTORE... on a replica are not client reads.
+        KeyAccess::Dynamic { write: true } if replica => {}
         KeyAccess::Dynamic { write } => record_dynamic(st, fctx, argc, replica, write),
     }
 }
