@@ -139,13 +139,6 @@ pub fn init(ctx: *mut raw::RedisModuleCtx) -> Result<(), String> {
             restart_accounting(ctx);
             on_slice(ctx, ptr::null_mut());
         }
-        let subscribe =
-            raw::RedisModule_SubscribeToKeyspaceEvents.ok_or("no keyspace events API")?;
-        if subscribe(ctx, raw::REDISMODULE_NOTIFY_KEY_MISS, Some(on_keymiss))
-            != raw::REDISMODULE_OK as c_int
-        {
-            log::warning("could not subscribe to keymiss events: misses are not counted");
-        }
         raw::RedisModule_CreateTimer.ok_or("no timer API")?(
             ctx,
             TICK_MS,
@@ -587,6 +580,29 @@ unsafe fn unregister_filter(ctx: *mut raw::RedisModuleCtx) {
     }
 }
 
+/// Whether the keymiss subscription is in place.
+static FOLLOWING_MISSES: AtomicBool = AtomicBool::new(false);
+
+/// Subscribes to keymiss events, once, when tracking is first enabled (at load, or later by
+/// `CONFIG SET opt.hotkeys-enabled yes`). Redis builds a module context for every event it
+/// delivers and 7.0 cannot unsubscribe, so a server loaded with tracking off pays nothing for
+/// misses until tracking is turned on.
+///
+/// # Safety
+/// `ctx` must be a live context of this module on the main thread.
+unsafe fn follow_misses(ctx: *mut raw::RedisModuleCtx) {
+    if FOLLOWING_MISSES.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    let subscribed = raw::RedisModule_SubscribeToKeyspaceEvents.is_some_and(|subscribe| {
+        subscribe(ctx, raw::REDISMODULE_NOTIFY_KEY_MISS, Some(on_keymiss))
+            == raw::REDISMODULE_OK as c_int
+    });
+    if !subscribed {
+        log::warning("could not subscribe to keymiss events: misses are not counted");
+    }
+}
+
 /// The sampler: registers the filter for a slice, unregisters it for a random gap, and
 /// reschedules itself. With ratio 1 the filter stays registered; with tracking disabled it
 /// stays off. Configuration changes take effect within `POLL_MS`.
@@ -601,6 +617,7 @@ unsafe extern "C" fn on_slice(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void)
                 unregister_filter(ctx);
                 return POLL_MS;
             }
+            follow_misses(ctx);
             let ratio = configs::int(idx::HOTKEYS_SAMPLE_RATIO).max(1) as u64;
             if ratio == 1 || !present(raw::RedisModule_UnregisterCommandFilter) {
                 register_filter(ctx);

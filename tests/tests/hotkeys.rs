@@ -163,6 +163,30 @@ fn store_commands_count_sources_as_reads_and_destinations_as_writes() {
     assert_eq!(split("list:to"), (0, 3));
 }
 
+/// Loaded with tracking off, the module subscribes to nothing (misses would cost a module
+/// context each); turned on at runtime, it counts reads and misses from then on.
+#[test]
+fn tracking_turned_on_at_runtime_counts_misses() {
+    let server = exact_server(&["opt.hotkeys-enabled no"]);
+    let mut con = server.conn();
+    for _ in 0..5 {
+        run(&mut con, &["GET", "absent:key"]);
+    }
+    assert_eq!(hotkeys(&mut con, &[]).sampled_accesses, 0);
+    ok(&mut con, &["CONFIG", "SET", "opt.hotkeys-enabled", "yes"]);
+    // The sampler looks at the configuration every 100 ms.
+    server.wait_for("tracking to start", Duration::from_secs(5), |c| {
+        run(c, &["GET", "probe"]);
+        hotkeys(c, &[]).sampled_accesses > 0
+    });
+    for _ in 0..7 {
+        run(&mut con, &["GET", "absent:key"]);
+    }
+    let r = hotkeys(&mut con, &["TYPE", "miss"]);
+    let e = r.entries.iter().find(|e| e.name == "absent:key").unwrap();
+    assert_eq!((e.reads, e.misses), (7, 7), "{:?}", r.entries);
+}
+
 #[test]
 fn namespaces_roll_traffic_up_by_pattern() {
     let server = exact_server(&[]);
