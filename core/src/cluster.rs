@@ -40,6 +40,22 @@ impl ClusterNode {
     }
 }
 
+/// The slots this node is importing (`[slot-<-source]` on the `myself` line of
+/// `CLUSTER NODES`): their keys arrive by MIGRATE before the node owns the slot.
+pub fn importing_slots(cluster_nodes: &str) -> Vec<u16> {
+    cluster_nodes
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.len() > 2 && f[2].split(',').any(|x| x == "myself"))
+        .map(|f| {
+            f.iter()
+                .skip(8)
+                .filter_map(|t| t.strip_prefix('[')?.split_once("-<-")?.0.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The primaries in a CLUSTER NODES reply, in the order given. Lines that do not parse, and
 /// replicas, are skipped. `seed_host` replaces an empty or `0.0.0.0` announced address (a
 /// node that does not know its own IP yet).
@@ -951,5 +967,17 @@ master_repl_offset:3000000\r\n";
         assert_eq!(m.largest[0].tag, "site");
         assert_eq!(m.largest[0].keys, 15);
         assert_eq!(m.digest, "a=d10,b=d5");
+    }
+
+    #[test]
+    fn importing_slots_come_from_the_myself_line() {
+        let text = "\
+a1 127.0.0.1:7101@17101 myself,master - 0 0 1 connected 0-5460 [16023-<-c3] [99->-b2]
+b2 127.0.0.1:7102@17102 master - 0 0 2 connected 5461-10922 [7-<-a1]
+c3 127.0.0.1:7103@17103 master - 0 0 3 connected 10923-16383 [16023->-a1]
+";
+        assert_eq!(importing_slots(text), [16023]);
+        assert!(importing_slots("").is_empty());
+        assert!(importing_slots("x y myself,master").is_empty());
     }
 }

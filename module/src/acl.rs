@@ -4,7 +4,8 @@
 //! let the module put the command in the `@admin` and `@dangerous` categories, and ACL rules do
 //! the rest. Redis 7.0 gives module commands no categories at all, so `+@all -@admin` would
 //! still allow it; there the command requires what reveals the same information, the right to
-//! run MONITOR, and checks it itself.
+//! run MONITOR, and checks it itself. Deletions the module makes through the key API (keys of
+//! a slot being imported) get their key permissions checked here too.
 
 use std::ffi::c_int;
 
@@ -74,5 +75,55 @@ pub fn require_monitor_equivalent(
              ACL SETUSER <user> +{} +monitor",
             command.to_ascii_lowercase()
         )))
+    }
+}
+
+/// Refuses, naming the first such key, when the caller's ACL does not allow deleting every
+/// one of `keys` (for deletions made through the key API, which checks no ACL itself).
+pub fn require_delete_permission(
+    ctx: *mut raw::RedisModuleCtx,
+    keys: &[*mut raw::RedisModuleString],
+) -> Result<(), ReplyError> {
+    // SAFETY: ctx is the live command context and the keys are live strings of it; the user
+    // name and the user are freed before returning.
+    let refused = unsafe {
+        let (Some(user_name), Some(get_user), Some(check), Some(free_user), Some(free)) = (
+            raw::RedisModule_GetCurrentUserName,
+            raw::RedisModule_GetModuleUserFromUserName,
+            raw::RedisModule_ACLCheckKeyPermissions,
+            raw::RedisModule_FreeModuleUser,
+            raw::RedisModule_FreeString,
+        ) else {
+            return Err(ReplyError::err(
+                "this server has no ACL API for modules, so the deletion cannot be checked",
+            ));
+        };
+        let name = user_name(ctx);
+        if name.is_null() {
+            // No client behind this call (an internal or module context).
+            return Ok(());
+        }
+        let user = get_user(name);
+        free(ctx, name);
+        if user.is_null() {
+            return Err(ReplyError(
+                "NOPERM the calling user no longer exists".into(),
+            ));
+        }
+        // The check takes the logical flags only (ACCESS, INSERT, DELETE, UPDATE).
+        let flags = raw::REDISMODULE_CMD_KEY_DELETE as c_int;
+        let refused = keys
+            .iter()
+            .find(|&&k| check(user, k, flags) != raw::REDISMODULE_OK as c_int)
+            .map(|&k| String::from_utf8_lossy(crate::reply::string_bytes(k)).into_owned());
+        free_user(user);
+        refused
+    };
+    match refused {
+        None => Ok(()),
+        Some(key) => Err(ReplyError(format!(
+            "NOPERM this user has no permissions to access the '{key}' key (OPT.INVALIDATE \
+             deleted nothing: every key must be allowed)"
+        ))),
     }
 }

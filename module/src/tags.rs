@@ -1153,7 +1153,26 @@ pub fn invalidate(call: &Call) -> Result<Reply, ReplyError> {
     if by_slot.is_empty() {
         return Ok(Reply::Int(0));
     }
-    let mut batches: Vec<OwnedStrings> = by_slot.into_values().collect();
+    // Keys of a slot this node is importing arrived by MIGRATE, and the server refuses a
+    // module's DEL of them (the slot is not ours yet, and the caller sent no ASKING): they are
+    // deleted through the key API instead, after an ACL check of every key of the
+    // invalidation, so that a refusal still deletes nothing.
+    let importing = if cluster {
+        importing_slots(call.ctx)
+    } else {
+        Vec::new()
+    };
+    let mut batches: Vec<(bool, OwnedStrings)> = by_slot
+        .into_iter()
+        .map(|(slot, keys)| (importing.contains(&slot), keys))
+        .collect();
+    if batches.iter().any(|(local, _)| *local) {
+        let all: Vec<*mut raw::RedisModuleString> = batches
+            .iter()
+            .flat_map(|(_, b)| b.1.iter().copied())
+            .collect();
+        crate::acl::require_delete_permission(call.ctx, &all)?;
+    }
     // With one call, its del events are ours: the index drops the keys in bulk afterwards,
     // by id. With several, a later call can fail after earlier ones deleted, so the del
     // events update the index key by key, as for any DEL.
@@ -1161,8 +1180,13 @@ pub fn invalidate(call: &Call) -> Result<Reply, ReplyError> {
     with(|st| st.own_events = single)?;
     let mut deleted = 0i64;
     let mut failure = None;
-    for (i, batch) in batches.iter_mut().enumerate() {
-        match delete_batch(call, cmd, &mut batch.1) {
+    for (i, (local, batch)) in batches.iter_mut().enumerate() {
+        let result = if *local {
+            Ok(delete_local(call, lazy, &batch.1))
+        } else {
+            delete_batch(call, cmd, &mut batch.1)
+        };
+        match result {
             Ok(n) => deleted += n,
             Err(coded) => {
                 failure = Some((i, coded));
@@ -1188,6 +1212,78 @@ pub fn invalidate(call: &Call) -> Result<Reply, ReplyError> {
             "{coded} (OPT.INVALIDATE stopped after deleting {deleted} keys of other slots: \
              every key must be allowed)"
         ))),
+    }
+}
+
+/// The slots this cluster node is importing (from `CLUSTER NODES`).
+fn importing_slots(ctx: *mut raw::RedisModuleCtx) -> Vec<u16> {
+    // SAFETY: ctx is the live command context; the reply is read, then freed.
+    unsafe {
+        let Some(reply) = module_call!(ctx, c"CLUSTER".as_ptr(), c"c".as_ptr(), c"NODES".as_ptr())
+        else {
+            return Vec::new();
+        };
+        if reply.is_null() {
+            return Vec::new();
+        }
+        let text = crate::reply::call_reply_bytes(reply)
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .unwrap_or_default();
+        if let Some(free) = raw::RedisModule_FreeCallReply {
+            free(reply);
+        }
+        opt_core::cluster::importing_slots(&text)
+    }
+}
+
+/// Deletes `keys` through the key API (for a slot being imported, see `invalidate`), with
+/// what DEL or UNLINK would do besides: the `del` event, the invalidation of tracking clients
+/// (closing a key opened for writing signals it), and replication of the command. The caller
+/// checked the ACL. Returns the number deleted.
+fn delete_local(call: &Call, lazy: bool, keys: &[*mut raw::RedisModuleString]) -> i64 {
+    // SAFETY: ctx is the live command context and the keys are live strings of it; every key
+    // handle is closed before the next is opened.
+    unsafe {
+        let api = (
+            raw::RedisModule_OpenKey,
+            raw::RedisModule_KeyType,
+            raw::RedisModule_DeleteKey,
+            raw::RedisModule_UnlinkKey,
+            raw::RedisModule_CloseKey,
+            raw::RedisModule_Replicate,
+        );
+        let (Some(open), Some(key_type), Some(delete), Some(unlink), Some(close), Some(rep)) = api
+        else {
+            return 0;
+        };
+        let mut deleted: Vec<*mut raw::RedisModuleString> = Vec::with_capacity(keys.len());
+        for &name in keys {
+            let k = open(call.ctx, name, raw::REDISMODULE_WRITE as c_int);
+            if k.is_null() {
+                continue;
+            }
+            if key_type(k) != raw::REDISMODULE_KEYTYPE_EMPTY as c_int {
+                let done = if lazy { unlink(k) } else { delete(k) };
+                if done == raw::REDISMODULE_OK as c_int {
+                    deleted.push(name);
+                }
+            }
+            close(k);
+        }
+        for &name in &deleted {
+            notify(call.ctx, raw::REDISMODULE_NOTIFY_GENERIC, c"del", name);
+        }
+        if !deleted.is_empty() {
+            let cmd: &CStr = if lazy { c"UNLINK" } else { c"DEL" };
+            rep(
+                call.ctx,
+                cmd.as_ptr(),
+                c"v".as_ptr(),
+                deleted.as_mut_ptr(),
+                deleted.len(),
+            );
+        }
+        deleted.len() as i64
     }
 }
 

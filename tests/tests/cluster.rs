@@ -454,6 +454,93 @@ fn the_tag_index_survives_a_failover_and_follows_a_slot_migration() {
     assert_eq!(redis::cmd("DBSIZE").query::<i64>(&mut dst).unwrap(), 1);
 }
 
+/// While a slot moves, its tagged keys sit partly on the source and partly on the target,
+/// which does not own the slot yet: an invalidation on each node deletes the keys it holds
+/// (the target through the key API, since the server refuses a module's DEL there), the
+/// target's replica follows, and a user whose ACL forbids one key deletes nothing.
+#[test]
+fn invalidation_during_a_slot_migration_deletes_on_both_nodes() {
+    let cluster = Cluster::start(3, 1, &[]);
+    let source = cluster.owner("{p}");
+    let target = cluster
+        .primaries()
+        .into_iter()
+        .find(|n| n.port != source.port)
+        .unwrap();
+    let (mut src, mut dst) = (source.conn(), target.conn());
+    for i in 0..6 {
+        ok(
+            &mut src,
+            &["OPT.SET", &format!("{{p}}:{i}"), "v", "TAGS", "tg"],
+        );
+    }
+    ok(&mut src, &["OPT.SET", "{p}:other", "v", "TAGS", "keep"]);
+    let slot = cluster.slot("{p}").to_string();
+    let src_id: String = redis::cmd("CLUSTER").arg("MYID").query(&mut src).unwrap();
+    let dst_id: String = redis::cmd("CLUSTER").arg("MYID").query(&mut dst).unwrap();
+    ok(
+        &mut dst,
+        &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &src_id],
+    );
+    ok(
+        &mut src,
+        &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &dst_id],
+    );
+    let port = target.port.to_string();
+    ok(
+        &mut src,
+        &[
+            "MIGRATE",
+            "127.0.0.1",
+            &port,
+            "",
+            "0",
+            "5000",
+            "KEYS",
+            "{p}:0",
+            "{p}:1",
+            "{p}:2",
+        ],
+    );
+    target.wait_for("the tags on the target", Duration::from_secs(10), |d| {
+        tag_info(d).pairs == 3
+    });
+    // A user who may not delete {p}:2 deletes nothing on the target.
+    ok(
+        &mut dst,
+        &[
+            "ACL", "SETUSER", "limited", "on", ">pw", "+@all", "~{p}:0", "~{p}:1",
+        ],
+    );
+    let mut limited = target.conn();
+    ok(&mut limited, &["AUTH", "limited", "pw"]);
+    let refused = err(&mut limited, &["OPT.INVALIDATE", "tg"]);
+    assert!(
+        refused.contains("NoPerm") && refused.contains("{p}:2"),
+        "{refused}"
+    );
+    assert_eq!(tag_info(&mut dst).pairs, 3);
+    // The default user deletes the keys each node holds.
+    let on_target: i64 = redis::cmd("OPT.INVALIDATE")
+        .arg("tg")
+        .query(&mut dst)
+        .unwrap();
+    let on_source: i64 = redis::cmd("OPT.INVALIDATE")
+        .arg("tg")
+        .query(&mut src)
+        .unwrap();
+    assert_eq!((on_target, on_source), (3, 3));
+    assert_eq!(redis::cmd("DBSIZE").query::<i64>(&mut dst).unwrap(), 0);
+    assert_eq!(redis::cmd("DBSIZE").query::<i64>(&mut src).unwrap(), 1);
+    assert_eq!(tag_info(&mut dst).pairs, 0);
+    let replica = cluster.replicas_of(target)[0];
+    replica.wait_for(
+        "the target's replica to follow",
+        Duration::from_secs(10),
+        |r| redis::cmd("DBSIZE").query::<i64>(r).is_ok_and(|n| n == 0) && tag_info(r).pairs == 0,
+    );
+}
+
 /// `redis-cli --cluster reshard`, as operators run it, moves all but one slot of a primary to
 /// another (MIGRATE ... KEYS in batches; a primary left with no slot becomes a replica of the
 /// node that took its last one): the tags travel with the keys, the source keeps none, and
