@@ -1156,7 +1156,7 @@ pub fn invalidate(call: &Call) -> Result<Reply, ReplyError> {
     // Keys of a slot this node is importing arrived by MIGRATE, and the server refuses a
     // module's DEL of them (the slot is not ours yet, and the caller sent no ASKING): they are
     // deleted through the key API instead, after an ACL check of every key of the
-    // invalidation, so that a refusal still deletes nothing.
+    // invalidation below, so that a refusal still deletes nothing.
     let importing = if cluster {
         importing_slots(call.ctx)
     } else {
@@ -1166,7 +1166,9 @@ pub fn invalidate(call: &Call) -> Result<Reply, ReplyError> {
         .into_iter()
         .map(|(slot, keys)| (importing.contains(&slot), keys))
         .collect();
-    if batches.iter().any(|(local, _)| *local) {
+    // With several slots the ACL is checked up front too: a DEL refused in a later slot would
+    // otherwise come after earlier slots' keys were deleted.
+    if batches.len() > 1 || batches.iter().any(|(local, _)| *local) {
         let all: Vec<*mut raw::RedisModuleString> = batches
             .iter()
             .flat_map(|(_, b)| b.1.iter().copied())

@@ -475,6 +475,45 @@ fn invalidation_during_a_slot_migration_deletes_on_both_nodes() {
         );
     }
     ok(&mut src, &["OPT.SET", "{p}:other", "v", "TAGS", "keep"]);
+    // Keys of two slots, and a user who may delete only the one in the lower slot (the first
+    // deleted): it deletes nothing, not the first slot's key.
+    let low = (0..)
+        .map(|i| format!("low:{i}"))
+        .find(|k| cluster.owner(k).port == source.port && cluster.slot(k) < cluster.slot("{p}"))
+        .unwrap();
+    ok(&mut src, &["OPT.SET", &low, "v", "TAGS", "two-slots"]);
+    ok(&mut src, &["OPT.SET", "{p}:high", "v", "TAGS", "two-slots"]);
+    ok(
+        &mut src,
+        &[
+            "ACL",
+            "SETUSER",
+            "lowonly",
+            "on",
+            ">pw",
+            "+@all",
+            &format!("~{low}"),
+        ],
+    );
+    let mut lowonly = source.conn();
+    ok(&mut lowonly, &["AUTH", "lowonly", "pw"]);
+    let refused = err(&mut lowonly, &["OPT.INVALIDATE", "two-slots"]);
+    assert!(
+        refused.contains("NoPerm") && refused.contains("{p}:high"),
+        "{refused}"
+    );
+    for k in [low.as_str(), "{p}:high"] {
+        assert_eq!(
+            redis::cmd("EXISTS").arg(k).query::<i64>(&mut src).unwrap(),
+            1,
+            "{k}"
+        );
+    }
+    let both: i64 = redis::cmd("OPT.INVALIDATE")
+        .arg("two-slots")
+        .query(&mut src)
+        .unwrap();
+    assert_eq!(both, 2);
     let slot = cluster.slot("{p}").to_string();
     let src_id: String = redis::cmd("CLUSTER").arg("MYID").query(&mut src).unwrap();
     let dst_id: String = redis::cmd("CLUSTER").arg("MYID").query(&mut dst).unwrap();
