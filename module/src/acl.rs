@@ -19,6 +19,49 @@ pub fn categories_supported() -> bool {
     unsafe { raw::RedisModule_SetCommandACLCategories }.is_some()
 }
 
+/// Who is calling, for a check the module makes itself.
+enum Caller<R> {
+    /// No client behind this call (an internal or module context): nothing to check.
+    Internal,
+    /// The server has no ACL API for modules.
+    NoApi,
+    /// The calling user was deleted meanwhile.
+    Gone,
+    /// What the check gave.
+    Checked(R),
+}
+
+/// Runs `check` with the calling user of `ctx`, freed afterwards.
+fn with_caller<R>(
+    ctx: *mut raw::RedisModuleCtx,
+    check: impl FnOnce(*mut raw::RedisModuleUser) -> R,
+) -> Caller<R> {
+    // SAFETY: ctx is the live command context; the name and the user made here are freed
+    // before returning, and the user is only used by `check` meanwhile.
+    unsafe {
+        let (Some(user_name), Some(get_user), Some(free_user), Some(free)) = (
+            raw::RedisModule_GetCurrentUserName,
+            raw::RedisModule_GetModuleUserFromUserName,
+            raw::RedisModule_FreeModuleUser,
+            raw::RedisModule_FreeString,
+        ) else {
+            return Caller::NoApi;
+        };
+        let name = user_name(ctx);
+        if name.is_null() {
+            return Caller::Internal;
+        }
+        let user = get_user(name);
+        free(ctx, name);
+        if user.is_null() {
+            return Caller::Gone;
+        }
+        let result = check(user);
+        free_user(user);
+        Caller::Checked(result)
+    }
+}
+
 /// On servers without ACL categories: refuses callers that may not run MONITOR.
 pub fn require_monitor_equivalent(
     ctx: *mut raw::RedisModuleCtx,
@@ -27,44 +70,27 @@ pub fn require_monitor_equivalent(
     if categories_supported() {
         return Ok(());
     }
-    // SAFETY: ctx is the live command context; every string and user created here is freed
-    // before returning, and argv holds one valid string for the call.
-    let allowed = unsafe {
-        let (
-            Some(user_name),
-            Some(get_user),
-            Some(check),
-            Some(free_user),
-            Some(create),
-            Some(free),
-        ) = (
-            raw::RedisModule_GetCurrentUserName,
-            raw::RedisModule_GetModuleUserFromUserName,
-            raw::RedisModule_ACLCheckCommandPermissions,
-            raw::RedisModule_FreeModuleUser,
-            raw::RedisModule_CreateString,
-            raw::RedisModule_FreeString,
-        )
-        else {
-            return Ok(());
-        };
-        let name = user_name(ctx);
-        if name.is_null() {
-            // No client behind this call (an internal or module context).
-            return Ok(());
-        }
-        let user = get_user(name);
-        free(ctx, name);
-        if user.is_null() {
-            false
-        } else {
+    let allowed = match with_caller(ctx, |user| {
+        // SAFETY: user is live during this closure and ctx is the live command context; the
+        // string is freed after the check, which only reads it.
+        unsafe {
+            let (Some(check), Some(create), Some(free)) = (
+                raw::RedisModule_ACLCheckCommandPermissions,
+                raw::RedisModule_CreateString,
+                raw::RedisModule_FreeString,
+            ) else {
+                return true;
+            };
             let monitor = create(ctx, c"MONITOR".as_ptr(), 7);
             let mut argv = [monitor];
             let ok = check(user, argv.as_mut_ptr(), 1 as c_int) == raw::REDISMODULE_OK as c_int;
             free(ctx, monitor);
-            free_user(user);
             ok
         }
+    }) {
+        Caller::Internal | Caller::NoApi => true,
+        Caller::Gone => false,
+        Caller::Checked(ok) => ok,
     };
     if allowed {
         Ok(())
@@ -84,44 +110,28 @@ pub fn require_delete_permission(
     ctx: *mut raw::RedisModuleCtx,
     keys: &[*mut raw::RedisModuleString],
 ) -> Result<(), ReplyError> {
-    // SAFETY: ctx is the live command context and the keys are live strings of it; the user
-    // name and the user are freed before returning.
-    let refused = unsafe {
-        let (Some(user_name), Some(get_user), Some(check), Some(free_user), Some(free)) = (
-            raw::RedisModule_GetCurrentUserName,
-            raw::RedisModule_GetModuleUserFromUserName,
-            raw::RedisModule_ACLCheckKeyPermissions,
-            raw::RedisModule_FreeModuleUser,
-            raw::RedisModule_FreeString,
-        ) else {
-            return Err(ReplyError::err(
-                "this server has no ACL API for modules, so the deletion cannot be checked",
-            ));
-        };
-        let name = user_name(ctx);
-        if name.is_null() {
-            // No client behind this call (an internal or module context).
-            return Ok(());
+    let refused = with_caller(ctx, |user| {
+        // SAFETY: user is live during this closure and the keys are live strings of ctx.
+        unsafe {
+            let check = raw::RedisModule_ACLCheckKeyPermissions?;
+            // The check takes the logical flags only (ACCESS, INSERT, DELETE, UPDATE).
+            let flags = raw::REDISMODULE_CMD_KEY_DELETE as c_int;
+            Some(
+                keys.iter()
+                    .find(|&&k| check(user, k, flags) != raw::REDISMODULE_OK as c_int)
+                    .map(|&k| String::from_utf8_lossy(crate::reply::string_bytes(k)).into_owned()),
+            )
         }
-        let user = get_user(name);
-        free(ctx, name);
-        if user.is_null() {
-            return Err(ReplyError(
-                "NOPERM the calling user no longer exists".into(),
-            ));
-        }
-        // The check takes the logical flags only (ACCESS, INSERT, DELETE, UPDATE).
-        let flags = raw::REDISMODULE_CMD_KEY_DELETE as c_int;
-        let refused = keys
-            .iter()
-            .find(|&&k| check(user, k, flags) != raw::REDISMODULE_OK as c_int)
-            .map(|&k| String::from_utf8_lossy(crate::reply::string_bytes(k)).into_owned());
-        free_user(user);
-        refused
-    };
+    });
     match refused {
-        None => Ok(()),
-        Some(key) => Err(ReplyError(format!(
+        Caller::Internal | Caller::Checked(Some(None)) => Ok(()),
+        Caller::NoApi | Caller::Checked(None) => Err(ReplyError::err(
+            "this server has no ACL API for modules, so the deletion cannot be checked",
+        )),
+        Caller::Gone => Err(ReplyError(
+            "NOPERM the calling user no longer exists".into(),
+        )),
+        Caller::Checked(Some(Some(key))) => Err(ReplyError(format!(
             "NOPERM this user has no permissions to access the '{key}' key (OPT.INVALIDATE \
              deleted nothing: every key must be allowed)"
         ))),

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use opt_harness::{command, err, info_int, ok, optctl, redis, tag_info, Cluster};
+use opt_harness::{command, err, info_int, ok, optctl, redis, tag_info, Cluster, Server};
 
 /// The keys of a tag on one node (the whole of OPT.TAGKEYS' first page).
 fn tag_keys(con: &mut redis::Connection, tag: &str) -> redis::RedisResult<Vec<String>> {
@@ -253,6 +253,28 @@ fn optctl_merges_hot_keys_and_invalidates_across_every_shard() {
     assert!(err.contains("1 of 3 shards did not answer"), "{err}");
 }
 
+/// Starts moving `slot` from `source` to `target` (IMPORTING on the target, MIGRATING on the
+/// source) and moves `keys` with one `MIGRATE ... KEYS`; returns both node ids.
+fn move_keys(source: &Server, target: &Server, slot: u16, keys: &[&str]) -> (String, String) {
+    let (mut src, mut dst) = (source.conn(), target.conn());
+    let slot = slot.to_string();
+    let src_id: String = redis::cmd("CLUSTER").arg("MYID").query(&mut src).unwrap();
+    let dst_id: String = redis::cmd("CLUSTER").arg("MYID").query(&mut dst).unwrap();
+    ok(
+        &mut dst,
+        &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &src_id],
+    );
+    ok(
+        &mut src,
+        &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &dst_id],
+    );
+    let port = target.port.to_string();
+    let mut migrate = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+    migrate.extend(keys);
+    ok(&mut src, &migrate);
+    (src_id, dst_id)
+}
+
 #[test]
 fn the_tag_index_survives_a_failover_and_follows_a_slot_migration() {
     let cluster = Cluster::start(3, 1, &[]);
@@ -365,36 +387,11 @@ fn the_tag_index_survives_a_failover_and_follows_a_slot_migration() {
         .unwrap();
     let mut dst = target.conn();
     let slot = cluster.slot("page:1").to_string();
-    let src_id: String = redis::cmd("CLUSTER").arg("MYID").query(&mut src).unwrap();
-    let dst_id: String = redis::cmd("CLUSTER").arg("MYID").query(&mut dst).unwrap();
-    ok(
-        &mut dst,
-        &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &src_id],
-    );
-    ok(
-        &mut src,
-        &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &dst_id],
-    );
+    let moved = [0, 1, 2, 3, 4].map(|i| format!("{{page:1}}:m{i}"));
+    let mut keys: Vec<&str> = moved.iter().map(String::as_str).collect();
+    keys.extend(["{page:1}:untagged", "{page:1}:fresh"]);
+    let (_, dst_id) = move_keys(primary, target, cluster.slot("page:1"), &keys);
     let port = target.port.to_string();
-    ok(
-        &mut src,
-        &[
-            "MIGRATE",
-            "127.0.0.1",
-            &port,
-            "",
-            "0",
-            "5000",
-            "KEYS",
-            "{page:1}:m0",
-            "{page:1}:m1",
-            "{page:1}:m2",
-            "{page:1}:m3",
-            "{page:1}:m4",
-            "{page:1}:untagged",
-            "{page:1}:fresh",
-        ],
-    );
     ok(
         &mut src,
         &["MIGRATE", "127.0.0.1", &port, "page:1", "0", "5000"],
@@ -514,32 +511,11 @@ fn invalidation_during_a_slot_migration_deletes_on_both_nodes() {
         .query(&mut src)
         .unwrap();
     assert_eq!(both, 2);
-    let slot = cluster.slot("{p}").to_string();
-    let src_id: String = redis::cmd("CLUSTER").arg("MYID").query(&mut src).unwrap();
-    let dst_id: String = redis::cmd("CLUSTER").arg("MYID").query(&mut dst).unwrap();
-    ok(
-        &mut dst,
-        &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &src_id],
-    );
-    ok(
-        &mut src,
-        &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &dst_id],
-    );
-    let port = target.port.to_string();
-    ok(
-        &mut src,
-        &[
-            "MIGRATE",
-            "127.0.0.1",
-            &port,
-            "",
-            "0",
-            "5000",
-            "KEYS",
-            "{p}:0",
-            "{p}:1",
-            "{p}:2",
-        ],
+    move_keys(
+        source,
+        target,
+        cluster.slot("{p}"),
+        &["{p}:0", "{p}:1", "{p}:2"],
     );
     target.wait_for("the tags on the target", Duration::from_secs(10), |d| {
         tag_info(d).pairs == 3
@@ -615,7 +591,7 @@ fn tags_follow_keys_through_redis_cli_reshard() {
     }
     let before = tag_info(&mut src);
     assert_eq!((before.keys, before.pairs), (200, 400));
-    let id = |s: &opt_harness::Server| -> String {
+    let id = |s: &Server| -> String {
         redis::cmd("CLUSTER")
             .arg("MYID")
             .query(&mut s.conn())
