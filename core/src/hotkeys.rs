@@ -216,12 +216,14 @@ impl HotKeyTracker {
     }
 
     /// Keys tracked in the current window's summary.
-    pub fn tracked(&self) -> usize {
+    pub fn tracked(&mut self) -> usize {
+        self.flush();
         self.keys.current.len()
     }
 
     /// Accesses counted since start or reset.
-    pub fn sampled(&self) -> u64 {
+    pub fn sampled(&mut self) -> u64 {
+        self.flush();
         self.keys.past.total() + self.keys.current.total()
     }
 
@@ -249,7 +251,8 @@ impl HotKeyTracker {
     /// left for the next record or [`Self::flush`]. A caller that prefetched
     /// [`Self::prefetch_addresses`] then finds them in the cache: the module records an access in
     /// its command filter and applies it during the next command's, after the server has run
-    /// the command in between. Queries need a flush first; every other method flushes itself.
+    /// the command in between. Every method that reads or changes the summaries applies it
+    /// first.
     pub fn record_deferred(&mut self, key: &[u8], hash: u64, kind: Kind) {
         self.flush();
         let cut = key.len().min(MAX_NAME_BYTES);
@@ -354,7 +357,8 @@ impl HotKeyTracker {
     /// Answers a query. With `sample_ratio` 1 every access was recorded and counts are exact.
     /// Otherwise counts are scaled by the window's commands over the ones the recorder saw
     /// (see [`Self::observe`]), or by `sample_ratio` when nothing was reported yet.
-    pub fn query(&self, q: &HotKeysQuery, now_ms: u64, sample_ratio: u64) -> HotKeysReport {
+    pub fn query(&mut self, q: &HotKeysQuery, now_ms: u64, sample_ratio: u64) -> HotKeysReport {
+        self.flush();
         let sketches = if q.namespaces {
             &self.patterns
         } else {

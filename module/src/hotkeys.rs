@@ -710,7 +710,6 @@ pub fn command(call: &Call) -> Result<Reply, ReplyError> {
                 HotKeysCommand::Query(q) => {
                     // SAFETY: the command's context, on the main thread.
                     unsafe { account_commands(call.ctx, st) };
-                    st.tracker.flush();
                     let report = st.tracker.query(&q, now, ratio);
                     serde_json::to_value(&report)
                         .map(Reply::Structured)
@@ -726,7 +725,6 @@ pub fn info_fields() -> Option<(u64, u64, u64)> {
     STATE
         .with(|s| {
             s.as_mut().map(|st| {
-                st.tracker.flush();
                 (
                     st.tracker.tracked() as u64,
                     st.tracker.sampled(),
@@ -747,7 +745,6 @@ pub fn reports_for_advice() -> Option<(
     STATE
         .with(|s| {
             s.as_mut().map(|st| {
-                st.tracker.flush();
                 let q = |kind| opt_core::hotkeys::HotKeysQuery {
                     count: 10,
                     kind,
