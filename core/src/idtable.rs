@@ -1,9 +1,11 @@
-//! The table that finds a tag-index name's slot id from the name's 64-bit hash.
+//! The table that finds a slot id from a 64-bit hash: names in the tag index, keys in the
+//! hot-key summary.
 //!
 //! Why not hashbrown's `HashTable`: finding a key there is three dependent cache misses (the
 //! control bytes, the id beside them, then the slot the id names, to compare the name), and a
 //! caller cannot start them early. OPT.SET pays them on every write, on top of the server's own
-//! lookup of the same key, and perf showed that lookup at 13% of the server's CPU. Here a
+//! lookup of the same key, and perf showed that lookup at 13% of the server's CPU; the hot-key
+//! filter pays them on every recorded command. Here a
 //! bucket is one `u64` (the hash's low 32 bits and the id), at a position a caller can compute
 //! and prefetch before the server looks the key up, so that the misses overlap with the
 //! server's ([`IdTable::bucket_address`], [`IdTable::first_candidate`]).

@@ -125,6 +125,31 @@ pub enum KeyAccess {
     },
 }
 
+impl KeyAccess {
+    /// Whether the command writes any of its keys (a replica sees such commands only in its
+    /// master's stream).
+    pub fn writes(&self) -> bool {
+        match self {
+            KeyAccess::Skip => false,
+            KeyAccess::Fixed { write, .. } | KeyAccess::Dynamic { write } => *write,
+            KeyAccess::Split { ranges } => ranges.iter().any(|r| r.write),
+        }
+    }
+}
+
+/// Whether a key spec with `flags` (as `COMMAND` lists them) writes its keys: `Some(true)` for
+/// `RW`, `OW` or `RM`, `Some(false)` for `RO`, `None` when it says neither.
+pub fn spec_writes<S: AsRef<str>>(flags: &[S]) -> Option<bool> {
+    let has = |x: &str| flags.iter().any(|f| f.as_ref() == x);
+    if has("RW") || has("OW") || has("RM") {
+        Some(true)
+    } else if has("RO") {
+        Some(false)
+    } else {
+        None
+    }
+}
+
 /// Commands whose inner commands pass through the filter on their own.
 const RUNS_OTHER_COMMANDS: &[&str] = &[
     "eval",
@@ -348,6 +373,12 @@ mod tests {
             KeyAccess::Fixed { write: true, .. }
         ));
         assert_eq!(t.lookup(b"odd"), KeyAccess::Dynamic { write: true });
+        assert!(t.lookup(b"sunionstore").writes() && !t.lookup(b"get").writes());
+        assert!(!KeyAccess::Skip.writes());
+        assert_eq!(spec_writes(&["OW", "update"]), Some(true));
+        assert_eq!(spec_writes(&["RM", "delete"]), Some(true));
+        assert_eq!(spec_writes(&["RO", "access"]), Some(false));
+        assert_eq!(spec_writes(&["not_key"]), None);
         let unknown = KeyAccess::Dynamic { write: false };
         assert_eq!(t.lookup(b"xinfo"), unknown);
         assert_eq!(t.lookup(b"my.modulecmd"), unknown);

@@ -198,7 +198,8 @@ impl<S: Named + Default> Interner<S> {
     }
 
     fn find_or_insert(&mut self, name: &[u8]) -> u32 {
-        if let Some(id) = self.find(name) {
+        let hash = name_hash(name);
+        if let Some(id) = self.find_hashed(name, hash) {
             return id;
         }
         let id = match self.free.pop() {
@@ -211,7 +212,7 @@ impl<S: Named + Default> Interner<S> {
                 (self.slots.len() - 1) as u32
             }
         };
-        self.by_name.insert_unique(name_hash(name), id);
+        self.by_name.insert_unique(hash, id);
         id
     }
 

@@ -30,7 +30,9 @@ use std::sync::OnceLock;
 
 use opt_core::config::idx;
 use opt_core::hotkeys::{parse_command, HotKeyTracker, HotKeysCommand};
-use opt_core::keyspec::{fixed_positions, CommandRow, KeyAccess, KeySpecRow, KeySpecTable};
+use opt_core::keyspec::{
+    fixed_positions, spec_writes, CommandRow, KeyAccess, KeySpecRow, KeySpecTable,
+};
 use opt_core::sketch::Kind;
 use redis_module::raw;
 
@@ -225,7 +227,6 @@ fn command_rows(ctx: *mut raw::RedisModuleCtx) -> Vec<CommandRow> {
                             .filter(|&f| is_array(f))
                             .map(|f| (0..len(f)).map(|j| text(elem(f, j))).collect())
                             .unwrap_or_default();
-                        let has = |x: &str| spec_flags.iter().any(|f| f == x);
                         let typed = |name: &str, wanted: &str| {
                             field(spec, name)
                                 .filter(|&m| field(m, "type").is_some_and(|t| text(t) == wanted))
@@ -243,13 +244,7 @@ fn command_rows(ctx: *mut raw::RedisModuleCtx) -> Vec<CommandRow> {
                                 ))
                             });
                         key_specs.push(KeySpecRow {
-                            write: if has("RW") || has("OW") || has("RM") {
-                                Some(true)
-                            } else if has("RO") {
-                                Some(false)
-                            } else {
-                                None
-                            },
+                            write: spec_writes(&spec_flags),
                             index,
                             range,
                         });
@@ -332,6 +327,11 @@ unsafe fn record_command(st: &mut HotKeysState, fctx: *mut raw::RedisModuleComma
         }
         access
     };
+    // On a replica a command that writes comes from the master's stream: none of its keys,
+    // not even the ones it only reads (the sources of SUNIONSTORE), is client traffic.
+    if replica && access.writes() {
+        return;
+    }
     match access {
         KeyAccess::Skip => {}
         KeyAccess::Fixed {
@@ -340,9 +340,6 @@ unsafe fn record_command(st: &mut HotKeysState, fctx: *mut raw::RedisModuleComma
             step,
             write,
         } => {
-            if write && replica {
-                return;
-            }
             let kind = if write { Kind::Write } else { Kind::Read };
             if first as i32 == last {
                 // One key (GET, SET, HGET...): the common case, without the iterator.
@@ -356,11 +353,6 @@ unsafe fn record_command(st: &mut HotKeysState, fctx: *mut raw::RedisModuleComma
             }
         }
         KeyAccess::Split { ranges } => {
-            // On a replica a write command comes from the master's stream: none of its keys,
-            // not even the ones it only reads, is client traffic.
-            if replica {
-                return;
-            }
             for r in ranges {
                 let kind = if r.write { Kind::Write } else { Kind::Read };
                 for pos in fixed_positions(r.first, r.last, r.step, argc) {
@@ -368,8 +360,6 @@ unsafe fn record_command(st: &mut HotKeysState, fctx: *mut raw::RedisModuleComma
                 }
             }
         }
-        // Likewise, the sources of ZUNIONSTORE... on a replica are not client reads.
-        KeyAccess::Dynamic { write: true } if replica => {}
         KeyAccess::Dynamic { write } => record_dynamic(st, fctx, argc, replica, write),
     }
 }
