@@ -37,7 +37,7 @@ use opt_core::sketch::Kind;
 use redis_module::raw;
 
 use crate::commands::Call;
-use crate::reply::{string_bytes, Reply, ReplyError};
+use crate::reply::{filter_arg, string_bytes, Reply, ReplyError};
 use crate::server::present;
 use crate::state::{now_ms, MainThreadCell};
 use crate::{configs, guard, log};
@@ -283,17 +283,6 @@ unsafe extern "C" fn filter(fctx: *mut raw::RedisModuleCommandFilterCtx) {
             }
         });
     });
-}
-
-/// The bytes of filter argument `pos`.
-///
-/// # Safety
-/// `fctx` must be the live filter context and `pos` below its argument count.
-unsafe fn filter_arg<'a>(fctx: *mut raw::RedisModuleCommandFilterCtx, pos: usize) -> &'a [u8] {
-    match raw::RedisModule_CommandFilterArgGet {
-        Some(get) => string_bytes(get(fctx, pos as c_int)),
-        None => &[],
-    }
 }
 
 /// # Safety

@@ -52,6 +52,17 @@ impl ReplyError {
     }
 }
 
+/// The bytes of argument `pos` of the command a filter is looking at.
+///
+/// # Safety
+/// `fctx` must be the live filter context and `pos` below its argument count.
+pub unsafe fn filter_arg<'a>(fctx: *mut raw::RedisModuleCommandFilterCtx, pos: usize) -> &'a [u8] {
+    match raw::RedisModule_CommandFilterArgGet {
+        Some(get) => string_bytes(get(fctx, pos as std::ffi::c_int)),
+        None => &[],
+    }
+}
+
 /// The bytes of a `RedisModuleString` argument.
 ///
 /// # Safety

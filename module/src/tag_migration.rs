@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 use opt_core::tag_transfer::{decode, encode, migrated_keys};
 use redis_module::raw;
 
-use crate::reply::string_bytes;
+use crate::reply::filter_arg;
 use crate::{guard, log, server, tags};
 
 /// The cluster message type of a tag transfer (types are per module).
@@ -88,17 +88,6 @@ pub fn watch_migrations(ctx: *mut raw::RedisModuleCtx) {
     log::notice("tag index: tags of keys moved by MIGRATE now follow them to their new node");
 }
 
-/// The bytes of filter argument `pos`.
-///
-/// # Safety
-/// `fctx` must be the live filter context and `pos` below its argument count.
-unsafe fn arg<'a>(fctx: *mut raw::RedisModuleCommandFilterCtx, pos: usize) -> &'a [u8] {
-    match raw::RedisModule_CommandFilterArgGet {
-        Some(get) => string_bytes(get(fctx, pos as c_int)),
-        None => &[],
-    }
-}
-
 /// # Safety
 /// Called by Redis for every command, with a filter context valid during the call.
 unsafe extern "C" fn filter(fctx: *mut raw::RedisModuleCommandFilterCtx) {
@@ -110,13 +99,13 @@ unsafe extern "C" fn filter(fctx: *mut raw::RedisModuleCommandFilterCtx) {
     if argc < 6 {
         return;
     }
-    let name = arg(fctx, 0);
+    let name = filter_arg(fctx, 0);
     if name.len() != 7 || !name.eq_ignore_ascii_case(b"migrate") {
         return;
     }
     guard::catch_and_log("MIGRATE watch", || {
         // SAFETY: fctx is valid for the duration of this callback and argc is its count.
-        let args: Vec<&[u8]> = (0..argc).map(|i| unsafe { arg(fctx, i) }).collect();
+        let args: Vec<&[u8]> = (0..argc).map(|i| unsafe { filter_arg(fctx, i) }).collect();
         send_tags(&args);
     });
 }
