@@ -548,26 +548,24 @@ fn replicate_transfer(
         }
         let key_name = create(ctx, key.as_ptr().cast(), key.len());
         let mut owned = OwnedStrings(ctx, vec![key_name]);
-        let (name, words): (&CStr, Vec<Vec<u8>>) = match freshness {
+        let (name, mut words): (&CStr, Vec<Vec<u8>>) = match freshness {
             Some(f) => {
                 let Some(value) = string_value(ctx, key_name) else {
                     return;
                 };
-                let mut w = vec![value, b"PXAT".to_vec(), f.expires_at_ms.to_string().into()];
-                if f.delta_ms > 0 {
-                    w.extend([b"DELTA".to_vec(), f.delta_ms.to_string().into()]);
-                }
-                if f.stale_ms > 0 {
-                    w.extend([b"STALE".to_vec(), (f.stale_ms / 1000).to_string().into()]);
-                }
-                if !tags.is_empty() {
-                    w.push(b"TAGS".to_vec());
-                }
-                w.extend(tags.iter().map(|t| t.to_vec()));
-                (c"OPT.SET", w)
+                let options = set_options_words(
+                    Some(f.expires_at_ms),
+                    f.delta_ms,
+                    f.stale_ms,
+                    !tags.is_empty(),
+                );
+                let words =
+                    std::iter::once(value).chain(options.into_iter().map(String::into_bytes));
+                (c"OPT.SET", words.collect())
             }
-            None => (c"OPT.TAG", tags.iter().map(|t| t.to_vec()).collect()),
+            None => (c"OPT.TAG", Vec::new()),
         };
+        words.extend(tags.iter().map(|t| t.to_vec()));
         owned.1.extend(
             words
                 .iter()
@@ -936,6 +934,30 @@ fn notify(
     }
 }
 
+/// The options after `key value` of a replicated OPT.SET: the logical expiry as an absolute
+/// time, DELTA, STALE (in seconds, as OPT.SET takes it), and TAGS when tags follow.
+fn set_options_words(
+    expires_at_ms: Option<i64>,
+    delta_ms: u64,
+    stale_ms: u64,
+    tagged: bool,
+) -> Vec<String> {
+    let mut words = Vec::new();
+    if let Some(at) = expires_at_ms {
+        words.extend(["PXAT".to_string(), at.to_string()]);
+    }
+    if delta_ms > 0 {
+        words.extend(["DELTA".to_string(), delta_ms.to_string()]);
+    }
+    if stale_ms > 0 {
+        words.extend(["STALE".to_string(), (stale_ms / 1000).to_string()]);
+    }
+    if tagged {
+        words.push("TAGS".into());
+    }
+    words
+}
+
 /// Replicates an OPT.SET that wrote: `OPT.SET key value [PXAT t] [DELTA d] [STALE s]
 /// [TAGS tag...]`, with the logical expiry made absolute. A plain `key value TAGS ...` goes as
 /// it came.
@@ -955,22 +977,7 @@ fn replicate_set(call: &Call, o: &SetOptions, fresh_until_ms: Option<i64>) {
         ) else {
             return;
         };
-        let mut words: Vec<String> = Vec::new();
-        if let Some(at) = fresh_until_ms {
-            words.push("PXAT".into());
-            words.push(at.to_string());
-        }
-        if o.delta_ms > 0 {
-            words.push("DELTA".into());
-            words.push(o.delta_ms.to_string());
-        }
-        if o.stale_ms > 0 {
-            words.push("STALE".into());
-            words.push((o.stale_ms / 1000).to_string());
-        }
-        if !o.tags.is_empty() {
-            words.push("TAGS".into());
-        }
+        let words = set_options_words(fresh_until_ms, o.delta_ms, o.stale_ms, !o.tags.is_empty());
         let owned: Vec<*mut raw::RedisModuleString> = words
             .iter()
             .map(|w| create(call.ctx, w.as_ptr().cast(), w.len()))
