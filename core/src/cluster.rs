@@ -134,6 +134,85 @@ pub fn key_slot(key: &[u8]) -> u16 {
     (u32::from(crc16(hashed)) % SLOTS) as u16
 }
 
+/// A set of hash slots (one bit each), built from the slot ranges a server reports.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SlotSet {
+    bits: Box<[u64; (SLOTS / 64) as usize]>,
+}
+
+impl SlotSet {
+    /// The slots of the inclusive `ranges`; a range with its start past its end, or past the
+    /// last slot, is an error (the server gave something this module does not understand).
+    pub fn from_ranges(ranges: &[(u32, u32)]) -> Result<SlotSet, String> {
+        let mut set = SlotSet {
+            bits: Box::new([0; (SLOTS / 64) as usize]),
+        };
+        for &(start, end) in ranges {
+            if start > end || end >= SLOTS {
+                return Err(format!(
+                    "slot range {start}-{end} is not within 0-{}",
+                    SLOTS - 1
+                ));
+            }
+            for slot in start..=end {
+                set.bits[(slot / 64) as usize] |= 1 << (slot % 64);
+            }
+        }
+        Ok(set)
+    }
+
+    /// Whether `slot` is in the set.
+    pub fn contains(&self, slot: u16) -> bool {
+        let slot = u32::from(slot);
+        slot < SLOTS && self.bits[(slot / 64) as usize] & (1 << (slot % 64)) != 0
+    }
+
+    /// Whether the slot of `key` is in the set.
+    pub fn holds_key(&self, key: &[u8]) -> bool {
+        self.contains(key_slot(key))
+    }
+
+    /// How many slots the set holds.
+    pub fn len(&self) -> u32 {
+        self.bits.iter().map(|w| w.count_ones()).sum()
+    }
+
+    /// Whether the set holds no slot.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl std::fmt::Debug for SlotSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SlotSet({} slots)", self.len())
+    }
+}
+
+/// Which atomic slot migration (slots moved by the servers themselves, not key by key with
+/// MIGRATE) a server has, if any. The two differ in their module events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AtomicSlotMigration {
+    /// Redis 8.4+: `CLUSTER MIGRATION IMPORT`, with the CLUSTER_SLOT_MIGRATION (18) and
+    /// CLUSTER_SLOT_MIGRATION_TRIM (19) module events.
+    Redis,
+    /// Valkey 9.0+: `CLUSTER MIGRATESLOTS`, with the ATOMIC_SLOT_MIGRATION (19) module event.
+    Valkey,
+}
+
+/// The atomic slot migration of the server `identity` names (`redis 8.6.3`, `valkey 9.1.2`,
+/// as [`crate::version::server_identity`] gives it).
+pub fn atomic_slot_migration(identity: &str) -> Option<AtomicSlotMigration> {
+    let (name, version) = identity.split_once(' ')?;
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().ok());
+    let (major, minor) = (parts.next()??, parts.next().flatten().unwrap_or(0));
+    match name {
+        "redis" if (major, minor) >= (8, 4) => Some(AtomicSlotMigration::Redis),
+        "valkey" if major >= 9 => Some(AtomicSlotMigration::Valkey),
+        _ => None,
+    }
+}
+
 /// Merges the hot keys (or patterns) of every primary into one ranking.
 ///
 /// Keys live on one shard each, so key entries are ranked side by side, each with its node
@@ -979,5 +1058,32 @@ c3 127.0.0.1:7103@17103 master - 0 0 3 connected 10923-16383 [16023->-a1]
         assert_eq!(importing_slots(text), [16023]);
         assert!(importing_slots("").is_empty());
         assert!(importing_slots("x y myself,master").is_empty());
+    }
+
+    #[test]
+    fn slot_sets_hold_their_ranges_and_refuse_bad_ones() {
+        let set = SlotSet::from_ranges(&[(0, 0), (100, 163), (16383, 16383)]).unwrap();
+        assert_eq!(set.len(), 66);
+        assert!(set.contains(0) && set.contains(100) && set.contains(163));
+        assert!(set.contains(16383) && !set.contains(99) && !set.contains(164));
+        assert!(set.holds_key(b"{a}x") == set.contains(key_slot(b"a")));
+        assert!(SlotSet::from_ranges(&[]).unwrap().is_empty());
+        assert!(SlotSet::from_ranges(&[(5, 4)]).is_err());
+        assert!(SlotSet::from_ranges(&[(0, 16384)]).is_err());
+    }
+
+    #[test]
+    fn atomic_slot_migration_comes_with_redis_8_4_and_valkey_9() {
+        use AtomicSlotMigration::*;
+        assert_eq!(atomic_slot_migration("redis 8.6.3"), Some(Redis));
+        assert_eq!(atomic_slot_migration("redis 8.4.0"), Some(Redis));
+        assert_eq!(atomic_slot_migration("redis 10.0"), Some(Redis));
+        assert_eq!(atomic_slot_migration("redis 8.2.1"), None);
+        assert_eq!(atomic_slot_migration("redis 7.0.15"), None);
+        assert_eq!(atomic_slot_migration("valkey 9.1.2"), Some(Valkey));
+        assert_eq!(atomic_slot_migration("valkey 8.1.1"), None);
+        assert_eq!(atomic_slot_migration("keydb 9.0"), None);
+        assert_eq!(atomic_slot_migration("redis x"), None);
+        assert_eq!(atomic_slot_migration(""), None);
     }
 }

@@ -764,6 +764,19 @@ impl TagIndex {
             .collect()
     }
 
+    /// The tagged keys of `db` for which `pred` holds (those of some hash slots, say).
+    pub fn keys_where(&self, db: usize, mut pred: impl FnMut(&[u8]) -> bool) -> Vec<Vec<u8>> {
+        let Some(d) = self.db(db) else {
+            return Vec::new();
+        };
+        d.keys
+            .slots
+            .iter()
+            .filter(|s| !s.tags.is_empty() && pred(&s.name[..]))
+            .map(|s| s.name.to_vec())
+            .collect()
+    }
+
     /// Databases that hold any tag.
     pub fn dbs_in_use(&self) -> Vec<usize> {
         (0..self.dbs.len())
@@ -878,6 +891,21 @@ mod tests {
             .unwrap_err()
             .contains("5 tags"));
         assert_eq!(ix.remove_tags(0, b"page:1", &t(&["a", "zzz"])), 1);
+    }
+
+    #[test]
+    fn keys_where_selects_tagged_keys_of_one_db() {
+        let mut ix = TagIndex::default();
+        ix.set_tags(0, b"{a}1", &t(&["x"]));
+        ix.set_tags(0, b"{a}2", &t(&["x", "y"]));
+        ix.set_tags(0, b"{b}1", &t(&["y"]));
+        ix.set_tags(1, b"{a}3", &t(&["x"]));
+        ix.set_tags(0, b"{a}gone", &t(&["x"]));
+        ix.remove_key(0, b"{a}gone");
+        let of_a = ix.keys_where(0, |k| k.starts_with(b"{a}"));
+        assert_eq!(names(of_a), vec!["{a}1", "{a}2"]);
+        assert!(ix.keys_where(2, |_| true).is_empty());
+        assert_eq!(ix.keys_where(0, |_| true).len(), 3);
     }
 
     #[test]

@@ -7,10 +7,11 @@ use std::ffi::c_void;
 
 use redis_module::raw;
 
-use crate::{guard, hotkeys, tags};
+use crate::{guard, hotkeys, slot_migration, tags};
 
-/// Subscribes to the server events the subsystems follow.
-pub fn subscribe(ctx: *mut raw::RedisModuleCtx) -> Result<(), String> {
+/// Subscribes to the server events the subsystems follow; `identity` is the server's name and
+/// version (`redis 8.6.3`), which tells which slot-migration events it has.
+pub fn subscribe(ctx: *mut raw::RedisModuleCtx, identity: &str) -> Result<(), String> {
     // SAFETY: OnLoad context; `dispatch` has the callback signature the API expects.
     unsafe {
         let subscribe = raw::RedisModule_SubscribeToServerEvent.ok_or("no server events API")?;
@@ -30,6 +31,7 @@ pub fn subscribe(ctx: *mut raw::RedisModuleCtx) -> Result<(), String> {
             }
         }
     }
+    slot_migration::init(ctx, identity, Some(dispatch));
     Ok(())
 }
 
@@ -45,5 +47,7 @@ unsafe extern "C" fn dispatch(
         hotkeys::on_server_event(eid.id, subevent);
         // SAFETY: data is what Redis passed for this event.
         unsafe { tags::on_server_event(ctx, eid.id, subevent, data) };
+        // SAFETY: as above.
+        unsafe { slot_migration::on_server_event(eid.id, subevent, data) };
     });
 }

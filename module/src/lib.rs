@@ -16,6 +16,7 @@ mod keyspace;
 mod log;
 mod reply;
 mod server;
+mod slot_migration;
 mod state;
 mod tag_migration;
 mod tags;
@@ -139,7 +140,7 @@ fn load(ctx: *mut raw::RedisModuleCtx, args: &[String]) -> Result<(), String> {
     tag_migration::init(ctx);
     keyspace::init(ctx);
     reply::init_ok_reply(ctx);
-    events::subscribe(ctx)?;
+    events::subscribe(ctx, &display_version)?;
     info::register(ctx)?;
     let found: Vec<String> = features
         .iter()

@@ -31,6 +31,17 @@ pub fn record(info: ServerInfo) {
     let _ = SERVER.set(info);
 }
 
+/// The longest string value the server may keep inside its object (`embstr`), which
+/// `RedisModule_StringDMA` would rewrite as a separate (`raw`) one: 44 bytes on Redis, while
+/// Valkey 8.1+ embeds values of up to about 110 bytes with their key and expiry (a 128-byte
+/// budget), and never one longer than 255.
+pub fn longest_embedded_string() -> usize {
+    match info() {
+        Some(s) if s.display_version.starts_with("valkey") => 255,
+        _ => 44,
+    }
+}
+
 /// Reads the server version through `RedisModule_GetServerVersion`, if the server has it.
 pub fn version() -> Option<ServerVersion> {
     // SAFETY: the pointer was filled (or left null) by RedisModule_Init; the function takes no

@@ -23,7 +23,7 @@ use std::ffi::{c_char, c_int, CStr};
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 
-use opt_core::tag_transfer::{decode, encode, migrated_keys};
+use opt_core::tag_transfer::{decode, encode, migrated_keys, KeyTags};
 use redis_module::raw;
 
 use crate::reply::filter_arg;
@@ -118,27 +118,51 @@ fn send_tags(args: &[&[u8]]) {
     if entries.is_empty() {
         return;
     }
+    let target = find_node(DETACHED.load(Ordering::Relaxed), args[1], args[2]);
+    send_transfer(&entries, target.as_deref());
+}
+
+/// Most bytes of entries in one cluster message: a bigger transfer goes in several, so that
+/// no node reads one huge message at once.
+const MESSAGE_BYTES: usize = 1 << 20;
+
+/// Sends `entries` (keys of db 0) to the node whose NUL-terminated id is `target`, or to
+/// every node when there is none; each applies them to the keys it holds. Returns whether
+/// every message was sent.
+pub fn send_transfer(entries: &[KeyTags], target: Option<&[u8]>) -> bool {
     let ctx = DETACHED.load(Ordering::Relaxed);
-    let message = encode(0, &entries);
-    let Ok(len) = u32::try_from(message.len()) else {
-        log::warning("tags of a MIGRATE too large for one cluster message: not sent");
-        return;
-    };
-    let target = find_node(ctx, args[1], args[2]);
-    // SAFETY: ctx is this module's detached context; the id is NUL-terminated and the message
-    // is copied by the call.
-    let sent = unsafe {
-        raw::RedisModule_SendClusterMessage.is_some_and(|send| {
-            let id = target.as_ref().map_or(ptr::null(), |t| t.as_ptr().cast());
-            send(ctx, id, MESSAGE_TYPE, message.as_ptr().cast(), len)
-                == raw::REDISMODULE_OK as c_int
-        })
-    };
-    if sent {
-        KEYS_SENT.fetch_add(entries.len() as u64, Ordering::Relaxed);
-    } else {
-        log::warning("could not send the tags of migrated keys to their new node");
+    if ctx.is_null() {
+        return false;
     }
+    let mut all_sent = true;
+    let mut start = 0;
+    while start < entries.len() {
+        let mut end = start;
+        let mut bytes = 0;
+        while end < entries.len() && (end == start || bytes < MESSAGE_BYTES) {
+            let e = &entries[end];
+            bytes += e.key.len() + e.tags.iter().map(|t| t.len() + 4).sum::<usize>() + 32;
+            end += 1;
+        }
+        let message = encode(0, &entries[start..end]);
+        // SAFETY: ctx is this module's detached context; the id is NUL-terminated and the
+        // message is copied by the call.
+        let sent = u32::try_from(message.len()).is_ok_and(|len| unsafe {
+            raw::RedisModule_SendClusterMessage.is_some_and(|send| {
+                let id = target.map_or(ptr::null(), |t| t.as_ptr().cast());
+                send(ctx, id, MESSAGE_TYPE, message.as_ptr().cast(), len)
+                    == raw::REDISMODULE_OK as c_int
+            })
+        });
+        if sent {
+            KEYS_SENT.fetch_add((end - start) as u64, Ordering::Relaxed);
+        } else {
+            all_sent = false;
+            log::warning("could not send the tags of migrated keys to their new node");
+        }
+        start = end;
+    }
+    all_sent
 }
 
 /// The id (NUL-terminated) of the node listening on `host`:`port`, if exactly one does.

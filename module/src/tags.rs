@@ -16,6 +16,7 @@ use std::ptr;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use opt_core::args::Args;
+use opt_core::cluster::SlotSet;
 use opt_core::config::idx;
 use opt_core::freshness::{decide, FetchRequest, Freshness, KeyState, LockOutcome, Locks};
 use opt_core::freshness_index::FreshnessIndex;
@@ -119,6 +120,10 @@ fn follow_keyspace(ctx: *mut raw::RedisModuleCtx) -> Result<(), ReplyError> {
     Ok(())
 }
 
+/// The module options (`RedisModule_SetModuleOptions` takes the whole mask): the aux data
+/// loader handles read errors itself.
+pub const MODULE_OPTIONS: c_int = raw::REDISMODULE_OPTIONS_HANDLE_IO_ERRORS as c_int;
+
 /// Registers the aux data type; the keyspace events are subscribed on first use
 /// (`follow_keyspace`).
 pub fn init(ctx: *mut raw::RedisModuleCtx) -> Result<(), String> {
@@ -126,7 +131,7 @@ pub fn init(ctx: *mut raw::RedisModuleCtx) -> Result<(), String> {
     // methods struct is copied by Redis.
     unsafe {
         if let Some(opts) = raw::RedisModule_SetModuleOptions {
-            opts(ctx, raw::REDISMODULE_OPTIONS_HANDLE_IO_ERRORS as c_int);
+            opts(ctx, MODULE_OPTIONS);
         }
         // Redis 7.0 ignores aux_save2 (its aux data is never written), so it gets aux_save;
         // 7.2+ gets aux_save2, which writes nothing when the index is empty, so such an RDB
@@ -457,6 +462,45 @@ fn key_exists(ctx: *mut raw::RedisModuleCtx, db: usize, key: &[u8]) -> bool {
         select(ctx, before);
         found
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Slots that leave this node whole (see `slot_migration`).
+
+/// The keys of db 0 (the only one in cluster mode) in `slots` that have tags or freshness.
+pub fn keys_in_slots(slots: &SlotSet) -> Vec<Vec<u8>> {
+    STATE
+        .with(|st| {
+            let mut keys = st.index.keys_where(0, |k| slots.holds_key(k));
+            let tagged = keys.len();
+            keys.extend(
+                st.fresh
+                    .keys()
+                    .filter(|(db, k)| *db == 0 && slots.holds_key(k))
+                    .map(|(_, k)| k)
+                    .filter(|k| !st.index.is_tagged(0, k)),
+            );
+            keys[tagged..].sort_unstable();
+            keys
+        })
+        .unwrap_or_default()
+}
+
+/// Drops `keys` of db 0 from the index and the freshness table, for keys the server removed
+/// without an event (slots that moved away, or an import that failed). Nothing is
+/// replicated: the server sends its own deletions to the replicas. Returns how many were
+/// dropped.
+pub fn forget_keys(keys: &[Vec<u8>]) -> usize {
+    STATE
+        .with(|st| {
+            keys.iter()
+                .filter(|k| {
+                    let tagged = st.index.remove_key(0, k) > 0;
+                    st.fresh.remove(0, k).is_some() || tagged
+                })
+                .count()
+        })
+        .unwrap_or(0)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1004,8 +1048,9 @@ fn replicate_set(call: &Call, o: &SetOptions, fresh_until_ms: Option<i64>) {
 ///
 /// `RedisModule_StringDMA` turns an int or embstr string it reads into a raw one (more memory,
 /// another OBJECT ENCODING, and on a replica a dataset that no longer matches its master's),
-/// so only values longer than 44 bytes, which are raw already, are read through it; shorter
-/// ones through GET.
+/// so only values too long to be embedded (`server::longest_embedded_string`: 44 bytes on
+/// Redis, 255 on Valkey), which are raw already, are read through it; shorter ones through
+/// GET.
 ///
 /// # Safety
 /// `ctx` must be the live command context, `key` a handle open on a string key of `ctx`, and
@@ -1016,7 +1061,7 @@ unsafe fn read_string(
     key_name: *mut raw::RedisModuleString,
 ) -> Vec<u8> {
     let length = raw::RedisModule_ValueLength.map_or(0, |f| f(key));
-    if length > 44 {
+    if length > crate::server::longest_embedded_string() {
         let mut len = 0usize;
         let p = raw::RedisModule_StringDMA.map_or(ptr::null_mut(), |f| {
             f(key, &mut len, raw::REDISMODULE_READ as c_int)

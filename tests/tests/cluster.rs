@@ -844,3 +844,133 @@ fn a_lagging_replica_is_found_and_catches_up_by_partial_resync() {
     let t = tag_info(&mut r);
     assert_eq!((t.keys, t.tags), (1, 1));
 }
+
+/// Redis 8.4+ and Valkey 9+ move whole slots themselves (atomic slot migration: CLUSTER
+/// MIGRATION IMPORT on the target, CLUSTER MIGRATESLOTS on the source), without MIGRATE and
+/// without a `del` event per key on the source. The moved keys' tags and freshness reach the
+/// target and its replica, the source and its replica keep none, and an invalidation on the
+/// target deletes every moved key. On older servers (no such migration) it checks nothing
+/// and says so.
+#[test]
+fn tags_follow_atomic_slot_migration() {
+    let cluster = Cluster::start(3, 1, &[]);
+    let primaries = cluster.primaries();
+    let (source, target) = (primaries[0], primaries[1]);
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query(&mut source.conn())
+        .unwrap();
+    let identity = opt_core::version::server_identity(&info).unwrap_or_default();
+    let Some(kind) = opt_core::cluster::atomic_slot_migration(&identity) else {
+        eprintln!("skipped: {identity} has no atomic slot migration (Redis 8.4+, Valkey 9+)");
+        return;
+    };
+    let mut src = source.conn();
+    // A hash tag whose slot the source owns.
+    let tag = (0..)
+        .map(|i| format!("s{i}"))
+        .find(|t| cluster.owner(t).port == source.port)
+        .unwrap();
+    let slot = cluster.slot(&tag);
+    for i in 0..100 {
+        ok(
+            &mut src,
+            &[
+                "OPT.SET",
+                &format!("{{{tag}}}:{i}"),
+                "v",
+                "TAGS",
+                "moving",
+                &format!("g{}", i % 3),
+            ],
+        );
+    }
+    ok(&mut src, &["SET", &format!("{{{tag}}}:untagged"), "v"]);
+    let fresh = format!("{{{tag}}}:fresh");
+    ok(
+        &mut src,
+        &[
+            "OPT.SET", &fresh, "v", "EX", "100", "STALE", "60", "TAGS", "moving",
+        ],
+    );
+    // A tagged key in another slot of the source stays where it is, tagged.
+    let stays = (0..)
+        .map(|i| format!("stay{i}"))
+        .find(|k| cluster.owner(k).port == source.port && cluster.slot(k) != slot)
+        .unwrap();
+    ok(&mut src, &["OPT.SET", &stays, "v", "TAGS", "moving"]);
+    let source_replica = cluster.replicas_of(source)[0];
+    let want = tag_info(&mut src).digest;
+    source_replica.wait_for("the source's replica", Duration::from_secs(10), |r| {
+        tag_info(r).digest == want
+    });
+
+    let slot_text = slot.to_string();
+    match kind {
+        opt_core::cluster::AtomicSlotMigration::Redis => {
+            command(
+                &mut target.conn(),
+                &["CLUSTER", "MIGRATION", "IMPORT", &slot_text, &slot_text],
+            )
+            .unwrap();
+        }
+        opt_core::cluster::AtomicSlotMigration::Valkey => {
+            let target_id: String = redis::cmd("CLUSTER")
+                .arg("MYID")
+                .query(&mut target.conn())
+                .unwrap();
+            ok(
+                &mut src,
+                &[
+                    "CLUSTER",
+                    "MIGRATESLOTS",
+                    "SLOTSRANGE",
+                    &slot_text,
+                    &slot_text,
+                    "NODE",
+                    &target_id,
+                ],
+            );
+        }
+    }
+    target.wait_for("the slot on the target", Duration::from_secs(20), |_| {
+        opt_harness::own_slot_ranges(target)
+            .iter()
+            .any(|&(a, b)| (a..=b).contains(&slot))
+    });
+    let mut dst = target.conn();
+    target.wait_for("the tags on the target", Duration::from_secs(10), |d| {
+        tag_keys(d, "moving").is_ok_and(|k| k.len() == 101)
+    });
+    assert_eq!(redis::cmd("DBSIZE").query::<i64>(&mut dst).unwrap(), 102);
+    let t = tag_info(&mut dst);
+    assert_eq!((t.keys, t.pairs), (101, 201));
+    // The freshness came along: logically fresh for 100 s, not until the key expires.
+    let reply: std::collections::HashMap<String, redis::Value> =
+        redis::cmd("OPT.FETCH").arg(&fresh).query(&mut dst).unwrap();
+    let ttl: i64 = redis::from_redis_value(reply["ttl_ms"].clone()).unwrap();
+    assert!((90_000..=100_000).contains(&ttl), "ttl_ms {ttl}");
+    // The source keeps only the key of the slot it kept, and so does its replica.
+    source.wait_for("the source's index", Duration::from_secs(10), |s| {
+        tag_info(s).keys == 1
+    });
+    assert_eq!(tag_keys(&mut src, "moving").unwrap(), [stays]);
+    let want = tag_info(&mut src).digest;
+    source_replica.wait_for(
+        "the source's replica to drop them",
+        Duration::from_secs(10),
+        |r| tag_info(r).digest == want,
+    );
+    // The target's replica equals its primary.
+    let target_replica = cluster.replicas_of(target)[0];
+    let want = tag_info(&mut dst).digest;
+    target_replica.wait_for("the target's replica", Duration::from_secs(10), |r| {
+        tag_info(r).digest == want
+    });
+    let deleted: i64 = redis::cmd("OPT.INVALIDATE")
+        .arg("moving")
+        .query(&mut dst)
+        .unwrap();
+    assert_eq!(deleted, 101);
+    assert_eq!(redis::cmd("DBSIZE").query::<i64>(&mut dst).unwrap(), 1);
+}
