@@ -1,5 +1,5 @@
 # redis-cache-optimizer: the two commands that matter are `make demo` and `make test`.
-.PHONY: deps build demo run test test-valkey lint bench fmt clean
+.PHONY: deps build demo run test test-valkey test-newer lint bench fmt clean
 
 CARGO ?= cargo
 
@@ -32,6 +32,16 @@ test: lint
 test-valkey: deps
 	@scripts/ensure-valkey.sh
 	REDIS_SERVER=valkey-server $(CARGO) test -p redis-opt-tests
+
+## The end-to-end tests again, against the newest Redis and Valkey Debian builds (Redis 8.6
+## from experimental, Valkey 9.1 from sid; fetched into target/newer-servers, nothing
+## installed): their atomic slot migration and their string encodings differ from 7.0's.
+test-newer: deps
+	@dir=$$(scripts/fetch-newer-servers.sh) && \
+	REDIS_SERVER=$$dir/bin/redis-server REDIS_CLI=$$dir/bin/redis-cli \
+		$(CARGO) test -p redis-opt-tests && \
+	REDIS_SERVER=$$dir/bin/valkey-server REDIS_CLI=$$dir/bin/valkey-cli \
+		$(CARGO) test -p redis-opt-tests
 
 ## Criterion benches (see docs/benchmarks.md for the peer comparisons).
 bench: deps
