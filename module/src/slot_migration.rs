@@ -216,6 +216,7 @@ fn hand_over(slots: Result<SlotSet, String>, target: Option<&[u8]>) {
             return;
         }
     };
+    let started = std::time::Instant::now();
     let keys = tags::keys_in_slots(&slots);
     if keys.is_empty() {
         return;
@@ -226,10 +227,11 @@ fn hand_over(slots: Result<SlotSet, String>, target: Option<&[u8]>) {
     let dropped = tags::forget_keys(&keys);
     log::notice(&format!(
         "slot migration: {} the tags of {} keys in {} slots to their new node, dropped {dropped} \
-         here",
+         here, in {} us",
         if sent { "sent" } else { "could not send" },
         entries.len(),
-        slots.len()
+        slots.len(),
+        started.elapsed().as_micros()
     ));
 }
 
