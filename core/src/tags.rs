@@ -265,6 +265,9 @@ pub struct IndexStats {
     pub digest: u64,
 }
 
+/// A key's name and its tags.
+pub type KeyWithTags = (Vec<u8>, Vec<Vec<u8>>);
+
 /// The index, one part per database.
 #[derive(Debug, Default, Clone)]
 pub struct TagIndex {
@@ -777,6 +780,37 @@ impl TagIndex {
             .collect()
     }
 
+    /// Removes from `db`, and returns with their tags, the tagged keys for which `pred` holds
+    /// among index positions `from..from + scan`, and the position to go on from (`None` once
+    /// the walk reached the end). Positions stay put while keys come and go, so the index can
+    /// be walked in slices: the keys of slots that left a cluster node, say.
+    pub fn take_keys_where(
+        &mut self,
+        db: usize,
+        from: usize,
+        scan: usize,
+        mut pred: impl FnMut(&[u8]) -> bool,
+    ) -> (Vec<KeyWithTags>, Option<usize>) {
+        let Some(d) = self.db(db) else {
+            return (Vec::new(), None);
+        };
+        let end = from.saturating_add(scan).min(d.keys.slots.len());
+        let names: Vec<Vec<u8>> = d.keys.slots[from.min(end)..end]
+            .iter()
+            .filter(|s| !s.tags.is_empty() && pred(&s.name[..]))
+            .map(|s| s.name.to_vec())
+            .collect();
+        let next = (end < d.keys.slots.len()).then_some(end);
+        let taken = names
+            .into_iter()
+            .map(|name| {
+                let tags = self.take_key(db, &name);
+                (name, tags)
+            })
+            .collect();
+        (taken, next)
+    }
+
     /// Databases that hold any tag.
     pub fn dbs_in_use(&self) -> Vec<usize> {
         (0..self.dbs.len())
@@ -906,6 +940,41 @@ mod tests {
         assert_eq!(names(of_a), vec!["{a}1", "{a}2"]);
         assert!(ix.keys_where(2, |_| true).is_empty());
         assert_eq!(ix.keys_where(0, |_| true).len(), 3);
+    }
+
+    #[test]
+    fn take_keys_where_walks_the_index_in_slices() {
+        let mut ix = TagIndex::default();
+        for i in 0..100 {
+            let key = if i % 3 == 0 {
+                format!("{{a}}{i}")
+            } else {
+                format!("b{i}")
+            };
+            ix.set_tags(0, key.as_bytes(), &t(&["x", "y"]));
+        }
+        ix.remove_key(0, b"{a}30");
+        let (mut taken, mut from, mut step) = (Vec::new(), Some(0), 0);
+        while let Some(f) = from {
+            let (got, next) = ix.take_keys_where(0, f, 7, |k| k.starts_with(b"{a}"));
+            taken.extend(got);
+            from = next;
+            // Keys written meanwhile (other slots) take freed positions or new ones.
+            step += 1;
+            ix.set_tags(0, format!("c{step}").as_bytes(), &t(&["x"]));
+        }
+        assert_eq!(taken.len(), 33);
+        assert!(taken
+            .iter()
+            .all(|(k, tags)| { k.starts_with(b"{a}") && names(tags.clone()) == ["x", "y"] }));
+        let mut keys: Vec<_> = taken.into_iter().map(|(k, _)| k).collect();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), 33);
+        assert!(ix.keys_where(0, |k| k.starts_with(b"{a}")).is_empty());
+        assert_eq!(ix.keys_where(0, |k| k.starts_with(b"b")).len(), 66);
+        assert_eq!(ix.stats().keys, 66 + step as u64);
+        assert_eq!(ix.take_keys_where(3, 0, 10, |_| true).1, None);
     }
 
     #[test]

@@ -48,6 +48,6 @@ unsafe extern "C" fn dispatch(
         // SAFETY: data is what Redis passed for this event.
         unsafe { tags::on_server_event(ctx, eid.id, subevent, data) };
         // SAFETY: as above.
-        unsafe { slot_migration::on_server_event(eid.id, subevent, data) };
+        unsafe { slot_migration::on_server_event(ctx, eid.id, subevent, data) };
     });
 }

@@ -20,12 +20,15 @@
 //! millisecond on a LAN) the moved keys sit untagged on the target, as with MIGRATE.
 
 use std::ffi::{c_char, c_int, c_void};
+use std::ptr;
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use opt_core::cluster::{atomic_slot_migration, AtomicSlotMigration, SlotSet};
 use redis_module::raw;
 
-use crate::{log, server, tag_migration, tags};
+use crate::state::MainThreadCell;
+use crate::{guard, log, server, tag_migration, tags};
 
 /// Valkey 9's ATOMIC_SLOT_MIGRATION server event (valkeymodule.h) and the subevents used.
 const VALKEY_EVENT_ATOMIC_SLOT_MIGRATION: u64 = 19;
@@ -108,7 +111,12 @@ pub fn init(
 ///
 /// # Safety
 /// `data` must be the data the server passed with event `id`.
-pub unsafe fn on_server_event(id: u64, subevent: u64, data: *mut c_void) {
+pub unsafe fn on_server_event(
+    ctx: *mut raw::RedisModuleCtx,
+    id: u64,
+    subevent: u64,
+    data: *mut c_void,
+) {
     let Some(Some(kind)) = KIND.get() else {
         return;
     };
@@ -125,10 +133,10 @@ pub unsafe fn on_server_event(id: u64, subevent: u64, data: *mut c_void) {
                 raw::REDISMODULE_SUBEVENT_CLUSTER_SLOT_MIGRATION_MIGRATE_COMPLETED => {
                     let target: Vec<u8> =
                         info.destination_node_id.iter().map(|&c| c as u8).collect();
-                    hand_over(slots, Some(&target));
+                    hand_over(ctx, slots, Some(&target));
                 }
                 raw::REDISMODULE_SUBEVENT_CLUSTER_SLOT_MIGRATION_IMPORT_FAILED => {
-                    forget("a failed import", slots)
+                    forget(ctx, "a failed import", slots)
                 }
                 _ => {}
             }
@@ -140,7 +148,7 @@ pub unsafe fn on_server_event(id: u64, subevent: u64, data: *mut c_void) {
             // SAFETY: for this event the server passes a RedisModuleClusterSlotMigrationTrimInfo.
             let info = unsafe { &*data.cast::<raw::RedisModuleClusterSlotMigrationTrimInfo>() };
             // SAFETY: `slots` is the server's range array for this event.
-            forget("a trim", unsafe { redis_ranges(info.slots) });
+            forget(ctx, "a trim", unsafe { redis_ranges(info.slots) });
         }
         (AtomicSlotMigration::Valkey, VALKEY_EVENT_ATOMIC_SLOT_MIGRATION) => {
             // SAFETY: for this event Valkey passes a ValkeyModuleAtomicSlotMigrationInfoV1.
@@ -148,8 +156,8 @@ pub unsafe fn on_server_event(id: u64, subevent: u64, data: *mut c_void) {
             // SAFETY: the ranges are the server's array of `num_slot_ranges` entries.
             let slots = unsafe { valkey_ranges(info) };
             match subevent {
-                VALKEY_EXPORT_COMPLETED => hand_over(slots, None),
-                VALKEY_IMPORT_ABORTED => forget("a failed import", slots),
+                VALKEY_EXPORT_COMPLETED => hand_over(ctx, slots, None),
+                VALKEY_IMPORT_ABORTED => forget(ctx, "a failed import", slots),
                 _ => {}
             }
         }
@@ -204,49 +212,183 @@ unsafe fn valkey_ranges(info: &ValkeyMigrationInfo) -> Result<SlotSet, String> {
     SlotSet::from_ranges(&pairs?)
 }
 
+/// Most index positions looked at between two checks of a slice's clock.
+const SCAN_STEP: usize = 2048;
+/// Most keys in one cluster message: the target applies a message in one go (a few
+/// microseconds a key, OPT.TAG replicated for each), so a message stays under a millisecond.
+const KEYS_PER_MESSAGE: usize = 256;
+/// The time a slice may take on the main thread.
+const SLICE: Duration = Duration::from_millis(1);
+
+/// What a job does with the keys it takes out of the index.
+enum Action {
+    /// Sends their tags to the node whose NUL-terminated id this is (every node: `None`).
+    Send(Option<Vec<u8>>),
+    /// Only drops them (the server removed the keys); says why in the log.
+    Drop(&'static str),
+}
+
+/// The keys of some slots, leaving this node's index a slice at a time.
+struct Job {
+    slots: SlotSet,
+    action: Action,
+    /// The index position to go on from; `None` once the walk is done.
+    next: Option<usize>,
+    /// Whether the keys with freshness and no tag were taken too (the last step).
+    fresh_done: bool,
+    keys: usize,
+    all_sent: bool,
+    started: Instant,
+}
+
+/// The running jobs, and whether a timer for the next slice is set.
+struct Jobs {
+    list: Vec<Job>,
+    timer_armed: bool,
+}
+
+static JOBS: MainThreadCell<Jobs> = MainThreadCell::new(Jobs {
+    list: Vec::new(),
+    timer_armed: false,
+});
+
+/// Whether the keys of `slot` are leaving this node's index (a job is running for it): they
+/// are no longer this node's, so OPT.INVALIDATE leaves them out.
+pub fn is_leaving(slot: u16) -> bool {
+    JOBS.with(|j| j.list.iter().any(|job| job.slots.contains(slot)))
+        .unwrap_or(false)
+}
+
+/// Whether any job is running.
+pub fn any_leaving() -> bool {
+    JOBS.with(|j| !j.list.is_empty()).unwrap_or(false)
+}
+
 /// Sends the tags of the keys in `slots` to `target` (a NUL-terminated node id; every node
-/// when none) and drops them here: the slots now belong to the target.
-fn hand_over(slots: Result<SlotSet, String>, target: Option<&[u8]>) {
-    let slots = match slots {
-        Ok(s) => s,
-        Err(e) => {
-            log::warning(&format!(
-                "slot migration event not understood ({e}): tags left"
-            ));
-            return;
-        }
-    };
-    let started = std::time::Instant::now();
-    let keys = tags::keys_in_slots(&slots);
-    if keys.is_empty() {
-        return;
+/// when none) and drops them here: the slots now belong to the target. The first slice runs
+/// now, so a small migration is handed over before any other client is served; a large one
+/// goes on in 1 ms slices (about 256 keys a message).
+fn hand_over(ctx: *mut raw::RedisModuleCtx, slots: Result<SlotSet, String>, target: Option<&[u8]>) {
+    match slots {
+        Ok(slots) => start(ctx, slots, Action::Send(target.map(<[u8]>::to_vec))),
+        Err(e) => log::warning(&format!(
+            "slot migration event not understood ({e}): tags left"
+        )),
     }
-    let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
-    let entries = tags::tags_for_transfer(0, &refs);
-    let sent = tag_migration::send_transfer(&entries, target);
-    let dropped = tags::forget_keys(&keys);
-    log::notice(&format!(
-        "slot migration: {} the tags of {} keys in {} slots to their new node, dropped {dropped} \
-         here, in {} us",
-        if sent { "sent" } else { "could not send" },
-        entries.len(),
-        slots.len(),
-        started.elapsed().as_micros()
-    ));
 }
 
 /// Drops from the index the keys of `slots`, which the server removed without events.
-fn forget(why: &str, slots: Result<SlotSet, String>) {
+fn forget(ctx: *mut raw::RedisModuleCtx, why: &'static str, slots: Result<SlotSet, String>) {
     match slots {
-        Ok(slots) => {
-            let dropped = tags::forget_keys(&tags::keys_in_slots(&slots));
-            if dropped > 0 {
-                log::notice(&format!(
-                    "slot migration: dropped {dropped} keys of {} slots removed by {why}",
-                    slots.len()
-                ));
+        Ok(slots) => start(ctx, slots, Action::Drop(why)),
+        Err(e) => log::warning(&format!("slot migration event not understood ({e})")),
+    }
+}
+
+fn start(ctx: *mut raw::RedisModuleCtx, slots: SlotSet, action: Action) {
+    let job = Job {
+        slots,
+        action,
+        next: Some(0),
+        fresh_done: false,
+        keys: 0,
+        all_sent: true,
+        started: Instant::now(),
+    };
+    if JOBS.with(|j| j.list.push(job)).is_none() {
+        log::warning("slot migration: job list in use; report this");
+        return;
+    }
+    run_slice(ctx);
+}
+
+/// Arms the timer of the next slice, once.
+fn arm_timer(ctx: *mut raw::RedisModuleCtx) {
+    let arm = JOBS
+        .with(|j| !std::mem::replace(&mut j.timer_armed, true))
+        .unwrap_or(false);
+    if arm {
+        // SAFETY: ctx is a live context of this module on the main thread; the callback is
+        // this module's extern "C" function.
+        unsafe {
+            if let Some(create) = raw::RedisModule_CreateTimer {
+                create(ctx, 1, Some(on_timer), ptr::null_mut());
             }
         }
-        Err(e) => log::warning(&format!("slot migration event not understood ({e})")),
+    }
+}
+
+/// # Safety
+/// Called by the server on the main thread when the timer fires, with a live context.
+unsafe extern "C" fn on_timer(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
+    guard::catch_and_log("slot migration slice", || {
+        let _ = JOBS.with(|j| j.timer_armed = false);
+        run_slice(ctx);
+    });
+}
+
+/// Runs the jobs for about a millisecond, then arms the timer if work is left.
+fn run_slice(ctx: *mut raw::RedisModuleCtx) {
+    let slice_start = Instant::now();
+    while slice_start.elapsed() < SLICE {
+        // The job is taken out while it works, so no borrow is held across server calls.
+        let Some(mut job) = JOBS
+            .with(|j| (!j.list.is_empty()).then(|| j.list.remove(0)))
+            .flatten()
+        else {
+            return;
+        };
+        let mut batch = Vec::new();
+        while batch.len() < KEYS_PER_MESSAGE && slice_start.elapsed() < SLICE {
+            match job.next {
+                Some(from) => {
+                    let (taken, next) = tags::take_slot_keys(&job.slots, from, SCAN_STEP);
+                    batch.extend(taken);
+                    job.next = next;
+                }
+                None => {
+                    batch.extend(tags::take_fresh_slot_keys(&job.slots));
+                    job.fresh_done = true;
+                    break;
+                }
+            }
+        }
+        job.keys += batch.len();
+        if let Action::Send(target) = &job.action {
+            if !batch.is_empty() && !tag_migration::send_transfer(&batch, target.as_deref()) {
+                job.all_sent = false;
+            }
+        }
+        if job.fresh_done {
+            finish(&job);
+        } else {
+            let _ = JOBS.with(|j| j.list.insert(0, job));
+        }
+    }
+    if any_leaving() {
+        arm_timer(ctx);
+    }
+}
+
+/// Logs what a finished job did.
+fn finish(job: &Job) {
+    let took = job.started.elapsed().as_millis();
+    match job.action {
+        Action::Send(_) if job.keys > 0 => log::notice(&format!(
+            "slot migration: {} the tags of {} keys of {} slots to their new node in {took} ms",
+            if job.all_sent {
+                "sent"
+            } else {
+                "could not send all of"
+            },
+            job.keys,
+            job.slots.len()
+        )),
+        Action::Drop(why) if job.keys > 0 => log::notice(&format!(
+            "slot migration: dropped {} keys of {} slots removed by {why}, in {took} ms",
+            job.keys,
+            job.slots.len()
+        )),
+        _ => {}
     }
 }

@@ -218,6 +218,14 @@ fn apply_event(st: &mut TagState, db: usize, event: &[u8], key: &[u8]) {
             }
         }
         e if DROPS.contains(&e) => {
+            if crate::slot_migration::any_leaving()
+                && crate::slot_migration::is_leaving(opt_core::cluster::key_slot(key))
+            {
+                // The server deletes the keys of slots that moved away (Valkey, with events)
+                // while `slot_migration` walks the index to send their tags to the new owner:
+                // the walk takes the entry out, so the event changes nothing (and costs less).
+                return;
+            }
             st.index.remove_key(db, key);
             st.fresh.remove(db, key);
         }
@@ -467,40 +475,55 @@ fn key_exists(ctx: *mut raw::RedisModuleCtx, db: usize, key: &[u8]) -> bool {
 // ---------------------------------------------------------------------------------------
 // Slots that leave this node whole (see `slot_migration`).
 
-/// The keys of db 0 (the only one in cluster mode) in `slots` that have tags or freshness.
-pub fn keys_in_slots(slots: &SlotSet) -> Vec<Vec<u8>> {
+/// Takes out of the index and the freshness table the tagged keys of db 0 (the only one in
+/// cluster mode) in `slots` among index positions `from..from + scan`, and returns them with
+/// their tags and freshness, and the position to go on from (`None` once the index was
+/// walked). Nothing is replicated: the server sends its own deletions to the replicas.
+pub fn take_slot_keys(slots: &SlotSet, from: usize, scan: usize) -> (Vec<KeyTags>, Option<usize>) {
     STATE
         .with(|st| {
-            let mut keys = st.index.keys_where(0, |k| slots.holds_key(k));
-            let tagged = keys.len();
-            keys.extend(
-                st.fresh
-                    .keys()
-                    .filter(|(db, k)| *db == 0 && slots.holds_key(k))
-                    .map(|(_, k)| k)
-                    .filter(|k| !st.index.is_tagged(0, k)),
-            );
-            keys[tagged..].sort_unstable();
-            keys
+            let (taken, next) = st
+                .index
+                .take_keys_where(0, from, scan, |k| slots.holds_key(k));
+            let entries = taken
+                .into_iter()
+                .map(|(key, tags)| {
+                    let freshness = st.fresh.remove(0, &key);
+                    KeyTags {
+                        key,
+                        tags,
+                        freshness,
+                    }
+                })
+                .collect();
+            (entries, next)
         })
-        .unwrap_or_default()
+        .unwrap_or((Vec::new(), None))
 }
 
-/// Drops `keys` of db 0 from the index and the freshness table, for keys the server removed
-/// without an event (slots that moved away, or an import that failed). Nothing is
-/// replicated: the server sends its own deletions to the replicas. Returns how many were
-/// dropped.
-pub fn forget_keys(keys: &[Vec<u8>]) -> usize {
+/// Takes out of the freshness table the keys of db 0 in `slots` that have freshness and no
+/// tag, with their freshness.
+pub fn take_fresh_slot_keys(slots: &SlotSet) -> Vec<KeyTags> {
     STATE
         .with(|st| {
-            keys.iter()
-                .filter(|k| {
-                    let tagged = st.index.remove_key(0, k) > 0;
-                    st.fresh.remove(0, k).is_some() || tagged
+            let keys: Vec<Vec<u8>> = st
+                .fresh
+                .keys()
+                .filter(|(db, k)| *db == 0 && slots.holds_key(k))
+                .map(|(_, k)| k)
+                .collect();
+            keys.into_iter()
+                .map(|key| {
+                    let freshness = st.fresh.remove(0, &key);
+                    KeyTags {
+                        key,
+                        tags: Vec::new(),
+                        freshness,
+                    }
                 })
-                .count()
+                .collect()
         })
-        .unwrap_or(0)
+        .unwrap_or_default()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1185,6 +1208,9 @@ pub fn invalidate(call: &Call) -> Result<Reply, ReplyError> {
     // SAFETY: reading a function pointer filled at load.
     let create = unsafe { raw::RedisModule_CreateString }
         .ok_or_else(|| ReplyError::err("module string API missing"))?;
+    // Keys of slots whose migration just completed are leaving the index a slice at a time
+    // (`slot_migration`): they are no longer this node's to delete.
+    let leaving = cluster && crate::slot_migration::any_leaving();
     with(|st| {
         st.index.for_each_key_with_any(db, &tags, |name| {
             let slot = if cluster {
@@ -1192,6 +1218,9 @@ pub fn invalidate(call: &Call) -> Result<Reply, ReplyError> {
             } else {
                 0
             };
+            if leaving && crate::slot_migration::is_leaving(slot) {
+                return;
+            }
             // SAFETY: ctx is the live command context and `name` is valid for the call; the
             // string is freed when its batch drops.
             let s = unsafe { create(call.ctx, name.as_ptr().cast(), name.len()) };
@@ -1230,7 +1259,8 @@ pub fn invalidate(call: &Call) -> Result<Reply, ReplyError> {
     // With one call, its del events are ours: the index drops the keys in bulk afterwards,
     // by id. With several, a later call can fail after earlier ones deleted, so the del
     // events update the index key by key, as for any DEL.
-    let single = batches.len() == 1;
+    // (Not while keys leave the index: the bulk removal would take them too, unsent.)
+    let single = batches.len() == 1 && !leaving;
     with(|st| st.own_events = single)?;
     let mut deleted = 0i64;
     let mut failure = None;
