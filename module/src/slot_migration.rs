@@ -232,10 +232,13 @@ enum Action {
 struct Job {
     slots: SlotSet,
     action: Action,
-    /// The index position to go on from; `None` once the walk is done.
+    /// The databases left to walk, the current one first (cluster mode has db 0 only, except
+    /// on Valkey 9 with `cluster-databases`).
+    dbs: Vec<usize>,
+    /// The index position to go on from in the current database; `None` once it was walked.
     next: Option<usize>,
-    /// Whether the keys with freshness and no tag were taken too (the last step).
-    fresh_done: bool,
+    /// Whether every database was walked (keys with freshness and no tag included).
+    walked: bool,
     keys: usize,
     all_sent: bool,
     started: Instant,
@@ -289,8 +292,9 @@ fn start(ctx: *mut raw::RedisModuleCtx, slots: SlotSet, action: Action) {
     let job = Job {
         slots,
         action,
+        dbs: tags::dbs_in_use(),
         next: Some(0),
-        fresh_done: false,
+        walked: false,
         keys: 0,
         all_sent: true,
         started: Instant::now(),
@@ -338,28 +342,36 @@ fn run_slice(ctx: *mut raw::RedisModuleCtx) {
         else {
             return;
         };
+        let Some(&db) = job.dbs.first() else {
+            finish(&job);
+            continue;
+        };
         let mut batch = Vec::new();
         while batch.len() < KEYS_PER_MESSAGE && slice_start.elapsed() < SLICE {
             match job.next {
                 Some(from) => {
-                    let (taken, next) = tags::take_slot_keys(&job.slots, from, SCAN_STEP);
+                    let (taken, next) = tags::take_slot_keys(db, &job.slots, from, SCAN_STEP);
                     batch.extend(taken);
                     job.next = next;
                 }
                 None => {
-                    batch.extend(tags::take_fresh_slot_keys(&job.slots));
-                    job.fresh_done = true;
+                    batch.extend(tags::take_fresh_slot_keys(db, &job.slots));
+                    job.dbs.remove(0);
+                    job.next = Some(0);
+                    job.walked = job.dbs.is_empty();
                     break;
                 }
             }
         }
         job.keys += batch.len();
         if let Action::Send(target) = &job.action {
-            if !batch.is_empty() && !tag_migration::send_transfer(&batch, target.as_deref()) {
+            if !batch.is_empty()
+                && !tag_migration::send_transfer(db as u32, &batch, target.as_deref())
+            {
                 job.all_sent = false;
             }
         }
-        if job.fresh_done {
+        if job.walked {
             finish(&job);
         } else {
             let _ = JOBS.with(|j| j.list.insert(0, job));

@@ -122,17 +122,17 @@ fn send_tags(args: &[&[u8]]) {
         return;
     }
     let target = find_node(DETACHED.load(Ordering::Relaxed), args[1], args[2]);
-    send_transfer(&entries, target.as_deref());
+    send_transfer(0, &entries, target.as_deref());
 }
 
 /// Most bytes of entries in one cluster message: a bigger transfer goes in several, so that
 /// no node reads one huge message at once.
 const MESSAGE_BYTES: usize = 1 << 20;
 
-/// Sends `entries` (keys of db 0) to the node whose NUL-terminated id is `target`, or to
+/// Sends `entries` (keys of `db`) to the node whose NUL-terminated id is `target`, or to
 /// every node when there is none; each applies them to the keys it holds. Returns whether
 /// every message was sent.
-pub fn send_transfer(entries: &[KeyTags], target: Option<&[u8]>) -> bool {
+pub fn send_transfer(db: u32, entries: &[KeyTags], target: Option<&[u8]>) -> bool {
     let ctx = DETACHED.load(Ordering::Relaxed);
     if ctx.is_null() {
         return false;
@@ -147,7 +147,7 @@ pub fn send_transfer(entries: &[KeyTags], target: Option<&[u8]>) -> bool {
             bytes += e.key.len() + e.tags.iter().map(|t| t.len() + 4).sum::<usize>() + 32;
             end += 1;
         }
-        let message = encode(0, &entries[start..end]);
+        let message = encode(db, &entries[start..end]);
         // SAFETY: ctx is this module's detached context; the id is NUL-terminated and the
         // message is copied by the call.
         let sent = u32::try_from(message.len()).is_ok_and(|len| unsafe {

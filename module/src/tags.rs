@@ -475,20 +475,25 @@ fn key_exists(ctx: *mut raw::RedisModuleCtx, db: usize, key: &[u8]) -> bool {
 // ---------------------------------------------------------------------------------------
 // Slots that leave this node whole (see `slot_migration`).
 
-/// Takes out of the index and the freshness table the tagged keys of db 0 (the only one in
-/// cluster mode) in `slots` among index positions `from..from + scan`, and returns them with
-/// their tags and freshness, and the position to go on from (`None` once the index was
-/// walked). Nothing is replicated: the server sends its own deletions to the replicas.
-pub fn take_slot_keys(slots: &SlotSet, from: usize, scan: usize) -> (Vec<KeyTags>, Option<usize>) {
+/// Takes out of the index and the freshness table the tagged keys of `db` in `slots` among
+/// index positions `from..from + scan`, and returns them with their tags and freshness, and
+/// the position to go on from (`None` once the index was walked). Nothing is replicated: the
+/// server sends its own deletions to the replicas.
+pub fn take_slot_keys(
+    db: usize,
+    slots: &SlotSet,
+    from: usize,
+    scan: usize,
+) -> (Vec<KeyTags>, Option<usize>) {
     STATE
         .with(|st| {
             let (taken, next) = st
                 .index
-                .take_keys_where(0, from, scan, |k| slots.holds_key(k));
+                .take_keys_where(db, from, scan, |k| slots.holds_key(k));
             let entries = taken
                 .into_iter()
                 .map(|(key, tags)| {
-                    let freshness = st.fresh.remove(0, &key);
+                    let freshness = st.fresh.remove(db, &key);
                     KeyTags {
                         key,
                         tags,
@@ -501,20 +506,34 @@ pub fn take_slot_keys(slots: &SlotSet, from: usize, scan: usize) -> (Vec<KeyTags
         .unwrap_or((Vec::new(), None))
 }
 
-/// Takes out of the freshness table the keys of db 0 in `slots` that have freshness and no
+/// The databases that hold tags or freshness (cluster mode has only db 0, but Valkey 9 can
+/// have more: `cluster-databases`).
+pub fn dbs_in_use() -> Vec<usize> {
+    STATE
+        .with(|st| {
+            let mut dbs = st.index.dbs_in_use();
+            dbs.extend(st.fresh.keys().map(|(db, _)| db));
+            dbs.sort_unstable();
+            dbs.dedup();
+            dbs
+        })
+        .unwrap_or_default()
+}
+
+/// Takes out of the freshness table the keys of `db` in `slots` that have freshness and no
 /// tag, with their freshness.
-pub fn take_fresh_slot_keys(slots: &SlotSet) -> Vec<KeyTags> {
+pub fn take_fresh_slot_keys(db: usize, slots: &SlotSet) -> Vec<KeyTags> {
     STATE
         .with(|st| {
             let keys: Vec<Vec<u8>> = st
                 .fresh
                 .keys()
-                .filter(|(db, k)| *db == 0 && slots.holds_key(k))
+                .filter(|(d, k)| *d == db && slots.holds_key(k))
                 .map(|(_, k)| k)
                 .collect();
             keys.into_iter()
                 .map(|key| {
-                    let freshness = st.fresh.remove(0, &key);
+                    let freshness = st.fresh.remove(db, &key);
                     KeyTags {
                         key,
                         tags: Vec::new(),

@@ -853,18 +853,30 @@ fn a_lagging_replica_is_found_and_catches_up_by_partial_resync() {
 /// and says so.
 #[test]
 fn tags_follow_atomic_slot_migration() {
-    let cluster = Cluster::start(3, 1, &[]);
-    let primaries = cluster.primaries();
-    let (source, target) = (primaries[0], primaries[1]);
-    let info: String = redis::cmd("INFO")
-        .arg("server")
-        .query(&mut source.conn())
-        .unwrap();
-    let identity = opt_core::version::server_identity(&info).unwrap_or_default();
+    // `valkey-server --version` reads "Valkey server v=9.1.2 ...".
+    let version = std::process::Command::new(opt_harness::server_binary())
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).to_lowercase())
+        .unwrap_or_default();
+    let identity = match version.split_whitespace().collect::<Vec<_>>()[..] {
+        [name, "server", v, ..] => format!("{name} {}", v.trim_start_matches("v=")),
+        _ => String::new(),
+    };
     let Some(kind) = opt_core::cluster::atomic_slot_migration(&identity) else {
         eprintln!("skipped: {identity} has no atomic slot migration (Redis 8.4+, Valkey 9+)");
         return;
     };
+    let valkey = kind == opt_core::cluster::AtomicSlotMigration::Valkey;
+    // Valkey 9 can have numbered databases in cluster mode: a tagged key in db 1 moves too.
+    let config: &[&str] = if valkey {
+        &["cluster-databases 2"]
+    } else {
+        &[]
+    };
+    let cluster = Cluster::start(3, 1, config);
+    let primaries = cluster.primaries();
+    let (source, target) = (primaries[0], primaries[1]);
     let mut src = source.conn();
     // A hash tag whose slot the source owns.
     let tag = (0..)
@@ -899,6 +911,15 @@ fn tags_follow_atomic_slot_migration() {
         .find(|k| cluster.owner(k).port == source.port && cluster.slot(k) != slot)
         .unwrap();
     ok(&mut src, &["OPT.SET", &stays, "v", "TAGS", "moving"]);
+    let in_db1 = format!("{{{tag}}}:db1");
+    if valkey {
+        let mut db1 = source.conn();
+        ok(&mut db1, &["SELECT", "1"]);
+        ok(
+            &mut db1,
+            &["OPT.SET", &in_db1, "v", "TAGS", "moving", "db1"],
+        );
+    }
     let source_replica = cluster.replicas_of(source)[0];
     let want = tag_info(&mut src).digest;
     source_replica.wait_for("the source's replica", Duration::from_secs(10), |r| {
@@ -980,7 +1001,8 @@ fn tags_follow_atomic_slot_migration() {
         redis::cmd("OPT.FETCH").arg(&fresh).query(&mut dst).unwrap();
     let ttl: i64 = redis::from_redis_value(reply["ttl_ms"].clone()).unwrap();
     assert!((90_000..=100_000).contains(&ttl), "ttl_ms {ttl}");
-    // The source keeps only the key of the slot it kept, and so does its replica.
+    // The source keeps only the key of the slot it kept (OPT.TAGINFO counts every db), and so
+    // does its replica.
     source.wait_for("the source's index", Duration::from_secs(10), |s| {
         tag_info(s).keys == 1
     });
@@ -997,6 +1019,15 @@ fn tags_follow_atomic_slot_migration() {
     target_replica.wait_for("the target's replica", Duration::from_secs(10), |r| {
         tag_info(r).digest == want
     });
+    if valkey {
+        let mut db1 = target.conn();
+        ok(&mut db1, &["SELECT", "1"]);
+        target.wait_for(
+            "the tags of db 1 on the target",
+            Duration::from_secs(10),
+            |_| tags_of(&mut db1, &in_db1) == ["db1", "moving"],
+        );
+    }
     let deleted: i64 = redis::cmd("OPT.INVALIDATE")
         .arg("moving")
         .query(&mut dst)
