@@ -12,6 +12,10 @@
 # (ratio 1 minus tracking off).
 #
 #   benches/hotkeys_cost.sh [REQUESTS] [PRELOAD]
+#
+# On Redis 8.6+ (REDIS_SERVER=target/newer-servers/bin/redis-server, from
+# scripts/fetch-newer-servers.sh) it also measures the server's own HOTKEYS tracking
+# (HOTKEYS START METRICS 2 CPU NET COUNT 64, SAMPLE 1 and SAMPLE 10) on the same workload.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 source "$root/scripts/lib.sh"
@@ -22,6 +26,14 @@ command -v valgrind >/dev/null || { echo "valgrind is needed (apt-get install va
 cargo build --quiet --release -p redis-opt-module
 work=$(mktemp -d /tmp/opt-cost.XXXXXX)
 trap 'rm -rf "$work"' EXIT
+# The server command line under valgrind: the binary itself, or what a wrapper script (such
+# as scripts/fetch-newer-servers.sh writes: `exec LOADER --library-path DIR BINARY "$@"`) runs.
+server_cmd=("$(command -v "$server")")
+if [ "$(head -c 2 "${server_cmd[0]}")" = "#!" ]; then
+  read -r -a server_cmd <<<"$(sed -n 's/^exec \(.*\) "\$@"$/\1/p' "${server_cmd[0]}")"
+fi
+# A command sent after the preload, before the measured run (the built-in HOTKEYS START).
+after_preload=()
 
 measure() { # name, extra conf lines...
   local name=$1; shift
@@ -30,10 +42,11 @@ measure() { # name, extra conf lines...
   { echo "port $port"; echo "bind 127.0.0.1"; echo 'save ""'; echo "dir $work/$name"
     echo "logfile $work/$name/server.log"; printf '%s\n' "$@"; } >"$work/$name/redis.conf"
   valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$work/$name/cg.out" \
-    "$(command -v "$server")" "$work/$name/redis.conf" >/dev/null 2>&1 &
+    "${server_cmd[@]}" "$work/$name/redis.conf" >/dev/null 2>&1 &
   local pid=$!
   for _ in $(seq 1 300); do redis-cli -p "$port" PING >/dev/null 2>&1 && break; sleep 0.1; done
   redis-benchmark -p "$port" -q -t set -P 16 -r 100000 -n "$preload" -d 64 >/dev/null
+  [ ${#after_preload[@]} -eq 0 ] || redis-cli -p "$port" "${after_preload[@]}" >/dev/null
   callgrind_control -i on "$pid" >/dev/null
   redis-benchmark -p "$port" -q -t get,set -P 16 -r 100000 -n "$requests" -d 64 >/dev/null
   callgrind_control -i off "$pid" >/dev/null
@@ -65,6 +78,13 @@ native_share() {
   measure plain
   measure disabled "loadmodule $module" "opt.hotkeys-enabled no"
   measure ratio1 "loadmodule $module" "opt.hotkeys-sample-ratio 1"
+  if "$server" --version | grep -qE 'v=(8\.([6-9]|[1-9][0-9])|9|[1-9][0-9])\.'; then
+    for n in 1 10; do
+      after_preload=(HOTKEYS START METRICS 2 CPU NET COUNT 64 SAMPLE "$n")
+      measure "builtin$n"
+    done
+    after_preload=()
+  fi
 } >"$work/results"
 share=$(native_share)
 ops=$((2 * requests))
