@@ -562,10 +562,11 @@ unsafe fn unregister_filter(ctx: *mut raw::RedisModuleCtx) {
 /// Whether the keymiss subscription is in place.
 static FOLLOWING_MISSES: AtomicBool = AtomicBool::new(false);
 
-/// Subscribes to keymiss events, once, when tracking is first enabled (at load, or later by
-/// `CONFIG SET opt.hotkeys-enabled yes`). Redis builds a module context for every event it
-/// delivers and 7.0 cannot unsubscribe, so a server loaded with tracking off pays nothing for
-/// misses until tracking is turned on.
+/// Subscribes to keymiss events when tracking is on (at load, or later by `CONFIG SET
+/// opt.hotkeys-enabled yes`). Redis builds a module context for every event it delivers, so a
+/// server loaded with tracking off pays nothing for misses until tracking is turned on; and
+/// where the server can unsubscribe (Redis 8.2+), the subscription is dropped again between
+/// sampling slices and while tracking is off (`unfollow_misses`), when no miss is counted.
 ///
 /// # Safety
 /// `ctx` must be a live context of this module on the main thread.
@@ -582,6 +583,24 @@ unsafe fn follow_misses(ctx: *mut raw::RedisModuleCtx) {
     }
 }
 
+/// Drops the keymiss subscription where the server can (Redis 8.2+), during the sampler's gaps
+/// and while tracking is off: a miss between slices is not counted anyway, and every event
+/// delivered costs the server a module context.
+///
+/// # Safety
+/// `ctx` must be a live context of this module on the main thread.
+unsafe fn unfollow_misses(ctx: *mut raw::RedisModuleCtx) {
+    let Some(unsubscribe) = raw::RedisModule_UnsubscribeFromKeyspaceEvents else {
+        return;
+    };
+    if FOLLOWING_MISSES.load(Ordering::Relaxed)
+        && unsubscribe(ctx, raw::REDISMODULE_NOTIFY_KEY_MISS, Some(on_keymiss))
+            == raw::REDISMODULE_OK as c_int
+    {
+        FOLLOWING_MISSES.store(false, Ordering::Relaxed);
+    }
+}
+
 /// The sampler: registers the filter for a slice, unregisters it for a random gap, and
 /// reschedules itself. With ratio 1 the filter stays registered; with tracking disabled it
 /// stays off. Configuration changes take effect within `POLL_MS`.
@@ -594,6 +613,7 @@ unsafe extern "C" fn on_slice(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void)
         unsafe {
             if !configs::flag(idx::HOTKEYS_ENABLED) {
                 unregister_filter(ctx);
+                unfollow_misses(ctx);
                 return POLL_MS;
             }
             follow_misses(ctx);
@@ -609,6 +629,7 @@ unsafe extern "C" fn on_slice(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void)
                 SLICE_MS
             } else {
                 unregister_filter(ctx);
+                unfollow_misses(ctx);
                 let began = SLICE_STARTED_US.load(Ordering::Relaxed);
                 draw_gap_ms(ratio, now_us.saturating_sub(began) as f64 / 1000.0)
             }
