@@ -89,15 +89,18 @@ fn load(server: &Server) {
     }
 }
 
+/// Runs `redis-cli` (`REDIS_CLI` picks another: Redis 7.4+'s has `--keystats`) with `flag`
+/// against the server and times it; `None` when that redis-cli has no such flag or fails.
 fn redis_cli(port: u16, flag: &str) -> Option<Duration> {
-    let help = Command::new("redis-cli").arg("--help").output().ok()?;
+    let cli = std::env::var("REDIS_CLI").unwrap_or_else(|_| "redis-cli".into());
+    let help = Command::new(&cli).arg("--help").output().ok()?;
     if !String::from_utf8_lossy(&help.stdout).contains(flag)
         && !String::from_utf8_lossy(&help.stderr).contains(flag)
     {
         return None;
     }
     let start = Instant::now();
-    let out = Command::new("redis-cli")
+    let out = Command::new(&cli)
         .args(["-p", &port.to_string(), flag])
         .output()
         .ok()?;
