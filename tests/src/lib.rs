@@ -74,6 +74,29 @@ pub fn server_binary() -> String {
     std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_string())
 }
 
+/// What the server binary says of itself (`Redis server v=8.6.3 sha=...`), or "" if it cannot
+/// be run.
+pub fn server_version() -> String {
+    Command::new(server_binary())
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+/// The server's name and version as `opt_core::version::server_identity` spells them
+/// (`redis 8.6.3`, `valkey 9.1.2`), from its `--version`; "" if it cannot be read.
+pub fn server_identity() -> String {
+    match server_version().split_whitespace().collect::<Vec<_>>()[..] {
+        [name, "server", v, ..] => format!(
+            "{} {}",
+            name.to_ascii_lowercase(),
+            v.trim_start_matches("v=")
+        ),
+        _ => String::new(),
+    }
+}
+
 /// A loopback port that was free a moment ago (and whose cluster-bus port, +10000, too).
 pub fn free_port() -> u16 {
     loop {

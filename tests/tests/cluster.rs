@@ -853,16 +853,7 @@ fn a_lagging_replica_is_found_and_catches_up_by_partial_resync() {
 /// and says so.
 #[test]
 fn tags_follow_atomic_slot_migration() {
-    // `valkey-server --version` reads "Valkey server v=9.1.2 ...".
-    let version = std::process::Command::new(opt_harness::server_binary())
-        .arg("--version")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).to_lowercase())
-        .unwrap_or_default();
-    let identity = match version.split_whitespace().collect::<Vec<_>>()[..] {
-        [name, "server", v, ..] => format!("{name} {}", v.trim_start_matches("v=")),
-        _ => String::new(),
-    };
+    let identity = opt_harness::server_identity();
     let Some(kind) = opt_core::cluster::atomic_slot_migration(&identity) else {
         eprintln!("skipped: {identity} has no atomic slot migration (Redis 8.4+, Valkey 9+)");
         return;

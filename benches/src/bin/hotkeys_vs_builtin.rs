@@ -31,11 +31,7 @@ fn main() {
     redis_opt_benches::use_release_module();
     println!(
         "{ACCESSES} GETs over {KEYS} keys, both trackers on one server: {}",
-        std::process::Command::new(opt_harness::server_binary())
-            .arg("--version")
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .unwrap_or_default()
+        opt_harness::server_version()
     );
     println!(
         "{:>8} {:>7} {:<22} {:>9} {:>14} {:>18}",

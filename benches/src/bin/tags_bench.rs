@@ -340,14 +340,7 @@ fn expiry() {
 
 fn main() {
     redis_opt_benches::use_release_module();
-    println!(
-        "server: {}",
-        std::process::Command::new(opt_harness::server_binary())
-            .arg("--version")
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .unwrap_or_default()
-    );
+    println!("server: {}", opt_harness::server_version());
     // Sections to run (1 to 4); all by default: `tags_bench 4` reruns the expiry one.
     let only: Vec<String> = std::env::args().skip(1).collect();
     let run = |n: &str| only.is_empty() || only.iter().any(|a| a == n);
