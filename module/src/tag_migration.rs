@@ -221,13 +221,22 @@ fn find_node(ctx: *mut raw::RedisModuleCtx, host: &[u8], port: &[u8]) -> Option<
 /// Tag transfers received and not applied yet, and whether a timer for the next slice is set.
 struct Inbox {
     messages: VecDeque<Vec<u8>>,
+    /// Bytes queued in `messages`.
+    bytes: usize,
     timer_armed: bool,
 }
 
 static INBOX: MainThreadCell<Inbox> = MainThreadCell::new(Inbox {
     messages: VecDeque::new(),
+    bytes: 0,
     timer_armed: false,
 });
+
+/// Most bytes of received transfers waiting to be applied. The sender paces itself (256 keys
+/// a millisecond) and the receiver applies a millisecond's worth per timer tick, so the queue
+/// stays short; a message that would go past this is dropped, with a warning, rather than
+/// let the queue grow without bound.
+const INBOX_MAX_BYTES: usize = 256 << 20;
 
 /// The time a slice of applying received transfers may take on the main thread.
 const SLICE: Duration = Duration::from_millis(1);
@@ -255,6 +264,11 @@ unsafe extern "C" fn on_message(
         };
         let arm = INBOX
             .with(|inbox| {
+                if inbox.bytes + bytes.len() > INBOX_MAX_BYTES {
+                    log::warning("tag transfers arrive faster than they apply: one dropped");
+                    return false;
+                }
+                inbox.bytes += bytes.len();
                 inbox.messages.push_back(bytes);
                 !std::mem::replace(&mut inbox.timer_armed, true)
             })
@@ -282,7 +296,11 @@ unsafe extern "C" fn apply_slice(ctx: *mut raw::RedisModuleCtx, _data: *mut c_vo
     guard::catch_and_log("tag transfer", || {
         let start = Instant::now();
         while start.elapsed() < SLICE {
-            let Some(Some(message)) = INBOX.with(|inbox| inbox.messages.pop_front()) else {
+            let Some(Some(message)) = INBOX.with(|inbox| {
+                let m = inbox.messages.pop_front();
+                inbox.bytes -= m.as_ref().map_or(0, Vec::len);
+                m
+            }) else {
                 break;
             };
             match decode(&message) {
