@@ -48,6 +48,10 @@ fn fields() -> Vec<(&'static str, Field)> {
         out.push(("tags_memory_bytes", Field::Count(bytes)));
     }
     out.push((
+        "tags_following_keyspace",
+        Field::Count(u64::from(crate::tags::following_keyspace())),
+    ));
+    out.push((
         "tags_migrated_keys_sent",
         Field::Count(crate::tag_migration::KEYS_SENT.load(Ordering::Relaxed)),
     ));

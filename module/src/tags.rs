@@ -86,8 +86,62 @@ fn selected_db(ctx: *mut raw::RedisModuleCtx) -> usize {
 /// place. It is made when the index gets its first entry (OPT.SET, OPT.TAG, or an index
 /// loaded from an RDB), not at load: every event a subscriber receives costs Redis a module
 /// context (about 600 instructions on 7.0, more than the rest of a SET), so a server that never
-/// tags a key pays nothing for tags. Redis 7.0 cannot unsubscribe, so it then stays.
+/// tags a key pays nothing for tags. Redis 7.0 cannot unsubscribe, so it then stays; Redis
+/// 8.2+ drops it again while the index is empty (`on_idle_check`).
 static FOLLOWING: AtomicBool = AtomicBool::new(false);
+
+/// The keyspace events the index follows.
+const KEYSPACE_EVENTS: c_int = raw::REDISMODULE_NOTIFY_GENERIC
+    | raw::REDISMODULE_NOTIFY_STRING
+    | raw::REDISMODULE_NOTIFY_LIST
+    | raw::REDISMODULE_NOTIFY_SET
+    | raw::REDISMODULE_NOTIFY_ZSET
+    | raw::REDISMODULE_NOTIFY_EXPIRED
+    | raw::REDISMODULE_NOTIFY_EVICTED;
+
+/// How often an empty index checks whether it can drop its keyspace subscription.
+const IDLE_CHECK_MS: i64 = 1000;
+
+/// Whether the index follows keyspace events now (`INFO opt`: `tags_following_keyspace`).
+pub fn following_keyspace() -> bool {
+    FOLLOWING.load(Ordering::Relaxed)
+}
+
+/// Where the server can drop a subscription (Redis 8.2+), an index that has become empty (every
+/// tagged key expired, say, or FLUSHALL) drops it, checked every second: from then on a SET
+/// or an expiry no longer pays an event for tags, as on a server that never tagged. The next
+/// tagged key subscribes again before it enters the index (`follow_keyspace`).
+///
+/// # Safety
+/// Called by the server on the main thread when the timer fires, with a live context.
+unsafe extern "C" fn on_idle_check(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
+    guard::catch_and_log("tag index idle check", || {
+        let empty = STATE
+            .with(|st| {
+                st.index.is_empty()
+                    && st.fresh.is_empty()
+                    && st.locks.is_empty()
+                    && st.in_flight.is_none()
+            })
+            .unwrap_or(false);
+        // SAFETY: reading a function pointer filled at load.
+        let unsubscribe = unsafe { raw::RedisModule_UnsubscribeFromKeyspaceEvents };
+        if let (true, true, Some(unsubscribe)) = (empty, following_keyspace(), unsubscribe) {
+            // SAFETY: the timer's context; the callback is the one subscribed.
+            let dropped = unsafe {
+                unsubscribe(ctx, KEYSPACE_EVENTS, Some(on_keyspace_event))
+                    == raw::REDISMODULE_OK as c_int
+            };
+            if dropped {
+                FOLLOWING.store(false, Ordering::Relaxed);
+                log::notice("tag index: empty, so keyspace events are no longer followed");
+            }
+        }
+    });
+    if let Some(create) = raw::RedisModule_CreateTimer {
+        create(ctx, IDLE_CHECK_MS, Some(on_idle_check), ptr::null_mut());
+    }
+}
 
 /// Subscribes to the events that change the keyspace, once. Called before the index gets an
 /// entry, on the main thread.
@@ -95,18 +149,11 @@ fn follow_keyspace(ctx: *mut raw::RedisModuleCtx) -> Result<(), ReplyError> {
     if FOLLOWING.load(Ordering::Relaxed) {
         return Ok(());
     }
-    let mask = raw::REDISMODULE_NOTIFY_GENERIC
-        | raw::REDISMODULE_NOTIFY_STRING
-        | raw::REDISMODULE_NOTIFY_LIST
-        | raw::REDISMODULE_NOTIFY_SET
-        | raw::REDISMODULE_NOTIFY_ZSET
-        | raw::REDISMODULE_NOTIFY_EXPIRED
-        | raw::REDISMODULE_NOTIFY_EVICTED;
     // SAFETY: ctx is a live context of this module on the main thread; the callback is this
     // module's extern "C" function and lives as long as the module.
     let ok = unsafe {
         raw::RedisModule_SubscribeToKeyspaceEvents.is_some_and(|f| {
-            f(ctx, mask as c_int, Some(on_keyspace_event)) == raw::REDISMODULE_OK as c_int
+            f(ctx, KEYSPACE_EVENTS, Some(on_keyspace_event)) == raw::REDISMODULE_OK as c_int
         })
     };
     if !ok {
@@ -125,8 +172,18 @@ fn follow_keyspace(ctx: *mut raw::RedisModuleCtx) -> Result<(), ReplyError> {
 pub const MODULE_OPTIONS: c_int = raw::REDISMODULE_OPTIONS_HANDLE_IO_ERRORS as c_int;
 
 /// Registers the aux data type; the keyspace events are subscribed on first use
-/// (`follow_keyspace`).
+/// (`follow_keyspace`), and where the server can drop a subscription, dropped again while
+/// the index is empty (`on_idle_check`).
 pub fn init(ctx: *mut raw::RedisModuleCtx) -> Result<(), String> {
+    // SAFETY: OnLoad context; the callback is this module's extern "C" function.
+    unsafe {
+        if let (Some(_), Some(create)) = (
+            raw::RedisModule_UnsubscribeFromKeyspaceEvents,
+            raw::RedisModule_CreateTimer,
+        ) {
+            create(ctx, IDLE_CHECK_MS, Some(on_idle_check), ptr::null_mut());
+        }
+    }
     // SAFETY: OnLoad context; callbacks are this module's extern "C" functions; the type
     // methods struct is copied by Redis.
     unsafe {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use opt_core::report::TagInfoReport;
 use opt_harness::redis::{self, Connection, Value};
-use opt_harness::{command as cmd, err, info_int, ok, Server, ServerOptions};
+use opt_harness::{command as cmd, err, info_int, ok, tag_info, Server, ServerOptions};
 
 fn tags(con: &mut Connection, key: &str) -> Vec<String> {
     let mut t: Vec<String> = redis::cmd("OPT.TAGS").arg(key).query(con).unwrap();
@@ -693,4 +693,44 @@ fn opt_set_answers_a_plain_ok_in_every_context() {
         .unwrap();
     assert_eq!(from_lua, "OK");
     assert_eq!(tags(&mut c, "e"), vec!["t".to_string()]);
+}
+
+/// Where the server can drop a keyspace subscription (Redis 8.2+), an index that became empty
+/// stops following keyspace events within a second or so (a SET then pays nothing for tags),
+/// and the next tagged key follows them again before it enters the index. Elsewhere the
+/// subscription stays. Either way the index keeps following the keyspace while it has keys.
+#[test]
+fn an_empty_index_stops_following_the_keyspace_where_the_server_can() {
+    let identity = opt_harness::server_identity();
+    let can_drop = match identity.split_once(' ') {
+        Some(("redis", v)) => {
+            let mut parts = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+            (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (8, 2)
+        }
+        _ => false,
+    };
+    let server = Server::start();
+    let mut c = server.conn();
+    let following = |c: &mut redis::Connection| info_int(c, "opt", "opt_tags_following_keyspace");
+    assert_eq!(following(&mut c), 0, "nothing tagged yet");
+    ok(&mut c, &["OPT.SET", "k", "v", "TAGS", "t"]);
+    assert_eq!(following(&mut c), 1);
+    ok(&mut c, &["DEL", "k"]);
+    if can_drop {
+        server.wait_for("the subscription to go", Duration::from_secs(5), |c| {
+            following(c) == 0
+        });
+    } else {
+        std::thread::sleep(Duration::from_millis(1500));
+        assert_eq!(following(&mut c), 1, "{identity} cannot drop it");
+    }
+    // Tagged again: followed again, so overwriting the key drops its tags.
+    ok(&mut c, &["OPT.SET", "k2", "v", "TAGS", "t"]);
+    assert_eq!(following(&mut c), 1);
+    ok(&mut c, &["SET", "k2", "plain"]);
+    assert_eq!(tag_info(&mut c).keys, 0, "the overwrite was missed");
+    // A key tagged while another is held keeps the subscription.
+    ok(&mut c, &["OPT.SET", "k3", "v", "TAGS", "t"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(following(&mut c), 1);
 }
