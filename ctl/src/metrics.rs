@@ -337,13 +337,19 @@ fn collect_from(
             "opt_tag_migrated_keys_sent_total",
             "opt_tags_migrated_keys_sent",
             "counter",
-            "Keys whose tags were sent to the node a MIGRATE moved them to.",
+            "Keys whose tags were sent to the node a MIGRATE or a slot migration moved them to.",
         ),
         (
             "opt_tag_migrated_keys_received_total",
             "opt_tags_migrated_keys_received",
             "counter",
-            "Keys tagged from a MIGRATE's transfer from another node.",
+            "Keys tagged from a MIGRATE's or a slot migration's transfer from another node.",
+        ),
+        (
+            "opt_tag_index_following_keyspace",
+            "opt_tags_following_keyspace",
+            "gauge",
+            "1 while the tag index follows keyspace events (0 before the first tag, and on Redis 8.2+ while the index is empty).",
         ),
         (
             "opt_panics_caught_total",

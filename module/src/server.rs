@@ -67,6 +67,7 @@ pub fn detect_features() -> Vec<Feature> {
             present(raw::RedisModule_SetCommandACLCategories),
             present(raw::RedisModule_RegisterNumericConfig)
                 && present(raw::RedisModule_LoadConfigs),
+            present(raw::RedisModule_UnsubscribeFromKeyspaceEvents),
         ]
     };
     let notes = [
@@ -89,6 +90,10 @@ pub fn detect_features() -> Vec<Feature> {
         (
             "module-configs",
             "opt.* parameters in CONFIG GET/SET and redis.conf",
+        ),
+        (
+            "keyspace-unsubscribe",
+            "drops keymiss events between hot-key slices and an empty tag index's events (Redis 8.2+)",
         ),
     ];
     notes
