@@ -405,6 +405,44 @@ impl TagIndex {
         self.db(db)?.keys.by_name.bucket_address(name_hash(key))
     }
 
+    /// Addresses that removing `key` will read further on, for a caller to prefetch a batch
+    /// of removals stage by stage (each stage reads what the one before prefetched): stage 0
+    /// its tags' slots, stage 1 each tag's key-list entry for this key and the tag's bucket in
+    /// the tag table (read if the tag empties). Call stage 0 once
+    /// [`Self::key_slot_address`] was prefetched.
+    pub fn removal_addresses(
+        &self,
+        db: usize,
+        key: &[u8],
+        stage: u8,
+        mut f: impl FnMut(*const u8),
+    ) {
+        let Some(d) = self.db(db) else {
+            return;
+        };
+        let Some(k) = d.keys.by_name.first_candidate(name_hash(key)) else {
+            return;
+        };
+        let Some(slot) = d.keys.slots.get(k as usize) else {
+            return;
+        };
+        for &(t, pos) in slot.tags.iter() {
+            let Some(tag) = d.tags.slots.get(t as usize) else {
+                continue;
+            };
+            if stage == 0 {
+                f((tag as *const TagSlot).cast());
+            } else {
+                f(tag.keys.as_ptr().wrapping_add(pos as usize).cast());
+                if tag.keys.len() == 1 {
+                    if let Some(b) = d.tags.by_name.bucket_address(tag.hash) {
+                        f(b);
+                    }
+                }
+            }
+        }
+    }
+
     /// The slot a lookup of `key` will compare first, for a caller to prefetch. Reads the key
     /// table's buckets: call it once [`Self::key_bucket_address`] was prefetched.
     pub fn key_slot_address(&self, db: usize, key: &[u8]) -> Option<*const u8> {
@@ -975,6 +1013,27 @@ mod tests {
         assert_eq!(ix.keys_where(0, |k| k.starts_with(b"b")).len(), 66);
         assert_eq!(ix.stats().keys, 66 + step as u64);
         assert_eq!(ix.take_keys_where(3, 0, 10, |_| true).1, None);
+    }
+
+    #[test]
+    fn removal_addresses_name_what_a_removal_reads() {
+        let mut ix = TagIndex::default();
+        ix.set_tags(0, b"k1", &t(&["shared", "own"]));
+        ix.set_tags(0, b"k2", &t(&["shared"]));
+        let count = |key: &[u8], stage| {
+            let mut n = 0;
+            ix.removal_addresses(0, key, stage, |a| {
+                assert!(!a.is_null());
+                n += 1;
+            });
+            n
+        };
+        // Stage 0: one slot per tag. Stage 1: each tag's list entry, plus the bucket of a tag
+        // the removal would empty (`own`).
+        assert_eq!((count(b"k1", 0), count(b"k1", 1)), (2, 3));
+        assert_eq!((count(b"k2", 0), count(b"k2", 1)), (1, 1));
+        assert_eq!(count(b"missing", 0), 0);
+        assert_eq!(ix.take_keys_where(5, 0, 1, |_| true).0.len(), 0);
     }
 
     #[test]

@@ -44,7 +44,23 @@ struct TagState {
     /// Set while this module raises or causes events for keys whose index entries it updates
     /// itself (OPT.SET's own "set", OPT.INVALIDATE's deletions): the events change nothing.
     own_events: bool,
+    /// Keys that expired or were evicted and have not left the index yet (see `settle`).
+    dropped: DroppedKeys,
 }
+
+/// Names of keys whose expiry or eviction was seen, one buffer for all of them. An expiry
+/// event brings one key at a time, and taking it out of the index is a few dependent cache
+/// misses (its bucket, its slot, its tags' lists); gathered, a batch's buckets and slots are
+/// prefetched together, so their misses overlap (`settle`).
+struct DroppedKeys {
+    names: Vec<u8>,
+    /// Each key's db and the end of its name in `names`.
+    ends: Vec<(usize, usize)>,
+}
+
+/// Keys gathered before a batch is applied: every other use of the index applies them first,
+/// so nothing ever sees them.
+const DROP_BATCH: usize = 32;
 
 static STATE: MainThreadCell<TagState> = MainThreadCell::new(TagState {
     index: TagIndex::new_const(),
@@ -52,14 +68,65 @@ static STATE: MainThreadCell<TagState> = MainThreadCell::new(TagState {
     locks: Locks::new_const(),
     in_flight: None,
     own_events: false,
+    dropped: DroppedKeys {
+        names: Vec::new(),
+        ends: Vec::new(),
+    },
 });
+
+/// Runs `f` on the tag state, after the keys that expired or were evicted since the last use
+/// have left the index. Every use goes through here (or `with`), so none sees them.
+fn state<R>(f: impl FnOnce(&mut TagState) -> R) -> Option<R> {
+    STATE.with(|st| {
+        settle(st);
+        f(st)
+    })
+}
+
+/// Takes the gathered expired and evicted keys out of the index and the freshness table, in
+/// passes: their key-table buckets are prefetched, then the slots those buckets name, then
+/// their tags' slots, then those tags' list entries (and, for a tag about to empty, its
+/// bucket), then the keys are removed: the misses of the whole batch overlap.
+fn settle(st: &mut TagState) {
+    if st.dropped.ends.is_empty() {
+        return;
+    }
+    let mut names = std::mem::take(&mut st.dropped.names);
+    let mut ends = std::mem::take(&mut st.dropped.ends);
+    let key_at = |i: usize| {
+        let start = if i == 0 { 0 } else { ends[i - 1].1 };
+        (ends[i].0, &names[start..ends[i].1])
+    };
+    for i in 0..ends.len() {
+        let (db, key) = key_at(i);
+        prefetch(st.index.key_bucket_address(db, key));
+    }
+    for i in 0..ends.len() {
+        let (db, key) = key_at(i);
+        prefetch(st.index.key_slot_address(db, key));
+    }
+    for stage in 0..2 {
+        for i in 0..ends.len() {
+            let (db, key) = key_at(i);
+            st.index
+                .removal_addresses(db, key, stage, crate::state::prefetch);
+        }
+    }
+    for i in 0..ends.len() {
+        let (db, key) = key_at(i);
+        st.index.remove_key(db, key);
+        st.fresh.remove(db, key);
+    }
+    // Keep the buffers' capacity for the next batch.
+    names.clear();
+    ends.clear();
+    st.dropped = DroppedKeys { names, ends };
+}
 
 static mut TAG_TYPE: *mut raw::RedisModuleType = ptr::null_mut();
 
 fn with<R>(f: impl FnOnce(&mut TagState) -> R) -> Result<R, ReplyError> {
-    STATE
-        .with(f)
-        .ok_or_else(|| ReplyError::err("tag index busy (re-entrant call)"))
+    state(f).ok_or_else(|| ReplyError::err("tag index busy (re-entrant call)"))
 }
 
 /// Prefetches `addr`, when there is one (see `state::prefetch`).
@@ -116,14 +183,13 @@ pub fn following_keyspace() -> bool {
 /// Called by the server on the main thread when the timer fires, with a live context.
 unsafe extern "C" fn on_idle_check(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
     guard::catch_and_log("tag index idle check", || {
-        let empty = STATE
-            .with(|st| {
-                st.index.is_empty()
-                    && st.fresh.is_empty()
-                    && st.locks.is_empty()
-                    && st.in_flight.is_none()
-            })
-            .unwrap_or(false);
+        let empty = state(|st| {
+            st.index.is_empty()
+                && st.fresh.is_empty()
+                && st.locks.is_empty()
+                && st.in_flight.is_none()
+        })
+        .unwrap_or(false);
         // SAFETY: reading a function pointer filled at load.
         let unsubscribe = unsafe { raw::RedisModule_UnsubscribeFromKeyspaceEvents };
         if let (true, true, Some(unsubscribe)) = (empty, following_keyspace(), unsubscribe) {
@@ -257,6 +323,9 @@ fn apply_event(st: &mut TagState, db: usize, event: &[u8], key: &[u8]) {
     if st.own_events || (st.index.is_empty() && st.fresh.is_empty() && st.in_flight.is_none()) {
         return;
     }
+    if event != b"expired" && event != b"evicted" {
+        settle(st);
+    }
     match event {
         b"rename_from" | b"move_from" => {
             let tags = st.index.take_key(db, key);
@@ -272,6 +341,16 @@ fn apply_event(st: &mut TagState, db: usize, event: &[u8], key: &[u8]) {
                 if let Some(f) = fresh {
                     st.fresh.set(db, key, f);
                 }
+            }
+        }
+        b"expired" | b"evicted"
+            if !(crate::slot_migration::any_leaving()
+                && crate::slot_migration::is_leaving(opt_core::cluster::key_slot(key))) =>
+        {
+            st.dropped.names.extend_from_slice(key);
+            st.dropped.ends.push((db, st.dropped.names.len()));
+            if st.dropped.ends.len() >= DROP_BATCH {
+                settle(st);
             }
         }
         e if DROPS.contains(&e) => {
@@ -303,9 +382,8 @@ pub unsafe fn on_server_event(
     let eid = raw::RedisModuleEvent { id, dataver: 1 };
     guard::catch_and_log("tag index server event", || {
         if eid.id == raw::REDISMODULE_EVENT_LOADING {
-            let loaded_entries = STATE
-                .with(|st| !st.index.is_empty() || !st.fresh.is_empty())
-                .unwrap_or(false);
+            let loaded_entries =
+                state(|st| !st.index.is_empty() || !st.fresh.is_empty()).unwrap_or(false);
             let finished = subevent == raw::REDISMODULE_SUBEVENT_LOADING_ENDED
                 || subevent == raw::REDISMODULE_SUBEVENT_LOADING_FAILED;
             if finished && loaded_entries {
@@ -327,7 +405,7 @@ pub unsafe fn on_server_event(
         {
             // SAFETY: for FlushDB events data points to a RedisModuleFlushInfo.
             let info = unsafe { &*(data as *const raw::RedisModuleFlushInfo) };
-            STATE.with(|st| {
+            state(|st| {
                 if info.dbnum < 0 {
                     st.index.flush_all();
                     st.fresh.flush_all();
@@ -339,7 +417,7 @@ pub unsafe fn on_server_event(
         } else if eid.id == raw::REDISMODULE_EVENT_SWAPDB {
             // SAFETY: for SwapDB events data points to a RedisModuleSwapDbInfo.
             let info = unsafe { &*(data as *const raw::RedisModuleSwapDbInfo) };
-            STATE.with(|st| {
+            state(|st| {
                 let (a, b) = (
                     info.dbnum_first.max(0) as usize,
                     info.dbnum_second.max(0) as usize,
@@ -354,23 +432,22 @@ pub unsafe fn on_server_event(
 /// Drops index entries whose key does not exist (after an RDB, AOF or full-sync load: keys
 /// that expired meanwhile, or an index saved with keys the dataset no longer has).
 fn prune_missing(ctx: *mut raw::RedisModuleCtx) {
-    let entries: Vec<(usize, Vec<u8>)> = STATE
-        .with(|st| {
-            let mut all: Vec<(usize, Vec<u8>)> = st
-                .index
-                .dbs_in_use()
-                .into_iter()
-                .flat_map(|db| {
-                    st.index
-                        .db_entries(db)
-                        .into_iter()
-                        .map(move |(k, _)| (db, k))
-                })
-                .collect();
-            all.extend(st.fresh.keys());
-            all
-        })
-        .unwrap_or_default();
+    let entries: Vec<(usize, Vec<u8>)> = state(|st| {
+        let mut all: Vec<(usize, Vec<u8>)> = st
+            .index
+            .dbs_in_use()
+            .into_iter()
+            .flat_map(|db| {
+                st.index
+                    .db_entries(db)
+                    .into_iter()
+                    .map(move |(k, _)| (db, k))
+            })
+            .collect();
+        all.extend(st.fresh.keys());
+        all
+    })
+    .unwrap_or_default();
     // Checked without holding the index: a lookup may expire a key, whose event then updates
     // the index itself.
     let missing: Vec<(usize, Vec<u8>)> = entries
@@ -380,7 +457,7 @@ fn prune_missing(ctx: *mut raw::RedisModuleCtx) {
     if missing.is_empty() {
         return;
     }
-    STATE.with(|st| {
+    state(|st| {
         for (db, k) in &missing {
             st.index.remove_key(*db, k);
             st.fresh.remove(*db, k);
@@ -462,7 +539,7 @@ unsafe extern "C" fn aux_save(rdb: *mut raw::RedisModuleIO, when: c_int) {
         return;
     }
     guard::catch_and_log("tag index save", || {
-        STATE.with(|st| {
+        state(|st| {
             // aux_save2 servers skip the field when nothing is written.
             if crate::server::supports_aux_save2() && st.index.is_empty() && st.fresh.is_empty() {
                 return;
@@ -483,7 +560,7 @@ unsafe extern "C" fn aux_load(rdb: *mut raw::RedisModuleIO, _encver: c_int, when
     let result = guard::catch(|| persist::load(&mut RdbReader(rdb), |_, _| true));
     match result {
         Ok(Ok((index, fresh))) => {
-            STATE.with(|st| {
+            state(|st| {
                 st.index = index;
                 st.fresh = fresh;
             });
@@ -542,64 +619,61 @@ pub fn take_slot_keys(
     from: usize,
     scan: usize,
 ) -> (Vec<KeyTags>, Option<usize>) {
-    STATE
-        .with(|st| {
-            let (taken, next) = st
-                .index
-                .take_keys_where(db, from, scan, |k| slots.holds_key(k));
-            let entries = taken
-                .into_iter()
-                .map(|(key, tags)| {
-                    let freshness = st.fresh.remove(db, &key);
-                    KeyTags {
-                        key,
-                        tags,
-                        freshness,
-                    }
-                })
-                .collect();
-            (entries, next)
-        })
-        .unwrap_or((Vec::new(), None))
+    state(|st| {
+        let (taken, next) = st
+            .index
+            .take_keys_where(db, from, scan, |k| slots.holds_key(k));
+        let entries = taken
+            .into_iter()
+            .map(|(key, tags)| {
+                let freshness = st.fresh.remove(db, &key);
+                KeyTags {
+                    key,
+                    tags,
+                    freshness,
+                }
+            })
+            .collect();
+        (entries, next)
+    })
+    .unwrap_or((Vec::new(), None))
 }
 
 /// The databases that hold tags or freshness (cluster mode has only db 0, but Valkey 9 can
 /// have more: `cluster-databases`).
 pub fn dbs_in_use() -> Vec<usize> {
-    STATE
-        .with(|st| {
-            let mut dbs = st.index.dbs_in_use();
-            dbs.extend(st.fresh.keys().map(|(db, _)| db));
-            dbs.sort_unstable();
-            dbs.dedup();
-            dbs
-        })
-        .unwrap_or_default()
+    state(|st| {
+        let mut dbs = st.index.dbs_in_use();
+        dbs.extend(st.fresh.keys().map(|(db, _)| db));
+        dbs.sort_unstable();
+        dbs.dedup();
+        dbs
+    })
+    .unwrap_or_default()
 }
 
 /// Takes out of the freshness table the keys of `db` in `slots` that have freshness and no
 /// tag, with their freshness.
 pub fn take_fresh_slot_keys(db: usize, slots: &SlotSet) -> Vec<KeyTags> {
-    STATE
-        .with(|st| {
-            let keys: Vec<Vec<u8>> = st
-                .fresh
-                .keys()
-                .filter(|(d, k)| *d == db && slots.holds_key(k))
-                .map(|(_, k)| k)
-                .collect();
-            keys.into_iter()
-                .map(|key| {
-                    let freshness = st.fresh.remove(db, &key);
-                    KeyTags {
-                        key,
-                        tags: Vec::new(),
-                        freshness,
-                    }
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+    state(|st| {
+        let keys: Vec<Vec<u8>> = st
+            .fresh
+            .keys()
+            .filter(|(d, k)| *d == db && slots.holds_key(k))
+            .map(|(_, k)| k)
+            .collect();
+        keys.into_iter()
+            .map(|key| {
+                let freshness = st.fresh.remove(db, &key);
+                KeyTags {
+                    key,
+                    tags: Vec::new(),
+                    freshness,
+                }
+            })
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -608,21 +682,20 @@ pub fn take_fresh_slot_keys(db: usize, slots: &SlotSet) -> Vec<KeyTags> {
 /// The tags and freshness of those of `keys` in `db` that have any, for a node the keys
 /// migrate to.
 pub fn tags_for_transfer(db: usize, keys: &[&[u8]]) -> Vec<KeyTags> {
-    STATE
-        .with(|st| {
-            keys.iter()
-                .filter_map(|k| {
-                    let tags = st.index.tags_of(db, k);
-                    let freshness = st.fresh.get(db, k);
-                    (!tags.is_empty() || freshness.is_some()).then(|| KeyTags {
-                        key: k.to_vec(),
-                        tags,
-                        freshness,
-                    })
+    state(|st| {
+        keys.iter()
+            .filter_map(|k| {
+                let tags = st.index.tags_of(db, k);
+                let freshness = st.fresh.get(db, k);
+                (!tags.is_empty() || freshness.is_some()).then(|| KeyTags {
+                    key: k.to_vec(),
+                    tags,
+                    freshness,
                 })
-                .collect()
-        })
-        .unwrap_or_default()
+            })
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 /// Gives the keys of a transfer from another node the tags and freshness they had there, for
@@ -1712,7 +1785,7 @@ pub fn tag_info(call: &Call) -> Result<Reply, ReplyError> {
 
 /// `INFO opt` fields: (tagged keys, tags, pairs, index bytes).
 pub fn info_fields() -> Option<(u64, u64, u64, u64)> {
-    STATE.with(|st| {
+    state(|st| {
         let s = st.index.stats();
         (s.keys, s.tags, s.pairs, st.index.memory_bytes() as u64)
     })

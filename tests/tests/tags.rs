@@ -734,3 +734,39 @@ fn an_empty_index_stops_following_the_keyspace_where_the_server_can() {
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(following(&mut c), 1);
 }
+
+/// Expired keys leave the index in batches (their removals' cache misses overlap), but no
+/// reader ever sees one: 40 keys expire (a batch of 32 and 8 waiting), then a key of the same
+/// name is tagged anew, and the index holds exactly the new key and tag. The same with lazy
+/// expiry, where a GET expires the key just before OPT.SET writes it again.
+#[test]
+fn expired_keys_leave_the_index_before_anyone_looks() {
+    let server = Server::start();
+    let mut c = server.conn();
+    for i in 0..40 {
+        ok(
+            &mut c,
+            &["OPT.SET", &format!("k{i}"), "v", "PX", "100", "TAGS", "old"],
+        );
+    }
+    server.wait_for("every key to expire", Duration::from_secs(5), |c| {
+        redis::cmd("DBSIZE").query::<i64>(c).unwrap_or(-1) == 0
+    });
+    ok(&mut c, &["OPT.SET", "k39", "v", "TAGS", "new"]);
+    let tags: Vec<String> = redis::cmd("OPT.TAGS").arg("k39").query(&mut c).unwrap();
+    assert_eq!(tags, ["new"]);
+    let t = tag_info(&mut c);
+    assert_eq!((t.keys, t.tags, t.pairs), (1, 1, 1));
+    // Lazy expiry: the GET expires the key, its removal waits, OPT.SET comes right after.
+    ok(&mut c, &["DEBUG", "SET-ACTIVE-EXPIRE", "0"]);
+    ok(&mut c, &["OPT.SET", "lazy", "v", "PX", "50", "TAGS", "old"]);
+    std::thread::sleep(Duration::from_millis(100));
+    let gone: Option<String> = redis::cmd("GET").arg("lazy").query(&mut c).unwrap();
+    assert_eq!(gone, None);
+    ok(&mut c, &["OPT.SET", "lazy", "v2", "TAGS", "fresh"]);
+    let tags: Vec<String> = redis::cmd("OPT.TAGS").arg("lazy").query(&mut c).unwrap();
+    assert_eq!(tags, ["fresh"]);
+    let keys: (String, Vec<String>) = redis::cmd("OPT.TAGKEYS").arg("old").query(&mut c).unwrap();
+    assert!(keys.1.is_empty(), "{keys:?}");
+    assert_eq!(tag_info(&mut c).pairs, 2);
+}
