@@ -151,7 +151,9 @@ struct Interner<S> {
     by_name: IdTable,
 }
 
-fn name_hash(name: &[u8]) -> u64 {
+/// The hash the index files a name under (for the `*_hashed` calls, which take it computed
+/// once).
+pub fn name_hash(name: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(name)
 }
 
@@ -402,25 +404,25 @@ impl TagIndex {
     /// prefetch before the server's own work on the key, so that the cache miss overlaps with
     /// it. None when `db` has no tagged key.
     pub fn key_bucket_address(&self, db: usize, key: &[u8]) -> Option<*const u8> {
-        self.db(db)?.keys.by_name.bucket_address(name_hash(key))
+        self.key_bucket_address_hashed(db, name_hash(key))
     }
 
-    /// Addresses that removing `key` will read further on, for a caller to prefetch a batch
+    /// [`Self::key_bucket_address`] for a key whose [`name_hash`] is `hash`.
+    pub fn key_bucket_address_hashed(&self, db: usize, hash: u64) -> Option<*const u8> {
+        self.db(db)?.keys.by_name.bucket_address(hash)
+    }
+
+    /// Addresses that removing the key whose [`name_hash`] is `hash` will read further on, for
+    /// a caller to prefetch a batch
     /// of removals stage by stage (each stage reads what the one before prefetched): stage 0
     /// its tags' slots, stage 1 each tag's key-list entry for this key and the tag's bucket in
     /// the tag table (read if the tag empties). Call stage 0 once
     /// [`Self::key_slot_address`] was prefetched.
-    pub fn removal_addresses(
-        &self,
-        db: usize,
-        key: &[u8],
-        stage: u8,
-        mut f: impl FnMut(*const u8),
-    ) {
+    pub fn removal_addresses(&self, db: usize, hash: u64, stage: u8, mut f: impl FnMut(*const u8)) {
         let Some(d) = self.db(db) else {
             return;
         };
-        let Some(k) = d.keys.by_name.first_candidate(name_hash(key)) else {
+        let Some(k) = d.keys.by_name.first_candidate(hash) else {
             return;
         };
         let Some(slot) = d.keys.slots.get(k as usize) else {
@@ -446,8 +448,13 @@ impl TagIndex {
     /// The slot a lookup of `key` will compare first, for a caller to prefetch. Reads the key
     /// table's buckets: call it once [`Self::key_bucket_address`] was prefetched.
     pub fn key_slot_address(&self, db: usize, key: &[u8]) -> Option<*const u8> {
+        self.key_slot_address_hashed(db, name_hash(key))
+    }
+
+    /// [`Self::key_slot_address`] for a key whose [`name_hash`] is `hash`.
+    pub fn key_slot_address_hashed(&self, db: usize, hash: u64) -> Option<*const u8> {
         let d = self.db(db)?;
-        let id = d.keys.by_name.first_candidate(name_hash(key))?;
+        let id = d.keys.by_name.first_candidate(hash)?;
         d.keys
             .slots
             .get(id as usize)
@@ -589,11 +596,16 @@ impl TagIndex {
     /// Drops `key` from the index (deleted, expired, evicted, overwritten); returns how many
     /// tags it carried.
     pub fn remove_key(&mut self, db: usize, key: &[u8]) -> usize {
+        self.remove_key_hashed(db, key, name_hash(key))
+    }
+
+    /// [`Self::remove_key`] for a key whose [`name_hash`] is `hash`.
+    pub fn remove_key_hashed(&mut self, db: usize, key: &[u8], hash: u64) -> usize {
         let Some(d) = self.dbs.get_mut(db) else {
             return 0;
         };
         // One probe finds the key and drops its name (this runs for every expired tagged key).
-        let Some(k) = d.keys.unlink_hashed(key, name_hash(key)) else {
+        let Some(k) = d.keys.unlink_hashed(key, hash) else {
             return 0;
         };
         let removed = self.detach_all(db, k, key_hash(db, key));
@@ -1022,7 +1034,7 @@ mod tests {
         ix.set_tags(0, b"k2", &t(&["shared"]));
         let count = |key: &[u8], stage| {
             let mut n = 0;
-            ix.removal_addresses(0, key, stage, |a| {
+            ix.removal_addresses(0, name_hash(key), stage, |a| {
                 assert!(!a.is_null());
                 n += 1;
             });

@@ -23,7 +23,7 @@ use opt_core::freshness_index::FreshnessIndex;
 use opt_core::persist;
 use opt_core::report::{TagInfoReport, TagSize};
 use opt_core::tag_transfer::KeyTags;
-use opt_core::tags::{validate_tags, IndexReader, IndexWriter, TagIndex, TagLimits};
+use opt_core::tags::{name_hash, validate_tags, IndexReader, IndexWriter, TagIndex, TagLimits};
 use redis_module::raw;
 use serde_json::json;
 
@@ -97,25 +97,26 @@ fn settle(st: &mut TagState) {
         let start = if i == 0 { 0 } else { ends[i - 1].1 };
         (ends[i].0, &names[start..ends[i].1])
     };
-    for i in 0..ends.len() {
-        let (db, key) = key_at(i);
-        prefetch(st.index.key_bucket_address(db, key));
+    // Each name is hashed once, for all the passes.
+    let hashes: Vec<u64> = (0..ends.len()).map(|i| name_hash(key_at(i).1)).collect();
+    for (i, &h) in hashes.iter().enumerate() {
+        prefetch(st.index.key_bucket_address_hashed(ends[i].0, h));
     }
-    for i in 0..ends.len() {
-        let (db, key) = key_at(i);
-        prefetch(st.index.key_slot_address(db, key));
+    for (i, &h) in hashes.iter().enumerate() {
+        prefetch(st.index.key_slot_address_hashed(ends[i].0, h));
     }
     for stage in 0..2 {
-        for i in 0..ends.len() {
-            let (db, key) = key_at(i);
+        for (i, &h) in hashes.iter().enumerate() {
             st.index
-                .removal_addresses(db, key, stage, crate::state::prefetch);
+                .removal_addresses(ends[i].0, h, stage, crate::state::prefetch);
         }
     }
-    for i in 0..ends.len() {
+    for (i, &h) in hashes.iter().enumerate() {
         let (db, key) = key_at(i);
-        st.index.remove_key(db, key);
-        st.fresh.remove(db, key);
+        st.index.remove_key_hashed(db, key, h);
+        if !st.fresh.is_empty() {
+            st.fresh.remove(db, key);
+        }
     }
     // Keep the buffers' capacity for the next batch.
     names.clear();
