@@ -44,12 +44,7 @@ measure() { # variant, conf lines... ; prints "variant module% glue%"
     redis-benchmark -p "$port" -q -t get,set -P 16 -r 100000 -n "$requests" -d 64 >/dev/null 2>&1
   redis-cli -p "$port" SHUTDOWN NOSAVE >/dev/null 2>&1 || true
   wait "$pid" 2>/dev/null || true
-  local own glue
-  own=$(perf report -i "$dir/perf.data" --no-children --sort dso --stdio 2>/dev/null |
-    awk -v so="$(basename "$module")" 'index($0, so) {gsub("%", "", $1); s += $1} END {printf "%.2f", s}')
-  glue=$(perf report -i "$dir/perf.data" --no-children --sort symbol --stdio 2>/dev/null |
-    awk '$3 ~ /^(RM_|module)/ {gsub("%", "", $1); s += $1} END {printf "%.2f", s}')
-  echo "$name $own $glue"
+  echo "$name $(perf_shares "$dir/perf.data")"
   rm -rf "$dir"
 }
 

@@ -59,12 +59,7 @@ measure() { # variant; prints "variant module% glue% expired gets"
   gets=$(($(redis-cli -p "$port" INFO commandstats | sed -n 's/^cmdstat_get:calls=\([0-9]*\).*/\1/p') - ${gets_before:-0}))
   redis-cli -p "$port" SHUTDOWN NOSAVE >/dev/null 2>&1 || true
   wait "$pid" 2>/dev/null || true
-  local own glue
-  own=$(perf report -i "$dir/perf.data" --no-children --sort dso --stdio 2>/dev/null |
-    awk -v so="$(basename "$module")" 'index($0, so) {gsub("%", "", $1); s += $1} END {printf "%.2f", s}')
-  glue=$(perf report -i "$dir/perf.data" --no-children --sort symbol --stdio 2>/dev/null |
-    awk '$3 ~ /^(RM_|module)/ {gsub("%", "", $1); s += $1} END {printf "%.2f", s}')
-  echo "$name $own $glue $expired $gets"
+  echo "$name $(perf_shares "$dir/perf.data") $expired $gets"
   rm -rf "$dir"
 }
 

@@ -25,3 +25,15 @@ write_conf() {
   sed "s#^loadmodule .*#loadmodule $module#" "$root/redis.conf.example" >"$dir/redis.conf"
   printf 'port %s\nbind 127.0.0.1\ndir %s\nsave ""\nappendonly no\n' "$port" "$dir" >>"$dir/redis.conf"
 }
+
+# perf_shares PERF_DATA: "MODULE GLUE", the percentages of the recorded server's samples in
+# the module ($module's file) and in the server's module plumbing (functions named RM_* or
+# module*: the filter dispatch, the contexts built for events). For the benches' CPU shares.
+perf_shares() {
+  local own glue
+  own=$(perf report -i "$1" --no-children --sort dso --stdio 2>/dev/null |
+    awk -v so="$(basename "$module")" 'index($0, so) {gsub("%", "", $1); s += $1} END {printf "%.2f", s}')
+  glue=$(perf report -i "$1" --no-children --sort symbol --stdio 2>/dev/null |
+    awk '$3 ~ /^(RM_|module)/ {gsub("%", "", $1); s += $1} END {printf "%.2f", s}')
+  echo "$own $glue"
+}
