@@ -344,16 +344,6 @@ fn apply_event(st: &mut TagState, db: usize, event: &[u8], key: &[u8]) {
                 }
             }
         }
-        b"expired" | b"evicted"
-            if !(crate::slot_migration::any_leaving()
-                && crate::slot_migration::is_leaving(opt_core::cluster::key_slot(key))) =>
-        {
-            st.dropped.names.extend_from_slice(key);
-            st.dropped.ends.push((db, st.dropped.names.len()));
-            if st.dropped.ends.len() >= DROP_BATCH {
-                settle(st);
-            }
-        }
         e if DROPS.contains(&e) => {
             if crate::slot_migration::any_leaving()
                 && crate::slot_migration::is_leaving(opt_core::cluster::key_slot(key))
@@ -363,8 +353,16 @@ fn apply_event(st: &mut TagState, db: usize, event: &[u8], key: &[u8]) {
                 // the walk takes the entry out, so the event changes nothing (and costs less).
                 return;
             }
-            st.index.remove_key(db, key);
-            st.fresh.remove(db, key);
+            if e == b"expired" || e == b"evicted" {
+                st.dropped.names.extend_from_slice(key);
+                st.dropped.ends.push((db, st.dropped.names.len()));
+                if st.dropped.ends.len() >= DROP_BATCH {
+                    settle(st);
+                }
+            } else {
+                st.index.remove_key(db, key);
+                st.fresh.remove(db, key);
+            }
         }
         _ => {}
     }
@@ -750,8 +748,9 @@ fn replicate_transfer(
     tags: &[&[u8]],
     freshness: Option<Freshness>,
 ) {
-    // SAFETY: ctx is the live context of the cluster-message callback; the strings and the
-    // key handle are made in it and released before returning; the call copies the strings.
+    // SAFETY: ctx is the live context of the callback applying the transfer (the timer of
+    // `tag_migration`); the strings and the key handle are made in it and released before
+    // returning; the call copies the strings.
     unsafe {
         let (Some(select), Some(rep), Some(create)) = (
             raw::RedisModule_SelectDb,
