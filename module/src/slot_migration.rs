@@ -214,9 +214,6 @@ unsafe fn valkey_ranges(info: &ValkeyMigrationInfo) -> Result<SlotSet, String> {
 
 /// Most index positions looked at between two checks of a slice's clock.
 const SCAN_STEP: usize = 2048;
-/// Most keys in one cluster message: the target applies a message in one go (a few
-/// microseconds a key, OPT.TAG replicated for each), so a message stays under a millisecond.
-const KEYS_PER_MESSAGE: usize = 256;
 /// The time a slice may take on the main thread.
 const SLICE: Duration = Duration::from_millis(1);
 
@@ -347,7 +344,7 @@ fn run_slice(ctx: *mut raw::RedisModuleCtx) {
             continue;
         };
         let mut batch = Vec::new();
-        while batch.len() < KEYS_PER_MESSAGE && slice_start.elapsed() < SLICE {
+        while batch.len() < tag_migration::KEYS_PER_MESSAGE && slice_start.elapsed() < SLICE {
             match job.next {
                 Some(from) => {
                     let (taken, next) = tags::take_slot_keys(db, &job.slots, from, SCAN_STEP);

@@ -127,16 +127,22 @@ fn send_tags(args: &[&[u8]]) {
         return;
     }
     let target = find_node(DETACHED.load(Ordering::Relaxed), args[1], args[2]);
-    send_transfer(0, &entries, target.as_deref());
+    if !send_transfer(0, &entries, target.as_deref()) {
+        log::warning("could not send the tags of migrated keys to their new node");
+    }
 }
 
 /// Most bytes of entries in one cluster message: a bigger transfer goes in several, so that
 /// no node reads one huge message at once.
 const MESSAGE_BYTES: usize = 1 << 20;
+/// Most keys in one cluster message: the target applies a message in one go (a few
+/// microseconds a key, OPT.TAG replicated for each), so a message stays under a millisecond.
+pub const KEYS_PER_MESSAGE: usize = 256;
 
 /// Sends `entries` (keys of `db`) to the node whose NUL-terminated id is `target`, or to
-/// every node when there is none; each applies them to the keys it holds. Returns whether
-/// every message was sent.
+/// every node when there is none, at most [`KEYS_PER_MESSAGE`] keys a message; each node
+/// applies them to the keys it holds. Returns whether every message was sent (the caller
+/// logs a failure, once).
 pub fn send_transfer(db: u32, entries: &[KeyTags], target: Option<&[u8]>) -> bool {
     let ctx = DETACHED.load(Ordering::Relaxed);
     if ctx.is_null() {
@@ -147,7 +153,9 @@ pub fn send_transfer(db: u32, entries: &[KeyTags], target: Option<&[u8]>) -> boo
     while start < entries.len() {
         let mut end = start;
         let mut bytes = 0;
-        while end < entries.len() && (end == start || bytes < MESSAGE_BYTES) {
+        while end < entries.len()
+            && (end == start || (bytes < MESSAGE_BYTES && end - start < KEYS_PER_MESSAGE))
+        {
             let e = &entries[end];
             bytes += e.key.len() + e.tags.iter().map(|t| t.len() + 4).sum::<usize>() + 32;
             end += 1;
@@ -166,7 +174,6 @@ pub fn send_transfer(db: u32, entries: &[KeyTags], target: Option<&[u8]>) -> boo
             KEYS_SENT.fetch_add((end - start) as u64, Ordering::Relaxed);
         } else {
             all_sent = false;
-            log::warning("could not send the tags of migrated keys to their new node");
         }
         start = end;
     }
