@@ -817,7 +817,9 @@ impl TagIndex {
             .collect()
     }
 
-    /// The tagged keys of `db` for which `pred` holds (those of some hash slots, say).
+    /// The tagged keys of `db` for which `pred` holds (the tests' check of
+    /// [`Self::take_keys_where`]).
+    #[cfg(test)]
     pub fn keys_where(&self, db: usize, mut pred: impl FnMut(&[u8]) -> bool) -> Vec<Vec<u8>> {
         let Some(d) = self.db(db) else {
             return Vec::new();
