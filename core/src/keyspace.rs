@@ -10,6 +10,7 @@ use std::collections::{BinaryHeap, HashMap};
 use std::hash::BuildHasherDefault;
 
 use crate::freshness::KeyHasher;
+use crate::glob::Glob;
 
 /// Maps keyed per key or pattern: hashed with xxh3, not SipHash (they sit on the per-key path).
 type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<KeyHasher>>;
@@ -81,8 +82,8 @@ pub enum Mode {
 pub struct KeyspaceQuery {
     /// FULL or SAMPLES n.
     pub mode: Mode,
-    /// MATCH glob.
-    pub glob: Option<Vec<u8>>,
+    /// MATCH glob, compiled.
+    pub glob: Option<Glob>,
     /// TYPE filter (`string`, `hash`...).
     pub type_filter: Option<String>,
     /// DB n (None: the client's db).
@@ -96,7 +97,7 @@ pub struct KeyspaceQuery {
 impl KeyspaceQuery {
     /// Whether a key named `name` passes MATCH.
     pub fn name_matches(&self, name: &[u8]) -> bool {
-        self.glob.as_deref().is_none_or(|g| glob_match(g, name))
+        self.glob.as_ref().is_none_or(|g| g.matches(name))
     }
 
     /// Whether a key of type `type_name` passes TYPE.
@@ -150,14 +151,20 @@ pub fn parse_command(raw: &[&[u8]], databases: u64) -> Result<KeyspaceCommand, S
         top: 10,
         delimiters: None,
     };
+    let mut mode_word: Option<String> = None;
     while let Some(word) = args.next_keyword() {
+        if word == "SAMPLES" || word == "FULL" {
+            if let Some(first) = mode_word.replace(word.clone()) {
+                return Err(format!(
+                    "OPT.KEYSPACE takes one of SAMPLES n or FULL, got {first} and {word}"
+                ));
+            }
+        }
         match word.as_str() {
             "SAMPLES" => q.mode = Mode::Samples(args.int_value("SAMPLES", 1, 10_000_000)? as u64),
             "FULL" => q.mode = Mode::Full,
             "MATCH" => {
-                let g = args.value("MATCH")?;
-                validate_glob(g)?;
-                q.glob = Some(g.to_vec());
+                q.glob = Some(Glob::compile(args.value("MATCH")?)?);
             }
             "TYPE" => q.type_filter = Some(TYPES[args.choice("TYPE", TYPES)?].to_string()),
             "DB" => q.db = Some(args.int_value("DB", 0, databases as i64 - 1)? as u64),
@@ -176,66 +183,6 @@ pub fn parse_command(raw: &[&[u8]], databases: u64) -> Result<KeyspaceCommand, S
         }
     }
     Ok(KeyspaceCommand::Run(q))
-}
-
-/// Checks a glob for the errors Redis' matcher would silently accept: an unclosed `[` or a
-/// trailing backslash.
-pub fn validate_glob(p: &[u8]) -> Result<(), String> {
-    let mut i = 0;
-    while i < p.len() {
-        match p[i] {
-            b'\\' if i + 1 == p.len() => {
-                return Err("MATCH pattern ends with a lone backslash".into())
-            }
-            b'\\' => i += 1,
-            b'[' => match p[i + 1..].iter().position(|&c| c == b']') {
-                Some(off) => i += off + 1,
-                None => return Err("MATCH pattern has a '[' without its ']'".into()),
-            },
-            _ => {}
-        }
-        i += 1;
-    }
-    Ok(())
-}
-
-/// Redis-style glob matching (`*`, `?`, `[abc]`, `[^a]`, `[a-z]`, `\x`).
-pub fn glob_match(p: &[u8], s: &[u8]) -> bool {
-    match (p.first(), s.first()) {
-        (None, None) => true,
-        (None, Some(_)) => false,
-        (Some(b'*'), _) => {
-            let rest = &p[1..];
-            (0..=s.len()).any(|i| glob_match(rest, &s[i..]))
-        }
-        (Some(_), None) => false,
-        (Some(b'?'), Some(_)) => glob_match(&p[1..], &s[1..]),
-        (Some(b'['), Some(&c)) => {
-            let Some(end) = p[1..].iter().position(|&x| x == b']') else {
-                return false;
-            };
-            let class = &p[1..1 + end];
-            let (negate, class) = match class.first() {
-                Some(b'^') => (true, &class[1..]),
-                _ => (false, class),
-            };
-            let mut hit = false;
-            let mut j = 0;
-            while j < class.len() {
-                if j + 2 < class.len() && class[j + 1] == b'-' {
-                    let (lo, hi) = (class[j].min(class[j + 2]), class[j].max(class[j + 2]));
-                    hit |= (lo..=hi).contains(&c);
-                    j += 3;
-                } else {
-                    hit |= class[j] == c;
-                    j += 1;
-                }
-            }
-            hit != negate && glob_match(&p[end + 2..], &s[1..])
-        }
-        (Some(b'\\'), Some(&c)) if p.len() > 1 => p[1] == c && glob_match(&p[2..], &s[1..]),
-        (Some(&a), Some(&c)) => a == c && glob_match(&p[1..], &s[1..]),
-    }
 }
 
 /// How long after the last client command between slices the analysis keeps its slices short.
@@ -771,6 +718,12 @@ mod tests {
             .unwrap_err()
             .contains("without its ']'"));
         assert!(p(&["MATCH", "x\\"]).unwrap_err().contains("backslash"));
+        assert!(p(&["FULL", "SAMPLES", "10"])
+            .unwrap_err()
+            .contains("one of SAMPLES n or FULL, got FULL and SAMPLES"));
+        assert!(p(&["SAMPLES", "10", "SAMPLES", "20"])
+            .unwrap_err()
+            .contains("got SAMPLES and SAMPLES"));
         assert!(p(&["DB", "16"])
             .unwrap_err()
             .contains("DB must be from 0 to 15"));
@@ -779,24 +732,6 @@ mod tests {
             .contains("TYPE must be one of"));
         assert!(p(&["NOPE"]).unwrap_err().contains("unknown option 'NOPE'"));
         assert!(p(&["DELIMITERS", "ab"]).is_err());
-    }
-
-    #[test]
-    fn globs_match_like_redis() {
-        for (p, s, want) in [
-            ("user:*", "user:1", true),
-            ("user:*", "users", false),
-            ("*:profile", "user:1:profile", true),
-            ("h?llo", "hello", true),
-            ("h[ae]llo", "hallo", true),
-            ("h[^e]llo", "hello", false),
-            ("h[a-c]llo", "hbllo", true),
-            ("a\\*b", "a*b", true),
-            ("a\\*b", "axb", false),
-            ("*", "", true),
-        ] {
-            assert_eq!(glob_match(p.as_bytes(), s.as_bytes()), want, "{p} ~ {s}");
-        }
     }
 
     #[test]

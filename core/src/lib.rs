@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod config;
 pub mod freshness;
 pub mod freshness_index;
+pub mod glob;
 pub mod hotkeys;
 mod idtable;
 pub mod keyspace;

@@ -455,6 +455,10 @@ fn bad_input_is_refused() {
             "SAMPLES must be from 1",
         ),
         (vec!["OPT.KEYSPACE", "MATCH", "user:[ab"], "without its ']'"),
+        (
+            vec!["OPT.KEYSPACE", "FULL", "SAMPLES", "10"],
+            "takes one of SAMPLES n or FULL",
+        ),
         (vec!["OPT.KEYSPACE", "DB", "99"], "DB must be from 0 to 15"),
         (vec!["OPT.KEYSPACE", "TYPE", "blob"], "TYPE must be one of"),
         (vec!["OPT.KEYSPACE", "TOP", "0"], "TOP must be from 1"),
@@ -463,6 +467,104 @@ fn bad_input_is_refused() {
         let e = err(&mut c, &args);
         assert!(e.contains(expect), "{args:?}: {e}");
     }
+}
+
+/// MATCH reads a glob the way the server does: the keys OPT.KEYSPACE FULL MATCH counts are the
+/// keys the server's own KEYS returns, for patterns that exercise every part of the syntax and
+/// Redis' reading of classes (`[]`, escapes inside a class, a range ending in `]`).
+#[test]
+fn match_reads_globs_as_the_server_does() {
+    let server = Server::start();
+    let mut c = server.conn();
+    let names = [
+        "user:1",
+        "user:22",
+        "users",
+        "user:a:profile",
+        "h]llo",
+        "hallo",
+        "hello",
+        "h-llo",
+        "h^llo",
+        "a*b",
+        "axb",
+        "a\\b",
+        "[x]",
+        "x",
+        "",
+        "ab",
+        "ba",
+        "_",
+        "`",
+        "aaab",
+    ];
+    for name in names {
+        ok(&mut c, &["SET", name, "v"]);
+    }
+    let patterns = [
+        "*",
+        "user:*",
+        "user:?",
+        "*:profile",
+        "h[ae]llo",
+        "h[^e]llo",
+        "h[a-c]llo",
+        "h[c-a]llo",
+        "h[]]llo",
+        "h[\\]]llo",
+        "h[a-]]llo",
+        "h[-a]llo",
+        "h[\\^]llo",
+        "a\\*b",
+        "a\\\\b",
+        "\\[x\\]",
+        "[[]x]",
+        "**a**",
+        "?",
+        "[^]x",
+        "[]ab",
+        "*a*a*b",
+        "",
+        "[_-a]",
+        "a[b-]]",
+    ];
+    for pattern in patterns {
+        let mut want: Vec<String> = redis::cmd("KEYS").arg(pattern).query(&mut c).unwrap();
+        let r = keyspace(&mut c, &["FULL", "MATCH", pattern, "TOP", "1000"]);
+        let mut got: Vec<String> = r.top_by_bytes.iter().map(|k| k.key.clone()).collect();
+        want.sort();
+        got.sort();
+        assert_eq!(got, want, "MATCH {pattern:?}");
+        assert_eq!(r.keys_matched, want.len() as u64, "MATCH {pattern:?}");
+    }
+}
+
+/// Patterns that cost the recursive matcher exponential time on one key (55 s for the first
+/// one here), or a stack frame per star (a million stars took the server down), are one pass
+/// over each key; longer patterns than the cap are refused.
+#[test]
+fn abusive_match_patterns_neither_stall_nor_crash_the_server() {
+    let server = Server::start();
+    let mut c = server.conn();
+    c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    ok(&mut c, &["SET", &"a".repeat(60), "v"]);
+    ok(&mut c, &["SET", &"a".repeat(5000), "v"]);
+    let backtracking = format!("{}b", "*a".repeat(12));
+    let r = keyspace(&mut c, &["FULL", "MATCH", &backtracking]);
+    assert_eq!((r.keys_scanned, r.keys_matched), (2, 0));
+    let stars = format!("{}a", "*".repeat(1023));
+    let r = keyspace(&mut c, &["FULL", "MATCH", &stars]);
+    assert_eq!(r.keys_matched, 2);
+    let e = err(
+        &mut c,
+        &["OPT.KEYSPACE", "FULL", "MATCH", &"*".repeat(1_000_000)],
+    );
+    assert!(
+        e.contains("MATCH pattern may be at most 1024 bytes, got 1000000"),
+        "{e}"
+    );
+    let pong: String = redis::cmd("PING").query(&mut c).unwrap();
+    assert_eq!(pong, "PONG");
 }
 
 #[test]
