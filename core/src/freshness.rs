@@ -10,10 +10,17 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-/// A fast hasher for (db, key) maps (keys come from clients, but the maps are bounded by
-/// the keyspace and hold no attacker-chosen volume beyond it).
-#[derive(Default, Clone, Copy)]
+/// A fast hasher for maps keyed by client-chosen names ((db, key) maps, patterns): xxh3,
+/// seeded with the process's secret ([`crate::hash_secret`]) so that a client cannot aim many
+/// names at one bucket.
+#[derive(Clone, Copy)]
 pub struct KeyHasher(u64);
+
+impl Default for KeyHasher {
+    fn default() -> Self {
+        KeyHasher(crate::hash_secret::process_secret())
+    }
+}
 
 impl Hasher for KeyHasher {
     fn finish(&self) -> u64 {

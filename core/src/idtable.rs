@@ -10,23 +10,40 @@
 //! and prefetch before the server looks the key up, so that the misses overlap with the
 //! server's ([`IdTable::bucket_address`], [`IdTable::first_candidate`]).
 //!
-//! Linear probing from the bucket the hash's low bits name, with backward-shift deletion (no
+//! Linear probing from the bucket the stored 32 bits name, with backward-shift deletion (no
 //! tombstones), growing at 3/4 load. The stored 32 bits give each entry's home bucket, so
-//! growing never rehashes a name, and they filter candidates before a name is compared.
+//! growing never rehashes a name, and they filter candidates before a name is compared. They
+//! are the caller's hash mixed with the process's secret ([`crate::hash_secret`]): callers
+//! hash client-chosen names with a public function, and a table placed by that hash alone
+//! could be filled with names aimed at one bucket.
+
+use crate::hash_secret::{keyed_tag, process_secret};
 
 /// Ids by name hash; the caller compares names (through `eq`) and keeps the names.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct IdTable {
-    /// 0: empty; else the hash's low 32 bits above, id + 1 below.
+    /// 0: empty; else the entry's tag (its hash mixed with `secret`) above, id + 1 below.
     buckets: Vec<u64>,
     len: usize,
+    /// [`crate::hash_secret::process_secret`], copied here where lookups read it anyway.
+    secret: u64,
+}
+
+impl Default for IdTable {
+    fn default() -> Self {
+        IdTable {
+            buckets: Vec::new(),
+            len: 0,
+            secret: process_secret(),
+        }
+    }
 }
 
 const EMPTY: u64 = 0;
 const MIN_BUCKETS: usize = 16;
 
-fn pack(hash: u64, id: u32) -> u64 {
-    (u64::from(hash as u32) << 32) | (u64::from(id) + 1)
+fn pack(tag: u32, id: u32) -> u64 {
+    (u64::from(tag) << 32) | (u64::from(id) + 1)
 }
 
 fn id_of(bucket: u64) -> u32 {
@@ -44,6 +61,7 @@ impl IdTable {
         IdTable {
             buckets: vec![EMPTY; n.max(MIN_BUCKETS).next_power_of_two()],
             len: 0,
+            secret: process_secret(),
         }
     }
 
@@ -65,6 +83,11 @@ impl IdTable {
         tag as usize & self.mask()
     }
 
+    /// The 32 bits stored for `hash`: it mixed with the secret.
+    fn tag(&self, hash: u64) -> u32 {
+        keyed_tag(hash, self.secret)
+    }
+
     /// The id whose hash is `hash` and for which `eq` holds, if any.
     pub fn find(&self, hash: u64, mut eq: impl FnMut(u32) -> bool) -> Option<u32> {
         self.position(hash, &mut eq).map(|p| id_of(self.buckets[p]))
@@ -74,7 +97,7 @@ impl IdTable {
         if self.buckets.is_empty() {
             return None;
         }
-        let tag = hash as u32;
+        let tag = self.tag(hash);
         let mut i = self.home(tag);
         loop {
             let b = self.buckets[i];
@@ -97,7 +120,7 @@ impl IdTable {
         if (self.len + 1) * 4 > self.buckets.len() * 3 {
             self.grow();
         }
-        self.place(pack(hash, id));
+        self.place(pack(self.tag(hash), id));
         self.len += 1;
     }
 
@@ -149,7 +172,7 @@ impl IdTable {
         (!self.buckets.is_empty()).then(|| {
             self.buckets
                 .as_ptr()
-                .wrapping_add(self.home(hash as u32))
+                .wrapping_add(self.home(self.tag(hash)))
                 .cast()
         })
     }
@@ -172,26 +195,36 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    /// A hash whose low bits collide often, to exercise long runs and wrap-around.
+    /// A hash whose stored tag shares its low 10 bits with those of every other even `k` of
+    /// the same `k % 7` (found by search, knowing the secret as no client does), to exercise
+    /// long runs and wrap-around.
     fn crowded(k: u64) -> u64 {
-        (k % 7) | ((k * 0x9e37_79b9) << 32)
+        let secret = process_secret();
+        (k << 32..)
+            .find(|&h| keyed_tag(h, secret) & 0x3ff == (k % 7) as u32)
+            .unwrap()
     }
 
     #[test]
     fn matches_a_map_through_inserts_removals_and_growth() {
         let mut table = IdTable::default();
         let mut model: HashMap<u64, u32> = HashMap::new();
+        let hashes: Vec<u64> = (0..3_000u64)
+            .map(|k| {
+                if k % 2 == 0 {
+                    crowded(k)
+                } else {
+                    k.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                }
+            })
+            .collect();
         let mut x: u64 = 0x2545_f491_4f6c_dd1d;
         for step in 0..40_000u32 {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
             let k = x % 3_000;
-            let h = if k % 2 == 0 {
-                crowded(k)
-            } else {
-                k.wrapping_mul(0x9e37_79b9_7f4a_7c15)
-            };
+            let h = hashes[k as usize];
             let found = table.find(h, |id| model.get(&k) == Some(&id));
             assert_eq!(found, model.get(&k).copied(), "step {step}, key {k}");
             match model.get(&k).copied() {
@@ -209,15 +242,32 @@ mod tests {
         }
         // Every entry left is found, nothing else is.
         for k in 0..3_000u64 {
-            let h = if k % 2 == 0 {
-                crowded(k)
-            } else {
-                k.wrapping_mul(0x9e37_79b9_7f4a_7c15)
-            };
+            let h = hashes[k as usize];
             let want = model.get(&k).copied();
             assert_eq!(table.find(h, |id| Some(id) == want), want, "key {k}");
         }
         assert!(table.len() * 4 <= table.capacity() * 3);
+    }
+
+    /// Hashes an attacker could aim at one bucket of a table placed by their low bits (all
+    /// equal there) spread over the table: no run grows long.
+    #[test]
+    fn hashes_aimed_at_one_bucket_do_not_form_one_run() {
+        let mut t = IdTable::default();
+        for i in 0..20_000u32 {
+            t.insert_unique((u64::from(i) << 32) | 0xabc, i);
+        }
+        let mut longest = 0;
+        let mut run = 0;
+        // Twice round, so that a run wrapping past the end is measured whole.
+        for b in t.buckets.iter().chain(t.buckets.iter()) {
+            run = if *b == EMPTY { 0 } else { run + 1 };
+            longest = longest.max(run);
+        }
+        assert!(longest < 500, "longest run {longest} of 20,000 entries");
+        for i in (0..20_000u32).step_by(97) {
+            assert_eq!(t.find((u64::from(i) << 32) | 0xabc, |id| id == i), Some(i));
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod config;
 pub mod freshness;
 pub mod freshness_index;
 pub mod glob;
+pub mod hash_secret;
 pub mod hotkeys;
 mod idtable;
 pub mod keyspace;

@@ -424,9 +424,10 @@ impl SpaceSaving {
     }
 }
 
-/// 64-bit hash of a key name: xxh3, fast on short keys and well spread for the index.
+/// 64-bit hash of a key name: xxh3, fast on short keys and well spread for the index, seeded
+/// with the process's secret so that clients cannot aim keys at one filter cell or bucket.
 pub fn key_hash(key: &[u8]) -> u64 {
-    xxhash_rust::xxh3::xxh3_64(key)
+    xxhash_rust::xxh3::xxh3_64_with_seed(key, crate::hash_secret::process_secret())
 }
 
 #[cfg(test)]
