@@ -54,6 +54,7 @@ pub mod idx {
     pub const ADVISE_IGNORE: usize = 8;
     pub const ADVISE_HOT_KEY_PERCENT: usize = 9;
     pub const ADVISE_BIG_KEY_BYTES: usize = 10;
+    pub const MAX_LOCKS: usize = 11;
 }
 
 /// Every config the module registers, in registration order (see [`idx`]).
@@ -144,6 +145,15 @@ pub const CONFIGS: &[ConfigSpec] = &[
             max: 1 << 30,
         },
         doc: "OPT.ADVISE big-key: strings above this many bytes are big (collections: 1 MB)",
+    },
+    ConfigSpec {
+        name: "max-locks",
+        kind: ConfigKind::Int {
+            default: 100_000,
+            min: 1,
+            max: 100_000_000,
+        },
+        doc: "most OPT.FETCH ... LOCK recomputation locks held at once; past it a caller recomputes without one (lock: unavailable-limit)",
     },
 ];
 

@@ -59,6 +59,7 @@ fn fields() -> Vec<(&'static str, Field)> {
         "tags_migrated_keys_received",
         Field::Count(crate::tag_migration::KEYS_RECEIVED.load(Ordering::Relaxed)),
     ));
+    out.push(("stampede_locks", Field::Count(crate::tags::locks_held())));
     out.push((
         "keyspace_analyses_running",
         Field::Count(crate::keyspace::running()),

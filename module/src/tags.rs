@@ -1681,11 +1681,9 @@ pub fn fetch(call: &Call) -> Result<Reply, ReplyError> {
         can_lock: !is_replica(ctx),
         u: u.min(1.0),
         token,
+        max_locks: configs::int(idx::MAX_LOCKS).max(1) as usize,
     };
     let (action, outcome, fresh) = with(|st| {
-        if st.locks.len() > 4096 {
-            st.locks.purge(now);
-        }
         let fresh = value.as_ref().and_then(|_| st.fresh.get(db, key));
         let state = if value.is_some() {
             KeyState::Present(fresh)
@@ -1781,6 +1779,12 @@ pub fn tag_info(call: &Call) -> Result<Reply, ReplyError> {
     serde_json::to_value(&report)
         .map(Reply::Structured)
         .map_err(|e| ReplyError::err(format!("could not encode reply: {e}")))
+}
+
+/// Recomputation locks held now (`INFO opt`: `stampede_locks`; timed-out ones count until the
+/// next purge).
+pub fn locks_held() -> u64 {
+    with(|st| st.locks.len() as u64).unwrap_or(0)
 }
 
 /// `INFO opt` fields: (tagged keys, tags, pairs, index bytes).

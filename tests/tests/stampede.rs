@@ -224,6 +224,54 @@ fn locks_expire_and_tokens_are_checked() {
     assert_eq!(action(&fetch(&mut c, "k", &["LOCK", "5000"])), "hit");
 }
 
+/// `opt.max-locks` bounds the locks held: past it a caller is told to recompute without one
+/// (`unavailable-limit`), and a lock released by the write of its value makes room again.
+#[test]
+fn the_number_of_locks_held_is_bounded() {
+    let server = Server::start();
+    let mut c = server.conn();
+    ok(&mut c, &["CONFIG", "SET", "opt.max-locks", "3"]);
+    let mut tokens = Vec::new();
+    for k in ["a", "b", "c"] {
+        let f = fetch(&mut c, k, &["LOCK", "60000"]);
+        assert_eq!(
+            (action(&f), text(&f["lock"])),
+            ("recompute".into(), "taken".into())
+        );
+        tokens.push(text(&f["token"]));
+    }
+    assert_eq!(
+        opt_harness::info_int(&mut c, "opt", "opt_stampede_locks"),
+        3
+    );
+    let f = fetch(&mut c, "d", &["LOCK", "60000"]);
+    assert_eq!(
+        (action(&f), text(&f["lock"]), f["token"].clone()),
+        ("recompute".into(), "unavailable-limit".into(), Value::Nil)
+    );
+    // A held lock still holds: other callers of "a" wait.
+    let f = fetch(&mut c, "a", &["LOCK", "60000"]);
+    assert_eq!(
+        (action(&f), text(&f["lock"])),
+        ("wait".into(), "held-by-other".into())
+    );
+    // Writing "a" with its token ends its lock: "d" gets one now.
+    ok(
+        &mut c,
+        &[
+            "OPT.SET", "a", "v", "EX", "60", "TOKEN", &tokens[0], "TAGS", "t",
+        ],
+    );
+    let f = fetch(&mut c, "d", &["LOCK", "60000"]);
+    assert_eq!(text(&f["lock"]), "taken");
+    assert_eq!(
+        opt_harness::info_int(&mut c, "opt", "opt_stampede_locks"),
+        3
+    );
+    let e = err(&mut c, &["CONFIG", "SET", "opt.max-locks", "0"]);
+    assert!(e.contains("opt.max-locks"), "{e}");
+}
+
 #[test]
 fn soft_invalidation_serves_stale_copies_while_one_recomputes() {
     let server = Server::start();
