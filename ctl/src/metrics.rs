@@ -352,6 +352,12 @@ fn collect_from(
             "1 while the tag index follows keyspace events (0 before the first tag, and on Redis 8.2+ while the index is empty).",
         ),
         (
+            "opt_stampede_locks",
+            "opt_stampede_locks",
+            "gauge",
+            "OPT.FETCH recomputation locks held (at most opt.max-locks).",
+        ),
+        (
             "opt_panics_caught_total",
             "opt_panics_caught",
             "counter",

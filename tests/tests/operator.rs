@@ -79,6 +79,7 @@ fn metrics_use_redis_exporter_names_and_bounded_module_series() {
     assert_eq!(m["redis_db_keys{db=\"db0\"}"], 1.0);
     assert_eq!(m["opt_tag_index_pairs"], 2.0);
     assert_eq!(m["opt_tag_migrated_keys_sent_total"], 0.0);
+    assert_eq!(m["opt_stampede_locks"], 0.0);
     assert_eq!(
         m["opt_tag_index_following_keyspace"], 1.0,
         "the index has keys"
