@@ -4,93 +4,119 @@
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 
-use crate::freshness::{Freshness, KeyMap};
+use crate::freshness::{Freshness, KeyHasher};
 use crate::tags::{IndexReader, IndexWriter};
 
 const MAX_ENTRIES_ON_LOAD: u64 = 1 << 32;
 
-/// Freshness of keys, per database.
+/// Key name to freshness, within one database.
+type NameMap = HashMap<Vec<u8>, Freshness, BuildHasherDefault<KeyHasher>>;
+
+/// Freshness of keys, one map per database, so that FLUSHDB and SWAPDB take constant time
+/// (one map dropped or two swapped) as they do in the server.
 #[derive(Debug, Default, Clone)]
 pub struct FreshnessIndex {
-    by_key: KeyMap<Freshness>,
+    dbs: Vec<NameMap>,
+    /// Keys tracked in every database.
+    len: usize,
 }
 
 impl FreshnessIndex {
     /// An empty index (usable in a `static`).
     pub const fn new_const() -> Self {
         FreshnessIndex {
-            by_key: HashMap::with_hasher(BuildHasherDefault::new()),
+            dbs: Vec::new(),
+            len: 0,
         }
     }
 
     /// Every (db, key) tracked.
     pub fn keys(&self) -> impl Iterator<Item = (usize, Vec<u8>)> + '_ {
-        self.by_key.keys().cloned()
+        self.dbs
+            .iter()
+            .enumerate()
+            .flat_map(|(db, m)| m.keys().map(move |k| (db, k.clone())))
     }
 
     /// Records `f` for `key`.
     pub fn set(&mut self, db: usize, key: &[u8], f: Freshness) {
-        self.by_key.insert((db, key.to_vec()), f);
+        if self.dbs.len() <= db {
+            self.dbs.resize_with(db + 1, NameMap::default);
+        }
+        if self.dbs[db].insert(key.to_vec(), f).is_none() {
+            self.len += 1;
+        }
     }
 
     /// The freshness of `key`, if it was written with DELTA/STALE.
     pub fn get(&self, db: usize, key: &[u8]) -> Option<Freshness> {
-        if self.by_key.is_empty() {
+        if self.len == 0 {
             return None;
         }
-        self.by_key.get(&(db, key.to_vec())).copied()
+        self.dbs.get(db)?.get(key).copied()
     }
 
     /// Forgets `key`; returns what it had.
     pub fn remove(&mut self, db: usize, key: &[u8]) -> Option<Freshness> {
-        if self.by_key.is_empty() {
+        if self.len == 0 {
             return None;
         }
-        self.by_key.remove(&(db, key.to_vec()))
+        let removed = self.dbs.get_mut(db)?.remove(key);
+        if removed.is_some() {
+            self.len -= 1;
+        }
+        removed
     }
 
     /// Keys tracked.
     pub fn len(&self) -> usize {
-        self.by_key.len()
+        self.len
     }
 
     /// Whether no key is tracked.
     pub fn is_empty(&self) -> bool {
-        self.by_key.is_empty()
+        self.len == 0
     }
 
-    /// Forgets database `db`.
-    pub fn flush_db(&mut self, db: usize) {
-        self.by_key.retain(|(d, _), _| *d != db);
+    /// Forgets database `db` and returns what it held, for the caller to free.
+    pub fn flush_db(&mut self, db: usize) -> FreshnessIndex {
+        let Some(m) = self.dbs.get_mut(db) else {
+            return FreshnessIndex::default();
+        };
+        let old = std::mem::take(m);
+        self.len -= old.len();
+        FreshnessIndex {
+            len: old.len(),
+            dbs: vec![old],
+        }
     }
 
-    /// Forgets everything.
-    pub fn flush_all(&mut self) {
-        self.by_key.clear();
+    /// Forgets everything and returns it, for the caller to free.
+    pub fn flush_all(&mut self) -> FreshnessIndex {
+        std::mem::take(self)
     }
 
-    /// Swaps two databases.
+    /// Swaps two databases, in constant time.
     pub fn swap_db(&mut self, a: usize, b: usize) {
-        self.by_key = std::mem::take(&mut self.by_key)
-            .into_iter()
-            .map(|((d, k), f)| {
-                let d = if d == a {
-                    b
-                } else if d == b {
-                    a
-                } else {
-                    d
-                };
-                ((d, k), f)
-            })
-            .collect();
+        if a == b {
+            return;
+        }
+        if self.dbs.len() <= a.max(b) {
+            self.dbs.resize_with(a.max(b) + 1, NameMap::default);
+        }
+        self.dbs.swap(a, b);
     }
 
     /// Writes the freshness section.
     pub fn save(&self, w: &mut impl IndexWriter) {
-        w.write_u64(self.by_key.len() as u64);
-        for ((db, key), f) in &self.by_key {
-            w.write_u64(*db as u64);
+        w.write_u64(self.len as u64);
+        for (db, key, f) in self
+            .dbs
+            .iter()
+            .enumerate()
+            .flat_map(|(db, m)| m.iter().map(move |(k, f)| (db, k, f)))
+        {
+            w.write_u64(db as u64);
             w.write_bytes(key);
             w.write_u64(f.expires_at_ms as u64);
             w.write_u64(f.delta_ms);

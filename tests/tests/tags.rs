@@ -89,6 +89,79 @@ fn set_tag_untag_invalidate() {
     assert!(!exists(&mut c, "lazy"));
 }
 
+fn used_memory(c: &mut Connection) -> i64 {
+    opt_harness::info_int(c, "memory", "used_memory")
+}
+
+/// SWAPDB, FLUSHDB ASYNC and FLUSHALL ASYNC on big databases: the index's parts change places
+/// or are handed to a thread to free (a million tagged keys held the server for about a second
+/// on SWAPDB and 0.2 s on FLUSHDB ASYNC before), and everything is freed in the end.
+#[test]
+fn big_databases_swap_and_flush_and_free_everything() {
+    let server = Server::start();
+    let mut c = server.conn();
+    let baseline = used_memory(&mut c);
+    let n = 30_000;
+    for db in [0, 1] {
+        let mut p = redis::pipe();
+        p.cmd("SELECT").arg(db).ignore();
+        for i in 0..n {
+            p.cmd("OPT.SET")
+                .arg(format!("k{db}:{i}"))
+                .arg("v")
+                .arg("EX")
+                .arg(600)
+                .arg("DELTA")
+                .arg(5)
+                .arg("STALE")
+                .arg(60)
+                .arg("TAGS")
+                .arg(format!("t{db}"))
+                .arg(format!("u{}", i % 100))
+                .ignore();
+        }
+        let _: () = p.query(&mut c).unwrap();
+    }
+    ok(&mut c, &["SELECT", "0"]);
+    let before = info(&mut c);
+    assert_eq!((before.keys, before.pairs), (2 * n, 4 * n));
+    ok(&mut c, &["SWAPDB", "0", "1"]);
+    assert_eq!(tags(&mut c, "k1:7"), vec!["t1", "u7"]);
+    assert!(tags(&mut c, "k0:7").is_empty());
+    // Freshness moved with its keys: OPT.FETCH counts k1:7's TTL to its logical expiry (600
+    // s), not to the key's own (660 s, STALE included), which it would without its entry.
+    let fetched: Vec<redis::Value> = redis::cmd("OPT.FETCH").arg("k1:7").query(&mut c).unwrap();
+    let ttl_ms = match &fetched[3] {
+        redis::Value::Int(ms) => *ms,
+        other => panic!("ttl_ms {other:?}"),
+    };
+    assert!((500_000..=600_000).contains(&ttl_ms), "ttl_ms {ttl_ms}");
+    let swapped = info(&mut c);
+    assert_eq!(swapped.pairs, before.pairs);
+    assert_ne!(
+        swapped.digest, before.digest,
+        "the db is part of the digest"
+    );
+    ok(&mut c, &["SWAPDB", "1", "0"]);
+    assert_eq!(info(&mut c).digest, before.digest);
+    ok(&mut c, &["FLUSHDB", "ASYNC"]);
+    let after = info(&mut c);
+    assert_eq!((after.keys, after.pairs), (n, 2 * n));
+    ok(&mut c, &["SELECT", "1"]);
+    assert_eq!(tags(&mut c, "k1:7"), vec!["t1", "u7"]);
+    ok(&mut c, &["FLUSHALL", "ASYNC"]);
+    assert_eq!(info(&mut c).pairs, 0);
+    // The thread that frees the flushed parts gives the memory back.
+    server.wait_for(
+        "memory freed after FLUSHALL ASYNC",
+        Duration::from_secs(20),
+        |c| used_memory(c) < baseline + 2_000_000,
+    );
+    // And the index works on.
+    ok(&mut c, &["OPT.SET", "again", "v", "TAGS", "t"]);
+    assert_eq!(info(&mut c).pairs, 1);
+}
+
 #[test]
 fn every_way_a_key_leaves_the_keyspace_leaves_the_index() {
     let server = Server::with_config(&["maxmemory-policy allkeys-random"]);
