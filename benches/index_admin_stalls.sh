@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# How long commands that the server answers in constant time (SWAPDB, FLUSHDB ASYNC,
+# FLUSHALL ASYNC, INFO opt) and OPT.TAGINFO hold the server when a million keys are tagged:
+# the command's own time from SLOWLOG (microseconds, what the server measured around it,
+# module event handlers included). The tag index and the freshness table must not add work
+# proportional to their size to the first ones.
+#
+#   benches/index_admin_stalls.sh [KEYS]        (OPT_MODULE=path measures another build)
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+source "$root/scripts/lib.sh"
+module=${OPT_MODULE:-$module}
+keys=${1:-1000000}
+[ -n "${OPT_MODULE:-}" ] || cargo build --quiet --release -p redis-opt-module
+work=$(mktemp -d /tmp/opt-stalls.XXXXXX)
+port=$(free_port)
+trap 'redis-cli -p "$port" SHUTDOWN NOSAVE >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+redis-server --port "$port" --bind 127.0.0.1 --daemonize yes --dir "$work" --logfile "$work/log" \
+  --save "" --loadmodule "$module" >/dev/null
+for _ in $(seq 1 100); do redis-cli -p "$port" PING >/dev/null 2>&1 && break; sleep 0.05; done
+load() {
+  redis-benchmark -p "$port" --csv -n "$keys" -r 100000000 -P 32 \
+    OPT.SET k:__rand_int__ v TAGS t:__rand_int__ >/dev/null
+}
+held() { # the command's time in the server, in microseconds (SLOWLOG)
+  redis-cli -p "$port" CONFIG SET slowlog-log-slower-than 0 >/dev/null
+  redis-cli -p "$port" SLOWLOG RESET >/dev/null
+  redis-cli -p "$port" "$@" >/dev/null
+  redis-cli -p "$port" CONFIG SET slowlog-log-slower-than 10000 >/dev/null
+  redis-cli -p "$port" SLOWLOG GET 10 | paste -sd' ' |
+    grep -oE "[0-9]+ $1( |$)" | tail -1 | cut -d' ' -f1
+}
+load
+echo "module: $module"
+echo "tagged keys: $(redis-cli -p "$port" DBSIZE)   (microseconds each)"
+echo "INFO opt         $(held INFO opt) $(held INFO opt) $(held INFO opt)"
+echo "OPT.TAGINFO      $(held OPT.TAGINFO) $(held OPT.TAGINFO) $(held OPT.TAGINFO)"
+echo "SWAPDB 0 1       $(held SWAPDB 0 1)"
+echo "SWAPDB 1 0       $(held SWAPDB 1 0)"
+echo "FLUSHDB ASYNC    $(held FLUSHDB ASYNC)"
+load
+echo "FLUSHALL ASYNC   $(held FLUSHALL ASYNC)"
+load
+echo "FLUSHALL         $(held FLUSHALL)   (the server frees its own keys here too)"
+redis-benchmark -p "$port" --csv -n "$keys" -r 100000000 -P 32 SET k:__rand_int__ v >/dev/null
+echo "the same without tags: FLUSHALL $(held FLUSHALL)"
