@@ -278,6 +278,7 @@ pub struct Aggregator {
     top_length: TopHeap,
     top: usize,
     expiry_hours: [u64; 24],
+    /// Keys expiring in each second of the next 24 hours (at most 86,400 entries).
     expiry_seconds: FastMap<u64, u64>,
     thresholds: Thresholds,
     candidates: FastMap<&'static str, (u64, u64, u64)>,
@@ -424,11 +425,13 @@ impl Aggregator {
         });
         if let Some(ttl) = k.ttl_ms {
             let hour = (ttl.max(0) / 3_600_000) as usize;
+            // Only the next 24 hours: that bounds the per-second counts at 86,400 entries,
+            // where keys with TTLs spread over months would make one entry each.
             if hour < 24 {
                 self.expiry_hours[hour] += 1;
+                let second = ((k.now_ms + ttl.max(0)) / 1000) as u64;
+                *self.expiry_seconds.entry(second).or_default() += 1;
             }
-            let second = ((k.now_ms + ttl.max(0)) / 1000) as u64;
-            *self.expiry_seconds.entry(second).or_default() += 1;
         }
         let th = self.thresholds;
         let candidate = match (k.type_name, k.encoding) {
@@ -732,6 +735,33 @@ mod tests {
             .contains("TYPE must be one of"));
         assert!(p(&["NOPE"]).unwrap_err().contains("unknown option 'NOPE'"));
         assert!(p(&["DELIMITERS", "ab"]).is_err());
+    }
+
+    /// Expiries past the next 24 hours count nowhere per second, so TTLs spread over months
+    /// cannot grow the per-second counts with the keyspace.
+    #[test]
+    fn per_second_expiry_counts_keep_to_the_next_day() {
+        let mut a = Aggregator::new(b":", 3, Thresholds::default());
+        let day_ms = 86_400_000;
+        for i in 0..500i64 {
+            let name = format!("far:{i}");
+            a.add(&facts(
+                &name,
+                "string",
+                "embstr",
+                50,
+                5,
+                Some(day_ms + i * 1000),
+            ));
+        }
+        for i in 0..3 {
+            let name = format!("near:{i}");
+            a.add(&facts(&name, "string", "embstr", 50, 5, Some(5_000)));
+        }
+        assert_eq!(a.expiry_seconds.len(), 1);
+        let r = a.finish(Mode::Full, 0, 503, 503, 5);
+        assert_eq!(r.worst_expiry_second.unwrap().keys, 3);
+        assert_eq!(r.expiring_per_hour.iter().sum::<u64>(), 3);
     }
 
     #[test]

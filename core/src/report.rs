@@ -185,7 +185,7 @@ pub struct KeyspaceReport {
     pub top_by_length: Vec<KeyEntry>,
     /// Keys expiring in each of the next 24 hours (index 0: within the hour).
     pub expiring_per_hour: Vec<u64>,
-    /// The second in which the most keys expire, and how many.
+    /// The second of the next 24 hours in which the most keys expire, and how many.
     pub worst_expiry_second: Option<ExpirySpike>,
     /// Collections just above their compact-encoding thresholds.
     pub encoding_candidates: Vec<EncodingCandidate>,
