@@ -249,12 +249,23 @@ pub fn start_for_advice(call: &Call, advise: AdviseQuery) -> Result<Reply, Reply
     start(call, query, Some(advise))
 }
 
+/// Analyses that may run at once (OPT.KEYSPACE and OPT.ADVISE's samples): each holds up to
+/// a few MB of pattern tables and top lists, and they share one slice, so more would only
+/// wait and hold memory.
+const MAX_RUNNING: usize = 16;
+
 fn start(
     call: &Call,
     query: KeyspaceQuery,
     advise: Option<AdviseQuery>,
 ) -> Result<Reply, ReplyError> {
     let ctx = call.ctx;
+    if JOBS.with(|j| j.list.len()).unwrap_or(0) >= MAX_RUNNING {
+        return Err(ReplyError::err(format!(
+            "OPT.KEYSPACE: {MAX_RUNNING} analyses are running already; wait for one to end or \
+             stop them with OPT.KEYSPACE CANCEL"
+        )));
+    }
     // SAFETY: ctx is the live command context.
     let current_db = unsafe { raw::RedisModule_GetSelectedDb.map_or(0, |f| f(ctx)) } as u64;
     let db = query.db.unwrap_or(current_db);

@@ -281,6 +281,34 @@ fn other_clients_are_served_while_it_runs_and_it_can_be_cancelled() {
         },
     );
     assert_eq!(redis::cmd("PING").query::<String>(&mut c).unwrap(), "PONG");
+
+    // At most 16 analyses run at once; the 17th is refused, and CANCEL stops them all.
+    let streams: Vec<std::net::TcpStream> = (0..16)
+        .map(|_| {
+            use std::io::Write;
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.write_all(b"OPT.KEYSPACE FULL\r\n").unwrap();
+            s
+        })
+        .collect();
+    server.wait_for("16 analyses running", Duration::from_secs(10), |c| {
+        let p: Vec<KeyspaceProgress> = opt_harness::json(c, &["OPT.KEYSPACE", "STATUS"]);
+        p.len() == 16
+    });
+    let e = err(&mut c, &["OPT.KEYSPACE", "SAMPLES", "10"]);
+    assert!(e.contains("16 analyses are running already"), "{e}");
+    assert_eq!(ok(&mut c, &["OPT.KEYSPACE", "CANCEL"]), Value::Int(16));
+    for mut s in streams {
+        use std::io::Read;
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut reply = [0u8; 64];
+        let n = s.read(&mut reply).unwrap();
+        assert!(
+            reply[..n].starts_with(b"-ERR"),
+            "{:?}",
+            String::from_utf8_lossy(&reply[..n])
+        );
+    }
 }
 
 #[test]
