@@ -474,20 +474,7 @@ pub fn on_server_event(id: u64, subevent: u64) {
 /// # Safety
 /// `ctx` must be a live context on the main thread.
 unsafe fn commands_run(ctx: *mut raw::RedisModuleCtx) -> Option<u64> {
-    let info = raw::RedisModule_GetServerInfo?(ctx, c"stats".as_ptr());
-    if info.is_null() {
-        return None;
-    }
-    let mut err: c_int = 0;
-    let n = raw::RedisModule_ServerInfoGetFieldUnsigned?(
-        info,
-        c"total_commands_processed".as_ptr(),
-        &mut err,
-    );
-    if let Some(free) = raw::RedisModule_FreeServerInfo {
-        free(ctx, info);
-    }
-    (err == 0).then(|| n.saturating_sub(crate::state::own_calls()))
+    crate::server::commands_processed(ctx).map(|n| n.saturating_sub(crate::state::own_calls()))
 }
 
 /// Hands the tracker the commands the filter saw and the commands the server ran since the

@@ -68,6 +68,7 @@ pub fn detect_features() -> Vec<Feature> {
             present(raw::RedisModule_RegisterNumericConfig)
                 && present(raw::RedisModule_LoadConfigs),
             present(raw::RedisModule_UnsubscribeFromKeyspaceEvents),
+            has_overwritten_events(),
         ]
     };
     let notes = [
@@ -95,6 +96,10 @@ pub fn detect_features() -> Vec<Feature> {
             "keyspace-unsubscribe",
             "drops keymiss events between hot-key slices and an empty tag index's events (Redis 8.2+)",
         ),
+        (
+            "overwritten-events",
+            "the tag index learns of replaced values from `overwritten` events, not from every write of every type (Redis 8.2+)",
+        ),
     ];
     notes
         .iter()
@@ -105,6 +110,54 @@ pub fn detect_features() -> Vec<Feature> {
             note: note.to_string(),
         })
         .collect()
+}
+
+/// `overwritten` keyspace events (Redis 8.2+; not in `redismodule.h` of older servers).
+pub const NOTIFY_OVERWRITTEN: i32 = 1 << 15;
+
+/// Whether the server raises `overwritten` events when a command replaces a key's value (SET,
+/// MSET, COPY and RESTORE with REPLACE, RENAME onto a key, BITOP, and every *STORE): Redis
+/// 8.2 and later. Valkey reports itself as 7.2 to modules, so it never qualifies, whatever
+/// its own flags mean.
+pub fn has_overwritten_events() -> bool {
+    static FOUND: OnceLock<bool> = OnceLock::new();
+    *FOUND.get_or_init(overwritten_events_found)
+}
+
+fn overwritten_events_found() -> bool {
+    let recent = version().is_some_and(|v| {
+        v >= ServerVersion {
+            major: 8,
+            minor: 2,
+            patch: 0,
+        }
+    });
+    // SAFETY: the pointer was filled (or left null) by RedisModule_Init; the call only reads
+    // a constant.
+    let flags = unsafe { raw::RedisModule_GetKeyspaceNotificationFlagsAll.map_or(0, |f| f()) };
+    recent && flags & NOTIFY_OVERWRITTEN != 0
+}
+
+/// The server's count of commands run (`total_commands_processed`): it differs between any
+/// two commands, scripts' and transactions' inner commands included.
+///
+/// # Safety
+/// `ctx` must be a live context on the main thread.
+pub unsafe fn commands_processed(ctx: *mut raw::RedisModuleCtx) -> Option<u64> {
+    let info = raw::RedisModule_GetServerInfo?(ctx, c"stats".as_ptr());
+    if info.is_null() {
+        return None;
+    }
+    let mut err: std::ffi::c_int = 0;
+    let n = raw::RedisModule_ServerInfoGetFieldUnsigned?(
+        info,
+        c"total_commands_processed".as_ptr(),
+        &mut err,
+    );
+    if let Some(free) = raw::RedisModule_FreeServerInfo {
+        free(ctx, info);
+    }
+    (err == 0).then_some(n)
 }
 
 /// Whether this server runs in cluster mode.

@@ -29,6 +29,7 @@ use serde_json::json;
 
 use crate::commands::Call;
 use crate::reply::{string_bytes, Field, Reply, ReplyError};
+use crate::server::commands_processed;
 use crate::state::{module_call, MainThreadCell};
 use crate::{configs, guard, log};
 
@@ -41,6 +42,11 @@ struct TagState {
     /// Tags and freshness of a key between its rename_from/move_from event and the matching
     /// *_to event.
     in_flight: Option<(Vec<Vec<u8>>, Option<Freshness>)>,
+    /// The key of the last event if it was a `rename_to` that carried tags, with the server's
+    /// command count then: an `overwritten` event for that key right after, in the same
+    /// command, belongs to the RENAME (onto an existing key) and must not drop the tags it
+    /// just carried; one from the next command (a SET right after) must.
+    renamed_to: Option<(usize, Vec<u8>, Option<u64>)>,
     /// Set while this module raises or causes events for keys whose index entries it updates
     /// itself (OPT.SET's own "set", OPT.INVALIDATE's deletions): the events change nothing.
     own_events: bool,
@@ -67,6 +73,7 @@ static STATE: MainThreadCell<TagState> = MainThreadCell::new(TagState {
     fresh: FreshnessIndex::new_const(),
     locks: Locks::new_const(),
     in_flight: None,
+    renamed_to: None,
     own_events: false,
     dropped: DroppedKeys {
         names: Vec::new(),
@@ -158,14 +165,37 @@ fn selected_db(ctx: *mut raw::RedisModuleCtx) -> usize {
 /// 8.2+ drops it again while the index is empty (`on_idle_check`).
 static FOLLOWING: AtomicBool = AtomicBool::new(false);
 
-/// The keyspace events the index follows.
-const KEYSPACE_EVENTS: c_int = raw::REDISMODULE_NOTIFY_GENERIC
+/// The keyspace events the index follows where the server has no `overwritten` event: every
+/// class whose commands can replace a key (SET, the *STORE commands), so every write of those
+/// types reaches the index, which ignores most of them.
+const KEYSPACE_EVENTS_ALL_WRITES: c_int = raw::REDISMODULE_NOTIFY_GENERIC
     | raw::REDISMODULE_NOTIFY_STRING
     | raw::REDISMODULE_NOTIFY_LIST
     | raw::REDISMODULE_NOTIFY_SET
     | raw::REDISMODULE_NOTIFY_ZSET
     | raw::REDISMODULE_NOTIFY_EXPIRED
     | raw::REDISMODULE_NOTIFY_EVICTED;
+
+/// The keyspace events the index follows on Redis 8.2+: replaced values come as `overwritten`,
+/// so writes that change a value in place (LPUSH, INCR, HSET...), writes of new keys and
+/// OPT.SET's own `set` event cost no module context (about 700 instructions each) anymore.
+const KEYSPACE_EVENTS_OVERWRITTEN: c_int = raw::REDISMODULE_NOTIFY_GENERIC
+    | crate::server::NOTIFY_OVERWRITTEN
+    | raw::REDISMODULE_NOTIFY_EXPIRED
+    | raw::REDISMODULE_NOTIFY_EVICTED;
+
+/// The keyspace events the index follows on this server (the same mask subscribes and
+/// unsubscribes).
+fn keyspace_events() -> c_int {
+    static MASK: std::sync::OnceLock<c_int> = std::sync::OnceLock::new();
+    *MASK.get_or_init(|| {
+        if crate::server::has_overwritten_events() {
+            KEYSPACE_EVENTS_OVERWRITTEN
+        } else {
+            KEYSPACE_EVENTS_ALL_WRITES
+        }
+    })
+}
 
 /// How often an empty index checks whether it can drop its keyspace subscription.
 const IDLE_CHECK_MS: i64 = 1000;
@@ -196,7 +226,7 @@ unsafe extern "C" fn on_idle_check(ctx: *mut raw::RedisModuleCtx, _data: *mut c_
         if let (true, true, Some(unsubscribe)) = (empty, following_keyspace(), unsubscribe) {
             // SAFETY: the timer's context; the callback is the one subscribed.
             let dropped = unsafe {
-                unsubscribe(ctx, KEYSPACE_EVENTS, Some(on_keyspace_event))
+                unsubscribe(ctx, keyspace_events(), Some(on_keyspace_event))
                     == raw::REDISMODULE_OK as c_int
             };
             if dropped {
@@ -220,7 +250,7 @@ fn follow_keyspace(ctx: *mut raw::RedisModuleCtx) -> Result<(), ReplyError> {
     // module's extern "C" function and lives as long as the module.
     let ok = unsafe {
         raw::RedisModule_SubscribeToKeyspaceEvents.is_some_and(|f| {
-            f(ctx, KEYSPACE_EVENTS, Some(on_keyspace_event)) == raw::REDISMODULE_OK as c_int
+            f(ctx, keyspace_events(), Some(on_keyspace_event)) == raw::REDISMODULE_OK as c_int
         })
     };
     if !ok {
@@ -292,7 +322,7 @@ unsafe extern "C" fn on_keyspace_event(
         // SAFETY: valid for the duration of the callback.
         let (event, key) = unsafe { (CStr::from_ptr(event).to_bytes(), string_bytes(key)) };
         let db = selected_db(ctx);
-        let applied = STATE.with(|st| apply_event(st, db, event, key));
+        let applied = STATE.with(|st| apply_event(ctx, st, db, event, key));
         if applied.is_none() {
             log::warning("tag index event arrived while the index was in use; report this");
         }
@@ -300,9 +330,11 @@ unsafe extern "C" fn on_keyspace_event(
     raw::REDISMODULE_OK as c_int
 }
 
-/// Replacing or deleting events: the key's old value (and its tags) is gone.
+/// Replacing or deleting events: the key's old value (and its tags) is gone. `overwritten`
+/// (Redis 8.2+) stands for all the replacing ones, which the index then no longer follows.
 const DROPS: &[&[u8]] = &[
     b"del",
+    b"overwritten",
     b"expired",
     b"evicted",
     b"set",
@@ -320,7 +352,15 @@ const DROPS: &[&[u8]] = &[
     b"geosearchstore",
 ];
 
-fn apply_event(st: &mut TagState, db: usize, event: &[u8], key: &[u8]) {
+fn apply_event(
+    ctx: *mut raw::RedisModuleCtx,
+    st: &mut TagState,
+    db: usize,
+    event: &[u8],
+    key: &[u8],
+) {
+    // Only the event right after a rename may be its `overwritten`.
+    let renamed_to = st.renamed_to.take();
     if st.own_events || (st.index.is_empty() && st.fresh.is_empty() && st.in_flight.is_none()) {
         return;
     }
@@ -333,10 +373,22 @@ fn apply_event(st: &mut TagState, db: usize, event: &[u8], key: &[u8]) {
             let fresh = st.fresh.remove(db, key);
             st.in_flight = (!tags.is_empty() || fresh.is_some()).then_some((tags, fresh));
         }
+        // RENAME onto an existing key raises `overwritten` for the destination after
+        // `rename_to` (Redis 8.2+): the value there is the renamed one, tags included.
+        b"overwritten"
+            if renamed_to.is_some_and(|(d, k, at)| {
+                // SAFETY: ctx is the event's live context on the main thread.
+                d == db && k == key && at.is_some() && at == unsafe { commands_processed(ctx) }
+            }) => {}
         b"rename_to" | b"move_to" => {
             st.index.remove_key(db, key);
             st.fresh.remove(db, key);
             if let Some((tags, fresh)) = st.in_flight.take() {
+                if event == b"rename_to" && crate::server::has_overwritten_events() {
+                    // SAFETY: ctx is the event's live context on the main thread.
+                    let now = unsafe { commands_processed(ctx) };
+                    st.renamed_to = Some((db, key.to_vec(), now));
+                }
                 let refs: Vec<&[u8]> = tags.iter().map(Vec::as_slice).collect();
                 st.index.set_tags(db, key, &refs);
                 if let Some(f) = fresh {

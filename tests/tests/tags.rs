@@ -89,6 +89,125 @@ fn set_tag_untag_invalidate() {
     assert!(!exists(&mut c, "lazy"));
 }
 
+/// Which writes drop a key's tags (the value is replaced) and which keep them (the value is
+/// changed in place), on every server: Redis 8.2+ tells the index through `overwritten`
+/// events, older servers and Valkey through each command's own event.
+#[test]
+fn replacing_writes_drop_tags_and_in_place_writes_keep_them() {
+    let server = Server::start();
+    let mut c = server.conn();
+    let tag = |c: &mut Connection, k: &str| {
+        ok(c, &["OPT.TAG", k, &format!("own:{k}")]);
+    };
+    // In place: the tags stay.
+    for (k, setup, write) in [
+        ("l", vec!["RPUSH", "l", "a"], vec!["LPUSH", "l", "b"]),
+        ("n", vec!["SET", "n", "1"], vec!["INCR", "n"]),
+        ("s", vec!["SET", "s", "x"], vec!["APPEND", "s", "y"]),
+        (
+            "r",
+            vec!["SET", "r", "abc"],
+            vec!["SETRANGE", "r", "1", "z"],
+        ),
+        (
+            "h",
+            vec!["HSET", "h", "f", "v"],
+            vec!["HSET", "h", "g", "w"],
+        ),
+        (
+            "z",
+            vec!["ZADD", "z", "1", "a"],
+            vec!["ZADD", "z", "2", "b"],
+        ),
+        ("e", vec!["SET", "e", "x"], vec!["EXPIRE", "e", "100"]),
+    ] {
+        ok(&mut c, &setup);
+        tag(&mut c, k);
+        ok(&mut c, &write);
+        assert_eq!(
+            tags(&mut c, k),
+            vec![format!("own:{k}")],
+            "{write:?} keeps the tags"
+        );
+    }
+    // Replaced: the tags go.
+    ok(&mut c, &["SADD", "src", "m"]);
+    ok(&mut c, &["ZADD", "zsrc", "1", "m"]);
+    ok(&mut c, &["SET", "plain", "v"]);
+    for (k, write) in [
+        ("a1", vec!["SET", "a1", "w"]),
+        ("a2", vec!["MSET", "a2", "w", "other", "x"]),
+        ("a3", vec!["BITOP", "OR", "a3", "plain"]),
+        ("a4", vec!["SUNIONSTORE", "a4", "src"]),
+        ("a5", vec!["ZUNIONSTORE", "a5", "1", "zsrc"]),
+        ("a6", vec!["SORT", "src", "ALPHA", "STORE", "a6"]),
+        ("a7", vec!["COPY", "plain", "a7", "REPLACE"]),
+        ("a8", vec!["SET", "a8", "w", "GET"]),
+    ] {
+        ok(&mut c, &["SET", k, "old"]);
+        tag(&mut c, k);
+        ok(&mut c, &write);
+        assert!(tags(&mut c, k).is_empty(), "{write:?} drops the tags");
+    }
+    // RENAME onto a tagged key: the destination carries the source's tags, not its own.
+    ok(&mut c, &["SET", "from", "1"]);
+    tag(&mut c, "from");
+    ok(&mut c, &["SET", "to", "2"]);
+    tag(&mut c, "to");
+    ok(&mut c, &["RENAME", "from", "to"]);
+    assert_eq!(tags(&mut c, "to"), vec!["own:from"]);
+    // A RENAME to a new name, then a SET there: that SET replaces the value, tags and all.
+    ok(&mut c, &["RENAME", "to", "fresh"]);
+    assert_eq!(tags(&mut c, "fresh"), vec!["own:from"]);
+    ok(&mut c, &["SET", "fresh", "3"]);
+    assert!(tags(&mut c, "fresh").is_empty());
+    // The same inside one transaction and one script: the SET still drops the tags, the
+    // RENAME onto a tagged key still carries them.
+    for src in ["m1", "m3"] {
+        ok(&mut c, &["SET", src, "1"]);
+        tag(&mut c, src);
+    }
+    ok(&mut c, &["SET", "m4", "old"]);
+    tag(&mut c, "m4");
+    let _: Value = redis::pipe()
+        .atomic()
+        .cmd("RENAME")
+        .arg("m1")
+        .arg("m2")
+        .cmd("SET")
+        .arg("m2")
+        .arg("new")
+        .cmd("RENAME")
+        .arg("m3")
+        .arg("m4")
+        .query(&mut c)
+        .unwrap();
+    assert!(tags(&mut c, "m2").is_empty(), "SET after RENAME in MULTI");
+    assert_eq!(
+        tags(&mut c, "m4"),
+        vec!["own:m3"],
+        "RENAME onto a tagged key in MULTI"
+    );
+    ok(&mut c, &["SET", "s1", "1"]);
+    tag(&mut c, "s1");
+    ok(
+        &mut c,
+        &[
+            "EVAL",
+            "redis.call('RENAME', KEYS[1], KEYS[2]); redis.call('SET', KEYS[2], 'x')",
+            "2",
+            "s1",
+            "s2",
+        ],
+    );
+    assert!(
+        tags(&mut c, "s2").is_empty(),
+        "SET after RENAME in a script"
+    );
+    // The index counts only what is left: l, n, s, r, h, z, e and m4.
+    assert_eq!(info(&mut c).keys, 8);
+}
+
 fn used_memory(c: &mut Connection) -> i64 {
     opt_harness::info_int(c, "memory", "used_memory")
 }
