@@ -28,12 +28,8 @@ command -v valgrind >/dev/null || { echo "valgrind is needed (apt-get install va
 cargo build --quiet --release -p redis-opt-module
 work=$(mktemp -d /tmp/opt-cost.XXXXXX)
 trap 'rm -rf "$work"' EXIT
-# The server command line under valgrind: the binary itself, or what a wrapper script (such
-# as scripts/fetch-newer-servers.sh writes: `exec LOADER --library-path DIR BINARY "$@"`) runs.
-server_cmd=("$(command -v "$server")")
-if [ "$(head -c 2 "${server_cmd[0]}")" = "#!" ]; then
-  read -r -a server_cmd <<<"$(sed -n 's/^exec \(.*\) "\$@"$/\1/p' "${server_cmd[0]}")"
-fi
+# The server command line under valgrind (the binary, not a wrapper script).
+mapfile -t server_cmd < <(server_command_line "$server")
 # A command sent after the preload, before the measured run (the built-in HOTKEYS START).
 after_preload=()
 

@@ -5,7 +5,8 @@
 # around the measured work.
 #
 #   benches/tags_cost.sh set         OPT.SET with 3 tags and plain SET, per command
-#                                    (redis-benchmark, pipelining 16, 100,000 random keys)
+#                                    (redis-benchmark, pipelining 16, 100,000 random keys),
+#                                    and SET and LPUSH on a server whose index is in use
 #   benches/tags_cost.sh invalidate  OPT.INVALIDATE of a 100k-key tag and the Lua flush a tag
 #                                    library runs (SMEMBERS, UNLINK in chunks of 1000, DEL) on
 #                                    the same server and data as tags_bench section 2
@@ -17,7 +18,10 @@ source "$root/scripts/lib.sh"
 what=${1:-set}
 server=${REDIS_SERVER:-redis-server}
 command -v valgrind >/dev/null || { echo "valgrind is needed (apt-get install valgrind)" >&2; exit 1; }
-cargo build --quiet --release -p redis-opt-module
+# OPT_MODULE=path measures another build; REDIS_SERVER may be a wrapper script.
+module=${OPT_MODULE:-$module}
+[ -n "${OPT_MODULE:-}" ] || cargo build --quiet --release -p redis-opt-module
+mapfile -t server_cmd < <(server_command_line "$server")
 work=$(mktemp -d /tmp/opt-tags-cost.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 
@@ -29,7 +33,7 @@ start() {
   { echo "port $port"; echo "bind 127.0.0.1"; echo 'save ""'; echo "dir $work/$name"
     echo "logfile $work/$name/server.log"; printf '%s\n' "$@"; } >"$work/$name/redis.conf"
   valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$work/$name/cg.out.%p" \
-    "$(command -v "$server")" "$work/$name/redis.conf" >/dev/null 2>&1 &
+    "${server_cmd[@]}" "$work/$name/redis.conf" >/dev/null 2>&1 &
   pid=$!
   for _ in $(seq 1 300); do redis-cli -p "$port" PING >/dev/null 2>&1 && break; sleep 0.1; done
 }
@@ -52,13 +56,20 @@ case $what in
 set)
   n=100000
   echo "instructions per command (redis-benchmark -P 16 -r 100000 -n $n, after as many to warm up)"
-  for variant in set optset; do
-    if [ $variant = set ]; then cmd=(SET key:__rand_int__ v); else cmd=(OPT.SET key:__rand_int__ v TAGS t1 t2 t3); fi
+  # set: SET on a server with the module whose index is empty; settagging: the same once one
+  # key is tagged (the index then follows keyspace events); lpushtagging: LPUSH likewise.
+  for variant in set settagging lpushtagging optset; do
+    case $variant in
+    set | settagging) cmd=(SET key:__rand_int__ v) ;;
+    lpushtagging) cmd=(LPUSH list:__rand_int__ v) ;;
+    optset) cmd=(OPT.SET key:__rand_int__ v TAGS t1 t2 t3) ;;
+    esac
     start $variant "loadmodule $module"
+    case $variant in *tagging) redis-cli -p "$port" OPT.SET tagged v TAGS t >/dev/null ;; esac
     redis-benchmark -p "$port" -q -P 16 -r 100000 -n $n "${cmd[@]}" >/dev/null
     measure_between redis-benchmark -p "$port" -q -P 16 -r 100000 -n $n "${cmd[@]}"
     total=$(stop $variant)
-    printf '%-8s %10.0f\n' "$variant" "$(echo "$total / $n" | bc -l)"
+    printf '%-13s %10.0f\n' "$variant" "$(echo "$total / $n" | bc -l)"
   done
   ;;
 invalidate)

@@ -37,3 +37,15 @@ perf_shares() {
     awk '$3 ~ /^(RM_|module)/ {gsub("%", "", $1); s += $1} END {printf "%.2f", s}')
   echo "$own $glue"
 }
+
+# server_command_line SERVER: prints the command line that runs SERVER's binary itself, one
+# word a line: the binary, or what a wrapper script (as scripts/fetch-newer-servers.sh writes:
+# `exec LOADER --library-path DIR BINARY "$@"`) runs, so that valgrind measures the server.
+server_command_line() {
+  local bin; bin=$(command -v "$1")
+  if [ "$(head -c 2 "$bin")" = "#!" ]; then
+    sed -n 's/^exec \(.*\) "\$@"$/\1/p' "$bin" | tr ' ' '\n'
+  else
+    echo "$bin"
+  fi
+}
