@@ -212,7 +212,11 @@ impl<S: Named + Default> Interner<S> {
     }
 
     fn find_or_insert(&mut self, name: &[u8]) -> u32 {
-        let hash = name_hash(name);
+        self.find_or_insert_hashed(name, name_hash(name))
+    }
+
+    /// `find_or_insert` with `name_hash(name)` already computed.
+    fn find_or_insert_hashed(&mut self, name: &[u8], hash: u64) -> u32 {
         if let Some(id) = self.find_hashed(name, hash) {
             return id;
         }
@@ -494,9 +498,9 @@ impl TagIndex {
     }
 
     /// Whether `key` carries exactly the distinct tags in `tags`.
-    fn has_exactly(&self, db: usize, key: &[u8], tags: &[&[u8]]) -> bool {
+    fn has_exactly(&self, db: usize, key: &[u8], hash: u64, tags: &[&[u8]]) -> bool {
         let Some(d) = self.db(db) else { return false };
-        let Some(k) = d.keys.find(key) else {
+        let Some(k) = d.keys.find_hashed(key, hash) else {
             return false;
         };
         let entries = &d.keys.slots[k as usize].tags;
@@ -524,16 +528,21 @@ impl TagIndex {
     /// Gives `key` exactly `tags` (the tags of a value just written). Rewriting a cached value
     /// with the tags it already has, the common case, changes nothing and costs one lookup.
     pub fn set_tags(&mut self, db: usize, key: &[u8], tags: &[&[u8]]) {
-        if self.has_exactly(db, key, tags) {
+        self.set_tags_hashed(db, key, name_hash(key), tags);
+    }
+
+    /// [`Self::set_tags`] for a key whose [`name_hash`] is `hk` (OPT.SET hashes the name once
+    /// for its prefetches and this).
+    pub fn set_tags_hashed(&mut self, db: usize, key: &[u8], hk: u64, tags: &[&[u8]]) {
+        if self.has_exactly(db, key, hk, tags) {
             return;
         }
-        self.remove_key(db, key);
+        self.remove_key_hashed(db, key, hk);
         if tags.is_empty() {
             return;
         }
-        let hk = name_hash(key);
         let d = self.db_mut(db);
-        let k = d.keys.find_or_insert(key);
+        let k = d.keys.find_or_insert_hashed(key, hk);
         let mut entries: Vec<(u32, u32)> = Vec::with_capacity(tags.len());
         let mut added = 0u64;
         let mut digest = 0u64;

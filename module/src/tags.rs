@@ -1102,7 +1102,8 @@ pub fn set(call: &Call) -> Result<Reply, ReplyError> {
     }
     // The index lookup after the write misses the cache two or three times; start those loads
     // now, so that they overlap with the server's own lookup of the key.
-    let _ = with(|st| prefetch(st.index.key_bucket_address(db, key)));
+    let key_hash = name_hash(key);
+    let _ = with(|st| prefetch(st.index.key_bucket_address_hashed(db, key_hash)));
     // SAFETY: ctx is the live command context and the argv strings live for the call; the key
     // handle is closed on every path before returning.
     let (old, written, fresh_until) = unsafe {
@@ -1135,7 +1136,7 @@ pub fn set(call: &Call) -> Result<Reply, ReplyError> {
         }
         let kind = key_type(k);
         // The bucket has arrived meanwhile: start on the slot it names.
-        let _ = with(|st| prefetch(st.index.key_slot_address(db, key)));
+        let _ = with(|st| prefetch(st.index.key_slot_address_hashed(db, key_hash)));
         let exists = kind != raw::REDISMODULE_KEYTYPE_EMPTY as c_int;
         if o.get && exists && kind != raw::REDISMODULE_KEYTYPE_STRING as c_int {
             close(k);
@@ -1177,7 +1178,7 @@ pub fn set(call: &Call) -> Result<Reply, ReplyError> {
         // The new value replaces the old one's tags and freshness here, so our own "set"
         // event is ignored; writing the value ends any recomputation lock.
         with(|st| {
-            st.index.set_tags(db, key, o.tags);
+            st.index.set_tags_hashed(db, key, key_hash, o.tags);
             match fresh_until {
                 Some(at) if o.delta_ms > 0 || o.stale_ms > 0 => st.fresh.set(
                     db,
