@@ -415,7 +415,7 @@ impl HotKeyTracker {
                 let count = by(m) * scale;
                 HotEntry {
                     rank: i as u64 + 1,
-                    name: String::from_utf8_lossy(&m.name).into_owned(),
+                    name: crate::report::display_name(&m.name),
                     truncated: m.truncated,
                     count: count.round() as u64,
                     error: (m.error * scale).round() as u64,

@@ -514,7 +514,7 @@ impl Aggregator {
         let mut patterns: Vec<PatternStats> = self
             .patterns
             .iter()
-            .map(|(p, a)| (String::from_utf8_lossy(p).into_owned(), a))
+            .map(|(p, a)| (crate::report::display_name(p), a))
             .chain((self.other.keys > 0).then(|| ("(other)".to_string(), &self.other)))
             .filter(|(_, a)| a.keys > 0)
             .map(|(name, a)| {
@@ -547,7 +547,7 @@ impl Aggregator {
                         0.0
                     },
                     avg_bytes: a.bytes / a.keys,
-                    largest_key: String::from_utf8_lossy(&a.largest.1).into_owned(),
+                    largest_key: crate::report::display_name(&a.largest.1),
                     largest_bytes: a.largest.0,
                     types,
                     encodings,
@@ -581,7 +581,7 @@ impl Aggregator {
             let mut v: Vec<KeyEntry> = heap
                 .into_iter()
                 .map(|Reverse((a, name, t, b))| KeyEntry {
-                    key: String::from_utf8_lossy(&name).into_owned(),
+                    key: crate::report::display_name(&name),
                     r#type: t.to_string(),
                     bytes: if by_len { b } else { a },
                     length: if by_len { a } else { b },

@@ -49,11 +49,11 @@ impl PatternInferrer {
         push_segment(&key[start..], out);
     }
 
-    /// The pattern of `key` as text (invalid UTF-8 replaced).
+    /// The pattern of `key` as text (bytes that are not UTF-8 as `\xNN`).
     pub fn infer(&self, key: &[u8]) -> String {
         let mut out = Vec::with_capacity(key.len());
         self.infer_into(key, &mut out);
-        String::from_utf8_lossy(&out).into_owned()
+        crate::report::display_name(&out)
     }
 }
 

@@ -6,6 +6,20 @@
 
 use serde::{Deserialize, Serialize};
 
+/// A key, tag or pattern name as report text: valid UTF-8 as it is, and each byte that is not
+/// part of valid UTF-8 as `\xNN`, so that a binary name stays readable and tells its bytes
+/// (replacing them with U+FFFD would make different names look the same).
+pub fn display_name(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
 /// Reply of `OPT.STATUS`: what `optctl status` prints.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusReport {
@@ -355,4 +369,17 @@ pub struct FullReport {
     pub keyspace: Option<KeyspaceReport>,
     /// The tag index.
     pub tags: Option<TagInfoReport>,
+}
+
+#[cfg(test)]
+mod display_name_tests {
+    use super::display_name;
+
+    #[test]
+    fn invalid_bytes_show_as_hex_and_valid_text_stays() {
+        assert_eq!(display_name(b"user:1"), "user:1");
+        assert_eq!(display_name("café".as_bytes()), "café");
+        assert_eq!(display_name(b"\xff\xfe\x00bin"), "\\xff\\xfe\x00bin");
+        assert_ne!(display_name(b"a\xff"), display_name(b"a\xfe"));
+    }
 }

@@ -9,8 +9,34 @@ pub enum Align {
     Right,
 }
 
-/// Renders rows under a header, each column as wide as its widest cell.
+/// `s` with its control characters written as escapes (`\n`, `\t`, `\x1b`...), as redis-cli
+/// quotes key names: a key name is the client's data, and printed raw a newline would break a
+/// table row and an escape sequence would reach the operator's terminal.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Renders rows under a header, each column as wide as its widest cell; control characters
+/// in cells are escaped ([`printable`]).
 pub fn render(header: &[(&str, Align)], rows: &[Vec<String>]) -> String {
+    let escaped: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| printable(c).into_owned()).collect())
+        .collect();
+    let rows = &escaped;
     let widths: Vec<usize> = header
         .iter()
         .enumerate()
@@ -69,6 +95,14 @@ pub fn human(n: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(printable("user:1"), "user:1");
+        assert_eq!(printable("a\nb\tc\u{1b}[2J\0"), "a\\nb\\tc\\x1b[2J\\x00");
+        let t = render(&[("key", Align::Left)], &[vec!["line\nbreak".into()]]);
+        assert_eq!(t, "key\nline\\nbreak\n");
+    }
 
     #[test]
     fn aligns_columns() {

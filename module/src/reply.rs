@@ -21,6 +21,10 @@ pub enum Reply {
     Int(i64),
     /// A bulk string.
     Bulk(Vec<u8>),
+    /// An array of bulk strings (binary safe: key and tag names as they are).
+    Bulks(Vec<Vec<u8>>),
+    /// A page of a cursor walk: `[cursor, [bulk strings]]`, as SCAN replies.
+    Page(u64, Vec<Vec<u8>>),
     /// A null reply.
     Null,
     /// A map with fixed field names and binary-safe values (a flat array for RESP2).
@@ -102,6 +106,12 @@ pub fn send(ctx: *mut raw::RedisModuleCtx, result: Result<Reply, ReplyError>, as
         Ok(Reply::Structured(v)) => send_value(ctx, &v),
         Ok(Reply::Status(s)) => send_status(ctx, s),
         Ok(Reply::Bulk(b)) => send_bulk(ctx, &b),
+        Ok(Reply::Bulks(items)) => send_bulks(ctx, &items),
+        Ok(Reply::Page(cursor, items)) => {
+            send_array_len(ctx, 2);
+            send_bulk(ctx, cursor.to_string().as_bytes());
+            send_bulks(ctx, &items);
+        }
         Ok(Reply::Null) => send_value(ctx, &Value::Null),
         Ok(Reply::Deferred) => {}
         Ok(Reply::Fields(fields)) => {
@@ -130,6 +140,24 @@ pub fn send(ctx: *mut raw::RedisModuleCtx, result: Result<Reply, ReplyError>, as
             }
         }
         Err(ReplyError(message)) => send_error(ctx, &message),
+    }
+}
+
+/// Starts an array reply of `len` elements.
+fn send_array_len(ctx: *mut raw::RedisModuleCtx, len: usize) {
+    // SAFETY: ctx is the live command context; the caller sends `len` replies next.
+    unsafe {
+        if let Some(f) = raw::RedisModule_ReplyWithArray {
+            f(ctx, len as c_long);
+        }
+    }
+}
+
+/// Sends an array of bulk strings.
+fn send_bulks(ctx: *mut raw::RedisModuleCtx, items: &[Vec<u8>]) {
+    send_array_len(ctx, items.len());
+    for item in items {
+        send_bulk(ctx, item);
     }
 }
 

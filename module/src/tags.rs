@@ -25,7 +25,6 @@ use opt_core::report::{TagInfoReport, TagSize};
 use opt_core::tag_transfer::KeyTags;
 use opt_core::tags::{name_hash, validate_tags, IndexReader, IndexWriter, TagIndex, TagLimits};
 use redis_module::raw;
-use serde_json::json;
 
 use crate::commands::Call;
 use crate::reply::{string_bytes, Field, Reply, ReplyError};
@@ -1389,12 +1388,7 @@ pub fn tags_of(call: &Call) -> Result<Reply, ReplyError> {
         return Err(ReplyError::err("OPT.TAGS takes exactly one key"));
     };
     let db = selected_db(call.ctx);
-    let tags = with(|st| st.index.tags_of(db, key))?;
-    let names: Vec<String> = tags
-        .iter()
-        .map(|t| String::from_utf8_lossy(t).into_owned())
-        .collect();
-    Ok(Reply::Structured(json!(names)))
+    Ok(Reply::Bulks(with(|st| st.index.tags_of(db, key))?))
 }
 
 /// `OPT.INVALIDATE tag [tag ...] [ASYNC]`
@@ -1816,11 +1810,7 @@ pub fn tag_keys(call: &Call) -> Result<Reply, ReplyError> {
     }
     let db = selected_db(call.ctx);
     let (next, keys) = with(|st| st.index.tag_keys_page(db, tag, cursor, count))?;
-    let keys: Vec<String> = keys
-        .iter()
-        .map(|k| String::from_utf8_lossy(k).into_owned())
-        .collect();
-    Ok(Reply::Structured(json!([next.to_string(), keys])))
+    Ok(Reply::Page(next, keys))
 }
 
 /// `OPT.TAGINFO [tag]`
@@ -1841,13 +1831,13 @@ pub fn tag_info(call: &Call) -> Result<Reply, ReplyError> {
             pairs: stats.pairs,
             memory_bytes: st.index.memory_bytes() as u64,
             digest: format!("{:016x}", stats.digest),
-            tag: tag.map(|t| String::from_utf8_lossy(t).into_owned()),
+            tag: tag.map(|t| opt_core::report::display_name(t)),
             largest: st
                 .index
                 .largest_tags(db, 10)
                 .into_iter()
                 .map(|(t, n)| TagSize {
-                    tag: String::from_utf8_lossy(&t).into_owned(),
+                    tag: opt_core::report::display_name(&t),
                     keys: n as u64,
                 })
                 .collect(),

@@ -208,6 +208,37 @@ fn replacing_writes_drop_tags_and_in_place_writes_keep_them() {
     assert_eq!(info(&mut c).keys, 8);
 }
 
+/// Key and tag names are bytes: OPT.TAGS and OPT.TAGKEYS give them back exactly (they went
+/// through text before, which turned bytes that are not UTF-8 into U+FFFD), and reports show
+/// such bytes as `\xNN`.
+#[test]
+fn binary_key_and_tag_names_come_back_as_they_are() {
+    let server = Server::start();
+    let mut c = server.conn();
+    let key: &[u8] = b"\xff\xfe\x00k";
+    let tag: &[u8] = b"t\xc3";
+    let _: () = redis::cmd("OPT.SET")
+        .arg(key)
+        .arg("v")
+        .arg("TAGS")
+        .arg(tag)
+        .arg("plain")
+        .query(&mut c)
+        .unwrap();
+    let tags: Vec<Vec<u8>> = redis::cmd("OPT.TAGS").arg(key).query(&mut c).unwrap();
+    assert_eq!(tags, vec![tag.to_vec(), b"plain".to_vec()]);
+    let (cursor, keys): (String, Vec<Vec<u8>>) =
+        redis::cmd("OPT.TAGKEYS").arg(tag).query(&mut c).unwrap();
+    assert_eq!((cursor.as_str(), keys), ("0", vec![key.to_vec()]));
+    let report: opt_core::report::KeyspaceReport =
+        opt_harness::json(&mut c, &["OPT.KEYSPACE", "FULL"]);
+    assert_eq!(report.top_by_bytes[0].key, "\\xff\\xfe\0k");
+    let largest = info(&mut c).largest;
+    assert!(largest.iter().any(|t| t.tag == "t\\xc3"), "{largest:?}");
+    let deleted: i64 = redis::cmd("OPT.INVALIDATE").arg(tag).query(&mut c).unwrap();
+    assert_eq!(deleted, 1);
+}
+
 fn used_memory(c: &mut Connection) -> i64 {
     opt_harness::info_int(c, "memory", "used_memory")
 }
