@@ -12,7 +12,7 @@ use clap::Args;
 use opt_core::cluster::merge_hot;
 use opt_core::report::HotKeysReport;
 
-use crate::table::{bar, human};
+use crate::table::{bar, human, printable};
 use crate::{cluster, conn, Cli, CtlError};
 
 /// Options of `optctl top`.
@@ -179,7 +179,7 @@ fn screen(
                         human(e.ops_per_sec),
                         bar(e.share, 15),
                         e.share * 100.0,
-                        e.name,
+                        printable(&e.name),
                         e.node
                             .as_ref()
                             .map_or(String::new(), |n| format!("  ({n})"))
