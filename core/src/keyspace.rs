@@ -65,6 +65,21 @@ use crate::report::{
 pub const MAX_PATTERNS: usize = 1000;
 /// First-segment groups (`page:*`) allowed past [`MAX_PATTERNS`] before `(other)`.
 pub const MAX_OVERFLOW_PREFIXES: usize = 100;
+/// The longest part of a key name the analysis keeps (for its pattern, the largest key of a
+/// pattern and the top lists). Names can be up to 512 MB; past this the rest is left out and
+/// the kept part ends with `…`, so an analysis holds at most this much per name it keeps.
+pub const MAX_KEPT_NAME: usize = 1024;
+
+/// `name` as the analysis keeps it (see [`MAX_KEPT_NAME`]).
+fn kept_name(name: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if name.len() <= MAX_KEPT_NAME {
+        return std::borrow::Cow::Borrowed(name);
+    }
+    let mut kept = name[..MAX_KEPT_NAME].to_vec();
+    kept.extend_from_slice("…".as_bytes());
+    std::borrow::Cow::Owned(kept)
+}
+
 /// Default number of random keys in SAMPLES mode.
 pub const DEFAULT_SAMPLES: u64 = 10_000;
 
@@ -334,6 +349,7 @@ impl Aggregator {
     /// into its first segment (`page:*`) while there is room for those, so big keys are not
     /// lost in `(other)`.
     fn infer_pattern(&mut self, name: &[u8]) {
+        let name = &name[..name.len().min(MAX_KEPT_NAME)];
         self.inferrer.infer_into(name, &mut self.buf);
         if self.patterns.len() >= MAX_PATTERNS && !self.patterns.contains_key(&self.buf) {
             let cut = self.buf.iter().position(|&b| self.inferrer.is_delimiter(b));
@@ -386,7 +402,7 @@ impl Aggregator {
         acc.bytes += k.bytes;
         acc.sum_sq += (k.bytes as f64) * (k.bytes as f64);
         if k.bytes > acc.largest.0 || acc.largest.1.is_empty() {
-            acc.largest = (k.bytes, k.name.to_vec());
+            acc.largest = (k.bytes, kept_name(k.name).into_owned());
         }
         *acc.types.get_or_insert(k.type_name, || k.type_name) += 1;
         if !k.encoding.is_empty() {
@@ -417,11 +433,12 @@ impl Aggregator {
         t.1 += k.bytes;
         self.sizes[size_bucket(k.bytes).min(64 * 16 - 1)] += 1;
         self.max_size = self.max_size.max(k.bytes);
-        push_top(&mut self.top_bytes, self.top, k.bytes, k.name, || {
-            (k.bytes, k.name.to_vec(), k.type_name, k.length)
+        let name = kept_name(k.name);
+        push_top(&mut self.top_bytes, self.top, k.bytes, &name, || {
+            (k.bytes, name.to_vec(), k.type_name, k.length)
         });
-        push_top(&mut self.top_length, self.top, k.length, k.name, || {
-            (k.length, k.name.to_vec(), k.type_name, k.bytes)
+        push_top(&mut self.top_length, self.top, k.length, &name, || {
+            (k.length, name.to_vec(), k.type_name, k.bytes)
         });
         if let Some(ttl) = k.ttl_ms {
             let hour = (ttl.max(0) / 3_600_000) as usize;
@@ -735,6 +752,23 @@ mod tests {
             .contains("TYPE must be one of"));
         assert!(p(&["NOPE"]).unwrap_err().contains("unknown option 'NOPE'"));
         assert!(p(&["DELIMITERS", "ab"]).is_err());
+    }
+
+    /// A key name of megabytes is kept as its first `MAX_KEPT_NAME` bytes and `…`: in the top
+    /// lists, as its pattern's largest key, and for its pattern.
+    #[test]
+    fn huge_names_are_kept_cut() {
+        let mut a = Aggregator::new(b":", 3, Thresholds::default());
+        let huge = format!("blob:{}", "x".repeat(5_000_000));
+        a.add(&facts(&huge, "string", "raw", 6_000_000, 5_000_000, None));
+        a.add(&facts(&huge, "string", "raw", 6_000_000, 5_000_000, None));
+        let r = a.finish(Mode::Full, 0, 2, 2, 2);
+        let shown = &r.top_by_bytes[0].key;
+        assert_eq!(r.top_by_bytes.len(), 1, "the same name is not listed twice");
+        assert_eq!(shown.len(), MAX_KEPT_NAME + "…".len());
+        assert!(shown.starts_with("blob:xxx") && shown.ends_with('…'));
+        assert_eq!(&r.patterns[0].largest_key, shown);
+        assert!(r.patterns[0].pattern.len() <= MAX_KEPT_NAME);
     }
 
     /// Expiries past the next 24 hours count nowhere per second, so TTLs spread over months
