@@ -38,6 +38,33 @@ impl FreshnessIndex {
             .flat_map(|(db, m)| m.keys().map(move |k| (db, k.clone())))
     }
 
+    /// Databases with any key tracked.
+    pub fn dbs_in_use(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.dbs.len()).filter(|&db| !self.dbs[db].is_empty())
+    }
+
+    /// Takes out the keys of `db` for which `pred` holds, with their freshness: one pass over
+    /// that database's map, copying only the names taken.
+    pub fn take_where(
+        &mut self,
+        db: usize,
+        mut pred: impl FnMut(&[u8]) -> bool,
+    ) -> Vec<(Vec<u8>, Freshness)> {
+        let Some(m) = self.dbs.get_mut(db) else {
+            return Vec::new();
+        };
+        let mut taken = Vec::new();
+        m.retain(|key, f| {
+            let take = pred(key);
+            if take {
+                taken.push((key.clone(), *f));
+            }
+            !take
+        });
+        self.len -= taken.len();
+        taken
+    }
+
     /// Records `f` for `key`.
     pub fn set(&mut self, db: usize, key: &[u8], f: Freshness) {
         if self.dbs.len() <= db {
@@ -150,5 +177,35 @@ impl FreshnessIndex {
             }
         }
         Ok(ix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const F: Freshness = Freshness {
+        expires_at_ms: 1_000,
+        delta_ms: 5,
+        stale_ms: 0,
+    };
+
+    #[test]
+    fn take_where_takes_only_matching_keys_of_one_db() {
+        let mut ix = FreshnessIndex::default();
+        for k in ["a1", "a2", "b1"] {
+            ix.set(0, k.as_bytes(), F);
+        }
+        ix.set(3, b"a3", F);
+        assert_eq!(ix.dbs_in_use().collect::<Vec<_>>(), vec![0, 3]);
+        let mut taken = ix.take_where(0, |k| k.starts_with(b"a"));
+        taken.sort_by(|x, y| x.0.cmp(&y.0));
+        assert_eq!(taken, vec![(b"a1".to_vec(), F), (b"a2".to_vec(), F)]);
+        assert_eq!(ix.len(), 2);
+        assert_eq!(ix.get(0, b"b1"), Some(F));
+        assert_eq!(ix.get(3, b"a3"), Some(F));
+        assert!(ix.take_where(7, |_| true).is_empty());
+        ix.take_where(3, |_| true);
+        assert_eq!(ix.dbs_in_use().collect::<Vec<_>>(), vec![0]);
     }
 }

@@ -718,7 +718,7 @@ pub fn take_slot_keys(
 pub fn dbs_in_use() -> Vec<usize> {
     state(|st| {
         let mut dbs = st.index.dbs_in_use();
-        dbs.extend(st.fresh.keys().map(|(db, _)| db));
+        dbs.extend(st.fresh.dbs_in_use());
         dbs.sort_unstable();
         dbs.dedup();
         dbs
@@ -730,20 +730,13 @@ pub fn dbs_in_use() -> Vec<usize> {
 /// tag, with their freshness.
 pub fn take_fresh_slot_keys(db: usize, slots: &SlotSet) -> Vec<KeyTags> {
     state(|st| {
-        let keys: Vec<Vec<u8>> = st
-            .fresh
-            .keys()
-            .filter(|(d, k)| *d == db && slots.holds_key(k))
-            .map(|(_, k)| k)
-            .collect();
-        keys.into_iter()
-            .map(|key| {
-                let freshness = st.fresh.remove(db, &key);
-                KeyTags {
-                    key,
-                    tags: Vec::new(),
-                    freshness,
-                }
+        st.fresh
+            .take_where(db, |k| slots.holds_key(k))
+            .into_iter()
+            .map(|(key, freshness)| KeyTags {
+                key,
+                tags: Vec::new(),
+                freshness: Some(freshness),
             })
             .collect()
     })
