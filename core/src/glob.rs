@@ -21,8 +21,6 @@ const MAX_WORDS: usize = (MAX_GLOB_BYTES + 1).div_ceil(64);
 /// A compiled glob pattern. State `i` means "the first `i` single-byte tests have matched".
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Glob {
-    /// The pattern as the client wrote it.
-    source: Vec<u8>,
     /// Single-byte tests (`?`, a class, a literal), in order.
     tests: usize,
     /// Words per state set: `(tests + 1).div_ceil(64)`.
@@ -131,17 +129,11 @@ impl Glob {
             loops[s / 64] |= 1 << (s % 64);
         }
         Ok(Glob {
-            source: pattern.to_vec(),
             tests: tests.len(),
             words,
             accepts,
             loops,
         })
-    }
-
-    /// The pattern as written.
-    pub fn source(&self) -> &[u8] {
-        &self.source
     }
 
     /// Whether `name` matches, as Redis' `KEYS` and `SCAN ... MATCH` would say.

@@ -569,7 +569,7 @@ impl TagIndex {
     fn link(&mut self, db: usize, key: &[u8], tag: &[u8]) {
         let hk = name_hash(key);
         let d = self.db_mut(db);
-        let k = d.keys.find_or_insert(key);
+        let k = d.keys.find_or_insert_hashed(key, hk);
         let t = d.tags.find_or_insert(tag);
         if d.keys.slots[k as usize].tags.iter().any(|&(x, _)| x == t) {
             return;
@@ -620,7 +620,7 @@ impl TagIndex {
         let Some(d) = self.dbs.get_mut(db) else {
             return false;
         };
-        let (Some(k), Some(t)) = (d.keys.find(key), d.tags.find(tag)) else {
+        let (Some(k), Some(t)) = (d.keys.find_hashed(key, hk), d.tags.find(tag)) else {
             return false;
         };
         let slot = &d.keys.slots[k as usize];
