@@ -27,9 +27,6 @@ pub struct IdTable {
     len: usize,
     /// [`crate::hash_secret::process_secret`], copied here where lookups read it anyway.
     secret: u64,
-    /// False when the caller's hashes are keyed with the secret already (the hot-key
-    /// summary's): their low bits are then used as they are.
-    mix: bool,
 }
 
 impl Default for IdTable {
@@ -38,7 +35,6 @@ impl Default for IdTable {
             buckets: Vec::new(),
             len: 0,
             secret: process_secret(),
-            mix: true,
         }
     }
 }
@@ -66,16 +62,6 @@ impl IdTable {
             buckets: vec![EMPTY; n.max(MIN_BUCKETS).next_power_of_two()],
             len: 0,
             secret: process_secret(),
-            mix: true,
-        }
-    }
-
-    /// [`Self::with_buckets`] for hashes that are keyed with the process's secret already
-    /// (such as `sketch::key_hash`): they are not mixed again.
-    pub fn with_buckets_for_keyed_hashes(n: usize) -> Self {
-        IdTable {
-            mix: false,
-            ..Self::with_buckets(n)
         }
     }
 
@@ -99,11 +85,7 @@ impl IdTable {
 
     /// The 32 bits stored for `hash`: it mixed with the secret.
     fn tag(&self, hash: u64) -> u32 {
-        if self.mix {
-            keyed_tag(hash, self.secret)
-        } else {
-            hash as u32
-        }
+        keyed_tag(hash, self.secret)
     }
 
     /// The id whose hash is `hash` and for which `eq` holds, if any.

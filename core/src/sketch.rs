@@ -122,8 +122,7 @@ impl SpaceSaving {
         let capacity = capacity.max(1);
         // At most a quarter full: most accesses are to untracked keys, and a miss then probes
         // about 1.8 buckets on average (3 at half full).
-        // key_hash is keyed with the process's secret: no second mixing.
-        let index = IdTable::with_buckets_for_keyed_hashes(capacity * 4);
+        let index = IdTable::with_buckets(capacity * 4);
         SpaceSaving {
             counts: vec![floor; capacity],
             order: (0..capacity as u32).collect(),
