@@ -260,9 +260,7 @@ fn send_value(ctx: *mut raw::RedisModuleCtx, value: &Value) {
             }
             Value::String(s) => send_bulk(ctx, s.as_bytes()),
             Value::Array(items) => {
-                if let Some(f) = raw::RedisModule_ReplyWithArray {
-                    f(ctx, items.len() as c_long);
-                }
+                send_array_len(ctx, items.len());
                 for item in items {
                     send_value(ctx, item);
                 }
