@@ -3,6 +3,8 @@
 //! per-node reports merge into one cluster-wide answer. Pure functions, so the merge rules
 //! are unit-tested here and the CLI only fetches and prints.
 
+use std::cmp::Reverse;
+
 use crate::report::{
     Finding, HotEntry, HotKeysReport, KeyspaceReport, PatternStats, TagInfoReport, TagSize,
 };
@@ -349,7 +351,11 @@ pub fn merge_keyspace(reports: &[(String, KeyspaceReport)], top: usize) -> Optio
             x.keys += p.keys;
             x.bytes += p.bytes;
             ci2[i] += (p.bytes_ci95 as f64).powi(2);
-            if p.largest_bytes >= x.largest_bytes {
+            // Ties go to the smaller name, whatever order the nodes answered in.
+            if x.largest_key.is_empty()
+                || (p.largest_bytes, Reverse(&p.largest_key))
+                    > (x.largest_bytes, Reverse(&x.largest_key))
+            {
                 x.largest_bytes = p.largest_bytes;
                 x.largest_key = p.largest_key.clone();
             }
@@ -414,9 +420,13 @@ pub fn merge_keyspace(reports: &[(String, KeyspaceReport)], top: usize) -> Optio
             .then_with(|| a.pattern.cmp(&b.pattern))
     });
     m.bytes_by_type.sort_by_key(|t| std::cmp::Reverse(t.bytes));
-    m.top_by_bytes.sort_by_key(|k| std::cmp::Reverse(k.bytes));
+    // Ties in name order, as on each node, so the merged list does not depend on which node
+    // answered first.
+    m.top_by_bytes
+        .sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.key.cmp(&b.key)));
     m.top_by_bytes.truncate(top);
-    m.top_by_length.sort_by_key(|k| std::cmp::Reverse(k.length));
+    m.top_by_length
+        .sort_by(|a, b| b.length.cmp(&a.length).then_with(|| a.key.cmp(&b.key)));
     m.top_by_length.truncate(top);
     Some(m)
 }

@@ -390,6 +390,7 @@ impl Aggregator {
         self.keys += 1;
         self.bytes += k.bytes;
         self.infer_pattern(k.name);
+        let name = kept_name(k.name);
         // Below the bound (the common case) one lookup is enough.
         let acc = if let Some(a) = self.patterns.get_mut(&self.buf) {
             a
@@ -401,8 +402,11 @@ impl Aggregator {
         acc.keys += 1;
         acc.bytes += k.bytes;
         acc.sum_sq += (k.bytes as f64) * (k.bytes as f64);
-        if k.bytes > acc.largest.0 || acc.largest.1.is_empty() {
-            acc.largest = (k.bytes, kept_name(k.name).into_owned());
+        // Ties go to the smaller name, so the result does not depend on the scan's order.
+        if acc.largest.1.is_empty()
+            || (k.bytes, Reverse(&*name)) > (acc.largest.0, Reverse(&acc.largest.1[..]))
+        {
+            acc.largest = (k.bytes, name.to_vec());
         }
         *acc.types.get_or_insert(k.type_name, || k.type_name) += 1;
         if !k.encoding.is_empty() {
@@ -433,12 +437,11 @@ impl Aggregator {
         t.1 += k.bytes;
         self.sizes[size_bucket(k.bytes).min(64 * 16 - 1)] += 1;
         self.max_size = self.max_size.max(k.bytes);
-        let name = kept_name(k.name);
         push_top(&mut self.top_bytes, self.top, k.bytes, &name, || {
-            (k.bytes, name.to_vec(), k.type_name, k.length)
+            (k.bytes, Reverse(name.to_vec()), k.type_name, k.length)
         });
         push_top(&mut self.top_length, self.top, k.length, &name, || {
-            (k.length, name.to_vec(), k.type_name, k.bytes)
+            (k.length, Reverse(name.to_vec()), k.type_name, k.bytes)
         });
         if let Some(ttl) = k.ttl_ms {
             let hour = (ttl.max(0) / 3_600_000) as usize;
@@ -597,7 +600,7 @@ impl Aggregator {
         let to_entries = |heap: TopHeap, by_len: bool| {
             let mut v: Vec<KeyEntry> = heap
                 .into_iter()
-                .map(|Reverse((a, name, t, b))| KeyEntry {
+                .map(|Reverse((a, Reverse(name), t, b))| KeyEntry {
                     key: crate::report::display_name(&name),
                     r#type: t.to_string(),
                     bytes: if by_len { b } else { a },
@@ -664,15 +667,20 @@ impl Aggregator {
     }
 }
 
-/// (ranking value, key name, type, the other measure).
-type TopItem = (u64, Vec<u8>, &'static str, u64);
+/// (ranking value, key name, type, the other measure). The name is reversed so that among
+/// equal ranks the smaller name ranks higher: the list is then the same whatever order the
+/// keys came in.
+type TopItem = (u64, Reverse<Vec<u8>>, &'static str, u64);
 type TopHeap = BinaryHeap<Reverse<TopItem>>;
 
 /// Keeps the `n` largest by `rank`; the item (and its name copy) is built only if it enters.
 /// A key already listed is not listed again: random sampling can draw the same key twice.
 fn push_top(heap: &mut TopHeap, n: usize, rank: u64, name: &[u8], item: impl FnOnce() -> TopItem) {
-    let enters = heap.len() < n || heap.peek().is_some_and(|Reverse(min)| rank > min.0);
-    if !enters || heap.iter().any(|Reverse(x)| x.1 == name) {
+    let enters = heap.len() < n
+        || heap
+            .peek()
+            .is_some_and(|Reverse(min)| (rank, Reverse(name)) > (min.0, Reverse(&min.1 .0[..])));
+    if !enters || heap.iter().any(|Reverse(x)| x.1 .0 == name) {
         return;
     }
     if heap.len() >= n {
@@ -769,6 +777,36 @@ mod tests {
         assert!(shown.starts_with("blob:xxx") && shown.ends_with('…'));
         assert_eq!(&r.patterns[0].largest_key, shown);
         assert!(r.patterns[0].pattern.len() <= MAX_KEPT_NAME);
+    }
+
+    /// Keys of equal size in any order give the same report: a pattern's largest key and the
+    /// top lists break ties by name, so a scan that met the keys in another order (a rehash,
+    /// shorter slices) reports the same thing.
+    #[test]
+    fn ties_are_broken_by_name_whatever_the_order() {
+        let names: Vec<String> = (0..200)
+            .map(|i| format!("item:{}", (i * 7919) % 1000))
+            .collect();
+        let report = |order: &mut dyn Iterator<Item = &String>| {
+            let mut a = Aggregator::new(b":", 5, Thresholds::default());
+            for name in order {
+                a.add(&facts(name, "string", "raw", 100, 10, None));
+            }
+            a.finish(Mode::Full, 0, 200, 200, 0)
+        };
+        let forward = report(&mut names.iter());
+        let backward = report(&mut names.iter().rev());
+        assert_eq!(forward, backward);
+        assert_eq!(forward.patterns[0].largest_key, "item:0");
+        let top: Vec<&str> = forward
+            .top_by_bytes
+            .iter()
+            .map(|k| k.key.as_str())
+            .collect();
+        assert_eq!(
+            top,
+            ["item:0", "item:109", "item:112", "item:115", "item:118"]
+        );
     }
 
     /// Expiries past the next 24 hours count nowhere per second, so TTLs spread over months
@@ -947,12 +985,12 @@ mod tests {
         let mut heap = TopHeap::new();
         for (rank, name) in [(5, "a"), (9, "b"), (9, "b"), (7, "c"), (9, "b"), (1, "d")] {
             push_top(&mut heap, 3, rank, name.as_bytes(), || {
-                (rank, name.as_bytes().to_vec(), "string", 0)
+                (rank, Reverse(name.as_bytes().to_vec()), "string", 0)
             });
         }
         let mut names: Vec<String> = heap
             .into_iter()
-            .map(|Reverse(x)| String::from_utf8(x.1).unwrap())
+            .map(|Reverse(x)| String::from_utf8(x.1 .0).unwrap())
             .collect();
         names.sort();
         assert_eq!(names, ["a", "b", "c"]);

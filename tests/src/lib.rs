@@ -417,6 +417,35 @@ pub fn err(con: &mut redis::Connection, args: &[&str]) -> String {
     }
 }
 
+/// Waits (up to 10 s) until db `db`'s key table is not rehashing, as `DEBUG HTSTATS` tells.
+/// On Redis 8 a key's MEMORY USAGE counts its hash-table entry only when the entry shares a
+/// bucket, so it can change while a rehash moves keys; tests that compare two analyses'
+/// byte totals wait for a table that keeps still.
+pub fn wait_for_rehash_end(con: &mut redis::Connection, db: u32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let stats: String = redis::cmd("DEBUG")
+            .arg("HTSTATS")
+            .arg(db)
+            .query(con)
+            .unwrap_or_default();
+        let keys_part = stats.split("[Expires HT]").next().unwrap_or_default();
+        let rehashing = keys_part.contains("Hash table 1")
+            || keys_part
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix("rehashing index:"))
+                .any(|v| v.trim() != "-1");
+        if !rehashing {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "db {db} still rehashing:\n{stats}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// An integer field of `INFO section` (`master_repl_offset`, `sync_partial_ok`...); -1 if absent.
 pub fn info_int(con: &mut redis::Connection, section: &str, field: &str) -> i64 {
     let info: String = redis::cmd("INFO")
