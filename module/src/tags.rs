@@ -1825,9 +1825,10 @@ pub fn tag_info(call: &Call) -> Result<Reply, ReplyError> {
             memory_bytes: st.index.memory_bytes() as u64,
             digest: format!("{:016x}", stats.digest),
             tag: tag.map(|t| opt_core::report::display_name(t)),
+            // Ranking walks every tag (a few ms per million), so only the overview does it.
             largest: st
                 .index
-                .largest_tags(db, 10)
+                .largest_tags(db, if tag.is_some() { 0 } else { 10 })
                 .into_iter()
                 .map(|(t, n)| TagSize {
                     tag: opt_core::report::display_name(&t),

@@ -78,6 +78,7 @@ fn metrics_use_redis_exporter_names_and_bounded_module_series() {
     );
     assert_eq!(m["redis_db_keys{db=\"db0\"}"], 1.0);
     assert_eq!(m["opt_tag_index_pairs"], 2.0);
+    assert_eq!(m["opt_tags_total"], 2.0, "user:1 and site");
     assert_eq!(m["opt_tag_migrated_keys_sent_total"], 0.0);
     assert_eq!(m["opt_stampede_locks"], 0.0);
     assert_eq!(

@@ -208,6 +208,62 @@ fn replacing_writes_drop_tags_and_in_place_writes_keep_them() {
     assert_eq!(info(&mut c).keys, 8);
 }
 
+/// OPT.TAGINFO: the overview ranks the selected db's tags (most keys first, ties by name);
+/// asked about one tag it gives that tag's keys and ranks nothing.
+#[test]
+fn taginfo_ranks_the_largest_tags_and_answers_for_one_tag() {
+    let server = Server::start();
+    let mut c = server.conn();
+    for i in 0..15 {
+        let mut tags = vec![format!("t{i:02}")];
+        if i < 5 {
+            tags.push("five".into());
+        }
+        if i < 3 {
+            tags.push("three".into());
+        }
+        let mut set = redis::cmd("OPT.SET");
+        set.arg(format!("k{i}")).arg("v").arg("TAGS").arg(&tags);
+        let _: () = set.query(&mut c).unwrap();
+    }
+    let overview = info(&mut c);
+    assert_eq!((overview.keys, overview.tags, overview.pairs), (15, 17, 23));
+    assert_eq!(overview.tag, None);
+    let ranked: Vec<(&str, u64)> = overview
+        .largest
+        .iter()
+        .map(|t| (t.tag.as_str(), t.keys))
+        .collect();
+    assert_eq!(
+        ranked,
+        [
+            ("five", 5),
+            ("three", 3),
+            ("t00", 1),
+            ("t01", 1),
+            ("t02", 1),
+            ("t03", 1),
+            ("t04", 1),
+            ("t05", 1),
+            ("t06", 1),
+            ("t07", 1)
+        ]
+    );
+    let one: TagInfoReport = opt_harness::json(&mut c, &["OPT.TAGINFO", "five"]);
+    assert_eq!((one.tag.as_deref(), one.keys), (Some("five"), 5));
+    assert!(one.largest.is_empty(), "{:?}", one.largest);
+    assert_eq!(
+        (one.tags, one.pairs, &one.digest),
+        (17, 23, &overview.digest)
+    );
+    let missing: TagInfoReport = opt_harness::json(&mut c, &["OPT.TAGINFO", "nope"]);
+    assert_eq!(missing.keys, 0);
+    // Another db has no tags of its own to rank.
+    let _: () = redis::cmd("SELECT").arg(1).query(&mut c).unwrap();
+    assert!(info(&mut c).largest.is_empty());
+    assert!(err(&mut c, &["OPT.TAGINFO", "a", "b"]).contains("at most one tag"));
+}
+
 /// Key and tag names are bytes: OPT.TAGS and OPT.TAGKEYS give them back exactly (they went
 /// through text before, which turned bytes that are not UTF-8 into U+FFFD), and reports show
 /// such bytes as `\xNN`.
