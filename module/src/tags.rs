@@ -1145,7 +1145,9 @@ pub fn set(call: &Call) -> Result<Reply, ReplyError> {
             close(k);
             (old, false, None)
         } else {
-            let kept = if matches!(o.expiry, Expiry::Keep) {
+            // Only an existing key has a TTL to keep: Redis 8.6's RM_GetExpire reads the
+            // value of an empty key handle without checking it, and crashes.
+            let kept = if matches!(o.expiry, Expiry::Keep) && exists {
                 get_expire(k)
             } else {
                 -1

@@ -270,10 +270,17 @@ fn random_arguments_never_panic_and_errors_change_nothing() {
             match c.query::<redis::Value>(&mut con) {
                 Ok(_) => replies += 1,
                 Err(e) => {
-                    assert!(
-                        e.kind() != redis::ErrorKind::Io && !e.is_timeout(),
-                        "{call}: the server did not answer: {e}"
-                    );
+                    if e.kind() == redis::ErrorKind::Io || e.is_timeout() {
+                        // Give the server a moment to finish its crash report, then show it.
+                        std::thread::sleep(Duration::from_millis(500));
+                        let log = server.log();
+                        let from = log
+                            .find("crashed by signal")
+                            .unwrap_or(0)
+                            .saturating_sub(200);
+                        let tail = &log[from..(from + 6_000).min(log.len())];
+                        panic!("{call}: the server did not answer: {e}\nserver log:\n{tail}");
+                    }
                     let text = e.to_string();
                     assert!(
                         !text.contains("internal error"),

@@ -264,6 +264,38 @@ fn taginfo_ranks_the_largest_tags_and_answers_for_one_tag() {
     assert!(err(&mut c, &["OPT.TAGINFO", "a", "b"]).contains("at most one tag"));
 }
 
+/// KEEPTTL as SET has it: an existing key keeps its TTL (or its lack of one), a missing key is
+/// written without one. The missing key case crashed Redis 8.6 (its RM_GetExpire reads an
+/// empty key handle's value); the fuzz test found it.
+#[test]
+fn keepttl_keeps_an_existing_ttl_and_writes_a_missing_key_without_one() {
+    let server = Server::start();
+    let mut c = server.conn();
+    let pttl =
+        |c: &mut Connection, key: &str| -> i64 { redis::cmd("PTTL").arg(key).query(c).unwrap() };
+    for (key, with_set) in [("fresh", false), ("fresh-set", true)] {
+        let write = if with_set { "SET" } else { "OPT.SET" };
+        let mut args = vec![write, key, "v", "KEEPTTL"];
+        if !with_set {
+            args.extend(["TAGS", "t"]);
+        }
+        ok(&mut c, &args);
+        assert_eq!(pttl(&mut c, key), -1, "{write} KEEPTTL on a missing key");
+    }
+    ok(&mut c, &["SET", "timed", "old", "PX", "500000"]);
+    ok(&mut c, &["OPT.SET", "timed", "new", "KEEPTTL", "TAGS", "t"]);
+    assert!((400_000..=500_000).contains(&pttl(&mut c, "timed")));
+    ok(
+        &mut c,
+        &[
+            "OPT.SET", "fresh", "again", "KEEPTTL", "XX", "TAGS", "t", "u",
+        ],
+    );
+    assert_eq!(pttl(&mut c, "fresh"), -1);
+    assert_eq!(tags(&mut c, "fresh"), ["t", "u"]);
+    assert_eq!(info(&mut c).keys, 2, "fresh and timed");
+}
+
 /// Key and tag names are bytes: OPT.TAGS and OPT.TAGKEYS give them back exactly (they went
 /// through text before, which turned bytes that are not UTF-8 into U+FFFD), and reports show
 /// such bytes as `\xNN`.
