@@ -6,7 +6,8 @@
 //! classes: `class(key sds) + value + dictEntry (+ per-entry metadata)`. The module reads the
 //! size classes from the server's allocator at run time and calibrates the constant part on
 //! the first keys against MEMORY USAGE itself, falling back to MEMORY USAGE whenever they
-//! disagree.
+//! disagree. This is Redis 7.x's layout (the key name and the value object allocated apart);
+//! the module asks MEMORY USAGE for every key on servers that embed the name in the object.
 
 /// Bytes of the sds header for a string of `len` bytes, as `sdsnewlen` picks its type.
 pub fn sds_header(len: usize) -> usize {

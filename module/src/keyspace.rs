@@ -991,7 +991,7 @@ unsafe fn key_bytes(
     encoding: &str,
     length: u64,
 ) -> u64 {
-    let computed = if job.calibration.failed {
+    let computed = if job.calibration.failed || !crate::server::string_sizes_computable() {
         None
     } else {
         size_classes().and_then(|t| {

@@ -180,6 +180,18 @@ pub fn supports_aux_save2() -> bool {
     })
 }
 
+/// Whether a string key's MEMORY USAGE follows the layout `opt_core::memsize` computes: Redis
+/// 7.x, where the key name and the value object are separate allocations. Redis 8 embeds the
+/// name (and the TTL) in the value object, and Valkey 8 sizes short keys differently, so the
+/// figure there depends on name and value lengths together in ways the computation does not
+/// model. On those servers every key is asked: a calibration on the first keys agreed on
+/// Redis 8.6 and then undercounted hundreds of keys by 16 bytes, whose names crossed a size
+/// class the first ones did not.
+pub fn string_sizes_computable() -> bool {
+    let redis = info().is_none_or(|s| s.display_version.starts_with("redis"));
+    redis && version().is_some_and(|v| v.major == 7)
+}
+
 /// Whether lists can be listpack-encoded (Redis 7.2 and later, and Valkey); before that every
 /// list is a quicklist.
 pub fn has_listpack_lists() -> bool {
