@@ -12,12 +12,7 @@ module=${OPT_MODULE:-$module}
 optctl=${OPTCTL:-$optctl}
 keys=${1:-1000000}
 [ -n "${OPT_MODULE:-}" ] || cargo build --quiet --release -p redis-opt-module -p redis-opt-ctl
-work=$(mktemp -d /tmp/opt-scrape.XXXXXX)
-port=$(free_port)
-trap 'redis-cli -p "$port" SHUTDOWN NOSAVE >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
-redis-server --port "$port" --bind 127.0.0.1 --daemonize yes --dir "$work" --logfile "$work/log" \
-  --save "" --loadmodule "$module" >/dev/null
-for _ in $(seq 1 100); do redis-cli -p "$port" PING >/dev/null 2>&1 && break; sleep 0.05; done
+start_module_server scrape
 redis-benchmark -p "$port" -n "$keys" -r 100000000 -P 32 \
   OPT.SET k:__rand_int__ v TAGS t:__rand_int__ >/dev/null
 redis-cli -p "$port" CONFIG SET slowlog-log-slower-than 0 >/dev/null

@@ -1,4 +1,4 @@
-# Shared by demo.sh and run.sh: start a redis-server with the release module on a port.
+# Shared by the scripts and benches: start a redis-server with the release module on a port.
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 module="$root/target/release/libredis_opt.so"
@@ -48,4 +48,16 @@ server_command_line() {
   else
     echo "$bin"
   fi
+}
+
+# start_module_server NAME: starts a throwaway redis-server with $module on a free loopback
+# port, in a fresh /tmp/opt-NAME.* directory, and waits for its PING. Sets $port and $work,
+# and stops the server and removes the directory when the script exits.
+start_module_server() {
+  work=$(mktemp -d "/tmp/opt-$1.XXXXXX")
+  port=$(free_port)
+  trap 'redis-cli -p "$port" SHUTDOWN NOSAVE >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+  redis-server --port "$port" --bind 127.0.0.1 --daemonize yes --dir "$work" \
+    --logfile "$work/log" --save "" --loadmodule "$module" >/dev/null
+  for _ in $(seq 1 100); do redis-cli -p "$port" PING >/dev/null 2>&1 && return; sleep 0.05; done
 }
