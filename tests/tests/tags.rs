@@ -296,6 +296,94 @@ fn keepttl_keeps_an_existing_ttl_and_writes_a_missing_key_without_one() {
     assert_eq!(info(&mut c).keys, 2, "fresh and timed");
 }
 
+/// OPT.SET is SET plus tags: for every expiry option, NX/XX, and GET, on a missing key, a
+/// string, a string with a TTL and a hash, OPT.SET on one key and SET on its twin give the
+/// same reply (or the same error code), the same type, value and TTL; and OPT.SET's key
+/// carries its tag exactly when the value was written.
+#[test]
+fn opt_set_behaves_as_set_for_every_option_and_key_state() {
+    let server = Server::start();
+    let mut c = server.conn();
+    let time: Vec<String> = redis::cmd("TIME").query(&mut c).unwrap();
+    let now_s: i64 = time[0].parse().unwrap();
+    let (exat, pxat) = (
+        (now_s + 300).to_string(),
+        ((now_s + 400) * 1000).to_string(),
+    );
+    let expiries: [&[&str]; 6] = [
+        &[],
+        &["EX", "100"],
+        &["PX", "200000"],
+        &["EXAT", &exat],
+        &["PXAT", &pxat],
+        &["KEEPTTL"],
+    ];
+    let conditions: [&[&str]; 3] = [&[], &["NX"], &["XX"]];
+    let prepare = |c: &mut Connection, key: &str, state: &str| match state {
+        "missing" => {}
+        "string" => drop(ok(c, &["SET", key, "old"])),
+        "timed" => drop(ok(c, &["SET", key, "old", "EX", "500"])),
+        _ => drop(ok(c, &["HSET", key, "f", "v"])),
+    };
+    let observe = |c: &mut Connection, key: &str| {
+        let kind: String = redis::cmd("TYPE").arg(key).query(c).unwrap();
+        let value: Option<String> = if kind == "string" {
+            redis::cmd("GET").arg(key).query(c).unwrap()
+        } else {
+            None
+        };
+        let pttl: i64 = redis::cmd("PTTL").arg(key).query(c).unwrap();
+        (kind, value, pttl)
+    };
+    let mut n = 0;
+    for state in ["missing", "string", "timed", "hash"] {
+        for expiry in expiries {
+            for condition in conditions {
+                for get in [false, true] {
+                    n += 1;
+                    let (plain, tagged) = (format!("set:{n}"), format!("opt:{n}"));
+                    prepare(&mut c, &plain, state);
+                    prepare(&mut c, &tagged, state);
+                    let mut options: Vec<&str> = [expiry, condition].concat();
+                    if get {
+                        options.push("GET");
+                    }
+                    let set_args = [&["SET", plain.as_str(), "new"][..], &options].concat();
+                    let opt_args = [
+                        &["OPT.SET", tagged.as_str(), "new"][..],
+                        &options,
+                        &["TAGS", "t"],
+                    ]
+                    .concat();
+                    let case = format!("{state} key, options {options:?}");
+                    match (
+                        opt_harness::command(&mut c, &set_args),
+                        opt_harness::command(&mut c, &opt_args),
+                    ) {
+                        (Ok(a), Ok(b)) => assert_eq!(a, b, "{case}: replies"),
+                        (Err(a), Err(b)) => assert_eq!(a.code(), b.code(), "{case}: {a} / {b}"),
+                        (a, b) => panic!("{case}: SET {a:?}, OPT.SET {b:?}"),
+                    }
+                    let (want, got) = (observe(&mut c, &plain), observe(&mut c, &tagged));
+                    assert_eq!((&want.0, &want.1), (&got.0, &got.1), "{case}: type, value");
+                    if want.2 < 0 || got.2 < 0 {
+                        assert_eq!(want.2, got.2, "{case}: PTTL");
+                    } else {
+                        assert!(
+                            (want.2 - got.2).abs() < 2_000,
+                            "{case}: PTTL {want:?} {got:?}"
+                        );
+                    }
+                    let written = got.1.as_deref() == Some("new");
+                    let expected: &[&str] = if written { &["t"] } else { &[] };
+                    assert_eq!(tags(&mut c, &tagged), expected, "{case}: tags");
+                }
+            }
+        }
+    }
+    assert_eq!(n, 144);
+}
+
 /// Key and tag names are bytes: OPT.TAGS and OPT.TAGKEYS give them back exactly (they went
 /// through text before, which turned bytes that are not UTF-8 into U+FFFD), and reports show
 /// such bytes as `\xNN`.
