@@ -235,7 +235,14 @@ impl Server {
     fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if self.ping() {
+            // A PONG may come from another test's server that took the port between
+            // free_port() and our bind: ours then fails with "Address already in use" and the
+            // caller retries on another port. So the PONG counts only from our own process.
+            if self.ping()
+                && self
+                    .answering_pid()
+                    .is_none_or(|pid| Some(pid) == self.pid())
+            {
                 return Ok(());
             }
             if let Some(child) = self.child.as_mut() {
@@ -253,6 +260,34 @@ impl Server {
 
     fn ping(&self) -> bool {
         raw_command(self.port, "PING").is_some_and(|r| r.starts_with("+PONG"))
+    }
+
+    /// The process id of our server process, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// The `process_id` that whatever answers on our port reports in `INFO server`.
+    pub fn answering_pid(&self) -> Option<u32> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        s.write_all(b"INFO server\r\n").ok()?;
+        let mut text = Vec::new();
+        let mut buf = [0u8; 4096];
+        while text.len() < 64 * 1024 {
+            let n = s.read(&mut buf).ok()?;
+            if n == 0 {
+                break;
+            }
+            text.extend_from_slice(&buf[..n]);
+            let info = String::from_utf8_lossy(&text);
+            if let Some(rest) = info.split("process_id:").nth(1) {
+                if let Some((pid, _)) = rest.split_once("\r\n") {
+                    return pid.trim().parse().ok();
+                }
+            }
+        }
+        None
     }
 
     /// `redis://127.0.0.1:<port>`.

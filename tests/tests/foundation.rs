@@ -10,6 +10,17 @@ fn opt_status(server: &Server) -> serde_json::Value {
     opt_harness::json(&mut server.conn(), &["OPT.STATUS"])
 }
 
+/// The harness talks to the server it started: a test whose port another test's server took
+/// first would otherwise get PONG from that one, and lose its connection when that test ends
+/// (seen once as a "Broken pipe" while four suites ran at once).
+#[test]
+fn each_test_server_is_the_process_the_harness_started() {
+    let (a, b) = (Server::start(), Server::start());
+    assert!(a.pid().is_some() && a.pid() != b.pid());
+    assert_eq!(a.answering_pid(), a.pid());
+    assert_eq!(b.answering_pid(), b.pid());
+}
+
 #[test]
 fn module_is_listed_with_its_version() {
     let server = Server::start();
