@@ -269,25 +269,12 @@ impl Server {
 
     /// The `process_id` that whatever answers on our port reports in `INFO server`.
     pub fn answering_pid(&self) -> Option<u32> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        s.write_all(b"INFO server\r\n").ok()?;
-        let mut text = Vec::new();
-        let mut buf = [0u8; 4096];
-        while text.len() < 64 * 1024 {
-            let n = s.read(&mut buf).ok()?;
-            if n == 0 {
-                break;
-            }
-            text.extend_from_slice(&buf[..n]);
-            let info = String::from_utf8_lossy(&text);
-            if let Some(rest) = info.split("process_id:").nth(1) {
-                if let Some((pid, _)) = rest.split_once("\r\n") {
-                    return pid.trim().parse().ok();
-                }
-            }
-        }
-        None
+        let mut con = redis::Client::open(self.url())
+            .ok()?
+            .get_connection_with_timeout(Duration::from_secs(2))
+            .ok()?;
+        con.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        u32::try_from(info_int(&mut con, "server", "process_id")).ok()
     }
 
     /// `redis://127.0.0.1:<port>`.
