@@ -188,8 +188,12 @@ pub fn supports_aux_save2() -> bool {
 /// Redis 8.6 and then undercounted hundreds of keys by 16 bytes, whose names crossed a size
 /// class the first ones did not.
 pub fn string_sizes_computable() -> bool {
-    let redis = info().is_none_or(|s| s.display_version.starts_with("redis"));
-    redis && version().is_some_and(|v| v.major == 7)
+    // Asked for every string key of an analysis: decided once.
+    static COMPUTABLE: OnceLock<bool> = OnceLock::new();
+    *COMPUTABLE.get_or_init(|| {
+        let redis = info().is_none_or(|s| s.display_version.starts_with("redis"));
+        redis && version().is_some_and(|v| v.major == 7)
+    })
 }
 
 /// Whether lists can be listpack-encoded (Redis 7.2 and later, and Valkey); before that every
