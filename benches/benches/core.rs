@@ -1,11 +1,11 @@
 //! Criterion benches of the `opt_core` paths that sit on the server's hot path: the hot-key
-//! update (per sampled access), key-pattern inference (per key), and the command-name lookup
+//! update (per sampled access), a hot-key query, key-pattern inference (per key), and the command-name lookup
 //! of the filter. Run: `make bench` or `cargo bench -p redis-opt-benches`.
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use opt_core::hotkeys::HotKeyTracker;
+use opt_core::hotkeys::{HotKeyTracker, HotKeysQuery, KindFilter, Window};
 use opt_core::keyspec::{CommandRow, KeySpecTable};
 use opt_core::pattern::PatternInferrer;
 use opt_core::sketch::Kind;
@@ -45,6 +45,43 @@ fn hotkeys_update(c: &mut Criterion) {
             })
         },
     );
+    g.finish();
+}
+
+/// A query of a full tracker: the past windows and the current one each hold 1,024 keys of
+/// uniform traffic (the worst case: every slot taken, nothing dominant). OPT.ADVISE asks for
+/// two such reports, and an `optctl` scrape asks for OPT.ADVISE.
+fn hotkeys_query(c: &mut Criterion) {
+    let mut rng = Rng::new(5);
+    let mut t = HotKeyTracker::new(1024, 60_000, b":", 0);
+    // One window, then the next one (the first is then both the past and the previous).
+    for window in 0..2 {
+        if window == 1 {
+            t.tick(61_000);
+        }
+        for _ in 0..300_000 {
+            let kind = if rng.next_u64() % 3 == 0 {
+                Kind::Write
+            } else {
+                Kind::Read
+            };
+            t.record(format!("key:{}", rng.next_u64() % 100_000).as_bytes(), kind);
+        }
+    }
+    let mut g = c.benchmark_group("hotkeys query, full tracker");
+    for (name, kind, window) in [
+        ("total top 10", KindFilter::All, Window::Total),
+        ("total top 10 misses", KindFilter::Miss, Window::Total),
+        ("recent top 10", KindFilter::All, Window::Recent),
+    ] {
+        let q = HotKeysQuery {
+            count: 10,
+            kind,
+            window,
+            namespaces: false,
+        };
+        g.bench_function(name, |b| b.iter(|| t.query(black_box(&q), 62_000, 1)));
+    }
     g.finish();
 }
 
@@ -100,5 +137,11 @@ fn command_lookup(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, hotkeys_update, pattern_inference, command_lookup);
+criterion_group!(
+    benches,
+    hotkeys_update,
+    hotkeys_query,
+    pattern_inference,
+    command_lookup
+);
 criterion_main!(benches);

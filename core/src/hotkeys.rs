@@ -10,7 +10,7 @@
 use crate::args::Args;
 use crate::pattern::PatternInferrer;
 use crate::report::{HotEntry, HotKeysReport};
-use crate::sketch::{key_hash, Entry, Kind, SpaceSaving, MAX_NAME_BYTES};
+use crate::sketch::{key_hash, EntryView, Kind, SpaceSaving, MAX_NAME_BYTES};
 
 /// Key patterns are counted for one tracked access in this many: namespaces aggregate many
 /// keys, so sampling them costs little accuracy and keeps pattern inference off most accesses.
@@ -131,11 +131,6 @@ impl Sketches {
             // Idle for more than a window: nothing of the previous one is recent.
             self.previous.clear();
         }
-    }
-
-    /// Everything since start or reset.
-    fn total(&self) -> SpaceSaving {
-        SpaceSaving::merged(&self.past, &self.current, self.past.capacity())
     }
 
     fn resize(&mut self, capacity: usize) {
@@ -372,15 +367,15 @@ impl HotKeyTracker {
         };
         let window = match q.window {
             Window::Total => {
-                let s = &sketches.total();
+                let m = SpaceSaving::merged_views(
+                    &sketches.past,
+                    &sketches.current,
+                    sketches.past.capacity(),
+                );
                 WindowView {
-                    rows: s
-                        .entries()
-                        .into_iter()
-                        .map(|e| Merged::from(&e, 1.0))
-                        .collect(),
-                    sampled: s.total() as f64,
-                    floor: s.floor() as f64,
+                    rows: m.entries.iter().map(|e| Merged::from(e, 1.0)).collect(),
+                    sampled: m.total as f64,
+                    floor: m.floor as f64,
                     seconds: (now_ms.saturating_sub(self.started_ms)).max(1) as f64 / 1000.0,
                     observed: Observed {
                         seen: self.observed[PAST].seen + self.observed[CURRENT].seen,
@@ -404,9 +399,22 @@ impl HotKeyTracker {
             KindFilter::Write => m.split[1],
             KindFilter::Miss => m.split[2],
         };
+        // Highest first; by name, then hash, among equals, so that the order is total and
+        // selecting the first `count` keeps the same entries as sorting all of them.
+        let order = |a: &Merged, b: &Merged| {
+            by(b)
+                .total_cmp(&by(a))
+                .then_with(|| a.name.cmp(b.name))
+                .then_with(|| a.hash.cmp(&b.hash))
+        };
         let mut rows: Vec<Merged> = window.rows.into_iter().filter(|m| by(m) > 0.0).collect();
-        rows.sort_by(|a, b| by(b).total_cmp(&by(a)).then_with(|| a.name.cmp(&b.name)));
-        rows.truncate(q.count);
+        if q.count == 0 {
+            rows.clear();
+        } else if rows.len() > q.count {
+            rows.select_nth_unstable_by(q.count - 1, order);
+            rows.truncate(q.count);
+        }
+        rows.sort_by(order);
         let estimated = window.sampled * scale;
         let entries = rows
             .iter()
@@ -415,7 +423,7 @@ impl HotKeyTracker {
                 let count = by(m) * scale;
                 HotEntry {
                     rank: i as u64 + 1,
-                    name: crate::report::display_name(&m.name),
+                    name: crate::report::display_name(m.name),
                     truncated: m.truncated,
                     count: count.round() as u64,
                     error: (m.error * scale).round() as u64,
@@ -462,7 +470,7 @@ impl HotKeyTracker {
     /// previous window counts with the weight of its share that lies within the last
     /// `window_ms`. A key missing from one summary may have up to that summary's floor there,
     /// which goes into its error.
-    fn recent(&self, s: &Sketches, now_ms: u64) -> WindowView {
+    fn recent<'a>(&self, s: &'a Sketches, now_ms: u64) -> WindowView<'a> {
         let elapsed = now_ms.saturating_sub(self.current_started_ms);
         let w = if self.previous_len_ms == 0 {
             0.0
@@ -475,11 +483,10 @@ impl HotKeyTracker {
         let cur_floor = s.current.floor() as f64;
         let mut rows: Vec<Merged> = s
             .current
-            .entries()
-            .iter()
+            .views()
             .map(|e| {
-                let mut m = Merged::from(e, 1.0);
-                match s.previous.get(e.hash) {
+                let mut m = Merged::from(&e, 1.0);
+                match s.previous.get_view(e.hash) {
                     Some(p) => m.add(&Merged::from(&p, w)),
                     None => m.error += prev_floor,
                 }
@@ -487,8 +494,8 @@ impl HotKeyTracker {
             })
             .collect();
         if w > 0.0 {
-            for p in s.previous.entries() {
-                if s.current.get(p.hash).is_none() {
+            for p in s.previous.views() {
+                if s.current.get_view(p.hash).is_none() {
                     let mut m = Merged::from(&p, w);
                     m.error += cur_floor;
                     rows.push(m);
@@ -509,8 +516,8 @@ impl HotKeyTracker {
 }
 
 /// The entries of one window, with what the report needs about the window itself.
-struct WindowView {
-    rows: Vec<Merged>,
+struct WindowView<'a> {
+    rows: Vec<Merged<'a>>,
     sampled: f64,
     floor: f64,
     seconds: f64,
@@ -529,19 +536,21 @@ const PAST: usize = 0;
 const CURRENT: usize = 1;
 const PREVIOUS: usize = 2;
 
-/// An entry whose counts may combine two summaries with weights.
-struct Merged {
-    name: Vec<u8>,
+/// An entry whose counts may combine two summaries with weights, its name borrowed.
+struct Merged<'a> {
+    hash: u64,
+    name: &'a [u8],
     truncated: bool,
     count: f64,
     error: f64,
     split: [f64; 3],
 }
 
-impl Merged {
-    fn from(e: &Entry, w: f64) -> Self {
+impl<'a> Merged<'a> {
+    fn from(e: &EntryView<'a>, w: f64) -> Self {
         Merged {
-            name: e.name.clone(),
+            hash: e.hash,
+            name: e.name,
             truncated: e.truncated,
             count: e.count as f64 * w,
             error: e.error as f64 * w,
@@ -549,7 +558,7 @@ impl Merged {
         }
     }
 
-    fn add(&mut self, other: &Merged) {
+    fn add(&mut self, other: &Merged<'_>) {
         self.count += other.count;
         self.error += other.error;
         for i in 0..3 {
@@ -682,6 +691,57 @@ mod tests {
         let s = t.query(&q(Window::Total, KindFilter::All, false), 10_000, 10);
         assert_eq!(s.entries[0].count, 300);
         assert_eq!(s.estimated_accesses, 600);
+    }
+
+    #[test]
+    fn the_first_n_of_a_report_are_the_first_n_of_the_whole_ranking() {
+        // Reports select their first COUNT entries instead of sorting every candidate; ties
+        // (many keys seen equally often) must not change which ones, nor their order.
+        let mut t = HotKeyTracker::new(64, 1_000, b":", 0);
+        let mut rng = 7u64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        for round in 0..3 {
+            if round > 0 {
+                t.tick(round * 1_500);
+            }
+            for _ in 0..5_000 {
+                let key = format!("k:{}", next() % 150);
+                let kind = if next() % 4 == 0 {
+                    Kind::Write
+                } else {
+                    Kind::Read
+                };
+                t.record(key.as_bytes(), kind);
+                if kind == Kind::Read && next() % 3 == 0 {
+                    t.record_miss(key.as_bytes());
+                }
+            }
+        }
+        let now = 4_000;
+        for window in [Window::Total, Window::Recent] {
+            for kind in [
+                KindFilter::All,
+                KindFilter::Read,
+                KindFilter::Write,
+                KindFilter::Miss,
+            ] {
+                let mut all = q(window, kind, false);
+                all.count = 64;
+                let whole = t.query(&all, now, 1).entries;
+                assert!(whole.len() > 20, "{window:?} {kind:?}: {}", whole.len());
+                for count in [1, 5, 10, 20] {
+                    let mut few = all.clone();
+                    few.count = count;
+                    let first = t.query(&few, now, 1).entries;
+                    assert_eq!(first, whole[..count], "{window:?} {kind:?} COUNT {count}");
+                }
+            }
+        }
     }
 
     #[test]

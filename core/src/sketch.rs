@@ -70,6 +70,49 @@ pub struct Entry {
     pub split: [u64; 3],
 }
 
+/// A tracked entry borrowed from its summary: an [`Entry`] without a copy of its name.
+/// Reports look at every entry and keep a few, so they copy only the names they keep.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EntryView<'a> {
+    /// Hash of the full key.
+    pub hash: u64,
+    /// Name (possibly cut).
+    pub name: &'a [u8],
+    /// Whether the name was cut.
+    pub truncated: bool,
+    /// Estimated count (an upper bound: the true count is in `count - error ..= count`).
+    pub count: u64,
+    /// Upper bound of the overestimate.
+    pub error: u64,
+    /// Reads, writes, misses counted while tracked.
+    pub split: [u64; 3],
+}
+
+impl EntryView<'_> {
+    /// The entry with its own copy of the name.
+    pub fn to_entry(&self) -> Entry {
+        Entry {
+            hash: self.hash,
+            name: self.name.to_vec(),
+            truncated: self.truncated,
+            count: self.count,
+            error: self.error,
+            split: self.split,
+        }
+    }
+}
+
+/// Two summaries merged (see [`SpaceSaving::merged_views`]), without building a summary.
+#[derive(Debug, Clone)]
+pub struct MergedViews<'a> {
+    /// The entries kept, in no particular order.
+    pub entries: Vec<EntryView<'a>>,
+    /// The merged floor: no key left out was counted more often.
+    pub floor: u64,
+    /// Accesses counted by both.
+    pub total: u64,
+}
+
 /// The Space-Saving summary.
 ///
 /// Slots never move once filled; what is kept sorted is a permutation of slot ids (`order`)
@@ -276,16 +319,21 @@ impl SpaceSaving {
 
     /// The tracked entry for `hash`, if any.
     pub fn get(&self, hash: u64) -> Option<Entry> {
-        self.find(hash)
-            .map(|s| self.entry_at(self.rank[s as usize] as usize))
+        self.get_view(hash).map(|v| v.to_entry())
     }
 
-    fn entry_at(&self, pos: usize) -> Entry {
+    /// The tracked entry for `hash`, if any, borrowed.
+    pub fn get_view(&self, hash: u64) -> Option<EntryView<'_>> {
+        self.find(hash)
+            .map(|s| self.view_at(self.rank[s as usize] as usize))
+    }
+
+    fn view_at(&self, pos: usize) -> EntryView<'_> {
         let id = self.order[pos] as usize;
         let s = &self.slots[id];
-        Entry {
+        EntryView {
             hash: self.hashes[id],
-            name: s.name.clone(),
+            name: &s.name,
             truncated: s.truncated,
             count: self.counts[pos],
             error: s.error,
@@ -299,19 +347,19 @@ impl SpaceSaving {
             .filter(|&p| self.slots[self.order[p] as usize].occupied)
     }
 
+    /// Every tracked entry, highest count first, borrowed.
+    pub fn views(&self) -> impl Iterator<Item = EntryView<'_>> + '_ {
+        self.occupied_positions().map(|p| self.view_at(p))
+    }
+
     /// Every tracked entry, highest count first.
     pub fn entries(&self) -> Vec<Entry> {
-        self.occupied_positions()
-            .map(|p| self.entry_at(p))
-            .collect()
+        self.views().map(|v| v.to_entry()).collect()
     }
 
     /// The `n` entries with the highest counts, highest first.
     pub fn top(&self, n: usize) -> Vec<Entry> {
-        self.occupied_positions()
-            .take(n)
-            .map(|p| self.entry_at(p))
-            .collect()
+        self.views().take(n).map(|v| v.to_entry()).collect()
     }
 
     /// Changes the capacity, keeping the entries with the highest counts. The guarantees
@@ -366,46 +414,58 @@ impl SpaceSaving {
     /// Agarwal et al., 2012): a key missing from one summary may have had up to that summary's
     /// floor there, which is added to its count and its error, so the bounds stay valid.
     pub fn merged(a: &SpaceSaving, b: &SpaceSaving, capacity: usize) -> SpaceSaving {
+        let mut m = Self::merged_views(a, b, capacity);
+        m.entries.sort_by(merge_order);
+        let entries = m.entries.iter().map(|v| v.to_entry()).collect();
+        Self::from_entries(capacity.max(1), entries, m.floor, m.total)
+    }
+
+    /// What [`Self::merged`] would hold, borrowed from `a` and `b`, in no particular order:
+    /// for a report, which keeps a few of the entries and needs no summary built (building
+    /// one allocates its filter and index, and copying every name cost more than the rest).
+    pub fn merged_views<'a>(
+        a: &'a SpaceSaving,
+        b: &'a SpaceSaving,
+        capacity: usize,
+    ) -> MergedViews<'a> {
         let capacity = capacity.max(1);
         let (fa, fb) = (a.floor(), b.floor());
-        let mut all: Vec<Entry> = a
-            .entries()
-            .into_iter()
-            .map(|mut e| {
-                match b.get(e.hash) {
-                    Some(o) => {
-                        e.count += o.count;
-                        e.error += o.error;
-                        for i in 0..3 {
-                            e.split[i] += o.split[i];
-                        }
-                    }
-                    None => {
-                        e.count += fb;
-                        e.error += fb;
+        let mut all: Vec<EntryView<'a>> = Vec::with_capacity(a.len() + b.len());
+        all.extend(a.views().map(|mut e| {
+            match b.get_view(e.hash) {
+                Some(o) => {
+                    e.count += o.count;
+                    e.error += o.error;
+                    for i in 0..3 {
+                        e.split[i] += o.split[i];
                     }
                 }
-                e
-            })
-            .collect();
-        all.extend(
-            b.entries()
-                .into_iter()
-                .filter(|e| a.get(e.hash).is_none())
-                .map(|mut e| {
-                    e.count += fa;
-                    e.error += fa;
-                    e
-                }),
-        );
-        all.sort_by(|x, y| y.count.cmp(&x.count).then_with(|| x.hash.cmp(&y.hash)));
+                None => {
+                    e.count += fb;
+                    e.error += fb;
+                }
+            }
+            e
+        }));
+        all.extend(b.views().filter(|e| a.find(e.hash).is_none()).map(|mut e| {
+            e.count += fa;
+            e.error += fa;
+            e
+        }));
+        // The entries the sorted order would keep: the order is total (count, then hash), so
+        // selecting the first `capacity` keeps the same ones as sorting all of them.
         let floor = if all.len() >= capacity {
-            all[capacity - 1].count.max(fa + fb)
+            let (_, last_kept, _) = all.select_nth_unstable_by(capacity - 1, merge_order);
+            last_kept.count.max(fa + fb)
         } else {
             fa + fb
         };
         all.truncate(capacity);
-        Self::from_entries(capacity, all, floor, a.total + b.total)
+        MergedViews {
+            entries: all,
+            floor,
+            total: a.total + b.total,
+        }
     }
 
     /// Forgets everything, keeping the capacity.
@@ -422,6 +482,11 @@ impl SpaceSaving {
         let index = self.index.capacity() * 8 + self.hashes.capacity() * 8;
         std::mem::size_of::<Self>() + slots + names + counts + order + index
     }
+}
+
+/// The order of merged entries: highest count first, then by hash, so that it is total.
+fn merge_order(x: &EntryView<'_>, y: &EntryView<'_>) -> std::cmp::Ordering {
+    y.count.cmp(&x.count).then_with(|| x.hash.cmp(&y.hash))
 }
 
 /// 64-bit hash of a key name: xxh3, fast on short keys and well spread for the index, seeded
@@ -558,6 +623,25 @@ mod tests {
         };
         let same = SpaceSaving::merged(&a, &SpaceSaving::new(8), 8);
         assert_eq!(sorted(same.entries()), sorted(a.entries()));
+    }
+
+    #[test]
+    fn merged_views_keep_what_merged_keeps() {
+        // Heavy overlap and many equal counts, so that the selection meets ties.
+        let mut a = SpaceSaving::new(16);
+        let mut b = SpaceSaving::new(16);
+        for i in 0..3_000u64 {
+            let k = format!("k{}", (i * 7919) % 41);
+            add(if i % 3 == 0 { &mut a } else { &mut b }, &k, Kind::Read);
+        }
+        for capacity in [1, 5, 16, 32] {
+            let built = SpaceSaving::merged(&a, &b, capacity);
+            let views = SpaceSaving::merged_views(&a, &b, capacity);
+            let mut kept: Vec<Entry> = views.entries.iter().map(|v| v.to_entry()).collect();
+            kept.sort_by(|x, y| y.count.cmp(&x.count).then_with(|| x.hash.cmp(&y.hash)));
+            assert_eq!(kept, built.entries(), "capacity {capacity}");
+            assert_eq!((views.floor, views.total), (built.floor(), built.total()));
+        }
     }
 
     #[test]
