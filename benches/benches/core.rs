@@ -60,7 +60,7 @@ fn hotkeys_query(c: &mut Criterion) {
             t.tick(61_000);
         }
         for _ in 0..300_000 {
-            let kind = if rng.next_u64() % 3 == 0 {
+            let kind = if rng.next_u64().is_multiple_of(3) {
                 Kind::Write
             } else {
                 Kind::Read

@@ -711,13 +711,13 @@ mod tests {
             }
             for _ in 0..5_000 {
                 let key = format!("k:{}", next() % 150);
-                let kind = if next() % 4 == 0 {
+                let kind = if next().is_multiple_of(4) {
                     Kind::Write
                 } else {
                     Kind::Read
                 };
                 t.record(key.as_bytes(), kind);
-                if kind == Kind::Read && next() % 3 == 0 {
+                if kind == Kind::Read && next().is_multiple_of(3) {
                     t.record_miss(key.as_bytes());
                 }
             }
