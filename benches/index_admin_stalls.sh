@@ -2,7 +2,9 @@
 # How long commands that the server answers in constant time (SWAPDB, FLUSHDB ASYNC,
 # FLUSHALL ASYNC, INFO opt), OPT.TAGINFO and OPT.TAGINFO of one tag hold the server when a
 # million keys are tagged: the command's own time from SLOWLOG (microseconds, what the server
-# measured around it, module event handlers included). The tag index and the freshness table
+# measured around it, module event handlers included). OPT.TAGINFO ranks a big index in parts
+# after the command returns: the longest part (`INFO opt`) and the client's wait are printed
+# too. The tag index and the freshness table
 # must not add work proportional to their size to the first ones.
 #
 #   benches/index_admin_stalls.sh [KEYS]        (OPT_MODULE=path measures another build)
@@ -30,6 +32,14 @@ echo "module: $module"
 echo "tagged keys: $(redis-cli -p "$port" DBSIZE)   (microseconds each)"
 echo "INFO opt         $(held INFO opt) $(held INFO opt) $(held INFO opt)"
 echo "OPT.TAGINFO      $(held OPT.TAGINFO) $(held OPT.TAGINFO) $(held OPT.TAGINFO)"
+info_field() { redis-cli -p "$port" INFO opt | tr -d '\r' | sed -n "s/^$1://p"; }
+parts_before=$(info_field opt_tags_rank_parts)
+start_ns=$(date +%s%N)
+redis-cli -p "$port" OPT.TAGINFO >/dev/null
+wait_us=$((($(date +%s%N) - start_ns) / 1000))
+echo "  ranking parts: $(($(info_field opt_tags_rank_parts) - parts_before)) for one call," \
+  "longest part so far $(info_field opt_tags_rank_part_max_us), the client's wait $wait_us" \
+  "(redis-cli included)"
 tag=$(redis-cli -p "$port" OPT.TAGS "$(redis-cli -p "$port" RANDOMKEY)" | head -1)
 echo "OPT.TAGINFO tag  $(held OPT.TAGINFO "$tag") $(held OPT.TAGINFO "$tag") $(held OPT.TAGINFO "$tag")"
 echo "SWAPDB 0 1       $(held SWAPDB 0 1)"

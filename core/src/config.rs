@@ -121,7 +121,7 @@ pub const CONFIGS: &[ConfigSpec] = &[
             min: 100,
             max: 100_000,
         },
-        doc: "longest main-thread time of one OPT.KEYSPACE slice, in microseconds (half while clients are active); clients run between slices",
+        doc: "longest main-thread time of one OPT.KEYSPACE slice (half while clients are active) or of one part of OPT.TAGINFO's ranking of a big tag index, in microseconds; clients run between slices",
     },
     ConfigSpec {
         name: "advise-ignore",

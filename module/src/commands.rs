@@ -182,7 +182,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         json: true,
         syntax: "OPT.TAGINFO [tag] [FORMAT JSON]",
         summary: "tag index size, memory and digest (or one tag's key count)",
-        handler: crate::tags::tag_info,
+        handler: crate::tag_info::command,
     },
     #[cfg(feature = "test-commands")]
     CommandSpec {

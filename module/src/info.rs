@@ -46,6 +46,9 @@ fn fields() -> Vec<(&'static str, Field)> {
         out.push(("tags_tags", Field::Count(tags)));
         out.push(("tags_pairs", Field::Count(pairs)));
         out.push(("tags_memory_bytes", Field::Count(bytes)));
+        let (parts, part_max_us) = crate::tag_info::parts();
+        out.push(("tags_rank_parts", Field::Count(parts)));
+        out.push(("tags_rank_part_max_us", Field::Count(part_max_us)));
     }
     out.push((
         "tags_following_keyspace",

@@ -18,6 +18,7 @@ mod reply;
 mod server;
 mod slot_migration;
 mod state;
+mod tag_info;
 mod tag_migration;
 mod tags;
 

@@ -46,7 +46,7 @@ pub enum Field {
 }
 
 /// An error reply; the text starts with an error code such as `ERR`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ReplyError(pub String);
 
 impl ReplyError {

@@ -21,7 +21,6 @@ use opt_core::config::idx;
 use opt_core::freshness::{decide, FetchRequest, Freshness, KeyState, LockOutcome, Locks};
 use opt_core::freshness_index::FreshnessIndex;
 use opt_core::persist;
-use opt_core::report::{TagInfoReport, TagSize};
 use opt_core::tag_transfer::KeyTags;
 use opt_core::tags::{name_hash, validate_tags, IndexReader, IndexWriter, TagIndex, TagLimits};
 use redis_module::raw;
@@ -151,7 +150,7 @@ fn limits() -> TagLimits {
 }
 
 /// The db selected by the client of `ctx`.
-fn selected_db(ctx: *mut raw::RedisModuleCtx) -> usize {
+pub(crate) fn selected_db(ctx: *mut raw::RedisModuleCtx) -> usize {
     // SAFETY: ctx is a live context.
     unsafe { raw::RedisModule_GetSelectedDb.map_or(0, |f| f(ctx).max(0) as usize) }
 }
@@ -1808,40 +1807,9 @@ pub fn tag_keys(call: &Call) -> Result<Reply, ReplyError> {
     Ok(Reply::Page(next, keys))
 }
 
-/// `OPT.TAGINFO [tag]`
-pub fn tag_info(call: &Call) -> Result<Reply, ReplyError> {
-    if call.args.len() > 1 {
-        return Err(ReplyError::err("OPT.TAGINFO takes at most one tag"));
-    }
-    let db = selected_db(call.ctx);
-    let report = with(|st| {
-        let stats = st.index.stats();
-        let tag = call.args.first();
-        TagInfoReport {
-            keys: match tag {
-                Some(t) => st.index.tag_cardinality(db, t) as u64,
-                None => stats.keys,
-            },
-            tags: stats.tags,
-            pairs: stats.pairs,
-            memory_bytes: st.index.memory_bytes() as u64,
-            digest: format!("{:016x}", stats.digest),
-            tag: tag.map(|t| opt_core::report::display_name(t)),
-            // Ranking walks every tag (a few ms per million), so only the overview does it.
-            largest: st
-                .index
-                .largest_tags(db, if tag.is_some() { 0 } else { 10 })
-                .into_iter()
-                .map(|(t, n)| TagSize {
-                    tag: opt_core::report::display_name(&t),
-                    keys: n as u64,
-                })
-                .collect(),
-        }
-    })?;
-    serde_json::to_value(&report)
-        .map(Reply::Structured)
-        .map_err(|e| ReplyError::err(format!("could not encode reply: {e}")))
+/// Runs `f` on the tag index (after expired and evicted keys have left it), for OPT.TAGINFO.
+pub(crate) fn with_index<R>(f: impl FnOnce(&TagIndex) -> R) -> Result<R, ReplyError> {
+    with(|st| f(&st.index))
 }
 
 /// Recomputation locks held now (`INFO opt`: `stampede_locks`; timed-out ones count until the

@@ -264,6 +264,78 @@ fn taginfo_ranks_the_largest_tags_and_answers_for_one_tag() {
     assert!(err(&mut c, &["OPT.TAGINFO", "a", "b"]).contains("at most one tag"));
 }
 
+/// Ranking the largest tags reads every tag. Past 100,000 tags OPT.TAGINFO blocks its client
+/// and ranks them a part at a time (each at most `opt.scan-slice-us`), serving other clients
+/// in between; inside MULTI it cannot block and ranks in one go. Both give the same answer,
+/// and a client that leaves before its answer leaves nothing behind.
+#[test]
+fn a_big_tag_index_is_ranked_in_parts_and_inside_multi_at_once() {
+    let server = Server::start();
+    let mut c = server.conn();
+    ok(&mut c, &["CONFIG", "SET", "opt.scan-slice-us", "100"]);
+    let unique = 110_000;
+    let mut pipe = redis::pipe();
+    for i in 0..unique {
+        let mut set = redis::cmd("OPT.SET");
+        set.arg(format!("k:{i}"))
+            .arg("v")
+            .arg("TAGS")
+            .arg(format!("u:{i}"));
+        if i < 40 {
+            set.arg("big");
+        }
+        if i < 25 {
+            set.arg("mid");
+        }
+        pipe.add_command(set).ignore();
+        if i % 10_000 == 9_999 {
+            let _: () = pipe.query(&mut c).unwrap();
+            pipe = redis::pipe();
+        }
+    }
+    let mut singles: Vec<String> = (0..unique).map(|i| format!("u:{i}")).collect();
+    singles.sort();
+    let mut want = vec![("big".to_string(), 40), ("mid".to_string(), 25)];
+    want.extend(singles.into_iter().take(8).map(|t| (t, 1)));
+    let ranked = |r: &TagInfoReport| -> Vec<(String, u64)> {
+        r.largest.iter().map(|t| (t.tag.clone(), t.keys)).collect()
+    };
+    let parts = |c: &mut Connection| info_int(c, "opt", "opt_tags_rank_parts");
+
+    let before = parts(&mut c);
+    let overview = info(&mut c);
+    assert_eq!(ranked(&overview), want);
+    assert_eq!((overview.keys, overview.tags), (unique, unique + 2));
+    let used = parts(&mut c) - before;
+    assert!(used >= 2, "ranked in {used} parts of 100 µs");
+
+    // Inside MULTI: at once, the same answer, no part run.
+    let before = parts(&mut c);
+    let (report,): (String,) = redis::pipe()
+        .atomic()
+        .cmd("OPT.TAGINFO")
+        .arg("FORMAT")
+        .arg("JSON")
+        .query(&mut c)
+        .unwrap();
+    let in_multi: TagInfoReport = serde_json::from_str(&report).unwrap();
+    assert_eq!(ranked(&in_multi), want);
+    assert_eq!(in_multi.digest, overview.digest);
+    assert_eq!(parts(&mut c), before);
+
+    // A client that leaves while its ranking runs.
+    {
+        use std::io::Write;
+        let mut raw = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        raw.write_all(b"*1\r\n$11\r\nOPT.TAGINFO\r\n").unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let again = info(&mut c);
+    assert_eq!(ranked(&again), want);
+    let log = server.log();
+    assert!(!log.contains("panic"), "{log}");
+}
+
 /// KEEPTTL as SET has it: an existing key keeps its TTL (or its lack of one), a missing key is
 /// written without one. The missing key case crashed Redis 8.6 (its RM_GetExpire reads an
 /// empty key handle's value); the fuzz test found it.
