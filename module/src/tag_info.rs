@@ -273,7 +273,11 @@ unsafe extern "C" fn reply_callback(
         };
         match outcome {
             Some(o) => reply::send(ctx, o.report.clone().and_then(encode), o.as_json),
-            None => reply::send_error(ctx, "ERR OPT.TAGINFO ended without a result"),
+            // Called as the timeout callback: CLIENT UNBLOCK, before the ranking ended.
+            None => reply::send_error(
+                ctx,
+                "ERR OPT.TAGINFO was unblocked before its ranking of the tags ended",
+            ),
         }
     });
     raw::REDISMODULE_OK as c_int
