@@ -964,6 +964,10 @@ fn limits_and_bad_input_write_nothing() {
             vec!["OPT.TAGKEYS", "a", "COUNT", "0"],
             "COUNT must be from 1",
         ),
+        (
+            vec!["OPT.TAGKEYS", "a", "COUNT", "10001"],
+            "COUNT must be from 1 to 10000",
+        ),
         (vec!["OPT.TAGS"], "exactly one key"),
     ] {
         let e = err(&mut c, &args);
