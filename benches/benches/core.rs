@@ -85,6 +85,37 @@ fn hotkeys_query(c: &mut Criterion) {
     g.finish();
 }
 
+/// The end of a window (once a minute by default): the window's summaries are merged into
+/// the past ones, on the main thread, from the module's timer.
+fn hotkeys_window_end(c: &mut Criterion) {
+    let mut g = c.benchmark_group("hotkeys window end");
+    g.sample_size(20);
+    for capacity in [1024, 4096, 8192, 16_384] {
+        let mut rng = Rng::new(6);
+        let mut t = HotKeyTracker::new(capacity, 60_000, b":", 0);
+        for window in 0..2u64 {
+            if window == 1 {
+                t.tick(61_000);
+            }
+            for _ in 0..capacity * 200 {
+                let key = format!("key:{}", rng.next_u64() % (capacity as u64 * 50));
+                t.record(key.as_bytes(), Kind::Read);
+            }
+        }
+        g.bench_function(format!("capacity {capacity}"), |b| {
+            b.iter_batched(
+                || t.clone(),
+                |mut t| {
+                    t.tick(122_000);
+                    t
+                },
+                criterion::BatchSize::LargeInput,
+            )
+        });
+    }
+    g.finish();
+}
+
 fn pattern_inference(c: &mut Criterion) {
     let shapes = [
         "user:{}:profile",
@@ -141,6 +172,7 @@ criterion_group!(
     benches,
     hotkeys_update,
     hotkeys_query,
+    hotkeys_window_end,
     pattern_inference,
     command_lookup
 );

@@ -89,7 +89,8 @@ fn configs_get_set_and_reject_bad_values() {
     assert_eq!(get(&mut con, "opt.hotkeys-enabled"), "no");
 
     for (name, bad, expect) in [
-        ("opt.hotkeys-capacity", "3", "between 16 and 65536"),
+        ("opt.hotkeys-capacity", "3", "between 16 and 4096"),
+        ("opt.hotkeys-capacity", "4097", "between 16 and 4096"),
         ("opt.hotkeys-capacity", "many", "opt.hotkeys-capacity"),
         ("opt.hotkeys-enabled", "maybe", "opt.hotkeys-enabled"),
         ("opt.key-delimiters", "ab", "1 to 8 ASCII punctuation"),
@@ -126,7 +127,7 @@ fn bad_loadmodule_arguments_refuse_the_load_with_a_reason() {
         Err(log) => log,
     };
     assert!(
-        log.contains("opt.hotkeys-capacity must be from 16 to 65536"),
+        log.contains("opt.hotkeys-capacity must be from 16 to 4096"),
         "{log}"
     );
 
