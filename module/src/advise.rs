@@ -11,7 +11,7 @@ use std::ptr;
 
 use opt_core::advise::{advise, parse_info, parse_query, AdviseQuery, Snapshot, Thresholds};
 use opt_core::config::idx;
-use opt_core::report::KeyspaceReport;
+use opt_core::report::{AdviceReport, KeyspaceReport};
 use redis_module::raw;
 
 use crate::commands::Call;
@@ -27,16 +27,15 @@ pub fn command(call: &Call) -> Result<Reply, ReplyError> {
         // The keyspace sample runs in slices; the advice is computed when it is done.
         return crate::keyspace::start_for_advice(call, q);
     }
-    let value = run(call.ctx, &q, None)?;
-    Ok(Reply::Structured(value))
+    Ok(Reply::structured(run(call.ctx, &q, None)))
 }
 
-/// Gathers the snapshot with `ctx`, runs the rules, and encodes the report.
+/// Gathers the snapshot with `ctx` and runs the rules.
 pub fn run(
     ctx: *mut raw::RedisModuleCtx,
     q: &AdviseQuery,
     keyspace: Option<KeyspaceReport>,
-) -> Result<serde_json::Value, ReplyError> {
+) -> AdviceReport {
     let mut snap = gather(ctx);
     snap.keyspace = keyspace;
     let thresholds = Thresholds {
@@ -48,8 +47,7 @@ pub fn run(
         .split([',', ' '])
         .filter(|s| !s.is_empty())
         .collect();
-    let report = advise(&snap, &thresholds, q, &ignore);
-    serde_json::to_value(report).map_err(|e| ReplyError::err(format!("could not encode: {e}")))
+    advise(&snap, &thresholds, q, &ignore)
 }
 
 /// A call reply as text (bulk, simple or verbatim string).

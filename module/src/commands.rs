@@ -6,7 +6,6 @@
 
 use opt_core::report::{HelpEntry, StatusReport};
 use redis_module::raw;
-use serde_json::json;
 
 use crate::reply::{Reply, ReplyError};
 use crate::{configs, server};
@@ -207,10 +206,6 @@ fn no_args(call: &Call, name: &str) -> Result<(), ReplyError> {
     }
 }
 
-fn to_value<T: serde::Serialize>(v: &T) -> Result<serde_json::Value, ReplyError> {
-    serde_json::to_value(v).map_err(|e| ReplyError::err(format!("could not encode reply: {e}")))
-}
-
 /// `OPT.HELP`: one line per command; with FORMAT JSON, a list of [`HelpEntry`].
 fn help(call: &Call) -> Result<Reply, ReplyError> {
     no_args(call, "OPT.HELP")?;
@@ -228,9 +223,9 @@ fn help(call: &Call) -> Result<Reply, ReplyError> {
             .iter()
             .map(|e| format!("{} -- {}", e.syntax, e.summary))
             .collect();
-        return Ok(Reply::Structured(json!(lines)));
+        return Ok(Reply::structured(lines));
     }
-    Ok(Reply::Structured(to_value(&entries)?))
+    Ok(Reply::structured(entries))
 }
 
 /// `OPT.STATUS`: the [`StatusReport`].
@@ -244,7 +239,7 @@ fn status(call: &Call) -> Result<Reply, ReplyError> {
         features: server.features.clone(),
         configs: configs::snapshot(),
     };
-    Ok(Reply::Structured(to_value(&report)?))
+    Ok(Reply::structured(report))
 }
 
 /// `OPT.DEBUG-PANIC` (test builds): panics so the tests can check it is caught.

@@ -697,10 +697,7 @@ pub fn command(call: &Call) -> Result<Reply, ReplyError> {
                 HotKeysCommand::Query(q) => {
                     // SAFETY: the command's context, on the main thread.
                     unsafe { account_commands(call.ctx, st) };
-                    let report = st.tracker.query(&q, now, ratio);
-                    serde_json::to_value(&report)
-                        .map(Reply::Structured)
-                        .map_err(|e| ReplyError::err(format!("could not encode reply: {e}")))
+                    Ok(Reply::structured(st.tracker.query(&q, now, ratio)))
                 }
             }
         })

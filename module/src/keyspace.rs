@@ -206,9 +206,7 @@ pub fn command(call: &Call) -> Result<Reply, ReplyError> {
                         .collect()
                 })
                 .unwrap_or_default();
-            serde_json::to_value(progress)
-                .map(Reply::Structured)
-                .map_err(|e| ReplyError::err(e.to_string()))
+            Ok(Reply::structured(progress))
         }
         KeyspaceCommand::Cancel(id) => {
             let n = JOBS
@@ -1211,13 +1209,10 @@ unsafe extern "C" fn reply_callback(
             Some(o) => match (&o.result, &o.advise) {
                 (Ok(report), Some(q)) => {
                     let advice = crate::advise::run(ctx, q, Some(report.clone()));
-                    reply::send(ctx, advice.map(Reply::Structured), o.as_json);
+                    reply::send(ctx, Ok(Reply::structured(advice)), o.as_json);
                 }
                 (Ok(report), None) => {
-                    let value = serde_json::to_value(report)
-                        .map(Reply::Structured)
-                        .map_err(|e| ReplyError::err(format!("could not encode the report: {e}")));
-                    reply::send(ctx, value, o.as_json);
+                    reply::send(ctx, Ok(Reply::structured(report.clone())), o.as_json);
                 }
                 (Err(e), _) => reply::send_error(ctx, e),
             },

@@ -15,6 +15,7 @@ mod info;
 mod keyspace;
 mod log;
 mod reply;
+mod resp;
 mod server;
 mod slot_migration;
 mod state;

@@ -1,20 +1,39 @@
 //! Turning command results into replies.
 //!
 //! Structured results are serde values from `opt_core::report`. They are written as RESP3 maps
-//! for RESP3 clients (Redis flattens maps into arrays for RESP2 clients by itself), or, when the
-//! command ends with `FORMAT JSON`, as one bulk string holding the JSON document that `optctl`
-//! parses back into the same types.
+//! for RESP3 clients (Redis flattens maps into arrays for RESP2 clients by itself), straight
+//! from the value (`resp`), or, when the command ends with `FORMAT JSON`, as one bulk string
+//! holding the JSON document that `optctl` parses back into the same types.
 
 use std::ffi::{c_int, c_long, CStr, CString};
 use std::sync::atomic::{AtomicPtr, Ordering};
 
 use redis_module::raw;
-use serde_json::Value;
+use serde::Serialize;
+
+use crate::resp::{self, Sink};
+
+/// A report a command replies with: RESP, or JSON text with `FORMAT JSON`.
+pub trait Report {
+    /// Writes the report as the reply of `ctx`.
+    fn send_resp(&self, ctx: *mut raw::RedisModuleCtx);
+    /// The report as JSON text.
+    fn to_json(&self) -> Result<String, String>;
+}
+
+impl<T: Serialize> Report for T {
+    fn send_resp(&self, ctx: *mut raw::RedisModuleCtx) {
+        resp::write(&mut CtxSink(ctx), self);
+    }
+    fn to_json(&self) -> Result<String, String> {
+        serde_json::to_string(self).map_err(|e| e.to_string())
+    }
+}
 
 /// What a command handler returns on success.
 pub enum Reply {
     /// A report: a RESP map/array, or a JSON bulk string with `FORMAT JSON`.
-    Structured(Value),
+    Structured(Box<dyn Report>),
     /// A status reply such as `+OK`.
     Status(&'static CStr),
     /// An integer reply.
@@ -31,6 +50,13 @@ pub enum Reply {
     Fields(Vec<(&'static str, Field)>),
     /// No reply now: the client was blocked and gets its reply later.
     Deferred,
+}
+
+impl Reply {
+    /// A [`Reply::Structured`] of `report`.
+    pub fn structured(report: impl Serialize + 'static) -> Reply {
+        Reply::Structured(Box::new(report))
+    }
 }
 
 /// One value of a [`Reply::Fields`] map.
@@ -102,8 +128,11 @@ pub unsafe fn call_reply_bytes<'a>(r: *mut raw::RedisModuleCallReply) -> Option<
 /// Writes `result` to the client of `ctx`, as JSON text when `as_json` is set.
 pub fn send(ctx: *mut raw::RedisModuleCtx, result: Result<Reply, ReplyError>, as_json: bool) {
     match result {
-        Ok(Reply::Structured(v)) if as_json => send_bulk(ctx, v.to_string().as_bytes()),
-        Ok(Reply::Structured(v)) => send_value(ctx, &v),
+        Ok(Reply::Structured(r)) if as_json => match r.to_json() {
+            Ok(text) => send_bulk(ctx, text.as_bytes()),
+            Err(e) => send_error(ctx, &format!("ERR could not encode the reply: {e}")),
+        },
+        Ok(Reply::Structured(r)) => r.send_resp(ctx),
         Ok(Reply::Status(s)) => send_status(ctx, s),
         Ok(Reply::Bulk(b)) => send_bulk(ctx, &b),
         Ok(Reply::Bulks(items)) => send_bulks(ctx, &items),
@@ -112,7 +141,7 @@ pub fn send(ctx: *mut raw::RedisModuleCtx, result: Result<Reply, ReplyError>, as
             send_bulk(ctx, cursor.to_string().as_bytes());
             send_bulks(ctx, &items);
         }
-        Ok(Reply::Null) => send_value(ctx, &Value::Null),
+        Ok(Reply::Null) => CtxSink(ctx).null(),
         Ok(Reply::Deferred) => {}
         Ok(Reply::Fields(fields)) => {
             // SAFETY: ctx is the live command context; the map length equals the pairs sent.
@@ -126,8 +155,8 @@ pub fn send(ctx: *mut raw::RedisModuleCtx, result: Result<Reply, ReplyError>, as
                 match value {
                     Field::Bulk(b) => send_bulk(ctx, &b),
                     Field::Text(t) => send_bulk(ctx, t.as_bytes()),
-                    Field::Int(i) => send_value(ctx, &Value::from(i)),
-                    Field::Null => send_value(ctx, &Value::Null),
+                    Field::Int(i) => CtxSink(ctx).int(i),
+                    Field::Null => CtxSink(ctx).null(),
                 }
             }
         }
@@ -233,46 +262,51 @@ fn send_bulk(ctx: *mut raw::RedisModuleCtx, bytes: &[u8]) {
     }
 }
 
-fn send_value(ctx: *mut raw::RedisModuleCtx, value: &Value) {
-    // SAFETY (every call below): ctx is the live command context, the lengths given to
-    // ReplyWithMap/ReplyWithArray equal the number of replies that follow them, and buffers
-    // are copied by Redis before the call returns.
-    unsafe {
-        match value {
-            Value::Null => {
-                if let Some(f) = raw::RedisModule_ReplyWithNull {
-                    f(ctx);
-                }
+/// The reply of a command context, as a [`Sink`].
+struct CtxSink(*mut raw::RedisModuleCtx);
+
+// SAFETY (every call below): the context is the live command context; the reply writers
+// announce lengths that equal the replies that follow (`resp`); Redis copies buffers before
+// the call returns.
+impl Sink for CtxSink {
+    fn map(&mut self, len: usize) {
+        unsafe {
+            if let Some(f) = raw::RedisModule_ReplyWithMap {
+                f(self.0, len as c_long);
             }
-            Value::Bool(b) => {
-                if let Some(f) = raw::RedisModule_ReplyWithBool {
-                    f(ctx, *b as i32);
-                }
+        }
+    }
+    fn array(&mut self, len: usize) {
+        send_array_len(self.0, len);
+    }
+    fn bulk(&mut self, bytes: &[u8]) {
+        send_bulk(self.0, bytes);
+    }
+    fn int(&mut self, value: i64) {
+        unsafe {
+            if let Some(f) = raw::RedisModule_ReplyWithLongLong {
+                f(self.0, value);
             }
-            Value::Number(n) => {
-                if let Some(i) = n.as_i64() {
-                    if let Some(f) = raw::RedisModule_ReplyWithLongLong {
-                        f(ctx, i);
-                    }
-                } else if let Some(f) = raw::RedisModule_ReplyWithDouble {
-                    f(ctx, n.as_f64().unwrap_or(f64::NAN));
-                }
+        }
+    }
+    fn double(&mut self, value: f64) {
+        unsafe {
+            if let Some(f) = raw::RedisModule_ReplyWithDouble {
+                f(self.0, value);
             }
-            Value::String(s) => send_bulk(ctx, s.as_bytes()),
-            Value::Array(items) => {
-                send_array_len(ctx, items.len());
-                for item in items {
-                    send_value(ctx, item);
-                }
+        }
+    }
+    fn boolean(&mut self, value: bool) {
+        unsafe {
+            if let Some(f) = raw::RedisModule_ReplyWithBool {
+                f(self.0, value as c_int);
             }
-            Value::Object(map) => {
-                if let Some(f) = raw::RedisModule_ReplyWithMap {
-                    f(ctx, map.len() as c_long);
-                }
-                for (key, item) in map {
-                    send_bulk(ctx, key.as_bytes());
-                    send_value(ctx, item);
-                }
+        }
+    }
+    fn null(&mut self) {
+        unsafe {
+            if let Some(f) = raw::RedisModule_ReplyWithNull {
+                f(self.0);
             }
         }
     }

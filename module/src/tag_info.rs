@@ -170,9 +170,7 @@ fn report(
 }
 
 fn encode(report: TagInfoReport) -> Result<Reply, ReplyError> {
-    serde_json::to_value(&report)
-        .map(Reply::Structured)
-        .map_err(|e| ReplyError::err(format!("could not encode reply: {e}")))
+    Ok(Reply::structured(report))
 }
 
 /// Schedules the next part, unless one is scheduled.
