@@ -345,6 +345,14 @@ impl Aggregator {
         }
     }
 
+    /// An empty aggregator with this one's delimiters, top size and thresholds: what an
+    /// analysis that starts over aggregates into.
+    pub fn restarted(&self) -> Self {
+        let mut fresh = Aggregator::new(b"", self.top, self.thresholds);
+        fresh.inferrer = self.inferrer.clone();
+        fresh
+    }
+
     /// Infers `name`'s pattern into `self.buf`. Past the pattern bound a new pattern is folded
     /// into its first segment (`page:*`) while there is room for those, so big keys are not
     /// lost in `(other)`.

@@ -75,6 +75,10 @@ fn fields() -> Vec<(&'static str, Field)> {
     out.push(("keyspace_slices", Field::Count(slices)));
     out.push(("keyspace_slices_shortened", Field::Count(shortened)));
     out.push((
+        "keyspace_started_over",
+        Field::Count(crate::keyspace::started_over()),
+    ));
+    out.push((
         "panics_caught",
         Field::Count(guard::PANICS_CAUGHT.load(Ordering::Relaxed)),
     ));

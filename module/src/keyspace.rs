@@ -38,6 +38,12 @@ struct Calibration {
     agreeing: u32,
     seen: u64,
     failed: bool,
+    /// Whether some key's bytes were computed rather than asked.
+    computed_used: bool,
+    /// Set when a spot check disagreed after computed sizes were used: those may be short
+    /// (a string that APPEND or SETRANGE grew holds spare bytes the computation cannot see),
+    /// so the analysis starts over, asking MEMORY USAGE for every key (see `start_over`).
+    start_over: bool,
 }
 
 /// In SAMPLES mode, names walked per measured sample only to count each pattern's keys. A
@@ -548,7 +554,9 @@ unsafe fn step(ctx: *mut raw::RedisModuleCtx, job: &mut Job, deadline: Instant) 
                         Some(scan_callback),
                         (job as *mut Job).cast(),
                     );
-                    if more == 0 {
+                    if job.calibration.start_over {
+                        start_over(job);
+                    } else if more == 0 {
                         job.finished = true;
                         break 'slice;
                     }
@@ -599,9 +607,43 @@ unsafe fn step(ctx: *mut raw::RedisModuleCtx, job: &mut Job, deadline: Instant) 
                     job.scanned += 1;
                 }
                 free(ctx, name);
+                if job.calibration.start_over {
+                    // The next slice begins again with the name draws.
+                    start_over(job);
+                    return;
+                }
             }
             if job.scanned >= job.total {
                 job.finished = true;
+            }
+        }
+    }
+}
+
+/// Starts the analysis over, with every key's size asked of MEMORY USAGE (see
+/// `Calibration::start_over`): what was aggregated is dropped and the keys are seen again. The
+/// computation stays off, so this happens at most once per analysis, and costs at most the
+/// time spent so far.
+fn start_over(job: &mut Job) {
+    job.calibration.start_over = false;
+    job.calibration.computed_used = false;
+    job.agg = job.agg.restarted();
+    job.scanned = 0;
+    STARTED_OVER.fetch_add(1, Ordering::Relaxed);
+    match job.query.mode {
+        Mode::Full => {
+            // SAFETY: the cursor was created for this job and is still alive.
+            unsafe {
+                if let Some(restart) = raw::RedisModule_ScanCursorRestart {
+                    restart(job.cursor);
+                }
+            }
+        }
+        Mode::Samples(n) => {
+            if job.walk.is_some() {
+                job.walk = Some(SampleWalk::new(n, job.db_keys, &job.query));
+            } else {
+                job.names_left = n.saturating_mul(RANDOM_KEY_NAMES_PER_SAMPLE);
             }
         }
     }
@@ -750,6 +792,10 @@ unsafe fn walk(ctx: *mut raw::RedisModuleCtx, job: &mut Job, deadline: Instant) 
             walk_key(ctx, job, name);
         }
         free_reply(reply);
+        if job.calibration.start_over {
+            start_over(job);
+            continue;
+        }
         if let Some(w) = job.walk.as_mut() {
             if returned == 0 {
                 w.empty_calls += 1;
@@ -1006,6 +1052,7 @@ unsafe fn key_bytes(
         // disagreement turns the computation off for the rest of the analysis.
         cal.seen += 1;
         if cal.agreeing >= CALIBRATION_KEYS && cal.seen % SPOT_CHECK_EVERY != 0 {
+            cal.computed_used = true;
             return (part as i64 + c).max(0) as u64;
         }
     }
@@ -1018,7 +1065,10 @@ unsafe fn key_bytes(
                 cal.agreeing = 1;
             }
             Some(k) if k == c => cal.agreeing += 1,
-            Some(_) => cal.failed = true,
+            Some(_) => {
+                cal.failed = true;
+                cal.start_over = cal.computed_used;
+            }
         }
     }
     asked
@@ -1245,6 +1295,14 @@ unsafe extern "C" fn on_disconnect(
             }
         });
     });
+}
+
+/// Analyses that started over with every size asked (`INFO opt`: `keyspace_started_over`).
+static STARTED_OVER: AtomicU64 = AtomicU64::new(0);
+
+/// Analyses that started over with every size asked, so far.
+pub fn started_over() -> u64 {
+    STARTED_OVER.load(Ordering::Relaxed)
 }
 
 /// The longest slice so far, in microseconds (INFO: how long a client may have waited).
