@@ -40,12 +40,25 @@ pub fn string_key_bytes(
         "int" => 16,
         // robj, sdshdr8 and the bytes in one allocation.
         "embstr" => class(16 + 3 + value_len + 1)?,
-        // robj plus an sds sized exactly (true unless APPEND or SETRANGE grew it, which the
-        // module's spot checks against MEMORY USAGE catch).
+        // robj plus an sds sized exactly (true unless APPEND or SETRANGE grew it: see
+        // `raw_string_key_bytes`).
         "raw" => 16 + class(sds_header(value_len) + value_len + 1)?,
         _ => return None,
     };
     Some((key + value) as u64)
+}
+
+/// [`string_key_bytes`] of a `raw` string whose sds allocation is known: `sds_request` is
+/// its header, its capacity and the terminator, as read from the string itself. A string that
+/// APPEND or SETRANGE grew has spare capacity that its length does not show (Redis 7.x grows
+/// an sds to twice what it needs, up to 1 MB more).
+pub fn raw_string_key_bytes(
+    key_len: usize,
+    sds_request: usize,
+    class: impl Fn(usize) -> Option<usize>,
+) -> Option<u64> {
+    let key = class(sds_header(key_len) + key_len + 1)?;
+    Some((key + 16 + class(sds_request)?) as u64)
 }
 
 #[cfg(test)]
@@ -70,6 +83,14 @@ mod tests {
         assert_eq!(string_key_bytes(5, "hash", 3, classes), None);
         assert_eq!(
             string_key_bytes(500, "embstr", 5, classes),
+            None,
+            "beyond the table"
+        );
+        // A raw string of 100 bytes grown to a capacity of 200: an sdshdr8 of 3 + 200 + 1.
+        assert_eq!(raw_string_key_bytes(5, 204, classes), Some(8 + 16 + 224));
+        assert_eq!(raw_string_key_bytes(5, 104, classes), Some(8 + 16 + 112));
+        assert_eq!(
+            raw_string_key_bytes(5, 5000, classes),
             None,
             "beyond the table"
         );

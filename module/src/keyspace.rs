@@ -21,14 +21,14 @@ use opt_core::keyspace::{
     parse_command, slice_budget_us, Aggregator, KeyFacts, KeyspaceCommand, KeyspaceQuery, Mode,
     Thresholds,
 };
-use opt_core::memsize::string_key_bytes;
+use opt_core::memsize::{raw_string_key_bytes, string_key_bytes};
 use opt_core::report::{KeyspaceProgress, KeyspaceReport};
 use redis_module::raw;
 
 use crate::commands::Call;
 use crate::reply::{self, string_bytes, Reply, ReplyError};
 use crate::state::{module_call, MainThreadCell};
-use crate::{configs, guard, log};
+use crate::{blocked, configs, guard, log};
 
 /// Whether computed string sizes agree with MEMORY USAGE on this server (see `memsize`).
 #[derive(Default)]
@@ -304,28 +304,10 @@ fn start(
         Mode::Full => db_keys,
         Mode::Samples(n) => n,
     };
-    // SAFETY: ctx is the live command context; the callbacks have the signatures Redis
-    // expects; the blocked client is unblocked exactly once, when the job ends.
-    let client = unsafe {
-        let block =
-            raw::RedisModule_BlockClient.ok_or_else(|| ReplyError::err("no BlockClient API"))?;
-        let bc = block(
-            ctx,
-            Some(reply_callback),
-            Some(reply_callback),
-            Some(free_outcome),
-            0,
-        );
-        if bc.is_null() {
-            return Err(ReplyError::err(
-                "OPT.KEYSPACE cannot block this client (inside MULTI or a script?)",
-            ));
-        }
-        if let Some(set_disconnect) = raw::RedisModule_SetDisconnectCallback {
-            set_disconnect(bc, Some(on_disconnect));
-        }
-        bc
-    };
+    // SAFETY: ctx is the live command context; the blocked client is unblocked exactly
+    // once, with an Outcome, when the job ends (`finish`).
+    let client =
+        unsafe { blocked::block::<Outcome>(ctx, "OPT.KEYSPACE", reply_callback, on_disconnect)? };
     let cursor = match query.mode {
         // SAFETY: creates a cursor destroyed when the job ends.
         Mode::Full => unsafe { raw::RedisModule_ScanCursorCreate.map_or(ptr::null_mut(), |f| f()) },
@@ -965,9 +947,14 @@ unsafe fn process(
             // Too long for an integer: embstr up to 44 bytes when SET wrote it, raw beyond (and
             // the spot checks catch a value APPEND or SETRANGE made raw).
             let encoding = if length <= 44 { "embstr" } else { "raw" };
+            let sds = if encoding == "raw" && computing_sizes(job) {
+                raw_sds_request(key, length)
+            } else {
+                None
+            };
             (
                 encoding,
-                key_bytes(ctx, job, keyname, name.len(), encoding, length),
+                key_bytes_of(ctx, job, keyname, name.len(), encoding, length, sds),
             )
         } else {
             match short_string(ctx, job, keyname, name.len(), length) {
@@ -1037,13 +1024,69 @@ unsafe fn key_bytes(
     encoding: &str,
     length: u64,
 ) -> u64 {
-    let computed = if job.calibration.failed || !crate::server::string_sizes_computable() {
+    key_bytes_of(ctx, job, keyname, key_len, encoding, length, None)
+}
+
+/// Whether this analysis computes string sizes (Redis 7.x, and no disagreement yet).
+fn computing_sizes(job: &Job) -> bool {
+    !job.calibration.failed && crate::server::string_sizes_computable()
+}
+
+/// The allocation request (header, capacity, terminator) of a raw string's sds, read from
+/// its header, or None if it does not look as expected. Only for Redis 7.x's layout
+/// (`sds.h`: the byte before the buffer holds the type in its low 3 bits, and the packed
+/// header before it holds the length and the capacity as u8, u16, u32 or u64), and only for
+/// strings longer than 44 bytes, which are always raw: reading a raw string through the key
+/// API changes nothing, where an int or embstr one would be converted.
+///
+/// # Safety
+/// `key` must be an open key holding a string of `length` bytes, longer than 44.
+unsafe fn raw_sds_request(key: *mut raw::RedisModuleKey, length: u64) -> Option<usize> {
+    let dma = raw::RedisModule_StringDMA?;
+    let mut len = 0usize;
+    let buf = dma(key, &mut len, raw::REDISMODULE_READ as c_int).cast::<u8>();
+    if buf.is_null() || len as u64 != length || len <= 44 {
+        return None;
+    }
+    // SAFETY: a raw string's buffer is preceded by its sds header, whose size the type byte
+    // gives; every read stays inside that header.
+    let read = |back: usize, width: usize| -> usize {
+        let mut bytes = [0u8; 8];
+        std::ptr::copy_nonoverlapping(buf.sub(back), bytes.as_mut_ptr(), width);
+        u64::from_ne_bytes(bytes) as usize
+    };
+    let (header, stored_len, alloc) = match *buf.sub(1) & 7 {
+        1 => (3, read(3, 1), read(2, 1)),
+        2 => (5, read(5, 2), read(3, 2)),
+        3 => (9, read(9, 4), read(5, 4)),
+        4 => (17, read(17, 8), read(9, 8)),
+        _ => return None,
+    };
+    (stored_len == len && alloc >= len).then_some(header + alloc + 1)
+}
+
+/// [`key_bytes`], with the sds allocation of a raw string when it was read (`raw_sds_request`).
+///
+/// # Safety
+/// As for [`key_bytes`].
+unsafe fn key_bytes_of(
+    ctx: *mut raw::RedisModuleCtx,
+    job: &mut Job,
+    keyname: *mut raw::RedisModuleString,
+    key_len: usize,
+    encoding: &str,
+    length: u64,
+    raw_sds: Option<usize>,
+) -> u64 {
+    let computed = if !computing_sizes(job) {
         None
     } else {
         size_classes().and_then(|t| {
-            string_key_bytes(key_len, encoding, length as usize, |n| {
-                t.get(n).map(|&c| c as usize)
-            })
+            let class = |n: usize| t.get(n).map(|&c| c as usize);
+            match raw_sds {
+                Some(request) => raw_string_key_bytes(key_len, request, class),
+                None => string_key_bytes(key_len, encoding, length as usize, class),
+            }
         })
     };
     let cal = &mut job.calibration;
@@ -1233,13 +1276,9 @@ fn finish(job: Job) {
         as_json: job.as_json,
         advise: job.advise,
     });
-    // SAFETY: the client was blocked by this job and is unblocked exactly once; Redis hands
-    // the outcome to reply_callback and then to free_outcome.
-    unsafe {
-        if let Some(unblock) = raw::RedisModule_UnblockClient {
-            unblock(job.client, Box::into_raw(outcome).cast());
-        }
-    }
+    // SAFETY: the client was blocked by this job with an Outcome and is unblocked exactly
+    // once; Redis hands the outcome to reply_callback, then frees it.
+    unsafe { blocked::unblock(job.client, Some(outcome)) };
 }
 
 /// # Safety
@@ -1250,13 +1289,8 @@ unsafe extern "C" fn reply_callback(
     _argc: c_int,
 ) -> c_int {
     guard::catch_and_log("OPT.KEYSPACE reply", || {
-        // SAFETY: the private data is the Outcome passed to UnblockClient (or null).
-        let outcome = unsafe {
-            raw::RedisModule_GetBlockedClientPrivateData
-                .map_or(ptr::null_mut(), |f| f(ctx))
-                .cast::<Outcome>()
-                .as_ref()
-        };
+        // SAFETY: the client was blocked with an Outcome; this is its reply callback.
+        let outcome = unsafe { blocked::outcome::<Outcome>(ctx) };
         match outcome {
             Some(o) => match (&o.result, &o.advise) {
                 (Ok(report), Some(q)) => {
@@ -1272,14 +1306,6 @@ unsafe extern "C" fn reply_callback(
         }
     });
     raw::REDISMODULE_OK as c_int
-}
-
-/// # Safety
-/// Called by Redis with the pointer passed to UnblockClient.
-unsafe extern "C" fn free_outcome(_ctx: *mut raw::RedisModuleCtx, data: *mut c_void) {
-    if !data.is_null() {
-        drop(Box::from_raw(data.cast::<Outcome>()));
-    }
 }
 
 /// # Safety

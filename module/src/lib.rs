@@ -6,6 +6,7 @@
 
 mod acl;
 mod advise;
+mod blocked;
 mod commands;
 mod configs;
 mod events;

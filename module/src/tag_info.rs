@@ -23,7 +23,7 @@ use redis_module::raw;
 use crate::commands::Call;
 use crate::reply::{self, Reply, ReplyError};
 use crate::state::MainThreadCell;
-use crate::{configs, guard, tags};
+use crate::{blocked, configs, guard, tags};
 
 /// How many of the largest tags the overview lists.
 const LARGEST: usize = 10;
@@ -97,27 +97,10 @@ pub fn command(call: &Call) -> Result<Reply, ReplyError> {
              when one has answered"
         )));
     }
-    // SAFETY: ctx is the live command context; the callbacks have the signatures Redis
-    // expects; the client is unblocked exactly once, by `run_part`.
+    // SAFETY: ctx is the live command context; the client is unblocked exactly once, by
+    // `run_part`, with an Outcome or nothing.
     let client = unsafe {
-        let block = raw::RedisModule_BlockClient
-            .ok_or_else(|| ReplyError::err("OPT.TAGINFO: no BlockClient API"))?;
-        let bc = block(
-            call.ctx,
-            Some(reply_callback),
-            Some(reply_callback),
-            Some(free_outcome),
-            0,
-        );
-        if bc.is_null() {
-            return Err(ReplyError::err(
-                "OPT.TAGINFO: the server refused to block this client",
-            ));
-        }
-        if let Some(set_disconnect) = raw::RedisModule_SetDisconnectCallback {
-            set_disconnect(bc, Some(on_disconnect));
-        }
-        bc
+        blocked::block::<Outcome>(call.ctx, "OPT.TAGINFO", reply_callback, on_disconnect)?
     };
     RANKINGS.with(|r| {
         r.list.push(Pending {
@@ -216,10 +199,9 @@ unsafe extern "C" fn run_part(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void)
         let mut waiting = Vec::with_capacity(list.len());
         for (p, done) in list.into_iter().zip(finished) {
             if p.disconnected {
-                // SAFETY: the client was blocked by this ranking and is unblocked once; with
-                // no private data Redis frees nothing and, the client being gone, replies
-                // nothing.
-                unsafe { unblock(p.client, ptr::null_mut()) };
+                // SAFETY: the client was blocked by this ranking and is unblocked once; the
+                // client being gone, nothing is replied.
+                unsafe { blocked::unblock::<Outcome>(p.client, None) };
             } else if done {
                 let outcome = Box::new(Outcome {
                     report: tags::with_index(|ix| {
@@ -227,9 +209,8 @@ unsafe extern "C" fn run_part(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void)
                     }),
                     as_json: p.as_json,
                 });
-                // SAFETY: as above; Redis hands the outcome to reply_callback, then to
-                // free_outcome.
-                unsafe { unblock(p.client, Box::into_raw(outcome).cast()) };
+                // SAFETY: as above; Redis hands the outcome to reply_callback, then frees it.
+                unsafe { blocked::unblock(p.client, Some(outcome)) };
             } else {
                 waiting.push(p);
             }
@@ -247,14 +228,6 @@ unsafe extern "C" fn run_part(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void)
 }
 
 /// # Safety
-/// `client` must be a blocked client not unblocked yet.
-unsafe fn unblock(client: *mut raw::RedisModuleBlockedClient, data: *mut c_void) {
-    if let Some(f) = raw::RedisModule_UnblockClient {
-        f(client, data);
-    }
-}
-
-/// # Safety
 /// Called by Redis to reply to the unblocked client, with the outcome as private data.
 unsafe extern "C" fn reply_callback(
     ctx: *mut raw::RedisModuleCtx,
@@ -262,13 +235,8 @@ unsafe extern "C" fn reply_callback(
     _argc: c_int,
 ) -> c_int {
     guard::catch_and_log("OPT.TAGINFO reply", || {
-        // SAFETY: the private data is the Outcome passed to UnblockClient (or null).
-        let outcome = unsafe {
-            raw::RedisModule_GetBlockedClientPrivateData
-                .map_or(ptr::null_mut(), |f| f(ctx))
-                .cast::<Outcome>()
-                .as_ref()
-        };
+        // SAFETY: the client was blocked with an Outcome; this is its reply callback.
+        let outcome = unsafe { blocked::outcome::<Outcome>(ctx) };
         match outcome {
             Some(o) => reply::send(ctx, o.report.clone().and_then(encode), o.as_json),
             // Called as the timeout callback: CLIENT UNBLOCK, before the ranking ended.
@@ -279,14 +247,6 @@ unsafe extern "C" fn reply_callback(
         }
     });
     raw::REDISMODULE_OK as c_int
-}
-
-/// # Safety
-/// Called by Redis with the pointer passed to UnblockClient.
-unsafe extern "C" fn free_outcome(_ctx: *mut raw::RedisModuleCtx, data: *mut c_void) {
-    if !data.is_null() {
-        drop(Box::from_raw(data.cast::<Outcome>()));
-    }
 }
 
 /// # Safety
