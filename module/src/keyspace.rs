@@ -350,7 +350,25 @@ fn start(
     match queued {
         // SAFETY: ctx is the command's context, on the main thread.
         Some(()) => unsafe { watch_clients(ctx) },
-        None => log::warning("OPT.KEYSPACE: job list busy"),
+        None => {
+            // The job (and with it the cursor) was never queued: free the cursor, and answer
+            // the client now rather than leave it blocked.
+            log::warning("OPT.KEYSPACE: job list busy");
+            // SAFETY: the cursor and the client were made above and are used nowhere else.
+            unsafe {
+                if let (false, Some(destroy)) =
+                    (cursor.is_null(), raw::RedisModule_ScanCursorDestroy)
+                {
+                    destroy(cursor);
+                }
+                let outcome = Outcome {
+                    result: Err("ERR OPT.KEYSPACE: the job list was busy; try again".into()),
+                    as_json: call.as_json,
+                    advise: None,
+                };
+                blocked::unblock(client, Some(Box::new(outcome)));
+            }
+        }
     }
     Ok(Reply::Deferred)
 }

@@ -102,7 +102,7 @@ pub fn command(call: &Call) -> Result<Reply, ReplyError> {
     let client = unsafe {
         blocked::block::<Outcome>(call.ctx, "OPT.TAGINFO", reply_callback, on_disconnect)?
     };
-    RANKINGS.with(|r| {
+    let queued = RANKINGS.with(|r| {
         r.list.push(Pending {
             client,
             ranking: TagRanking::new(db, LARGEST),
@@ -111,6 +111,17 @@ pub fn command(call: &Call) -> Result<Reply, ReplyError> {
         });
         arm_timer(call.ctx, r);
     });
+    if queued.is_none() {
+        let outcome = Outcome {
+            report: Err(ReplyError::err(
+                "OPT.TAGINFO: the ranking list was busy; try again",
+            )),
+            as_json: call.as_json,
+        };
+        // SAFETY: the client was blocked above and was never queued: this is its only
+        // unblocking.
+        unsafe { blocked::unblock(client, Some(Box::new(outcome))) };
+    }
     Ok(Reply::Deferred)
 }
 
