@@ -23,7 +23,9 @@ pub trait Report {
 
 impl<T: Serialize> Report for T {
     fn send_resp(&self, ctx: *mut raw::RedisModuleCtx) {
-        resp::write(&mut CtxSink(ctx), self);
+        if !resp::write(&mut CtxSink(ctx), self) {
+            crate::log::warning("a reply could not be encoded whole; its rest was sent as nulls");
+        }
     }
     fn to_json(&self) -> Result<String, String> {
         serde_json::to_string(self).map_err(|e| e.to_string())

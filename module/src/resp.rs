@@ -63,11 +63,82 @@ pub fn write_value<S: Sink>(sink: &mut S, value: &Value) {
     }
 }
 
-/// Writes `value` as a reply.
-pub fn write<S: Sink, T: Serialize + ?Sized>(sink: &mut S, value: &T) {
-    // The serializer's only errors come from values that serde_json cannot represent
-    // either; they are written as nulls where they occur, so nothing is left half written.
-    let _ = value.serialize(Writer { sink });
+/// Writes `value` as a reply; false if its serialization failed part way (a value that
+/// serde_json could not represent either; none of the reports has one). Every length written
+/// ahead is kept even then: the aggregates left open are filled with nulls, so the client's
+/// protocol stream stays whole.
+pub fn write<S: Sink, T: Serialize + ?Sized>(sink: &mut S, value: &T) -> bool {
+    let mut balanced = Balanced {
+        sink,
+        open: Vec::new(),
+    };
+    let ok = value
+        .serialize(Writer {
+            sink: &mut balanced,
+        })
+        .is_ok();
+    while !balanced.open.is_empty() {
+        balanced.null();
+    }
+    ok
+}
+
+/// A sink that counts what each open aggregate still expects (a map counts keys and values),
+/// so that [`write`] can close them.
+struct Balanced<'a, S: Sink> {
+    sink: &'a mut S,
+    open: Vec<usize>,
+}
+
+impl<S: Sink> Balanced<'_, S> {
+    fn element(&mut self) {
+        while let Some(left) = self.open.last_mut() {
+            *left -= 1;
+            if *left > 0 {
+                break;
+            }
+            self.open.pop();
+        }
+    }
+
+    fn aggregate(&mut self, elements: usize) {
+        if elements == 0 {
+            self.element();
+        } else {
+            self.open.push(elements);
+        }
+    }
+}
+
+impl<S: Sink> Sink for Balanced<'_, S> {
+    fn map(&mut self, len: usize) {
+        self.sink.map(len);
+        self.aggregate(len * 2);
+    }
+    fn array(&mut self, len: usize) {
+        self.sink.array(len);
+        self.aggregate(len);
+    }
+    fn bulk(&mut self, bytes: &[u8]) {
+        self.sink.bulk(bytes);
+        self.element();
+    }
+    fn int(&mut self, value: i64) {
+        self.sink.int(value);
+        self.element();
+    }
+    fn double(&mut self, value: f64) {
+        self.sink.double(value);
+        self.element();
+    }
+    fn boolean(&mut self, value: bool) {
+        self.sink.boolean(value);
+        self.element();
+    }
+    fn null(&mut self) {
+        self.sink.null();
+        self.element();
+    }
 }
 
 /// The serializer's error type (never produced by the reports; required by serde).
@@ -492,7 +563,7 @@ mod tests {
     /// and every aggregate must be closed by exactly the elements it announced.
     fn same_both_ways<T: Serialize>(value: &T) -> Vec<String> {
         let mut direct = Recorder::default();
-        write(&mut direct, value);
+        assert!(write(&mut direct, value));
         let mut tree = Recorder::default();
         write_value(&mut tree, &serde_json::to_value(value).unwrap());
         assert!(direct.open.is_empty(), "lengths kept: {:?}", direct.events);
@@ -617,6 +688,36 @@ mod tests {
         assert_eq!(
             same_both_ways(&Unsized),
             ["array 2", "int 0", "int 2"].map(String::from)
+        );
+    }
+
+    #[test]
+    fn a_value_that_fails_part_way_still_closes_every_aggregate() {
+        struct Failing;
+        impl Serialize for Failing {
+            fn serialize<Z: serde::Serializer>(&self, _s: Z) -> Result<Z::Ok, Z::Error> {
+                Err(serde::ser::Error::custom("cannot"))
+            }
+        }
+        #[derive(Serialize)]
+        struct Report {
+            a: u32,
+            bad: Failing,
+            c: Vec<u32>,
+        }
+        let mut r = Recorder::default();
+        assert!(!write(
+            &mut r,
+            &Report {
+                a: 1,
+                bad: Failing,
+                c: vec![2, 3]
+            }
+        ));
+        assert!(r.open.is_empty(), "{:?}", r.events);
+        assert_eq!(
+            r.events,
+            ["map 3", "bulk a", "int 1", "bulk bad", "null", "null", "null"]
         );
     }
 }
