@@ -47,6 +47,17 @@ pub type KeyMap<V> = HashMap<(usize, Vec<u8>), V, BuildHasherDefault<KeyHasher>>
 /// that a purge can walk it a part at a time.
 type LockMap = IndexMap<(usize, Vec<u8>), (u64, i64), BuildHasherDefault<KeyHasher>>;
 
+/// A (db, key) to look a lock up by without copying the key: it hashes as the map's
+/// `(usize, Vec<u8>)` keys do (the db, then the bytes with their length).
+#[derive(Hash)]
+struct LockKey<'a>(usize, &'a [u8]);
+
+impl indexmap::Equivalent<(usize, Vec<u8>)> for LockKey<'_> {
+    fn equivalent(&self, key: &(usize, Vec<u8>)) -> bool {
+        self.0 == key.0 && self.1 == key.1.as_slice()
+    }
+}
+
 /// What the module stores next to a value written with `DELTA` or `STALE`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Freshness {
@@ -204,7 +215,7 @@ impl Locks {
         limit: usize,
     ) -> TakeOutcome {
         let until = now_ms.saturating_add(ms as i64);
-        match self.held.get_mut(&(db, key.to_vec())) {
+        match self.held.get_mut(&LockKey(db, key)) {
             Some((_, t)) if *t > now_ms => TakeOutcome::HeldByOther,
             Some(entry) => {
                 *entry = (token, until);
@@ -269,13 +280,13 @@ impl Locks {
     /// Whether someone holds the lock of `key` now.
     pub fn is_held(&self, db: usize, key: &[u8], now_ms: i64) -> bool {
         self.held
-            .get(&(db, key.to_vec()))
+            .get(&LockKey(db, key))
             .is_some_and(|&(_, until)| until > now_ms)
     }
 
     /// Checks a writer's token: an error if another caller holds the lock now.
     pub fn check(&self, db: usize, key: &[u8], token: u64, now_ms: i64) -> Result<(), String> {
-        match self.held.get(&(db, key.to_vec())) {
+        match self.held.get(&LockKey(db, key)) {
             Some(&(t, until)) if until > now_ms && t != token => Err(
                 "TOKEN does not match the lock on this key (it expired and another caller \
                  holds it now, or the token is wrong)"
@@ -291,7 +302,7 @@ impl Locks {
         if self.held.is_empty() {
             return;
         }
-        if self.held.swap_remove(&(db, key.to_vec())).is_some() && self.purging.is_some() {
+        if self.held.swap_remove(&LockKey(db, key)).is_some() && self.purging.is_some() {
             // The last lock moved into the freed place, maybe behind the purge's position,
             // where this purge will not see its timeout: let the next purge come as soon as
             // the limit is hit.
