@@ -8,8 +8,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 source "$root/scripts/lib.sh"
-module=${OPT_MODULE:-$module}
-[ -n "${OPT_MODULE:-}" ] || cargo build --quiet --release -p redis-opt-module
+use_module_build
 start_module_server locks
 redis-benchmark -p "$port" -n 150000 -r 1000000000 -P 16 \
   OPT.FETCH lk:__rand_int__ LOCK 2000 >/dev/null

@@ -8,8 +8,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 source "$root/scripts/lib.sh"
-module=${OPT_MODULE:-$module}
-[ -n "${OPT_MODULE:-}" ] || cargo build --quiet --release -p redis-opt-module
+use_module_build
 start_module_server reports
 redis-cli -p "$port" CONFIG SET opt.hotkeys-capacity 4096 >/dev/null
 redis-cli -p "$port" CONFIG SET opt.hotkeys-sample-ratio 1 >/dev/null

@@ -50,6 +50,13 @@ server_command_line() {
   fi
 }
 
+# use_module_build: sets $module to OPT_MODULE when it is set (another build, to compare
+# with), else builds this checkout's release module and keeps its path.
+use_module_build() {
+  module=${OPT_MODULE:-$module}
+  [ -n "${OPT_MODULE:-}" ] || cargo build --quiet --release -p redis-opt-module
+}
+
 # start_module_server NAME: starts a throwaway redis-server with $module on a free loopback
 # port, in a fresh /tmp/opt-NAME.* directory, and waits for its PING. Sets $port and $work,
 # and stops the server and removes the directory when the script exits.

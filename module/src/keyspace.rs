@@ -952,42 +952,43 @@ unsafe fn process(
         _ => None,
     };
     let asked_encoding;
-    let (encoding, bytes): (&str, u64) =
-        if type_name == "list" && !crate::server::has_listpack_lists() {
-            // Before 7.2 every list is a quicklist: no need to ask.
-            let bytes = key_bytes(ctx, job, keyname, name.len(), "quicklist", length);
-            ("quicklist", bytes)
-        } else if type_name != "string" {
-            asked_encoding = object_encoding(ctx, keyname);
-            let bytes = key_bytes(ctx, job, keyname, name.len(), &asked_encoding, length);
-            (&asked_encoding, bytes)
-        } else if length > 20 {
-            // Too long for an integer: embstr up to 44 bytes when SET wrote it, raw beyond (and
-            // the spot checks catch a value APPEND or SETRANGE made raw).
-            let encoding = if length <= 44 { "embstr" } else { "raw" };
-            let sds = if encoding == "raw" && computing_sizes(job) {
-                raw_sds_request(key, length)
-            } else {
-                None
-            };
-            (
-                encoding,
-                key_bytes_of(ctx, job, keyname, name.len(), encoding, length, sds),
-            )
+    let (encoding, bytes): (&str, u64) = if type_name == "list"
+        && !crate::server::has_listpack_lists()
+    {
+        // Before 7.2 every list is a quicklist: no need to ask.
+        let bytes = key_bytes(ctx, job, keyname, name.len(), "quicklist", length, None);
+        ("quicklist", bytes)
+    } else if type_name != "string" {
+        asked_encoding = object_encoding(ctx, keyname);
+        let bytes = key_bytes(ctx, job, keyname, name.len(), &asked_encoding, length, None);
+        (&asked_encoding, bytes)
+    } else if length > 20 {
+        // Too long for an integer: embstr up to 44 bytes when SET wrote it, raw beyond (and
+        // the spot checks catch a value APPEND or SETRANGE made raw).
+        let encoding = if length <= 44 { "embstr" } else { "raw" };
+        let sds = if encoding == "raw" && computing_sizes(job) {
+            raw_sds_request(key, length)
         } else {
-            match short_string(ctx, job, keyname, name.len(), length) {
-                ShortString::Matched(encoding, bytes) => (encoding, bytes),
-                ShortString::Unmatched(bytes) => {
-                    asked_encoding = object_encoding(ctx, keyname);
-                    (&asked_encoding, bytes)
-                }
-                ShortString::NotCalibrated => {
-                    asked_encoding = object_encoding(ctx, keyname);
-                    let bytes = key_bytes(ctx, job, keyname, name.len(), &asked_encoding, length);
-                    (&asked_encoding, bytes)
-                }
-            }
+            None
         };
+        (
+            encoding,
+            key_bytes(ctx, job, keyname, name.len(), encoding, length, sds),
+        )
+    } else {
+        match short_string(ctx, job, keyname, name.len(), length) {
+            ShortString::Matched(encoding, bytes) => (encoding, bytes),
+            ShortString::Unmatched(bytes) => {
+                asked_encoding = object_encoding(ctx, keyname);
+                (&asked_encoding, bytes)
+            }
+            ShortString::NotCalibrated => {
+                asked_encoding = object_encoding(ctx, keyname);
+                let bytes = key_bytes(ctx, job, keyname, name.len(), &asked_encoding, length, None);
+                (&asked_encoding, bytes)
+            }
+        }
+    };
     job.agg.add(&KeyFacts {
         name,
         type_name,
@@ -1029,22 +1030,6 @@ fn size_classes() -> Option<&'static [u32]> {
         .as_deref()
 }
 
-/// The key's bytes as MEMORY USAGE reports them: computed for int/embstr strings once the
-/// computation has agreed with MEMORY USAGE on the first keys, asked otherwise.
-///
-/// # Safety
-/// `ctx` and `keyname` must be valid.
-unsafe fn key_bytes(
-    ctx: *mut raw::RedisModuleCtx,
-    job: &mut Job,
-    keyname: *mut raw::RedisModuleString,
-    key_len: usize,
-    encoding: &str,
-    length: u64,
-) -> u64 {
-    key_bytes_of(ctx, job, keyname, key_len, encoding, length, None)
-}
-
 /// Whether this analysis computes string sizes (Redis 7.x, and no disagreement yet).
 fn computing_sizes(job: &Job) -> bool {
     !job.calibration.failed && crate::server::string_sizes_computable()
@@ -1083,11 +1068,13 @@ unsafe fn raw_sds_request(key: *mut raw::RedisModuleKey, length: u64) -> Option<
     (stored_len == len && alloc >= len).then_some(header + alloc + 1)
 }
 
-/// [`key_bytes`], with the sds allocation of a raw string when it was read (`raw_sds_request`).
+/// The key's bytes as MEMORY USAGE reports them: computed for strings once the computation
+/// has agreed with MEMORY USAGE on the first keys (a raw string from its capacity, `raw_sds`,
+/// when it was read with `raw_sds_request`), asked otherwise.
 ///
 /// # Safety
-/// As for [`key_bytes`].
-unsafe fn key_bytes_of(
+/// `ctx` and `keyname` must be valid.
+unsafe fn key_bytes(
     ctx: *mut raw::RedisModuleCtx,
     job: &mut Job,
     keyname: *mut raw::RedisModuleString,

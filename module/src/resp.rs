@@ -164,6 +164,15 @@ struct Writer<'a, S: Sink> {
     sink: &'a mut S,
 }
 
+/// Integer widths that fit an i64 are written as one.
+macro_rules! widened_to_i64 {
+    ($($method:ident: $t:ty),+) => {$(
+        fn $method(self, v: $t) -> Result<(), Error> {
+            self.serialize_i64(v.into())
+        }
+    )+};
+}
+
 impl<'a, S: Sink> ser::Serializer for Writer<'a, S> {
     type Ok = ();
     type Error = Error;
@@ -175,31 +184,22 @@ impl<'a, S: Sink> ser::Serializer for Writer<'a, S> {
     type SerializeStruct = Map<'a, S>;
     type SerializeStructVariant = Map<'a, S>;
 
+    widened_to_i64!(
+        serialize_i8: i8,
+        serialize_i16: i16,
+        serialize_i32: i32,
+        serialize_u8: u8,
+        serialize_u16: u16,
+        serialize_u32: u32
+    );
+
     fn serialize_bool(self, v: bool) -> Result<(), Error> {
         self.sink.boolean(v);
         Ok(())
     }
-    fn serialize_i8(self, v: i8) -> Result<(), Error> {
-        self.serialize_i64(v.into())
-    }
-    fn serialize_i16(self, v: i16) -> Result<(), Error> {
-        self.serialize_i64(v.into())
-    }
-    fn serialize_i32(self, v: i32) -> Result<(), Error> {
-        self.serialize_i64(v.into())
-    }
     fn serialize_i64(self, v: i64) -> Result<(), Error> {
         self.sink.int(v);
         Ok(())
-    }
-    fn serialize_u8(self, v: u8) -> Result<(), Error> {
-        self.serialize_i64(v.into())
-    }
-    fn serialize_u16(self, v: u16) -> Result<(), Error> {
-        self.serialize_i64(v.into())
-    }
-    fn serialize_u32(self, v: u32) -> Result<(), Error> {
-        self.serialize_i64(v.into())
     }
     fn serialize_u64(self, v: u64) -> Result<(), Error> {
         match i64::try_from(v) {
@@ -383,7 +383,7 @@ sequence_impl!(
 pub struct Map<'a, S: Sink> {
     sink: &'a mut S,
     gathered: Option<serde_json::Map<String, Value>>,
-    /// The key of a map entry whose value comes next (gathered maps).
+    /// The key of a map entry whose value comes next.
     pending_key: Option<String>,
 }
 
@@ -424,42 +424,9 @@ fn key_text<T: Serialize + ?Sized>(key: &T) -> String {
     }
 }
 
-impl<S: Sink> ser::SerializeMap for Map<'_, S> {
-    type Ok = ();
-    type Error = Error;
-    fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), Error> {
-        let text = key_text(key);
-        match self.gathered {
-            Some(_) => self.pending_key = Some(text),
-            None => self.sink.bulk(text.as_bytes()),
-        }
-        Ok(())
-    }
-    fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
-        match &mut self.gathered {
-            Some(map) => {
-                let key = self.pending_key.take().unwrap_or_default();
-                map.insert(key, serde_json::to_value(value).unwrap_or(Value::Null));
-            }
-            None => value.serialize(Writer {
-                sink: &mut *self.sink,
-            })?,
-        }
-        Ok(())
-    }
-    fn end(self) -> Result<(), Error> {
-        self.finish()
-    }
-}
-
-impl<S: Sink> ser::SerializeStruct for Map<'_, S> {
-    type Ok = ();
-    type Error = Error;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), Error> {
+impl<S: Sink> Map<'_, S> {
+    /// One key and its value.
+    fn entry<T: Serialize + ?Sized>(&mut self, key: &str, value: &T) -> Result<(), Error> {
         match &mut self.gathered {
             Some(map) => {
                 map.insert(
@@ -475,6 +442,34 @@ impl<S: Sink> ser::SerializeStruct for Map<'_, S> {
             }
         }
         Ok(())
+    }
+}
+
+impl<S: Sink> ser::SerializeMap for Map<'_, S> {
+    type Ok = ();
+    type Error = Error;
+    fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), Error> {
+        self.pending_key = Some(key_text(key));
+        Ok(())
+    }
+    fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
+        let key = self.pending_key.take().unwrap_or_default();
+        self.entry(&key, value)
+    }
+    fn end(self) -> Result<(), Error> {
+        self.finish()
+    }
+}
+
+impl<S: Sink> ser::SerializeStruct for Map<'_, S> {
+    type Ok = ();
+    type Error = Error;
+    fn serialize_field<T: Serialize + ?Sized>(
+        &mut self,
+        key: &'static str,
+        value: &T,
+    ) -> Result<(), Error> {
+        self.entry(key, value)
     }
     fn end(self) -> Result<(), Error> {
         self.finish()
