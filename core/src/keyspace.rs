@@ -393,11 +393,29 @@ impl Aggregator {
         self.keys
     }
 
+    /// How many keys of `name`'s pattern were added so far. The pattern inferred here is
+    /// reused by the [`Self::add_after_count`] of the same key that follows.
+    pub fn keys_of_pattern(&mut self, name: &[u8]) -> u64 {
+        self.infer_pattern(name);
+        match self.patterns.get(&self.buf) {
+            Some(a) => a.keys,
+            None if self.patterns.len() < MAX_PATTERNS + MAX_OVERFLOW_PREFIXES => 0,
+            // Past the bound the key goes to `(other)`.
+            None => self.other.keys,
+        }
+    }
+
     /// Adds one key.
     pub fn add(&mut self, k: &KeyFacts) {
+        self.infer_pattern(k.name);
+        self.add_after_count(k);
+    }
+
+    /// [`Self::add`] of the key whose [`Self::keys_of_pattern`] was the last call: its pattern
+    /// is not inferred again.
+    pub fn add_after_count(&mut self, k: &KeyFacts) {
         self.keys += 1;
         self.bytes += k.bytes;
-        self.infer_pattern(k.name);
         let name = kept_name(k.name);
         // Below the bound (the common case) one lookup is enough.
         let acc = if let Some(a) = self.patterns.get_mut(&self.buf) {
@@ -730,6 +748,29 @@ mod tests {
             idle_s: Some(10),
             now_ms: 1_000_000,
         }
+    }
+
+    #[test]
+    fn keys_are_counted_per_pattern_before_they_are_added() {
+        let mut counted = Aggregator::new(b":", 5, Thresholds::default());
+        let mut plain = Aggregator::new(b":", 5, Thresholds::default());
+        for i in 0..50u64 {
+            let name = if i % 5 == 0 {
+                format!("visits:{i}")
+            } else {
+                format!("user:{i}:profile")
+            };
+            let expected = if i % 5 == 0 { i / 5 } else { i - i / 5 - 1 };
+            assert_eq!(counted.keys_of_pattern(name.as_bytes()), expected, "{name}");
+            let f = facts(&name, "string", "embstr", 50 + i, 10, None);
+            counted.add_after_count(&f);
+            plain.add(&f);
+        }
+        let mode = Mode::Full;
+        assert_eq!(
+            counted.finish(mode, 0, 50, 50, 1),
+            plain.finish(mode, 0, 50, 50, 1)
+        );
     }
 
     #[test]

@@ -44,7 +44,15 @@ struct Calibration {
     /// (a string that APPEND or SETRANGE grew holds spare bytes the computation cannot see),
     /// so the analysis starts over, asking MEMORY USAGE for every key (see `start_over`).
     start_over: bool,
+    /// Set by `process` for the first keys of each pattern: the key's size is asked and
+    /// compared even when computed sizes are trusted, so that a namespace written another
+    /// way (APPEND, SETRANGE) is caught on its first keys rather than by chance.
+    check_this_key: bool,
 }
+
+/// Keys of each pattern whose computed size is checked against MEMORY USAGE (at most about
+/// 9,000 calls in all, for the 1,100 patterns an analysis keeps).
+const PATTERN_CHECKS: u64 = 8;
 
 /// In SAMPLES mode, names walked per measured sample only to count each pattern's keys. A
 /// walked name costs a fraction of a measured sample and pins down the pattern shares, which
@@ -942,6 +950,7 @@ unsafe fn process(
     if type_name == "none" || !job.query.type_matches(type_name) {
         return;
     }
+    job.calibration.check_this_key = job.agg.keys_of_pattern(name) < PATTERN_CHECKS;
     let length = raw::RedisModule_ValueLength.map_or(0, |f| f(key)) as u64;
     let ttl = raw::RedisModule_GetExpire.map_or(-1, |f| f(key));
     let mut idle_ms: raw::mstime_t = 0;
@@ -989,7 +998,8 @@ unsafe fn process(
             }
         }
     };
-    job.agg.add(&KeyFacts {
+    // The pattern was inferred by keys_of_pattern above.
+    job.agg.add_after_count(&KeyFacts {
         name,
         type_name,
         encoding,
@@ -1099,7 +1109,8 @@ unsafe fn key_bytes(
         // Trusted once calibrated; one key in SPOT_CHECK_EVERY is still asked, and any
         // disagreement turns the computation off for the rest of the analysis.
         cal.seen += 1;
-        if cal.agreeing >= CALIBRATION_KEYS && cal.seen % SPOT_CHECK_EVERY != 0 {
+        let checked = std::mem::take(&mut cal.check_this_key);
+        if cal.agreeing >= CALIBRATION_KEYS && cal.seen % SPOT_CHECK_EVERY != 0 && !checked {
             cal.computed_used = true;
             return (part as i64 + c).max(0) as u64;
         }
@@ -1237,10 +1248,11 @@ unsafe fn short_string(
     match found {
         Some(encoding) => ShortString::Matched(encoding, asked),
         None => {
-            // The computed sizes disagree with the server for this key (Valkey 8, for one,
-            // sizes a short key differently): stop trusting them, as key_bytes does on a
-            // spot check, and keep the size the server gave.
+            // The computed sizes disagree with the server for this key (a short string that
+            // APPEND grew, for one): stop trusting them, as key_bytes does on a spot check
+            // (starting over if some were used), and keep the size the server gave.
             job.calibration.failed = true;
+            job.calibration.start_over = job.calibration.computed_used;
             ShortString::Unmatched(asked)
         }
     }

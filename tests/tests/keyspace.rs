@@ -177,6 +177,39 @@ fn full_bytes_stay_exact_when_strings_were_grown_by_append() {
     assert_eq!(restarts, 0, "nothing computed short, nothing to start over");
 }
 
+/// A namespace of short strings built by APPEND (41 bytes, raw, with spare capacity) among
+/// 40,000 plain ones: their size cannot be read without converting them, and a computation
+/// from their length takes them for embstr. The first keys of every pattern are checked
+/// against MEMORY USAGE, so the namespace is caught on its first key whatever the scan order,
+/// and FULL's total is still the sum of MEMORY USAGE.
+#[test]
+fn full_bytes_stay_exact_for_a_namespace_of_short_grown_strings() {
+    let server = Server::start();
+    let mut c = server.conn();
+    let mut p = redis::pipe();
+    for i in 0..40_000 {
+        p.cmd("SET")
+            .arg(format!("page:{i}"))
+            .arg("p".repeat(30))
+            .ignore();
+    }
+    // 21 bytes, then 20 more: the second APPEND doubles the capacity (41 bytes of 92), and
+    // MEMORY USAGE says 144 bytes where the same value written by SET takes 96.
+    for i in 0..200 {
+        let key = format!("visits:{i}");
+        p.cmd("APPEND").arg(&key).arg("v".repeat(21)).ignore();
+        p.cmd("APPEND").arg(&key).arg("w".repeat(20)).ignore();
+    }
+    let _: () = p.query(&mut c).unwrap();
+    opt_harness::wait_for_rehash_end(&mut c, 0);
+    let truth = memory_usage_of_every_key(&mut c);
+    for _ in 0..3 {
+        let r = keyspace(&mut c, &["FULL"]);
+        assert_eq!(r.keys_scanned, 40_200);
+        assert_eq!(r.total_bytes, truth, "FULL against the sum of MEMORY USAGE");
+    }
+}
+
 /// Reading a short string through the module key API would turn it raw (more memory, another
 /// OBJECT ENCODING). The analysis must leave every value as it found it, and still tell
 /// integers from short text.
