@@ -1055,10 +1055,14 @@ fn computing_sizes(job: &Job) -> bool {
 /// # Safety
 /// `key` must be an open key holding a string of `length` bytes, longer than 44.
 unsafe fn raw_sds_request(key: *mut raw::RedisModuleKey, length: u64) -> Option<usize> {
+    // Checked before the read: reading an embstr (44 bytes or less) would convert it.
+    if length <= 44 {
+        return None;
+    }
     let dma = raw::RedisModule_StringDMA?;
     let mut len = 0usize;
     let buf = dma(key, &mut len, raw::REDISMODULE_READ as c_int).cast::<u8>();
-    if buf.is_null() || len as u64 != length || len <= 44 {
+    if buf.is_null() || len as u64 != length {
         return None;
     }
     // SAFETY: a raw string's buffer is preceded by its sds header, whose size the type byte
