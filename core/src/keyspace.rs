@@ -301,6 +301,9 @@ pub struct Aggregator {
     bytes: u64,
     /// Random names drawn in the name phase of SAMPLES, matching or not.
     name_draws: u64,
+    /// The name whose pattern `buf` holds after [`Aggregator::keys_of_pattern`], so that the
+    /// [`Aggregator::add`] of the same key does not infer it again.
+    prepared: Vec<u8>,
 }
 
 fn size_bucket(v: u64) -> usize {
@@ -342,6 +345,7 @@ impl Aggregator {
             keys: 0,
             bytes: 0,
             name_draws: 0,
+            prepared: Vec::new(),
         }
     }
 
@@ -357,6 +361,7 @@ impl Aggregator {
     /// into its first segment (`page:*`) while there is room for those, so big keys are not
     /// lost in `(other)`.
     fn infer_pattern(&mut self, name: &[u8]) {
+        self.prepared.clear();
         let name = &name[..name.len().min(MAX_KEPT_NAME)];
         self.inferrer.infer_into(name, &mut self.buf);
         if self.patterns.len() >= MAX_PATTERNS && !self.patterns.contains_key(&self.buf) {
@@ -394,9 +399,10 @@ impl Aggregator {
     }
 
     /// How many keys of `name`'s pattern were added so far. The pattern inferred here is
-    /// reused by the [`Self::add_after_count`] of the same key that follows.
+    /// reused by an [`Self::add`] of the same name that follows.
     pub fn keys_of_pattern(&mut self, name: &[u8]) -> u64 {
         self.infer_pattern(name);
+        self.prepared.extend_from_slice(name);
         match self.patterns.get(&self.buf) {
             Some(a) => a.keys,
             None if self.patterns.len() < MAX_PATTERNS + MAX_OVERFLOW_PREFIXES => 0,
@@ -407,13 +413,10 @@ impl Aggregator {
 
     /// Adds one key.
     pub fn add(&mut self, k: &KeyFacts) {
-        self.infer_pattern(k.name);
-        self.add_after_count(k);
-    }
-
-    /// [`Self::add`] of the key whose [`Self::keys_of_pattern`] was the last call: its pattern
-    /// is not inferred again.
-    pub fn add_after_count(&mut self, k: &KeyFacts) {
+        if self.prepared != k.name {
+            self.infer_pattern(k.name);
+        }
+        self.prepared.clear();
         self.keys += 1;
         self.bytes += k.bytes;
         let name = kept_name(k.name);
@@ -763,7 +766,7 @@ mod tests {
             let expected = if i % 5 == 0 { i / 5 } else { i - i / 5 - 1 };
             assert_eq!(counted.keys_of_pattern(name.as_bytes()), expected, "{name}");
             let f = facts(&name, "string", "embstr", 50 + i, 10, None);
-            counted.add_after_count(&f);
+            counted.add(&f);
             plain.add(&f);
         }
         let mode = Mode::Full;

@@ -57,16 +57,17 @@ pub unsafe fn unblock<T>(client: *mut raw::RedisModuleBlockedClient, outcome: Op
     }
 }
 
-/// The outcome a reply callback was given, if any.
+/// The outcome a reply callback was given, if any, for the callback to take what it sends
+/// (Redis frees the rest afterwards).
 ///
 /// # Safety
 /// `ctx` must be the reply callback's context of a client blocked by [`block`] with the same
 /// `T`; the reference must not outlive the callback.
-pub unsafe fn outcome<'a, T>(ctx: *mut raw::RedisModuleCtx) -> Option<&'a T> {
+pub unsafe fn outcome<'a, T>(ctx: *mut raw::RedisModuleCtx) -> Option<&'a mut T> {
     raw::RedisModule_GetBlockedClientPrivateData
         .map_or(ptr::null_mut(), |f| f(ctx))
         .cast::<T>()
-        .as_ref()
+        .as_mut()
 }
 
 /// # Safety

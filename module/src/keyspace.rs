@@ -44,10 +44,28 @@ struct Calibration {
     /// (a string that APPEND or SETRANGE grew holds spare bytes the computation cannot see),
     /// so the analysis starts over, asking MEMORY USAGE for every key (see `start_over`).
     start_over: bool,
-    /// Set by `process` for the first keys of each pattern: the key's size is asked and
-    /// compared even when computed sizes are trusted, so that a namespace written another
-    /// way (APPEND, SETRANGE) is caught on its first keys rather than by chance.
-    check_this_key: bool,
+}
+
+impl Calibration {
+    /// A computed size disagreed with MEMORY USAGE: computation stops, and the analysis
+    /// starts over if computed sizes were already used.
+    fn disagree(&mut self) {
+        self.failed = true;
+        self.start_over = self.computed_used;
+    }
+}
+
+/// How one key's bytes are found (see `key_bytes`).
+struct Sizing<'a> {
+    key_len: usize,
+    encoding: &'a str,
+    length: u64,
+    /// A raw string's sds allocation, when it was read (`raw_sds_request`).
+    raw_sds: Option<usize>,
+    /// Ask MEMORY USAGE and compare even when computed sizes are trusted: set for the first
+    /// keys of each pattern, so that a namespace written another way (APPEND, SETRANGE) is
+    /// caught on its first keys rather than by chance.
+    check: bool,
 }
 
 /// Keys of each pattern whose computed size is checked against MEMORY USAGE (at most about
@@ -950,8 +968,15 @@ unsafe fn process(
     if type_name == "none" || !job.query.type_matches(type_name) {
         return;
     }
-    job.calibration.check_this_key = job.agg.keys_of_pattern(name) < PATTERN_CHECKS;
+    let check = job.agg.keys_of_pattern(name) < PATTERN_CHECKS;
     let length = raw::RedisModule_ValueLength.map_or(0, |f| f(key)) as u64;
+    let sizing = |encoding, raw_sds| Sizing {
+        key_len: name.len(),
+        encoding,
+        length,
+        raw_sds,
+        check,
+    };
     let ttl = raw::RedisModule_GetExpire.map_or(-1, |f| f(key));
     let mut idle_ms: raw::mstime_t = 0;
     let idle = match raw::RedisModule_GetLRU {
@@ -961,45 +986,43 @@ unsafe fn process(
         _ => None,
     };
     let asked_encoding;
-    let (encoding, bytes): (&str, u64) = if type_name == "list"
-        && !crate::server::has_listpack_lists()
-    {
-        // Before 7.2 every list is a quicklist: no need to ask.
-        let bytes = key_bytes(ctx, job, keyname, name.len(), "quicklist", length, None);
-        ("quicklist", bytes)
-    } else if type_name != "string" {
-        asked_encoding = object_encoding(ctx, keyname);
-        let bytes = key_bytes(ctx, job, keyname, name.len(), &asked_encoding, length, None);
-        (&asked_encoding, bytes)
-    } else if length > 20 {
-        // Too long for an integer: embstr up to 44 bytes when SET wrote it, raw beyond (and
-        // the spot checks catch a value APPEND or SETRANGE made raw).
-        let encoding = if length <= 44 { "embstr" } else { "raw" };
-        let sds = if encoding == "raw" && computing_sizes(job) {
-            raw_sds_request(key, length)
+    let (encoding, bytes): (&str, u64) =
+        if type_name == "list" && !crate::server::has_listpack_lists() {
+            // Before 7.2 every list is a quicklist: no need to ask.
+            let bytes = key_bytes(ctx, job, keyname, &sizing("quicklist", None));
+            ("quicklist", bytes)
+        } else if type_name != "string" {
+            asked_encoding = object_encoding(ctx, keyname);
+            let bytes = key_bytes(ctx, job, keyname, &sizing(&asked_encoding, None));
+            (&asked_encoding, bytes)
+        } else if length > 20 {
+            // Too long for an integer: embstr up to 44 bytes when SET wrote it, raw beyond (and
+            // the spot checks catch a value APPEND or SETRANGE made raw).
+            let encoding = if length <= 44 { "embstr" } else { "raw" };
+            let sds = if encoding == "raw" && computing_sizes(job) {
+                raw_sds_request(key, length)
+            } else {
+                None
+            };
+            (
+                encoding,
+                key_bytes(ctx, job, keyname, &sizing(encoding, sds)),
+            )
         } else {
-            None
+            match short_string(ctx, job, keyname, name.len(), length) {
+                ShortString::Matched(encoding, bytes) => (encoding, bytes),
+                ShortString::Unmatched(bytes) => {
+                    asked_encoding = object_encoding(ctx, keyname);
+                    (&asked_encoding, bytes)
+                }
+                ShortString::NotCalibrated => {
+                    asked_encoding = object_encoding(ctx, keyname);
+                    let bytes = key_bytes(ctx, job, keyname, &sizing(&asked_encoding, None));
+                    (&asked_encoding, bytes)
+                }
+            }
         };
-        (
-            encoding,
-            key_bytes(ctx, job, keyname, name.len(), encoding, length, sds),
-        )
-    } else {
-        match short_string(ctx, job, keyname, name.len(), length) {
-            ShortString::Matched(encoding, bytes) => (encoding, bytes),
-            ShortString::Unmatched(bytes) => {
-                asked_encoding = object_encoding(ctx, keyname);
-                (&asked_encoding, bytes)
-            }
-            ShortString::NotCalibrated => {
-                asked_encoding = object_encoding(ctx, keyname);
-                let bytes = key_bytes(ctx, job, keyname, name.len(), &asked_encoding, length, None);
-                (&asked_encoding, bytes)
-            }
-        }
-    };
-    // The pattern was inferred by keys_of_pattern above.
-    job.agg.add_after_count(&KeyFacts {
+    job.agg.add(&KeyFacts {
         name,
         type_name,
         encoding,
@@ -1083,8 +1106,8 @@ unsafe fn raw_sds_request(key: *mut raw::RedisModuleKey, length: u64) -> Option<
 }
 
 /// The key's bytes as MEMORY USAGE reports them: computed for strings once the computation
-/// has agreed with MEMORY USAGE on the first keys (a raw string from its capacity, `raw_sds`,
-/// when it was read with `raw_sds_request`), asked otherwise.
+/// has agreed with MEMORY USAGE on the first keys (a raw string from its capacity, when
+/// `sizing` carries it), asked otherwise, and asked to check when `sizing.check` is set.
 ///
 /// # Safety
 /// `ctx` and `keyname` must be valid.
@@ -1092,19 +1115,21 @@ unsafe fn key_bytes(
     ctx: *mut raw::RedisModuleCtx,
     job: &mut Job,
     keyname: *mut raw::RedisModuleString,
-    key_len: usize,
-    encoding: &str,
-    length: u64,
-    raw_sds: Option<usize>,
+    sizing: &Sizing,
 ) -> u64 {
     let computed = if !computing_sizes(job) {
         None
     } else {
         size_classes().and_then(|t| {
             let class = |n: usize| t.get(n).map(|&c| c as usize);
-            match raw_sds {
-                Some(request) => raw_string_key_bytes(key_len, request, class),
-                None => string_key_bytes(key_len, encoding, length as usize, class),
+            match sizing.raw_sds {
+                Some(request) => raw_string_key_bytes(sizing.key_len, request, class),
+                None => string_key_bytes(
+                    sizing.key_len,
+                    sizing.encoding,
+                    sizing.length as usize,
+                    class,
+                ),
             }
         })
     };
@@ -1113,8 +1138,7 @@ unsafe fn key_bytes(
         // Trusted once calibrated; one key in SPOT_CHECK_EVERY is still asked, and any
         // disagreement turns the computation off for the rest of the analysis.
         cal.seen += 1;
-        let checked = std::mem::take(&mut cal.check_this_key);
-        if cal.agreeing >= CALIBRATION_KEYS && cal.seen % SPOT_CHECK_EVERY != 0 && !checked {
+        if cal.agreeing >= CALIBRATION_KEYS && cal.seen % SPOT_CHECK_EVERY != 0 && !sizing.check {
             cal.computed_used = true;
             return (part as i64 + c).max(0) as u64;
         }
@@ -1128,10 +1152,7 @@ unsafe fn key_bytes(
                 cal.agreeing = 1;
             }
             Some(k) if k == c => cal.agreeing += 1,
-            Some(_) => {
-                cal.failed = true;
-                cal.start_over = cal.computed_used;
-            }
+            Some(_) => cal.disagree(),
         }
     }
     asked
@@ -1255,8 +1276,7 @@ unsafe fn short_string(
             // The computed sizes disagree with the server for this key (a short string that
             // APPEND grew, for one): stop trusting them, as key_bytes does on a spot check
             // (starting over if some were used), and keep the size the server gave.
-            job.calibration.failed = true;
-            job.calibration.start_over = job.calibration.computed_used;
+            job.calibration.disagree();
             ShortString::Unmatched(asked)
         }
     }
@@ -1313,15 +1333,19 @@ unsafe extern "C" fn reply_callback(
         // SAFETY: the client was blocked with an Outcome; this is its reply callback.
         let outcome = unsafe { blocked::outcome::<Outcome>(ctx) };
         match outcome {
-            Some(o) => match (&o.result, &o.advise) {
+            // The report is taken, not copied: Redis frees the outcome after this callback.
+            Some(o) => match (
+                std::mem::replace(&mut o.result, Err(String::new())),
+                &o.advise,
+            ) {
                 (Ok(report), Some(q)) => {
-                    let advice = crate::advise::run(ctx, q, Some(report.clone()));
+                    let advice = crate::advise::run(ctx, q, Some(report));
                     reply::send(ctx, Ok(Reply::structured(advice)), o.as_json);
                 }
                 (Ok(report), None) => {
-                    reply::send(ctx, Ok(Reply::structured(report.clone())), o.as_json);
+                    reply::send(ctx, Ok(Reply::structured(report)), o.as_json);
                 }
-                (Err(e), _) => reply::send_error(ctx, e),
+                (Err(e), _) => reply::send_error(ctx, &e),
             },
             None => reply::send_error(ctx, "ERR OPT.KEYSPACE ended without a result"),
         }

@@ -74,7 +74,7 @@ pub enum Field {
 }
 
 /// An error reply; the text starts with an error code such as `ERR`.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ReplyError(pub String);
 
 impl ReplyError {
@@ -146,30 +146,20 @@ pub fn send(ctx: *mut raw::RedisModuleCtx, result: Result<Reply, ReplyError>, as
         Ok(Reply::Null) => CtxSink(ctx).null(),
         Ok(Reply::Deferred) => {}
         Ok(Reply::Fields(fields)) => {
-            // SAFETY: ctx is the live command context; the map length equals the pairs sent.
-            unsafe {
-                if let Some(f) = raw::RedisModule_ReplyWithMap {
-                    f(ctx, fields.len() as c_long);
-                }
-            }
+            let mut sink = CtxSink(ctx);
+            // The map length equals the pairs sent.
+            sink.map(fields.len());
             for (name, value) in fields {
-                send_bulk(ctx, name.as_bytes());
+                sink.bulk(name.as_bytes());
                 match value {
-                    Field::Bulk(b) => send_bulk(ctx, &b),
-                    Field::Text(t) => send_bulk(ctx, t.as_bytes()),
-                    Field::Int(i) => CtxSink(ctx).int(i),
-                    Field::Null => CtxSink(ctx).null(),
+                    Field::Bulk(b) => sink.bulk(&b),
+                    Field::Text(t) => sink.bulk(t.as_bytes()),
+                    Field::Int(i) => sink.int(i),
+                    Field::Null => sink.null(),
                 }
             }
         }
-        Ok(Reply::Int(i)) => {
-            // SAFETY: ctx is the live command context.
-            unsafe {
-                if let Some(f) = raw::RedisModule_ReplyWithLongLong {
-                    f(ctx, i);
-                }
-            }
-        }
+        Ok(Reply::Int(i)) => CtxSink(ctx).int(i),
         Err(ReplyError(message)) => send_error(ctx, &message),
     }
 }

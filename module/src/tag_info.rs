@@ -44,6 +44,8 @@ struct Pending {
     as_json: bool,
     /// Set when the client disconnected: the ranking is dropped at the next part.
     disconnected: bool,
+    /// Set when every tag slot was ranked.
+    done: bool,
 }
 
 struct Rankings {
@@ -83,13 +85,13 @@ pub fn command(call: &Call) -> Result<Reply, ReplyError> {
     }
     let db = tags::selected_db(call.ctx);
     if let Some(&tag) = call.args.first() {
-        return tags::with_index(|ix| report(ix, db, Some(tag), Vec::new())).and_then(encode);
+        return tags::with_index(|ix| report(ix, db, Some(tag), Vec::new())).map(Reply::structured);
     }
     let slots = tags::with_index(|ix| ix.tag_slots(db))?;
     let waiting = RANKINGS.with(|r| r.list.len()).unwrap_or(0);
     if slots <= INLINE_SLOTS || !can_block(call.ctx) {
         let largest = |ix: &TagIndex| ix.largest_tags(db, LARGEST);
-        return tags::with_index(|ix| report(ix, db, None, largest(ix))).and_then(encode);
+        return tags::with_index(|ix| report(ix, db, None, largest(ix))).map(Reply::structured);
     }
     if waiting >= MAX_RUNNING {
         return Err(ReplyError::err(format!(
@@ -108,6 +110,7 @@ pub fn command(call: &Call) -> Result<Reply, ReplyError> {
             ranking: TagRanking::new(db, LARGEST),
             as_json: call.as_json,
             disconnected: false,
+            done: false,
         });
         arm_timer(call.ctx, r);
     });
@@ -163,10 +166,6 @@ fn report(
     }
 }
 
-fn encode(report: TagInfoReport) -> Result<Reply, ReplyError> {
-    Ok(Reply::structured(report))
-}
-
 /// Schedules the next part, unless one is scheduled.
 fn arm_timer(ctx: *mut raw::RedisModuleCtx, r: &mut Rankings) {
     if r.timer_armed {
@@ -194,26 +193,22 @@ unsafe extern "C" fn run_part(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void)
         let budget = configs::int(idx::SCAN_SLICE_US).max(1) as u64;
         let started = Instant::now();
         let deadline = started + Duration::from_micros(budget);
-        let mut finished = vec![false; list.len()];
         let ranked = tags::with_index(|ix| {
-            for (p, done) in list.iter_mut().zip(finished.iter_mut()) {
-                while !p.disconnected && Instant::now() < deadline {
-                    if ix.rank_tags(&mut p.ranking, SLOTS_PER_CLOCK_READ) {
-                        *done = true;
-                        break;
-                    }
+            for p in list.iter_mut() {
+                while !p.disconnected && !p.done && Instant::now() < deadline {
+                    p.done = ix.rank_tags(&mut p.ranking, SLOTS_PER_CLOCK_READ);
                 }
             }
         });
         PARTS.fetch_add(1, Ordering::Relaxed);
         PART_MAX_US.fetch_max(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         let mut waiting = Vec::with_capacity(list.len());
-        for (p, done) in list.into_iter().zip(finished) {
+        for p in list {
             if p.disconnected {
                 // SAFETY: the client was blocked by this ranking and is unblocked once; the
                 // client being gone, nothing is replied.
                 unsafe { blocked::unblock::<Outcome>(p.client, None) };
-            } else if done {
+            } else if p.done {
                 let outcome = Box::new(Outcome {
                     report: tags::with_index(|ix| {
                         report(ix, p.ranking.db(), None, p.ranking.into_largest())
@@ -249,7 +244,10 @@ unsafe extern "C" fn reply_callback(
         // SAFETY: the client was blocked with an Outcome; this is its reply callback.
         let outcome = unsafe { blocked::outcome::<Outcome>(ctx) };
         match outcome {
-            Some(o) => reply::send(ctx, o.report.clone().and_then(encode), o.as_json),
+            Some(o) => {
+                let taken = std::mem::replace(&mut o.report, Err(ReplyError(String::new())));
+                reply::send(ctx, taken.map(Reply::structured), o.as_json);
+            }
             // Called as the timeout callback: CLIENT UNBLOCK, before the ranking ended.
             None => reply::send_error(
                 ctx,
