@@ -11,9 +11,8 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 source "$root/scripts/lib.sh"
-module=${OPT_MODULE:-$module}
 keys=${1:-1000000}
-[ -n "${OPT_MODULE:-}" ] || cargo build --quiet --release -p redis-opt-module
+use_module_build
 start_module_server stalls
 load() {
   redis-benchmark -p "$port" --csv -n "$keys" -r 100000000 -P 32 \
