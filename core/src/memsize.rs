@@ -24,6 +24,11 @@ pub fn sds_header(len: usize) -> usize {
     }
 }
 
+/// The allocation of a key name of `key_len` bytes (an sds sized exactly).
+fn key_name_bytes(key_len: usize, class: &impl Fn(usize) -> Option<usize>) -> Option<usize> {
+    class(sds_header(key_len) + key_len + 1)
+}
+
 /// The part of MEMORY USAGE that depends on the key and the value, for strings (None when
 /// a size is beyond the class table). `class` maps a
 /// request size to the allocator's size class. The constant per-entry part (the dictEntry and
@@ -34,7 +39,7 @@ pub fn string_key_bytes(
     value_len: usize,
     class: impl Fn(usize) -> Option<usize>,
 ) -> Option<u64> {
-    let key = class(sds_header(key_len) + key_len + 1)?;
+    let key = key_name_bytes(key_len, &class)?;
     let value = match encoding {
         // A bare robj: the integer lives in its pointer.
         "int" => 16,
@@ -57,7 +62,7 @@ pub fn raw_string_key_bytes(
     sds_request: usize,
     class: impl Fn(usize) -> Option<usize>,
 ) -> Option<u64> {
-    let key = class(sds_header(key_len) + key_len + 1)?;
+    let key = key_name_bytes(key_len, &class)?;
     Some((key + 16 + class(sds_request)?) as u64)
 }
 
