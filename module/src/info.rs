@@ -62,6 +62,10 @@ fn fields() -> Vec<(&'static str, Field)> {
         "tags_migrated_keys_received",
         Field::Count(crate::tag_migration::KEYS_RECEIVED.load(Ordering::Relaxed)),
     ));
+    out.push((
+        "tags_migrated_keys_held",
+        Field::Count(crate::tag_migration::held_keys()),
+    ));
     out.push(("stampede_locks", Field::Count(crate::tags::locks_held())));
     out.push((
         "keyspace_analyses_running",

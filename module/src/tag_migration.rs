@@ -15,19 +15,26 @@
 //! The target queues what it receives and applies it from a timer, a millisecond of work at a
 //! time (`slot_migration` sends hundreds of messages at once).
 //!
-//! Limits: a MIGRATE queued in MULTI sends the tags when it is queued, before the keys move,
-//! so the target finds no key and they are lost (as before this existed); between the end of
-//! MIGRATE and the message's application (the cluster bus's latency and the next timer tick,
-//! a few milliseconds) the key sits untagged on the target. The filter has no client context,
+//! A MIGRATE queued in MULTI is seen (and its tags sent) when it is queued, so they reach
+//! the target before the keys. The target holds what it receives for keys it does not have
+//! yet (at most [`HOLD_FOR`], [`HELD_MAX_BYTES`]) and applies it when RESTORE brings the key
+//! (its `restore` event). Only MIGRATE's transfers are held, under a message type of their
+//! own: a slot migration's go to every node on Valkey, and the nodes that do not hold a key
+//! must not keep its tags.
+//!
+//! Limits: between the end of MIGRATE and the message's application (the cluster bus's
+//! latency and the next timer tick, a few milliseconds) the key sits untagged on the target.
+//! A MIGRATE ... REPLACE queued in MULTI onto a key the target already has loses the tags
+//! (they are applied to the old value, which RESTORE then replaces). The filter has no client context,
 //! so it takes the keys from db 0: with Valkey 9's `cluster-databases` above 1, keys that
 //! MIGRATE moves from another database arrive untagged. The filter costs every command on such a node
 //! the server's filter dispatch and a length check: about 70 instructions on 7.0 (callgrind,
 //! GET: 20 of them in the filter).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::ptr;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use opt_core::tag_transfer::{decode, encode, migrated_keys, KeyTags};
@@ -37,8 +44,12 @@ use crate::reply::filter_arg;
 use crate::state::MainThreadCell;
 use crate::{guard, log, server, tags};
 
-/// The cluster message type of a tag transfer (types are per module).
+/// The cluster message type of a tag transfer (types are per module): applied to the keys
+/// the receiver holds, the rest ignored (slot migration).
 const MESSAGE_TYPE: u8 = 1;
+/// The message type of a MIGRATE's transfer: entries whose key is not there yet are held
+/// until RESTORE brings it (a MIGRATE queued in MULTI).
+const MESSAGE_TYPE_HELD: u8 = 2;
 
 /// Whether the MIGRATE filter is registered.
 static WATCHING: AtomicBool = AtomicBool::new(false);
@@ -63,6 +74,7 @@ pub fn init(ctx: *mut raw::RedisModuleCtx) {
         ) {
             (Some(register), Some(detach)) => {
                 register(ctx, MESSAGE_TYPE, Some(on_message));
+                register(ctx, MESSAGE_TYPE_HELD, Some(on_message));
                 DETACHED.store(detach(ctx), Ordering::Relaxed);
             }
             _ => log::warning(
@@ -127,7 +139,7 @@ fn send_tags(args: &[&[u8]]) {
         return;
     }
     let target = find_node(DETACHED.load(Ordering::Relaxed), args[1], args[2]);
-    if !send_transfer(0, &entries, target.as_deref()) {
+    if !send_messages(MESSAGE_TYPE_HELD, 0, &entries, target.as_deref()) {
         log::warning("could not send the tags of migrated keys to their new node");
     }
 }
@@ -144,6 +156,11 @@ pub const KEYS_PER_MESSAGE: usize = 256;
 /// applies them to the keys it holds. Returns whether every message was sent (the caller
 /// logs a failure, once).
 pub fn send_transfer(db: u32, entries: &[KeyTags], target: Option<&[u8]>) -> bool {
+    send_messages(MESSAGE_TYPE, db, entries, target)
+}
+
+/// [`send_transfer`] under message type `kind`.
+fn send_messages(kind: u8, db: u32, entries: &[KeyTags], target: Option<&[u8]>) -> bool {
     let ctx = DETACHED.load(Ordering::Relaxed);
     if ctx.is_null() {
         return false;
@@ -166,8 +183,7 @@ pub fn send_transfer(db: u32, entries: &[KeyTags], target: Option<&[u8]>) -> boo
         let sent = u32::try_from(message.len()).is_ok_and(|len| unsafe {
             raw::RedisModule_SendClusterMessage.is_some_and(|send| {
                 let id = target.map_or(ptr::null(), |t| t.as_ptr().cast());
-                send(ctx, id, MESSAGE_TYPE, message.as_ptr().cast(), len)
-                    == raw::REDISMODULE_OK as c_int
+                send(ctx, id, kind, message.as_ptr().cast(), len) == raw::REDISMODULE_OK as c_int
             })
         });
         if sent {
@@ -227,17 +243,193 @@ fn find_node(ctx: *mut raw::RedisModuleCtx, host: &[u8], port: &[u8]) -> Option<
 
 /// Tag transfers received and not applied yet, and whether a timer for the next slice is set.
 struct Inbox {
-    messages: VecDeque<Vec<u8>>,
+    /// Each with its message type.
+    messages: VecDeque<(u8, Vec<u8>)>,
     /// Bytes queued in `messages`.
     bytes: usize,
+    /// Held entries whose key RESTORE just brought, with their db.
+    arrived: Vec<(usize, KeyTags)>,
     timer_armed: bool,
 }
 
 static INBOX: MainThreadCell<Inbox> = MainThreadCell::new(Inbox {
     messages: VecDeque::new(),
     bytes: 0,
+    arrived: Vec::new(),
     timer_armed: false,
 });
+
+/// How long the target keeps a MIGRATE's tags for a key it does not have: long enough for
+/// the EXEC of a MULTI that queued the MIGRATE, short enough that a MIGRATE which never ran
+/// (DISCARD, an error) does not tag a key of that name restored much later.
+pub const HOLD_FOR: Duration = Duration::from_secs(30);
+/// Most bytes of held entries (names and tags); a transfer past it is not held, with a
+/// warning.
+pub const HELD_MAX_BYTES: usize = 64 << 20;
+
+/// Entries of MIGRATE transfers whose key was not here yet, by db and key, each with the time
+/// it was held; `order` lists them oldest first (an entry held again appears twice there,
+/// and only the one whose time matches expires it).
+struct Held {
+    entries: HashMap<(usize, Vec<u8>), (KeyTags, Instant)>,
+    order: VecDeque<(Instant, usize, Vec<u8>)>,
+    bytes: usize,
+    expiry_armed: bool,
+}
+
+static HELD: MainThreadCell<Option<Held>> = MainThreadCell::new(None);
+/// How many entries are held (read on every `restore` event, so kept apart).
+static HELD_KEYS: AtomicUsize = AtomicUsize::new(0);
+
+/// Keys whose tags the target holds until RESTORE brings them (`INFO opt`).
+pub fn held_keys() -> u64 {
+    HELD_KEYS.load(Ordering::Relaxed) as u64
+}
+
+/// The bytes an entry weighs against [`HELD_MAX_BYTES`].
+fn held_bytes(e: &KeyTags) -> usize {
+    2 * e.key.len() + e.tags.iter().map(|t| t.len() + 24).sum::<usize>() + 96
+}
+
+/// Holds `entries` of `db` (their key is not here) until their key arrives or [`HOLD_FOR`]
+/// has passed.
+fn hold(ctx: *mut raw::RedisModuleCtx, db: usize, entries: Vec<KeyTags>) {
+    if entries.is_empty() {
+        return;
+    }
+    // The `restore` event that brings a key comes through the index's subscription.
+    if let Err(err) = tags::follow_keyspace(ctx) {
+        log::warning(&err.0);
+        return;
+    }
+    let now = Instant::now();
+    let arm = HELD
+        .with(|held| {
+            let held = held.get_or_insert_with(|| Held {
+                entries: HashMap::new(),
+                order: VecDeque::new(),
+                bytes: 0,
+                expiry_armed: false,
+            });
+            let mut dropped = 0usize;
+            for e in entries {
+                let size = held_bytes(&e);
+                if held.bytes + size > HELD_MAX_BYTES {
+                    dropped += 1;
+                    continue;
+                }
+                held.bytes += size;
+                held.order.push_back((now, db, e.key.clone()));
+                if let Some((old, _)) = held.entries.insert((db, e.key.clone()), (e, now)) {
+                    held.bytes -= held_bytes(&old);
+                }
+            }
+            // Entries held again leave their old line in `order` until it expires: compact
+            // when those outnumber the live ones.
+            if held.order.len() > 2 * held.entries.len() + 1024 {
+                let entries = &held.entries;
+                held.order.retain(|(at, db, key)| {
+                    entries
+                        .get(&(*db, key.clone()))
+                        .is_some_and(|(_, t)| t == at)
+                });
+            }
+            if dropped > 0 {
+                log::warning(&format!(
+                    "{dropped} keys' tags from a MIGRATE not held: over {HELD_MAX_BYTES} bytes held"
+                ));
+            }
+            HELD_KEYS.store(held.entries.len(), Ordering::Relaxed);
+            !std::mem::replace(&mut held.expiry_armed, true)
+        })
+        .unwrap_or(false);
+    if arm {
+        arm_expiry(ctx, HOLD_FOR);
+    }
+}
+
+/// Called for every `restore` event the index receives: when the key's tags are held, they
+/// are applied at the next timer tick (not inside the event, which runs within RESTORE).
+pub fn on_restore(ctx: *mut raw::RedisModuleCtx, db: usize, key: &[u8]) {
+    if HELD_KEYS.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    let Some(Some(entry)) = HELD.with(|held| {
+        let held = held.as_mut()?;
+        let (e, _) = held.entries.remove(&(db, key.to_vec()))?;
+        held.bytes -= held_bytes(&e);
+        HELD_KEYS.store(held.entries.len(), Ordering::Relaxed);
+        Some(e)
+    }) else {
+        return;
+    };
+    let arm = INBOX
+        .with(|inbox| {
+            inbox.arrived.push((db, entry));
+            !std::mem::replace(&mut inbox.timer_armed, true)
+        })
+        .unwrap_or(false);
+    if arm {
+        arm_timer(ctx);
+    }
+}
+
+/// Sets the timer that drops held entries once [`HOLD_FOR`] has passed.
+fn arm_expiry(ctx: *mut raw::RedisModuleCtx, after: Duration) {
+    let ms = i64::try_from(after.as_millis()).unwrap_or(i64::MAX).max(1);
+    // SAFETY: ctx is a live context of this module on the main thread; the callback is this
+    // module's extern "C" function.
+    unsafe {
+        if let Some(create) = raw::RedisModule_CreateTimer {
+            create(ctx, ms, Some(expire_held), ptr::null_mut());
+        }
+    }
+}
+
+/// # Safety
+/// Called by the server on the main thread when the timer fires, with a live context.
+unsafe extern "C" fn expire_held(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
+    guard::catch_and_log("held tag transfers", || {
+        let now = Instant::now();
+        let next = HELD
+            .with(|held| {
+                let held = held.as_mut()?;
+                let mut expired = 0usize;
+                while let Some((at, db, key)) = held.order.front() {
+                    if now.duration_since(*at) < HOLD_FOR {
+                        break;
+                    }
+                    let id = (*db, key.clone());
+                    if held.entries.get(&id).is_some_and(|(_, t)| t == at) {
+                        if let Some((e, _)) = held.entries.remove(&id) {
+                            held.bytes -= held_bytes(&e);
+                            expired += 1;
+                        }
+                    }
+                    held.order.pop_front();
+                }
+                if expired > 0 {
+                    log::notice(&format!(
+                        "dropped the tags of {expired} keys a MIGRATE was to bring, which never came"
+                    ));
+                }
+                HELD_KEYS.store(held.entries.len(), Ordering::Relaxed);
+                if held.entries.is_empty() {
+                    held.order.clear();
+                }
+                let next = held
+                    .order
+                    .front()
+                    .map(|(at, _, _)| (*at + HOLD_FOR).saturating_duration_since(now));
+                held.expiry_armed = next.is_some();
+                next
+            })
+            .flatten();
+        if let Some(after) = next {
+            arm_expiry(ctx, after);
+        }
+    });
+}
 
 /// Most bytes of received transfers waiting to be applied. The sender paces itself (256 keys
 /// a millisecond) and the receiver applies a millisecond's worth per timer tick, so the queue
@@ -258,7 +450,7 @@ const SLICE: Duration = Duration::from_millis(1);
 unsafe extern "C" fn on_message(
     ctx: *mut raw::RedisModuleCtx,
     _sender: *const c_char,
-    _type: u8,
+    kind: u8,
     payload: *const u8,
     len: u32,
 ) {
@@ -276,7 +468,7 @@ unsafe extern "C" fn on_message(
                     return false;
                 }
                 inbox.bytes += bytes.len();
-                inbox.messages.push_back(bytes);
+                inbox.messages.push_back((kind, bytes));
                 !std::mem::replace(&mut inbox.timer_armed, true)
             })
             .unwrap_or(false);
@@ -302,25 +494,35 @@ fn arm_timer(ctx: *mut raw::RedisModuleCtx) {
 unsafe extern "C" fn apply_slice(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
     guard::catch_and_log("tag transfer", || {
         let start = Instant::now();
+        let arrived = INBOX
+            .with(|inbox| std::mem::take(&mut inbox.arrived))
+            .unwrap_or_default();
+        for (db, entry) in arrived {
+            let (tagged, _) = tags::apply_transfer(ctx, db, vec![entry]);
+            KEYS_RECEIVED.fetch_add(tagged as u64, Ordering::Relaxed);
+        }
         while start.elapsed() < SLICE {
-            let Some(Some(message)) = INBOX.with(|inbox| {
+            let Some(Some((kind, message))) = INBOX.with(|inbox| {
                 let m = inbox.messages.pop_front();
-                inbox.bytes -= m.as_ref().map_or(0, Vec::len);
+                inbox.bytes -= m.as_ref().map_or(0, |(_, m)| m.len());
                 m
             }) else {
                 break;
             };
             match decode(&message) {
                 Ok((db, entries)) => {
-                    let tagged = tags::apply_transfer(ctx, db as usize, &entries);
+                    let (tagged, missing) = tags::apply_transfer(ctx, db as usize, entries);
                     KEYS_RECEIVED.fetch_add(tagged as u64, Ordering::Relaxed);
+                    if kind == MESSAGE_TYPE_HELD {
+                        hold(ctx, db as usize, missing);
+                    }
                 }
                 Err(e) => log::warning(&format!("a tag transfer was refused: {e}")),
             }
         }
         let more = INBOX
             .with(|inbox| {
-                inbox.timer_armed = !inbox.messages.is_empty();
+                inbox.timer_armed = !inbox.messages.is_empty() || !inbox.arrived.is_empty();
                 inbox.timer_armed
             })
             .unwrap_or(false);

@@ -218,7 +218,8 @@ unsafe extern "C" fn on_idle_check(ctx: *mut raw::RedisModuleCtx, _data: *mut c_
                 && st.locks.is_empty()
                 && st.in_flight.is_none()
         })
-        .unwrap_or(false);
+        .unwrap_or(false)
+            && crate::tag_migration::held_keys() == 0;
         // SAFETY: reading a function pointer filled at load.
         let unsubscribe = unsafe { raw::RedisModule_UnsubscribeFromKeyspaceEvents };
         if let (true, true, Some(unsubscribe)) = (empty, following_keyspace(), unsubscribe) {
@@ -240,7 +241,7 @@ unsafe extern "C" fn on_idle_check(ctx: *mut raw::RedisModuleCtx, _data: *mut c_
 
 /// Subscribes to the events that change the keyspace, once. Called before the index gets an
 /// entry, on the main thread.
-fn follow_keyspace(ctx: *mut raw::RedisModuleCtx) -> Result<(), ReplyError> {
+pub(crate) fn follow_keyspace(ctx: *mut raw::RedisModuleCtx) -> Result<(), ReplyError> {
     if FOLLOWING.load(Ordering::Relaxed) {
         return Ok(());
     }
@@ -320,6 +321,9 @@ unsafe extern "C" fn on_keyspace_event(
         // SAFETY: valid for the duration of the callback.
         let (event, key) = unsafe { (CStr::from_ptr(event).to_bytes(), string_bytes(key)) };
         let db = selected_db(ctx);
+        if event == b"restore" {
+            crate::tag_migration::on_restore(ctx, db, key);
+        }
         let applied = STATE.with(|st| apply_event(ctx, st, db, event, key));
         if applied.is_none() {
             log::warning("tag index event arrived while the index was in use; report this");
@@ -768,28 +772,39 @@ pub fn tags_for_transfer(db: usize, keys: &[&[u8]]) -> Vec<KeyTags> {
 /// those that exist here. Replicas and the AOF get `OPT.TAG`, or for a key with freshness the
 /// `OPT.SET ... PXAT ... DELTA ... STALE ... TAGS ...` an OPT.SET of it would have replicated.
 /// Tags over this node's limits are left out (and logged), as OPT.TAG would refuse them.
-/// Returns how many keys were updated.
-pub fn apply_transfer(ctx: *mut raw::RedisModuleCtx, db: usize, entries: &[KeyTags]) -> usize {
+/// Returns how many keys were updated, and the entries whose key is not here (the caller
+/// may hold them until it arrives: `tag_migration`).
+pub fn apply_transfer(
+    ctx: *mut raw::RedisModuleCtx,
+    db: usize,
+    entries: Vec<KeyTags>,
+) -> (usize, Vec<KeyTags>) {
     let limits = limits();
     let mut updated = 0;
-    for e in entries {
-        let mut tags: Vec<&[u8]> = e.tags.iter().map(Vec::as_slice).collect();
-        if !tags.is_empty() {
+    let mut missing = Vec::new();
+    for mut e in entries {
+        if !e.tags.is_empty() {
+            let tags: Vec<&[u8]> = e.tags.iter().map(Vec::as_slice).collect();
             if let Err(why) = validate_tags(&tags, &limits) {
                 log::warning(&format!(
                     "tags of a migrated key left out: {why} (key of {} bytes)",
                     e.key.len()
                 ));
-                tags.clear();
+                e.tags.clear();
             }
         }
-        if (tags.is_empty() && e.freshness.is_none()) || !key_exists(ctx, db, &e.key) {
+        if e.tags.is_empty() && e.freshness.is_none() {
+            continue;
+        }
+        if !key_exists(ctx, db, &e.key) {
+            missing.push(e);
             continue;
         }
         if let Err(err) = follow_keyspace(ctx) {
             log::warning(&err.0);
-            return updated;
+            return (updated, missing);
         }
+        let tags: Vec<&[u8]> = e.tags.iter().map(Vec::as_slice).collect();
         let applied = with(|st| {
             if !tags.is_empty() {
                 st.index.set_tags(db, &e.key, &tags);
@@ -804,7 +819,7 @@ pub fn apply_transfer(ctx: *mut raw::RedisModuleCtx, db: usize, entries: &[KeyTa
         updated += 1;
         replicate_transfer(ctx, db, &e.key, &tags, e.freshness);
     }
-    updated
+    (updated, missing)
 }
 
 /// Replicates what [`apply_transfer`] did to one key.

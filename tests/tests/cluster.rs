@@ -451,6 +451,118 @@ fn the_tag_index_survives_a_failover_and_follows_a_slot_migration() {
     assert_eq!(redis::cmd("DBSIZE").query::<i64>(&mut dst).unwrap(), 1);
 }
 
+/// MIGRATE queued in MULTI: the filter sees it, and sends the tags, when it is queued, so
+/// they reach the target before the keys. The target holds tags for keys it does not have
+/// yet and applies them when RESTORE brings the key (`restore` event), then replicates them.
+/// A held entry whose key never comes is dropped after a while, never applied to another
+/// key of that name.
+#[test]
+fn tags_follow_a_migrate_queued_in_multi() {
+    let cluster = Cluster::start(3, 1, &[]);
+    let source = cluster.owner("batch:1");
+    let target = cluster
+        .primaries()
+        .into_iter()
+        .find(|n| n.port != source.port)
+        .unwrap();
+    let (mut src, mut dst) = (source.conn(), target.conn());
+    let keys = ["{batch:1}:a", "{batch:1}:b", "{batch:1}:c"];
+    let discarded = "{batch:1}:d";
+    for k in keys.into_iter().chain([discarded]) {
+        ok(&mut src, &["OPT.SET", k, "v", "TAGS", "queued", k]);
+    }
+    let slot = cluster.slot("batch:1").to_string();
+    let src_id: String = redis::cmd("CLUSTER").arg("MYID").query(&mut src).unwrap();
+    let dst_id: String = redis::cmd("CLUSTER").arg("MYID").query(&mut dst).unwrap();
+    ok(
+        &mut dst,
+        &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &src_id],
+    );
+    ok(
+        &mut src,
+        &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &dst_id],
+    );
+    let port = target.port.to_string();
+    // A MIGRATE that never runs: its tags are held, then dropped.
+    ok(&mut src, &["MULTI"]);
+    command(
+        &mut src,
+        &["MIGRATE", "127.0.0.1", &port, discarded, "0", "5000"],
+    )
+    .unwrap();
+    ok(&mut src, &["DISCARD"]);
+    ok(&mut src, &["MULTI"]);
+    let queued = command(
+        &mut src,
+        &[
+            "MIGRATE",
+            "127.0.0.1",
+            &port,
+            "",
+            "0",
+            "5000",
+            "KEYS",
+            keys[0],
+            keys[1],
+        ],
+    )
+    .unwrap();
+    assert_eq!(queued, redis::Value::SimpleString("QUEUED".into()));
+    command(
+        &mut src,
+        &["MIGRATE", "127.0.0.1", &port, keys[2], "0", "5000"],
+    )
+    .unwrap();
+    // Let the tags arrive (and be found keyless) on the target before the keys do.
+    target.wait_for("the tags to be held", Duration::from_secs(10), |d| {
+        info_int(d, "opt", "opt_tags_migrated_keys_held") == 4
+    });
+    assert!(tag_keys(&mut dst, "queued").unwrap().is_empty());
+    let replies: Vec<String> = redis::cmd("EXEC").query(&mut src).unwrap();
+    assert_eq!(replies, ["OK", "OK"]);
+    ok(&mut dst, &["CLUSTER", "SETSLOT", &slot, "NODE", &dst_id]);
+    ok(&mut src, &["CLUSTER", "SETSLOT", &slot, "NODE", &dst_id]);
+    target.wait_for(
+        "the held tags on the target",
+        Duration::from_secs(10),
+        |d| tag_keys(d, "queued").is_ok_and(|k| k.len() == 3),
+    );
+    for k in keys {
+        let tags: Vec<String> = redis::cmd("OPT.TAGS").arg(k).query(&mut dst).unwrap();
+        let mut tags = tags;
+        tags.sort();
+        assert_eq!(tags, ["queued", k]);
+    }
+    assert_eq!(info_int(&mut dst, "opt", "opt_tags_migrated_keys_held"), 1);
+    assert_eq!(
+        info_int(&mut dst, "opt", "opt_tags_migrated_keys_received"),
+        3
+    );
+    let t = tag_info(&mut src);
+    assert_eq!((t.keys, t.tags), (1, 2), "the source leaked");
+    // The target's replica got them as well.
+    let want = tag_info(&mut dst).digest;
+    cluster.replicas_of(target)[0].wait_for(
+        "the replica of the target",
+        Duration::from_secs(10),
+        |r| tag_info(r).digest == want,
+    );
+    let deleted: i64 = redis::cmd("OPT.INVALIDATE")
+        .arg("queued")
+        .query(&mut dst)
+        .unwrap();
+    assert_eq!(deleted, 3);
+    // The discarded MIGRATE's tags are dropped after 30 s, its key never having come.
+    target.wait_for("held tags to expire", Duration::from_secs(45), |d| {
+        info_int(d, "opt", "opt_tags_migrated_keys_held") == 0
+    });
+    assert_eq!(
+        info_int(&mut dst, "opt", "opt_tags_migrated_keys_received"),
+        3
+    );
+    assert_eq!(tag_info(&mut dst).keys, 0);
+}
+
 /// While a slot moves, its tagged keys sit partly on the source and partly on the target,
 /// which does not own the slot yet: an invalidation on each node deletes the keys it holds
 /// (the target through the key API, since the server refuses a module's DEL there), the
