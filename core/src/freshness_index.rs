@@ -1,16 +1,18 @@
 //! Per-key freshness (logical expiry, compute time, stale window) of values written with
 //! `OPT.SET ... DELTA ms | STALE s`, following the keyspace like the tag index does.
 
-use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
+
+use indexmap::IndexMap;
 
 use crate::freshness::{Freshness, KeyHasher};
 use crate::tags::{IndexReader, IndexWriter};
 
 const MAX_ENTRIES_ON_LOAD: u64 = 1 << 32;
 
-/// Key name to freshness, within one database.
-type NameMap = HashMap<Vec<u8>, Freshness, BuildHasherDefault<KeyHasher>>;
+/// Key name to freshness, within one database. An `IndexMap` so that a database can be walked
+/// by position in slices ([`FreshnessIndex::take_where_from`]) while keys come and go.
+type NameMap = IndexMap<Vec<u8>, Freshness, BuildHasherDefault<KeyHasher>>;
 
 /// Freshness of keys, one map per database, so that FLUSHDB and SWAPDB take constant time
 /// (one map dropped or two swapped) as they do in the server.
@@ -43,26 +45,38 @@ impl FreshnessIndex {
         (0..self.dbs.len()).filter(|&db| !self.dbs[db].is_empty())
     }
 
-    /// Takes out the keys of `db` for which `pred` holds, with their freshness: one pass over
-    /// that database's map, copying only the names taken.
-    pub fn take_where(
+    /// Takes out the keys of `db` for which `pred` holds, with their freshness, among the
+    /// `scan` positions below `from` (`usize::MAX` to start a walk), and returns the position
+    /// to go on from (`None` once position 0 was looked at).
+    ///
+    /// The walk goes from the end down, because a removal moves the map's last entry into
+    /// the hole: every entry that moves, here or between two calls (a key deleted in the
+    /// meantime), comes from above the hole, so an entry not walked yet is never carried to
+    /// a position already walked. Entries added during the walk (at the end) are not looked at.
+    pub fn take_where_from(
         &mut self,
         db: usize,
+        from: usize,
+        scan: usize,
         mut pred: impl FnMut(&[u8]) -> bool,
-    ) -> Vec<(Vec<u8>, Freshness)> {
+    ) -> (Vec<(Vec<u8>, Freshness)>, Option<usize>) {
         let Some(m) = self.dbs.get_mut(db) else {
-            return Vec::new();
+            return (Vec::new(), None);
         };
+        let top = from.min(m.len());
+        let bottom = top.saturating_sub(scan);
         let mut taken = Vec::new();
-        m.retain(|key, f| {
-            let take = pred(key);
+        for i in (bottom..top).rev() {
+            let take = m.get_index(i).is_some_and(|(key, _)| pred(key));
             if take {
-                taken.push((key.clone(), *f));
+                // The entry moved into `i` was above it: walked already.
+                if let Some(entry) = m.swap_remove_index(i) {
+                    taken.push(entry);
+                }
             }
-            !take
-        });
+        }
         self.len -= taken.len();
-        taken
+        (taken, (bottom > 0).then_some(bottom))
     }
 
     /// Records `f` for `key`.
@@ -88,7 +102,7 @@ impl FreshnessIndex {
         if self.len == 0 {
             return None;
         }
-        let removed = self.dbs.get_mut(db)?.remove(key);
+        let removed = self.dbs.get_mut(db)?.swap_remove(key);
         if removed.is_some() {
             self.len -= 1;
         }
@@ -198,14 +212,64 @@ mod tests {
         }
         ix.set(3, b"a3", F);
         assert_eq!(ix.dbs_in_use().collect::<Vec<_>>(), vec![0, 3]);
-        let mut taken = ix.take_where(0, |k| k.starts_with(b"a"));
+        let (mut taken, next) = ix.take_where_from(0, usize::MAX, 10, |k| k.starts_with(b"a"));
+        assert_eq!(next, None);
         taken.sort_by(|x, y| x.0.cmp(&y.0));
         assert_eq!(taken, vec![(b"a1".to_vec(), F), (b"a2".to_vec(), F)]);
         assert_eq!(ix.len(), 2);
         assert_eq!(ix.get(0, b"b1"), Some(F));
         assert_eq!(ix.get(3, b"a3"), Some(F));
-        assert!(ix.take_where(7, |_| true).is_empty());
-        ix.take_where(3, |_| true);
+        assert!(ix.take_where_from(7, usize::MAX, 10, |_| true).0.is_empty());
+        ix.take_where_from(3, usize::MAX, 10, |_| true);
         assert_eq!(ix.dbs_in_use().collect::<Vec<_>>(), vec![0]);
+    }
+
+    /// A walk in slices takes every matching key even when keys are removed and added
+    /// between the slices (each removal moves the last entry into its hole).
+    #[test]
+    fn a_sliced_walk_misses_no_key_while_others_come_and_go() {
+        for seed in 0..50u64 {
+            let mut ix = FreshnessIndex::default();
+            let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            let mut next_rand = move || {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng
+            };
+            let name = |i: u64, wanted: bool| format!("{}{i}", if wanted { "w" } else { "o" });
+            let mut wanted = std::collections::BTreeSet::new();
+            for i in 0..500 {
+                let w = next_rand() % 3 == 0;
+                ix.set(0, name(i, w).as_bytes(), F);
+                if w {
+                    wanted.insert(name(i, w));
+                }
+            }
+            let mut others: Vec<String> = (0..500)
+                .map(|i| name(i, false))
+                .filter(|k| ix.get(0, k.as_bytes()).is_some())
+                .collect();
+            let mut taken = std::collections::BTreeSet::new();
+            let mut from = Some(usize::MAX);
+            let mut added = 500;
+            while let Some(at) = from {
+                let (got, next) = ix.take_where_from(0, at, 7, |k| k.starts_with(b"w"));
+                taken.extend(got.into_iter().map(|(k, _)| String::from_utf8(k).unwrap()));
+                from = next;
+                // Between slices: other keys leave, and new ones (not wanted) arrive.
+                for _ in 0..3 {
+                    if !others.is_empty() {
+                        let k = others.swap_remove((next_rand() % others.len() as u64) as usize);
+                        assert!(ix.remove(0, k.as_bytes()).is_some());
+                    }
+                }
+                ix.set(0, name(added, false).as_bytes(), F);
+                others.push(name(added, false));
+                added += 1;
+            }
+            assert_eq!(taken, wanted, "seed {seed}");
+            assert_eq!(ix.len(), others.len());
+        }
     }
 }

@@ -232,13 +232,23 @@ struct Job {
     /// The databases left to walk, the current one first (cluster mode has db 0 only, except
     /// on Valkey 9 with `cluster-databases`).
     dbs: Vec<usize>,
-    /// The index position to go on from in the current database; `None` once it was walked.
-    next: Option<usize>,
+    /// Where the walk of the current database goes on from: the tag index, then the keys
+    /// that have freshness and no tag.
+    next: Walk,
     /// Whether every database was walked (keys with freshness and no tag included).
     walked: bool,
     keys: usize,
     all_sent: bool,
     started: Instant,
+}
+
+/// Where a job's walk of one database stands.
+#[derive(Clone, Copy)]
+enum Walk {
+    /// Tag index positions from this one up.
+    Tags(usize),
+    /// Positions of the freshness table below this one (it is walked downwards).
+    Fresh(usize),
 }
 
 /// The running jobs, and whether a timer for the next slice is set.
@@ -290,7 +300,7 @@ fn start(ctx: *mut raw::RedisModuleCtx, slots: SlotSet, action: Action) {
         slots,
         action,
         dbs: tags::dbs_in_use(),
-        next: Some(0),
+        next: Walk::Tags(0),
         walked: false,
         keys: 0,
         all_sent: true,
@@ -346,17 +356,22 @@ fn run_slice(ctx: *mut raw::RedisModuleCtx) {
         let mut batch = Vec::new();
         while batch.len() < tag_migration::KEYS_PER_MESSAGE && slice_start.elapsed() < SLICE {
             match job.next {
-                Some(from) => {
+                Walk::Tags(from) => {
                     let (taken, next) = tags::take_slot_keys(db, &job.slots, from, SCAN_STEP);
                     batch.extend(taken);
-                    job.next = next;
+                    job.next = next.map_or(Walk::Fresh(usize::MAX), Walk::Tags);
                 }
-                None => {
-                    batch.extend(tags::take_fresh_slot_keys(db, &job.slots));
-                    job.dbs.remove(0);
-                    job.next = Some(0);
-                    job.walked = job.dbs.is_empty();
-                    break;
+                Walk::Fresh(from) => {
+                    let (taken, next) = tags::take_fresh_slot_keys(db, &job.slots, from, SCAN_STEP);
+                    batch.extend(taken);
+                    if let Some(next) = next {
+                        job.next = Walk::Fresh(next);
+                    } else {
+                        job.dbs.remove(0);
+                        job.next = Walk::Tags(0);
+                        job.walked = job.dbs.is_empty();
+                        break;
+                    }
                 }
             }
         }

@@ -730,20 +730,29 @@ pub fn dbs_in_use() -> Vec<usize> {
 }
 
 /// Takes out of the freshness table the keys of `db` in `slots` that have freshness and no
-/// tag, with their freshness.
-pub fn take_fresh_slot_keys(db: usize, slots: &SlotSet) -> Vec<KeyTags> {
+/// tag, with their freshness, among the `scan` positions below `from` (`usize::MAX` to
+/// start), and returns the position to go on from (`None` once the table was walked).
+pub fn take_fresh_slot_keys(
+    db: usize,
+    slots: &SlotSet,
+    from: usize,
+    scan: usize,
+) -> (Vec<KeyTags>, Option<usize>) {
     state(|st| {
-        st.fresh
-            .take_where(db, |k| slots.holds_key(k))
+        let (taken, next) = st
+            .fresh
+            .take_where_from(db, from, scan, |k| slots.holds_key(k));
+        let entries = taken
             .into_iter()
             .map(|(key, freshness)| KeyTags {
                 key,
                 tags: Vec::new(),
                 freshness: Some(freshness),
             })
-            .collect()
+            .collect();
+        (entries, next)
     })
-    .unwrap_or_default()
+    .unwrap_or((Vec::new(), None))
 }
 
 // ---------------------------------------------------------------------------------------

@@ -1008,6 +1008,12 @@ fn tags_follow_atomic_slot_migration() {
             "OPT.SET", &fresh, "v", "EX", "100", "STALE", "60", "TAGS", "moving",
         ],
     );
+    // Freshness and no tag: walked apart from the tag index (in slices too).
+    let fresh_only = format!("{{{tag}}}:fresh-only");
+    ok(
+        &mut src,
+        &["OPT.SET", &fresh_only, "v", "EX", "200", "STALE", "60"],
+    );
     // A tagged key in another slot of the source stays where it is, tagged.
     let stays = (0..)
         .map(|i| format!("stay{i}"))
@@ -1086,7 +1092,7 @@ fn tags_follow_atomic_slot_migration() {
     target.wait_for("the tags on the target", Duration::from_secs(10), |d| {
         tag_keys(d, "moving").is_ok_and(|k| k.len() == 99)
     });
-    assert_eq!(redis::cmd("DBSIZE").query::<i64>(&mut dst).unwrap(), 102);
+    assert_eq!(redis::cmd("DBSIZE").query::<i64>(&mut dst).unwrap(), 103);
     let t = tag_info(&mut dst);
     assert_eq!((t.keys, t.pairs), (100, 197));
     let tags_of = |c: &mut redis::Connection, k: &str| -> Vec<String> {
@@ -1104,6 +1110,15 @@ fn tags_follow_atomic_slot_migration() {
         redis::cmd("OPT.FETCH").arg(&fresh).query(&mut dst).unwrap();
     let ttl: i64 = redis::from_redis_value(reply["ttl_ms"].clone()).unwrap();
     assert!((90_000..=100_000).contains(&ttl), "ttl_ms {ttl}");
+    let reply: std::collections::HashMap<String, redis::Value> = redis::cmd("OPT.FETCH")
+        .arg(&fresh_only)
+        .query(&mut dst)
+        .unwrap();
+    let ttl: i64 = redis::from_redis_value(reply["ttl_ms"].clone()).unwrap();
+    assert!(
+        (190_000..=200_000).contains(&ttl),
+        "fresh-only ttl_ms {ttl}"
+    );
     // The source keeps only the key of the slot it kept (OPT.TAGINFO counts every db), and so
     // does its replica.
     source.wait_for("the source's index", Duration::from_secs(10), |s| {
@@ -1136,5 +1151,5 @@ fn tags_follow_atomic_slot_migration() {
         .query(&mut dst)
         .unwrap();
     assert_eq!(deleted, 99);
-    assert_eq!(redis::cmd("DBSIZE").query::<i64>(&mut dst).unwrap(), 3);
+    assert_eq!(redis::cmd("DBSIZE").query::<i64>(&mut dst).unwrap(), 4);
 }
