@@ -3,9 +3,10 @@
 # migration of untagged keys, on the servers that move slots themselves (Redis 8.4+, Valkey
 # 9+; fetched by scripts/fetch-newer-servers.sh).
 #
-#   benches/slot_migration_stall.sh [KEYS]
+#   [VARIANTS="untagged tagged fresh"] [OPT_MODULE=other.so] benches/slot_migration_stall.sh [KEYS]
 #
-# For each server and each variant (untagged: SET; tagged: OPT.SET ... TAGS t1 t2), it
+# For each server and each variant (untagged: SET; tagged: OPT.SET ... TAGS t1 t2; fresh:
+# OPT.SET ... EX 3600 STALE 60, freshness and no tag), it
 # starts a two-node cluster (each node with the module), writes KEYS keys into one slot of
 # the source and as many into another slot it keeps, then moves the first slot (CLUSTER
 # MIGRATION IMPORT on Redis, CLUSTER MIGRATESLOTS on Valkey) while one client per node sends
@@ -16,7 +17,7 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 source "$root/scripts/lib.sh"
 keys=${1:-200000}
-cargo build --quiet --release -p redis-opt-module
+use_module_build
 cargo build --quiet --release -p redis-opt-benches --bin ping_probe
 probe="$root/target/release/ping_probe"
 bin="$("$root/scripts/fetch-newer-servers.sh")/bin"
@@ -60,6 +61,9 @@ run() { # kind variant
   if [ "$variant" = tagged ]; then
     write=(OPT.SET "{a}k:__rand_int__" v TAGS t1 t2)
     keep=(OPT.SET "{$stay}k:__rand_int__" v TAGS t1 t3)
+  elif [ "$variant" = fresh ]; then
+    write=(OPT.SET "{a}k:__rand_int__" v EX 3600 STALE 60)
+    keep=(OPT.SET "{$stay}k:__rand_int__" v EX 3600 STALE 60)
   fi
   "$bin/redis-benchmark" -p "$src" -n "$keys" -r 1000000000 -P 100 -q "${write[@]}" >/dev/null
   "$bin/redis-benchmark" -p "$src" -n "$keys" -r 1000000000 -P 100 -q "${keep[@]}" >/dev/null
@@ -107,7 +111,7 @@ run() { # kind variant
 echo "| server | keys | keys moved | source PING p99 / max (ms) | target PING p99 / max (ms) | all tags on target after (ms) | moved keys left in the source's index |"
 echo "|---|---|---|---|---|---|---|"
 for kind in redis valkey; do
-  for variant in untagged tagged; do
+  for variant in ${VARIANTS:-untagged tagged}; do
     run "$kind" "$variant"
   done
 done
