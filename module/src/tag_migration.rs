@@ -25,11 +25,11 @@
 //! Limits: between the end of MIGRATE and the message's application (the cluster bus's
 //! latency and the next timer tick, a few milliseconds) the key sits untagged on the target.
 //! A MIGRATE ... REPLACE queued in MULTI onto a key the target already has loses the tags
-//! (they are applied to the old value, which RESTORE then replaces). The filter has no client context,
-//! so it takes the keys from db 0: with Valkey 9's `cluster-databases` above 1, keys that
-//! MIGRATE moves from another database arrive untagged. The filter costs every command on such a node
-//! the server's filter dispatch and a length check: about 70 instructions on 7.0 (callgrind,
-//! GET: 20 of them in the filter).
+//! (they are applied to the old value, which RESTORE then replaces). The filter has no
+//! client context, so it takes the keys from db 0: with Valkey 9's `cluster-databases` above
+//! 1, keys that MIGRATE moves from another database arrive untagged. The filter costs every
+//! command on such a node the server's filter dispatch and a length check: about 70
+//! instructions on 7.0 (callgrind, GET: 20 of them in the filter).
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::{c_char, c_int, c_void, CStr};
