@@ -17,10 +17,11 @@
 //!
 //! A MIGRATE queued in MULTI is seen (and its tags sent) when it is queued, so they reach
 //! the target before the keys. The target holds what it receives for keys it does not have
-//! yet (at most [`HOLD_FOR`], [`HELD_MAX_BYTES`]) and applies it when RESTORE brings the key
-//! (its `restore` event). Only MIGRATE's transfers are held, under a message type of their
-//! own: a slot migration's go to every node on Valkey, and the nodes that do not hold a key
-//! must not keep its tags.
+//! yet, in slots it is importing (at most [`HOLD_FOR`], [`HELD_MAX_BYTES`]), and applies it
+//! when RESTORE brings the key (its `restore` event). Keys of other slots are not held: a
+//! slot migration's transfers go to every node on Valkey, and the nodes that do not hold a
+//! key must not keep its tags. The message format and type stay those of earlier versions,
+//! so nodes of both versions exchange tags during a rolling upgrade.
 //!
 //! Limits: between the end of MIGRATE and the message's application (the cluster bus's
 //! latency and the next timer tick, a few milliseconds) the key sits untagged on the target.
@@ -37,6 +38,7 @@ use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use opt_core::cluster::key_slot;
 use opt_core::tag_transfer::{decode, encode, migrated_keys, KeyTags};
 use redis_module::raw;
 
@@ -44,12 +46,8 @@ use crate::reply::filter_arg;
 use crate::state::MainThreadCell;
 use crate::{guard, log, server, tags};
 
-/// The cluster message type of a tag transfer (types are per module): applied to the keys
-/// the receiver holds, the rest ignored (slot migration).
+/// The cluster message type of a tag transfer (types are per module).
 const MESSAGE_TYPE: u8 = 1;
-/// The message type of a MIGRATE's transfer: entries whose key is not there yet are held
-/// until RESTORE brings it (a MIGRATE queued in MULTI).
-const MESSAGE_TYPE_HELD: u8 = 2;
 
 /// Whether the MIGRATE filter is registered.
 static WATCHING: AtomicBool = AtomicBool::new(false);
@@ -74,7 +72,6 @@ pub fn init(ctx: *mut raw::RedisModuleCtx) {
         ) {
             (Some(register), Some(detach)) => {
                 register(ctx, MESSAGE_TYPE, Some(on_message));
-                register(ctx, MESSAGE_TYPE_HELD, Some(on_message));
                 DETACHED.store(detach(ctx), Ordering::Relaxed);
             }
             _ => log::warning(
@@ -139,7 +136,7 @@ fn send_tags(args: &[&[u8]]) {
         return;
     }
     let target = find_node(DETACHED.load(Ordering::Relaxed), args[1], args[2]);
-    if !send_messages(MESSAGE_TYPE_HELD, 0, &entries, target.as_deref()) {
+    if !send_transfer(0, &entries, target.as_deref()) {
         log::warning("could not send the tags of migrated keys to their new node");
     }
 }
@@ -156,11 +153,6 @@ pub const KEYS_PER_MESSAGE: usize = 256;
 /// applies them to the keys it holds. Returns whether every message was sent (the caller
 /// logs a failure, once).
 pub fn send_transfer(db: u32, entries: &[KeyTags], target: Option<&[u8]>) -> bool {
-    send_messages(MESSAGE_TYPE, db, entries, target)
-}
-
-/// [`send_transfer`] under message type `kind`.
-fn send_messages(kind: u8, db: u32, entries: &[KeyTags], target: Option<&[u8]>) -> bool {
     let ctx = DETACHED.load(Ordering::Relaxed);
     if ctx.is_null() {
         return false;
@@ -183,7 +175,8 @@ fn send_messages(kind: u8, db: u32, entries: &[KeyTags], target: Option<&[u8]>) 
         let sent = u32::try_from(message.len()).is_ok_and(|len| unsafe {
             raw::RedisModule_SendClusterMessage.is_some_and(|send| {
                 let id = target.map_or(ptr::null(), |t| t.as_ptr().cast());
-                send(ctx, id, kind, message.as_ptr().cast(), len) == raw::REDISMODULE_OK as c_int
+                send(ctx, id, MESSAGE_TYPE, message.as_ptr().cast(), len)
+                    == raw::REDISMODULE_OK as c_int
             })
         });
         if sent {
@@ -243,8 +236,7 @@ fn find_node(ctx: *mut raw::RedisModuleCtx, host: &[u8], port: &[u8]) -> Option<
 
 /// Tag transfers received and not applied yet, and whether a timer for the next slice is set.
 struct Inbox {
-    /// Each with its message type.
-    messages: VecDeque<(u8, Vec<u8>)>,
+    messages: VecDeque<Vec<u8>>,
     /// Bytes queued in `messages`.
     bytes: usize,
     /// Held entries whose key RESTORE just brought, with their db.
@@ -450,7 +442,7 @@ const SLICE: Duration = Duration::from_millis(1);
 unsafe extern "C" fn on_message(
     ctx: *mut raw::RedisModuleCtx,
     _sender: *const c_char,
-    kind: u8,
+    _type: u8,
     payload: *const u8,
     len: u32,
 ) {
@@ -468,7 +460,7 @@ unsafe extern "C" fn on_message(
                     return false;
                 }
                 inbox.bytes += bytes.len();
-                inbox.messages.push_back((kind, bytes));
+                inbox.messages.push_back(bytes);
                 !std::mem::replace(&mut inbox.timer_armed, true)
             })
             .unwrap_or(false);
@@ -494,6 +486,7 @@ fn arm_timer(ctx: *mut raw::RedisModuleCtx) {
 unsafe extern "C" fn apply_slice(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
     guard::catch_and_log("tag transfer", || {
         let start = Instant::now();
+        let mut importing = None;
         let arrived = INBOX
             .with(|inbox| std::mem::take(&mut inbox.arrived))
             .unwrap_or_default();
@@ -502,18 +495,21 @@ unsafe extern "C" fn apply_slice(ctx: *mut raw::RedisModuleCtx, _data: *mut c_vo
             KEYS_RECEIVED.fetch_add(tagged as u64, Ordering::Relaxed);
         }
         while start.elapsed() < SLICE {
-            let Some(Some((kind, message))) = INBOX.with(|inbox| {
+            let Some(Some(message)) = INBOX.with(|inbox| {
                 let m = inbox.messages.pop_front();
-                inbox.bytes -= m.as_ref().map_or(0, |(_, m)| m.len());
+                inbox.bytes -= m.as_ref().map_or(0, Vec::len);
                 m
             }) else {
                 break;
             };
             match decode(&message) {
                 Ok((db, entries)) => {
-                    let (tagged, missing) = tags::apply_transfer(ctx, db as usize, entries);
+                    let (tagged, mut missing) = tags::apply_transfer(ctx, db as usize, entries);
                     KEYS_RECEIVED.fetch_add(tagged as u64, Ordering::Relaxed);
-                    if kind == MESSAGE_TYPE_HELD {
+                    if !missing.is_empty() {
+                        // Read once a slice, and only when a key is missing.
+                        let importing = importing.get_or_insert_with(|| tags::importing_slots(ctx));
+                        missing.retain(|e| importing.contains(&key_slot(&e.key)));
                         hold(ctx, db as usize, missing);
                     }
                 }

@@ -1538,8 +1538,9 @@ pub fn invalidate(call: &Call) -> Result<Reply, ReplyError> {
 }
 
 /// The slots this cluster node is importing (from `CLUSTER NODES`).
-fn importing_slots(ctx: *mut raw::RedisModuleCtx) -> Vec<u16> {
-    // SAFETY: ctx is the live command context; the reply is read, then freed.
+pub(crate) fn importing_slots(ctx: *mut raw::RedisModuleCtx) -> Vec<u16> {
+    // SAFETY: ctx is a live context on the main thread (a command's, or the timer's of
+    // `tag_migration`); the reply is read, then freed.
     unsafe {
         let Some(reply) = module_call!(ctx, c"CLUSTER".as_ptr(), c"c".as_ptr(), c"NODES".as_ptr())
         else {
