@@ -306,6 +306,19 @@ pub struct Aggregator {
     prepared: Vec<u8>,
 }
 
+/// A pattern's bytes under two-phase sampling, and the half-width of their 95% interval.
+/// bytes = N * W * mean, with N the database's keys, W the pattern's share of the `draws`
+/// names and mean the average of its measured sizes: the variance is N^2 (W^2 var(size) /
+/// keys + mean^2 W (1 - W) / draws). The pattern must have measured keys.
+fn sampled_estimate(a: &PatternAcc, draws: f64, total_keys: f64) -> (f64, f64) {
+    let k = a.keys.max(1) as f64;
+    let mean = a.bytes as f64 / k;
+    let var = (a.sum_sq / k - mean * mean).max(0.0);
+    let w = (a.names + a.keys) as f64 / draws;
+    let v = w * w * var / k + mean * mean * w * (1.0 - w) / draws;
+    (total_keys * w * mean, 1.96 * total_keys * v.sqrt())
+}
+
 fn size_bucket(v: u64) -> usize {
     if v < 16 {
         return v as usize;
@@ -396,6 +409,32 @@ impl Aggregator {
     /// Keys added so far.
     pub fn keys(&self) -> u64 {
         self.keys
+    }
+
+    /// SAMPLES, while it runs: the widest 95% interval of a pattern's bytes, relative to its
+    /// bytes, among the patterns holding at least `min_share` of the estimated memory (0 when
+    /// none does yet). `db_keys` is the database size and `scanned` the keys measured, as
+    /// [`Aggregator::finish`] takes them, which gives the same intervals.
+    pub fn widest_sampled_ci(&self, db_keys: u64, scanned: u64, min_share: f64) -> f64 {
+        let draws = (self.name_draws + scanned).max(1) as f64;
+        let total_keys = db_keys as f64;
+        let mean_bytes = self.bytes as f64 / self.keys.max(1) as f64;
+        let accs = || self.patterns.values().chain(std::iter::once(&self.other));
+        let total: f64 = accs()
+            .map(|a| match a.keys {
+                0 => total_keys * (a.names as f64 / draws) * mean_bytes,
+                _ => sampled_estimate(a, draws, total_keys).0,
+            })
+            .sum();
+        if total <= 0.0 {
+            return 0.0;
+        }
+        accs()
+            .filter(|a| a.keys > 0)
+            .map(|a| sampled_estimate(a, draws, total_keys))
+            .filter(|&(bytes, _)| bytes > 0.0 && bytes / total >= min_share)
+            .map(|(bytes, ci)| ci / bytes)
+            .fold(0.0, f64::max)
     }
 
     /// How many keys of `name`'s pattern were added so far. The pattern inferred here is
@@ -571,15 +610,7 @@ impl Aggregator {
                 let sp = |v: u64| (v as f64 * scale).round() as u64;
                 let bytes = a.bytes as f64 * scale;
                 let ci = if sampled {
-                    // bytes = N * W * mean, W the key share from `draws` names and mean the
-                    // average of `keys` measured sizes: the variance is N^2 (W^2 var(size) /
-                    // keys + mean^2 W (1 - W) / draws).
-                    let k = a.keys as f64;
-                    let mean = a.bytes as f64 / k;
-                    let var = (a.sum_sq / k - mean * mean).max(0.0);
-                    let w = key_share(a);
-                    let v = w * w * var / k + mean * mean * w * (1.0 - w) / draws;
-                    (1.96 * total_keys * v.sqrt()).round() as u64
+                    sampled_estimate(a, draws, total_keys).1.round() as u64
                 } else {
                     0
                 };
@@ -967,6 +998,11 @@ mod tests {
             // `x...` keys fail MATCH: draws, but no pattern.
             agg.add_name(name.as_bytes(), !name.starts_with('x'));
         }
+        // While it runs, the widest interval among the patterns holding at least half of the
+        // memory is a:*'s (52%), and among those with 40%, b:*'s (48%, from fewer names).
+        let widest_half = agg.widest_sampled_ci(1_000_000, 1000, 0.5);
+        let widest_all = agg.widest_sampled_ci(1_000_000, 1000, 0.4);
+        assert_eq!(agg.widest_sampled_ci(1_000_000, 1000, 0.9), 0.0);
         let r = agg.finish(Mode::Samples(1000), 0, 1_000_000, 1000, 1);
         // a: (500 + 7020) / 10000 of the keys, b: (500 + 1800) / 10000.
         let a = r.patterns.iter().find(|p| p.pattern == "a:*").unwrap();
@@ -984,6 +1020,10 @@ mod tests {
             "{}",
             a.bytes_ci95
         );
+        let relative = |p: &PatternStats| p.bytes_ci95 as f64 / p.bytes as f64;
+        assert!((widest_half - relative(a)).abs() < 1e-6, "{widest_half}");
+        assert!((widest_all - relative(b)).abs() < 1e-6, "{widest_all}");
+        assert!(relative(b) > relative(a));
     }
 
     #[test]
