@@ -598,6 +598,14 @@ impl Cluster {
             .collect()
     }
 
+    /// A primary other than `node` (the first one found).
+    pub fn other_primary(&self, node: &Server) -> &Server {
+        self.primaries()
+            .into_iter()
+            .find(|n| n.port != node.port)
+            .expect("a cluster has more than one primary")
+    }
+
     /// The slot of `key` (CLUSTER KEYSLOT).
     pub fn slot(&self, key: &str) -> u16 {
         redis::cmd("CLUSTER")

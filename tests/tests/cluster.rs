@@ -25,11 +25,7 @@ fn is_moved(error: &str) -> bool {
 fn every_node_serves_its_own_keys_and_redirects_the_rest() {
     let cluster = Cluster::start(3, 1, &[]);
     let owner = cluster.owner("page:1");
-    let other = cluster
-        .primaries()
-        .into_iter()
-        .find(|n| n.port != owner.port)
-        .unwrap();
+    let other = cluster.other_primary(owner);
     let mut c = owner.conn();
     ok(
         &mut c,
@@ -388,11 +384,7 @@ fn the_tag_index_survives_a_failover_and_follows_a_slot_migration() {
             "moving",
         ],
     );
-    let target = cluster
-        .primaries()
-        .into_iter()
-        .find(|n| n.port != primary.port)
-        .unwrap();
+    let target = cluster.other_primary(primary);
     let mut dst = target.conn();
     let slot = cluster.slot("page:1").to_string();
     let moved = [0, 1, 2, 3, 4].map(|i| format!("{{page:1}}:m{i}"));
@@ -468,11 +460,7 @@ fn the_tag_index_survives_a_failover_and_follows_a_slot_migration() {
 fn tags_follow_a_migrate_queued_in_multi() {
     let cluster = Cluster::start(3, 1, &[]);
     let source = cluster.owner("batch:1");
-    let target = cluster
-        .primaries()
-        .into_iter()
-        .find(|n| n.port != source.port)
-        .unwrap();
+    let target = cluster.other_primary(source);
     let (mut src, mut dst) = (source.conn(), target.conn());
     let keys = ["{batch:1}:a", "{batch:1}:b", "{batch:1}:c"];
     let discarded = "{batch:1}:d";
@@ -573,11 +561,7 @@ fn tags_follow_a_migrate_queued_in_multi() {
 fn invalidation_during_a_slot_migration_deletes_on_both_nodes() {
     let cluster = Cluster::start(3, 1, &[]);
     let source = cluster.owner("{p}");
-    let target = cluster
-        .primaries()
-        .into_iter()
-        .find(|n| n.port != source.port)
-        .unwrap();
+    let target = cluster.other_primary(source);
     let (mut src, mut dst) = (source.conn(), target.conn());
     for i in 0..6 {
         ok(
