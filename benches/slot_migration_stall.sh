@@ -3,10 +3,12 @@
 # migration of untagged keys, on the servers that move slots themselves (Redis 8.4+, Valkey
 # 9+; fetched by scripts/fetch-newer-servers.sh).
 #
-#   [VARIANTS="untagged tagged fresh"] [OPT_MODULE=other.so] benches/slot_migration_stall.sh [KEYS]
+#   [VARIANTS="untagged tagged fresh following expiring"] [OPT_MODULE=other.so] benches/slot_migration_stall.sh [KEYS]
 #
 # For each server and each variant (untagged: SET; tagged: OPT.SET ... TAGS t1 t2; fresh:
-# OPT.SET ... EX 3600 STALE 60, freshness and no tag), it
+# OPT.SET ... EX 3600 STALE 60, freshness and no tag; following: untagged keys move while
+# the keys that stay are tagged, so the index follows keyspace events; expiring: SET ... EX
+# 3600, the fresh variant's keys without the module's part), it
 # starts a two-node cluster (each node with the module), writes KEYS keys into one slot of
 # the source and as many into another slot it keeps, then moves the first slot (CLUSTER
 # MIGRATION IMPORT on Redis, CLUSTER MIGRATESLOTS on Valkey) while one client per node sends
@@ -64,6 +66,13 @@ run() { # kind variant
   elif [ "$variant" = fresh ]; then
     write=(OPT.SET "{a}k:__rand_int__" v EX 3600 STALE 60)
     keep=(OPT.SET "{$stay}k:__rand_int__" v EX 3600 STALE 60)
+  elif [ "$variant" = expiring ]; then
+    # The fresh variant's keys without the module's part: plain SET with the same TTL.
+    write=(SET "{a}k:__rand_int__" v EX 3600)
+    keep=(SET "{$stay}k:__rand_int__" v EX 3600)
+  elif [ "$variant" = following ]; then
+    # Untagged keys move, but tagged keys stay: the index follows keyspace events.
+    keep=(OPT.SET "{$stay}k:__rand_int__" v TAGS t1 t3)
   fi
   "$bin/redis-benchmark" -p "$src" -n "$keys" -r 1000000000 -P 100 -q "${write[@]}" >/dev/null
   "$bin/redis-benchmark" -p "$src" -n "$keys" -r 1000000000 -P 100 -q "${keep[@]}" >/dev/null
@@ -99,7 +108,10 @@ run() { # kind variant
   local left kept
   left=$("$cli" -p "$src" opt.taginfo format json | sed 's/.*"keys":\([0-9]*\).*/\1/')
   kept=0
-  [ "$variant" = tagged ] && kept=$("$cli" -p "$src" cluster countkeysinslot "$("$cli" -p "$src" cluster keyslot "{$stay}")")
+  case $variant in tagged | following)
+    kept=$("$cli" -p "$src" cluster countkeysinslot "$("$cli" -p "$src" cluster keyslot "{$stay}")") ;;
+  esac
+  [ -n "${SHOW_LOG:-}" ] && grep -iE "slot|migrat|trim" "$work/$src/log" | tail -8 >&2
   printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$("$server" --version | awk '{print $1, $3}' | sed 's/v=//')" \
     "$variant" "$moved" "$(sed 's# # / #' "$work/src.out")" "$(sed 's# # / #' "$work/dst.out")" \
     "${done_ms:-n/a}" "$((left - kept))"
