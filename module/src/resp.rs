@@ -37,8 +37,8 @@ pub trait Sink {
     fn null(&mut self);
 }
 
-/// Writes a JSON tree (the form OPT.ADVISE's report is built in).
-pub fn write_value<S: Sink>(sink: &mut S, value: &Value) {
+/// Writes a JSON tree: a sequence or map whose length was not known up front, gathered.
+fn write_value<S: Sink>(sink: &mut S, value: &Value) {
     match value {
         Value::Null => sink.null(),
         Value::Bool(b) => sink.boolean(*b),
@@ -271,8 +271,7 @@ impl<'a, S: Sink> ser::Serializer for Writer<'a, S> {
         variant: &'static str,
         value: &T,
     ) -> Result<(), Error> {
-        self.sink.map(1);
-        self.sink.bulk(variant.as_bytes());
+        open_variant(self.sink, variant);
         value.serialize(Writer { sink: self.sink })
     }
     fn serialize_seq(self, len: Option<usize>) -> Result<Seq<'a, S>, Error> {
@@ -291,8 +290,7 @@ impl<'a, S: Sink> ser::Serializer for Writer<'a, S> {
         variant: &'static str,
         len: usize,
     ) -> Result<Seq<'a, S>, Error> {
-        self.sink.map(1);
-        self.sink.bulk(variant.as_bytes());
+        open_variant(self.sink, variant);
         Ok(Seq::start(self.sink, Some(len)))
     }
     fn serialize_map(self, len: Option<usize>) -> Result<Map<'a, S>, Error> {
@@ -308,10 +306,21 @@ impl<'a, S: Sink> ser::Serializer for Writer<'a, S> {
         variant: &'static str,
         len: usize,
     ) -> Result<Map<'a, S>, Error> {
-        self.sink.map(1);
-        self.sink.bulk(variant.as_bytes());
+        open_variant(self.sink, variant);
         Ok(Map::start(self.sink, Some(len)))
     }
+}
+
+/// Starts a non-unit enum variant: a one-entry map from its name to its content.
+fn open_variant<S: Sink>(sink: &mut S, variant: &str) {
+    sink.map(1);
+    sink.bulk(variant.as_bytes());
+}
+
+/// A value of a gathered aggregate as a tree; a failure fails the whole reply, as it does
+/// where values are written straight.
+fn to_tree<T: Serialize + ?Sized>(value: &T) -> Result<Value, Error> {
+    serde_json::to_value(value).map_err(|e| Error(e.to_string()))
 }
 
 /// A sequence being written: straight to the sink when its length was given, else gathered.
@@ -339,7 +348,7 @@ impl<'a, S: Sink> Seq<'a, S> {
 
     fn element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
         match &mut self.gathered {
-            Some(items) => items.push(serde_json::to_value(value).unwrap_or(Value::Null)),
+            Some(items) => items.push(to_tree(value)?),
             None => value.serialize(Writer {
                 sink: &mut *self.sink,
             })?,
@@ -416,12 +425,11 @@ impl<'a, S: Sink> Map<'a, S> {
 
 /// A map key as the text serde_json would use: strings as they are, numbers and booleans
 /// written out, anything else as its JSON text.
-fn key_text<T: Serialize + ?Sized>(key: &T) -> String {
-    match serde_json::to_value(key) {
-        Ok(Value::String(s)) => s,
-        Ok(other) => other.to_string(),
-        Err(_) => String::new(),
-    }
+fn key_text<T: Serialize + ?Sized>(key: &T) -> Result<String, Error> {
+    Ok(match to_tree(key)? {
+        Value::String(s) => s,
+        other => other.to_string(),
+    })
 }
 
 impl<S: Sink> Map<'_, S> {
@@ -429,10 +437,7 @@ impl<S: Sink> Map<'_, S> {
     fn entry<T: Serialize + ?Sized>(&mut self, key: &str, value: &T) -> Result<(), Error> {
         match &mut self.gathered {
             Some(map) => {
-                map.insert(
-                    key.to_string(),
-                    serde_json::to_value(value).unwrap_or(Value::Null),
-                );
+                map.insert(key.to_string(), to_tree(value)?);
             }
             None => {
                 self.sink.bulk(key.as_bytes());
@@ -449,7 +454,7 @@ impl<S: Sink> ser::SerializeMap for Map<'_, S> {
     type Ok = ();
     type Error = Error;
     fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), Error> {
-        self.pending_key = Some(key_text(key));
+        self.pending_key = Some(key_text(key)?);
         Ok(())
     }
     fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
