@@ -418,23 +418,33 @@ impl Aggregator {
     pub fn widest_sampled_ci(&self, db_keys: u64, scanned: u64, min_share: f64) -> f64 {
         let draws = (self.name_draws + scanned).max(1) as f64;
         let total_keys = db_keys as f64;
-        let mean_bytes = self.bytes as f64 / self.keys.max(1) as f64;
-        let accs = || self.patterns.values().chain(std::iter::once(&self.other));
-        let total: f64 = accs()
-            .map(|a| match a.keys {
-                0 => total_keys * (a.names as f64 / draws) * mean_bytes,
-                _ => sampled_estimate(a, draws, total_keys).0,
-            })
-            .sum();
+        let total = self.sampled_total_bytes(draws, total_keys);
         if total <= 0.0 {
             return 0.0;
         }
-        accs()
+        self.patterns
+            .values()
+            .chain(std::iter::once(&self.other))
             .filter(|a| a.keys > 0)
             .map(|a| sampled_estimate(a, draws, total_keys))
             .filter(|&(bytes, _)| bytes > 0.0 && bytes / total >= min_share)
             .map(|(bytes, ci)| ci / bytes)
             .fold(0.0, f64::max)
+    }
+
+    /// The estimated bytes of all patterns under two-phase sampling, from `draws` names and
+    /// a database of `total_keys`. Patterns only the name phase saw are counted at the
+    /// average size of all measured keys.
+    fn sampled_total_bytes(&self, draws: f64, total_keys: f64) -> f64 {
+        let mean_bytes = self.bytes as f64 / self.keys.max(1) as f64;
+        self.patterns
+            .values()
+            .chain(std::iter::once(&self.other))
+            .map(|a| match a.keys {
+                0 => total_keys * (a.names as f64 / draws) * mean_bytes,
+                _ => sampled_estimate(a, draws, total_keys).0,
+            })
+            .sum()
     }
 
     /// How many keys of `name`'s pattern were added so far. The pattern inferred here is
@@ -585,15 +595,8 @@ impl Aggregator {
             }
         };
         let all_accs = || self.patterns.values().chain(std::iter::once(&self.other));
-        let mean_bytes = self.bytes as f64 / self.keys.max(1) as f64;
         let (total_bytes, keys_matched) = if sampled {
-            // Patterns only the name phase saw are counted at the average size of all samples.
-            let bytes: f64 = all_accs()
-                .map(|a| match a.keys {
-                    0 => total_keys * key_share(a) * mean_bytes,
-                    _ => a.bytes as f64 * pattern_scale(a),
-                })
-                .sum();
+            let bytes = self.sampled_total_bytes(draws, total_keys);
             let keys: f64 = all_accs().map(|a| total_keys * key_share(a)).sum();
             (bytes.round() as u64, keys.round() as u64)
         } else {
