@@ -1,4 +1,5 @@
-//! Server events (loading, replication role, FLUSHDB, SWAPDB), subscribed once.
+//! Server events (loading, replication role, FLUSHDB, SWAPDB, and client changes in cluster
+//! mode), subscribed once.
 //!
 //! Redis keeps one callback per module and event: a second subscription replaces the first.
 //! So the module subscribes here, once, and hands each event to every subsystem that needs it.
@@ -7,7 +8,7 @@ use std::ffi::c_void;
 
 use redis_module::raw;
 
-use crate::{guard, hotkeys, slot_migration, tags};
+use crate::{guard, hotkeys, slot_migration, tag_migration, tags};
 
 /// Subscribes to the server events the subsystems follow; `identity` is the server's name and
 /// version (`redis 8.6.3`), which tells which slot-migration events it has.
@@ -30,6 +31,19 @@ pub fn subscribe(ctx: *mut raw::RedisModuleCtx, identity: &str) -> Result<(), St
                 return Err(format!("could not subscribe to server event {id}"));
             }
         }
+        // Only tag_migration follows clients, and only in cluster mode.
+        if crate::server::in_cluster(ctx)
+            && subscribe(
+                ctx,
+                raw::RedisModuleEvent {
+                    id: raw::REDISMODULE_EVENT_CLIENT_CHANGE,
+                    dataver: 1,
+                },
+                Some(dispatch),
+            ) != raw::REDISMODULE_OK as i32
+        {
+            return Err("could not subscribe to client changes".into());
+        }
     }
     slot_migration::init(ctx, identity, Some(dispatch));
     Ok(())
@@ -49,5 +63,7 @@ unsafe extern "C" fn dispatch(
         unsafe { tags::on_server_event(ctx, eid.id, subevent, data) };
         // SAFETY: as above.
         unsafe { slot_migration::on_server_event(ctx, eid.id, subevent, data) };
+        // SAFETY: as above.
+        unsafe { tag_migration::on_server_event(eid.id, subevent, data) };
     });
 }

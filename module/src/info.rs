@@ -66,6 +66,10 @@ fn fields() -> Vec<(&'static str, Field)> {
         "tags_migrated_keys_held",
         Field::Count(crate::tag_migration::held_keys()),
     ));
+    out.push((
+        "tags_migrate_queued_clients",
+        Field::Count(crate::tag_migration::clients_with_queued_migrate()),
+    ));
     out.push(("stampede_locks", Field::Count(crate::tags::locks_held())));
     out.push((
         "keyspace_analyses_running",

@@ -15,18 +15,24 @@
 //! The target queues what it receives and applies it from a timer, a millisecond of work at a
 //! time (`slot_migration` sends hundreds of messages at once).
 //!
-//! A MIGRATE queued in MULTI is seen (and its tags sent) when it is queued, so they reach
-//! the target before the keys. The target holds what it receives for keys it does not have
-//! yet, in slots it is importing (at most [`HOLD_FOR`], [`HELD_MAX_BYTES`]), and applies it
-//! when RESTORE brings the key (its `restore` event). Keys of other slots are not held: a
-//! slot migration's transfers go to every node on Valkey, and the nodes that do not hold a
-//! key must not keep its tags. The message format and type stay those of earlier versions,
-//! so nodes of both versions exchange tags during a rolling upgrade.
+//! A MIGRATE queued in MULTI is seen when it is queued. Where the filter can tell its client
+//! (Redis 7.2+, Valkey), it keeps the MIGRATE's arguments until that client's EXEC, and
+//! reads and sends the tags then, so they reach the target after the keys as above (DISCARD,
+//! RESET or a disconnect drop them). On Redis 7.0 the tags go when the MIGRATE is queued,
+//! before the keys: the target holds what it receives for keys it does not have yet, in
+//! slots it is importing (at most [`HOLD_FOR`], [`HELD_MAX_BYTES`]), and applies it when
+//! RESTORE brings the key (its `restore` event). Keys of other slots are not held: a slot
+//! migration's transfers go to every node on Valkey, and the nodes that do not hold a key
+//! must not keep its tags. The message format and type stay those of earlier versions, so
+//! nodes of both versions exchange tags during a rolling upgrade.
 //!
 //! Limits: between the end of MIGRATE and the message's application (the cluster bus's
 //! latency and the next timer tick, a few milliseconds) the key sits untagged on the target.
-//! A MIGRATE ... REPLACE queued in MULTI onto a key the target already has loses the tags
-//! (they are applied to the old value, which RESTORE then replaces). The filter has no
+//! Tags are read before the MIGRATE (or its EXEC) runs: a MIGRATE that then fails for a key
+//! the target already has (BUSYKEY, an EXEC aborted by WATCH) still gives that key the
+//! source's tags. On Redis 7.0, a MIGRATE ... REPLACE queued in MULTI onto a key the target
+//! already has loses the tags (they are applied to the old value, which RESTORE then
+//! replaces). The filter has no
 //! client context, so it takes the keys from db 0: with Valkey 9's `cluster-databases` above
 //! 1, keys that MIGRATE moves from another database arrive untagged. The filter costs every
 //! command on such a node the server's filter dispatch and a length check: about 70
@@ -113,18 +119,157 @@ unsafe extern "C" fn filter(fctx: *mut raw::RedisModuleCommandFilterCtx) {
     };
     let argc = count(fctx).max(0) as usize;
     // MIGRATE host port key|"" destination-db timeout [options]: at least 6 arguments.
-    if argc < 6 {
+    // EXEC, DISCARD and RESET (one argument) matter only while a MULTI holds a MIGRATE.
+    let queued = QUEUED_CLIENTS.load(Ordering::Relaxed) > 0;
+    if argc < 6 && !(queued && argc == 1) {
         return;
     }
     let name = filter_arg(fctx, 0);
+    if argc == 1 {
+        let ends_multi = match name.len() {
+            4 => name.eq_ignore_ascii_case(b"exec"),
+            5 => name.eq_ignore_ascii_case(b"reset"),
+            7 => name.eq_ignore_ascii_case(b"discard"),
+            _ => false,
+        };
+        if ends_multi {
+            guard::catch_and_log("MIGRATE watch", || {
+                // SAFETY: fctx is valid for the duration of this callback.
+                let client = unsafe { filter_client(fctx) };
+                let migrations = client.and_then(take_queued).unwrap_or_default();
+                if name.len() == 4 {
+                    for args in &migrations {
+                        let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+                        send_tags(&args);
+                    }
+                }
+            });
+        }
+        return;
+    }
     if name.len() != 7 || !name.eq_ignore_ascii_case(b"migrate") {
         return;
     }
     guard::catch_and_log("MIGRATE watch", || {
         // SAFETY: fctx is valid for the duration of this callback and argc is its count.
         let args: Vec<&[u8]> = (0..argc).map(|i| unsafe { filter_arg(fctx, i) }).collect();
-        send_tags(&args);
+        // SAFETY: as above.
+        let in_multi = unsafe { filter_client(fctx) }.filter(|&id| client_in_multi(id));
+        if !in_multi.is_some_and(|id| queue(id, &args)) {
+            send_tags(&args);
+        }
     });
+}
+
+/// MIGRATEs queued in a MULTI, by client id: their tags are read and sent when the client's
+/// EXEC runs, so that they reach the target after the keys, as for a MIGRATE outside MULTI
+/// (a `MIGRATE ... REPLACE` onto a key the target has then keeps them too). This needs the
+/// filter to see its client: Redis 7.2+ and Valkey. On Redis 7.0 a queued MIGRATE sends its
+/// tags at once, and the target holds them until the keys come (see [`hold`]).
+struct QueuedMigrations {
+    /// Each queued MIGRATE's arguments, by client id.
+    by_client: HashMap<u64, Vec<Vec<Vec<u8>>>>,
+    /// Bytes of arguments held, against [`QUEUED_MAX_BYTES`].
+    bytes: usize,
+}
+
+static QUEUED: MainThreadCell<Option<QueuedMigrations>> = MainThreadCell::new(None);
+/// Clients with a MIGRATE queued (read by the filter on every command, so kept apart).
+static QUEUED_CLIENTS: AtomicUsize = AtomicUsize::new(0);
+/// Most bytes of queued MIGRATE arguments; past it a queued MIGRATE sends its tags at once,
+/// as on Redis 7.0.
+pub const QUEUED_MAX_BYTES: usize = 16 << 20;
+
+/// Clients with a MIGRATE queued in MULTI, whose tags go at EXEC (`INFO opt`).
+pub fn clients_with_queued_migrate() -> u64 {
+    QUEUED_CLIENTS.load(Ordering::Relaxed) as u64
+}
+
+/// The id of the client whose command the filter sees, where the server tells it (7.2+).
+///
+/// # Safety
+/// `fctx` must be the live context of a filter callback.
+unsafe fn filter_client(fctx: *mut raw::RedisModuleCommandFilterCtx) -> Option<u64> {
+    let get = raw::RedisModule_CommandFilterGetClientId?;
+    let id = get(fctx);
+    (id != 0).then_some(id)
+}
+
+/// Whether client `id` is inside MULTI (its commands are queued, not run).
+fn client_in_multi(id: u64) -> bool {
+    // SAFETY: the struct is zeroed and versioned as the API asks; the call only writes it.
+    unsafe {
+        let Some(info) = raw::RedisModule_GetClientInfoById else {
+            return false;
+        };
+        let mut ci: raw::RedisModuleClientInfo = std::mem::zeroed();
+        ci.version = 1;
+        info((&mut ci as *mut raw::RedisModuleClientInfo).cast(), id)
+            == raw::REDISMODULE_OK as c_int
+            && ci.flags & u64::from(raw::REDISMODULE_CLIENTINFO_FLAG_MULTI) != 0
+    }
+}
+
+/// Queues MIGRATE `args` of client `id` until its EXEC; false when they do not fit.
+fn queue(id: u64, args: &[&[u8]]) -> bool {
+    let size = args_bytes(args);
+    QUEUED
+        .with(|q| {
+            let q = q.get_or_insert_with(|| QueuedMigrations {
+                by_client: HashMap::new(),
+                bytes: 0,
+            });
+            if q.bytes + size > QUEUED_MAX_BYTES {
+                return false;
+            }
+            q.bytes += size;
+            q.by_client
+                .entry(id)
+                .or_default()
+                .push(args.iter().map(|a| a.to_vec()).collect());
+            QUEUED_CLIENTS.store(q.by_client.len(), Ordering::Relaxed);
+            true
+        })
+        .unwrap_or(false)
+}
+
+/// The bytes a queued MIGRATE weighs against [`QUEUED_MAX_BYTES`].
+fn args_bytes<A: AsRef<[u8]>>(args: &[A]) -> usize {
+    args.iter().map(|a| a.as_ref().len() + 24).sum::<usize>() + 64
+}
+
+/// Takes the MIGRATEs client `id` queued (its MULTI ends: EXEC, DISCARD, RESET, or it left).
+fn take_queued(id: u64) -> Option<Vec<Vec<Vec<u8>>>> {
+    if QUEUED_CLIENTS.load(Ordering::Relaxed) == 0 {
+        return None;
+    }
+    QUEUED
+        .with(|q| {
+            let q = q.as_mut()?;
+            let taken = q.by_client.remove(&id)?;
+            q.bytes -= taken.iter().map(|args| args_bytes(args)).sum::<usize>();
+            QUEUED_CLIENTS.store(q.by_client.len(), Ordering::Relaxed);
+            Some(taken)
+        })
+        .flatten()
+}
+
+/// Server events: a client that leaves inside MULTI drops the MIGRATEs it queued.
+///
+/// # Safety
+/// `data` must be what the server passed with the event.
+pub unsafe fn on_server_event(id: u64, subevent: u64, data: *mut c_void) {
+    if id != raw::REDISMODULE_EVENT_CLIENT_CHANGE
+        || subevent != raw::REDISMODULE_SUBEVENT_CLIENT_CHANGE_DISCONNECTED
+        || data.is_null()
+        || QUEUED_CLIENTS.load(Ordering::Relaxed) == 0
+    {
+        return;
+    }
+    // SAFETY: a client-change event carries a RedisModuleClientInfo (the caller checked
+    // for null).
+    let client = unsafe { (*data.cast::<raw::RedisModuleClientInfo>()).id };
+    take_queued(client);
 }
 
 /// Sends the tags of the keys MIGRATE `args` moves to the node at its host and port (every
