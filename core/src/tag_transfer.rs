@@ -39,12 +39,32 @@ pub fn migrated_keys<'a>(args: &[&'a [u8]]) -> Vec<&'a [u8]> {
     if !args[3].is_empty() {
         return vec![args[3]];
     }
+    match migrate_options(args) {
+        (_, Some(at)) => args[at..].to_vec(),
+        (_, None) => Vec::new(),
+    }
+}
+
+/// Whether a MIGRATE command line (`args`, the name included) has COPY: the keys stay on the
+/// source.
+pub fn migrate_copies(args: &[&[u8]]) -> bool {
+    migrate_options(args)
+        .0
+        .iter()
+        .any(|o| o.eq_ignore_ascii_case(b"COPY"))
+}
+
+/// MIGRATE's options (from the 7th argument to KEYS, without the values of AUTH and AUTH2),
+/// and where the names after KEYS start, if it has KEYS.
+fn migrate_options<'a>(args: &[&'a [u8]]) -> (Vec<&'a [u8]>, Option<usize>) {
+    let mut options = Vec::new();
     let mut i = 6;
     while i < args.len() {
         let option = args[i];
         if option.eq_ignore_ascii_case(b"KEYS") {
-            return args[i + 1..].to_vec();
+            return (options, Some(i + 1));
         }
+        options.push(option);
         i += if option.eq_ignore_ascii_case(b"AUTH") {
             2
         } else if option.eq_ignore_ascii_case(b"AUTH2") {
@@ -53,7 +73,7 @@ pub fn migrated_keys<'a>(args: &[&'a [u8]]) -> Vec<&'a [u8]> {
             1
         };
     }
-    Vec::new()
+    (options, None)
 }
 
 /// Encodes the tags of keys of database `db`.
@@ -247,5 +267,22 @@ mod tests {
             m("MIGRATE h 1  0 5000 AUTH2 KEYS keys COPY KEYS a b c"),
             ["a", "b", "c"]
         );
+    }
+
+    #[test]
+    fn tells_a_copy_from_a_move() {
+        let copies = |line: &str| {
+            let words: Vec<&[u8]> = line.split(' ').map(str::as_bytes).collect();
+            migrate_copies(&words)
+        };
+        assert!(!copies("MIGRATE h 1 k 0 5000"));
+        assert!(copies("MIGRATE h 1 k 0 5000 copy"));
+        assert!(copies("MIGRATE h 1 k 0 5000 REPLACE COPY"));
+        assert!(copies("MIGRATE h 1  0 5000 COPY KEYS a b"));
+        // A password, a user or a key that reads COPY is not the option.
+        assert!(!copies("MIGRATE h 1 k 0 5000 AUTH COPY"));
+        assert!(!copies("MIGRATE h 1 k 0 5000 AUTH2 COPY COPY REPLACE"));
+        assert!(!copies("MIGRATE h 1  0 5000 KEYS COPY"));
+        assert!(copies("MIGRATE h 1 k 0 5000 AUTH2 u p COPY"));
     }
 }

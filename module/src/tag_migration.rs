@@ -4,10 +4,12 @@
 //! sends each value to the target as DUMP/RESTORE: the module's tag index stays behind, and
 //! the key arrived untagged, invisible to the next OPT.INVALIDATE of its tags. So, in cluster
 //! mode and once the index has entries, a command filter watches for MIGRATE. Before MIGRATE
-//! runs, it reads the tags and freshness (OPT.SET DELTA/STALE) of the keys being moved and
-//! sends them to the target node over the cluster bus (`opt_core::tag_transfer`). The cluster
-//! bus is written by the event loop, and MIGRATE waits for the target's replies before it
-//! returns, so the message reaches the target after the keys: the target applies it to the
+//! runs, it reads the tags and freshness (OPT.SET DELTA/STALE) of the keys being moved and,
+//! from a 0 ms timer once MIGRATE has returned, sends those of the keys that left to the
+//! target node over the cluster bus (`opt_core::tag_transfer`; on Redis 7.0, see below, at
+//! once). The cluster bus is written by the event loop, and MIGRATE waits for the target's
+//! replies before it returns, so the message reaches the target after the keys: the target
+//! applies it to the
 //! keys it then holds, and replicates that to its replicas and AOF (OPT.TAG, or OPT.SET for a
 //! value with freshness). The source drops its entries through the usual `del` events once
 //! MIGRATE deletes the keys (not with COPY).
@@ -28,11 +30,12 @@
 //!
 //! Limits: between the end of MIGRATE and the message's application (the cluster bus's
 //! latency and the next timer tick, a few milliseconds) the key sits untagged on the target.
-//! Tags are read before the MIGRATE (or its EXEC) runs: a MIGRATE that then fails for a key
-//! the target already has (BUSYKEY, an EXEC aborted by WATCH) still gives that key the
-//! source's tags. On Redis 7.0, a MIGRATE ... REPLACE queued in MULTI onto a key the target
-//! already has loses the tags (they are applied to the old value, which RESTORE then
-//! replaces). The filter has no
+//! Tags are read before the MIGRATE (or its EXEC) runs; where the filter sees its client
+//! they are sent once it has run, for the keys that left the source (all of them with COPY,
+//! which cannot tell). On Redis 7.0 they go before it runs: a MIGRATE that then fails for a
+//! key the target already has (BUSYKEY without REPLACE) still gives that key the source's
+//! tags, and a MIGRATE ... REPLACE queued in MULTI onto such a key loses them (they are
+//! applied to the old value, which RESTORE then replaces). The filter has no
 //! client context, so it takes the keys from db 0: with Valkey 9's `cluster-databases` above
 //! 1, keys that MIGRATE moves from another database arrive untagged. The filter costs every
 //! command on such a node the server's filter dispatch and a length check: about 70
@@ -45,7 +48,7 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering}
 use std::time::{Duration, Instant};
 
 use opt_core::cluster::key_slot;
-use opt_core::tag_transfer::{decode, encode, migrated_keys, KeyTags};
+use opt_core::tag_transfer::{decode, encode, migrate_copies, migrated_keys, KeyTags};
 use redis_module::raw;
 
 use crate::reply::filter_arg;
@@ -140,7 +143,7 @@ unsafe extern "C" fn filter(fctx: *mut raw::RedisModuleCommandFilterCtx) {
                 if name.len() == 4 {
                     for args in &migrations {
                         let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
-                        send_tags(&args);
+                        send_tags_after_move(&args);
                     }
                 }
             });
@@ -154,9 +157,15 @@ unsafe extern "C" fn filter(fctx: *mut raw::RedisModuleCommandFilterCtx) {
         // SAFETY: fctx is valid for the duration of this callback and argc is its count.
         let args: Vec<&[u8]> = (0..argc).map(|i| unsafe { filter_arg(fctx, i) }).collect();
         // SAFETY: as above.
-        let in_multi = unsafe { filter_client(fctx) }.filter(|&id| client_in_multi(id));
-        if !in_multi.is_some_and(|id| queue(id, &args)) {
-            send_tags(&args);
+        match unsafe { filter_client(fctx) } {
+            Some(id) if client_in_multi(id) => {
+                if !queue(id, &args) {
+                    send_tags(&args);
+                }
+            }
+            Some(_) => send_tags_after_move(&args),
+            // Redis 7.0: the MIGRATE may be queued, and run long after.
+            None => send_tags(&args),
         }
     });
 }
@@ -284,6 +293,62 @@ fn send_tags(args: &[&[u8]]) {
     if !send_transfer(0, &entries, target.as_deref()) {
         log::warning("could not send the tags of migrated keys to their new node");
     }
+}
+
+/// Reads the tags of the keys MIGRATE `args` moves, which is about to run, and sends those
+/// of the keys it moved once it has returned: a key still on the source then (the target
+/// refused it, BUSYKEY without REPLACE, or the connection failed) keeps its tags here and
+/// sends none, so a key of that name the target already has keeps its own. With COPY every
+/// key stays, and the tags are sent at once, as [`send_tags`] does.
+fn send_tags_after_move(args: &[&[u8]]) {
+    if migrate_copies(args) {
+        send_tags(args);
+        return;
+    }
+    let entries = tags::tags_for_transfer(0, &migrated_keys(args));
+    if entries.is_empty() {
+        return;
+    }
+    let target = find_node(DETACHED.load(Ordering::Relaxed), args[1], args[2]);
+    let arm = AFTER_MOVE
+        .with(|pending| {
+            pending.push((entries, target));
+            pending.len() == 1
+        })
+        .unwrap_or(false);
+    let ctx = DETACHED.load(Ordering::Relaxed);
+    if arm && !ctx.is_null() {
+        // SAFETY: ctx is this module's detached context, on the main thread (filters run
+        // there); the callback is this module's extern "C" function. A 0 ms timer fires
+        // once the command that is running (and the rest of this event-loop pass) is done.
+        unsafe {
+            if let Some(create) = raw::RedisModule_CreateTimer {
+                create(ctx, 0, Some(send_moved), ptr::null_mut());
+            }
+        }
+    }
+}
+
+/// A transfer read before its MIGRATE ran, with its target's node id (every node when
+/// none), to send once the MIGRATE has run.
+type AfterMove = (Vec<KeyTags>, Option<Vec<u8>>);
+
+/// See [`AfterMove`].
+static AFTER_MOVE: MainThreadCell<Vec<AfterMove>> = MainThreadCell::new(Vec::new());
+
+/// # Safety
+/// Called by the server on the main thread when the timer fires, with a live context.
+unsafe extern "C" fn send_moved(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
+    guard::catch_and_log("MIGRATE watch", || {
+        let pending = AFTER_MOVE.with(std::mem::take).unwrap_or_default();
+        for (mut entries, target) in pending {
+            // In cluster mode every key lives in db 0.
+            entries.retain(|e| !tags::key_exists(ctx, 0, &e.key));
+            if !entries.is_empty() && !send_transfer(0, &entries, target.as_deref()) {
+                log::warning("could not send the tags of migrated keys to their new node");
+            }
+        }
+    });
 }
 
 /// Most bytes of entries in one cluster message: a bigger transfer goes in several, so that

@@ -654,8 +654,9 @@ unsafe extern "C" fn aux_load(rdb: *mut raw::RedisModuleIO, _encver: c_int, when
     }
 }
 
-/// Whether `key` exists in `db` (used on load to drop entries of keys that are gone).
-fn key_exists(ctx: *mut raw::RedisModuleCtx, db: usize, key: &[u8]) -> bool {
+/// Whether `key` exists in `db` (on load, to drop entries of keys that are gone; after a
+/// MIGRATE, to tell the keys it moved). True when the server cannot tell.
+pub fn key_exists(ctx: *mut raw::RedisModuleCtx, db: usize, key: &[u8]) -> bool {
     if ctx.is_null() {
         return true;
     }
