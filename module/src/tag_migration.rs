@@ -9,10 +9,9 @@
 //! target node over the cluster bus (`opt_core::tag_transfer`; on Redis 7.0, see below, at
 //! once). The cluster bus is written by the event loop, and MIGRATE waits for the target's
 //! replies before it returns, so the message reaches the target after the keys: the target
-//! applies it to the
-//! keys it then holds, and replicates that to its replicas and AOF (OPT.TAG, or OPT.SET for a
-//! value with freshness). The source drops its entries through the usual `del` events once
-//! MIGRATE deletes the keys (not with COPY).
+//! applies it to the keys it then holds, and replicates that to its replicas and AOF (OPT.TAG,
+//! or OPT.SET for a value with freshness). The source drops its entries through the usual
+//! `del` events once MIGRATE deletes the keys (not with COPY).
 //!
 //! The target queues what it receives and applies it from a timer, a millisecond of work at a
 //! time (`slot_migration` sends hundreds of messages at once).
