@@ -45,6 +45,12 @@ pub fn migrated_keys<'a>(args: &[&'a [u8]]) -> Vec<&'a [u8]> {
     }
 }
 
+/// The database a MIGRATE command line (`args`, the name included) restores its keys into on
+/// the target, if it names a valid one.
+pub fn migrate_destination_db(args: &[&[u8]]) -> Option<u32> {
+    std::str::from_utf8(args.get(4)?).ok()?.parse().ok()
+}
+
 /// Whether a MIGRATE command line (`args`, the name included) has COPY: the keys stay on the
 /// source.
 pub fn migrate_copies(args: &[&[u8]]) -> bool {
@@ -284,5 +290,18 @@ mod tests {
         assert!(!copies("MIGRATE h 1 k 0 5000 AUTH2 COPY COPY REPLACE"));
         assert!(!copies("MIGRATE h 1  0 5000 KEYS COPY"));
         assert!(copies("MIGRATE h 1 k 0 5000 AUTH2 u p COPY"));
+    }
+
+    #[test]
+    fn reads_the_destination_database() {
+        let db = |line: &str| {
+            let words: Vec<&[u8]> = line.split(' ').map(str::as_bytes).collect();
+            migrate_destination_db(&words)
+        };
+        assert_eq!(db("MIGRATE h 1 k 0 5000"), Some(0));
+        assert_eq!(db("MIGRATE h 1  3 5000 KEYS a"), Some(3));
+        assert_eq!(db("MIGRATE h 1 k -1 5000"), None);
+        assert_eq!(db("MIGRATE h 1 k x 5000"), None);
+        assert_eq!(db("MIGRATE h 1 k"), None);
     }
 }

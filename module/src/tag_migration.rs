@@ -34,9 +34,10 @@
 //! which cannot tell). On Redis 7.0 they go before it runs: a MIGRATE that then fails for a
 //! key the target already has (BUSYKEY without REPLACE) still gives that key the source's
 //! tags, and a MIGRATE ... REPLACE queued in MULTI onto such a key loses them (they are
-//! applied to the old value, which RESTORE then replaces). The filter has no
-//! client context, so it takes the keys from db 0: with Valkey 9's `cluster-databases` above
-//! 1, keys that MIGRATE moves from another database arrive untagged. The filter costs every
+//! applied to the old value, which RESTORE then replaces). The keys are read from the
+//! caller's database (Valkey 9's `cluster-databases`) and the tags applied in MIGRATE's
+//! destination database; a MIGRATE queued in MULTI uses the database selected when EXEC
+//! starts, so a SELECT queued before it in the same MULTI is not seen. The filter costs every
 //! command on such a node the server's filter dispatch and a length check: about 70
 //! instructions on 7.0 (callgrind, GET: 20 of them in the filter).
 
@@ -47,7 +48,9 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering}
 use std::time::{Duration, Instant};
 
 use opt_core::cluster::key_slot;
-use opt_core::tag_transfer::{decode, encode, migrate_copies, migrated_keys, KeyTags};
+use opt_core::tag_transfer::{
+    decode, encode, migrate_copies, migrate_destination_db, migrated_keys, KeyTags,
+};
 use redis_module::raw;
 
 use crate::reply::filter_arg;
@@ -137,12 +140,15 @@ unsafe extern "C" fn filter(fctx: *mut raw::RedisModuleCommandFilterCtx) {
         if ends_multi {
             guard::catch_and_log("MIGRATE watch", || {
                 // SAFETY: fctx is valid for the duration of this callback.
-                let client = unsafe { filter_client(fctx) };
-                let migrations = client.and_then(take_queued).unwrap_or_default();
-                if name.len() == 4 {
+                let Some(client) = (unsafe { filter_client(fctx) }) else {
+                    return;
+                };
+                let migrations = take_queued(client).unwrap_or_default();
+                // The queued MIGRATEs take their keys from the database selected at EXEC.
+                if let (4, Some((_, db))) = (name.len(), client_state(client)) {
                     for args in &migrations {
                         let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
-                        send_tags_after_move(&args);
+                        send_tags_after_move(&args, db);
                     }
                 }
             });
@@ -156,15 +162,16 @@ unsafe extern "C" fn filter(fctx: *mut raw::RedisModuleCommandFilterCtx) {
         // SAFETY: fctx is valid for the duration of this callback and argc is its count.
         let args: Vec<&[u8]> = (0..argc).map(|i| unsafe { filter_arg(fctx, i) }).collect();
         // SAFETY: as above.
-        match unsafe { filter_client(fctx) } {
-            Some(id) if client_in_multi(id) => {
+        let client = unsafe { filter_client(fctx) };
+        match client.and_then(|id| Some((id, client_state(id)?))) {
+            Some((id, (true, db))) => {
                 if !queue(id, &args) {
-                    send_tags(&args);
+                    send_tags(&args, db);
                 }
             }
-            Some(_) => send_tags_after_move(&args),
-            // Redis 7.0: the MIGRATE may be queued, and run long after.
-            None => send_tags(&args),
+            Some((_, (false, db))) => send_tags_after_move(&args, db),
+            // Redis 7.0: the MIGRATE may be queued, and run long after; no database either.
+            None => send_tags(&args, 0),
         }
     });
 }
@@ -203,18 +210,21 @@ unsafe fn filter_client(fctx: *mut raw::RedisModuleCommandFilterCtx) -> Option<u
     (id != 0).then_some(id)
 }
 
-/// Whether client `id` is inside MULTI (its commands are queued, not run).
-fn client_in_multi(id: u64) -> bool {
+/// Whether client `id` is inside MULTI (its commands are queued, not run), and the database
+/// it has selected; None when the server does not know the client.
+fn client_state(id: u64) -> Option<(bool, usize)> {
     // SAFETY: the struct is zeroed and versioned as the API asks; the call only writes it.
     unsafe {
-        let Some(info) = raw::RedisModule_GetClientInfoById else {
-            return false;
-        };
+        let info = raw::RedisModule_GetClientInfoById?;
         let mut ci: raw::RedisModuleClientInfo = std::mem::zeroed();
         ci.version = 1;
-        info((&mut ci as *mut raw::RedisModuleClientInfo).cast(), id)
-            == raw::REDISMODULE_OK as c_int
-            && ci.flags & u64::from(raw::REDISMODULE_CLIENTINFO_FLAG_MULTI) != 0
+        if info((&mut ci as *mut raw::RedisModuleClientInfo).cast(), id)
+            != raw::REDISMODULE_OK as c_int
+        {
+            return None;
+        }
+        let in_multi = ci.flags & u64::from(raw::REDISMODULE_CLIENTINFO_FLAG_MULTI) != 0;
+        Some((in_multi, usize::from(ci.db)))
     }
 }
 
@@ -280,38 +290,66 @@ pub unsafe fn on_server_event(id: u64, subevent: u64, data: *mut c_void) {
     take_queued(client);
 }
 
-/// Sends the tags of the keys MIGRATE `args` moves to the node at its host and port (every
-/// node when none matches, for instance when MIGRATE names the target by another address).
-fn send_tags(args: &[&[u8]]) {
-    // In cluster mode every key lives in db 0.
-    let entries = tags::tags_for_transfer(0, &migrated_keys(args));
+/// The tags of the keys MIGRATE `args` moves from `db`, the database it restores them into,
+/// and the node at its host and port (None, every node, when none matches, for instance when
+/// MIGRATE names the target by another address); None when there is nothing to send.
+fn read_transfer(args: &[&[u8]], db: usize) -> Option<Transfer> {
+    let to_db = migrate_destination_db(args)?;
+    let entries = tags::tags_for_transfer(db, &migrated_keys(args));
     if entries.is_empty() {
-        return;
+        return None;
     }
     let target = find_node(DETACHED.load(Ordering::Relaxed), args[1], args[2]);
-    if !send_transfer(0, &entries, target.as_deref()) {
-        log::warning("could not send the tags of migrated keys to their new node");
+    Some(Transfer {
+        db,
+        to_db,
+        entries,
+        target,
+    })
+}
+
+/// What a MIGRATE carries to its target besides the values.
+struct Transfer {
+    /// The database the keys leave.
+    db: usize,
+    /// The database the target restores them into.
+    to_db: u32,
+    entries: Vec<KeyTags>,
+    /// The target's NUL-terminated node id; None sends to every node.
+    target: Option<Vec<u8>>,
+}
+
+impl Transfer {
+    fn send(&self) {
+        if !send_transfer(self.to_db, &self.entries, self.target.as_deref()) {
+            log::warning("could not send the tags of migrated keys to their new node");
+        }
     }
 }
 
-/// Reads the tags of the keys MIGRATE `args` moves, which is about to run, and sends those
-/// of the keys it moved once it has returned: a key still on the source then (the target
-/// refused it, BUSYKEY without REPLACE, or the connection failed) keeps its tags here and
-/// sends none, so a key of that name the target already has keeps its own. With COPY every
-/// key stays, and the tags are sent at once, as [`send_tags`] does.
-fn send_tags_after_move(args: &[&[u8]]) {
+/// Sends, now, the tags of the keys MIGRATE `args` moves from `db`.
+fn send_tags(args: &[&[u8]], db: usize) {
+    if let Some(transfer) = read_transfer(args, db) {
+        transfer.send();
+    }
+}
+
+/// Reads the tags of the keys MIGRATE `args` moves from `db`, which is about to run, and
+/// sends those of the keys it moved once it has returned: a key still on the source then
+/// (the target refused it, BUSYKEY without REPLACE, or the connection failed) keeps its tags
+/// here and sends none, so a key of that name the target already has keeps its own. With
+/// COPY every key stays, and the tags are sent at once, as [`send_tags`] does.
+fn send_tags_after_move(args: &[&[u8]], db: usize) {
     if migrate_copies(args) {
-        send_tags(args);
+        send_tags(args, db);
         return;
     }
-    let entries = tags::tags_for_transfer(0, &migrated_keys(args));
-    if entries.is_empty() {
+    let Some(transfer) = read_transfer(args, db) else {
         return;
-    }
-    let target = find_node(DETACHED.load(Ordering::Relaxed), args[1], args[2]);
+    };
     let arm = AFTER_MOVE
         .with(|pending| {
-            pending.push((entries, target));
+            pending.push(transfer);
             pending.len() == 1
         })
         .unwrap_or(false);
@@ -328,23 +366,21 @@ fn send_tags_after_move(args: &[&[u8]]) {
     }
 }
 
-/// A transfer read before its MIGRATE ran, with its target's node id (every node when
-/// none), to send once the MIGRATE has run.
-type AfterMove = (Vec<KeyTags>, Option<Vec<u8>>);
-
-/// See [`AfterMove`].
-static AFTER_MOVE: MainThreadCell<Vec<AfterMove>> = MainThreadCell::new(Vec::new());
+/// Transfers read before their MIGRATE ran, to send once it has.
+static AFTER_MOVE: MainThreadCell<Vec<Transfer>> = MainThreadCell::new(Vec::new());
 
 /// # Safety
 /// Called by the server on the main thread when the timer fires, with a live context.
 unsafe extern "C" fn send_moved(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
     guard::catch_and_log("MIGRATE watch", || {
         let pending = AFTER_MOVE.with(std::mem::take).unwrap_or_default();
-        for (mut entries, target) in pending {
-            // In cluster mode every key lives in db 0.
-            entries.retain(|e| !tags::key_exists(ctx, 0, &e.key));
-            if !entries.is_empty() && !send_transfer(0, &entries, target.as_deref()) {
-                log::warning("could not send the tags of migrated keys to their new node");
+        for mut transfer in pending {
+            let db = transfer.db;
+            transfer
+                .entries
+                .retain(|e| !tags::key_exists(ctx, db, &e.key));
+            if !transfer.entries.is_empty() {
+                transfer.send();
             }
         }
     });

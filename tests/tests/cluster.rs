@@ -652,6 +652,73 @@ fn tags_follow_a_migrate_queued_in_multi() {
     assert_eq!(tag_info(&mut dst).keys, 0);
 }
 
+/// Valkey 9 can have numbered databases in cluster mode. A MIGRATE run from db 1 into db 1
+/// carries the tags of db 1's keys (the filter reads its client's database), alone and queued
+/// in MULTI, and the key of the same name in db 0 keeps its own. Other servers have only
+/// db 0 in a cluster: skipped.
+#[test]
+fn tags_follow_a_migrate_from_another_database() {
+    let identity = opt_harness::server_identity();
+    let major = identity
+        .strip_prefix("valkey ")
+        .and_then(|v| v.split('.').next()?.parse::<u32>().ok());
+    if major.is_none_or(|m| m < 9) {
+        eprintln!("skipped: {identity} has no numbered databases in cluster mode (Valkey 9+)");
+        return;
+    }
+    let cluster = Cluster::start(3, 0, &["cluster-databases 2"]);
+    let source = cluster.owner("{db1}");
+    let target = cluster.other_primary(source);
+    let (mut src, mut dst) = (source.conn(), target.conn());
+    let (alone, queued) = ("{db1}:alone", "{db1}:queued");
+    ok(&mut src, &["OPT.SET", alone, "db0", "TAGS", "first-db"]);
+    ok(&mut src, &["SELECT", "1"]);
+    ok(&mut dst, &["SELECT", "1"]);
+    for k in [alone, queued] {
+        ok(&mut src, &["OPT.SET", k, "v", "TAGS", "second-db", k]);
+    }
+    start_slot_move(source, target, cluster.slot("{db1}"));
+    let port = target.port.to_string();
+    ok(
+        &mut src,
+        &["MIGRATE", "127.0.0.1", &port, alone, "1", "5000"],
+    );
+    ok(&mut src, &["MULTI"]);
+    command(
+        &mut src,
+        &["MIGRATE", "127.0.0.1", &port, queued, "1", "5000"],
+    )
+    .unwrap();
+    let replies: Vec<String> = redis::cmd("EXEC").query(&mut src).unwrap();
+    assert_eq!(replies, ["OK"]);
+    target.wait_for(
+        "the tags in db 1 of the target",
+        Duration::from_secs(10),
+        |d| {
+            let _ = command(d, &["SELECT", "1"]);
+            tag_keys(d, "second-db").is_ok_and(|k| k.len() == 2)
+        },
+    );
+    for k in [alone, queued] {
+        // The target imports the slot: it serves its keys after ASKING.
+        ok(&mut dst, &["ASKING"]);
+        let mut tags: Vec<String> = redis::cmd("OPT.TAGS").arg(k).query(&mut dst).unwrap();
+        tags.sort();
+        assert_eq!(tags, ["second-db", k]);
+    }
+    // Db 0 on both nodes: the source's key of the same name stayed, with its own tag; the
+    // target got nothing there.
+    ok(&mut src, &["SELECT", "0"]);
+    let tags: Vec<String> = redis::cmd("OPT.TAGS").arg(alone).query(&mut src).unwrap();
+    assert_eq!(tags, ["first-db"]);
+    let mut dst0 = target.conn();
+    assert!(tag_keys(&mut dst0, "second-db").unwrap().is_empty());
+    assert_eq!(
+        info_int(&mut dst0, "opt", "opt_tags_migrated_keys_received"),
+        2
+    );
+}
+
 /// While a slot moves, its tagged keys sit partly on the source and partly on the target,
 /// which does not own the slot yet: an invalidation on each node deletes the keys it holds
 /// (the target through the key API, since the server refuses a module's DEL there), the
