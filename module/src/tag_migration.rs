@@ -125,10 +125,19 @@ unsafe extern "C" fn filter(fctx: *mut raw::RedisModuleCommandFilterCtx) {
     let argc = count(fctx).max(0) as usize;
     // MIGRATE host port key|"" destination-db timeout [options]: at least 6 arguments.
     // EXEC, DISCARD and RESET (one argument) matter only while a MULTI holds a MIGRATE.
-    let queued = QUEUED_CLIENTS.load(Ordering::Relaxed) > 0;
-    if argc < 6 && !(queued && argc == 1) {
+    if argc < 6 && !(argc == 1 && QUEUED_CLIENTS.load(Ordering::Relaxed) > 0) {
         return;
     }
+    filter_candidate(fctx, argc);
+}
+
+/// The part of [`filter`] for commands that may be MIGRATE or end a MULTI, kept out of line
+/// so that every other command pays only the length check above.
+///
+/// # Safety
+/// `fctx` must be the live context of a filter callback, with `argc` arguments.
+#[inline(never)]
+unsafe fn filter_candidate(fctx: *mut raw::RedisModuleCommandFilterCtx, argc: usize) {
     let name = filter_arg(fctx, 0);
     if argc == 1 {
         let ends_multi = match name.len() {
