@@ -227,13 +227,23 @@ fn config_get(ctx: *mut raw::RedisModuleCtx, name: &CStr) -> Option<i64> {
     }
 }
 
+/// How many databases `DB` may name: `databases`, or in cluster mode db 0 alone (Redis) or
+/// `cluster-databases` (Valkey 9). Where CONFIG is renamed or refused: 16, or 1 in a cluster.
+fn analysable_databases(ctx: *mut raw::RedisModuleCtx) -> u64 {
+    let count = if crate::server::in_cluster(ctx) {
+        config_get(ctx, c"cluster-databases").unwrap_or(1)
+    } else {
+        config_get(ctx, c"databases").unwrap_or(16)
+    };
+    count.max(1) as u64
+}
+
 /// `OPT.KEYSPACE [SAMPLES n | FULL] [MATCH glob] [TYPE t] [DB n] [TOP n] [DELIMITERS chars]`,
 /// `OPT.KEYSPACE STATUS`, `OPT.KEYSPACE CANCEL [id]`.
 pub fn command(call: &Call) -> Result<Reply, ReplyError> {
     crate::acl::require_monitor_equivalent(call.ctx, "OPT.KEYSPACE")?;
     let ctx = call.ctx;
-    let databases = config_get(ctx, c"databases").unwrap_or(16).max(1) as u64;
-    match parse_command(call.args, databases).map_err(ReplyError::err)? {
+    match parse_command(call.args, analysable_databases(ctx)).map_err(ReplyError::err)? {
         KeyspaceCommand::Status => {
             let progress: Vec<KeyspaceProgress> = JOBS
                 .with(|j| {

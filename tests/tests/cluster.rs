@@ -48,6 +48,12 @@ fn every_node_serves_its_own_keys_and_redirects_the_rest() {
         .unwrap();
     assert_eq!(fetched[1].as_deref(), Some("v"));
     assert_eq!(fetched[action + 1].as_deref(), Some("hit"), "{fetched:?}");
+    // A cluster node has db 0 alone (Valkey 9: `cluster-databases`, 1 by default): DB 1 is
+    // refused up front, and no analysis starts.
+    let refused = err(&mut c, &["OPT.KEYSPACE", "DB", "1"]);
+    assert!(refused.contains("DB must be from 0 to 0"), "{refused}");
+    let running = info_int(&mut c, "opt", "opt_keyspace_analyses_running");
+    assert_eq!(running, 0);
     // The tag index is per shard: the other primary has no member for user:1.
     assert_eq!(tag_keys(&mut c, "user:1").unwrap(), ["page:1"]);
     assert!(tag_keys(&mut other.conn(), "user:1").unwrap().is_empty());
@@ -717,6 +723,33 @@ fn tags_follow_a_migrate_from_another_database() {
         info_int(&mut dst0, "opt", "opt_tags_migrated_keys_received"),
         2
     );
+}
+
+/// On Valkey 9 with `cluster-databases 2`, OPT.KEYSPACE analyses db 1 of a cluster node and
+/// refuses db 2 up front. Other servers have only db 0 in a cluster (checked in
+/// `every_node_serves_its_own_keys_and_redirects_the_rest`): skipped.
+#[test]
+fn keyspace_analyses_the_numbered_databases_of_a_valkey_9_cluster() {
+    let identity = opt_harness::server_identity();
+    let major = identity
+        .strip_prefix("valkey ")
+        .and_then(|v| v.split('.').next()?.parse::<u32>().ok());
+    if major.is_none_or(|m| m < 9) {
+        eprintln!("skipped: {identity} has no numbered databases in cluster mode (Valkey 9+)");
+        return;
+    }
+    let cluster = Cluster::start(3, 0, &["cluster-databases 2"]);
+    let node = cluster.owner("{k}");
+    let mut c = node.conn();
+    ok(&mut c, &["SELECT", "1"]);
+    for i in 0..5 {
+        ok(&mut c, &["SET", &format!("{{k}}:item:{i}"), "v"]);
+    }
+    let report: opt_core::report::KeyspaceReport =
+        opt_harness::json(&mut c, &["OPT.KEYSPACE", "FULL", "DB", "1"]);
+    assert_eq!((report.db, report.keys_scanned), (1, 5));
+    let refused = err(&mut c, &["OPT.KEYSPACE", "DB", "2"]);
+    assert!(refused.contains("DB must be from 0 to 1"), "{refused}");
 }
 
 /// While a slot moves, its tagged keys sit partly on the source and partly on the target,
