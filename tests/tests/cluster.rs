@@ -658,18 +658,27 @@ fn tags_follow_a_migrate_queued_in_multi() {
     assert_eq!(tag_info(&mut dst).keys, 0);
 }
 
+/// Whether the server has numbered databases in cluster mode (Valkey 9+, `cluster-databases`);
+/// says so when it has not, for the test that then skips.
+fn has_cluster_databases() -> bool {
+    let identity = opt_harness::server_identity();
+    let major = identity
+        .strip_prefix("valkey ")
+        .and_then(|v| v.split('.').next()?.parse::<u32>().ok());
+    let has = major.is_some_and(|m| m >= 9);
+    if !has {
+        eprintln!("skipped: {identity} has no numbered databases in cluster mode (Valkey 9+)");
+    }
+    has
+}
+
 /// Valkey 9 can have numbered databases in cluster mode. A MIGRATE run from db 1 into db 1
 /// carries the tags of db 1's keys (the filter reads its client's database), alone and queued
 /// in MULTI, and the key of the same name in db 0 keeps its own. Other servers have only
 /// db 0 in a cluster: skipped.
 #[test]
 fn tags_follow_a_migrate_from_another_database() {
-    let identity = opt_harness::server_identity();
-    let major = identity
-        .strip_prefix("valkey ")
-        .and_then(|v| v.split('.').next()?.parse::<u32>().ok());
-    if major.is_none_or(|m| m < 9) {
-        eprintln!("skipped: {identity} has no numbered databases in cluster mode (Valkey 9+)");
+    if !has_cluster_databases() {
         return;
     }
     let cluster = Cluster::start(3, 0, &["cluster-databases 2"]);
@@ -730,12 +739,7 @@ fn tags_follow_a_migrate_from_another_database() {
 /// `every_node_serves_its_own_keys_and_redirects_the_rest`): skipped.
 #[test]
 fn keyspace_analyses_the_numbered_databases_of_a_valkey_9_cluster() {
-    let identity = opt_harness::server_identity();
-    let major = identity
-        .strip_prefix("valkey ")
-        .and_then(|v| v.split('.').next()?.parse::<u32>().ok());
-    if major.is_none_or(|m| m < 9) {
-        eprintln!("skipped: {identity} has no numbered databases in cluster mode (Valkey 9+)");
+    if !has_cluster_databases() {
         return;
     }
     let cluster = Cluster::start(3, 0, &["cluster-databases 2"]);
