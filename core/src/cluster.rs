@@ -58,6 +58,21 @@ pub fn importing_slots(cluster_nodes: &str) -> Vec<u16> {
         .unwrap_or_default()
 }
 
+/// Whether the node that gave this CLUSTER NODES reply is moving slots by MIGRATE: its
+/// `myself` line lists a slot it is migrating (`[slot->-target]`) or importing
+/// (`[slot-<-source]`). Nodes show this state for themselves only.
+pub fn moving_slots(cluster_nodes: &str) -> bool {
+    cluster_nodes
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.len() > 2 && f[2].split(',').any(|x| x == "myself"))
+        .is_some_and(|f| {
+            f.iter()
+                .skip(8)
+                .any(|t| t.starts_with('[') && (t.contains("->-") || t.contains("-<-")))
+        })
+}
+
 /// The primaries in a CLUSTER NODES reply, in the order given. Lines that do not parse, and
 /// replicas, are skipped. `seed_host` replaces an empty or `0.0.0.0` announced address (a
 /// node that does not know its own IP yet).
@@ -1068,6 +1083,22 @@ c3 127.0.0.1:7103@17103 master - 0 0 3 connected 10923-16383 [16023->-a1]
         assert_eq!(importing_slots(text), [16023]);
         assert!(importing_slots("").is_empty());
         assert!(importing_slots("x y myself,master").is_empty());
+    }
+
+    #[test]
+    fn moving_slots_come_from_the_myself_line() {
+        let line = |myself: &str, other: &str| {
+            format!(
+                "a1 127.0.0.1:7101@17101 myself,master - 0 0 1 connected 0-5460{myself}\n\
+                 b2 127.0.0.1:7102@17102 master - 0 0 2 connected 5461-10922{other}\n"
+            )
+        };
+        assert!(moving_slots(&line(" [16023-<-c3]", "")));
+        assert!(moving_slots(&line(" [99->-b2]", "")));
+        // Another node's state is not this node's.
+        assert!(!moving_slots(&line("", " [7-<-a1]")));
+        assert!(!moving_slots(&line("", "")));
+        assert!(!moving_slots(""));
     }
 
     #[test]

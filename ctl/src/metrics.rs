@@ -354,6 +354,12 @@ fn collect_from(
             "Keys tagged from a MIGRATE's or a slot migration's transfer from another node.",
         ),
         (
+            "opt_tag_transfers_pending",
+            "opt_tags_transfers_pending",
+            "gauge",
+            "Tag transfers between cluster nodes not finished on this node (received and not applied, to send after a MIGRATE, slot handovers running).",
+        ),
+        (
             "opt_tag_index_following_keyspace",
             "opt_tags_following_keyspace",
             "gauge",

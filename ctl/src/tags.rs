@@ -1,7 +1,9 @@
 //! `optctl invalidate` and `optctl tags`: tag-based invalidation and the tag index's size.
 
+use std::time::{Duration, Instant};
+
 use clap::Args;
-use opt_core::cluster::merge_taginfo;
+use opt_core::cluster::{merge_taginfo, moving_slots, ClusterNode};
 use opt_core::report::TagInfoReport;
 
 use crate::table::{human, render, Align};
@@ -53,7 +55,36 @@ pub fn invalidate(cli: &Cli, args: &InvalidateArgs) -> Result<(), CtlError> {
         return Ok(());
     };
     // Each shard indexes the keys it owns: invalidate on every primary, atomic per shard.
-    let (shards, failed) = cluster::answered(cluster::ask_each(cli, &nodes, run))?;
+    let (mut shards, mut failed) = cluster::answered(cluster::ask_each(cli, &nodes, run))?;
+    // A key on its way between two nodes may be missed by both (README, "Resharding"): while
+    // keys move, wait for their tags to land and invalidate again.
+    let second_pass = match keys_on_the_move(cli, &nodes) {
+        (false, 0) => None,
+        (moving, pending) => {
+            let waited = wait_for_tags_to_land(cli, &nodes, moving, pending);
+            let (again, lost) = cluster::answered(cluster::ask_each(cli, &nodes, run))?;
+            let more: i64 = again.iter().map(|(_, n)| n).sum();
+            for (node, n) in again {
+                // A node that answers now has had its invalidation.
+                failed.retain(|(f, _)| *f != node);
+                match shards.iter_mut().find(|(s, _)| *s == node) {
+                    Some((_, total)) => *total += n,
+                    None => shards.push((node, n)),
+                }
+            }
+            for (node, why) in lost {
+                if !failed.iter().any(|(f, _)| *f == node) {
+                    failed.push((node, why));
+                }
+            }
+            let reason = if moving {
+                "slots were moving between nodes"
+            } else {
+                "tag transfers between nodes were pending"
+            };
+            Some((reason, waited, more))
+        }
+    };
     let deleted: i64 = shards.iter().map(|(_, n)| n).sum();
     if cli.json {
         let per: Vec<_> = shards
@@ -64,9 +95,12 @@ pub fn invalidate(cli: &Cli, args: &InvalidateArgs) -> Result<(), CtlError> {
             .iter()
             .map(|(node, e)| serde_json::json!({ "node": node, "error": e }))
             .collect();
+        let second = second_pass.map(|(reason, waited, more)| {
+            serde_json::json!({ "reason": reason, "after_ms": waited.as_millis() as u64, "deleted": more })
+        });
         println!(
             "{}",
-            serde_json::json!({ "deleted": deleted, "tags": args.tags, "shards": per, "failed": lost })
+            serde_json::json!({ "deleted": deleted, "tags": args.tags, "shards": per, "failed": lost, "second_pass": second })
         );
     } else {
         println!(
@@ -76,6 +110,12 @@ pub fn invalidate(cli: &Cli, args: &InvalidateArgs) -> Result<(), CtlError> {
         );
         for (node, n) in &shards {
             println!("  {node}: {n}");
+        }
+        if let Some((reason, waited, more)) = second_pass {
+            println!(
+                "{reason}: invalidated again {} ms later ({more} of the keys above)",
+                waited.as_millis()
+            );
         }
     }
     if failed.is_empty() {
@@ -87,6 +127,56 @@ pub fn invalidate(cli: &Cli, args: &InvalidateArgs) -> Result<(), CtlError> {
             nodes.len()
         )))
     }
+}
+
+/// How long the second pass waits at least when slots move by MIGRATE: longer than a moved
+/// key's tags take to follow it (the cluster bus, then the target's next 1 ms tick).
+const SECOND_PASS_AFTER: Duration = Duration::from_millis(200);
+/// How long optctl waits at most for the nodes' pending tag transfers before the second pass.
+const PENDING_WAIT_MAX: Duration = Duration::from_secs(10);
+
+/// Whether any of `nodes` is moving slots by MIGRATE (`CLUSTER NODES`), and how many tag
+/// transfers they have not finished (`INFO opt`: `opt_tags_transfers_pending`). A node that
+/// does not answer counts for nothing here (the passes report it).
+fn keys_on_the_move(cli: &Cli, nodes: &[ClusterNode]) -> (bool, u64) {
+    let answers = cluster::ask_each(cli, nodes, |c| {
+        let text: String = redis::cmd("CLUSTER")
+            .arg("NODES")
+            .query(c)
+            .map_err(|e| conn::command_error(cli, "CLUSTER NODES", &e))?;
+        let info: String = redis::cmd("INFO")
+            .arg("opt")
+            .query(c)
+            .map_err(|e| conn::command_error(cli, "INFO", &e))?;
+        let pending = info
+            .lines()
+            .find_map(|l| l.strip_prefix("opt_tags_transfers_pending:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        Ok((moving_slots(&text), pending))
+    });
+    answers
+        .into_iter()
+        .filter_map(|a| a.result.ok())
+        .fold((false, 0), |(m, p), (moving, pending)| {
+            (m || moving, p + pending)
+        })
+}
+
+/// Waits until the tags of keys on the move have landed: at least [`SECOND_PASS_AFTER`] when
+/// slots move, then until no node has a transfer pending, at most [`PENDING_WAIT_MAX`].
+/// Returns how long it waited.
+fn wait_for_tags_to_land(cli: &Cli, nodes: &[ClusterNode], moving: bool, pending: u64) -> Duration {
+    let started = Instant::now();
+    if moving {
+        std::thread::sleep(SECOND_PASS_AFTER);
+    }
+    let mut pending = pending;
+    while pending > 0 && started.elapsed() < PENDING_WAIT_MAX {
+        std::thread::sleep(Duration::from_millis(50));
+        pending = keys_on_the_move(cli, nodes).1;
+    }
+    started.elapsed()
 }
 
 /// Runs `optctl tags`.

@@ -67,6 +67,10 @@ fn fields() -> Vec<(&'static str, Field)> {
         Field::Count(crate::tag_migration::held_keys()),
     ));
     out.push((
+        "tags_transfers_pending",
+        Field::Count(crate::tag_migration::transfers_pending()),
+    ));
+    out.push((
         "tags_migrate_queued_clients",
         Field::Count(crate::tag_migration::clients_with_queued_migrate()),
     ));

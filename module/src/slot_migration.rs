@@ -269,6 +269,11 @@ pub fn is_leaving(slot: u16) -> bool {
         .unwrap_or(false)
 }
 
+/// How many handovers (or drops) of slots' tags are running.
+pub fn jobs_running() -> u64 {
+    JOBS.with(|j| j.list.len() as u64).unwrap_or(0)
+}
+
 /// Whether any job is running.
 pub fn any_leaving() -> bool {
     JOBS.with(|j| !j.list.is_empty()).unwrap_or(false)

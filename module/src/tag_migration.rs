@@ -527,6 +527,19 @@ static HELD: MainThreadCell<Option<Held>> = MainThreadCell::new(None);
 /// How many entries are held (read on every `restore` event, so kept apart).
 static HELD_KEYS: AtomicUsize = AtomicUsize::new(0);
 
+/// Tag transfers this node has not finished with: messages received and not applied yet,
+/// held entries whose key just arrived, MIGRATEs whose tags go at the next tick, and slot
+/// handovers still running (`INFO opt`: `opt_tags_transfers_pending`). While it is above 0,
+/// some keys here (or on the node they are going to) may not carry their tags yet, so an
+/// invalidation may miss them: `optctl invalidate` waits for 0 and invalidates again.
+pub fn transfers_pending() -> u64 {
+    let inbox = INBOX
+        .with(|inbox| inbox.messages.len() + inbox.arrived.len())
+        .unwrap_or(0);
+    let after_move = AFTER_MOVE.with(|pending| pending.len()).unwrap_or(0);
+    (inbox + after_move) as u64 + crate::slot_migration::jobs_running()
+}
+
 /// Keys whose tags the target holds until RESTORE brings them (`INFO opt`).
 pub fn held_keys() -> u64 {
     HELD_KEYS.load(Ordering::Relaxed) as u64

@@ -221,6 +221,8 @@ fn optctl_merges_hot_keys_and_invalidates_across_every_shard() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["deleted"], 300, "{v}");
     assert_eq!(v["shards"].as_array().unwrap().len(), 3, "{v}");
+    // No slot moves and no tags are on their way: one pass.
+    assert!(v["second_pass"].is_null(), "{v}");
     let (code, out, err) = optctl(&["--url", &url, "invalidate", "site"], &[]);
     assert_eq!(code, 0, "{err}");
     assert!(
@@ -233,6 +235,39 @@ fn optctl_merges_hot_keys_and_invalidates_across_every_shard() {
         let t = tag_info(&mut p.conn());
         assert_eq!((t.keys, t.tags), (0, 0), "the index leaked on {}", p.port);
     }
+
+    // While a slot moves by MIGRATE, a key on its way may be missed by both nodes' pass:
+    // optctl invalidates a second time once the tags had time to follow, and says so.
+    let source = cluster.owner("{moving}");
+    let target = cluster.other_primary(source);
+    let mut src = source.conn();
+    for i in 0..4 {
+        ok(
+            &mut src,
+            &["OPT.SET", &format!("{{moving}}:{i}"), "v", "TAGS", "moving"],
+        );
+    }
+    start_slot_move(source, target, cluster.slot("{moving}"));
+    let port = target.port.to_string();
+    ok(
+        &mut src,
+        &["MIGRATE", "127.0.0.1", &port, "{moving}:0", "0", "5000"],
+    );
+    let (code, out, err) = optctl(&["--url", &url, "--json", "invalidate", "moving"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["deleted"], 4, "{v}");
+    assert_eq!(
+        v["second_pass"]["reason"], "slots were moving between nodes",
+        "{v}"
+    );
+    assert!(v["second_pass"]["after_ms"].as_u64().unwrap() >= 200, "{v}");
+    let (code, out, err) = optctl(&["--url", &url, "invalidate", "moving"], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("slots were moving between nodes: invalidated again"),
+        "{out}"
+    );
 
     // A primary that does not answer is reported, and the others still answer.
     let down = cluster
@@ -1320,6 +1355,13 @@ fn tags_follow_atomic_slot_migration() {
             (190_000..=200_000).contains(&ttl)
         },
     );
+    // Once the handover is done no node has a transfer pending (what `optctl invalidate`
+    // waits for before its second pass).
+    for n in &cluster.nodes {
+        n.wait_for("no tag transfer pending", Duration::from_secs(10), |c| {
+            info_int(c, "opt", "opt_tags_transfers_pending") == 0
+        });
+    }
     // The source keeps only the key of the slot it kept (OPT.TAGINFO counts every db), and so
     // does its replica.
     source.wait_for("the source's index", Duration::from_secs(10), |s| {
