@@ -435,6 +435,7 @@ pub fn send_transfer(db: u32, entries: &[KeyTags], target: Option<&[u8]>) -> boo
         });
         if sent {
             KEYS_SENT.fetch_add((end - start) as u64, Ordering::Relaxed);
+            LAST_SENT_MS.store(crate::state::now_ms().max(1), Ordering::Relaxed);
         } else {
             all_sent = false;
         }
@@ -528,17 +529,27 @@ static HELD: MainThreadCell<Option<Held>> = MainThreadCell::new(None);
 static HELD_KEYS: AtomicUsize = AtomicUsize::new(0);
 
 /// Tag transfers this node has not finished with: messages received and not applied yet,
-/// held entries whose key just arrived, MIGRATEs whose tags go at the next tick, and slot
-/// handovers still running (`INFO opt`: `opt_tags_transfers_pending`). While it is above 0,
-/// some keys here (or on the node they are going to) may not carry their tags yet, so an
-/// invalidation may miss them: `optctl invalidate` waits for 0 and invalidates again.
+/// held entries whose key just arrived, MIGRATEs whose tags go at the next tick, slot
+/// handovers still running, and one more while a message sent in the last
+/// [`SENT_RECENTLY_MS`] may still be on its way (`INFO opt`: `opt_tags_transfers_pending`).
+/// While it is above 0, some keys here (or on the node they are going to) may not carry their
+/// tags yet, so an invalidation may miss them: `optctl invalidate` waits for 0 and
+/// invalidates again.
 pub fn transfers_pending() -> u64 {
     let inbox = INBOX
         .with(|inbox| inbox.messages.len() + inbox.arrived.len())
         .unwrap_or(0);
     let after_move = AFTER_MOVE.with(|pending| pending.len()).unwrap_or(0);
-    (inbox + after_move) as u64 + crate::slot_migration::jobs_running()
+    let last = LAST_SENT_MS.load(Ordering::Relaxed);
+    let in_flight = last != 0 && crate::state::now_ms().saturating_sub(last) < SENT_RECENTLY_MS;
+    (inbox + after_move) as u64 + crate::slot_migration::jobs_running() + u64::from(in_flight)
 }
+
+/// How long after sending a transfer this node counts it as possibly still on its way: far
+/// more than the cluster bus takes, far less than `optctl invalidate` waits at most.
+pub const SENT_RECENTLY_MS: u64 = 100;
+/// When this node last sent a transfer (`state::now_ms`; 0 before the first).
+static LAST_SENT_MS: AtomicU64 = AtomicU64::new(0);
 
 /// Keys whose tags the target holds until RESTORE brings them (`INFO opt`).
 pub fn held_keys() -> u64 {

@@ -973,6 +973,91 @@ fn tags_follow_keys_through_redis_cli_reshard() {
     assert_eq!(redis::cmd("DBSIZE").query::<i64>(&mut dst).unwrap(), 0);
 }
 
+/// `optctl invalidate` run while `redis-cli --cluster reshard` moves tagged keys: every key
+/// that carried the tag when the invalidation started is gone from every node afterwards,
+/// including keys that were between two nodes at that moment (moved, their tags not yet
+/// applied on the target), which the second pass catches.
+#[test]
+fn optctl_invalidate_during_a_reshard_misses_no_key() {
+    let cluster = Cluster::start(3, 0, &[]);
+    let primaries = cluster.primaries();
+    let (source, target) = (primaries[0], primaries[1]);
+    let mut src = source.conn();
+    // redis-cli moves the source's first slots: fill 60 of them with 40 keys each.
+    let first = opt_harness::own_slot_ranges(source)[0].0;
+    let slots: Vec<u16> = (first..first + 60).collect();
+    let mut keys = Vec::new();
+    for &slot in &slots {
+        let tag = (0..)
+            .map(|i| format!("h{i}"))
+            .find(|t| opt_core::cluster::key_slot(t.as_bytes()) == slot)
+            .unwrap();
+        let mut pipe = redis::pipe();
+        for i in 0..40 {
+            let key = format!("{{{tag}}}:{i}");
+            pipe.cmd("OPT.SET")
+                .arg(&key)
+                .arg("v")
+                .arg("TAGS")
+                .arg("purge")
+                .ignore();
+            keys.push(key);
+        }
+        let _: () = pipe.query(&mut src).unwrap();
+    }
+    let id = |s: &Server| -> String {
+        redis::cmd("CLUSTER")
+            .arg("MYID")
+            .query(&mut s.conn())
+            .unwrap()
+    };
+    let (from, to) = (id(source), id(target));
+    let seed = format!("127.0.0.1:{}", source.port);
+    let reshard = std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        opt_harness::redis_cli(&[
+            "--cluster",
+            "reshard",
+            &seed,
+            "--cluster-from",
+            &from,
+            "--cluster-to",
+            &to,
+            "--cluster-slots",
+            "60",
+            "--cluster-pipeline",
+            "5",
+            "--cluster-yes",
+        ]);
+        eprintln!("the reshard took {:?}", started.elapsed());
+    });
+    // Invalidate once some slots have moved and others have not.
+    let mut dst = target.conn();
+    let started = std::time::Instant::now();
+    while redis::cmd("DBSIZE").query::<i64>(&mut dst).unwrap() < 200
+        && started.elapsed() < Duration::from_secs(20)
+    {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let url = format!("redis://127.0.0.1:{}", cluster.nodes[2].port);
+    let (code, out, err) = optctl(&["--url", &url, "--json", "invalidate", "purge"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    reshard.join().unwrap();
+    cluster.wait_healthy();
+    // The invalidation overlapped the reshard (else this test shows nothing): it saw a slot
+    // moving or tags on their way, and went over every node again.
+    assert!(v["second_pass"].is_object(), "{v}");
+    assert_eq!(opt_harness::own_slot_ranges(source)[0].0, first + 60);
+    // These were the cluster's only keys.
+    let left: i64 = primaries
+        .iter()
+        .map(|p| redis::cmd("DBSIZE").query::<i64>(&mut p.conn()).unwrap())
+        .sum();
+    assert_eq!(left, 0, "keys survived the invalidation: {v}");
+    assert_eq!(v["deleted"], keys.len(), "{v}");
+}
+
 #[test]
 fn optctl_merges_memory_by_pattern_and_finds_cluster_problems() {
     let cluster = Cluster::start(3, 1, &["opt.hotkeys-sample-ratio 1"]);
