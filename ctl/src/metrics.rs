@@ -354,6 +354,12 @@ fn collect_from(
             "Keys tagged from a MIGRATE's or a slot migration's transfer from another node.",
         ),
         (
+            "opt_tag_keys_deleted_on_arrival_total",
+            "opt_tags_deleted_on_arrival",
+            "counter",
+            "Keys deleted when they arrived from another node with a tag invalidated here in the last 2 s (the invalidation ran while they moved).",
+        ),
+        (
             "opt_tag_transfers_pending",
             "opt_tags_transfers_pending",
             "gauge",

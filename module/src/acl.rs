@@ -8,6 +8,7 @@
 //! a slot being imported) get their key permissions checked here too.
 
 use std::ffi::c_int;
+use std::ptr;
 
 use redis_module::raw;
 
@@ -59,6 +60,54 @@ fn with_caller<R>(
         let result = check(user);
         free_user(user);
         Caller::Checked(result)
+    }
+}
+
+/// The name of the user calling through `ctx`; None when no client is behind it or the
+/// server cannot tell.
+pub fn caller_name(ctx: *mut raw::RedisModuleCtx) -> Option<Vec<u8>> {
+    // SAFETY: ctx is the live command context; the name is copied, then freed.
+    unsafe {
+        let (Some(user_name), Some(free)) = (
+            raw::RedisModule_GetCurrentUserName,
+            raw::RedisModule_FreeString,
+        ) else {
+            return None;
+        };
+        let name = user_name(ctx);
+        if name.is_null() {
+            return None;
+        }
+        let bytes = crate::reply::string_bytes(name).to_vec();
+        free(ctx, name);
+        Some(bytes)
+    }
+}
+
+/// Whether user `name` may delete `key` (false when the user no longer exists or the server
+/// cannot check).
+pub fn user_may_delete(name: &[u8], key: *mut raw::RedisModuleString) -> bool {
+    // SAFETY: the user string and the user are made and freed here; key is a live string.
+    unsafe {
+        let (Some(create), Some(free), Some(get_user), Some(free_user), Some(check)) = (
+            raw::RedisModule_CreateString,
+            raw::RedisModule_FreeString,
+            raw::RedisModule_GetModuleUserFromUserName,
+            raw::RedisModule_FreeModuleUser,
+            raw::RedisModule_ACLCheckKeyPermissions,
+        ) else {
+            return false;
+        };
+        let user_name = create(ptr::null_mut(), name.as_ptr().cast(), name.len());
+        let user = get_user(user_name);
+        free(ptr::null_mut(), user_name);
+        if user.is_null() {
+            return false;
+        }
+        let ok = check(user, key, raw::REDISMODULE_CMD_KEY_DELETE as c_int)
+            == raw::REDISMODULE_OK as c_int;
+        free_user(user);
+        ok
     }
 }
 

@@ -11,9 +11,11 @@
 //! Invariant: no event callback runs while a command holds the index (commands release it
 //! before calling into the server), so no removal is ever missed.
 
+use std::collections::HashMap;
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::ptr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use opt_core::args::Args;
 use opt_core::cluster::SlotSet;
@@ -810,6 +812,9 @@ pub fn apply_transfer(
             missing.push(e);
             continue;
         }
+        if delete_if_invalidated(ctx, db, &e) {
+            continue;
+        }
         if let Err(err) = follow_keyspace(ctx) {
             log::warning(&err.0);
             return (updated, missing);
@@ -830,6 +835,110 @@ pub fn apply_transfer(
         replicate_transfer(ctx, db, &e.key, &tags, e.freshness);
     }
     (updated, missing)
+}
+
+/// How long a node remembers the tags it invalidated, for keys that arrive after (see
+/// [`delete_if_invalidated`]): far longer than a moved key's tags take to follow it, short
+/// enough that a key written with the tag again later and moved meanwhile is rarely taken.
+pub const LATE_ARRIVAL_WINDOW: Duration = Duration::from_secs(2);
+/// Most tags remembered at once; past it, an invalidation's tags are not remembered (logged).
+const LATE_ARRIVAL_MAX_TAGS: usize = 4096;
+
+/// A tag invalidated on this cluster node a moment ago: when, whether lazily (ASYNC), and by
+/// which user (None: no client, nothing to check).
+struct RecentInvalidation {
+    at: Instant,
+    lazy: bool,
+    user: Option<Vec<u8>>,
+}
+
+/// Tags invalidated in the last [`LATE_ARRIVAL_WINDOW`], by db and tag.
+type RecentInvalidations = HashMap<(usize, Vec<u8>), RecentInvalidation>;
+
+/// See [`RecentInvalidations`].
+static RECENT_INVALIDATIONS: MainThreadCell<Option<RecentInvalidations>> =
+    MainThreadCell::new(None);
+/// Keys deleted on arrival by [`delete_if_invalidated`] (`INFO opt`).
+pub static DELETED_ON_ARRIVAL: AtomicU64 = AtomicU64::new(0);
+
+/// Remembers that `tags` of `db` were invalidated now by the caller of `ctx`.
+fn remember_invalidation(ctx: *mut raw::RedisModuleCtx, db: usize, tags: &[&[u8]], lazy: bool) {
+    let user = crate::acl::caller_name(ctx);
+    let now = Instant::now();
+    let full = RECENT_INVALIDATIONS
+        .with(|recent| {
+            let recent = recent.get_or_insert_with(HashMap::new);
+            recent.retain(|_, r| now.duration_since(r.at) < LATE_ARRIVAL_WINDOW);
+            let mut full = false;
+            for t in tags {
+                if recent.len() >= LATE_ARRIVAL_MAX_TAGS && !recent.contains_key(&(db, t.to_vec()))
+                {
+                    full = true;
+                    continue;
+                }
+                recent.insert(
+                    (db, t.to_vec()),
+                    RecentInvalidation {
+                        at: now,
+                        lazy,
+                        user: user.clone(),
+                    },
+                );
+            }
+            full
+        })
+        .unwrap_or(false);
+    if full {
+        log::warning(&format!(
+            "over {LATE_ARRIVAL_MAX_TAGS} tags invalidated within {LATE_ARRIVAL_WINDOW:?}: keys \
+             that MIGRATE brings with the others' tags are tagged, not deleted"
+        ));
+    }
+}
+
+/// A key that a MIGRATE or a slot migration brought here, with tags that this node
+/// invalidated in the last [`LATE_ARRIVAL_WINDOW`]: its tags follow it by a cluster message,
+/// a moment after the key, so the invalidation may have run in between and missed it (on
+/// this node, and on the node it left). Deletes it as that invalidation would have (DEL or
+/// UNLINK, replicated, with its `del` event), when the user who ran it may delete the key;
+/// returns whether it did. A key written with the tag again after the invalidation and moved
+/// within the window is deleted too: a cache miss, where a missed invalidation would serve
+/// stale data.
+fn delete_if_invalidated(ctx: *mut raw::RedisModuleCtx, db: usize, e: &KeyTags) -> bool {
+    let now = Instant::now();
+    let Some(Some((lazy, user))) = RECENT_INVALIDATIONS.with(|recent| {
+        let recent = recent.as_ref()?;
+        e.tags.iter().find_map(|t| {
+            let r = recent.get(&(db, t.clone()))?;
+            (now.duration_since(r.at) < LATE_ARRIVAL_WINDOW).then(|| (r.lazy, r.user.clone()))
+        })
+    }) else {
+        return false;
+    };
+    // SAFETY: ctx is the live timer context applying the transfer; the string is made in
+    // it and freed before returning.
+    unsafe {
+        let (Some(select), Some(create), Some(free)) = (
+            raw::RedisModule_SelectDb,
+            raw::RedisModule_CreateString,
+            raw::RedisModule_FreeString,
+        ) else {
+            return false;
+        };
+        if select(ctx, db as c_int) != raw::REDISMODULE_OK as c_int {
+            return false;
+        }
+        let name = create(ctx, e.key.as_ptr().cast(), e.key.len());
+        let allowed = user
+            .as_deref()
+            .is_none_or(|u| crate::acl::user_may_delete(u, name));
+        let deleted = allowed && delete_local(ctx, lazy, &[name]) == 1;
+        free(ctx, name);
+        if deleted {
+            DELETED_ON_ARRIVAL.fetch_add(1, Ordering::Relaxed);
+        }
+        deleted
+    }
 }
 
 /// Replicates what [`apply_transfer`] did to one key.
@@ -1438,11 +1547,14 @@ pub fn invalidate(call: &Call) -> Result<Reply, ReplyError> {
         return soft_invalidate(call, db, &tags);
     }
     let cmd: &CStr = if lazy { c"UNLINK" } else { c"DEL" };
+    let cluster = crate::server::in_cluster(call.ctx);
+    if cluster {
+        remember_invalidation(call.ctx, db, &tags, lazy);
+    }
     // In a cluster one DEL may not span slots (RedisModule_Call refuses it as a non-local
     // access), so keys go in one call per slot. All calls run inside this command, so the
     // invalidation stays atomic on this shard. The arguments are made straight from the
     // index's names: copying 100k names first cost an allocation and a free per key.
-    let cluster = crate::server::in_cluster(call.ctx);
     let mut by_slot: std::collections::BTreeMap<u16, OwnedStrings> = Default::default();
     // SAFETY: reading a function pointer filled at load.
     let create = unsafe { raw::RedisModule_CreateString }
@@ -1505,7 +1617,7 @@ pub fn invalidate(call: &Call) -> Result<Reply, ReplyError> {
     let mut failure = None;
     for (i, (local, batch)) in batches.iter_mut().enumerate() {
         let result = if *local {
-            Ok(delete_local(call, lazy, &batch.1))
+            Ok(delete_local(call.ctx, lazy, &batch.1))
         } else {
             delete_batch(call, cmd, &mut batch.1)
         };
@@ -1564,9 +1676,14 @@ pub(crate) fn importing_slots(ctx: *mut raw::RedisModuleCtx) -> Vec<u16> {
 /// what DEL or UNLINK would do besides: the `del` event, the invalidation of tracking clients
 /// (closing a key opened for writing signals it), and replication of the command. The caller
 /// checked the ACL. Returns the number deleted.
-fn delete_local(call: &Call, lazy: bool, keys: &[*mut raw::RedisModuleString]) -> i64 {
-    // SAFETY: ctx is the live command context and the keys are live strings of it; every key
-    // handle is closed before the next is opened.
+fn delete_local(
+    ctx: *mut raw::RedisModuleCtx,
+    lazy: bool,
+    keys: &[*mut raw::RedisModuleString],
+) -> i64 {
+    // SAFETY: ctx is a live context (the command's, or the timer's applying a transfer, with
+    // the keys' db selected) and the keys are live strings of it; every key handle is closed
+    // before the next is opened.
     unsafe {
         let api = (
             raw::RedisModule_OpenKey,
@@ -1582,7 +1699,7 @@ fn delete_local(call: &Call, lazy: bool, keys: &[*mut raw::RedisModuleString]) -
         };
         let mut deleted: Vec<*mut raw::RedisModuleString> = Vec::with_capacity(keys.len());
         for &name in keys {
-            let k = open(call.ctx, name, raw::REDISMODULE_WRITE as c_int);
+            let k = open(ctx, name, raw::REDISMODULE_WRITE as c_int);
             if k.is_null() {
                 continue;
             }
@@ -1595,12 +1712,12 @@ fn delete_local(call: &Call, lazy: bool, keys: &[*mut raw::RedisModuleString]) -
             close(k);
         }
         for &name in &deleted {
-            notify(call.ctx, raw::REDISMODULE_NOTIFY_GENERIC, c"del", name);
+            notify(ctx, raw::REDISMODULE_NOTIFY_GENERIC, c"del", name);
         }
         if !deleted.is_empty() {
             let cmd: &CStr = if lazy { c"UNLINK" } else { c"DEL" };
             rep(
-                call.ctx,
+                ctx,
                 cmd.as_ptr(),
                 c"v".as_ptr(),
                 deleted.as_mut_ptr(),

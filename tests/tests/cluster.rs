@@ -791,6 +791,112 @@ fn keyspace_analyses_the_numbered_databases_of_a_valkey_9_cluster() {
     assert!(refused.contains("DB must be from 0 to 1"), "{refused}");
 }
 
+/// A key's tags reach the node MIGRATE moves it to a moment after the key: an OPT.INVALIDATE
+/// of one of its tags on that node in between misses it (and the node it left no longer has
+/// it). So a node deletes, instead of tagging, a key that arrives with a tag it invalidated
+/// in the last 2 s, when the user who invalidated may delete that key; the deletion reaches
+/// its replica. The test makes the order certain: the target's invalidation runs after the
+/// MIGRATE is queued in MULTI and before its EXEC.
+#[test]
+fn a_key_arriving_with_a_tag_just_invalidated_is_deleted() {
+    let cluster = Cluster::start(3, 1, &[]);
+    let source = cluster.owner("{late}");
+    let target = cluster.other_primary(source);
+    let (mut src, mut dst) = (source.conn(), target.conn());
+    let (gone, kept, forbidden, after) = ("{late}:a", "{late}:c", "{late}:b", "{late}:d");
+    ok(&mut src, &["OPT.SET", gone, "v", "TAGS", "late", "page"]);
+    ok(&mut src, &["OPT.SET", kept, "v", "TAGS", "other"]);
+    ok(&mut src, &["OPT.SET", forbidden, "v", "TAGS", "late"]);
+    ok(&mut src, &["OPT.SET", after, "v", "TAGS", "old"]);
+    let (_, dst_id) = start_slot_move(source, target, cluster.slot("{late}"));
+    let port = target.port.to_string();
+    let migrate_in_multi =
+        |src: &mut redis::Connection, keys: &[&str], between: &mut dyn FnMut()| {
+            ok(src, &["MULTI"]);
+            let mut args = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+            args.extend(keys);
+            command(src, &args).unwrap();
+            between();
+            let replies: Vec<String> = redis::cmd("EXEC").query(src).unwrap();
+            assert_eq!(replies, ["OK"]);
+        };
+    let deleted_on_arrival =
+        |d: &mut redis::Connection| info_int(d, "opt", "opt_tags_deleted_on_arrival");
+    migrate_in_multi(&mut src, &[gone, kept], &mut || {
+        let n: i64 = redis::cmd("OPT.INVALIDATE")
+            .arg("late")
+            .query(&mut dst)
+            .unwrap();
+        assert_eq!(n, 0, "the key is not here yet");
+    });
+    target.wait_for("the invalidated key to go", Duration::from_secs(10), |d| {
+        deleted_on_arrival(d) == 1
+    });
+    let exists = |c: &mut redis::Connection, key: &str| -> i64 {
+        ok(c, &["ASKING"]);
+        redis::cmd("EXISTS").arg(key).query(c).unwrap()
+    };
+    assert_eq!(exists(&mut dst, gone), 0);
+    // The source gave it away (its other key of the tag stays).
+    assert_eq!(tag_keys(&mut src, "late").unwrap(), [forbidden]);
+    // The key with another tag came, tagged.
+    target.wait_for("the other key's tags", Duration::from_secs(10), |d| {
+        tag_keys(d, "other").is_ok_and(|k| k == [kept])
+    });
+    assert!(tag_keys(&mut dst, "page").unwrap().is_empty());
+    // Invalidated by a user who may not delete that key: it comes, tagged.
+    ok(
+        &mut dst,
+        &[
+            "ACL",
+            "SETUSER",
+            "limited",
+            "on",
+            "nopass",
+            "+@all",
+            "~{late}:a*",
+            "~{late}:c*",
+        ],
+    );
+    let mut limited = target.conn();
+    ok(&mut limited, &["AUTH", "limited", "x"]);
+    migrate_in_multi(&mut src, &[forbidden], &mut || {
+        let n: i64 = redis::cmd("OPT.INVALIDATE")
+            .arg("late")
+            .query(&mut limited)
+            .unwrap();
+        assert_eq!(n, 0);
+    });
+    target.wait_for("the forbidden key's tags", Duration::from_secs(10), |d| {
+        tag_keys(d, "late").is_ok_and(|k| k == [forbidden])
+    });
+    assert_eq!(deleted_on_arrival(&mut dst), 1);
+
+    // Past 2 s the invalidation is forgotten: a key that arrives then keeps its tags.
+    let n: i64 = redis::cmd("OPT.INVALIDATE")
+        .arg("old")
+        .query(&mut dst)
+        .unwrap();
+    assert_eq!(n, 0);
+    std::thread::sleep(Duration::from_millis(2200));
+    migrate_in_multi(&mut src, &[after], &mut || {});
+    target.wait_for("the late key's tags", Duration::from_secs(10), |d| {
+        tag_keys(d, "old").is_ok_and(|k| k == [after])
+    });
+    assert_eq!(deleted_on_arrival(&mut dst), 1);
+
+    // Once the slot is the target's, its replica holds the three keys that stayed, not the
+    // one deleted on arrival, and the same index.
+    let slot = cluster.slot("{late}").to_string();
+    ok(&mut dst, &["CLUSTER", "SETSLOT", &slot, "NODE", &dst_id]);
+    ok(&mut src, &["CLUSTER", "SETSLOT", &slot, "NODE", &dst_id]);
+    assert_eq!(redis::cmd("DBSIZE").query::<i64>(&mut dst).unwrap(), 3);
+    let want = tag_info(&mut dst).digest;
+    cluster.replicas_of(target)[0].wait_for("the replica", Duration::from_secs(10), |r| {
+        tag_info(r).digest == want && redis::cmd("DBSIZE").query::<i64>(r).is_ok_and(|n| n == 3)
+    });
+}
+
 /// While a slot moves, its tagged keys sit partly on the source and partly on the target,
 /// which does not own the slot yet: an invalidation on each node deletes the keys it holds
 /// (the target through the key API, since the server refuses a module's DEL there), the
