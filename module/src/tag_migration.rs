@@ -28,7 +28,9 @@
 //! nodes of both versions exchange tags during a rolling upgrade.
 //!
 //! Limits: between the end of MIGRATE and the message's application (the cluster bus's
-//! latency and the next timer tick, a few milliseconds) the key sits untagged on the target.
+//! latency and the next timer tick, a few milliseconds) the key sits untagged on the target;
+//! an invalidation of its tags meanwhile is caught when the message comes
+//! (`tags::delete_if_invalidated`).
 //! Tags are read before the MIGRATE (or its EXEC) runs; where the filter sees its client
 //! they are sent once it has run, for the keys that left the source (all of them with COPY,
 //! which cannot tell). On Redis 7.0 they go before it runs: a MIGRATE that then fails for a
