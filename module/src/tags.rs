@@ -1548,9 +1548,6 @@ pub fn invalidate(call: &Call) -> Result<Reply, ReplyError> {
     }
     let cmd: &CStr = if lazy { c"UNLINK" } else { c"DEL" };
     let cluster = crate::server::in_cluster(call.ctx);
-    if cluster {
-        remember_invalidation(call.ctx, db, &tags, lazy);
-    }
     // In a cluster one DEL may not span slots (RedisModule_Call refuses it as a non-local
     // access), so keys go in one call per slot. All calls run inside this command, so the
     // invalidation stays atomic on this shard. The arguments are made straight from the
@@ -1583,6 +1580,9 @@ pub fn invalidate(call: &Call) -> Result<Reply, ReplyError> {
         })
     })?;
     if by_slot.is_empty() {
+        if cluster {
+            remember_invalidation(call.ctx, db, &tags, lazy);
+        }
         return Ok(Reply::Int(0));
     }
     // Keys of a slot this node is importing arrived by MIGRATE, and the server refuses a
@@ -1639,7 +1639,14 @@ pub fn invalidate(call: &Call) -> Result<Reply, ReplyError> {
         }
     })?;
     match failure {
-        None => Ok(Reply::Int(deleted)),
+        None => {
+            // Keys of these tags still on their way here are deleted as they come. Not after
+            // a refusal, which deleted nothing.
+            if cluster {
+                remember_invalidation(call.ctx, db, &tags, lazy);
+            }
+            Ok(Reply::Int(deleted))
+        }
         Some((0, coded)) => Err(ReplyError(format!(
             "{coded} (OPT.INVALIDATE deleted nothing: every key must be allowed)"
         ))),

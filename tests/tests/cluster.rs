@@ -1141,6 +1141,12 @@ fn invalidate_during_a_reshard<T>(invalidate: impl FnOnce(&Cluster) -> T) -> (T,
     reshard.join().unwrap();
     cluster.wait_healthy();
     assert_eq!(opt_harness::own_slot_ranges(source)[0].0, first + 60);
+    // The last keys' tags land a moment after the reshard ends.
+    for p in &primaries {
+        p.wait_for("the tag transfers to land", Duration::from_secs(10), |c| {
+            info_int(c, "opt", "opt_tags_transfers_pending") == 0
+        });
+    }
     let left = primaries
         .iter()
         .map(|p| redis::cmd("DBSIZE").query::<i64>(&mut p.conn()).unwrap())
