@@ -858,6 +858,8 @@ type RecentInvalidations = HashMap<(usize, Vec<u8>), RecentInvalidation>;
 /// See [`RecentInvalidations`].
 static RECENT_INVALIDATIONS: MainThreadCell<Option<RecentInvalidations>> =
     MainThreadCell::new(None);
+/// When an invalidation was last remembered (`now_ms`; 0 before the first).
+static LAST_REMEMBERED_MS: AtomicU64 = AtomicU64::new(0);
 /// Keys deleted on arrival by [`delete_if_invalidated`] (`INFO opt`).
 pub static DELETED_ON_ARRIVAL: AtomicU64 = AtomicU64::new(0);
 
@@ -865,6 +867,7 @@ pub static DELETED_ON_ARRIVAL: AtomicU64 = AtomicU64::new(0);
 fn remember_invalidation(ctx: *mut raw::RedisModuleCtx, db: usize, tags: &[&[u8]], lazy: bool) {
     let user = crate::acl::caller_name(ctx);
     let now = Instant::now();
+    LAST_REMEMBERED_MS.store(crate::state::now_ms().max(1), Ordering::Relaxed);
     let full = RECENT_INVALIDATIONS
         .with(|recent| {
             let recent = recent.get_or_insert_with(HashMap::new);
@@ -905,6 +908,13 @@ fn remember_invalidation(ctx: *mut raw::RedisModuleCtx, db: usize, tags: &[&[u8]
 /// within the window is deleted too: a cache miss, where a missed invalidation would serve
 /// stale data.
 fn delete_if_invalidated(ctx: *mut raw::RedisModuleCtx, db: usize, e: &KeyTags) -> bool {
+    // Most transfers come long after any invalidation: skip the lookups then.
+    let last = LAST_REMEMBERED_MS.load(Ordering::Relaxed);
+    if last == 0
+        || crate::state::now_ms().saturating_sub(last) >= LATE_ARRIVAL_WINDOW.as_millis() as u64
+    {
+        return false;
+    }
     let now = Instant::now();
     let Some(Some((lazy, user))) = RECENT_INVALIDATIONS.with(|recent| {
         let recent = recent.as_ref()?;
