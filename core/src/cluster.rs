@@ -42,35 +42,38 @@ impl ClusterNode {
     }
 }
 
-/// The slots this node is importing (`[slot-<-source]` on the `myself` line of
-/// `CLUSTER NODES`): their keys arrive by MIGRATE before the node owns the slot.
-pub fn importing_slots(cluster_nodes: &str) -> Vec<u16> {
+/// The slot states (`[slot-<-source]`, `[slot->-target]`) on the `myself` line of a CLUSTER
+/// NODES reply: nodes show them for themselves only.
+fn own_slot_states(cluster_nodes: &str) -> Vec<&str> {
     cluster_nodes
         .lines()
         .map(|l| l.split_whitespace().collect::<Vec<_>>())
         .find(|f| f.len() > 2 && f[2].split(',').any(|x| x == "myself"))
         .map(|f| {
-            f.iter()
+            f.into_iter()
                 .skip(8)
-                .filter_map(|t| t.strip_prefix('[')?.split_once("-<-")?.0.parse().ok())
+                .filter(|t| t.starts_with('['))
                 .collect()
         })
         .unwrap_or_default()
 }
 
+/// The slots this node is importing (`[slot-<-source]` on the `myself` line of
+/// `CLUSTER NODES`): their keys arrive by MIGRATE before the node owns the slot.
+pub fn importing_slots(cluster_nodes: &str) -> Vec<u16> {
+    own_slot_states(cluster_nodes)
+        .into_iter()
+        .filter_map(|t| t.strip_prefix('[')?.split_once("-<-")?.0.parse().ok())
+        .collect()
+}
+
 /// Whether the node that gave this CLUSTER NODES reply is moving slots by MIGRATE: its
 /// `myself` line lists a slot it is migrating (`[slot->-target]`) or importing
-/// (`[slot-<-source]`). Nodes show this state for themselves only.
+/// (`[slot-<-source]`).
 pub fn moving_slots(cluster_nodes: &str) -> bool {
-    cluster_nodes
-        .lines()
-        .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .find(|f| f.len() > 2 && f[2].split(',').any(|x| x == "myself"))
-        .is_some_and(|f| {
-            f.iter()
-                .skip(8)
-                .any(|t| t.starts_with('[') && (t.contains("->-") || t.contains("-<-")))
-        })
+    own_slot_states(cluster_nodes)
+        .iter()
+        .any(|t| t.contains("->-") || t.contains("-<-"))
 }
 
 /// The primaries in a CLUSTER NODES reply, in the order given. Lines that do not parse, and
