@@ -908,10 +908,13 @@ fn remember_invalidation(ctx: *mut raw::RedisModuleCtx, db: usize, tags: &[&[u8]
 /// within the window is deleted too: a cache miss, where a missed invalidation would serve
 /// stale data.
 fn delete_if_invalidated(ctx: *mut raw::RedisModuleCtx, db: usize, e: &KeyTags) -> bool {
-    // Most transfers come long after any invalidation: skip the lookups then.
+    // Most transfers come long after any invalidation: skip the lookups then. A replica
+    // (one that was a primary a moment ago) deletes nothing itself: its primary's deletions
+    // reach it.
     let last = LAST_REMEMBERED_MS.load(Ordering::Relaxed);
     if last == 0
         || crate::state::now_ms().saturating_sub(last) >= LATE_ARRIVAL_WINDOW.as_millis() as u64
+        || is_replica(ctx)
     {
         return false;
     }
