@@ -67,6 +67,10 @@ fn fields() -> Vec<(&'static str, Field)> {
         Field::Count(crate::tag_migration::held_keys()),
     ));
     out.push((
+        "tags_transfer_messages_received",
+        Field::Count(crate::tag_migration::MESSAGES_RECEIVED.load(Ordering::Relaxed)),
+    ));
+    out.push((
         "tags_deleted_on_arrival",
         Field::Count(crate::tags::DELETED_ON_ARRIVAL.load(Ordering::Relaxed)),
     ));

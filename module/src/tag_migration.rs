@@ -70,6 +70,8 @@ static DETACHED: AtomicPtr<raw::RedisModuleCtx> = AtomicPtr::new(ptr::null_mut()
 pub static KEYS_SENT: AtomicU64 = AtomicU64::new(0);
 /// See [`KEYS_SENT`].
 pub static KEYS_RECEIVED: AtomicU64 = AtomicU64::new(0);
+/// Tag transfer messages this node received (`INFO opt`), whatever they held.
+pub static MESSAGES_RECEIVED: AtomicU64 = AtomicU64::new(0);
 
 /// In cluster mode, registers the receiver of tag transfers. Called at load.
 pub fn init(ctx: *mut raw::RedisModuleCtx) {
@@ -468,12 +470,16 @@ fn find_node(ctx: *mut raw::RedisModuleCtx, host: &[u8], port: &[u8]) -> Option<
         }
         let mut found = Vec::new();
         for i in 0..n {
-            let id = *ids.add(i);
+            // The list's ids are not NUL-terminated, and GetClusterNodeInfo measures its id
+            // with strlen before Redis 8.4 and on Valkey (redis#14443, valkey#2933): it found
+            // no node, and every transfer went to every node.
+            let mut id = std::slice::from_raw_parts((*ids.add(i)).cast::<u8>(), id_len).to_vec();
+            id.push(0);
             let mut ip = [0 as c_char; 64];
             let mut node_port: c_int = 0;
             let ok = info(
                 ctx,
-                id,
+                id.as_ptr().cast(),
                 ip.as_mut_ptr(),
                 ptr::null_mut(),
                 &mut node_port,
@@ -481,8 +487,6 @@ fn find_node(ctx: *mut raw::RedisModuleCtx, host: &[u8], port: &[u8]) -> Option<
             ) == raw::REDISMODULE_OK as c_int;
             let ip = CStr::from_ptr(ip.as_ptr()).to_bytes();
             if ok && node_port == port && ip == host {
-                let mut id = std::slice::from_raw_parts(id.cast::<u8>(), id_len).to_vec();
-                id.push(0);
                 found.push(id);
             }
         }
@@ -727,6 +731,7 @@ unsafe extern "C" fn on_message(
     len: u32,
 ) {
     guard::catch_and_log("tag transfer", || {
+        MESSAGES_RECEIVED.fetch_add(1, Ordering::Relaxed);
         let bytes = if payload.is_null() {
             Vec::new()
         } else {

@@ -1147,6 +1147,20 @@ fn invalidate_during_a_reshard<T>(invalidate: impl FnOnce(&Cluster) -> T) -> (T,
             info_int(c, "opt", "opt_tags_transfers_pending") == 0
         });
     }
+    // The transfers went to the target alone, not to every node.
+    let third = info_int(
+        &mut primaries[2].conn(),
+        "opt",
+        "opt_tags_transfer_messages_received",
+    );
+    assert_eq!(third, 0, "the node that took no part got tag transfers");
+    assert!(
+        info_int(
+            &mut target.conn(),
+            "opt",
+            "opt_tags_transfer_messages_received"
+        ) > 0
+    );
     let left = primaries
         .iter()
         .map(|p| redis::cmd("DBSIZE").query::<i64>(&mut p.conn()).unwrap())
