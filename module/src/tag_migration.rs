@@ -471,8 +471,9 @@ fn find_node(ctx: *mut raw::RedisModuleCtx, host: &[u8], port: &[u8]) -> Option<
         let mut found = Vec::new();
         for i in 0..n {
             // The list's ids are not NUL-terminated, and GetClusterNodeInfo measures its id
-            // with strlen before Redis 8.4 and on Valkey (redis#14443, valkey#2933): it found
-            // no node, and every transfer went to every node.
+            // with strlen on Redis 7.x and Valkey (redis#14443 fixed it later; 8.6.3 has the
+            // fix; valkey#2933 is open): it found no node, and every transfer went to every
+            // node.
             let mut id = std::slice::from_raw_parts((*ids.add(i)).cast::<u8>(), id_len).to_vec();
             id.push(0);
             let mut ip = [0 as c_char; 64];
