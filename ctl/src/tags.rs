@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use opt_core::advise::parse_info;
 use opt_core::cluster::{merge_taginfo, moving_slots, ClusterNode};
 use opt_core::report::TagInfoReport;
 
@@ -148,10 +149,9 @@ fn keys_on_the_move(cli: &Cli, nodes: &[ClusterNode]) -> (bool, u64) {
             .arg("opt")
             .query(c)
             .map_err(|e| conn::command_error(cli, "INFO", &e))?;
-        let pending = info
-            .lines()
-            .find_map(|l| l.strip_prefix("opt_tags_transfers_pending:"))
-            .and_then(|v| v.trim().parse::<u64>().ok())
+        let pending = parse_info(&info)
+            .get("opt_tags_transfers_pending")
+            .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0);
         Ok((moving_slots(&text), pending))
     });

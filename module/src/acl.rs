@@ -37,13 +37,10 @@ fn with_caller<R>(
     ctx: *mut raw::RedisModuleCtx,
     check: impl FnOnce(*mut raw::RedisModuleUser) -> R,
 ) -> Caller<R> {
-    // SAFETY: ctx is the live command context; the name and the user made here are freed
-    // before returning, and the user is only used by `check` meanwhile.
+    // SAFETY: ctx is the live command context; the name made here is freed before returning.
     unsafe {
-        let (Some(user_name), Some(get_user), Some(free_user), Some(free)) = (
+        let (Some(user_name), Some(free)) = (
             raw::RedisModule_GetCurrentUserName,
-            raw::RedisModule_GetModuleUserFromUserName,
-            raw::RedisModule_FreeModuleUser,
             raw::RedisModule_FreeString,
         ) else {
             return Caller::NoApi;
@@ -52,15 +49,47 @@ fn with_caller<R>(
         if name.is_null() {
             return Caller::Internal;
         }
-        let user = get_user(name);
+        let result = with_named_user(name, check);
         free(ctx, name);
-        if user.is_null() {
-            return Caller::Gone;
-        }
-        let result = check(user);
-        free_user(user);
-        Caller::Checked(result)
+        result
     }
+}
+
+/// Runs `check` with the user called `name`, freed afterwards.
+///
+/// # Safety
+/// `name` must be a live module string.
+unsafe fn with_named_user<R>(
+    name: *mut raw::RedisModuleString,
+    check: impl FnOnce(*mut raw::RedisModuleUser) -> R,
+) -> Caller<R> {
+    let (Some(get_user), Some(free_user)) = (
+        raw::RedisModule_GetModuleUserFromUserName,
+        raw::RedisModule_FreeModuleUser,
+    ) else {
+        return Caller::NoApi;
+    };
+    let user = get_user(name);
+    if user.is_null() {
+        return Caller::Gone;
+    }
+    // The user is only used by `check`, before it is freed.
+    let result = check(user);
+    free_user(user);
+    Caller::Checked(result)
+}
+
+/// Whether `user` may delete `key`; None when the server has no such check.
+///
+/// # Safety
+/// `user` must be a live module user and `key` a live module string.
+unsafe fn may_delete(
+    user: *mut raw::RedisModuleUser,
+    key: *mut raw::RedisModuleString,
+) -> Option<bool> {
+    let check = raw::RedisModule_ACLCheckKeyPermissions?;
+    // The check takes the logical flags only (ACCESS, INSERT, DELETE, UPDATE).
+    Some(check(user, key, raw::REDISMODULE_CMD_KEY_DELETE as c_int) == raw::REDISMODULE_OK as c_int)
 }
 
 /// The name of the user calling through `ctx`; None when no client is behind it or the
@@ -87,27 +116,18 @@ pub fn caller_name(ctx: *mut raw::RedisModuleCtx) -> Option<Vec<u8>> {
 /// Whether user `name` may delete `key` (false when the user no longer exists or the server
 /// cannot check).
 pub fn user_may_delete(name: &[u8], key: *mut raw::RedisModuleString) -> bool {
-    // SAFETY: the user string and the user are made and freed here; key is a live string.
+    // SAFETY: the name string is made and freed here; key is a live string; the user lives
+    // for the closure.
     unsafe {
-        let (Some(create), Some(free), Some(get_user), Some(free_user), Some(check)) = (
-            raw::RedisModule_CreateString,
-            raw::RedisModule_FreeString,
-            raw::RedisModule_GetModuleUserFromUserName,
-            raw::RedisModule_FreeModuleUser,
-            raw::RedisModule_ACLCheckKeyPermissions,
-        ) else {
+        let (Some(create), Some(free)) =
+            (raw::RedisModule_CreateString, raw::RedisModule_FreeString)
+        else {
             return false;
         };
         let user_name = create(ptr::null_mut(), name.as_ptr().cast(), name.len());
-        let user = get_user(user_name);
+        let allowed = with_named_user(user_name, |user| may_delete(user, key));
         free(ptr::null_mut(), user_name);
-        if user.is_null() {
-            return false;
-        }
-        let ok = check(user, key, raw::REDISMODULE_CMD_KEY_DELETE as c_int)
-            == raw::REDISMODULE_OK as c_int;
-        free_user(user);
-        ok
+        matches!(allowed, Caller::Checked(Some(true)))
     }
 }
 
@@ -162,14 +182,13 @@ pub fn require_delete_permission(
     let refused = with_caller(ctx, |user| {
         // SAFETY: user is live during this closure and the keys are live strings of ctx.
         unsafe {
-            let check = raw::RedisModule_ACLCheckKeyPermissions?;
-            // The check takes the logical flags only (ACCESS, INSERT, DELETE, UPDATE).
-            let flags = raw::REDISMODULE_CMD_KEY_DELETE as c_int;
-            Some(
-                keys.iter()
-                    .find(|&&k| check(user, k, flags) != raw::REDISMODULE_OK as c_int)
-                    .map(|&k| String::from_utf8_lossy(crate::reply::string_bytes(k)).into_owned()),
-            )
+            for &k in keys {
+                if !may_delete(user, k)? {
+                    let name = String::from_utf8_lossy(crate::reply::string_bytes(k));
+                    return Some(Some(name.into_owned()));
+                }
+            }
+            Some(None)
         }
     });
     match refused {

@@ -852,8 +852,9 @@ struct RecentInvalidation {
     user: Option<Vec<u8>>,
 }
 
-/// Tags invalidated in the last [`LATE_ARRIVAL_WINDOW`], by db and tag.
-type RecentInvalidations = HashMap<(usize, Vec<u8>), RecentInvalidation>;
+/// Tags invalidated in the last [`LATE_ARRIVAL_WINDOW`], by db, then tag (looked up by
+/// `&[u8]`, with no copy of the tag).
+type RecentInvalidations = HashMap<usize, HashMap<Vec<u8>, RecentInvalidation>>;
 
 /// See [`RecentInvalidations`].
 static RECENT_INVALIDATIONS: MainThreadCell<Option<RecentInvalidations>> =
@@ -871,16 +872,22 @@ fn remember_invalidation(ctx: *mut raw::RedisModuleCtx, db: usize, tags: &[&[u8]
     let full = RECENT_INVALIDATIONS
         .with(|recent| {
             let recent = recent.get_or_insert_with(HashMap::new);
-            recent.retain(|_, r| now.duration_since(r.at) < LATE_ARRIVAL_WINDOW);
+            for by_tag in recent.values_mut() {
+                by_tag.retain(|_, r| now.duration_since(r.at) < LATE_ARRIVAL_WINDOW);
+            }
+            recent.retain(|_, by_tag| !by_tag.is_empty());
+            let mut remembered: usize = recent.values().map(HashMap::len).sum();
+            let by_tag = recent.entry(db).or_default();
             let mut full = false;
             for t in tags {
-                if recent.len() >= LATE_ARRIVAL_MAX_TAGS && !recent.contains_key(&(db, t.to_vec()))
-                {
+                let known = by_tag.contains_key(*t);
+                if remembered >= LATE_ARRIVAL_MAX_TAGS && !known {
                     full = true;
                     continue;
                 }
-                recent.insert(
-                    (db, t.to_vec()),
+                remembered += usize::from(!known);
+                by_tag.insert(
+                    t.to_vec(),
                     RecentInvalidation {
                         at: now,
                         lazy,
@@ -920,9 +927,9 @@ fn delete_if_invalidated(ctx: *mut raw::RedisModuleCtx, db: usize, e: &KeyTags) 
     }
     let now = Instant::now();
     let Some(Some((lazy, user))) = RECENT_INVALIDATIONS.with(|recent| {
-        let recent = recent.as_ref()?;
+        let by_tag = recent.as_ref()?.get(&db)?;
         e.tags.iter().find_map(|t| {
-            let r = recent.get(&(db, t.clone()))?;
+            let r = by_tag.get(t.as_slice())?;
             (now.duration_since(r.at) < LATE_ARRIVAL_WINDOW).then(|| (r.lazy, r.user.clone()))
         })
     }) else {

@@ -290,13 +290,20 @@ fn optctl_merges_hot_keys_and_invalidates_across_every_shard() {
     assert!(err.contains("1 of 3 shards did not answer"), "{err}");
 }
 
+/// A node's id (CLUSTER MYID).
+fn node_id(node: &Server) -> String {
+    redis::cmd("CLUSTER")
+        .arg("MYID")
+        .query(&mut node.conn())
+        .unwrap()
+}
+
 /// Marks `slot` as migrating from `source` to `target` (IMPORTING on the target, MIGRATING
 /// on the source), and returns the two node ids.
 fn start_slot_move(source: &Server, target: &Server, slot: u16) -> (String, String) {
     let (mut src, mut dst) = (source.conn(), target.conn());
     let slot = slot.to_string();
-    let src_id: String = redis::cmd("CLUSTER").arg("MYID").query(&mut src).unwrap();
-    let dst_id: String = redis::cmd("CLUSTER").arg("MYID").query(&mut dst).unwrap();
+    let (src_id, dst_id) = (node_id(source), node_id(target));
     ok(
         &mut dst,
         &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &src_id],
@@ -1033,12 +1040,6 @@ fn tags_follow_keys_through_redis_cli_reshard() {
     }
     let before = tag_info(&mut src);
     assert_eq!((before.keys, before.pairs), (200, 400));
-    let id = |s: &Server| -> String {
-        redis::cmd("CLUSTER")
-            .arg("MYID")
-            .query(&mut s.conn())
-            .unwrap()
-    };
     let slots: usize = ranges
         .iter()
         .map(|(a, b)| (b - a + 1) as usize)
@@ -1049,9 +1050,9 @@ fn tags_follow_keys_through_redis_cli_reshard() {
         "reshard",
         &format!("127.0.0.1:{}", source.port),
         "--cluster-from",
-        &id(source),
+        &node_id(source),
         "--cluster-to",
-        &id(target),
+        &node_id(target),
         "--cluster-slots",
         &slots.to_string(),
         "--cluster-yes",
@@ -1106,13 +1107,7 @@ fn invalidate_during_a_reshard<T>(invalidate: impl FnOnce(&Cluster) -> T) -> (T,
         }
         let _: () = pipe.query(&mut src).unwrap();
     }
-    let id = |s: &Server| -> String {
-        redis::cmd("CLUSTER")
-            .arg("MYID")
-            .query(&mut s.conn())
-            .unwrap()
-    };
-    let (from, to) = (id(source), id(target));
+    let (from, to) = (node_id(source), node_id(target));
     let seed = format!("127.0.0.1:{}", source.port);
     let reshard = std::thread::spawn(move || {
         opt_harness::redis_cli(&[
@@ -1511,10 +1506,7 @@ fn tags_follow_atomic_slot_migration() {
             .unwrap();
         }
         opt_core::cluster::AtomicSlotMigration::Valkey => {
-            let target_id: String = redis::cmd("CLUSTER")
-                .arg("MYID")
-                .query(&mut target.conn())
-                .unwrap();
+            let target_id = node_id(target);
             ok(
                 &mut src,
                 &[
