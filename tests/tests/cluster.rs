@@ -1626,3 +1626,95 @@ fn tags_follow_atomic_slot_migration() {
     assert_eq!(deleted, 99);
     assert_eq!(redis::cmd("DBSIZE").query::<i64>(&mut dst).unwrap(), 4);
 }
+
+/// The key's time to live and its logical one (OPT.FETCH's `ttl_ms`) on one node.
+fn ttls(c: &mut redis::Connection, key: &str) -> (i64, i64) {
+    let pttl: i64 = redis::cmd("PTTL").arg(key).query(c).unwrap();
+    let reply: std::collections::HashMap<String, redis::Value> =
+        redis::cmd("OPT.FETCH").arg(key).query(c).unwrap();
+    let logical: i64 = redis::from_redis_value(reply["ttl_ms"].clone()).unwrap();
+    (pttl, logical)
+}
+
+/// `OPT.INVALIDATE ... SOFT` and keys that move. A key marked stale keeps its own time to
+/// live when MIGRATE moves it: on the target and on the target's replica alike (the replica
+/// once got an expiry of 1 ms plus STALE from the replicated transfer). A key that arrives
+/// with a tag the target marked stale a moment before is marked stale too, as the soft
+/// invalidation would have marked it had it been there (`opt_tags_marked_stale_on_arrival`).
+#[test]
+fn soft_invalidation_follows_keys_that_move() {
+    let cluster = Cluster::start(3, 1, &[]);
+    let source = cluster.owner("{soft}");
+    let target = cluster.other_primary(source);
+    let (mut src, mut dst) = (source.conn(), target.conn());
+    let (no_ttl, with_stale, late) = ("{soft}:plain", "{soft}:fresh", "{soft}:late");
+    ok(&mut src, &["OPT.SET", no_ttl, "v", "TAGS", "s"]);
+    ok(
+        &mut src,
+        &["OPT.SET", with_stale, "v", "EX", "100", "STALE", "60", "TAGS", "s"],
+    );
+    ok(&mut src, &["OPT.SET", late, "v", "EX", "100", "TAGS", "later"]);
+    let marked: i64 = redis::cmd("OPT.INVALIDATE")
+        .arg("s")
+        .arg("SOFT")
+        .query(&mut src)
+        .unwrap();
+    assert_eq!(marked, 2);
+    let (_, dst_id) = move_keys(source, target, cluster.slot("{soft}"), &[no_ttl, with_stale]);
+    target.wait_for("the moved keys' tags", Duration::from_secs(10), |d| {
+        tag_keys(d, "s").is_ok_and(|k| k.len() == 2)
+    });
+    // The target soft-invalidates `later` while the key is on its way, between the MIGRATE
+    // queued in MULTI and its EXEC: the key is marked stale when its tags arrive.
+    let port = target.port.to_string();
+    ok(&mut src, &["MULTI"]);
+    command(
+        &mut src,
+        &["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS", late],
+    )
+    .unwrap();
+    let n: i64 = redis::cmd("OPT.INVALIDATE")
+        .arg("later")
+        .arg("SOFT")
+        .query(&mut dst)
+        .unwrap();
+    assert_eq!(n, 0, "the key is not here yet");
+    let replies: Vec<String> = redis::cmd("EXEC").query(&mut src).unwrap();
+    assert_eq!(replies, ["OK"]);
+    target.wait_for("the late key's tags", Duration::from_secs(10), |d| {
+        tag_keys(d, "later").is_ok_and(|k| k == [late])
+    });
+    let slot = cluster.slot("{soft}").to_string();
+    ok(&mut dst, &["CLUSTER", "SETSLOT", &slot, "NODE", &dst_id]);
+    ok(&mut src, &["CLUSTER", "SETSLOT", &slot, "NODE", &dst_id]);
+
+    let on_target = [no_ttl, with_stale, late].map(|k| ttls(&mut dst, k));
+    assert_eq!(on_target[0].0, -1, "{no_ttl} has no expiry");
+    assert!(on_target[1].0 > 150_000, "{with_stale} lives 160 s: {on_target:?}");
+    assert!(on_target[2].0 > 90_000, "{late} lives 100 s: {on_target:?}");
+    for (key, (_, logical)) in [no_ttl, with_stale, late].iter().zip(on_target) {
+        assert!(logical <= 0, "{key} is stale on the target: {on_target:?}");
+    }
+    assert_eq!(
+        info_int(&mut dst, "opt", "opt_tags_marked_stale_on_arrival"),
+        1
+    );
+    let replica = cluster.replicas_of(target)[0];
+    let want = tag_info(&mut dst).digest;
+    replica.wait_for("the target's replica", Duration::from_secs(10), |r| {
+        tag_info(r).digest == want
+    });
+    let mut r = replica.conn();
+    ok(&mut r, &["READONLY"]);
+    for (key, (pttl, logical)) in [no_ttl, with_stale, late].iter().zip(on_target) {
+        let (r_pttl, r_logical) = ttls(&mut r, key);
+        assert!(
+            (r_pttl == -1 && pttl == -1) || (r_pttl - pttl).abs() < 5_000,
+            "{key}: the replica's PTTL {r_pttl}, the target's {pttl}"
+        );
+        assert!(
+            r_logical <= 0,
+            "{key} is stale on the replica too ({r_logical}; target {logical})"
+        );
+    }
+}
