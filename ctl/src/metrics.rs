@@ -360,6 +360,12 @@ fn collect_from(
             "Keys deleted when they arrived from another node with a tag invalidated here in the last 2 s (the invalidation ran while they moved).",
         ),
         (
+            "opt_tag_keys_marked_stale_on_arrival_total",
+            "opt_tags_marked_stale_on_arrival",
+            "counter",
+            "Keys marked stale when they arrived from another node with a tag invalidated here with SOFT in the last 2 s.",
+        ),
+        (
             "opt_tag_transfers_pending",
             "opt_tags_transfers_pending",
             "gauge",

@@ -75,6 +75,10 @@ fn fields() -> Vec<(&'static str, Field)> {
         Field::Count(crate::tags::DELETED_ON_ARRIVAL.load(Ordering::Relaxed)),
     ));
     out.push((
+        "tags_marked_stale_on_arrival",
+        Field::Count(crate::tags::MARKED_STALE_ON_ARRIVAL.load(Ordering::Relaxed)),
+    ));
+    out.push((
         "tags_transfers_pending",
         Field::Count(crate::tag_migration::transfers_pending()),
     ));

@@ -30,8 +30,8 @@
 //! Limits: between the end of MIGRATE and the message's application (the cluster bus's
 //! latency and the next timer tick, a few milliseconds) the key sits untagged on the target;
 //! an invalidation of its tags meanwhile is caught when the message comes
-//! (`tags::delete_if_invalidated`). Tags are read before the MIGRATE (or its EXEC) runs; where the filter sees its client
-//! they are sent once it has run, for the keys that left the source (all of them with COPY,
+//! (`tags::apply_recent_invalidations`). Tags are read before the MIGRATE (or its EXEC)
+//! runs; where the filter sees its client they are sent once it has run, for the keys that left the source (all of them with COPY,
 //! which cannot tell). On Redis 7.0 they go before it runs: a MIGRATE that then fails for a
 //! key the target already has (BUSYKEY without REPLACE) still gives that key the source's
 //! tags, and a MIGRATE ... REPLACE queued in MULTI onto such a key loses them (they are

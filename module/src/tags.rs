@@ -812,7 +812,7 @@ pub fn apply_transfer(
             missing.push(e);
             continue;
         }
-        if delete_if_invalidated(ctx, db, &e) {
+        if apply_recent_invalidations(ctx, db, &mut e) {
             continue;
         }
         if let Err(err) = follow_keyspace(ctx) {
@@ -838,18 +838,37 @@ pub fn apply_transfer(
 }
 
 /// How long a node remembers the tags it invalidated, for keys that arrive after (see
-/// [`delete_if_invalidated`]): far longer than a moved key's tags take to follow it, short
+/// [`apply_recent_invalidations`]): far longer than a moved key's tags take to follow it, short
 /// enough that a key written with the tag again later and moved meanwhile is rarely taken.
 pub const LATE_ARRIVAL_WINDOW: Duration = Duration::from_secs(2);
 /// Most tags remembered at once; past it, an invalidation's tags are not remembered (logged).
 const LATE_ARRIVAL_MAX_TAGS: usize = 4096;
 
-/// A tag invalidated on this cluster node a moment ago: when, whether lazily (ASYNC), and by
-/// which user (None: no client, nothing to check).
+/// A tag invalidated on this cluster node a moment ago: the last invalidation that deleted
+/// its keys, and the last that marked them stale (SOFT), each kept for
+/// [`LATE_ARRIVAL_WINDOW`].
+#[derive(Default)]
 struct RecentInvalidation {
+    deleted: Option<RecentDeletion>,
+    /// When, and the time the keys were marked stale at (`now_ms`: their new logical expiry).
+    marked_stale: Option<(Instant, i64)>,
+}
+
+/// An invalidation that deleted: when, whether lazily (ASYNC), and by which user (None: no
+/// client, nothing to check).
+struct RecentDeletion {
     at: Instant,
     lazy: bool,
     user: Option<Vec<u8>>,
+}
+
+/// What an invalidation did to its tags' keys (see [`remember_invalidation`]).
+#[derive(Clone, Copy)]
+enum InvalidationKind {
+    /// Deleted them: DEL, or UNLINK when `lazy`.
+    Delete { lazy: bool },
+    /// Marked them stale as of `at_ms` (SOFT).
+    MarkStale { at_ms: i64 },
 }
 
 /// Tags invalidated in the last [`LATE_ARRIVAL_WINDOW`], by db, then tag (looked up by
@@ -861,19 +880,34 @@ static RECENT_INVALIDATIONS: MainThreadCell<Option<RecentInvalidations>> =
     MainThreadCell::new(None);
 /// When an invalidation was last remembered (`now_ms`; 0 before the first).
 static LAST_REMEMBERED_MS: AtomicU64 = AtomicU64::new(0);
-/// Keys deleted on arrival by [`delete_if_invalidated`] (`INFO opt`).
+/// Keys deleted on arrival by [`apply_recent_invalidations`] (`INFO opt`).
 pub static DELETED_ON_ARRIVAL: AtomicU64 = AtomicU64::new(0);
+/// Keys marked stale on arrival by [`apply_recent_invalidations`] (`INFO opt`).
+pub static MARKED_STALE_ON_ARRIVAL: AtomicU64 = AtomicU64::new(0);
 
 /// Remembers that `tags` of `db` were invalidated now by the caller of `ctx`.
-fn remember_invalidation(ctx: *mut raw::RedisModuleCtx, db: usize, tags: &[&[u8]], lazy: bool) {
-    let user = crate::acl::caller_name(ctx);
+fn remember_invalidation(
+    ctx: *mut raw::RedisModuleCtx,
+    db: usize,
+    tags: &[&[u8]],
+    kind: InvalidationKind,
+) {
+    let user = match kind {
+        InvalidationKind::Delete { .. } => crate::acl::caller_name(ctx),
+        InvalidationKind::MarkStale { .. } => None,
+    };
     let now = Instant::now();
+    let current = |at: Instant| now.duration_since(at) < LATE_ARRIVAL_WINDOW;
     LAST_REMEMBERED_MS.store(crate::state::now_ms().max(1), Ordering::Relaxed);
     let full = RECENT_INVALIDATIONS
         .with(|recent| {
             let recent = recent.get_or_insert_with(HashMap::new);
             for by_tag in recent.values_mut() {
-                by_tag.retain(|_, r| now.duration_since(r.at) < LATE_ARRIVAL_WINDOW);
+                by_tag.retain(|_, r| {
+                    r.deleted = r.deleted.take().filter(|d| current(d.at));
+                    r.marked_stale = r.marked_stale.filter(|(at, _)| current(*at));
+                    r.deleted.is_some() || r.marked_stale.is_some()
+                });
             }
             recent.retain(|_, by_tag| !by_tag.is_empty());
             let mut remembered: usize = recent.values().map(HashMap::len).sum();
@@ -886,14 +920,22 @@ fn remember_invalidation(ctx: *mut raw::RedisModuleCtx, db: usize, tags: &[&[u8]
                     continue;
                 }
                 remembered += usize::from(!known);
-                by_tag.insert(
-                    t.to_vec(),
-                    RecentInvalidation {
-                        at: now,
-                        lazy,
-                        user: user.clone(),
-                    },
-                );
+                if !known {
+                    by_tag.insert(t.to_vec(), RecentInvalidation::default());
+                }
+                let Some(r) = by_tag.get_mut(*t) else {
+                    continue;
+                };
+                match kind {
+                    InvalidationKind::Delete { lazy } => {
+                        r.deleted = Some(RecentDeletion {
+                            at: now,
+                            lazy,
+                            user: user.clone(),
+                        })
+                    }
+                    InvalidationKind::MarkStale { at_ms } => r.marked_stale = Some((now, at_ms)),
+                }
             }
             full
         })
@@ -901,7 +943,7 @@ fn remember_invalidation(ctx: *mut raw::RedisModuleCtx, db: usize, tags: &[&[u8]
     if full {
         log::warning(&format!(
             "over {LATE_ARRIVAL_MAX_TAGS} tags invalidated within {LATE_ARRIVAL_WINDOW:?}: keys \
-             that MIGRATE brings with the others' tags are tagged, not deleted"
+             that MIGRATE brings with the others' tags are tagged, not deleted or marked stale"
         ));
     }
 }
@@ -909,14 +951,18 @@ fn remember_invalidation(ctx: *mut raw::RedisModuleCtx, db: usize, tags: &[&[u8]
 /// A key that a MIGRATE or a slot migration brought here, with tags that this node
 /// invalidated in the last [`LATE_ARRIVAL_WINDOW`]: its tags follow it by a cluster message,
 /// a moment after the key, so the invalidation may have run in between and missed it (on
-/// this node, and on the node it left). Deletes it as that invalidation would have (DEL or
-/// UNLINK, replicated, with its `del` event), when the user who ran it may delete the key;
-/// returns whether it did. A key written with the tag again after the invalidation and moved
-/// within the window is deleted too: a cache miss, where a missed invalidation would serve
-/// stale data.
-fn delete_if_invalidated(ctx: *mut raw::RedisModuleCtx, db: usize, e: &KeyTags) -> bool {
+/// this node, and on the node it left). Does what that invalidation would have done:
+/// - deletes it (DEL or UNLINK, replicated, with its `del` event) when the user who ran a
+///   deleting invalidation may delete the key, and returns true;
+/// - else, after a SOFT one, marks it stale as of that invalidation (`e.freshness`, which the
+///   caller then applies and replicates), and returns false.
+///
+/// A key written with the tag again after the invalidation and moved within the window is
+/// taken too: a cache miss (or a recomputation), where a missed invalidation would serve stale
+/// data.
+fn apply_recent_invalidations(ctx: *mut raw::RedisModuleCtx, db: usize, e: &mut KeyTags) -> bool {
     // Most transfers come long after any invalidation: skip the lookups then. A replica
-    // (one that was a primary a moment ago) deletes nothing itself: its primary's deletions
+    // (one that was a primary a moment ago) changes nothing itself: its primary's changes
     // reach it.
     let last = LAST_REMEMBERED_MS.load(Ordering::Relaxed);
     if last == 0
@@ -926,15 +972,53 @@ fn delete_if_invalidated(ctx: *mut raw::RedisModuleCtx, db: usize, e: &KeyTags) 
         return false;
     }
     let now = Instant::now();
-    let Some(Some((lazy, user))) = RECENT_INVALIDATIONS.with(|recent| {
+    let current = |at: Instant| now.duration_since(at) < LATE_ARRIVAL_WINDOW;
+    let Some(Some((deletion, stale_at))) = RECENT_INVALIDATIONS.with(|recent| {
         let by_tag = recent.as_ref()?.get(&db)?;
-        e.tags.iter().find_map(|t| {
-            let r = by_tag.get(t.as_slice())?;
-            (now.duration_since(r.at) < LATE_ARRIVAL_WINDOW).then(|| (r.lazy, r.user.clone()))
-        })
+        let (mut deletion, mut stale_at) = (None, None::<i64>);
+        for r in e.tags.iter().filter_map(|t| by_tag.get(t.as_slice())) {
+            if let Some(d) = r.deleted.as_ref().filter(|d| current(d.at)) {
+                deletion.get_or_insert_with(|| (d.lazy, d.user.clone()));
+            }
+            if let Some((_, at_ms)) = r.marked_stale.filter(|(at, _)| current(*at)) {
+                stale_at = Some(stale_at.map_or(at_ms, |s| s.min(at_ms)));
+            }
+        }
+        Some((deletion, stale_at))
     }) else {
         return false;
     };
+    if let Some((lazy, user)) = deletion {
+        if delete_arrived(ctx, db, &e.key, lazy, user.as_deref()) {
+            DELETED_ON_ARRIVAL.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
+    }
+    if let Some(at_ms) = stale_at {
+        // As `soft_invalidate` marks a key.
+        let f = e.freshness.unwrap_or(Freshness {
+            expires_at_ms: at_ms,
+            delta_ms: 0,
+            stale_ms: 0,
+        });
+        e.freshness = Some(Freshness {
+            expires_at_ms: f.expires_at_ms.min(at_ms),
+            ..f
+        });
+        MARKED_STALE_ON_ARRIVAL.fetch_add(1, Ordering::Relaxed);
+    }
+    false
+}
+
+/// Deletes `key` of `db`, which just arrived, as an invalidation by `user` (None: no client)
+/// would have; returns whether it did (not when that user may not delete it).
+fn delete_arrived(
+    ctx: *mut raw::RedisModuleCtx,
+    db: usize,
+    key: &[u8],
+    lazy: bool,
+    user: Option<&[u8]>,
+) -> bool {
     // SAFETY: ctx is the live timer context applying the transfer; the string is made in
     // it and freed before returning.
     unsafe {
@@ -948,15 +1032,10 @@ fn delete_if_invalidated(ctx: *mut raw::RedisModuleCtx, db: usize, e: &KeyTags) 
         if select(ctx, db as c_int) != raw::REDISMODULE_OK as c_int {
             return false;
         }
-        let name = create(ctx, e.key.as_ptr().cast(), e.key.len());
-        let allowed = user
-            .as_deref()
-            .is_none_or(|u| crate::acl::user_may_delete(u, name));
+        let name = create(ctx, key.as_ptr().cast(), key.len());
+        let allowed = user.is_none_or(|u| crate::acl::user_may_delete(u, name));
         let deleted = allowed && delete_local(ctx, lazy, &[name]) == 1;
         free(ctx, name);
-        if deleted {
-            DELETED_ON_ARRIVAL.fetch_add(1, Ordering::Relaxed);
-        }
         deleted
     }
 }
@@ -990,12 +1069,13 @@ fn replicate_transfer(
                 let Some(value) = string_value(ctx, key_name) else {
                     return;
                 };
-                let options = set_options_words(
-                    Some(f.expires_at_ms),
-                    f.delta_ms,
-                    f.stale_ms,
-                    !tags.is_empty(),
-                );
+                // The key came with its TTL (MIGRATE's RESTORE, replicated before this): it
+                // keeps it, and the freshness is given apart, as it was on the other node.
+                let expiry = ReplicatedExpiry::FreshUntil {
+                    keep_ttl: true,
+                    at: f.expires_at_ms,
+                };
+                let options = set_options_words(expiry, f.delta_ms, f.stale_ms, !tags.is_empty());
                 let words =
                     std::iter::once(value).chain(options.into_iter().map(String::into_bytes));
                 (c"OPT.SET", words.collect())
@@ -1122,6 +1202,8 @@ struct SetOptions<'a> {
     delta_ms: u64,
     stale_ms: u64,
     token: Option<u64>,
+    /// FRESHUNTIL: the logical expiry, a Unix time in ms, set apart from the key's TTL.
+    fresh_until: Option<i64>,
     tags: ArgList<'a>,
     /// Arguments before TAGS (key, value, options).
     head_len: usize,
@@ -1148,6 +1230,7 @@ fn parse_set(args: ArgList<'_>) -> Result<SetOptions<'_>, ReplyError> {
         delta_ms: 0,
         stale_ms: 0,
         token: None,
+        fresh_until: None,
         tags,
         head_len: head.len(),
     };
@@ -1184,6 +1267,13 @@ fn parse_set(args: ArgList<'_>) -> Result<SetOptions<'_>, ReplyError> {
                     * 1000;
                 freshness_options = true;
             }
+            "FRESHUNTIL" if o.fresh_until.is_none() => {
+                o.fresh_until = Some(
+                    opts.int_value("FRESHUNTIL", 1, i64::MAX / 1000)
+                        .map_err(ReplyError::err)?,
+                );
+                freshness_options = true;
+            }
             "TOKEN" => {
                 let raw = opts.value("TOKEN").map_err(ReplyError::err)?;
                 let t = std::str::from_utf8(raw)
@@ -1195,7 +1285,7 @@ fn parse_set(args: ArgList<'_>) -> Result<SetOptions<'_>, ReplyError> {
                 o.token = Some(t);
                 freshness_options = true;
             }
-            "EX" | "PX" | "EXAT" | "PXAT" | "KEEPTTL" | "NX" | "XX" => {
+            "EX" | "PX" | "EXAT" | "PXAT" | "KEEPTTL" | "NX" | "XX" | "FRESHUNTIL" => {
                 return Err(ReplyError::err(format!(
                     "OPT.SET: {word} conflicts with another option"
                 )))
@@ -1209,9 +1299,18 @@ fn parse_set(args: ArgList<'_>) -> Result<SetOptions<'_>, ReplyError> {
     if pos.is_some() {
         validate_tags(tags, &limits()).map_err(|e| ReplyError::err(format!("OPT.SET: {e}")))?;
     }
-    if o.stale_ms > 0 && !matches!(o.expiry, Expiry::In(_) | Expiry::At(_)) {
+    if o.fresh_until.is_some() && matches!(o.expiry, Expiry::In(_) | Expiry::At(_)) {
         return Err(ReplyError::err(
-            "OPT.SET STALE needs an expiry (EX, PX, EXAT or PXAT): stale copies are served after it",
+            "OPT.SET FRESHUNTIL goes with KEEPTTL or no expiry, not with EX, PX, EXAT or PXAT",
+        ));
+    }
+    if o.stale_ms > 0
+        && o.fresh_until.is_none()
+        && !matches!(o.expiry, Expiry::In(_) | Expiry::At(_))
+    {
+        return Err(ReplyError::err(
+            "OPT.SET STALE needs an expiry (EX, PX, EXAT or PXAT) or FRESHUNTIL: stale copies \
+             are served after it",
         ));
     }
     Ok(o)
@@ -1251,7 +1350,7 @@ pub fn set(call: &Call) -> Result<Reply, ReplyError> {
     let _ = with(|st| prefetch(st.index.key_bucket_address_hashed(db, key_hash)));
     // SAFETY: ctx is the live command context and the argv strings live for the call; the key
     // handle is closed on every path before returning.
-    let (old, written, fresh_until) = unsafe {
+    let (old, written, expires, fresh_until) = unsafe {
         let api = (
             raw::RedisModule_OpenKey,
             raw::RedisModule_KeyType,
@@ -1296,7 +1395,7 @@ pub fn set(call: &Call) -> Result<Reply, ReplyError> {
         };
         if (o.nx && exists) || (o.xx && !exists) {
             close(k);
-            (old, false, None)
+            (old, false, false, None)
         } else {
             // Only an existing key has a TTL to keep: Redis 8.6's RM_GetExpire reads the
             // value of an empty key handle without checking it, and crashes.
@@ -1314,11 +1413,20 @@ pub fn set(call: &Call) -> Result<Reply, ReplyError> {
                 Expiry::Keep if kept >= 0 => Some(kept.max(1)),
                 _ => None,
             };
-            if let Some(ms) = ttl {
-                set_expire(k, ms.saturating_add(o.stale_ms as i64));
+            // FRESHUNTIL gives the logical expiry apart: the key keeps its TTL (KEEPTTL) or
+            // gets none.
+            let (key_ttl, fresh_until) = match o.fresh_until {
+                Some(at) => (ttl, Some(at)),
+                None => (
+                    ttl.map(|ms| ms.saturating_add(o.stale_ms as i64)),
+                    ttl.map(|ms| now + ms),
+                ),
+            };
+            if let Some(ms) = key_ttl {
+                set_expire(k, ms);
             }
             close(k);
-            (old, true, ttl.map(|ms| now + ms))
+            (old, true, key_ttl.is_some(), fresh_until)
         }
     };
     if written {
@@ -1327,15 +1435,17 @@ pub fn set(call: &Call) -> Result<Reply, ReplyError> {
         with(|st| {
             st.index.set_tags_hashed(db, key, key_hash, o.tags);
             match fresh_until {
-                Some(at) if o.delta_ms > 0 || o.stale_ms > 0 => st.fresh.set(
-                    db,
-                    key,
-                    Freshness {
-                        expires_at_ms: at,
-                        delta_ms: o.delta_ms,
-                        stale_ms: o.stale_ms,
-                    },
-                ),
+                Some(at) if o.delta_ms > 0 || o.stale_ms > 0 || o.fresh_until.is_some() => {
+                    st.fresh.set(
+                        db,
+                        key,
+                        Freshness {
+                            expires_at_ms: at,
+                            delta_ms: o.delta_ms,
+                            stale_ms: o.stale_ms,
+                        },
+                    )
+                }
                 _ => {
                     st.fresh.remove(db, key);
                 }
@@ -1344,7 +1454,7 @@ pub fn set(call: &Call) -> Result<Reply, ReplyError> {
             st.own_events = true;
         })?;
         notify(ctx, raw::REDISMODULE_NOTIFY_STRING, c"set", key_name);
-        if fresh_until.is_some() {
+        if expires {
             notify(ctx, raw::REDISMODULE_NOTIFY_GENERIC, c"expire", key_name);
         }
         with(|st| st.own_events = false)?;
@@ -1374,17 +1484,38 @@ fn notify(
     }
 }
 
-/// The options after `key value` of a replicated OPT.SET: the logical expiry as an absolute
-/// time, DELTA, STALE (in seconds, as OPT.SET takes it), and TAGS when tags follow.
+/// How a replicated OPT.SET states the expiry.
+#[derive(Clone, Copy)]
+enum ReplicatedExpiry {
+    /// No expiry.
+    None,
+    /// `PXAT t`: the value is fresh until `t` and the key lives STALE longer.
+    At(i64),
+    /// `[KEEPTTL] FRESHUNTIL t`: the value is fresh until `t`; the key keeps its TTL
+    /// (`keep_ttl`) or gets none. For freshness that no longer matches the key's TTL: a value
+    /// marked stale by `OPT.INVALIDATE ... SOFT`, or one whose TTL came with the key from
+    /// another node.
+    FreshUntil { keep_ttl: bool, at: i64 },
+}
+
+/// The options of a replicated OPT.SET after the key and the value: `[PXAT t | [KEEPTTL]
+/// FRESHUNTIL t] [DELTA d] [STALE s] [TAGS]` (the tags follow).
 fn set_options_words(
-    expires_at_ms: Option<i64>,
+    expiry: ReplicatedExpiry,
     delta_ms: u64,
     stale_ms: u64,
     tagged: bool,
 ) -> Vec<String> {
     let mut words = Vec::new();
-    if let Some(at) = expires_at_ms {
-        words.extend(["PXAT".to_string(), at.to_string()]);
+    match expiry {
+        ReplicatedExpiry::None => {}
+        ReplicatedExpiry::At(at) => words.extend(["PXAT".to_string(), at.to_string()]),
+        ReplicatedExpiry::FreshUntil { keep_ttl, at } => {
+            if keep_ttl {
+                words.push("KEEPTTL".to_string());
+            }
+            words.extend(["FRESHUNTIL".to_string(), at.to_string()]);
+        }
     }
     if delta_ms > 0 {
         words.extend(["DELTA".to_string(), delta_ms.to_string()]);
@@ -1417,7 +1548,15 @@ fn replicate_set(call: &Call, o: &SetOptions, fresh_until_ms: Option<i64>) {
         ) else {
             return;
         };
-        let words = set_options_words(fresh_until_ms, o.delta_ms, o.stale_ms, !o.tags.is_empty());
+        let expiry = match (o.fresh_until, fresh_until_ms) {
+            (Some(at), _) => ReplicatedExpiry::FreshUntil {
+                keep_ttl: matches!(o.expiry, Expiry::Keep),
+                at,
+            },
+            (None, Some(at)) => ReplicatedExpiry::At(at),
+            (None, None) => ReplicatedExpiry::None,
+        };
+        let words = set_options_words(expiry, o.delta_ms, o.stale_ms, !o.tags.is_empty());
         let owned: Vec<*mut raw::RedisModuleString> = words
             .iter()
             .map(|w| create(call.ctx, w.as_ptr().cast(), w.len()))
@@ -1601,7 +1740,7 @@ pub fn invalidate(call: &Call) -> Result<Reply, ReplyError> {
     })?;
     if by_slot.is_empty() {
         if cluster {
-            remember_invalidation(call.ctx, db, &tags, lazy);
+            remember_invalidation(call.ctx, db, &tags, InvalidationKind::Delete { lazy });
         }
         return Ok(Reply::Int(0));
     }
@@ -1663,7 +1802,7 @@ pub fn invalidate(call: &Call) -> Result<Reply, ReplyError> {
             // Keys of these tags still on their way here are deleted as they come. Not after
             // a refusal, which deleted nothing.
             if cluster {
-                remember_invalidation(call.ctx, db, &tags, lazy);
+                remember_invalidation(call.ctx, db, &tags, InvalidationKind::Delete { lazy });
             }
             Ok(Reply::Int(deleted))
         }
@@ -1820,6 +1959,15 @@ fn soft_invalidate(call: &Call, db: usize, tags: &[&[u8]]) -> Result<Reply, Repl
         }
         keys.len()
     })?;
+    // Keys of these tags still on their way here are marked as they come.
+    if crate::server::in_cluster(call.ctx) {
+        remember_invalidation(
+            call.ctx,
+            db,
+            tags,
+            InvalidationKind::MarkStale { at_ms: now },
+        );
+    }
     // SAFETY: ctx is the live command context.
     unsafe {
         if let Some(f) = raw::RedisModule_ReplicateVerbatim {

@@ -359,6 +359,81 @@ fn a_replica_answers_without_taking_locks_and_follows_freshness() {
     assert_eq!(text(&f["lock"]), "unavailable-on-replica");
 }
 
+/// `OPT.SET ... FRESHUNTIL t` gives the logical expiry apart from the key's TTL, which KEEPTTL
+/// keeps (or which the key does without): what replicas and the AOF receive for a value whose
+/// freshness no longer matches its TTL (marked stale by SOFT, then moved by MIGRATE).
+#[test]
+fn freshuntil_sets_the_logical_expiry_apart_from_the_ttl() {
+    let master = Server::start();
+    let replica = master.start_replica(ServerOptions::default());
+    let mut m = master.conn();
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    };
+    ok(&mut m, &["SET", "kept", "old", "EX", "500"]);
+    let past = (now_ms() - 5_000).to_string();
+    let future = (now_ms() + 50_000).to_string();
+    ok(
+        &mut m,
+        &[
+            "OPT.SET",
+            "kept",
+            "v",
+            "KEEPTTL",
+            "FRESHUNTIL",
+            &past,
+            "STALE",
+            "30",
+            "TAGS",
+            "t",
+        ],
+    );
+    ok(&mut m, &["OPT.SET", "none", "v", "FRESHUNTIL", &future]);
+    for c in [&mut m] {
+        let pttl: i64 = redis::cmd("PTTL").arg("kept").query(c).unwrap();
+        assert!(
+            pttl > 490_000,
+            "KEEPTTL kept the TTL, STALE added nothing: {pttl}"
+        );
+        let f = fetch(c, "kept", &[]);
+        let Value::Int(ttl) = f["ttl_ms"] else {
+            panic!("{f:?}")
+        };
+        assert!((-6_000..=-4_000).contains(&ttl), "stale for 5 s: {ttl}");
+        assert_eq!(text(&f["value"]), "v");
+        let pttl: i64 = redis::cmd("PTTL").arg("none").query(c).unwrap();
+        assert_eq!(pttl, -1);
+        let f = fetch(c, "none", &[]);
+        let Value::Int(ttl) = f["ttl_ms"] else {
+            panic!("{f:?}")
+        };
+        assert!((40_000..=50_000).contains(&ttl), "fresh for 50 s: {ttl}");
+    }
+    let mut r = replica.conn();
+    replica.wait_for("the writes to replicate", Duration::from_secs(10), |c| {
+        redis::cmd("EXISTS")
+            .arg("none")
+            .query::<i64>(c)
+            .unwrap_or(0)
+            == 1
+    });
+    let pttl: i64 = redis::cmd("PTTL").arg("kept").query(&mut r).unwrap();
+    assert!(pttl > 490_000, "the replica kept the TTL: {pttl}");
+    let f = fetch(&mut r, "kept", &[]);
+    let Value::Int(ttl) = f["ttl_ms"] else {
+        panic!("{f:?}")
+    };
+    assert!(
+        (-6_000..=-4_000).contains(&ttl),
+        "stale on the replica: {ttl}"
+    );
+    let pttl: i64 = redis::cmd("PTTL").arg("none").query(&mut r).unwrap();
+    assert_eq!(pttl, -1);
+}
+
 #[test]
 fn freshness_survives_a_reload() {
     let mut server = Server::start();
@@ -413,6 +488,22 @@ fn bad_input_changes_nothing() {
             "STALE needs an expiry",
         ),
         (vec!["OPT.SET", "k", "v"], "needs TAGS"),
+        (
+            vec!["OPT.SET", "k", "v", "EX", "10", "FRESHUNTIL", "5"],
+            "FRESHUNTIL goes with KEEPTTL or no expiry",
+        ),
+        (
+            vec!["OPT.SET", "k", "v", "FRESHUNTIL", "0"],
+            "FRESHUNTIL must be from 1",
+        ),
+        (
+            vec!["OPT.SET", "k", "v", "FRESHUNTIL", "soon"],
+            "FRESHUNTIL needs an integer",
+        ),
+        (
+            vec!["OPT.SET", "k", "v", "FRESHUNTIL", "5", "FRESHUNTIL", "6"],
+            "conflicts with another option",
+        ),
         (
             vec!["OPT.FETCH", "k", "BETA", "-1"],
             "BETA must be a number",
