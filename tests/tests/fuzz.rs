@@ -87,6 +87,7 @@ fn vocabulary() -> Vec<Vec<u8>> {
         "TOKEN",
         "DELTA",
         "STALE",
+        "FRESHUNTIL",
         "CANCEL",
         "MIN-SEVERITY",
         "SOFT",
