@@ -6,7 +6,6 @@
 //! bounded: at most 10 hot keys, 10 hot patterns, 20 memory patterns and one series per
 //! advice rule (41).
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -65,13 +64,6 @@ impl Out {
             let _ = writeln!(self.0, "{name}{{{}}} {v}", l.join(","));
         }
     }
-}
-
-fn info_map(text: &str) -> HashMap<String, String> {
-    text.lines()
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect()
 }
 
 /// Collects every metric from the server at `--url`, or, in a cluster, from every primary,
@@ -153,7 +145,7 @@ fn collect_from(
         .arg("everything")
         .query(con)
         .map_err(|e| conn::command_error(cli, "INFO", &e))?;
-    let info = info_map(&info_text);
+    let info = opt_core::advise::parse_info(&info_text);
     let mut o = Out(String::new());
     let num = |k: &str| info.get(k).and_then(|v| v.parse::<f64>().ok());
     o.family("redis_up", "gauge", "Whether the server answered.");
