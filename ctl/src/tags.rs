@@ -17,8 +17,12 @@ pub struct InvalidateArgs {
     #[arg(required = true)]
     pub tags: Vec<String>,
     /// Free the values lazily, as UNLINK does.
-    #[arg(long = "async")]
+    #[arg(long = "async", conflicts_with = "soft")]
     pub lazy: bool,
+    /// Mark the keys stale instead of deleting them (`OPT.INVALIDATE ... SOFT`): one client
+    /// recomputes each while the others are served the stale copy.
+    #[arg(long)]
+    pub soft: bool,
 }
 
 /// Options of `optctl tags`.
@@ -40,18 +44,24 @@ pub fn invalidate(cli: &Cli, args: &InvalidateArgs) -> Result<(), CtlError> {
         if args.lazy {
             cmd.arg("ASYNC");
         }
+        if args.soft {
+            cmd.arg("SOFT");
+        }
         cmd.query(con)
             .map_err(|e| conn::command_error(cli, "OPT.INVALIDATE", &e))
     };
+    // What the counts are, in JSON and in words.
+    let (field, done) = if args.soft {
+        ("marked_stale", "marked stale")
+    } else {
+        ("deleted", "deleted")
+    };
     let Some(nodes) = cluster::primaries(cli, &mut con)? else {
-        let deleted = run(&mut con)?;
+        let n = run(&mut con)?;
         if cli.json {
-            println!(
-                "{}",
-                serde_json::json!({ "deleted": deleted, "tags": args.tags })
-            );
+            println!("{}", serde_json::json!({ field: n, "tags": args.tags }));
         } else {
-            println!("deleted {deleted} keys tagged {}", args.tags.join(", "));
+            println!("{done} {n} keys tagged {}", args.tags.join(", "));
         }
         return Ok(());
     };
@@ -86,26 +96,26 @@ pub fn invalidate(cli: &Cli, args: &InvalidateArgs) -> Result<(), CtlError> {
             Some((reason, waited, more))
         }
     };
-    let deleted: i64 = shards.iter().map(|(_, n)| n).sum();
+    let total: i64 = shards.iter().map(|(_, n)| n).sum();
     if cli.json {
         let per: Vec<_> = shards
             .iter()
-            .map(|(node, n)| serde_json::json!({ "node": node, "deleted": n }))
+            .map(|(node, n)| serde_json::json!({ "node": node, field: n }))
             .collect();
         let lost: Vec<_> = failed
             .iter()
             .map(|(node, e)| serde_json::json!({ "node": node, "error": e }))
             .collect();
         let second = second_pass.map(|(reason, waited, more)| {
-            serde_json::json!({ "reason": reason, "after_ms": waited.as_millis() as u64, "deleted": more })
+            serde_json::json!({ "reason": reason, "after_ms": waited.as_millis() as u64, field: more })
         });
         println!(
             "{}",
-            serde_json::json!({ "deleted": deleted, "tags": args.tags, "shards": per, "failed": lost, "second_pass": second })
+            serde_json::json!({ field: total, "tags": args.tags, "shards": per, "failed": lost, "second_pass": second })
         );
     } else {
         println!(
-            "deleted {deleted} keys tagged {} on {} shards",
+            "{done} {total} keys tagged {} on {} shards",
             args.tags.join(", "),
             shards.len()
         );

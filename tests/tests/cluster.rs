@@ -223,6 +223,22 @@ fn optctl_merges_hot_keys_and_invalidates_across_every_shard() {
     assert_eq!(v["shards"].as_array().unwrap().len(), 3, "{v}");
     // No slot moves and no tags are on their way: one pass.
     assert!(v["second_pass"].is_null(), "{v}");
+    // --soft marks them stale on every shard, and deletes none.
+    let (code, out, err) = optctl(
+        &["--url", &url, "--json", "invalidate", "site", "--soft"],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["marked_stale"], 2700, "{v}");
+    let per_shard: Vec<i64> = v["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["marked_stale"].as_i64().unwrap())
+        .collect();
+    assert_eq!(per_shard.len(), 3, "{v}");
+    assert!(per_shard.iter().all(|n| *n > 0), "{v}");
     let (code, out, err) = optctl(&["--url", &url, "invalidate", "site"], &[]);
     assert_eq!(code, 0, "{err}");
     assert!(

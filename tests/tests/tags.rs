@@ -528,7 +528,7 @@ fn big_databases_swap_and_flush_and_free_everything() {
     assert!(tags(&mut c, "k0:7").is_empty());
     // Freshness moved with its keys: OPT.FETCH counts k1:7's TTL to its logical expiry (600
     // s), not to the key's own (660 s, STALE included), which it would without its entry.
-    let fetched: Vec<redis::Value> = redis::cmd("OPT.FETCH").arg("k1:7").query(&mut c).unwrap();
+    let fetched: Vec<Value> = redis::cmd("OPT.FETCH").arg("k1:7").query(&mut c).unwrap();
     let ttl_ms = match &fetched[3] {
         redis::Value::Int(ms) => *ms,
         other => panic!("ttl_ms {other:?}"),
@@ -1083,6 +1083,32 @@ fn optctl_invalidate_and_tags() {
     );
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("deleted 20 keys"), "{out}");
+    // --soft marks the keys stale and deletes none.
+    let url = server.url();
+    let (code, out, err) = opt_harness::optctl(
+        &["--url", &url, "--json", "invalidate", "site", "--soft"],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["marked_stale"], 10, "{v}");
+    let mut c = server.conn();
+    assert_eq!(redis::cmd("DBSIZE").query::<i64>(&mut c).unwrap(), 10);
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut c).unwrap();
+    let fetched: Vec<Value> = redis::cmd("OPT.FETCH").arg(&keys[0]).query(&mut c).unwrap();
+    assert!(
+        fetched.contains(&Value::BulkString(b"recompute".to_vec())),
+        "{fetched:?}"
+    );
+    let (code, out, err) =
+        opt_harness::optctl(&["--url", &url, "invalidate", "site", "--soft"], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("marked stale 10 keys tagged site"), "{out}");
+    let (code, _, err) = opt_harness::optctl(
+        &["--url", &url, "invalidate", "site", "--soft", "--async"],
+        &[],
+    );
+    assert_ne!(code, 0, "--soft and --async do not go together: {err}");
     let (code, out, _) = opt_harness::optctl(
         &[
             "--url",
