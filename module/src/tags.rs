@@ -995,17 +995,20 @@ fn apply_recent_invalidations(ctx: *mut raw::RedisModuleCtx, db: usize, e: &mut 
         }
     }
     if let Some(at_ms) = stale_at {
-        // As `soft_invalidate` marks a key.
+        // As `soft_invalidate` marks a key. Keys the source had marked already (the same
+        // invalidation sent there) come stale and are not counted.
         let f = e.freshness.unwrap_or(Freshness {
-            expires_at_ms: at_ms,
+            expires_at_ms: i64::MAX,
             delta_ms: 0,
             stale_ms: 0,
         });
-        e.freshness = Some(Freshness {
-            expires_at_ms: f.expires_at_ms.min(at_ms),
-            ..f
-        });
-        MARKED_STALE_ON_ARRIVAL.fetch_add(1, Ordering::Relaxed);
+        if f.expires_at_ms > at_ms {
+            e.freshness = Some(Freshness {
+                expires_at_ms: at_ms,
+                ..f
+            });
+            MARKED_STALE_ON_ARRIVAL.fetch_add(1, Ordering::Relaxed);
+        }
     }
     false
 }

@@ -1098,9 +1098,9 @@ fn tags_follow_keys_through_redis_cli_reshard() {
 
 /// Runs `redis-cli --cluster reshard` of the first 60 slots of a primary, holding 2,400 keys
 /// tagged `purge` (40 a slot), in a 3-primary cluster, and calls `invalidate` once 200 keys
-/// have reached the target, while the rest still move. Returns what `invalidate` returned
-/// and the keys left in the cluster once the reshard is over (these are its only keys).
-fn invalidate_during_a_reshard<T>(invalidate: impl FnOnce(&Cluster) -> T) -> (T, i64) {
+/// have reached the target, while the rest still move. Returns what `invalidate` returned,
+/// and what the cluster holds once the reshard is over.
+fn invalidate_during_a_reshard<T>(invalidate: impl FnOnce(&Cluster) -> T) -> (T, AfterReshard) {
     let cluster = Cluster::start(3, 0, &[]);
     let primaries = cluster.primaries();
     let (source, target) = (primaries[0], primaries[1]);
@@ -1176,7 +1176,45 @@ fn invalidate_during_a_reshard<T>(invalidate: impl FnOnce(&Cluster) -> T) -> (T,
         .iter()
         .map(|p| redis::cmd("DBSIZE").query::<i64>(&mut p.conn()).unwrap())
         .sum();
-    (result, left)
+    let fresh = primaries.iter().map(|p| fresh_keys(&mut p.conn())).sum();
+    let count = |field: &str| -> i64 {
+        primaries
+            .iter()
+            .map(|p| info_int(&mut p.conn(), "opt", field))
+            .sum()
+    };
+    let after = AfterReshard {
+        left,
+        fresh,
+        marked_stale_on_arrival: count("opt_tags_marked_stale_on_arrival"),
+    };
+    (result, after)
+}
+
+/// What the cluster of [`invalidate_during_a_reshard`] holds once the reshard is over.
+#[derive(Debug)]
+struct AfterReshard {
+    /// Keys left (the test's keys are the cluster's only ones).
+    left: i64,
+    /// Keys OPT.FETCH calls fresh.
+    fresh: usize,
+    /// Keys marked stale as they arrived, on all primaries.
+    marked_stale_on_arrival: i64,
+}
+
+/// How many of a node's keys OPT.FETCH calls fresh (action `hit`).
+fn fresh_keys(c: &mut redis::Connection) -> usize {
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(c).unwrap();
+    if keys.is_empty() {
+        return 0;
+    }
+    let mut pipe = redis::pipe();
+    for k in &keys {
+        pipe.cmd("OPT.FETCH").arg(k);
+    }
+    let replies: Vec<Vec<redis::Value>> = pipe.query(c).unwrap();
+    let hit = redis::Value::BulkString(b"hit".to_vec());
+    replies.iter().filter(|r| r.contains(&hit)).count()
 }
 
 /// `optctl invalidate` during a reshard: every key that carried the tag when it started is
@@ -1185,14 +1223,14 @@ fn invalidate_during_a_reshard<T>(invalidate: impl FnOnce(&Cluster) -> T) -> (T,
 /// whose module does not delete late arrivals, or arrivals later than 2 s).
 #[test]
 fn optctl_invalidate_during_a_reshard_misses_no_key() {
-    let (v, left) = invalidate_during_a_reshard(|cluster| {
+    let (v, after) = invalidate_during_a_reshard(|cluster| {
         let url = format!("redis://127.0.0.1:{}", cluster.nodes[2].port);
         let (code, out, err) = optctl(&["--url", &url, "--json", "invalidate", "purge"], &[]);
         assert_eq!(code, 0, "{err}");
         serde_json::from_str::<serde_json::Value>(&out).unwrap()
     });
     assert!(v["second_pass"].is_object(), "{v}");
-    assert_eq!(left, 0, "keys survived the invalidation: {v}");
+    assert_eq!(after.left, 0, "keys survived the invalidation: {v}");
     // Keys deleted as they arrived on their new node are not in the replies' counts.
     assert!(v["deleted"].as_i64().unwrap() <= 2400, "{v}");
 }
@@ -1202,7 +1240,7 @@ fn optctl_invalidate_during_a_reshard_misses_no_key() {
 /// as they arrive (`opt_tags_deleted_on_arrival`).
 #[test]
 fn one_invalidation_per_node_during_a_reshard_misses_no_key() {
-    let (per_node, left) = invalidate_during_a_reshard(|cluster| {
+    let (per_node, after) = invalidate_during_a_reshard(|cluster| {
         cluster
             .primaries()
             .iter()
@@ -1217,8 +1255,38 @@ fn one_invalidation_per_node_during_a_reshard_misses_no_key() {
     // Both the source and the target held keys when it ran (else this test shows nothing).
     assert!(per_node[0] > 0 && per_node[1] > 0, "{per_node:?}");
     assert_eq!(
-        left, 0,
+        after.left, 0,
         "keys survived the invalidation ({per_node:?} deleted by the calls)"
+    );
+}
+
+/// The same with SOFT: no key is deleted, and none is left fresh, including the keys that were
+/// between two nodes when it ran (marked stale as they arrive,
+/// `opt_tags_marked_stale_on_arrival`).
+#[test]
+fn one_soft_invalidation_per_node_during_a_reshard_leaves_no_key_fresh() {
+    let (marked, after) = invalidate_during_a_reshard(|cluster| {
+        cluster
+            .primaries()
+            .iter()
+            .map(|p| {
+                redis::cmd("OPT.INVALIDATE")
+                    .arg("purge")
+                    .arg("SOFT")
+                    .query::<i64>(&mut p.conn())
+                    .unwrap()
+            })
+            .collect::<Vec<i64>>()
+    });
+    assert!(marked[0] > 0 && marked[1] > 0, "{marked:?}");
+    eprintln!(
+        "SOFT during a reshard: {marked:?} marked by the calls, {} as they arrived",
+        after.marked_stale_on_arrival
+    );
+    assert_eq!(after.left, 2400, "SOFT deletes nothing");
+    assert_eq!(
+        after.fresh, 0,
+        "keys left fresh ({marked:?} marked by the calls)"
     );
 }
 
