@@ -55,6 +55,7 @@ pub mod idx {
     pub const ADVISE_HOT_KEY_PERCENT: usize = 9;
     pub const ADVISE_BIG_KEY_BYTES: usize = 10;
     pub const MAX_LOCKS: usize = 11;
+    pub const HOTKEYS_SAMPLE_BUDGET: usize = 12;
 }
 
 /// Every config the module registers, in registration order (see [`idx`]).
@@ -76,11 +77,11 @@ pub const CONFIGS: &[ConfigSpec] = &[
     ConfigSpec {
         name: "hotkeys-sample-ratio",
         kind: ConfigKind::Int {
-            default: 10,
-            min: 1,
+            default: 0,
+            min: 0,
             max: 1_000_000,
         },
-        doc: "count about one command in N, in 2 ms slices at random times (1 = every command); counts are scaled back",
+        doc: "0 (auto): count every command while the server handles fewer than opt.hotkeys-sample-budget a second, about that many a second above; N: count about one command in N (1 = every command); sampled in 10 ms slices at random times, counts scaled back",
     },
     ConfigSpec {
         name: "hotkeys-window-seconds",
@@ -154,6 +155,15 @@ pub const CONFIGS: &[ConfigSpec] = &[
             max: 100_000_000,
         },
         doc: "most OPT.FETCH ... LOCK recomputation locks held at once; past it a caller recomputes without one (lock: unavailable-limit)",
+    },
+    ConfigSpec {
+        name: "hotkeys-sample-budget",
+        kind: ConfigKind::Int {
+            default: 5000,
+            min: 100,
+            max: 10_000_000,
+        },
+        doc: "with opt.hotkeys-sample-ratio 0 (auto): about how many commands a second hot-key tracking counts at most, whatever the load",
     },
 ];
 
@@ -269,6 +279,11 @@ mod tests {
         assert_eq!(
             CONFIGS[idx::ADVISE_BIG_KEY_BYTES].name,
             "advise-big-key-bytes"
+        );
+        assert_eq!(CONFIGS[idx::MAX_LOCKS].name, "max-locks");
+        assert_eq!(
+            CONFIGS[idx::HOTKEYS_SAMPLE_BUDGET].name,
+            "hotkeys-sample-budget"
         );
         assert!(validate_string(idx::ADVISE_IGNORE, "big-key, hot-key").is_ok());
         assert!(validate_string(idx::ADVISE_IGNORE, "nope")

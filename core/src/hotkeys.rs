@@ -351,7 +351,10 @@ impl HotKeyTracker {
 
     /// Answers a query. With `sample_ratio` 1 every access was recorded and counts are exact.
     /// Otherwise counts are scaled by the window's commands over the ones the recorder saw
-    /// (see [`Self::observe`]), or by `sample_ratio` when nothing was reported yet.
+    /// (see [`Self::observe`]), or, when nothing was reported yet, by `sample_ratio`, or not
+    /// at all for 0 (auto: the recorder chose its share from the load). The report's
+    /// `sample_ratio` is the one that applied: the configured one, or in auto mode the
+    /// window's commands over the ones seen, rounded.
     pub fn query(&mut self, q: &HotKeysQuery, now_ms: u64, sample_ratio: u64) -> HotKeysReport {
         self.flush();
         let sketches = if q.namespaces {
@@ -385,12 +388,12 @@ impl HotKeyTracker {
             }
             Window::Recent => self.recent(sketches, now_ms),
         };
-        let sampling = if sample_ratio <= 1 {
+        let sampling = if sample_ratio == 1 {
             1.0
         } else if window.observed.seen > 0.0 {
             (window.observed.all / window.observed.seen).max(1.0)
         } else {
-            sample_ratio as f64
+            sample_ratio.max(1) as f64
         };
         let scale = sampling * pattern_factor;
         let by = |m: &Merged| match q.kind {
@@ -456,7 +459,11 @@ impl HotKeyTracker {
             .to_string(),
             view: if q.namespaces { "namespaces" } else { "keys" }.to_string(),
             seconds: window.seconds,
-            sample_ratio: sample_ratio.max(1),
+            sample_ratio: if sample_ratio == 0 {
+                (sampling.round() as u64).max(1)
+            } else {
+                sample_ratio
+            },
             sampled_accesses: window.sampled.round() as u64,
             estimated_accesses: estimated.round() as u64,
             detection_floor: (window.floor * scale).round() as u64,
@@ -565,6 +572,17 @@ impl<'a> Merged<'a> {
             self.split[i] += other.split[i];
         }
     }
+}
+
+/// The sample ratio for a period of `elapsed_ms` in which the recorder saw `seen` commands:
+/// the configured one, or in auto mode (`configured` 0) the one that counts `budget` commands
+/// a second at that rate, at least 1 (every command).
+pub fn period_sample_ratio(configured: u64, budget: u64, seen: u64, elapsed_ms: f64) -> f64 {
+    if configured > 0 {
+        return configured as f64;
+    }
+    let per_second = seen as f64 * 1000.0 / elapsed_ms.max(0.001);
+    (per_second / budget.max(1) as f64).max(1.0)
 }
 
 #[cfg(test)]
@@ -771,11 +789,33 @@ mod tests {
         // Ratio 1 means every access was recorded, whatever time was reported.
         let exact = t.query(&q(Window::Total, KindFilter::All, false), 15_000, 1);
         assert_eq!(exact.entries[0].count, 300);
+        assert_eq!(exact.sample_ratio, 1);
+        // Auto (0): scaled the same way, and the report says by how much (4,000 / 300).
+        let auto = t.query(&q(Window::Total, KindFilter::All, false), 15_000, 0);
+        assert_eq!(auto.entries[0].count, 4000);
+        assert_eq!(auto.sample_ratio, 13);
         t.reset(20_000);
         t.record(b"k", Kind::Read);
         // Nothing reported since the reset: the configured ratio scales.
         let r = t.query(&q(Window::Total, KindFilter::All, false), 21_000, 10);
         assert_eq!(r.entries[0].count, 10);
+        assert_eq!(r.sample_ratio, 10);
+        // In auto mode nothing does.
+        let r = t.query(&q(Window::Total, KindFilter::All, false), 21_000, 0);
+        assert_eq!((r.entries[0].count, r.sample_ratio), (1, 1));
+    }
+
+    #[test]
+    fn auto_sampling_counts_about_the_budget_a_second() {
+        // A fixed ratio stays what it is.
+        assert_eq!(period_sample_ratio(10, 5000, 1_000_000, 2.0), 10.0);
+        // 1,100 commands in a 2 ms slice: 550,000 a second, 110 times a budget of 5,000.
+        assert!((period_sample_ratio(0, 5000, 1100, 2.0) - 110.0).abs() < 1e-9);
+        // Under the budget, every command: 300 commands in 100 ms is 3,000 a second.
+        assert_eq!(period_sample_ratio(0, 5000, 300, 100.0), 1.0);
+        assert_eq!(period_sample_ratio(0, 5000, 0, 2.0), 1.0);
+        // A period of no measurable length does not divide by zero.
+        assert!(period_sample_ratio(0, 5000, 10, 0.0).is_finite());
     }
 
     #[test]

@@ -19,6 +19,14 @@
 //! time: commands run slower while they are recorded; see `HotKeyTracker::observe`). With
 //! N = 1 the filter stays registered and counts are exact.
 //!
+//! With N = 0 (auto, the default) the sampler picks N itself from the load, so that about
+//! `opt.hotkeys-sample-budget` commands a second are counted at most: each period the filter
+//! was registered tells how many commands a second came; below the budget the filter stays
+//! registered (every command counted, for periods of `POLL_MS`), above it the sampler runs
+//! slices with gaps for N = rate / budget. The cost of tracking then no longer grows with the
+//! load: a fixed ratio of 10 cost a server saturated by redis-benchmark GETs 2.2% of its CPU
+//! on Redis 7.0, of which 1.6% was recording (docs/benchmarks.md).
+//!
 //! What is counted: on a primary every key access; on a replica only reads, because writes
 //! there come from the master's replication stream, not from clients. Nothing is counted while
 //! the server loads an RDB or AOF file or a full resync.
@@ -51,20 +59,25 @@ struct HotKeysState {
 /// Draws the gap before the next slice, in milliseconds: exponential with a mean of
 /// `ratio - 1` times the slice that just ended, so the filter is registered for 1/ratio of
 /// the time on average. The slice is measured, not taken as `SLICE_MS`: a timer fires only
-/// once the event-loop iteration in progress is done, so under load a 2 ms slice lasts about
+/// once the event-loop iteration in progress is done, so under load a 2 ms slice lasted about
 /// 3, and with fixed gaps the filter saw 11 to 14% of the commands instead of 10%.
-fn draw_gap_ms(ratio: u64, slice_ms: f64) -> i64 {
+fn draw_gap_ms(ratio: f64, slice_ms: f64) -> i64 {
     let u = ((crate::state::random_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
     let slice_ms = slice_ms.clamp(SLICE_MS as f64, 10.0 * SLICE_MS as f64);
-    let mean = ratio.saturating_sub(1) as f64 * slice_ms;
+    let mean = (ratio - 1.0).max(0.0) * slice_ms;
     ((-u.ln() * mean).round() as i64).max(1)
 }
 
-/// When the current slice began, in microseconds since the module's epoch.
+/// When the current period with the filter registered began, in microseconds since the
+/// module's epoch, and `SEEN` then.
 static SLICE_STARTED_US: AtomicU64 = AtomicU64::new(0);
+static SLICE_STARTED_SEEN: AtomicU64 = AtomicU64::new(0);
 
 /// How long the filter stays registered in each slice, in milliseconds.
-const SLICE_MS: i64 = 2;
+/// Each slice starts with the tracker's tables out of the cache: at 2 ms, sparse slices (one
+/// command in 100) cost about 40% of a command per command recorded, against 9% at ratio 1;
+/// at 10 ms the defaults cost 0.8% instead of 1.2% (docs/benchmarks.md).
+const SLICE_MS: i64 = 10;
 /// How often the sampler looks at the configuration while the filter stays registered
 /// (sample ratio 1) or stays off (tracking disabled).
 const POLL_MS: i64 = 100;
@@ -590,7 +603,8 @@ unsafe fn unfollow_misses(ctx: *mut raw::RedisModuleCtx) {
 
 /// The sampler: registers the filter for a slice, unregisters it for a random gap, and
 /// reschedules itself. With ratio 1 the filter stays registered; with tracking disabled it
-/// stays off. Configuration changes take effect within `POLL_MS`.
+/// stays off; in auto mode (ratio 0) it stays registered while fewer than the budget's
+/// commands a second come. Configuration changes take effect within `POLL_MS`.
 ///
 /// # Safety
 /// Called by Redis on the main thread when the timer fires (and once from OnLoad).
@@ -604,22 +618,44 @@ unsafe extern "C" fn on_slice(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void)
                 return POLL_MS;
             }
             follow_misses(ctx);
-            let ratio = configs::int(idx::HOTKEYS_SAMPLE_RATIO).max(1) as u64;
-            if ratio == 1 || !present(raw::RedisModule_UnregisterCommandFilter) {
+            let configured = configs::int(idx::HOTKEYS_SAMPLE_RATIO).max(0) as u64;
+            if configured == 1 || !present(raw::RedisModule_UnregisterCommandFilter) {
                 register_filter(ctx);
                 return POLL_MS;
             }
             let now_us = crate::state::now_us();
+            let start_period = || {
+                SLICE_STARTED_US.store(now_us, Ordering::Relaxed);
+                SLICE_STARTED_SEEN.store(SEEN.load(Ordering::Relaxed), Ordering::Relaxed);
+            };
             if FILTER.load(Ordering::Relaxed).is_null() {
                 register_filter(ctx);
-                SLICE_STARTED_US.store(now_us, Ordering::Relaxed);
-                SLICE_MS
-            } else {
-                unregister_filter(ctx);
-                unfollow_misses(ctx);
-                let began = SLICE_STARTED_US.load(Ordering::Relaxed);
-                draw_gap_ms(ratio, now_us.saturating_sub(began) as f64 / 1000.0)
+                start_period();
+                return SLICE_MS;
             }
+            // A period with the filter registered ended.
+            let elapsed_ms =
+                now_us.saturating_sub(SLICE_STARTED_US.load(Ordering::Relaxed)) as f64 / 1000.0;
+            let seen = SEEN
+                .load(Ordering::Relaxed)
+                .saturating_sub(SLICE_STARTED_SEEN.load(Ordering::Relaxed));
+            let budget = configs::int(idx::HOTKEYS_SAMPLE_BUDGET).max(1) as u64;
+            let ratio =
+                opt_core::hotkeys::period_sample_ratio(configured, budget, seen, elapsed_ms);
+            if ratio <= 1.0 {
+                // Auto, under the budget: every command counts for the next period.
+                start_period();
+                return POLL_MS;
+            }
+            if configured == 0 && elapsed_ms > 2.0 * POLL_MS as f64 / 3.0 {
+                // Auto, over the budget after a period of every command: a slice first, so
+                // that the gaps are drawn from a slice's length.
+                start_period();
+                return SLICE_MS;
+            }
+            unregister_filter(ctx);
+            unfollow_misses(ctx);
+            draw_gap_ms(ratio, elapsed_ms)
         }
     })
     .unwrap_or_else(|p| {
@@ -680,7 +716,7 @@ pub fn command(call: &Call) -> Result<Reply, ReplyError> {
     crate::acl::require_monitor_equivalent(call.ctx, "OPT.HOTKEYS")?;
     let capacity = configs::int(idx::HOTKEYS_CAPACITY) as usize;
     let parsed = parse_command(call.args, capacity).map_err(ReplyError::err)?;
-    let ratio = configs::int(idx::HOTKEYS_SAMPLE_RATIO).max(1) as u64;
+    let ratio = configs::int(idx::HOTKEYS_SAMPLE_RATIO).max(0) as u64;
     let now = now_ms();
     STATE
         .with(|s| {
@@ -724,7 +760,7 @@ pub fn reports_for_advice() -> Option<(
     opt_core::report::HotKeysReport,
     opt_core::report::HotKeysReport,
 )> {
-    let ratio = configs::int(idx::HOTKEYS_SAMPLE_RATIO).max(1) as u64;
+    let ratio = configs::int(idx::HOTKEYS_SAMPLE_RATIO).max(0) as u64;
     let now = now_ms();
     STATE
         .with(|s| {

@@ -306,8 +306,65 @@ fn nothing_is_counted_while_the_aof_loads() {
 }
 
 /// At sample ratio 10 the filter is registered for about a tenth of the time, in slices at
-/// random times; counts are scaled back by the time spent recording. Steady traffic for two
-/// seconds spans about a hundred slices.
+/// random times; counts are scaled back by the commands seen. Steady traffic for two seconds
+/// spans about twenty slices.
+/// The default, auto (ratio 0): every command counts while fewer than
+/// `opt.hotkeys-sample-budget` come a second, so a quiet server's counts are exact; a busy one
+/// is sampled, about the budget a second, and its counts scaled back.
+#[test]
+fn auto_sampling_counts_all_when_quiet_and_samples_when_busy() {
+    let server = Server::start();
+    let mut con = server.conn();
+    let budget: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("opt.hotkeys-sample-budget")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(budget[1], "5000");
+    // Let the sampler's first short slice pass, so the traffic below falls in 100 ms periods
+    // of at most 400 commands: 4,000 a second at most, under the budget.
+    std::thread::sleep(Duration::from_millis(150));
+    for _ in 0..300 {
+        run(&mut con, &["GET", "quiet:key"]);
+    }
+    for _ in 0..100 {
+        run(&mut con, &["SET", "quiet:other", "v"]);
+    }
+    let r = hotkeys(&mut con, &[]);
+    assert_eq!(r.sample_ratio, 1, "{r:?}");
+    assert_eq!(count_of(&r, "quiet:key"), Some(300));
+    assert_eq!(count_of(&r, "quiet:other"), Some(100));
+
+    // Busy: a budget of 100 commands a second against tens of thousands.
+    ok(
+        &mut con,
+        &["CONFIG", "SET", "opt.hotkeys-sample-budget", "100"],
+    );
+    ok(&mut con, &["OPT.HOTKEYS", "RESET"]);
+    let mut sent = 0u64;
+    for _ in 0..50 {
+        let mut pipe = redis::pipe();
+        for _ in 0..2000 {
+            pipe.cmd("GET").arg("busy:key").ignore();
+        }
+        let _: () = pipe.query(&mut con).unwrap();
+        sent += 2000;
+    }
+    let r = hotkeys(&mut con, &[]);
+    let c = count_of(&r, "busy:key").unwrap() as f64;
+    let sent = sent as f64;
+    assert!(
+        (c - sent).abs() < 0.05 * sent,
+        "scaled count {c} for {sent} sent"
+    );
+    assert!(
+        (r.sampled_accesses as f64) < sent / 4.0 && r.sample_ratio >= 4,
+        "{} of {sent} recorded, ratio {}",
+        r.sampled_accesses,
+        r.sample_ratio
+    );
+}
+
 #[test]
 fn sampling_scales_counts_back() {
     let server = Server::with_config(&["opt.hotkeys-sample-ratio 10"]);
