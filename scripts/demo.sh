@@ -38,7 +38,7 @@ echo
 echo "== optctl status"
 "$optctl" --url "$url" status
 echo
-echo "== optctl hotkeys (opt.hotkeys-sample-ratio from redis.conf.example: counts are scaled)"
+echo "== optctl hotkeys (auto sampling, the default: above 5,000 commands a second counts are scaled)"
 "$optctl" --url "$url" hotkeys --count 8
 echo
 echo "== optctl hotkeys --type miss (reads of keys that do not exist)"
