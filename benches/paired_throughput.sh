@@ -16,7 +16,9 @@
 # (the module at its defaults), ratioN (opt.hotkeys-sample-ratio N: ratio1 counts every
 # command), off
 # (opt.hotkeys-enabled no), gaps (tracking on, sample ratio 1000000: what a command costs
-# between sampling slices). WORKLOAD is get or set: redis-benchmark with pipelining 16 over
+# between sampling slices). WORKLOAD is get, set, or tags (A sends `SET key value`, B
+# `OPT.SET key value TAGS t1 t2 t3`, a 64-byte value, for issue 5's OPT.SET against plain SET;
+# use VARIANTS="plain default"). The commands go through redis-benchmark with pipelining 16 over
 # 100,000 random keys (`-P 16 -r 100000 -d 64`), after 300,000 SETs. Each round starts two
 # fresh servers on CPU 0 and one redis-benchmark per server on CPU 1, counts the commands
 # each server answers over SECONDS (after a second of warm-up) from INFO, and stops them. The
@@ -32,9 +34,17 @@ server=${REDIS_SERVER:-redis-server}
 read -r -a variants <<<"${VARIANTS:-plain default}"
 [ ${#variants[@]} -eq 2 ] || { echo "VARIANTS needs two variants" >&2; exit 1; }
 case $workload in
-  get | set) ;;
-  *) echo "WORKLOAD must be get or set" >&2; exit 1 ;;
+  get | set | tags) ;;
+  *) echo "WORKLOAD must be get, set or tags" >&2; exit 1 ;;
 esac
+value=$(printf 'v%.0s' $(seq 1 64))
+bench_args() { # slot (0 or 1): the redis-benchmark arguments that choose the commands
+  case $workload in
+    tags) if [ "$1" -eq 0 ]; then echo "SET key:__rand_int__ $value"
+          else echo "OPT.SET key:__rand_int__ $value TAGS t1 t2 t3"; fi ;;
+    *) echo "-t $workload -d 64" ;;
+  esac
+}
 use_module_build
 
 work=$(mktemp -d /tmp/opt-paired.XXXXXX)
@@ -96,8 +106,9 @@ for r in $(seq 1 "$rounds"); do
   # The two clients start in turn, A first in odd rounds and B first in even ones.
   order=(0 1); [ $((r % 2)) -eq 0 ] && order=(1 0)
   for i in "${order[@]}"; do
-    taskset -c 1 redis-benchmark -p "${ports[$i]}" -q -t "$workload" -P 16 -r 100000 \
-      -n 2000000000 -d 64 >/dev/null 2>&1 &
+    # shellcheck disable=SC2046 # the arguments are words on purpose
+    taskset -c 1 redis-benchmark -p "${ports[$i]}" -q -P 16 -r 100000 -n 2000000000 \
+      $(bench_args "$i") >/dev/null 2>&1 &
     bench_pids+=($!)
   done
   sleep 1
