@@ -1235,23 +1235,28 @@ fn optctl_invalidate_during_a_reshard_misses_no_key() {
     assert!(v["deleted"].as_i64().unwrap() <= 2400, "{v}");
 }
 
+/// `OPT.INVALIDATE args...` sent to each primary in turn, as an application sends it; the
+/// replies.
+fn invalidate_on_each_primary(cluster: &Cluster, args: &[&str]) -> Vec<i64> {
+    cluster
+        .primaries()
+        .iter()
+        .map(|p| {
+            redis::cmd("OPT.INVALIDATE")
+                .arg(args)
+                .query::<i64>(&mut p.conn())
+                .unwrap()
+        })
+        .collect()
+}
+
 /// One OPT.INVALIDATE on each primary, as an application sends it, during a reshard: no key
 /// survives either. Keys whose tags had not reached their new node when it ran are deleted
 /// as they arrive (`opt_tags_deleted_on_arrival`).
 #[test]
 fn one_invalidation_per_node_during_a_reshard_misses_no_key() {
-    let (per_node, after) = invalidate_during_a_reshard(|cluster| {
-        cluster
-            .primaries()
-            .iter()
-            .map(|p| {
-                redis::cmd("OPT.INVALIDATE")
-                    .arg("purge")
-                    .query::<i64>(&mut p.conn())
-                    .unwrap()
-            })
-            .collect::<Vec<i64>>()
-    });
+    let (per_node, after) =
+        invalidate_during_a_reshard(|cluster| invalidate_on_each_primary(cluster, &["purge"]));
     // Both the source and the target held keys when it ran (else this test shows nothing).
     assert!(per_node[0] > 0 && per_node[1] > 0, "{per_node:?}");
     assert_eq!(
@@ -1266,17 +1271,7 @@ fn one_invalidation_per_node_during_a_reshard_misses_no_key() {
 #[test]
 fn one_soft_invalidation_per_node_during_a_reshard_leaves_no_key_fresh() {
     let (marked, after) = invalidate_during_a_reshard(|cluster| {
-        cluster
-            .primaries()
-            .iter()
-            .map(|p| {
-                redis::cmd("OPT.INVALIDATE")
-                    .arg("purge")
-                    .arg("SOFT")
-                    .query::<i64>(&mut p.conn())
-                    .unwrap()
-            })
-            .collect::<Vec<i64>>()
+        invalidate_on_each_primary(cluster, &["purge", "SOFT"])
     });
     assert!(marked[0] > 0 && marked[1] > 0, "{marked:?}");
     eprintln!(
