@@ -79,6 +79,9 @@ pub fn invalidate(cli: &Cli, args: &InvalidateArgs) -> Result<(), CtlError> {
                 // A node that answers now has had its invalidation.
                 failed.retain(|(f, _)| *f != node);
                 match shards.iter_mut().find(|(s, _)| *s == node) {
+                    // SOFT keeps the keys, so the second pass marks the ones the first did
+                    // again: its count is the node's. Deleted keys are counted once each.
+                    Some((_, total)) if args.soft => *total = n,
                     Some((_, total)) => *total += n,
                     None => shards.push((node, n)),
                 }
@@ -123,8 +126,13 @@ pub fn invalidate(cli: &Cli, args: &InvalidateArgs) -> Result<(), CtlError> {
             println!("  {node}: {n}");
         }
         if let Some((reason, waited, more)) = second_pass {
+            let which = if args.soft {
+                "the counts above are its own"
+            } else {
+                "of the keys above"
+            };
             println!(
-                "{reason}: invalidated again {} ms later ({more} of the keys above)",
+                "{reason}: invalidated again {} ms later ({more} {which})",
                 waited.as_millis()
             );
         }

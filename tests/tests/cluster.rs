@@ -269,6 +269,15 @@ fn optctl_merges_hot_keys_and_invalidates_across_every_shard() {
         &mut src,
         &["MIGRATE", "127.0.0.1", &port, "{moving}:0", "0", "5000"],
     );
+    // With --soft the second pass marks the same keys again: each is counted once.
+    let (code, out, err) = optctl(
+        &["--url", &url, "--json", "invalidate", "moving", "--soft"],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(v["second_pass"].is_object(), "{v}");
+    assert_eq!(v["marked_stale"], 4, "{v}");
     let (code, out, err) = optctl(&["--url", &url, "--json", "invalidate", "moving"], &[]);
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
