@@ -32,12 +32,12 @@ enum Caller<R> {
     Checked(R),
 }
 
-/// Runs `check` with the calling user of `ctx`, freed afterwards.
-fn with_caller<R>(
+/// Runs `f` with the name of the user calling through `ctx`, freed afterwards.
+fn with_caller_name<R>(
     ctx: *mut raw::RedisModuleCtx,
-    check: impl FnOnce(*mut raw::RedisModuleUser) -> R,
+    f: impl FnOnce(*mut raw::RedisModuleString) -> Caller<R>,
 ) -> Caller<R> {
-    // SAFETY: ctx is the live command context; the name made here is freed before returning.
+    // SAFETY: ctx is a live context; the name made here is only used by `f`, then freed.
     unsafe {
         let (Some(user_name), Some(free)) = (
             raw::RedisModule_GetCurrentUserName,
@@ -49,10 +49,19 @@ fn with_caller<R>(
         if name.is_null() {
             return Caller::Internal;
         }
-        let result = with_named_user(name, check);
+        let result = f(name);
         free(ctx, name);
         result
     }
+}
+
+/// Runs `check` with the calling user of `ctx`, freed afterwards.
+fn with_caller<R>(
+    ctx: *mut raw::RedisModuleCtx,
+    check: impl FnOnce(*mut raw::RedisModuleUser) -> R,
+) -> Caller<R> {
+    // SAFETY: the name is live for the closure.
+    with_caller_name(ctx, |name| unsafe { with_named_user(name, check) })
 }
 
 /// Runs `check` with the user called `name`, freed afterwards.
@@ -95,21 +104,12 @@ unsafe fn may_delete(
 /// The name of the user calling through `ctx`; None when no client is behind it or the
 /// server cannot tell.
 pub fn caller_name(ctx: *mut raw::RedisModuleCtx) -> Option<Vec<u8>> {
-    // SAFETY: ctx is the live command context; the name is copied, then freed.
-    unsafe {
-        let (Some(user_name), Some(free)) = (
-            raw::RedisModule_GetCurrentUserName,
-            raw::RedisModule_FreeString,
-        ) else {
-            return None;
-        };
-        let name = user_name(ctx);
-        if name.is_null() {
-            return None;
-        }
-        let bytes = crate::reply::string_bytes(name).to_vec();
-        free(ctx, name);
-        Some(bytes)
+    // SAFETY: the name is live for the closure, and copied.
+    match with_caller_name(ctx, |name| unsafe {
+        Caller::Checked(crate::reply::string_bytes(name).to_vec())
+    }) {
+        Caller::Checked(bytes) => Some(bytes),
+        _ => None,
     }
 }
 

@@ -31,8 +31,8 @@
 //! latency and the next timer tick, a few milliseconds) the key sits untagged on the target;
 //! an invalidation of its tags meanwhile is caught when the message comes
 //! (`tags::apply_recent_invalidations`). Tags are read before the MIGRATE (or its EXEC)
-//! runs; where the filter sees its client they are sent once it has run, for the keys that left the source (all of them with COPY,
-//! which cannot tell). On Redis 7.0 they go before it runs: a MIGRATE that then fails for a
+//! runs; where the filter sees its client they are sent once it has run, for the keys that
+//! left the source (all of them with COPY, which cannot tell). On Redis 7.0 they go before it runs: a MIGRATE that then fails for a
 //! key the target already has (BUSYKEY without REPLACE) still gives that key the source's
 //! tags, and a MIGRATE ... REPLACE queued in MULTI onto such a key loses them (they are
 //! applied to the old value, which RESTORE then replaces). The keys are read from the

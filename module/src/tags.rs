@@ -885,13 +885,17 @@ pub static DELETED_ON_ARRIVAL: AtomicU64 = AtomicU64::new(0);
 /// Keys marked stale on arrival by [`apply_recent_invalidations`] (`INFO opt`).
 pub static MARKED_STALE_ON_ARRIVAL: AtomicU64 = AtomicU64::new(0);
 
-/// Remembers that `tags` of `db` were invalidated now by the caller of `ctx`.
+/// Remembers that `tags` of `db` were invalidated now by the caller of `ctx`, in cluster
+/// mode (elsewhere no key arrives late).
 fn remember_invalidation(
     ctx: *mut raw::RedisModuleCtx,
     db: usize,
     tags: &[&[u8]],
     kind: InvalidationKind,
 ) {
+    if !crate::server::in_cluster(ctx) {
+        return;
+    }
     let user = match kind {
         InvalidationKind::Delete { .. } => crate::acl::caller_name(ctx),
         InvalidationKind::MarkStale { .. } => None,
@@ -1742,9 +1746,7 @@ pub fn invalidate(call: &Call) -> Result<Reply, ReplyError> {
         })
     })?;
     if by_slot.is_empty() {
-        if cluster {
-            remember_invalidation(call.ctx, db, &tags, InvalidationKind::Delete { lazy });
-        }
+        remember_invalidation(call.ctx, db, &tags, InvalidationKind::Delete { lazy });
         return Ok(Reply::Int(0));
     }
     // Keys of a slot this node is importing arrived by MIGRATE, and the server refuses a
@@ -1804,9 +1806,7 @@ pub fn invalidate(call: &Call) -> Result<Reply, ReplyError> {
         None => {
             // Keys of these tags still on their way here are deleted as they come. Not after
             // a refusal, which deleted nothing.
-            if cluster {
-                remember_invalidation(call.ctx, db, &tags, InvalidationKind::Delete { lazy });
-            }
+            remember_invalidation(call.ctx, db, &tags, InvalidationKind::Delete { lazy });
             Ok(Reply::Int(deleted))
         }
         Some((0, coded)) => Err(ReplyError(format!(
@@ -1963,14 +1963,12 @@ fn soft_invalidate(call: &Call, db: usize, tags: &[&[u8]]) -> Result<Reply, Repl
         keys.len()
     })?;
     // Keys of these tags still on their way here are marked as they come.
-    if crate::server::in_cluster(call.ctx) {
-        remember_invalidation(
-            call.ctx,
-            db,
-            tags,
-            InvalidationKind::MarkStale { at_ms: now },
-        );
-    }
+    remember_invalidation(
+        call.ctx,
+        db,
+        tags,
+        InvalidationKind::MarkStale { at_ms: now },
+    );
     // SAFETY: ctx is the live command context.
     unsafe {
         if let Some(f) = raw::RedisModule_ReplicateVerbatim {
