@@ -70,8 +70,8 @@ fn draw_gap_ms(ratio: f64, slice_ms: f64) -> i64 {
 
 /// When the current period with the filter registered began, in microseconds since the
 /// module's epoch, and `SEEN` then.
-static SLICE_STARTED_US: AtomicU64 = AtomicU64::new(0);
-static SLICE_STARTED_SEEN: AtomicU64 = AtomicU64::new(0);
+static PERIOD_STARTED_US: AtomicU64 = AtomicU64::new(0);
+static PERIOD_STARTED_SEEN: AtomicU64 = AtomicU64::new(0);
 
 /// How long the filter stays registered in each slice, in milliseconds.
 /// Each slice starts with the tracker's tables out of the cache: at 2 ms, sparse slices (one
@@ -625,8 +625,8 @@ unsafe extern "C" fn on_slice(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void)
             }
             let now_us = crate::state::now_us();
             let start_period = || {
-                SLICE_STARTED_US.store(now_us, Ordering::Relaxed);
-                SLICE_STARTED_SEEN.store(SEEN.load(Ordering::Relaxed), Ordering::Relaxed);
+                PERIOD_STARTED_US.store(now_us, Ordering::Relaxed);
+                PERIOD_STARTED_SEEN.store(SEEN.load(Ordering::Relaxed), Ordering::Relaxed);
             };
             if FILTER.load(Ordering::Relaxed).is_null() {
                 register_filter(ctx);
@@ -635,10 +635,10 @@ unsafe extern "C" fn on_slice(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void)
             }
             // A period with the filter registered ended.
             let elapsed_ms =
-                now_us.saturating_sub(SLICE_STARTED_US.load(Ordering::Relaxed)) as f64 / 1000.0;
+                now_us.saturating_sub(PERIOD_STARTED_US.load(Ordering::Relaxed)) as f64 / 1000.0;
             let seen = SEEN
                 .load(Ordering::Relaxed)
-                .saturating_sub(SLICE_STARTED_SEEN.load(Ordering::Relaxed));
+                .saturating_sub(PERIOD_STARTED_SEEN.load(Ordering::Relaxed));
             let budget = configs::int(idx::HOTKEYS_SAMPLE_BUDGET).max(1) as u64;
             let ratio =
                 opt_core::hotkeys::period_sample_ratio(configured, budget, seen, elapsed_ms);
