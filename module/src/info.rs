@@ -86,6 +86,10 @@ fn fields() -> Vec<(&'static str, Field)> {
         "tags_migrate_queued_clients",
         Field::Count(crate::tag_migration::clients_with_queued_migrate()),
     ));
+    out.push((
+        "tags_migrates_awaiting_exec",
+        Field::Count(crate::tag_migration::migrates_awaiting_exec()),
+    ));
     out.push(("stampede_locks", Field::Count(crate::tags::locks_held())));
     out.push((
         "keyspace_analyses_running",

@@ -6,12 +6,12 @@
 //! mode and once the index has entries, a command filter watches for MIGRATE. Before MIGRATE
 //! runs, it reads the tags and freshness (OPT.SET DELTA/STALE) of the keys being moved and,
 //! from a 0 ms timer once MIGRATE has returned, sends those of the keys that left to the
-//! target node over the cluster bus (`opt_core::tag_transfer`; on Redis 7.0, see below, at
-//! once). The cluster bus is written by the event loop, and MIGRATE waits for the target's
-//! replies before it returns, so the message reaches the target after the keys: the target
-//! applies it to the keys it then holds, and replicates that to its replicas and AOF (OPT.TAG,
-//! or OPT.SET for a value with freshness). The source drops its entries through the usual
-//! `del` events once MIGRATE deletes the keys (not with COPY).
+//! target node over the cluster bus (`opt_core::tag_transfer`). The cluster bus is written by
+//! the event loop, and MIGRATE waits for the target's replies before it returns, so the
+//! message reaches the target after the keys: the target applies it to the keys it then
+//! holds, and replicates that to its replicas and AOF (OPT.TAG, or OPT.SET for a value with
+//! freshness). The source drops its entries through the usual `del` events once MIGRATE
+//! deletes the keys (not with COPY).
 //!
 //! The target queues what it receives and applies it from a timer, a millisecond of work at a
 //! time (`slot_migration` sends hundreds of messages at once).
@@ -19,23 +19,27 @@
 //! A MIGRATE queued in MULTI is seen when it is queued. Where the filter can tell its client
 //! (Redis 7.2+, Valkey), it keeps the MIGRATE's arguments until that client's EXEC, and
 //! reads and sends the tags then, so they reach the target after the keys as above (DISCARD,
-//! RESET or a disconnect drop them). On Redis 7.0 the tags go when the MIGRATE is queued,
-//! before the keys: the target holds what it receives for keys it does not have yet, in
-//! slots it is importing (at most [`HOLD_FOR`], [`HELD_MAX_BYTES`]), and applies it when
-//! RESTORE brings the key (its `restore` event). Keys of other slots are not held: a slot
-//! migration's transfers go to every node on Valkey, and the nodes that do not hold a key
-//! must not keep its tags. The message format and type stay those of earlier versions, so
-//! nodes of both versions exchange tags during a rolling upgrade.
+//! RESET or a disconnect drop them). On Redis 7.0 the filter cannot tell whether a MIGRATE
+//! runs now or was queued: the timer sends the keys that left, as above, and keeps the
+//! MIGRATE while some of its keys stayed ([`Unsure`], at most [`UNSURE_FOR`]). Every EXEC on
+//! the node reads the tags of those keys again just before it runs, and sends those of the
+//! keys that left once it has. So a queued MIGRATE's tags go after its keys there too, and a
+//! key the target refused (BUSYKEY without REPLACE) sends none.
+//!
+//! A transfer can still name a key the target does not have (it expired or was deleted
+//! there meanwhile, or an older source sent the tags before the keys): the target holds such
+//! entries of slots it is importing (at most [`HOLD_FOR`], [`HELD_MAX_BYTES`]) and applies
+//! one when RESTORE brings its key (its `restore` event). Keys of other slots are not held: a
+//! slot migration's transfers go to every node on Valkey, and the nodes that do not hold a
+//! key must not keep its tags. The message format and type stay those of earlier versions,
+//! so nodes of both versions exchange tags during a rolling upgrade.
 //!
 //! Limits: between the end of MIGRATE and the message's application (the cluster bus's
 //! latency and the next timer tick, a few milliseconds) the key sits untagged on the target;
 //! an invalidation of its tags meanwhile is caught when the message comes
 //! (`tags::apply_recent_invalidations`). Tags are read before the MIGRATE (or its EXEC)
-//! runs; where the filter sees its client they are sent once it has run, for the keys that
-//! left the source (all of them with COPY, which cannot tell). On Redis 7.0 they go before it runs: a MIGRATE that then fails for a
-//! key the target already has (BUSYKEY without REPLACE) still gives that key the source's
-//! tags, and a MIGRATE ... REPLACE queued in MULTI onto such a key loses them (they are
-//! applied to the old value, which RESTORE then replaces). The keys are read from the
+//! runs, and sent once it has, for the keys that left the source (all of them with COPY,
+//! which cannot tell). The keys are read from the
 //! caller's database (Valkey 9's `cluster-databases`) and the tags applied in MIGRATE's
 //! destination database; a MIGRATE queued in MULTI uses the database selected when EXEC
 //! starts, so a SELECT queued before it in the same MULTI is not seen. The filter costs every
@@ -128,7 +132,11 @@ unsafe extern "C" fn filter(fctx: *mut raw::RedisModuleCommandFilterCtx) {
     let argc = count(fctx).max(0) as usize;
     // MIGRATE host port key|"" destination-db timeout [options]: at least 6 arguments.
     // EXEC, DISCARD and RESET (one argument) matter only while a MULTI holds a MIGRATE.
-    if argc < 6 && !(argc == 1 && QUEUED_CLIENTS.load(Ordering::Relaxed) > 0) {
+    if argc < 6
+        && !(argc == 1
+            && (QUEUED_CLIENTS.load(Ordering::Relaxed) > 0
+                || UNSURE_COUNT.load(Ordering::Relaxed) > 0))
+    {
         return;
     }
     filter_candidate(fctx, argc);
@@ -148,6 +156,9 @@ unsafe fn filter_candidate(fctx: *mut raw::RedisModuleCommandFilterCtx, argc: us
             exec || name.eq_ignore_ascii_case(b"discard") || name.eq_ignore_ascii_case(b"reset");
         if ends_multi {
             guard::catch_and_log("MIGRATE watch", || {
+                if exec {
+                    recheck_unsure();
+                }
                 // SAFETY: fctx is valid for the duration of this callback.
                 let Some(client) = (unsafe { filter_client(fctx) }) else {
                     return;
@@ -158,7 +169,7 @@ unsafe fn filter_candidate(fctx: *mut raw::RedisModuleCommandFilterCtx, argc: us
                 if let (true, Some((_, db))) = (exec, client_state(client)) {
                     for args in &migrations {
                         let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
-                        send_tags_after_move(&args, db);
+                        send_tags_after_move(&args, db, false);
                     }
                 }
             });
@@ -176,12 +187,13 @@ unsafe fn filter_candidate(fctx: *mut raw::RedisModuleCommandFilterCtx, argc: us
         match client.and_then(|id| Some((id, client_state(id)?))) {
             Some((id, (true, db))) => {
                 if !queue(id, &args) {
-                    send_tags(&args, db);
+                    send_tags_after_move(&args, db, true);
                 }
             }
-            Some((_, (false, db))) => send_tags_after_move(&args, db),
-            // Redis 7.0: the MIGRATE may be queued, and run long after; no database either.
-            None => send_tags(&args, 0),
+            Some((_, (false, db))) => send_tags_after_move(&args, db, false),
+            // Redis 7.0: the MIGRATE may be queued, and run at a later EXEC; the database
+            // is 0, the only one in cluster mode there.
+            None => send_tags_after_move(&args, 0, true),
         }
     });
 }
@@ -189,8 +201,8 @@ unsafe fn filter_candidate(fctx: *mut raw::RedisModuleCommandFilterCtx, argc: us
 /// MIGRATEs queued in a MULTI, by client id: their tags are read and sent when the client's
 /// EXEC runs, so that they reach the target after the keys, as for a MIGRATE outside MULTI
 /// (a `MIGRATE ... REPLACE` onto a key the target has then keeps them too). This needs the
-/// filter to see its client: Redis 7.2+ and Valkey. On Redis 7.0 a queued MIGRATE sends its
-/// tags at once, and the target holds them until the keys come (see [`hold`]).
+/// filter to see its client: Redis 7.2+ and Valkey. On Redis 7.0 a MIGRATE whose keys stay
+/// once it has returned waits for any EXEC instead (see [`Unsure`]).
 struct QueuedMigrations {
     /// Each queued MIGRATE's arguments, by client id.
     by_client: HashMap<u64, Vec<Vec<Vec<u8>>>>,
@@ -201,8 +213,8 @@ struct QueuedMigrations {
 static QUEUED: MainThreadCell<Option<QueuedMigrations>> = MainThreadCell::new(None);
 /// Clients with a MIGRATE queued (read by the filter on every command, so kept apart).
 static QUEUED_CLIENTS: AtomicUsize = AtomicUsize::new(0);
-/// Most bytes of queued MIGRATE arguments; past it a queued MIGRATE sends its tags at once,
-/// as on Redis 7.0.
+/// Most bytes of queued MIGRATE arguments; past it a queued MIGRATE waits for any EXEC, as
+/// on Redis 7.0 (see [`Unsure`]).
 pub const QUEUED_MAX_BYTES: usize = 16 << 20;
 
 /// Clients with a MIGRATE queued in MULTI, whose tags go at EXEC (`INFO opt`).
@@ -315,6 +327,7 @@ fn read_transfer(args: &[&[u8]], db: usize) -> Option<Transfer> {
         to_db,
         entries,
         target,
+        unsure: None,
     })
 }
 
@@ -327,6 +340,9 @@ struct Transfer {
     entries: Vec<KeyTags>,
     /// The target's NUL-terminated node id; None sends to every node.
     target: Option<Vec<u8>>,
+    /// For a MIGRATE that may have been queued in MULTI rather than run (Redis 7.0), its
+    /// arguments and when it was first seen: kept as [`Unsure`] if some keys stay.
+    unsure: Option<(Vec<Vec<u8>>, Instant)>,
 }
 
 impl Transfer {
@@ -349,14 +365,26 @@ fn send_tags(args: &[&[u8]], db: usize) {
 /// (the target refused it, BUSYKEY without REPLACE, or the connection failed) keeps its tags
 /// here and sends none, so a key of that name the target already has keeps its own. With
 /// COPY every key stays, and the tags are sent at once, as [`send_tags`] does.
-fn send_tags_after_move(args: &[&[u8]], db: usize) {
+///
+/// `may_be_queued`: the MIGRATE may have been queued in MULTI rather than run (Redis 7.0,
+/// whose filter cannot tell), so if some of its keys stay it is kept as [`Unsure`].
+fn send_tags_after_move(args: &[&[u8]], db: usize, may_be_queued: bool) {
     if migrate_copies(args) {
         send_tags(args, db);
         return;
     }
-    let Some(transfer) = read_transfer(args, db) else {
+    let Some(mut transfer) = read_transfer(args, db) else {
         return;
     };
+    if may_be_queued {
+        let owned = args.iter().map(|a| a.to_vec()).collect();
+        transfer.unsure = Some((owned, Instant::now()));
+    }
+    send_once_run(transfer);
+}
+
+/// Sends `transfer`, whose MIGRATE is about to run, from a 0 ms timer: once it has run.
+fn send_once_run(transfer: Transfer) {
     let arm = AFTER_MOVE
         .with(|pending| {
             pending.push(transfer);
@@ -379,6 +407,87 @@ fn send_tags_after_move(args: &[&[u8]], db: usize) {
 /// Transfers read before their MIGRATE ran, to send once it has.
 static AFTER_MOVE: MainThreadCell<Vec<Transfer>> = MainThreadCell::new(Vec::new());
 
+/// A MIGRATE some of whose keys were still on this node once it had returned, where the
+/// filter cannot tell whether it ran (and the target refused those keys, or the connection
+/// failed) or was queued in MULTI, to run at its client's EXEC: Redis 7.0, or past
+/// [`QUEUED_MAX_BYTES`]. Every EXEC on the node reads the tags of its keys again just before
+/// it runs, and sends those of the keys that left once it has; the MIGRATE is kept while
+/// keys stay, at most [`UNSURE_FOR`] after it was first seen.
+struct Unsure {
+    args: Vec<Vec<u8>>,
+    /// The database its keys are read from.
+    db: usize,
+    since: Instant,
+}
+
+/// How long an [`Unsure`] MIGRATE waits for an EXEC that moves its keys.
+pub const UNSURE_FOR: Duration = Duration::from_secs(30);
+/// Most bytes of [`Unsure`] MIGRATE arguments kept; past it one is dropped, with a warning.
+const UNSURE_MAX_BYTES: usize = 16 << 20;
+
+static UNSURE: MainThreadCell<Vec<Unsure>> = MainThreadCell::new(Vec::new());
+/// How many MIGRATEs are [`Unsure`] (read by the filter on every command, so kept apart).
+static UNSURE_COUNT: AtomicUsize = AtomicUsize::new(0);
+
+/// Keeps `unsure` until an EXEC moves its keys or [`UNSURE_FOR`] has passed.
+fn keep_unsure(unsure: Unsure) {
+    if unsure.since.elapsed() >= UNSURE_FOR {
+        return;
+    }
+    let kept = UNSURE
+        .with(|list| {
+            list.retain(|u| u.since.elapsed() < UNSURE_FOR);
+            let bytes: usize = list.iter().map(|u| args_bytes(&u.args)).sum();
+            let fits = bytes + args_bytes(&unsure.args) <= UNSURE_MAX_BYTES;
+            if fits {
+                list.push(unsure);
+            }
+            UNSURE_COUNT.store(list.len(), Ordering::Relaxed);
+            fits
+        })
+        .unwrap_or(false);
+    if !kept {
+        log::warning(&format!(
+            "a MIGRATE that may run at a later EXEC is not watched: over {UNSURE_MAX_BYTES} \
+             bytes of such MIGRATEs; its keys will arrive untagged if it does run"
+        ));
+    }
+}
+
+/// An EXEC is about to run: reads the tags of the keys of every [`Unsure`] MIGRATE again, to
+/// send those of the keys that left once it has run (those that stay are kept again).
+fn recheck_unsure() {
+    if UNSURE_COUNT.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    let list = UNSURE
+        .with(|list| {
+            UNSURE_COUNT.store(0, Ordering::Relaxed);
+            std::mem::take(list)
+        })
+        .unwrap_or_default();
+    // A key named by several of them (a MIGRATE queued again after a DISCARD) goes once.
+    let mut named = std::collections::HashSet::new();
+    for u in list {
+        if u.since.elapsed() >= UNSURE_FOR {
+            continue;
+        }
+        let args: Vec<&[u8]> = u.args.iter().map(Vec::as_slice).collect();
+        if let Some(mut transfer) = read_transfer(&args, u.db) {
+            transfer
+                .entries
+                .retain(|e| named.insert((u.db, transfer.target.clone(), e.key.clone())));
+            transfer.unsure = Some((u.args, u.since));
+            send_once_run(transfer);
+        }
+    }
+}
+
+/// MIGRATEs whose keys may yet move at an EXEC (see [`Unsure`]; `INFO opt`).
+pub fn migrates_awaiting_exec() -> u64 {
+    UNSURE_COUNT.load(Ordering::Relaxed) as u64
+}
+
 /// # Safety
 /// Called by the server on the main thread when the timer fires, with a live context.
 unsafe extern "C" fn send_moved(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
@@ -386,11 +495,17 @@ unsafe extern "C" fn send_moved(ctx: *mut raw::RedisModuleCtx, _data: *mut c_voi
         let pending = AFTER_MOVE.with(std::mem::take).unwrap_or_default();
         for mut transfer in pending {
             let db = transfer.db;
+            let before = transfer.entries.len();
             transfer
                 .entries
                 .retain(|e| !tags::key_exists(ctx, db, &e.key));
             if !transfer.entries.is_empty() {
                 transfer.send();
+            }
+            if let (true, Some((args, since))) =
+                (transfer.entries.len() < before, transfer.unsure.take())
+            {
+                keep_unsure(Unsure { args, db, since });
             }
         }
     });
@@ -511,8 +626,9 @@ static INBOX: MainThreadCell<Inbox> = MainThreadCell::new(Inbox {
 });
 
 /// How long the target keeps a MIGRATE's tags for a key it does not have: long enough for
-/// the EXEC of a MULTI that queued the MIGRATE, short enough that a MIGRATE which never ran
-/// (DISCARD, an error) does not tag a key of that name restored much later.
+/// the EXEC of a MULTI that queued the MIGRATE (an older source sent the tags when it was
+/// queued), short enough that a MIGRATE which never ran (DISCARD, an error) does not tag a
+/// key of that name restored much later.
 pub const HOLD_FOR: Duration = Duration::from_secs(30);
 /// Most bytes of held entries (names and tags); a transfer past it is not held, with a
 /// warning.

@@ -527,36 +527,41 @@ fn the_tag_index_survives_a_failover_and_follows_a_slot_migration() {
 /// MIGRATE queued in MULTI. Where the filter sees its client (Redis 7.2+, Valkey), it keeps
 /// the MIGRATE until the client's EXEC and sends the tags then, after the keys, as outside
 /// MULTI: a `MIGRATE ... REPLACE` onto a key the target already has keeps them too, and a
-/// DISCARD or a disconnect sends nothing. On Redis 7.0 the tags go when the MIGRATE is
-/// queued, before the keys: the target holds tags for keys it does not have yet and applies
-/// them when RESTORE brings the key (`restore` event), and drops after a while a held entry
-/// whose key never comes, never applying it to another key of that name. Either way the
-/// target replicates what it applied.
+/// DISCARD or a disconnect sends nothing. On Redis 7.0, whose filter cannot tell a queued
+/// MIGRATE from one that runs, a MIGRATE whose keys stay once it has returned is kept, and
+/// every EXEC reads their tags again and sends those of the keys that left once it has run:
+/// the outcome is the same. The target replicates what it applied.
 #[test]
 fn tags_follow_a_migrate_queued_in_multi() {
-    let sent_at_exec = !opt_harness::server_identity().starts_with("redis 7.0");
+    let filter_sees_client = !opt_harness::server_identity().starts_with("redis 7.0");
     let cluster = Cluster::start(3, 1, &[]);
     let source = cluster.owner("batch:1");
     let target = cluster.other_primary(source);
     let (mut src, mut dst) = (source.conn(), target.conn());
     let keys = ["{batch:1}:a", "{batch:1}:b", "{batch:1}:c"];
     let discarded = "{batch:1}:d";
-    // The target already has this one (REPLACE overwrites it).
+    // The target already has these (REPLACE overwrites them, in MULTI and outside).
     let replaced = "{batch:1}:e";
-    for k in keys.into_iter().chain([discarded, replaced]) {
+    let overwritten = "{batch:1}:f";
+    for k in keys.into_iter().chain([discarded, replaced, overwritten]) {
         ok(&mut src, &["OPT.SET", k, "v", "TAGS", "queued", k]);
     }
     let (_, dst_id) = start_slot_move(source, target, cluster.slot("batch:1"));
     ok(&mut dst, &["ASKING"]);
     ok(&mut dst, &["OPT.SET", replaced, "old", "TAGS", "stale"]);
+    ok(&mut dst, &["ASKING"]);
+    ok(
+        &mut dst,
+        &["OPT.SET", overwritten, "old", "TAGS", "overwritten"],
+    );
     let slot = cluster.slot("batch:1").to_string();
     let port = target.port.to_string();
     // Asked on a connection of its own: `src` is inside MULTI at times.
     let queued_clients = || info_int(&mut source.conn(), "opt", "opt_tags_migrate_queued_clients");
-    // A MIGRATE the target refuses (it has the key, and no REPLACE): where the filter sees
-    // its client, the tags go only for keys that moved, so nothing is sent, and the target's
-    // key keeps its own tags. On 7.0 they are sent before the MIGRATE runs (the README's
-    // limit), and the target's key gets them.
+    let awaiting_exec = || info_int(&mut source.conn(), "opt", "opt_tags_migrates_awaiting_exec");
+    // A MIGRATE the target refuses (it has the key, and no REPLACE): the tags go only for
+    // keys that moved, so nothing is sent, and the target's key keeps its own tags. On 7.0
+    // the MIGRATE waits for an EXEC that could move its key.
     let refused = command(
         &mut src,
         &["MIGRATE", "127.0.0.1", &port, replaced, "0", "5000"],
@@ -573,19 +578,32 @@ fn tags_follow_a_migrate_queued_in_multi() {
         2,
         "the source keeps the tags of the key that stayed"
     );
-    if sent_at_exec {
-        assert_eq!(sent, 0);
-        // Time for a message that should not come.
-        std::thread::sleep(Duration::from_millis(200));
-        assert_eq!(tag_keys(&mut dst, "stale").unwrap(), [replaced]);
-    } else {
-        assert_eq!(sent, 1);
-        target.wait_for("the refused key's tags", Duration::from_secs(10), |d| {
-            tag_keys(d, "stale").is_ok_and(|k| k.is_empty())
-        });
-    }
-    // A MIGRATE that never runs: where tags go at EXEC nothing is sent; on 7.0 they are
-    // held, then dropped.
+    assert_eq!(sent, 0);
+    assert_eq!(awaiting_exec(), if filter_sees_client { 0 } else { 1 });
+    // Time for a message that should not come.
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(tag_keys(&mut dst, "stale").unwrap(), [replaced]);
+    assert!(tag_keys(&mut dst, "queued").unwrap().is_empty());
+    // A MIGRATE ... REPLACE outside MULTI onto a key the target has (what `redis-cli
+    // --cluster ... --cluster-replace` retries with): the new value comes with its tags, and
+    // the old value's go.
+    ok(
+        &mut src,
+        &[
+            "MIGRATE",
+            "127.0.0.1",
+            &port,
+            overwritten,
+            "0",
+            "5000",
+            "REPLACE",
+        ],
+    );
+    target.wait_for("the overwriting key's tags", Duration::from_secs(10), |d| {
+        tag_keys(d, "queued").is_ok_and(|k| k == [overwritten])
+    });
+    assert!(tag_keys(&mut dst, "overwritten").unwrap().is_empty());
+    // A MIGRATE that never runs: nothing is sent.
     ok(&mut src, &["MULTI"]);
     command(
         &mut src,
@@ -601,7 +619,7 @@ fn tags_follow_a_migrate_queued_in_multi() {
         &["MIGRATE", "127.0.0.1", &port, keys[0], "0", "5000"],
     )
     .unwrap();
-    if sent_at_exec {
+    if filter_sees_client {
         assert_eq!(queued_clients(), 1);
         drop(leaving);
         source.wait_for("the client's queue to go", Duration::from_secs(10), |c| {
@@ -645,35 +663,35 @@ fn tags_follow_a_migrate_queued_in_multi() {
         ],
     )
     .unwrap();
-    if sent_at_exec {
+    if filter_sees_client {
         assert_eq!(queued_clients(), 1);
-        let sent = info_int(&mut source.conn(), "opt", "opt_tags_migrated_keys_sent");
-        assert_eq!(sent, 0);
     } else {
-        // Let the tags arrive (and be found keyless) on the target before the keys do:
-        // the discarded key, a, b, c (and the last MIGRATE's a, sent too).
-        target.wait_for("the tags to be held", Duration::from_secs(10), |d| {
-            info_int(d, "opt", "opt_tags_migrated_keys_held") == 4
-        });
+        // The refused one, the discarded one, the leaving client's and these three.
+        assert_eq!(awaiting_exec(), 6);
     }
-    // On 7.0 the replaced key's tags were applied at once, to the target's old value.
-    let early: &[&str] = if sent_at_exec { &[] } else { &[replaced] };
-    assert_eq!(tag_keys(&mut dst, "queued").unwrap(), early);
+    // Only the key moved outside MULTI was sent.
+    let sent = info_int(&mut source.conn(), "opt", "opt_tags_migrated_keys_sent");
+    assert_eq!(sent, 1);
+    std::thread::sleep(Duration::from_millis(200));
+    // None applied yet: not even to the key the target already has.
+    assert_eq!(tag_keys(&mut dst, "queued").unwrap(), [overwritten]);
+    assert_eq!(tag_keys(&mut dst, "stale").unwrap(), [replaced]);
     let replies: Vec<String> = redis::cmd("EXEC").query(&mut src).unwrap();
     assert_eq!(replies, ["OK", "OK", "OK"]);
     assert_eq!(queued_clients(), 0);
+    // On 7.0 the discarded MIGRATE's key stays, so it still waits for an EXEC.
+    source.wait_for("the EXEC's tags to go", Duration::from_secs(10), |c| {
+        info_int(c, "opt", "opt_tags_migrates_awaiting_exec")
+            == if filter_sees_client { 0 } else { 1 }
+            && info_int(c, "opt", "opt_tags_migrated_keys_sent") == 5
+    });
     // The source may give the slot away only once it holds none of its keys.
     let deleted: i64 = redis::cmd("DEL").arg(discarded).query(&mut src).unwrap();
     assert_eq!(deleted, 1);
     ok(&mut dst, &["CLUSTER", "SETSLOT", &slot, "NODE", &dst_id]);
     ok(&mut src, &["CLUSTER", "SETSLOT", &slot, "NODE", &dst_id]);
-    // On 7.0 the replaced key's tags landed on the old value, which RESTORE then replaced
-    // (the limit the README states).
-    let moved: Vec<&str> = if sent_at_exec {
-        keys.into_iter().chain([replaced]).collect()
-    } else {
-        keys.to_vec()
-    };
+    // The replaced key carries the tags of the value that replaced it, not the old ones.
+    let moved: Vec<&str> = keys.into_iter().chain([replaced, overwritten]).collect();
     target.wait_for("the tags on the target", Duration::from_secs(10), |d| {
         tag_keys(d, "queued").is_ok_and(|k| k.len() == moved.len())
     });
@@ -686,16 +704,11 @@ fn tags_follow_a_migrate_queued_in_multi() {
     assert!(tag_keys(&mut dst, "stale").unwrap().is_empty());
     let value: String = redis::cmd("GET").arg(replaced).query(&mut dst).unwrap();
     assert_eq!(value, "v");
-    assert_eq!(
-        info_int(&mut dst, "opt", "opt_tags_migrated_keys_held"),
-        if sent_at_exec { 0 } else { 1 }
-    );
-    // a, b, c and the replaced key; on 7.0 the replaced key's two transfers (the refused
-    // MIGRATE's and the queued one's) were applied to the old value.
-    let received = if sent_at_exec { 4 } else { 5 };
+    assert_eq!(info_int(&mut dst, "opt", "opt_tags_migrated_keys_held"), 0);
+    // a, b, c and the two replaced keys.
     assert_eq!(
         info_int(&mut dst, "opt", "opt_tags_migrated_keys_received"),
-        received
+        5
     );
     let t = tag_info(&mut src);
     assert_eq!((t.keys, t.tags), (0, 0), "the source leaked");
@@ -711,18 +724,63 @@ fn tags_follow_a_migrate_queued_in_multi() {
         .query(&mut dst)
         .unwrap();
     assert_eq!(deleted, moved.len() as i64);
-    if sent_at_exec {
-        return;
+}
+
+/// MIGRATE ... COPY leaves every key on the source, so the module cannot tell which moved and
+/// sends every key's tags when the MIGRATE runs (Redis 7.0: when it is queued), which can be
+/// before the keys arrive: the target holds the tags of keys it does not have in a slot it
+/// is importing, applies them when RESTORE brings the key, and drops them after 30 s when
+/// it never does (a DISCARD on 7.0, whose filter cannot tell).
+#[test]
+fn tags_of_a_migrate_copy_are_held_until_the_key_comes() {
+    let on_7_0 = opt_harness::server_identity().starts_with("redis 7.0");
+    let cluster = Cluster::start(3, 0, &[]);
+    let source = cluster.owner("copy:1");
+    let target = cluster.other_primary(source);
+    let (mut src, mut dst) = (source.conn(), target.conn());
+    let (copied, discarded) = ("{copy:1}:a", "{copy:1}:b");
+    for k in [copied, discarded] {
+        ok(&mut src, &["OPT.SET", k, "v", "TAGS", "copied"]);
     }
-    // The discarded MIGRATE's tags are dropped after 30 s, its key never having come.
-    target.wait_for("held tags to expire", Duration::from_secs(45), |d| {
-        info_int(d, "opt", "opt_tags_migrated_keys_held") == 0
+    start_slot_move(source, target, cluster.slot("copy:1"));
+    let port = target.port.to_string();
+    let migrate_copy = |key: &str| -> Vec<String> {
+        vec![
+            "MIGRATE".into(),
+            "127.0.0.1".into(),
+            port.clone(),
+            key.into(),
+            "0".into(),
+            "5000".into(),
+            "COPY".into(),
+        ]
+    };
+    let args = migrate_copy(copied);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    ok(&mut src, &["MULTI"]);
+    command(&mut src, &args).unwrap();
+    let replies: Vec<String> = redis::cmd("EXEC").query(&mut src).unwrap();
+    assert_eq!(replies, ["OK"]);
+    target.wait_for("the copied key's tags", Duration::from_secs(10), |d| {
+        tag_keys(d, "copied").is_ok_and(|k| k == [copied])
     });
-    assert_eq!(
-        info_int(&mut dst, "opt", "opt_tags_migrated_keys_received"),
-        received
-    );
-    assert_eq!(tag_info(&mut dst).keys, 0);
+    // COPY: the source keeps its key and its tags.
+    assert_eq!(tag_keys(&mut src, "copied").unwrap().len(), 2);
+    let args = migrate_copy(discarded);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    ok(&mut src, &["MULTI"]);
+    command(&mut src, &args).unwrap();
+    ok(&mut src, &["DISCARD"]);
+    std::thread::sleep(Duration::from_millis(200));
+    let held = info_int(&mut dst, "opt", "opt_tags_migrated_keys_held");
+    assert_eq!(held, i64::from(on_7_0));
+    assert_eq!(tag_keys(&mut dst, "copied").unwrap(), [copied]);
+    if on_7_0 {
+        target.wait_for("held tags to expire", Duration::from_secs(45), |d| {
+            info_int(d, "opt", "opt_tags_migrated_keys_held") == 0
+        });
+        assert_eq!(tag_keys(&mut dst, "copied").unwrap(), [copied]);
+    }
 }
 
 /// Whether the server has numbered databases in cluster mode (Valkey 9+, `cluster-databases`);
