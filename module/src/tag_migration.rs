@@ -483,9 +483,19 @@ fn recheck_unsure() {
     }
 }
 
-/// MIGRATEs whose keys may yet move at an EXEC (see [`Unsure`]; `INFO opt`).
+/// MIGRATEs whose keys may yet move at an EXEC (see [`Unsure`]; `INFO opt`). Those past
+/// [`UNSURE_FOR`] are dropped here too, so that the count falls without an EXEC.
 pub fn migrates_awaiting_exec() -> u64 {
-    UNSURE_COUNT.load(Ordering::Relaxed) as u64
+    if UNSURE_COUNT.load(Ordering::Relaxed) == 0 {
+        return 0;
+    }
+    UNSURE
+        .with(|list| {
+            list.retain(|u| u.since.elapsed() < UNSURE_FOR);
+            UNSURE_COUNT.store(list.len(), Ordering::Relaxed);
+            list.len() as u64
+        })
+        .unwrap_or(0)
 }
 
 /// # Safety
