@@ -21,9 +21,9 @@
 //! reads and sends the tags then, so they reach the target after the keys as above (DISCARD,
 //! RESET or a disconnect drop them). On Redis 7.0 the filter cannot tell whether a MIGRATE
 //! runs now or was queued: the timer sends the keys that left, as above, and keeps the
-//! MIGRATE while some of its keys stayed ([`Unsure`], at most [`UNSURE_FOR`]). Every EXEC on
-//! the node reads the tags of those keys again just before it runs, and sends those of the
-//! keys that left once it has. So a queued MIGRATE's tags go after its keys there too, and a
+//! MIGRATE while some of its keys stayed ([`Unsure`], at most [`UNSURE_FOR`] and
+//! [`UNSURE_MAX_BYTES`]). Every EXEC on the node reads the tags of those keys again just
+//! before it runs, and sends those of the keys that left once it has. So a queued MIGRATE's tags go after its keys there too, and a
 //! key the target refused (BUSYKEY without REPLACE) sends none.
 //!
 //! A transfer can still name a key the target does not have (it expired or was deleted
@@ -423,7 +423,10 @@ struct Unsure {
 /// How long an [`Unsure`] MIGRATE waits for an EXEC that moves its keys.
 pub const UNSURE_FOR: Duration = Duration::from_secs(30);
 /// Most bytes of [`Unsure`] MIGRATE arguments kept; past it one is dropped, with a warning.
-const UNSURE_MAX_BYTES: usize = 16 << 20;
+/// Every EXEC reads the tags of all their keys, so this also bounds what an EXEC pays: about
+/// 10,000 keys (a reshard's MIGRATE names 10; such MIGRATEs are rare: queued in MULTI, or
+/// refused).
+const UNSURE_MAX_BYTES: usize = 1 << 20;
 
 static UNSURE: MainThreadCell<Vec<Unsure>> = MainThreadCell::new(Vec::new());
 /// How many MIGRATEs are [`Unsure`] (read by the filter on every command, so kept apart).
