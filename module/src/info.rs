@@ -87,8 +87,8 @@ fn fields() -> Vec<(&'static str, Field)> {
         Field::Count(crate::tag_migration::clients_with_queued_migrate()),
     ));
     out.push((
-        "tags_migrates_awaiting_exec",
-        Field::Count(crate::tag_migration::migrates_awaiting_exec()),
+        "tags_migrate_keys_awaiting_exec",
+        Field::Count(crate::tag_migration::keys_awaiting_exec_count()),
     ));
     out.push(("stampede_locks", Field::Count(crate::tags::locks_held())));
     out.push((

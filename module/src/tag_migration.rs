@@ -20,11 +20,12 @@
 //! (Redis 7.2+, Valkey), it keeps the MIGRATE's arguments until that client's EXEC, and
 //! reads and sends the tags then, so they reach the target after the keys as above (DISCARD,
 //! RESET or a disconnect drop them). On Redis 7.0 the filter cannot tell whether a MIGRATE
-//! runs now or was queued: the timer sends the keys that left, as above, and keeps the
-//! MIGRATE while some of its keys stayed ([`Unsure`], at most [`UNSURE_FOR`] and
-//! [`UNSURE_MAX_BYTES`]). Every EXEC on the node reads the tags of those keys again just
-//! before it runs, and sends those of the keys that left once it has. So a queued MIGRATE's tags go after its keys there too, and a
-//! key the target refused (BUSYKEY without REPLACE) sends none.
+//! runs now or was queued: the timer sends the keys that left, as above, and remembers the
+//! keys that stayed ([`Awaiting`], at most [`AWAIT_FOR`] and [`AWAIT_MAX_BYTES`]). When an
+//! EXEC then deletes one of them (MIGRATE's `del` event, seen by the index), its tags, read
+//! just before the index drops them, go once the EXEC has run. So a queued MIGRATE's tags go
+//! after its keys there too, and a key the target refused (BUSYKEY without REPLACE) sends
+//! none, unless a MULTI of its own deletes it within [`AWAIT_FOR`] (which looks the same).
 //!
 //! A transfer can still name a key the target does not have (it expired or was deleted
 //! there meanwhile, or an older source sent the tags before the keys): the target holds such
@@ -135,7 +136,7 @@ unsafe extern "C" fn filter(fctx: *mut raw::RedisModuleCommandFilterCtx) {
     if argc < 6
         && !(argc == 1
             && (QUEUED_CLIENTS.load(Ordering::Relaxed) > 0
-                || UNSURE_COUNT.load(Ordering::Relaxed) > 0))
+                || AWAITING_KEYS.load(Ordering::Relaxed) > 0))
     {
         return;
     }
@@ -157,7 +158,7 @@ unsafe fn filter_candidate(fctx: *mut raw::RedisModuleCommandFilterCtx, argc: us
         if ends_multi {
             guard::catch_and_log("MIGRATE watch", || {
                 if exec {
-                    recheck_unsure();
+                    exec_starts();
                 }
                 // SAFETY: fctx is valid for the duration of this callback.
                 let Some(client) = (unsafe { filter_client(fctx) }) else {
@@ -202,7 +203,7 @@ unsafe fn filter_candidate(fctx: *mut raw::RedisModuleCommandFilterCtx, argc: us
 /// EXEC runs, so that they reach the target after the keys, as for a MIGRATE outside MULTI
 /// (a `MIGRATE ... REPLACE` onto a key the target has then keeps them too). This needs the
 /// filter to see its client: Redis 7.2+ and Valkey. On Redis 7.0 a MIGRATE whose keys stay
-/// once it has returned waits for any EXEC instead (see [`Unsure`]).
+/// once it has returned waits for an EXEC instead (see [`Awaiting`]).
 struct QueuedMigrations {
     /// Each queued MIGRATE's arguments, by client id.
     by_client: HashMap<u64, Vec<Vec<Vec<u8>>>>,
@@ -214,7 +215,7 @@ static QUEUED: MainThreadCell<Option<QueuedMigrations>> = MainThreadCell::new(No
 /// Clients with a MIGRATE queued (read by the filter on every command, so kept apart).
 static QUEUED_CLIENTS: AtomicUsize = AtomicUsize::new(0);
 /// Most bytes of queued MIGRATE arguments; past it a queued MIGRATE waits for any EXEC, as
-/// on Redis 7.0 (see [`Unsure`]).
+/// on Redis 7.0 (see [`Awaiting`]).
 pub const QUEUED_MAX_BYTES: usize = 16 << 20;
 
 /// Clients with a MIGRATE queued in MULTI, whose tags go at EXEC (`INFO opt`).
@@ -327,7 +328,7 @@ fn read_transfer(args: &[&[u8]], db: usize) -> Option<Transfer> {
         to_db,
         entries,
         target,
-        unsure: None,
+        may_be_queued: false,
     })
 }
 
@@ -340,9 +341,9 @@ struct Transfer {
     entries: Vec<KeyTags>,
     /// The target's NUL-terminated node id; None sends to every node.
     target: Option<Vec<u8>>,
-    /// For a MIGRATE that may have been queued in MULTI rather than run (Redis 7.0), its
-    /// arguments and when it was first seen: kept as [`Unsure`] if some keys stay.
-    unsure: Option<(Vec<Vec<u8>>, Instant)>,
+    /// Whether the MIGRATE may have been queued in MULTI rather than run (Redis 7.0): the
+    /// keys that stay then wait for an EXEC ([`Awaiting`]).
+    may_be_queued: bool,
 }
 
 impl Transfer {
@@ -367,7 +368,7 @@ fn send_tags(args: &[&[u8]], db: usize) {
 /// COPY every key stays, and the tags are sent at once, as [`send_tags`] does.
 ///
 /// `may_be_queued`: the MIGRATE may have been queued in MULTI rather than run (Redis 7.0,
-/// whose filter cannot tell), so if some of its keys stay it is kept as [`Unsure`].
+/// whose filter cannot tell), so the keys that stay wait for an EXEC ([`Awaiting`]).
 fn send_tags_after_move(args: &[&[u8]], db: usize, may_be_queued: bool) {
     if migrate_copies(args) {
         send_tags(args, db);
@@ -376,10 +377,7 @@ fn send_tags_after_move(args: &[&[u8]], db: usize, may_be_queued: bool) {
     let Some(mut transfer) = read_transfer(args, db) else {
         return;
     };
-    if may_be_queued {
-        let owned = args.iter().map(|a| a.to_vec()).collect();
-        transfer.unsure = Some((owned, Instant::now()));
-    }
+    transfer.may_be_queued = may_be_queued;
     send_once_run(transfer);
 }
 
@@ -391,8 +389,15 @@ fn send_once_run(transfer: Transfer) {
             pending.len() == 1
         })
         .unwrap_or(false);
+    if arm {
+        arm_send_moved();
+    }
+}
+
+/// Sets the 0 ms timer that sends [`AFTER_MOVE`].
+fn arm_send_moved() {
     let ctx = DETACHED.load(Ordering::Relaxed);
-    if arm && !ctx.is_null() {
+    if !ctx.is_null() {
         // SAFETY: ctx is this module's detached context, on the main thread (filters run
         // there); the callback is this module's extern "C" function. A 0 ms timer fires
         // once the command that is running (and the rest of this event-loop pass) is done.
@@ -407,97 +412,187 @@ fn send_once_run(transfer: Transfer) {
 /// Transfers read before their MIGRATE ran, to send once it has.
 static AFTER_MOVE: MainThreadCell<Vec<Transfer>> = MainThreadCell::new(Vec::new());
 
-/// A MIGRATE some of whose keys were still on this node once it had returned, where the
-/// filter cannot tell whether it ran (and the target refused those keys, or the connection
-/// failed) or was queued in MULTI, to run at its client's EXEC: Redis 7.0, or past
-/// [`QUEUED_MAX_BYTES`]. Every EXEC on the node reads the tags of its keys again just before
-/// it runs, and sends those of the keys that left once it has; the MIGRATE is kept while
-/// keys stay, at most [`UNSURE_FOR`] after it was first seen.
-struct Unsure {
-    args: Vec<Vec<u8>>,
-    /// The database its keys are read from.
-    db: usize,
+/// Keys of MIGRATEs that were still on this node once the MIGRATE had returned, where the
+/// filter cannot tell whether it ran (and the target refused them, or the connection failed)
+/// or was queued in MULTI, to run at its client's EXEC: Redis 7.0, or past
+/// [`QUEUED_MAX_BYTES`]. When an EXEC deletes one (MIGRATE's `del` event, which the index
+/// sees: [`on_key_deleted`]), its tags go to the MIGRATE's target once the EXEC has run. A
+/// key waits at most [`AWAIT_FOR`] after its MIGRATE was seen.
+struct Awaiting {
+    keys: HashMap<(usize, Vec<u8>), AwaitedKey>,
+    /// The keys oldest first, with the time they were added (a key added again appears
+    /// twice, and only the line whose time matches removes it).
+    order: VecDeque<(Instant, usize, Vec<u8>)>,
+    bytes: usize,
+}
+
+/// Where an awaited key's tags go, and since when it waits.
+struct AwaitedKey {
+    to_db: u32,
+    target: Option<Vec<u8>>,
     since: Instant,
 }
 
-/// How long an [`Unsure`] MIGRATE waits for an EXEC that moves its keys.
-pub const UNSURE_FOR: Duration = Duration::from_secs(30);
-/// Most bytes of [`Unsure`] MIGRATE arguments kept; past it one is dropped, with a warning.
-/// Every EXEC reads the tags of all their keys, so this also bounds what an EXEC pays: about
-/// 10,000 keys (a reshard's MIGRATE names 10; such MIGRATEs are rare: queued in MULTI, or
-/// refused).
-const UNSURE_MAX_BYTES: usize = 1 << 20;
+/// How long a key of a MIGRATE that may be queued waits for the EXEC that moves it.
+pub const AWAIT_FOR: Duration = Duration::from_secs(30);
+/// Most bytes of awaited keys (names and targets); past it a key is not remembered, with a
+/// warning. A `del` event costs one lookup while any key waits, whatever their number.
+const AWAIT_MAX_BYTES: usize = 16 << 20;
 
-static UNSURE: MainThreadCell<Vec<Unsure>> = MainThreadCell::new(Vec::new());
-/// How many MIGRATEs are [`Unsure`] (read by the filter on every command, so kept apart).
-static UNSURE_COUNT: AtomicUsize = AtomicUsize::new(0);
+static AWAITING: MainThreadCell<Option<Awaiting>> = MainThreadCell::new(None);
+/// How many keys wait (read by the filter and on every `del` event, so kept apart).
+static AWAITING_KEYS: AtomicUsize = AtomicUsize::new(0);
+/// Whether an EXEC may be running: set when the filter sees one while keys wait, cleared by
+/// the timer that fires once it has run. A `del` outside it (a client's DEL of a refused
+/// key) sends nothing.
+static IN_EXEC: AtomicBool = AtomicBool::new(false);
 
-/// Keeps `unsure` until an EXEC moves its keys or [`UNSURE_FOR`] has passed.
-fn keep_unsure(unsure: Unsure) {
-    if unsure.since.elapsed() >= UNSURE_FOR {
-        return;
-    }
-    let kept = UNSURE
-        .with(|list| {
-            list.retain(|u| u.since.elapsed() < UNSURE_FOR);
-            let bytes: usize = list.iter().map(|u| args_bytes(&u.args)).sum();
-            let fits = bytes + args_bytes(&unsure.args) <= UNSURE_MAX_BYTES;
-            if fits {
-                list.push(unsure);
+/// The bytes an awaited key weighs against [`AWAIT_MAX_BYTES`].
+fn awaited_bytes(key: &[u8], target: Option<&[u8]>) -> usize {
+    2 * key.len() + target.map_or(0, <[u8]>::len) + 96
+}
+
+/// Drops the awaited keys past [`AWAIT_FOR`].
+fn forget_old_awaited(a: &mut Awaiting, now: Instant) {
+    while let Some((at, db, key)) = a.order.front() {
+        if now.duration_since(*at) < AWAIT_FOR {
+            break;
+        }
+        let id = (*db, key.clone());
+        if a.keys.get(&id).is_some_and(|k| k.since == *at) {
+            if let Some(k) = a.keys.remove(&id) {
+                a.bytes -= awaited_bytes(&id.1, k.target.as_deref());
             }
-            UNSURE_COUNT.store(list.len(), Ordering::Relaxed);
-            fits
+        }
+        a.order.pop_front();
+    }
+    AWAITING_KEYS.store(a.keys.len(), Ordering::Relaxed);
+}
+
+/// Remembers the keys of `transfer` (which stayed once its MIGRATE returned) until an EXEC
+/// deletes them or [`AWAIT_FOR`] has passed.
+fn await_exec(transfer: &Transfer, stayed: Vec<KeyTags>) {
+    let now = Instant::now();
+    let dropped = AWAITING
+        .with(|a| {
+            let a = a.get_or_insert_with(|| Awaiting {
+                keys: HashMap::new(),
+                order: VecDeque::new(),
+                bytes: 0,
+            });
+            forget_old_awaited(a, now);
+            let mut dropped = 0usize;
+            for e in stayed {
+                let size = awaited_bytes(&e.key, transfer.target.as_deref());
+                if a.bytes + size > AWAIT_MAX_BYTES {
+                    dropped += 1;
+                    continue;
+                }
+                a.bytes += size;
+                a.order.push_back((now, transfer.db, e.key.clone()));
+                let key = AwaitedKey {
+                    to_db: transfer.to_db,
+                    target: transfer.target.clone(),
+                    since: now,
+                };
+                if let Some(old) = a.keys.insert((transfer.db, e.key.clone()), key) {
+                    a.bytes -= awaited_bytes(&e.key, old.target.as_deref());
+                }
+            }
+            // Keys added again leave their old line in `order` until it expires: compact
+            // when those outnumber the live ones.
+            if a.order.len() > 2 * a.keys.len() + 1024 {
+                let keys = &a.keys;
+                a.order.retain(|(at, db, key)| {
+                    keys.get(&(*db, key.clone()))
+                        .is_some_and(|k| k.since == *at)
+                });
+            }
+            AWAITING_KEYS.store(a.keys.len(), Ordering::Relaxed);
+            dropped
         })
-        .unwrap_or(false);
-    if !kept {
+        .unwrap_or(0);
+    if dropped > 0 {
         log::warning(&format!(
-            "a MIGRATE that may run at a later EXEC is not watched: over {UNSURE_MAX_BYTES} \
-             bytes of such MIGRATEs; its keys will arrive untagged if it does run"
+            "{dropped} keys of a MIGRATE that may run at a later EXEC are not watched (over \
+             {AWAIT_MAX_BYTES} bytes of such keys): if it runs, they arrive untagged"
         ));
     }
 }
 
-/// An EXEC is about to run: reads the tags of the keys of every [`Unsure`] MIGRATE again, to
-/// send those of the keys that left once it has run (those that stay are kept again).
-fn recheck_unsure() {
-    if UNSURE_COUNT.load(Ordering::Relaxed) == 0 {
+/// The filter sees an EXEC: while keys wait for one, `del` events count until it has run.
+fn exec_starts() {
+    if AWAITING_KEYS.load(Ordering::Relaxed) == 0 {
         return;
     }
-    let list = UNSURE
-        .with(|list| {
-            UNSURE_COUNT.store(0, Ordering::Relaxed);
-            std::mem::take(list)
-        })
-        .unwrap_or_default();
-    // A key named by several of them (a MIGRATE queued again after a DISCARD) goes once.
-    let mut named = std::collections::HashSet::new();
-    for u in list {
-        if u.since.elapsed() >= UNSURE_FOR {
-            continue;
-        }
-        let args: Vec<&[u8]> = u.args.iter().map(Vec::as_slice).collect();
-        if let Some(mut transfer) = read_transfer(&args, u.db) {
-            transfer
-                .entries
-                .retain(|e| named.insert((u.db, transfer.target.clone(), e.key.clone())));
-            transfer.unsure = Some((u.args, u.since));
-            send_once_run(transfer);
-        }
-    }
+    IN_EXEC.store(true, Ordering::Relaxed);
+    arm_send_moved();
 }
 
-/// MIGRATEs whose keys may yet move at an EXEC (see [`Unsure`]; `INFO opt`). Those past
-/// [`UNSURE_FOR`] are dropped here too, so that the count falls without an EXEC.
-pub fn migrates_awaiting_exec() -> u64 {
-    if UNSURE_COUNT.load(Ordering::Relaxed) == 0 {
+/// Whether keys wait for an EXEC, so that the index reports their deletion (cheap: read on
+/// every `del` event).
+pub fn keys_awaiting_exec() -> bool {
+    AWAITING_KEYS.load(Ordering::Relaxed) > 0
+}
+
+/// Called by the index for a `del` event of `key` in `db`, with the tags and freshness it
+/// had, while keys wait for an EXEC: when an EXEC is running and the key is one of them, its
+/// MIGRATE ran, and the tags go to its target once the EXEC is done.
+pub fn on_key_deleted(
+    db: usize,
+    key: &[u8],
+    tags: Vec<Vec<u8>>,
+    freshness: Option<opt_core::freshness::Freshness>,
+) {
+    if !IN_EXEC.load(Ordering::Relaxed) || (tags.is_empty() && freshness.is_none()) {
+        return;
+    }
+    let now = Instant::now();
+    let Some(Some(awaited)) = AWAITING.with(|a| {
+        let a = a.as_mut()?;
+        let k = a.keys.remove(&(db, key.to_vec()))?;
+        a.bytes -= awaited_bytes(key, k.target.as_deref());
+        AWAITING_KEYS.store(a.keys.len(), Ordering::Relaxed);
+        (now.duration_since(k.since) < AWAIT_FOR).then_some(k)
+    }) else {
+        return;
+    };
+    let entry = KeyTags {
+        key: key.to_vec(),
+        tags,
+        freshness,
+    };
+    let _ = AFTER_MOVE.with(|pending| {
+        // One message for the keys an EXEC moves to one node.
+        let same = pending.iter_mut().find(|t| {
+            !t.may_be_queued && t.db == db && t.to_db == awaited.to_db && t.target == awaited.target
+        });
+        match same {
+            Some(t) => t.entries.push(entry),
+            None => pending.push(Transfer {
+                db,
+                to_db: awaited.to_db,
+                entries: vec![entry],
+                target: awaited.target,
+                may_be_queued: false,
+            }),
+        }
+    });
+}
+
+/// Keys that wait for an EXEC (see [`Awaiting`]; `INFO opt`). Those past [`AWAIT_FOR`] are
+/// dropped here too, so that the count falls without an EXEC.
+pub fn keys_awaiting_exec_count() -> u64 {
+    if AWAITING_KEYS.load(Ordering::Relaxed) == 0 {
         return 0;
     }
-    UNSURE
-        .with(|list| {
-            list.retain(|u| u.since.elapsed() < UNSURE_FOR);
-            UNSURE_COUNT.store(list.len(), Ordering::Relaxed);
-            list.len() as u64
+    AWAITING
+        .with(|a| {
+            let a = a.as_mut()?;
+            forget_old_awaited(a, Instant::now());
+            Some(a.keys.len() as u64)
         })
+        .flatten()
         .unwrap_or(0)
 }
 
@@ -505,20 +600,21 @@ pub fn migrates_awaiting_exec() -> u64 {
 /// Called by the server on the main thread when the timer fires, with a live context.
 unsafe extern "C" fn send_moved(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
     guard::catch_and_log("MIGRATE watch", || {
+        // An EXEC that started before this tick has run.
+        IN_EXEC.store(false, Ordering::Relaxed);
         let pending = AFTER_MOVE.with(std::mem::take).unwrap_or_default();
         for mut transfer in pending {
             let db = transfer.db;
-            let before = transfer.entries.len();
-            transfer
-                .entries
-                .retain(|e| !tags::key_exists(ctx, db, &e.key));
+            let (stayed, moved): (Vec<KeyTags>, Vec<KeyTags>) =
+                std::mem::take(&mut transfer.entries)
+                    .into_iter()
+                    .partition(|e| tags::key_exists(ctx, db, &e.key));
+            transfer.entries = moved;
             if !transfer.entries.is_empty() {
                 transfer.send();
             }
-            if let (true, Some((args, since))) =
-                (transfer.entries.len() < before, transfer.unsure.take())
-            {
-                keep_unsure(Unsure { args, db, since });
+            if transfer.may_be_queued && !stayed.is_empty() {
+                await_exec(&transfer, stayed);
             }
         }
     });

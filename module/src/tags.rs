@@ -416,6 +416,13 @@ fn apply_event(
                     settle(st);
                 }
             } else {
+                if e == b"del" && crate::tag_migration::keys_awaiting_exec() {
+                    // Redis 7.0: a queued MIGRATE may be moving the key (see
+                    // `tag_migration::Awaiting`); its tags go to the target once it has.
+                    let tags = st.index.tags_of(db, key);
+                    let freshness = st.fresh.get(db, key);
+                    crate::tag_migration::on_key_deleted(db, key, tags, freshness);
+                }
                 st.index.remove_key(db, key);
                 st.fresh.remove(db, key);
             }
