@@ -10,6 +10,7 @@ pub mod advise;
 pub mod args;
 pub mod cluster;
 pub mod config;
+pub mod expiring;
 pub mod freshness;
 pub mod freshness_index;
 pub mod glob;

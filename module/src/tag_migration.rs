@@ -54,6 +54,7 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering}
 use std::time::{Duration, Instant};
 
 use opt_core::cluster::key_slot;
+use opt_core::expiring::ExpiringMap;
 use opt_core::tag_transfer::{
     decode, encode, migrate_copies, migrate_destination_db, migrated_keys, KeyTags,
 };
@@ -418,19 +419,12 @@ static AFTER_MOVE: MainThreadCell<Vec<Transfer>> = MainThreadCell::new(Vec::new(
 /// [`QUEUED_MAX_BYTES`]. When an EXEC deletes one (MIGRATE's `del` event, which the index
 /// sees: [`on_key_deleted`]), its tags go to the MIGRATE's target once the EXEC has run. A
 /// key waits at most [`AWAIT_FOR`] after its MIGRATE was seen.
-struct Awaiting {
-    keys: HashMap<(usize, Vec<u8>), AwaitedKey>,
-    /// The keys oldest first, with the time they were added (a key added again appears
-    /// twice, and only the line whose time matches removes it).
-    order: VecDeque<(Instant, usize, Vec<u8>)>,
-    bytes: usize,
-}
+type Awaiting = ExpiringMap<(usize, Vec<u8>), AwaitedKey>;
 
-/// Where an awaited key's tags go, and since when it waits.
+/// Where an awaited key's tags go.
 struct AwaitedKey {
     to_db: u32,
     target: Option<Vec<u8>>,
-    since: Instant,
 }
 
 /// How long a key of a MIGRATE that may be queued waits for the EXEC that moves it.
@@ -454,19 +448,8 @@ fn awaited_bytes(key: &[u8], target: Option<&[u8]>) -> usize {
 
 /// Drops the awaited keys past [`AWAIT_FOR`].
 fn forget_old_awaited(a: &mut Awaiting, now: Instant) {
-    while let Some((at, db, key)) = a.order.front() {
-        if now.duration_since(*at) < AWAIT_FOR {
-            break;
-        }
-        let id = (*db, key.clone());
-        if a.keys.get(&id).is_some_and(|k| k.since == *at) {
-            if let Some(k) = a.keys.remove(&id) {
-                a.bytes -= awaited_bytes(&id.1, k.target.as_deref());
-            }
-        }
-        a.order.pop_front();
-    }
-    AWAITING_KEYS.store(a.keys.len(), Ordering::Relaxed);
+    a.expire(now, AWAIT_FOR);
+    AWAITING_KEYS.store(a.len(), Ordering::Relaxed);
 }
 
 /// Remembers the keys of `transfer` (which stayed once its MIGRATE returned) until an EXEC
@@ -475,40 +458,22 @@ fn await_exec(transfer: &Transfer, stayed: Vec<KeyTags>) {
     let now = Instant::now();
     let dropped = AWAITING
         .with(|a| {
-            let a = a.get_or_insert_with(|| Awaiting {
-                keys: HashMap::new(),
-                order: VecDeque::new(),
-                bytes: 0,
-            });
+            let a = a.get_or_insert_with(Awaiting::new);
             forget_old_awaited(a, now);
             let mut dropped = 0usize;
             for e in stayed {
                 let size = awaited_bytes(&e.key, transfer.target.as_deref());
-                if a.bytes + size > AWAIT_MAX_BYTES {
+                if a.bytes() + size > AWAIT_MAX_BYTES {
                     dropped += 1;
                     continue;
                 }
-                a.bytes += size;
-                a.order.push_back((now, transfer.db, e.key.clone()));
                 let key = AwaitedKey {
                     to_db: transfer.to_db,
                     target: transfer.target.clone(),
-                    since: now,
                 };
-                if let Some(old) = a.keys.insert((transfer.db, e.key.clone()), key) {
-                    a.bytes -= awaited_bytes(&e.key, old.target.as_deref());
-                }
+                a.insert((transfer.db, e.key), key, now, size);
             }
-            // Keys added again leave their old line in `order` until it expires: compact
-            // when those outnumber the live ones.
-            if a.order.len() > 2 * a.keys.len() + 1024 {
-                let keys = &a.keys;
-                a.order.retain(|(at, db, key)| {
-                    keys.get(&(*db, key.clone()))
-                        .is_some_and(|k| k.since == *at)
-                });
-            }
-            AWAITING_KEYS.store(a.keys.len(), Ordering::Relaxed);
+            AWAITING_KEYS.store(a.len(), Ordering::Relaxed);
             dropped
         })
         .unwrap_or(0);
@@ -550,10 +515,9 @@ pub fn on_key_deleted(
     let now = Instant::now();
     let Some(Some(awaited)) = AWAITING.with(|a| {
         let a = a.as_mut()?;
-        let k = a.keys.remove(&(db, key.to_vec()))?;
-        a.bytes -= awaited_bytes(key, k.target.as_deref());
-        AWAITING_KEYS.store(a.keys.len(), Ordering::Relaxed);
-        (now.duration_since(k.since) < AWAIT_FOR).then_some(k)
+        let (k, since) = a.remove(&(db, key.to_vec()))?;
+        AWAITING_KEYS.store(a.len(), Ordering::Relaxed);
+        (now.saturating_duration_since(since) < AWAIT_FOR).then_some(k)
     }) else {
         return;
     };
@@ -590,7 +554,7 @@ pub fn keys_awaiting_exec_count() -> u64 {
         .with(|a| {
             let a = a.as_mut()?;
             forget_old_awaited(a, Instant::now());
-            Some(a.keys.len() as u64)
+            Some(a.len() as u64)
         })
         .flatten()
         .unwrap_or(0)
@@ -743,13 +707,10 @@ pub const HOLD_FOR: Duration = Duration::from_secs(30);
 /// warning.
 pub const HELD_MAX_BYTES: usize = 64 << 20;
 
-/// Entries of MIGRATE transfers whose key was not here yet, by db and key, each with the time
-/// it was held; `order` lists them oldest first (an entry held again appears twice there,
-/// and only the one whose time matches expires it).
+/// Entries of MIGRATE transfers whose key was not here yet, by db and key, each held for
+/// [`HOLD_FOR`].
 struct Held {
-    entries: HashMap<(usize, Vec<u8>), (KeyTags, Instant)>,
-    order: VecDeque<(Instant, usize, Vec<u8>)>,
-    bytes: usize,
+    entries: ExpiringMap<(usize, Vec<u8>), KeyTags>,
     expiry_armed: bool,
 }
 
@@ -805,33 +766,17 @@ fn hold(ctx: *mut raw::RedisModuleCtx, db: usize, entries: Vec<KeyTags>) {
     let arm = HELD
         .with(|held| {
             let held = held.get_or_insert_with(|| Held {
-                entries: HashMap::new(),
-                order: VecDeque::new(),
-                bytes: 0,
+                entries: ExpiringMap::new(),
                 expiry_armed: false,
             });
             let mut dropped = 0usize;
             for e in entries {
                 let size = held_bytes(&e);
-                if held.bytes + size > HELD_MAX_BYTES {
+                if held.entries.bytes() + size > HELD_MAX_BYTES {
                     dropped += 1;
                     continue;
                 }
-                held.bytes += size;
-                held.order.push_back((now, db, e.key.clone()));
-                if let Some((old, _)) = held.entries.insert((db, e.key.clone()), (e, now)) {
-                    held.bytes -= held_bytes(&old);
-                }
-            }
-            // Entries held again leave their old line in `order` until it expires: compact
-            // when those outnumber the live ones.
-            if held.order.len() > 2 * held.entries.len() + 1024 {
-                let entries = &held.entries;
-                held.order.retain(|(at, db, key)| {
-                    entries
-                        .get(&(*db, key.clone()))
-                        .is_some_and(|(_, t)| t == at)
-                });
+                held.entries.insert((db, e.key.clone()), e, now, size);
             }
             if dropped > 0 {
                 log::warning(&format!(
@@ -856,7 +801,6 @@ pub fn on_restore(ctx: *mut raw::RedisModuleCtx, db: usize, key: &[u8]) {
     let Some(Some(entry)) = HELD.with(|held| {
         let held = held.as_mut()?;
         let (e, _) = held.entries.remove(&(db, key.to_vec()))?;
-        held.bytes -= held_bytes(&e);
         HELD_KEYS.store(held.entries.len(), Ordering::Relaxed);
         Some(e)
     }) else {
@@ -893,33 +837,17 @@ unsafe extern "C" fn expire_held(ctx: *mut raw::RedisModuleCtx, _data: *mut c_vo
         let next = HELD
             .with(|held| {
                 let held = held.as_mut()?;
-                let mut expired = 0usize;
-                while let Some((at, db, key)) = held.order.front() {
-                    if now.duration_since(*at) < HOLD_FOR {
-                        break;
-                    }
-                    let id = (*db, key.clone());
-                    if held.entries.get(&id).is_some_and(|(_, t)| t == at) {
-                        if let Some((e, _)) = held.entries.remove(&id) {
-                            held.bytes -= held_bytes(&e);
-                            expired += 1;
-                        }
-                    }
-                    held.order.pop_front();
-                }
+                let expired = held.entries.expire(now, HOLD_FOR);
                 if expired > 0 {
                     log::notice(&format!(
                         "dropped the tags of {expired} keys a MIGRATE was to bring, which never came"
                     ));
                 }
                 HELD_KEYS.store(held.entries.len(), Ordering::Relaxed);
-                if held.entries.is_empty() {
-                    held.order.clear();
-                }
                 let next = held
-                    .order
-                    .front()
-                    .map(|(at, _, _)| (*at + HOLD_FOR).saturating_duration_since(now));
+                    .entries
+                    .next_expiry(HOLD_FOR)
+                    .map(|at| at.saturating_duration_since(now));
                 held.expiry_armed = next.is_some();
                 next
             })
