@@ -73,6 +73,11 @@ fn draw_gap_ms(ratio: f64, slice_ms: f64) -> i64 {
 static PERIOD_STARTED_US: AtomicU64 = AtomicU64::new(0);
 static PERIOD_STARTED_SEEN: AtomicU64 = AtomicU64::new(0);
 
+/// `opt.hotkeys-sample-ratio`: N, or 0 for auto (see the module docs).
+fn configured_sample_ratio() -> u64 {
+    configs::int(idx::HOTKEYS_SAMPLE_RATIO).max(0) as u64
+}
+
 /// How long the filter stays registered in each slice, in milliseconds.
 /// Each slice starts with the tracker's tables out of the cache: at 2 ms, sparse slices (one
 /// command in 100) cost about 40% of a command per command recorded, against 9% at ratio 1;
@@ -618,7 +623,7 @@ unsafe extern "C" fn on_slice(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void)
                 return POLL_MS;
             }
             follow_misses(ctx);
-            let configured = configs::int(idx::HOTKEYS_SAMPLE_RATIO).max(0) as u64;
+            let configured = configured_sample_ratio();
             if configured == 1 || !present(raw::RedisModule_UnregisterCommandFilter) {
                 register_filter(ctx);
                 return POLL_MS;
@@ -716,7 +721,7 @@ pub fn command(call: &Call) -> Result<Reply, ReplyError> {
     crate::acl::require_monitor_equivalent(call.ctx, "OPT.HOTKEYS")?;
     let capacity = configs::int(idx::HOTKEYS_CAPACITY) as usize;
     let parsed = parse_command(call.args, capacity).map_err(ReplyError::err)?;
-    let ratio = configs::int(idx::HOTKEYS_SAMPLE_RATIO).max(0) as u64;
+    let ratio = configured_sample_ratio();
     let now = now_ms();
     STATE
         .with(|s| {
@@ -760,7 +765,7 @@ pub fn reports_for_advice() -> Option<(
     opt_core::report::HotKeysReport,
     opt_core::report::HotKeysReport,
 )> {
-    let ratio = configs::int(idx::HOTKEYS_SAMPLE_RATIO).max(0) as u64;
+    let ratio = configured_sample_ratio();
     let now = now_ms();
     STATE
         .with(|s| {

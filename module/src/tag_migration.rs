@@ -490,8 +490,10 @@ fn exec_starts() {
     if AWAITING_KEYS.load(Ordering::Relaxed) == 0 {
         return;
     }
-    IN_EXEC.store(true, Ordering::Relaxed);
-    arm_send_moved();
+    // Set means the timer that clears it is already armed.
+    if !IN_EXEC.swap(true, Ordering::Relaxed) {
+        arm_send_moved();
+    }
 }
 
 /// Whether keys wait for an EXEC, so that the index reports their deletion (cheap: read on

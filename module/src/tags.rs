@@ -415,14 +415,13 @@ fn apply_event(
                 if st.dropped.ends.len() >= DROP_BATCH {
                     settle(st);
                 }
+            } else if e == b"del" && crate::tag_migration::keys_awaiting_exec() {
+                // Redis 7.0: a queued MIGRATE may be moving the key (see
+                // `tag_migration::Awaiting`); its tags go to the target once it has.
+                let tags = st.index.take_key(db, key);
+                let freshness = st.fresh.remove(db, key);
+                crate::tag_migration::on_key_deleted(db, key, tags, freshness);
             } else {
-                if e == b"del" && crate::tag_migration::keys_awaiting_exec() {
-                    // Redis 7.0: a queued MIGRATE may be moving the key (see
-                    // `tag_migration::Awaiting`); its tags go to the target once it has.
-                    let tags = st.index.tags_of(db, key);
-                    let freshness = st.fresh.get(db, key);
-                    crate::tag_migration::on_key_deleted(db, key, tags, freshness);
-                }
                 st.index.remove_key(db, key);
                 st.fresh.remove(db, key);
             }
@@ -931,12 +930,7 @@ fn remember_invalidation(
                     continue;
                 }
                 remembered += usize::from(!known);
-                if !known {
-                    by_tag.insert(t.to_vec(), RecentInvalidation::default());
-                }
-                let Some(r) = by_tag.get_mut(*t) else {
-                    continue;
-                };
+                let r = by_tag.entry(t.to_vec()).or_default();
                 match kind {
                     InvalidationKind::Delete { lazy } => {
                         r.deleted = Some(RecentDeletion {
