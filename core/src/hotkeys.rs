@@ -154,6 +154,10 @@ pub struct HotKeyTracker {
     /// Whether the last recorded access was also counted for its pattern, so that its miss
     /// (which follows it) is counted for the pattern exactly when its read was.
     last_pattern_counted: bool,
+    /// Accesses left before the next one whose pattern is counted: a random gap of mean
+    /// `NAMESPACE_SAMPLE_EVERY`, drawn only when it runs out, so that most accesses pay a
+    /// decrement rather than a random draw (and no periodic traffic stays in or out).
+    pattern_countdown: u32,
     rng: u64,
     started_ms: u64,
     window_ms: u64,
@@ -166,10 +170,11 @@ pub struct HotKeyTracker {
     /// fewer of them than its share of the time.)
     observed: [Observed; 3],
     /// An access whose keys-summary update waits for the next record or flush (see
-    /// [`HotKeyTracker::record_deferred`]): its hash, kind, and whether its name was cut.
-    deferred: Option<(u64, Kind, bool)>,
-    /// That access's name, cut at `MAX_NAME_BYTES`.
-    deferred_name: Vec<u8>,
+    /// [`HotKeyTracker::record_deferred`]): its hash, kind, the length of its name in
+    /// `deferred_name`, and whether the name was cut.
+    deferred: Option<(u64, Kind, usize, bool)>,
+    /// That access's name, cut at `MAX_NAME_BYTES` (inline: no heap header to read per access).
+    deferred_name: [u8; MAX_NAME_BYTES],
 }
 
 fn pattern_capacity(capacity: usize) -> usize {
@@ -186,6 +191,7 @@ impl HotKeyTracker {
             inferrer: PatternInferrer::new(delimiters),
             pattern_buf: Vec::with_capacity(64),
             last_pattern_counted: false,
+            pattern_countdown: 1,
             rng: 0x2545_f491_4f6c_dd1d,
             started_ms: now_ms,
             window_ms: window_ms.max(1),
@@ -193,7 +199,7 @@ impl HotKeyTracker {
             previous_len_ms: 0,
             observed: [Observed::default(); 3],
             deferred: None,
-            deferred_name: Vec::with_capacity(MAX_NAME_BYTES),
+            deferred_name: [0; MAX_NAME_BYTES],
         }
     }
 
@@ -222,11 +228,18 @@ impl HotKeyTracker {
         self.keys.past.total() + self.keys.current.total()
     }
 
+    /// Whether this access's pattern is counted: one access in `NAMESPACE_SAMPLE_EVERY` on
+    /// average, at gaps drawn uniformly from 1 to twice that minus one.
     fn namespace_turn(&mut self) -> bool {
+        self.pattern_countdown -= 1;
+        if self.pattern_countdown > 0 {
+            return false;
+        }
         self.rng ^= self.rng << 13;
         self.rng ^= self.rng >> 7;
         self.rng ^= self.rng << 17;
-        self.rng % u64::from(NAMESPACE_SAMPLE_EVERY) == 0
+        self.pattern_countdown = 1 + (self.rng % u64::from(2 * NAMESPACE_SAMPLE_EVERY - 1)) as u32;
+        true
     }
 
     /// Counts one sampled access of `key`.
@@ -251,18 +264,17 @@ impl HotKeyTracker {
     pub fn record_deferred(&mut self, key: &[u8], hash: u64, kind: Kind) {
         self.flush();
         let cut = key.len().min(MAX_NAME_BYTES);
-        self.deferred_name.clear();
-        self.deferred_name.extend_from_slice(&key[..cut]);
-        self.deferred = Some((hash, kind, cut < key.len()));
+        self.deferred_name[..cut].copy_from_slice(&key[..cut]);
+        self.deferred = Some((hash, kind, cut, cut < key.len()));
         self.count_pattern(key, kind);
     }
 
     /// Applies the deferred access, if any.
     pub fn flush(&mut self) {
-        if let Some((hash, kind, cut)) = self.deferred.take() {
+        if let Some((hash, kind, len, cut)) = self.deferred.take() {
             self.keys
                 .current
-                .add_cut(hash, &self.deferred_name, cut, kind);
+                .add_cut(hash, &self.deferred_name[..len], cut, kind);
         }
     }
 
@@ -346,7 +358,6 @@ impl HotKeyTracker {
             + self.keys.memory_bytes()
             + self.patterns.memory_bytes()
             + self.pattern_buf.capacity()
-            + self.deferred_name.capacity()
     }
 
     /// Answers a query. With `sample_ratio` 1 every access was recorded and counts are exact.

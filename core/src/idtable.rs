@@ -89,10 +89,12 @@ impl IdTable {
     }
 
     /// The id whose hash is `hash` and for which `eq` holds, if any.
+    #[inline]
     pub fn find(&self, hash: u64, mut eq: impl FnMut(u32) -> bool) -> Option<u32> {
         self.position(hash, &mut eq).map(|p| id_of(self.buckets[p]))
     }
 
+    #[inline]
     fn position(&self, hash: u64, eq: &mut impl FnMut(u32) -> bool) -> Option<usize> {
         if self.buckets.is_empty() {
             return None;

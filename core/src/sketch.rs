@@ -219,6 +219,7 @@ impl SpaceSaving {
     }
 
     /// The slot id tracking `hash`, if any.
+    #[inline]
     fn find(&self, hash: u64) -> Option<u32> {
         let hashes = &self.hashes;
         self.index.find(hash, |id| hashes[id as usize] == hash)
@@ -235,23 +236,34 @@ impl SpaceSaving {
     }
 
     /// [`Self::add`] for a name already cut by the caller (`cut`: whether it was).
+    ///
+    /// Inline, the common case only: most accesses are to keys that are neither tracked nor
+    /// yet as frequent as the least tracked one, and cost a lookup and a filter increment. The
+    /// rest (a tracked key, an admission) is in [`Self::add_tracked`].
+    #[inline]
     pub fn add_cut(&mut self, hash: u64, name: &[u8], cut: bool, kind: Kind) {
         self.total += 1;
         // Read the filter counter before probing the index: both are likely cache misses, and
         // issued together they overlap.
         let bucket = self.filter_bucket(hash);
         let counted = self.filter[bucket];
-        let slot = match self.find(hash) {
+        let found = self.find(hash);
+        // A saturated counter stands for a count past u32::MAX: never below the minimum.
+        if found.is_none() && counted != u32::MAX && u64::from(counted) < self.counts[0] {
+            // Not yet as frequent as the least tracked key: count it in the filter.
+            self.filter[bucket] = counted + 1;
+            return;
+        }
+        self.add_tracked(found, hash, name, cut, kind);
+    }
+
+    /// The rest of [`Self::add_cut`]: counts an access of the tracked slot `found`, or, when
+    /// the key is not tracked (`None`), gives it the minimum entry's slot first.
+    #[inline(never)]
+    fn add_tracked(&mut self, found: Option<u32>, hash: u64, name: &[u8], cut: bool, kind: Kind) {
+        let slot = match found {
             Some(s) => s as usize,
-            None => {
-                // A saturated counter stands for a count past u32::MAX: never below the minimum.
-                if counted != u32::MAX && u64::from(counted) < self.counts[0] {
-                    // Not yet as frequent as the least tracked key: count it in the filter.
-                    self.filter[bucket] = counted + 1;
-                    return;
-                }
-                self.take_min_slot(hash, name, cut)
-            }
+            None => self.take_min_slot(hash, name, cut),
         };
         self.increment(self.rank[slot] as usize);
         self.slots[slot].split[kind as usize] += 1;

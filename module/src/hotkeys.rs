@@ -45,7 +45,7 @@ use opt_core::sketch::Kind;
 use redis_module::raw;
 
 use crate::commands::Call;
-use crate::reply::{filter_arg, string_bytes, Reply, ReplyError};
+use crate::reply::{string_bytes, Reply, ReplyError};
 use crate::server::present;
 use crate::state::{now_ms, MainThreadCell};
 use crate::{configs, guard, log};
@@ -53,7 +53,68 @@ use crate::{configs, guard, log};
 struct HotKeysState {
     tracker: HotKeyTracker,
     /// The last command name looked up and its key access: pipelines repeat commands.
-    last_command: ([u8; 16], usize, KeyAccess),
+    last_command: CachedCommand,
+}
+
+/// A command name (16 bytes at most, as the client spelled it) and how the filter finds its
+/// keys, with the one-key case (GET, SET, HGET...) worked out once, not per command.
+struct CachedCommand {
+    name: [u8; 16],
+    len: usize,
+    access: KeyAccess,
+    /// The position and kind of the command's only key, when it has exactly one.
+    single: Option<(usize, Kind)>,
+    /// Whether the command writes (a replica skips it: see `record_command`).
+    writes: bool,
+}
+
+impl CachedCommand {
+    const NONE: CachedCommand = CachedCommand {
+        name: [0; 16],
+        len: usize::MAX,
+        access: KeyAccess::Skip,
+        single: None,
+        writes: false,
+    };
+
+    /// The entry for `name` (at most 16 bytes) and its key access.
+    fn new(name: &[u8], access: KeyAccess) -> Self {
+        let mut buf = [0u8; 16];
+        buf[..name.len()].copy_from_slice(name);
+        let single = match access {
+            KeyAccess::Fixed {
+                first, last, write, ..
+            } if first as i32 == last => {
+                Some((first as usize, if write { Kind::Write } else { Kind::Read }))
+            }
+            _ => None,
+        };
+        CachedCommand {
+            name: buf,
+            len: name.len(),
+            access,
+            single,
+            writes: access.writes(),
+        }
+    }
+
+    /// Whether this entry is for `name`, in any case. Clients spell a command the same way
+    /// every time, so an exact byte loop (names are a few bytes: cheaper than a call to
+    /// `memcmp`, and than folding the case of every byte) settles the common case.
+    fn is(&self, name: &[u8]) -> bool {
+        if name.len() != self.len {
+            return false;
+        }
+        let cached = &self.name[..self.len];
+        let mut i = 0;
+        while i < name.len() {
+            if name[i] != cached[i] {
+                return name.eq_ignore_ascii_case(cached);
+            }
+            i += 1;
+        }
+        true
+    }
 }
 
 /// Draws the gap before the next slice, in milliseconds: exponential with a mean of
@@ -118,7 +179,7 @@ pub fn init(ctx: *mut raw::RedisModuleCtx) -> Result<(), String> {
                 delimiters.as_bytes(),
                 now_ms(),
             ),
-            last_command: ([0; 16], 0, KeyAccess::Skip),
+            last_command: CachedCommand::NONE,
         })
     });
     let rows = command_rows(ctx);
@@ -303,42 +364,107 @@ unsafe extern "C" fn filter(fctx: *mut raw::RedisModuleCommandFilterCtx) {
     });
 }
 
+/// The command a filter looks at, with the server functions that read its arguments, looked
+/// up once per command rather than once per argument.
+struct FilterArgs {
+    fctx: *mut raw::RedisModuleCommandFilterCtx,
+    get: unsafe extern "C" fn(
+        *mut raw::RedisModuleCommandFilterCtx,
+        c_int,
+    ) -> *mut raw::RedisModuleString,
+    ptr_len: unsafe extern "C" fn(*const raw::RedisModuleString, *mut usize) -> *const c_char,
+    argc: usize,
+}
+
+impl FilterArgs {
+    /// The live filter context's arguments; None when the server lacks the filter API.
+    ///
+    /// # Safety
+    /// `fctx` must be the live filter context, and the result used only during the callback.
+    unsafe fn new(fctx: *mut raw::RedisModuleCommandFilterCtx) -> Option<Self> {
+        let (Some(count), Some(get), Some(ptr_len)) = (
+            raw::RedisModule_CommandFilterArgsCount,
+            raw::RedisModule_CommandFilterArgGet,
+            raw::RedisModule_StringPtrLen,
+        ) else {
+            return None;
+        };
+        Some(FilterArgs {
+            fctx,
+            get,
+            ptr_len,
+            argc: count(fctx).max(0) as usize,
+        })
+    }
+
+    /// The bytes of argument `pos` (below `argc`), empty if the server gives none.
+    ///
+    /// # Safety
+    /// Valid during the filter callback only.
+    unsafe fn arg<'a>(&self, pos: usize) -> &'a [u8] {
+        let s = (self.get)(self.fctx, pos as c_int);
+        if s.is_null() {
+            return &[];
+        }
+        let mut len = 0usize;
+        let ptr = (self.ptr_len)(s, &mut len);
+        if ptr.is_null() {
+            &[]
+        } else {
+            std::slice::from_raw_parts(ptr.cast::<u8>(), len)
+        }
+    }
+}
+
 /// # Safety
 /// `fctx` must be the live filter context.
 unsafe fn record_command(st: &mut HotKeysState, fctx: *mut raw::RedisModuleCommandFilterCtx) {
-    let argc = match raw::RedisModule_CommandFilterArgsCount {
-        Some(count) => count(fctx).max(0) as usize,
-        None => return,
+    let Some(args) = FilterArgs::new(fctx) else {
+        return;
     };
-    if argc < 2 {
+    if args.argc < 2 {
         return;
     }
     let replica = IS_REPLICA.load(Ordering::Relaxed);
-    let name = filter_arg(fctx, 0);
-    let (cached, len, cached_access) = &st.last_command;
-    // Clients spell a command the same way every time: the exact comparison is the cheap
-    // common case, the case-insensitive one the fallback.
-    let same = *len == name.len()
-        && (cached[..*len] == *name || cached[..*len].eq_ignore_ascii_case(name));
-    let access = if same {
-        *cached_access
-    } else {
+    let name = args.arg(0);
+    if !st.last_command.is(name) {
         let access = KEYSPECS
             .get()
             .map(|t| t.lookup(name))
             .unwrap_or(KeyAccess::Skip);
-        if name.len() <= 16 {
-            let mut buf = [0u8; 16];
-            buf[..name.len()].copy_from_slice(name);
-            st.last_command = (buf, name.len(), access);
+        if name.len() > 16 {
+            // Too long to keep (module commands): looked up every time.
+            record_keys(st, &args, replica, access);
+            return;
         }
-        access
-    };
+        st.last_command = CachedCommand::new(name, access);
+    }
+    let command = &st.last_command;
     // On a replica a command that writes comes from the master's stream: none of its keys,
     // not even the ones it only reads (the sources of SUNIONSTORE), is client traffic.
+    if replica && command.writes {
+        return;
+    }
+    if let Some((pos, kind)) = command.single {
+        if pos < args.argc {
+            record_access(&mut st.tracker, args.arg(pos), kind);
+        }
+        return;
+    }
+    let access = command.access;
+    record_keys(st, &args, replica, access);
+}
+
+/// Records the keys of a command whose access is `access`, the general case of
+/// `record_command`.
+///
+/// # Safety
+/// `args` must be the live filter context's.
+unsafe fn record_keys(st: &mut HotKeysState, args: &FilterArgs, replica: bool, access: KeyAccess) {
     if replica && access.writes() {
         return;
     }
+    let argc = args.argc;
     match access {
         KeyAccess::Skip => {}
         KeyAccess::Fixed {
@@ -348,26 +474,19 @@ unsafe fn record_command(st: &mut HotKeysState, fctx: *mut raw::RedisModuleComma
             write,
         } => {
             let kind = if write { Kind::Write } else { Kind::Read };
-            if first as i32 == last {
-                // One key (GET, SET, HGET...): the common case, without the iterator.
-                if (first as usize) < argc {
-                    record_access(&mut st.tracker, filter_arg(fctx, first as usize), kind);
-                }
-                return;
-            }
             for pos in fixed_positions(first, last, step, argc) {
-                record_access(&mut st.tracker, filter_arg(fctx, pos), kind);
+                record_access(&mut st.tracker, args.arg(pos), kind);
             }
         }
         KeyAccess::Split { ranges } => {
             for r in ranges {
                 let kind = if r.write { Kind::Write } else { Kind::Read };
                 for pos in fixed_positions(r.first, r.last, r.step, argc) {
-                    record_access(&mut st.tracker, filter_arg(fctx, pos), kind);
+                    record_access(&mut st.tracker, args.arg(pos), kind);
                 }
             }
         }
-        KeyAccess::Dynamic { write } => record_dynamic(st, fctx, argc, replica, write),
+        KeyAccess::Dynamic { write } => record_dynamic(st, args.fctx, argc, replica, write),
     }
 }
 
