@@ -364,15 +364,14 @@ unsafe extern "C" fn filter(fctx: *mut raw::RedisModuleCommandFilterCtx) {
     });
 }
 
-/// The command a filter looks at, with the server functions that read its arguments, looked
-/// up once per command rather than once per argument.
+/// The command a filter looks at: its context, argument count, and the server function that
+/// reads an argument, looked up once per command rather than once per argument.
 struct FilterArgs {
     fctx: *mut raw::RedisModuleCommandFilterCtx,
     get: unsafe extern "C" fn(
         *mut raw::RedisModuleCommandFilterCtx,
         c_int,
     ) -> *mut raw::RedisModuleString,
-    ptr_len: unsafe extern "C" fn(*const raw::RedisModuleString, *mut usize) -> *const c_char,
     argc: usize,
 }
 
@@ -382,17 +381,15 @@ impl FilterArgs {
     /// # Safety
     /// `fctx` must be the live filter context, and the result used only during the callback.
     unsafe fn new(fctx: *mut raw::RedisModuleCommandFilterCtx) -> Option<Self> {
-        let (Some(count), Some(get), Some(ptr_len)) = (
+        let (Some(count), Some(get)) = (
             raw::RedisModule_CommandFilterArgsCount,
             raw::RedisModule_CommandFilterArgGet,
-            raw::RedisModule_StringPtrLen,
         ) else {
             return None;
         };
         Some(FilterArgs {
             fctx,
             get,
-            ptr_len,
             argc: count(fctx).max(0) as usize,
         })
     }
@@ -402,17 +399,7 @@ impl FilterArgs {
     /// # Safety
     /// Valid during the filter callback only.
     unsafe fn arg<'a>(&self, pos: usize) -> &'a [u8] {
-        let s = (self.get)(self.fctx, pos as c_int);
-        if s.is_null() {
-            return &[];
-        }
-        let mut len = 0usize;
-        let ptr = (self.ptr_len)(s, &mut len);
-        if ptr.is_null() {
-            &[]
-        } else {
-            std::slice::from_raw_parts(ptr.cast::<u8>(), len)
-        }
+        string_bytes((self.get)(self.fctx, pos as c_int))
     }
 }
 
