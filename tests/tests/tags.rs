@@ -370,8 +370,9 @@ fn keepttl_keeps_an_existing_ttl_and_writes_a_missing_key_without_one() {
 
 /// OPT.SET is SET plus tags: for every expiry option, NX/XX, and GET, on a missing key, a
 /// string, a string with a TTL and a hash, OPT.SET on one key and SET on its twin give the
-/// same reply (or the same error code), the same type, value and TTL; and OPT.SET's key
-/// carries its tag exactly when the value was written.
+/// same reply (or the same error code), the same type, value, encoding, memory and TTL; and
+/// OPT.SET's key carries its tag exactly when the value was written. Short values, and long
+/// ones of one length (which OPT.SET writes over the old value in place).
 #[test]
 fn opt_set_behaves_as_set_for_every_option_and_key_state() {
     let server = Server::start();
@@ -391,69 +392,85 @@ fn opt_set_behaves_as_set_for_every_option_and_key_state() {
         &["KEEPTTL"],
     ];
     let conditions: [&[&str]; 3] = [&[], &["NX"], &["XX"]];
-    let prepare = |c: &mut Connection, key: &str, state: &str| match state {
+    let (long_old, long_new) = ("o".repeat(300), "n".repeat(300));
+    let prepare = |c: &mut Connection, key: &str, state: &str, old: &str| match state {
         "missing" => {}
-        "string" => drop(ok(c, &["SET", key, "old"])),
-        "timed" => drop(ok(c, &["SET", key, "old", "EX", "500"])),
+        "string" => drop(ok(c, &["SET", key, old])),
+        "timed" => drop(ok(c, &["SET", key, old, "EX", "500"])),
         _ => drop(ok(c, &["HSET", key, "f", "v"])),
     };
     let observe = |c: &mut Connection, key: &str| {
         let kind: String = redis::cmd("TYPE").arg(key).query(c).unwrap();
-        let value: Option<String> = if kind == "string" {
-            redis::cmd("GET").arg(key).query(c).unwrap()
+        let (value, encoding, memory): (Option<String>, String, Option<i64>) = if kind == "string" {
+            (
+                redis::cmd("GET").arg(key).query(c).unwrap(),
+                redis::cmd("OBJECT")
+                    .arg("ENCODING")
+                    .arg(key)
+                    .query(c)
+                    .unwrap(),
+                redis::cmd("MEMORY").arg("USAGE").arg(key).query(c).unwrap(),
+            )
         } else {
-            None
+            (None, String::new(), None)
         };
         let pttl: i64 = redis::cmd("PTTL").arg(key).query(c).unwrap();
-        (kind, value, pttl)
+        (kind, value, encoding, memory, pttl)
     };
     let mut n = 0;
-    for state in ["missing", "string", "timed", "hash"] {
-        for expiry in expiries {
-            for condition in conditions {
-                for get in [false, true] {
-                    n += 1;
-                    let (plain, tagged) = (format!("set:{n}"), format!("opt:{n}"));
-                    prepare(&mut c, &plain, state);
-                    prepare(&mut c, &tagged, state);
-                    let mut options: Vec<&str> = [expiry, condition].concat();
-                    if get {
-                        options.push("GET");
-                    }
-                    let set_args = [&["SET", plain.as_str(), "new"][..], &options].concat();
-                    let opt_args = [
-                        &["OPT.SET", tagged.as_str(), "new"][..],
-                        &options,
-                        &["TAGS", "t"],
-                    ]
-                    .concat();
-                    let case = format!("{state} key, options {options:?}");
-                    match (
-                        opt_harness::command(&mut c, &set_args),
-                        opt_harness::command(&mut c, &opt_args),
-                    ) {
-                        (Ok(a), Ok(b)) => assert_eq!(a, b, "{case}: replies"),
-                        (Err(a), Err(b)) => assert_eq!(a.code(), b.code(), "{case}: {a} / {b}"),
-                        (a, b) => panic!("{case}: SET {a:?}, OPT.SET {b:?}"),
-                    }
-                    let (want, got) = (observe(&mut c, &plain), observe(&mut c, &tagged));
-                    assert_eq!((&want.0, &want.1), (&got.0, &got.1), "{case}: type, value");
-                    if want.2 < 0 || got.2 < 0 {
-                        assert_eq!(want.2, got.2, "{case}: PTTL");
-                    } else {
-                        assert!(
-                            (want.2 - got.2).abs() < 2_000,
-                            "{case}: PTTL {want:?} {got:?}"
+    for (old, new) in [("old", "new"), (long_old.as_str(), long_new.as_str())] {
+        for state in ["missing", "string", "timed", "hash"] {
+            for expiry in expiries {
+                for condition in conditions {
+                    for get in [false, true] {
+                        n += 1;
+                        // Twins of one name length, so that their memory compares.
+                        let (plain, tagged) = (format!("set:{n:04}"), format!("opt:{n:04}"));
+                        prepare(&mut c, &plain, state, old);
+                        prepare(&mut c, &tagged, state, old);
+                        let mut options: Vec<&str> = [expiry, condition].concat();
+                        if get {
+                            options.push("GET");
+                        }
+                        let set_args = [&["SET", plain.as_str(), new][..], &options].concat();
+                        let opt_args = [
+                            &["OPT.SET", tagged.as_str(), new][..],
+                            &options,
+                            &["TAGS", "t"],
+                        ]
+                        .concat();
+                        let case = format!("{state} key, {} bytes, options {options:?}", new.len());
+                        match (
+                            opt_harness::command(&mut c, &set_args),
+                            opt_harness::command(&mut c, &opt_args),
+                        ) {
+                            (Ok(a), Ok(b)) => assert_eq!(a, b, "{case}: replies"),
+                            (Err(a), Err(b)) => assert_eq!(a.code(), b.code(), "{case}: {a} / {b}"),
+                            (a, b) => panic!("{case}: SET {a:?}, OPT.SET {b:?}"),
+                        }
+                        let (want, got) = (observe(&mut c, &plain), observe(&mut c, &tagged));
+                        assert_eq!(
+                            (&want.0, &want.1, &want.2, &want.3),
+                            (&got.0, &got.1, &got.2, &got.3),
+                            "{case}: type, value, encoding, memory"
                         );
+                        if want.4 < 0 || got.4 < 0 {
+                            assert_eq!(want.4, got.4, "{case}: PTTL");
+                        } else {
+                            assert!(
+                                (want.4 - got.4).abs() < 2_000,
+                                "{case}: PTTL {want:?} {got:?}"
+                            );
+                        }
+                        let written = got.1.as_deref() == Some(new);
+                        let expected: &[&str] = if written { &["t"] } else { &[] };
+                        assert_eq!(tags(&mut c, &tagged), expected, "{case}: tags");
                     }
-                    let written = got.1.as_deref() == Some("new");
-                    let expected: &[&str] = if written { &["t"] } else { &[] };
-                    assert_eq!(tags(&mut c, &tagged), expected, "{case}: tags");
                 }
             }
         }
     }
-    assert_eq!(n, 144);
+    assert_eq!(n, 288);
 }
 
 /// Key and tag names are bytes: OPT.TAGS and OPT.TAGKEYS give them back exactly (they went
@@ -905,6 +922,66 @@ fn invalidation_notifies_tracking_clients_and_keyspace_subscribers() {
     let del = ev.get_message().expect("del event");
     let key: String = del.get_payload().unwrap();
     assert_eq!(key, "tracked");
+}
+
+/// OPT.SET over a long string of the same length writes it in place (no delete and add): the
+/// write must still be one for WATCH, CLIENT TRACKING, keyspace subscribers and replicas.
+#[test]
+fn a_value_written_in_place_is_a_write_for_watch_tracking_events_and_replicas() {
+    let master = Server::with_config(&["notify-keyspace-events E$"]);
+    let replica = master.start_replica(ServerOptions::default());
+    let mut c = master.conn();
+    let (first, second, third) = ("a".repeat(300), "b".repeat(300), "c".repeat(300));
+    ok(&mut c, &["SET", "page", &first, "EX", "500"]);
+    // A transaction that watched the key fails after the write.
+    let mut watcher = master.conn();
+    ok(&mut watcher, &["WATCH", "page"]);
+    ok(&mut c, &["OPT.SET", "page", &second, "TAGS", "t"]);
+    ok(&mut watcher, &["MULTI"]);
+    ok(&mut watcher, &["GET", "page"]);
+    assert_eq!(
+        ok(&mut watcher, &["EXEC"]),
+        Value::Nil,
+        "EXEC after a watched key was written"
+    );
+    // A tracking client is told, and keyevent subscribers see `set`.
+    let mut listener = master.conn();
+    let id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut listener).unwrap();
+    let mut reader = master.conn();
+    ok(
+        &mut reader,
+        &["CLIENT", "TRACKING", "on", "REDIRECT", &id.to_string()],
+    );
+    ok(&mut reader, &["GET", "page"]);
+    let mut invalidations = listener.as_pubsub();
+    invalidations.subscribe("__redis__:invalidate").unwrap();
+    invalidations
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut events_conn = master.conn();
+    let mut events = events_conn.as_pubsub();
+    events.subscribe("__keyevent@0__:set").unwrap();
+    events
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    ok(&mut c, &["OPT.SET", "page", &third, "TAGS", "t"]);
+    let msg = invalidations.get_message().expect("tracking invalidation");
+    let keys: Vec<String> = msg.get_payload().unwrap();
+    assert_eq!(keys, vec!["page".to_string()]);
+    let set: String = events
+        .get_message()
+        .expect("set event")
+        .get_payload()
+        .unwrap();
+    assert_eq!(set, "page");
+    // The TTL went with the old value, as SET drops it; the replica has the same value.
+    assert_eq!(ok(&mut c, &["PTTL", "page"]), Value::Int(-1));
+    wait_synced(&master, &replica);
+    let mut r = replica.conn();
+    let on_replica: String = redis::cmd("GET").arg("page").query(&mut r).unwrap();
+    assert_eq!(on_replica, third);
+    assert_eq!(ok(&mut r, &["PTTL", "page"]), Value::Int(-1));
+    assert_eq!(info(&mut r).digest, info(&mut c).digest);
 }
 
 #[test]
