@@ -47,9 +47,6 @@ struct TagState {
     /// command, belongs to the RENAME (onto an existing key) and must not drop the tags it
     /// just carried; one from the next command (a SET right after) must.
     renamed_to: Option<(usize, Vec<u8>, Option<u64>)>,
-    /// Set while this module raises or causes events for keys whose index entries it updates
-    /// itself (OPT.SET's own "set", OPT.INVALIDATE's deletions): the events change nothing.
-    own_events: bool,
     /// Keys that expired or were evicted and have not left the index yet (see `settle`).
     dropped: DroppedKeys,
 }
@@ -64,6 +61,29 @@ struct DroppedKeys {
     ends: Vec<(usize, usize)>,
 }
 
+/// Set while this module raises or causes events for keys whose index entries it updates
+/// itself (OPT.SET's own "set", OPT.INVALIDATE's deletions): the events change nothing, and
+/// the event handler returns before any other work.
+static OWN_EVENTS: AtomicBool = AtomicBool::new(false);
+
+/// Marks the events raised while it lives as this module's own (see [`OWN_EVENTS`]); the mark
+/// goes when it is dropped, on every path, a caught panic included.
+struct OwnEvents;
+
+impl OwnEvents {
+    /// Marks events as own from now on when `own`.
+    fn begin(own: bool) -> Self {
+        OWN_EVENTS.store(own, Ordering::Relaxed);
+        OwnEvents
+    }
+}
+
+impl Drop for OwnEvents {
+    fn drop(&mut self) {
+        OWN_EVENTS.store(false, Ordering::Relaxed);
+    }
+}
+
 /// Keys gathered before a batch is applied: every other use of the index applies them first,
 /// so nothing ever sees them.
 const DROP_BATCH: usize = 32;
@@ -74,7 +94,6 @@ static STATE: MainThreadCell<TagState> = MainThreadCell::new(TagState {
     locks: Locks::new_const(),
     in_flight: None,
     renamed_to: None,
-    own_events: false,
     dropped: DroppedKeys {
         names: Vec::new(),
         ends: Vec::new(),
@@ -319,6 +338,10 @@ unsafe extern "C" fn on_keyspace_event(
     event: *const c_char,
     key: *mut raw::RedisModuleString,
 ) -> c_int {
+    // Checked first: on Redis 7.0 every OPT.SET delivers its own `set` here.
+    if OWN_EVENTS.load(Ordering::Relaxed) {
+        return raw::REDISMODULE_OK as c_int;
+    }
     guard::catch_and_log("tag index event", || {
         // SAFETY: valid for the duration of the callback.
         let (event, key) = unsafe { (CStr::from_ptr(event).to_bytes(), string_bytes(key)) };
@@ -365,7 +388,7 @@ fn apply_event(
 ) {
     // Only the event right after a rename may be its `overwritten`.
     let renamed_to = st.renamed_to.take();
-    if st.own_events || (st.index.is_empty() && st.fresh.is_empty() && st.in_flight.is_none()) {
+    if st.index.is_empty() && st.fresh.is_empty() && st.in_flight.is_none() {
         return;
     }
     if event != b"expired" && event != b"evicted" {
@@ -1471,13 +1494,13 @@ pub fn set(call: &Call) -> Result<Reply, ReplyError> {
                 }
             }
             st.locks.release(db, key);
-            st.own_events = true;
         })?;
+        let own = OwnEvents::begin(true);
         notify(ctx, raw::REDISMODULE_NOTIFY_STRING, c"set", key_name);
         if expires {
             notify(ctx, raw::REDISMODULE_NOTIFY_GENERIC, c"expire", key_name);
         }
-        with(|st| st.own_events = false)?;
+        drop(own);
         replicate_set(call, &o, fresh_until);
     }
     // SET's replies: GET gives the old value (or nil); otherwise OK, or nil when NX/XX
@@ -1822,7 +1845,7 @@ pub fn invalidate(call: &Call) -> Result<Reply, ReplyError> {
     // events update the index key by key, as for any DEL.
     // (Not while keys leave the index: the bulk removal would take them too, unsent.)
     let single = batches.len() == 1 && !leaving;
-    with(|st| st.own_events = single)?;
+    let own = OwnEvents::begin(single);
     let mut deleted = 0i64;
     let mut failure = None;
     for (i, (local, batch)) in batches.iter_mut().enumerate() {
@@ -1840,8 +1863,8 @@ pub fn invalidate(call: &Call) -> Result<Reply, ReplyError> {
         }
     }
     drop(batches);
+    drop(own);
     with(|st| {
-        st.own_events = false;
         if single && failure.is_none() {
             // Every listed key existed, so a successful call deleted them all; an ACL or
             // other error deletes none and leaves the index as it was.
