@@ -23,6 +23,17 @@ const KEYS: &[&str] = &[
     "k0", "k1", "k2", "k3", "k4", "k5", "k6", "k7", "k8", "k9", "k10", "k11",
 ];
 const TAGS: &[&str] = &["a", "b", "c", "d", "e"];
+/// Two values longer than any server embeds in the object, of one length (300 bytes).
+const LONG_A: &str = concat!(
+    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+);
+const LONG_B: &str = concat!(
+    "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
+    "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
+    "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
+);
 
 #[derive(Clone, Debug, PartialEq)]
 struct Entry {
@@ -102,7 +113,10 @@ fn step(rng: &mut Rng, cons: &mut [Connection; 2], model: &mut Model) -> String 
     match rng.below(100) {
         0..=24 => {
             let cond = rng.pick(&["", "", "NX", "XX"]);
-            args = vec!["OPT.SET", key, "v"];
+            // Short values, and long ones of one length, which OPT.SET writes over each other
+            // in place.
+            let value = rng.pick(&["v", LONG_A, LONG_B]);
+            args = vec!["OPT.SET", key, value];
             if !cond.is_empty() {
                 args.push(cond);
             }
@@ -117,6 +131,12 @@ fn step(rng: &mut Rng, cons: &mut [Connection; 2], model: &mut Model) -> String 
             assert_eq!(reply == Value::Okay, writes, "{args:?}: {reply:?}");
             if writes {
                 model[db].insert(key.into(), string_entry(&tag_list));
+                let stored = run(con, &["GET", key]).unwrap();
+                assert_eq!(
+                    stored,
+                    Value::BulkString(value.into()),
+                    "{args:?}: GET after"
+                );
             }
         }
         25..=36 => {
@@ -304,6 +324,13 @@ fn the_index_matches_a_model_under_random_commands() {
     });
     let (m, r) = (tag_info(&mut cons[0]), tag_info(&mut replica.conn()));
     assert_eq!((m.digest, m.pairs), (r.digest, r.pairs), "replica's index");
+    // And the same data, values written in place included.
+    let digest = |c: &mut Connection| run(c, &["DEBUG", "DIGEST"]).unwrap();
+    assert_eq!(
+        digest(&mut cons[0]),
+        digest(&mut replica.conn()),
+        "replica's data"
+    );
     // Every key expires: nothing may stay behind.
     for (db, con) in cons.iter_mut().enumerate() {
         for key in model[db].keys() {
