@@ -450,10 +450,17 @@ fn opt_set_behaves_as_set_for_every_option_and_key_state() {
                         }
                         let (want, got) = (observe(&mut c, &plain), observe(&mut c, &tagged));
                         assert_eq!(
-                            (&want.0, &want.1, &want.2, &want.3),
-                            (&got.0, &got.1, &got.2, &got.3),
-                            "{case}: type, value, encoding, memory"
+                            (&want.0, &want.1, &want.2),
+                            (&got.0, &got.1, &got.2),
+                            "{case}: type, value, encoding"
                         );
+                        // Memory is compared for the long values, which OPT.SET may write in
+                        // place. A short value is a new object as with StringSet, where SET
+                        // may keep the old one: on Valkey 9, which embeds a key's TTL in its
+                        // object, SET over a key that had one keeps the larger object.
+                        if new.len() > 255 {
+                            assert_eq!(want.3, got.3, "{case}: memory");
+                        }
                         if want.4 < 0 || got.4 < 0 {
                             assert_eq!(want.4, got.4, "{case}: PTTL");
                         } else {
