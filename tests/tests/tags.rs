@@ -899,12 +899,9 @@ fn a_replica_index_equals_its_master_after_full_and_partial_resync() {
     assert!(e.to_ascii_uppercase().contains("READONLY"), "{e}");
 }
 
-#[test]
-fn invalidation_notifies_tracking_clients_and_keyspace_subscribers() {
-    let server = Server::with_config(&["notify-keyspace-events Eg"]);
-    let mut c = server.conn();
-    ok(&mut c, &["OPT.SET", "tracked", "v", "TAGS", "t"]);
-    // A RESP2 client receives tracking invalidations on a redirect connection.
+/// A connection that receives CLIENT TRACKING invalidations (RESP2, on a redirect
+/// connection) for `key`, which the second connection returned has just read.
+fn track_key(server: &Server, key: &str) -> (Connection, Connection) {
     let mut listener = server.conn();
     let id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut listener).unwrap();
     let mut reader = server.conn();
@@ -912,7 +909,16 @@ fn invalidation_notifies_tracking_clients_and_keyspace_subscribers() {
         &mut reader,
         &["CLIENT", "TRACKING", "on", "REDIRECT", &id.to_string()],
     );
-    ok(&mut reader, &["GET", "tracked"]);
+    ok(&mut reader, &["GET", key]);
+    (listener, reader)
+}
+
+#[test]
+fn invalidation_notifies_tracking_clients_and_keyspace_subscribers() {
+    let server = Server::with_config(&["notify-keyspace-events Eg"]);
+    let mut c = server.conn();
+    ok(&mut c, &["OPT.SET", "tracked", "v", "TAGS", "t"]);
+    let (mut listener, _reader) = track_key(&server, "tracked");
     let mut pubsub = listener.as_pubsub();
     pubsub.subscribe("__redis__:invalidate").unwrap();
     let mut events = server.conn();
@@ -952,14 +958,7 @@ fn a_value_written_in_place_is_a_write_for_watch_tracking_events_and_replicas() 
         "EXEC after a watched key was written"
     );
     // A tracking client is told, and keyevent subscribers see `set`.
-    let mut listener = master.conn();
-    let id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut listener).unwrap();
-    let mut reader = master.conn();
-    ok(
-        &mut reader,
-        &["CLIENT", "TRACKING", "on", "REDIRECT", &id.to_string()],
-    );
-    ok(&mut reader, &["GET", "page"]);
+    let (mut listener, _reader) = track_key(&master, "page");
     let mut invalidations = listener.as_pubsub();
     invalidations.subscribe("__redis__:invalidate").unwrap();
     invalidations
