@@ -156,6 +156,12 @@ fn with<R>(f: impl FnOnce(&mut TagState) -> R) -> Result<R, ReplyError> {
     state(f).ok_or_else(|| ReplyError::err("tag index busy (re-entrant call)"))
 }
 
+/// Runs `f` with the index as it is, without applying the gathered expired and evicted keys
+/// first (`settle`): for prefetching, where a stale address costs nothing.
+fn peek<R>(f: impl FnOnce(&TagState) -> R) -> Option<R> {
+    STATE.with(|st| f(st))
+}
+
 /// Prefetches `addr`, when there is one (see `state::prefetch`).
 fn prefetch(addr: Option<*const u8>) {
     if let Some(a) = addr {
@@ -1370,15 +1376,18 @@ pub fn set(call: &Call) -> Result<Reply, ReplyError> {
     let (ctx, key_name, value) = (call.ctx, call.argv[0], call.argv[1]);
     follow_keyspace(ctx)?;
     let db = selected_db(ctx);
-    let now = now_ms();
+    // The clock is read once, and only when something needs it (a token, an expiry to state).
+    let mut clock = None;
+    let mut now = || *clock.get_or_insert_with(now_ms);
     if let Some(t) = o.token {
+        let now = now();
         with(|st| st.locks.check(db, key, t, now))?
             .map_err(|e| ReplyError::err(format!("OPT.SET: {e}")))?;
     }
     // The index lookup after the write misses the cache two or three times; start those loads
     // now, so that they overlap with the server's own lookup of the key.
     let key_hash = name_hash(key);
-    let _ = with(|st| prefetch(st.index.key_bucket_address_hashed(db, key_hash)));
+    let _ = peek(|st| prefetch(st.index.key_bucket_address_hashed(db, key_hash)));
     // SAFETY: ctx is the live command context and the argv strings live for the call; the key
     // handle is closed on every path before returning.
     let (old, written, expires, fresh_until) = unsafe {
@@ -1411,7 +1420,7 @@ pub fn set(call: &Call) -> Result<Reply, ReplyError> {
         }
         let kind = key_type(k);
         // The bucket has arrived meanwhile: start on the slot it names.
-        let _ = with(|st| prefetch(st.index.key_slot_address_hashed(db, key_hash)));
+        let _ = peek(|st| prefetch(st.index.key_slot_address_hashed(db, key_hash)));
         let exists = kind != raw::REDISMODULE_KEYTYPE_EMPTY as c_int;
         if o.get && exists && kind != raw::REDISMODULE_KEYTYPE_STRING as c_int {
             close(k);
@@ -1444,7 +1453,7 @@ pub fn set(call: &Call) -> Result<Reply, ReplyError> {
             let ttl = match o.expiry {
                 Expiry::In(ms) => Some(ms),
                 // A time in the past expires the key at once, as SET does.
-                Expiry::At(at) => Some((at - now).max(1)),
+                Expiry::At(at) => Some((at - now()).max(1)),
                 Expiry::Keep if kept >= 0 => Some(kept.max(1)),
                 _ => None,
             };
@@ -1454,7 +1463,7 @@ pub fn set(call: &Call) -> Result<Reply, ReplyError> {
                 Some(at) => (ttl, Some(at)),
                 None => (
                     ttl.map(|ms| ms.saturating_add(o.stale_ms as i64)),
-                    ttl.map(|ms| now + ms),
+                    ttl.map(|ms| now() + ms),
                 ),
             };
             match key_ttl {
