@@ -45,7 +45,7 @@ use opt_core::sketch::Kind;
 use redis_module::raw;
 
 use crate::commands::Call;
-use crate::reply::{string_bytes, Reply, ReplyError};
+use crate::reply::{filter_arg, string_bytes, Reply, ReplyError};
 use crate::server::present;
 use crate::state::{now_ms, MainThreadCell};
 use crate::{configs, guard, log};
@@ -364,56 +364,20 @@ unsafe extern "C" fn filter(fctx: *mut raw::RedisModuleCommandFilterCtx) {
     });
 }
 
-/// The command a filter looks at: its context, argument count, and the server function that
-/// reads an argument, looked up once per command rather than once per argument.
-struct FilterArgs {
-    fctx: *mut raw::RedisModuleCommandFilterCtx,
-    get: unsafe extern "C" fn(
-        *mut raw::RedisModuleCommandFilterCtx,
-        c_int,
-    ) -> *mut raw::RedisModuleString,
-    argc: usize,
-}
-
-impl FilterArgs {
-    /// The live filter context's arguments; None when the server lacks the filter API.
-    ///
-    /// # Safety
-    /// `fctx` must be the live filter context, and the result used only during the callback.
-    unsafe fn new(fctx: *mut raw::RedisModuleCommandFilterCtx) -> Option<Self> {
-        let (Some(count), Some(get)) = (
-            raw::RedisModule_CommandFilterArgsCount,
-            raw::RedisModule_CommandFilterArgGet,
-        ) else {
-            return None;
-        };
-        Some(FilterArgs {
-            fctx,
-            get,
-            argc: count(fctx).max(0) as usize,
-        })
-    }
-
-    /// The bytes of argument `pos` (below `argc`), empty if the server gives none.
-    ///
-    /// # Safety
-    /// Valid during the filter callback only.
-    unsafe fn arg<'a>(&self, pos: usize) -> &'a [u8] {
-        string_bytes((self.get)(self.fctx, pos as c_int))
-    }
-}
-
 /// # Safety
 /// `fctx` must be the live filter context.
 unsafe fn record_command(st: &mut HotKeysState, fctx: *mut raw::RedisModuleCommandFilterCtx) {
-    let Some(args) = FilterArgs::new(fctx) else {
-        return;
+    let argc = match raw::RedisModule_CommandFilterArgsCount {
+        Some(count) => count(fctx).max(0) as usize,
+        None => return,
     };
-    if args.argc < 2 {
+    if argc < 2 {
         return;
     }
     let replica = IS_REPLICA.load(Ordering::Relaxed);
-    let name = args.arg(0);
+    let name = filter_arg(fctx, 0);
+    // On a replica a command that writes comes from the master's stream: none of its keys,
+    // not even the ones it only reads (the sources of SUNIONSTORE), is client traffic.
     if !st.last_command.is(name) {
         let access = KEYSPECS
             .get()
@@ -421,37 +385,39 @@ unsafe fn record_command(st: &mut HotKeysState, fctx: *mut raw::RedisModuleComma
             .unwrap_or(KeyAccess::Skip);
         if name.len() > 16 {
             // Too long to keep (module commands): looked up every time.
-            record_keys(st, &args, replica, access);
+            if !(replica && access.writes()) {
+                record_keys(st, fctx, argc, replica, access);
+            }
             return;
         }
         st.last_command = CachedCommand::new(name, access);
     }
     let command = &st.last_command;
-    // On a replica a command that writes comes from the master's stream: none of its keys,
-    // not even the ones it only reads (the sources of SUNIONSTORE), is client traffic.
     if replica && command.writes {
         return;
     }
     if let Some((pos, kind)) = command.single {
-        if pos < args.argc {
-            record_access(&mut st.tracker, args.arg(pos), kind);
+        if pos < argc {
+            record_access(&mut st.tracker, filter_arg(fctx, pos), kind);
         }
         return;
     }
     let access = command.access;
-    record_keys(st, &args, replica, access);
+    record_keys(st, fctx, argc, replica, access);
 }
 
-/// Records the keys of a command whose access is `access`, the general case of
-/// `record_command`.
+/// Records the keys of a command whose access is `access` (not a write on a replica: the
+/// caller checked), the general case of `record_command`.
 ///
 /// # Safety
-/// `args` must be the live filter context's.
-unsafe fn record_keys(st: &mut HotKeysState, args: &FilterArgs, replica: bool, access: KeyAccess) {
-    if replica && access.writes() {
-        return;
-    }
-    let argc = args.argc;
+/// `fctx` must be the live filter context with `argc` arguments.
+unsafe fn record_keys(
+    st: &mut HotKeysState,
+    fctx: *mut raw::RedisModuleCommandFilterCtx,
+    argc: usize,
+    replica: bool,
+    access: KeyAccess,
+) {
     match access {
         KeyAccess::Skip => {}
         KeyAccess::Fixed {
@@ -462,18 +428,18 @@ unsafe fn record_keys(st: &mut HotKeysState, args: &FilterArgs, replica: bool, a
         } => {
             let kind = if write { Kind::Write } else { Kind::Read };
             for pos in fixed_positions(first, last, step, argc) {
-                record_access(&mut st.tracker, args.arg(pos), kind);
+                record_access(&mut st.tracker, filter_arg(fctx, pos), kind);
             }
         }
         KeyAccess::Split { ranges } => {
             for r in ranges {
                 let kind = if r.write { Kind::Write } else { Kind::Read };
                 for pos in fixed_positions(r.first, r.last, r.step, argc) {
-                    record_access(&mut st.tracker, args.arg(pos), kind);
+                    record_access(&mut st.tracker, filter_arg(fctx, pos), kind);
                 }
             }
         }
-        KeyAccess::Dynamic { write } => record_dynamic(st, args.fctx, argc, replica, write),
+        KeyAccess::Dynamic { write } => record_dynamic(st, fctx, argc, replica, write),
     }
 }
 
