@@ -7,7 +7,7 @@ use clap::Args;
 use opt_core::cluster::{merge_keyspace, ClusterNode};
 use opt_core::report::{KeyspaceProgress, KeyspaceReport};
 
-use crate::table::{bar, human, render, Align};
+use crate::table::{self, bar, human, render, Align};
 use crate::{cluster, conn, Cli, CtlError};
 
 /// Options of `optctl keyspace`.
@@ -187,6 +187,11 @@ pub fn csv(r: &KeyspaceReport) -> String {
 
 /// The human-readable report: tables and bar charts.
 pub fn render_report(r: &KeyspaceReport) -> String {
+    render_report_at(r, table::unix_now())
+}
+
+/// [`render_report`] with `now` (Unix seconds) as the time that expiry times are told from.
+pub fn render_report_at(r: &KeyspaceReport, now: i64) -> String {
     let what = if r.mode == "full" {
         "keys (every key) analysed".to_string()
     } else if r.names_drawn > 0 {
@@ -259,11 +264,12 @@ pub fn render_report(r: &KeyspaceReport) -> String {
     let total = r.total_bytes.max(1) as f64;
     for t in &r.bytes_by_type {
         out.push_str(&format!(
-            "  {:<7} {} {:>9} ({} keys)\n",
+            "  {:<7} {} {:>9} ({} {})\n",
             t.r#type,
             bar(t.bytes as f64 / total, 30),
             bytes(t.bytes),
-            human(t.keys as f64)
+            human(t.keys as f64),
+            if t.keys == 1 { "key" } else { "keys" }
         ));
     }
     out.push_str("\nTTL of keys\n");
@@ -284,11 +290,18 @@ pub fn render_report(r: &KeyspaceReport) -> String {
             human(v as f64)
         ));
     }
+    out.push_str(&expiry_timeline(&r.expiring_per_hour));
     if let Some(w) = r.worst_expiry_second {
+        let when = w.unix_second as i64;
+        let relative = if when >= now {
+            format!("in {}, ", table::span(when - now))
+        } else {
+            String::new()
+        };
         out.push_str(&format!(
-            "\nmost keys expiring in one second: {} (unix second {}); spread TTLs with jitter if that is large\n",
+            "\nmost keys expiring in one second: {} ({relative}{}, unix second {when}); spread TTLs with jitter if that is large\n",
             human(w.keys as f64),
-            w.unix_second
+            table::utc(when)
         ));
     }
     let top: Vec<Vec<String>> = r
@@ -328,6 +341,25 @@ pub fn render_report(r: &KeyspaceReport) -> String {
     out
 }
 
+/// The keys expiring in each of the next 24 hours as a bar chart, one row an hour up to the
+/// last hour in which any key expires: what a cache will have to recompute, and when.
+fn expiry_timeline(per_hour: &[u64]) -> String {
+    let Some(last) = per_hour.iter().rposition(|&n| n > 0) else {
+        return "\nno key expires in the next 24 hours\n".to_string();
+    };
+    let max = per_hour.iter().copied().max().unwrap_or(1).max(1) as f64;
+    let mut out = String::from("\nkeys expiring over the next 24 hours, by hour from now\n");
+    for (hour, &n) in per_hour.iter().enumerate().take(last + 1) {
+        out.push_str(&format!(
+            "  {:<7} {} {}\n",
+            format!("{hour}-{} h", hour + 1),
+            bar(n as f64 / max, 30),
+            human(n as f64)
+        ));
+    }
+    out
+}
+
 /// Bytes in a short human form.
 fn bytes(n: u64) -> String {
     let f = n as f64;
@@ -339,5 +371,37 @@ fn bytes(n: u64) -> String {
         format!("{:.1} kB", f / 1e3)
     } else {
         format!("{n} B")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_timeline_stops_at_the_last_busy_hour() {
+        let mut hours = vec![0u64; 24];
+        hours[0] = 200;
+        hours[2] = 100;
+        let t = expiry_timeline(&hours);
+        let rows: Vec<&str> = t.lines().filter(|l| l.contains(" h ")).collect();
+        assert_eq!(rows.len(), 3, "{t}");
+        assert!(
+            rows[0].contains("0-1 h") && rows[0].ends_with(" 200"),
+            "{t}"
+        );
+        assert!(rows[1].contains("1-2 h") && rows[1].ends_with(" 0"), "{t}");
+        assert!(
+            rows[2].contains("2-3 h") && rows[2].contains(&bar(0.5, 30)),
+            "{t}"
+        );
+        assert_eq!(
+            expiry_timeline(&[0; 24]),
+            "\nno key expires in the next 24 hours\n"
+        );
+        assert_eq!(
+            expiry_timeline(&[]),
+            "\nno key expires in the next 24 hours\n"
+        );
     }
 }

@@ -744,6 +744,10 @@ fn optctl_keyspace_tables_and_csv() {
     let server = Server::start();
     let mut c = server.conn();
     load(&mut c, 500);
+    // Besides load's 50 sessions, which expire within the minute: 20 keys in 2.5 hours.
+    for i in 0..20 {
+        ok(&mut c, &["SET", &format!("later:{i}"), "v", "EX", "9000"]);
+    }
     let (code, out, e) = optctl(&["--url", &server.url(), "keyspace", "--full"], &[]);
     assert_eq!(code, 0, "{e}");
     assert!(
@@ -751,6 +755,35 @@ fn optctl_keyspace_tables_and_csv() {
         "{out}"
     );
     assert!(out.contains("TTL"), "{out}");
+    // When keys expire: a bar an hour up to the last busy hour, and the busiest second.
+    let hours: Vec<&str> = out
+        .lines()
+        .skip_while(|l| !l.starts_with("keys expiring over the next 24 hours"))
+        .skip(1)
+        .take_while(|l| {
+            l.trim_start()
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_digit())
+        })
+        .collect();
+    assert_eq!(hours.len(), 3, "{out}");
+    assert!(
+        hours[0].trim_start().starts_with("0-1 h") && hours[0].ends_with(" 50"),
+        "{out}"
+    );
+    assert!(
+        hours[1].ends_with(" 0") && hours[2].ends_with(" 20"),
+        "{out}"
+    );
+    let busiest = out
+        .lines()
+        .find(|l| l.starts_with("most keys expiring in one second: "))
+        .unwrap_or_else(|| panic!("no busiest second:\n{out}"));
+    assert!(
+        busiest.contains(" (in ") && busiest.contains(" UTC, unix second "),
+        "{busiest}"
+    );
     let (code, out, _) = optctl(
         &["--url", &server.url(), "keyspace", "--full", "--csv"],
         &[],
