@@ -1414,6 +1414,7 @@ mod tests {
             patterns: vec![pattern("cache:*", 1000, 1.0, 0)],
             bytes_by_type: Vec::new(),
             size_percentiles: SizePercentiles::default(),
+            size_histogram: Vec::new(),
             top_by_bytes: vec![KeyEntry {
                 key: "cache:1".into(),
                 r#type: "string".into(),

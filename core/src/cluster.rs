@@ -314,8 +314,10 @@ fn add_counts(into: &mut Vec<(String, u64)>, from: &[(String, u64)]) {
 /// Merges the keyspace analyses of every primary into one: a pattern's keys, bytes, types,
 /// encodings and TTL/idle buckets add up across shards (confidence intervals add in
 /// quadrature, as independent samples do), the top lists are re-ranked, and the per-hour
-/// expiries add up. Size percentiles cannot be merged without the distributions: each is the
-/// largest node's value, an upper bound. `elapsed_ms` is the slowest node's.
+/// expiries add up. So do the size distributions, range by range, and the size percentiles
+/// are those of the sum; when a node sent no distribution (a module older than the field),
+/// each percentile is the largest node's value instead, an upper bound. `elapsed_ms` is the
+/// slowest node's.
 pub fn merge_keyspace(reports: &[(String, KeyspaceReport)], top: usize) -> Option<KeyspaceReport> {
     let (_, first) = reports.first()?;
     let mut m = KeyspaceReport {
@@ -324,6 +326,7 @@ pub fn merge_keyspace(reports: &[(String, KeyspaceReport)], top: usize) -> Optio
         top_by_bytes: Vec::new(),
         top_by_length: Vec::new(),
         expiring_per_hour: vec![0; first.expiring_per_hour.len()],
+        size_histogram: Vec::new(),
         worst_expiry_second: None,
         encoding_candidates: Vec::new(),
         db_keys: 0,
@@ -395,6 +398,18 @@ pub fn merge_keyspace(reports: &[(String, KeyspaceReport)], top: usize) -> Optio
                 None => m.bytes_by_type.push(t.clone()),
             }
         }
+        for b in &r.size_histogram {
+            match m
+                .size_histogram
+                .binary_search_by_key(&b.from_bytes, |x| x.from_bytes)
+            {
+                Ok(i) => {
+                    m.size_histogram[i].keys += b.keys;
+                    m.size_histogram[i].bytes += b.bytes;
+                }
+                Err(i) => m.size_histogram.insert(i, *b),
+            }
+        }
         let sp = &mut m.size_percentiles;
         sp.p50 = sp.p50.max(r.size_percentiles.p50);
         sp.p90 = sp.p90.max(r.size_percentiles.p90);
@@ -438,6 +453,13 @@ pub fn merge_keyspace(reports: &[(String, KeyspaceReport)], top: usize) -> Optio
             .then_with(|| a.pattern.cmp(&b.pattern))
     });
     m.bytes_by_type.sort_by_key(|t| std::cmp::Reverse(t.bytes));
+    if reports
+        .iter()
+        .all(|(_, r)| r.keys_matched == 0 || !r.size_histogram.is_empty())
+    {
+        m.size_percentiles =
+            crate::keyspace::size_percentiles(&m.size_histogram, m.size_percentiles.max);
+    }
     // Ties in name order, as on each node, so the merged list does not depend on which node
     // answered first.
     m.top_by_bytes
@@ -906,6 +928,7 @@ garbage
                 .collect(),
             bytes_by_type: vec![],
             size_percentiles: Default::default(),
+            size_histogram: vec![],
             top_by_bytes: top
                 .iter()
                 .map(|&(k, b)| crate::report::KeyEntry {
@@ -951,6 +974,54 @@ garbage
         let top: Vec<&str> = m.top_by_bytes.iter().map(|k| k.key.as_str()).collect();
         assert_eq!(top, ["k3", "k1"]);
         assert_eq!(m.expiring_per_hour, vec![2; 24]);
+    }
+
+    /// The FULL report of an aggregator fed keys of these sizes.
+    fn sized(sizes: &[u64]) -> KeyspaceReport {
+        use crate::keyspace::{Aggregator, KeyFacts, Mode, Thresholds};
+        let mut agg = Aggregator::new(b":", 5, Thresholds::default());
+        for (i, &bytes) in sizes.iter().enumerate() {
+            agg.add(&KeyFacts {
+                name: format!("k:{i}").as_bytes(),
+                type_name: "string",
+                encoding: "raw",
+                bytes,
+                length: bytes,
+                ttl_ms: None,
+                idle_s: None,
+                now_ms: 0,
+            });
+        }
+        let n = sizes.len() as u64;
+        agg.finish(Mode::Full, 0, n, n, 1)
+    }
+
+    #[test]
+    fn size_distributions_add_up_and_give_the_cluster_its_percentiles() {
+        // Shard a holds the small keys, shard b the big ones: neither shard's percentiles are
+        // the cluster's.
+        let small: Vec<u64> = (0..900).map(|i| 50 + i % 40).collect();
+        let big: Vec<u64> = (0..100).map(|i| 10_000 + 1_000 * i).collect();
+        let all: Vec<u64> = small.iter().chain(&big).copied().collect();
+        let m =
+            merge_keyspace(&[("a".into(), sized(&small)), ("b".into(), sized(&big))], 5).unwrap();
+        let whole = sized(&all);
+        assert_eq!(m.size_histogram, whole.size_histogram);
+        assert_eq!(m.size_percentiles, whole.size_percentiles);
+        assert!(m.size_percentiles.p50 < 100, "{:?}", m.size_percentiles);
+        assert!(m.size_percentiles.p99 >= 90_000, "{:?}", m.size_percentiles);
+        assert_eq!(
+            m.size_histogram
+                .iter()
+                .map(|b| (b.keys, b.bytes))
+                .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1)),
+            (1000, all.iter().sum())
+        );
+        // A node without a distribution (an older module): the percentiles stay upper bounds.
+        let mut old = sized(&small);
+        old.size_histogram.clear();
+        let m = merge_keyspace(&[("a".into(), old), ("b".into(), sized(&big))], 5).unwrap();
+        assert_eq!(m.size_percentiles.p50, sized(&big).size_percentiles.p50);
     }
 
     fn shard(node: &str, keys: u64, mem: u64, ops: f64) -> ShardSnapshot {

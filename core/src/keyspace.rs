@@ -57,8 +57,8 @@ impl<K: AsRef<str>> SmallCounts<K, u64> {
 use crate::args::Args;
 use crate::pattern::PatternInferrer;
 use crate::report::{
-    EncodingCandidate, ExpirySpike, KeyEntry, KeyspaceReport, PatternStats, SizePercentiles,
-    TypeBytes,
+    EncodingCandidate, ExpirySpike, KeyEntry, KeyspaceReport, PatternStats, SizeBucket,
+    SizePercentiles, TypeBytes,
 };
 
 /// Distinct patterns kept; the rest go to `(other)`.
@@ -286,8 +286,8 @@ pub struct Aggregator {
     patterns: FastMap<Vec<u8>, PatternAcc>,
     other: PatternAcc,
     types: SmallCounts<&'static str, (u64, u64)>,
-    /// Log-linear size histogram: 16 sub-buckets per power of two.
-    sizes: Vec<u64>,
+    /// Log-linear size histogram, 16 sub-buckets per power of two: keys and their bytes.
+    sizes: Vec<(u64, u64)>,
     max_size: u64,
     top_bytes: TopHeap,
     top_length: TopHeap,
@@ -328,6 +328,40 @@ fn size_bucket(v: u64) -> usize {
     (exp - 3) * 16 + sub
 }
 
+/// Ranges of the key-size histogram: 16 for the sizes below 16 bytes, then 16 to each power
+/// of two up to 2^63.
+const SIZE_BUCKETS: usize = 64 * 16;
+
+/// The percentiles of a key-size histogram (ranges in increasing order), each the lower bound
+/// of the range it falls in and at most `max`: at most 1/16 below the true value. The
+/// aggregator and the merge of a cluster's reports both take theirs from here.
+pub fn size_percentiles(histogram: &[SizeBucket], max: u64) -> SizePercentiles {
+    let keys: u64 = histogram.iter().map(|b| b.keys).sum();
+    let at = |q: f64| {
+        let target = ((keys as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for b in histogram {
+            seen += b.keys;
+            if seen >= target {
+                return b.from_bytes.min(max);
+            }
+        }
+        max
+    };
+    if keys == 0 {
+        return SizePercentiles {
+            max,
+            ..SizePercentiles::default()
+        };
+    }
+    SizePercentiles {
+        p50: at(0.5),
+        p90: at(0.9),
+        p99: at(0.99),
+        max,
+    }
+}
+
 fn bucket_floor(b: usize) -> u64 {
     if b < 16 {
         return b as u64;
@@ -346,7 +380,7 @@ impl Aggregator {
             patterns: FastMap::default(),
             other: PatternAcc::default(),
             types: SmallCounts::default(),
-            sizes: vec![0; 64 * 16],
+            sizes: vec![(0, 0); SIZE_BUCKETS],
             max_size: 0,
             top_bytes: BinaryHeap::new(),
             top_length: BinaryHeap::new(),
@@ -513,7 +547,9 @@ impl Aggregator {
         let t = self.types.get_or_insert(k.type_name, || k.type_name);
         t.0 += 1;
         t.1 += k.bytes;
-        self.sizes[size_bucket(k.bytes).min(64 * 16 - 1)] += 1;
+        let size = &mut self.sizes[size_bucket(k.bytes).min(SIZE_BUCKETS - 1)];
+        size.0 += 1;
+        size.1 += k.bytes;
         self.max_size = self.max_size.max(k.bytes);
         push_top(&mut self.top_bytes, self.top, k.bytes, &name, || {
             (k.bytes, Reverse(name.to_vec()), k.type_name, k.length)
@@ -550,21 +586,6 @@ impl Aggregator {
             e.1 += k.bytes;
             e.2 = e.2.max(k.length);
         }
-    }
-
-    fn percentile(&self, q: f64) -> u64 {
-        if self.keys == 0 {
-            return 0;
-        }
-        let target = ((self.keys as f64) * q).ceil().max(1.0) as u64;
-        let mut seen = 0;
-        for (b, &n) in self.sizes.iter().enumerate() {
-            seen += n;
-            if seen >= target {
-                return bucket_floor(b).min(self.max_size);
-            }
-        }
-        self.max_size
     }
 
     /// The report. `db_keys` is the database size; in samples mode every count is scaled by
@@ -654,12 +675,26 @@ impl Aggregator {
             })
             .collect();
         bytes_by_type.sort_by_key(|t| Reverse(t.bytes));
-        let size_percentiles = SizePercentiles {
-            p50: self.percentile(0.5),
-            p90: self.percentile(0.9),
-            p99: self.percentile(0.99),
-            max: self.max_size,
-        };
+        let measured_sizes: Vec<SizeBucket> = self
+            .sizes
+            .iter()
+            .enumerate()
+            .filter(|(_, &(keys, _))| keys > 0)
+            .map(|(b, &(keys, bytes))| SizeBucket {
+                from_bytes: bucket_floor(b),
+                keys,
+                bytes,
+            })
+            .collect();
+        let size_percentiles = size_percentiles(&measured_sizes, self.max_size);
+        let size_histogram = measured_sizes
+            .iter()
+            .map(|b| SizeBucket {
+                keys: s(b.keys),
+                bytes: s(b.bytes),
+                ..*b
+            })
+            .collect();
         let to_entries = |heap: TopHeap, by_len: bool| {
             let mut v: Vec<KeyEntry> = heap
                 .into_iter()
@@ -721,6 +756,7 @@ impl Aggregator {
             patterns,
             bytes_by_type,
             size_percentiles,
+            size_histogram,
             top_by_bytes: to_entries(self.top_bytes, false),
             top_by_length: to_entries(self.top_length, true),
             expiring_per_hour: self.expiry_hours.map(s).to_vec(),

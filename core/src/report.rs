@@ -193,6 +193,13 @@ pub struct KeyspaceReport {
     pub bytes_by_type: Vec<TypeBytes>,
     /// Key size percentiles in bytes: p50, p90, p99, max.
     pub size_percentiles: SizePercentiles,
+    /// The key-size distribution: keys and bytes by size range, in increasing order, empty
+    /// ranges left out (extrapolated in samples mode). The ranges are log-linear, 16 to each
+    /// power of two, so any two reports' distributions add up range by range (a cluster's
+    /// percentiles come from the sum) and a display can group them coarser. Empty from
+    /// modules older than the field.
+    #[serde(default)]
+    pub size_histogram: Vec<SizeBucket>,
     /// The largest keys by bytes.
     pub top_by_bytes: Vec<KeyEntry>,
     /// The largest keys by length (elements, or bytes for strings).
@@ -240,6 +247,17 @@ pub struct TypeBytes {
     /// Type name.
     pub r#type: String,
     /// Keys of that type.
+    pub keys: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+/// The keys whose size falls in one range of the key-size distribution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SizeBucket {
+    /// The range's smallest size in bytes; it reaches up to the next range's.
+    pub from_bytes: u64,
+    /// Keys in the range.
     pub keys: u64,
     /// Their bytes.
     pub bytes: u64,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 use opt_core::cluster::{merge_keyspace, ClusterNode};
-use opt_core::report::{KeyspaceProgress, KeyspaceReport};
+use opt_core::report::{KeyspaceProgress, KeyspaceReport, SizeBucket};
 
 use crate::table::{self, bar, human, render, Align};
 use crate::{cluster, conn, Cli, CtlError};
@@ -260,6 +260,7 @@ pub fn render_report_at(r: &KeyspaceReport, now: i64) -> String {
         bytes(s.p99),
         bytes(s.max)
     ));
+    out.push_str(&size_chart(&r.size_histogram));
     out.push_str("\nmemory by type\n");
     let total = r.total_bytes.max(1) as f64;
     for t in &r.bytes_by_type {
@@ -341,6 +342,65 @@ pub fn render_report_at(r: &KeyspaceReport, now: i64) -> String {
     out
 }
 
+/// Upper bounds of the size ranges shown (each a power of two, so that every range of the
+/// report's finer distribution falls in one of them), and their labels; the last range has no
+/// bound.
+const SIZE_RANGES: [(u64, &str); 9] = [
+    (64, "< 64 B"),
+    (256, "< 256 B"),
+    (1 << 10, "< 1 KiB"),
+    (4 << 10, "< 4 KiB"),
+    (16 << 10, "< 16 KiB"),
+    (64 << 10, "< 64 KiB"),
+    (256 << 10, "< 256 KiB"),
+    (1 << 20, "< 1 MiB"),
+    (u64::MAX, ">= 1 MiB"),
+];
+
+/// The report's key-size distribution in the coarser ranges of [`SIZE_RANGES`], from the first
+/// range holding keys to the last: (label, keys, bytes).
+pub fn size_ranges(histogram: &[SizeBucket]) -> Vec<(&'static str, u64, u64)> {
+    let mut ranges: Vec<(&'static str, u64, u64)> = SIZE_RANGES
+        .iter()
+        .map(|&(_, label)| (label, 0, 0))
+        .collect();
+    for b in histogram {
+        let i = SIZE_RANGES
+            .iter()
+            .position(|&(below, _)| b.from_bytes < below)
+            .unwrap_or(SIZE_RANGES.len() - 1);
+        ranges[i].1 += b.keys;
+        ranges[i].2 += b.bytes;
+    }
+    let first = ranges.iter().position(|r| r.1 > 0).unwrap_or(0);
+    let last = ranges.iter().rposition(|r| r.1 > 0).map_or(0, |l| l + 1);
+    ranges.truncate(last);
+    ranges.drain(..first.min(last));
+    ranges
+}
+
+/// The key-size distribution as two bar charts side by side: the share of the keys and the
+/// share of the memory in each size range. Nothing from a module that sends no distribution.
+fn size_chart(histogram: &[SizeBucket]) -> String {
+    let ranges = size_ranges(histogram);
+    if ranges.is_empty() {
+        return String::new();
+    }
+    let keys = ranges.iter().map(|r| r.1).sum::<u64>().max(1) as f64;
+    let memory = ranges.iter().map(|r| r.2).sum::<u64>().max(1) as f64;
+    let mut out = format!("  {:<9} {:<27} {:<30}\n", "size", "keys", "memory");
+    for (label, k, b) in ranges {
+        out.push_str(&format!(
+            "  {label:<9} {} {:>6} {} {:>9}\n",
+            bar(k as f64 / keys, 20),
+            human(k as f64),
+            bar(b as f64 / memory, 20),
+            bytes(b)
+        ));
+    }
+    out
+}
+
 /// The keys expiring in each of the next 24 hours as a bar chart, one row an hour up to the
 /// last hour in which any key expires: what a cache will have to recompute, and when.
 fn expiry_timeline(per_hour: &[u64]) -> String {
@@ -377,6 +437,39 @@ fn bytes(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn size_ranges_group_the_fine_distribution() {
+        let b = |from_bytes, keys, bytes| SizeBucket {
+            from_bytes,
+            keys,
+            bytes,
+        };
+        // 63 and 64 bytes fall on both sides of the first bound; 1,000 and 1,023 below 1 KiB;
+        // 5 MB past the last bound.
+        let h = [
+            b(63, 2, 126),
+            b(64, 1, 64),
+            b(1_000, 3, 3_050),
+            b(1_023, 1, 1_023),
+            b(5_000_000, 1, 5_000_000),
+        ];
+        let r = size_ranges(&h);
+        assert_eq!(r.first(), Some(&("< 64 B", 2, 126)));
+        assert_eq!(r[1], ("< 256 B", 1, 64));
+        assert_eq!(r[2], ("< 1 KiB", 4, 4_073));
+        assert_eq!(r.last(), Some(&(">= 1 MiB", 1, 5_000_000)));
+        assert_eq!(r.len(), 9);
+        // Leading and trailing empty ranges are left out, inner ones kept.
+        let r = size_ranges(&[b(300, 1, 300), b(20_000, 1, 20_000)]);
+        let labels: Vec<&str> = r.iter().map(|x| x.0).collect();
+        assert_eq!(labels, ["< 1 KiB", "< 4 KiB", "< 16 KiB", "< 64 KiB"]);
+        assert!(size_ranges(&[]).is_empty());
+        assert_eq!(size_chart(&[]), "");
+        let chart = size_chart(&h);
+        assert_eq!(chart.lines().count(), 10, "{chart}");
+        assert!(chart.lines().nth(1).unwrap().contains("< 64 B"), "{chart}");
+    }
 
     #[test]
     fn expiry_timeline_stops_at_the_last_busy_hour() {

@@ -363,25 +363,32 @@ pub fn html(r: &FullReport) -> String {
             );
         }
         let s = k.size_percentiles;
-        let size_rows: Vec<(String, f64, String)> = [
-            ("p50", s.p50),
-            ("p90", s.p90),
-            ("p99", s.p99),
-            ("max", s.max),
-        ]
-        .iter()
-        .map(|(l, v)| {
-            (
-                l.to_string(),
-                (*v as f64).max(1.0).log10(),
-                human_bytes(*v as f64),
-            )
-        })
-        .collect();
+        let size_rows: Vec<(String, f64, String)> = keyspace::size_ranges(&k.size_histogram)
+            .into_iter()
+            .map(|(label, keys, bytes)| {
+                (
+                    label.to_string(),
+                    keys as f64,
+                    format!(
+                        "{keys} {}, {}",
+                        if keys == 1 { "key" } else { "keys" },
+                        human_bytes(bytes as f64)
+                    ),
+                )
+            })
+            .collect();
         let _ = write!(
             body,
-            "<h3>Key sizes (log scale)</h3>{}",
-            bars(&size_rows, "#00838f")
+            "<h3>Key sizes</h3><p>p50 {} &middot; p90 {} &middot; p99 {} &middot; largest {}</p>{}",
+            human_bytes(s.p50 as f64),
+            human_bytes(s.p90 as f64),
+            human_bytes(s.p99 as f64),
+            human_bytes(s.max as f64),
+            if size_rows.is_empty() {
+                String::new()
+            } else {
+                bars(&size_rows, "#00838f")
+            }
         );
         let top: String = k
             .top_by_bytes

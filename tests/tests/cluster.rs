@@ -1408,6 +1408,12 @@ fn optctl_merges_memory_by_pattern_and_finds_cluster_problems() {
         .map(|p| p.keys)
         .sum();
     assert_eq!(pages, 300, "{:?}", k.patterns);
+    // The shards' size distributions add up to the cluster's, and its median is in them.
+    let h = &k.size_histogram;
+    assert_eq!(h.iter().map(|b| b.keys).sum::<u64>(), 3300);
+    assert_eq!(h.iter().map(|b| b.bytes).sum::<u64>(), k.total_bytes);
+    assert!(h.windows(2).all(|w| w[0].from_bytes < w[1].from_bytes));
+    assert!(h.iter().any(|b| b.from_bytes == k.size_percentiles.p50));
     assert_eq!(spread.len(), 3);
     let (code, out, _) = optctl(&["--url", &url, "keyspace", "--full"], &[]);
     assert_eq!(code, 0);

@@ -103,6 +103,20 @@ fn full_mode_is_exact_and_groups_by_pattern() {
         r.total_bytes,
         r.patterns.iter().map(|p| p.bytes).sum::<u64>()
     );
+    // The size distribution holds every key once, in increasing ranges; the big report is
+    // alone in the last one, and the percentiles fall within it.
+    let h = &r.size_histogram;
+    assert!(h.windows(2).all(|w| w[0].from_bytes < w[1].from_bytes));
+    assert_eq!(h.iter().map(|b| b.keys).sum::<u64>(), dbsize);
+    assert_eq!(h.iter().map(|b| b.bytes).sum::<u64>(), r.total_bytes);
+    let last = h.last().unwrap();
+    assert_eq!((last.keys, last.bytes), (1, r.top_by_bytes[0].bytes));
+    assert!(
+        h.iter().any(|b| b.from_bytes <= r.size_percentiles.p50
+            && r.size_percentiles.p50 - b.from_bytes < b.from_bytes / 16 + 1),
+        "{:?} {h:?}",
+        r.size_percentiles
+    );
 }
 
 /// FULL's bytes are MEMORY USAGE's, whatever the name lengths: 98% of the names have one
@@ -755,6 +769,27 @@ fn optctl_keyspace_tables_and_csv() {
         "{out}"
     );
     assert!(out.contains("TTL"), "{out}");
+    // Key sizes by range: the 60-byte cache items and the sessions are small, the 200 kB
+    // report is the one key in its range.
+    let sizes: Vec<&str> = out
+        .lines()
+        .skip_while(|l| !l.starts_with("  size "))
+        .skip(1)
+        .take_while(|l| l.starts_with("  <") || l.starts_with("  >="))
+        .collect();
+    assert!(
+        sizes
+            .first()
+            .is_some_and(|l| l.starts_with("  < 64 B") || l.starts_with("  < 256 B")),
+        "{out}"
+    );
+    let big = sizes
+        .last()
+        .unwrap_or_else(|| panic!("no size chart:\n{out}"));
+    assert!(
+        big.starts_with("  < 256 KiB") && big.contains(" 1 "),
+        "{out}"
+    );
     // When keys expire: a bar an hour up to the last busy hour, and the busiest second.
     let hours: Vec<&str> = out
         .lines()
