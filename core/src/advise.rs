@@ -592,9 +592,19 @@ fn hot_missing_key(s: &Snapshot, _: &Thresholds) -> Outcome {
     )
 }
 
+/// The server's keyspace hits and misses from clients: less the lookups that the module's own
+/// analyses made (`opt_keyspace_lookup_hits`, `opt_keyspace_lookup_misses`; MEMORY USAGE
+/// counts as a hit on some versions, so a FULL analysis of a million keys would add a million).
+pub fn client_lookups(info: &std::collections::HashMap<String, String>) -> Option<(f64, f64)> {
+    let n = |k: &str| info.get(k).and_then(|v| v.parse::<f64>().ok());
+    let hits = n("keyspace_hits")? - n("opt_keyspace_lookup_hits").unwrap_or(0.0);
+    let misses = n("keyspace_misses")? - n("opt_keyspace_lookup_misses").unwrap_or(0.0);
+    Some((hits.max(0.0), misses.max(0.0)))
+}
+
 fn low_hit_ratio(s: &Snapshot, _: &Thresholds) -> Outcome {
-    let hits = try_skip!(info_num(s, "keyspace_hits"));
-    let misses = try_skip!(info_num(s, "keyspace_misses"));
+    let (hits, misses) = try_skip!(client_lookups(&s.info)
+        .ok_or_else(|| "INFO has no keyspace_hits or keyspace_misses on this server".to_string()));
     let total = hits + misses;
     if total < 1000.0 || hits / total >= 0.8 {
         return Outcome::Pass;
@@ -1398,6 +1408,7 @@ mod tests {
             encodings: vec![("raw".into(), keys)],
             ttl_buckets: [no_ttl, 0, keys - no_ttl, 0, 0, 0],
             idle_buckets: [keys, 0, 0, 0, 0],
+            lfu_buckets: [0; 5],
         }
     }
 
@@ -1690,6 +1701,24 @@ mod tests {
             assert!(f.contains(&id.to_string()), "{id} did not fire: {f:?}");
             assert!(RULES.iter().any(|r| r.id == id));
         }
+    }
+
+    #[test]
+    fn the_hit_ratio_leaves_out_the_lookups_of_the_module_own_analyses() {
+        let low = |s: &Snapshot| fired(s).contains(&"low-hit-ratio".to_string());
+        // 9,000 hits and 1,000 misses: 90%, healthy.
+        let mut s = healthy();
+        assert!(!low(&s));
+        // Of the hits, 8,500 were an analysis' MEMORY USAGE calls: clients hit 500 of 1,500.
+        set(&mut s, "opt_keyspace_lookup_hits", "8500");
+        assert!(low(&s));
+        // The other way round: the analysis' misses hid a healthy ratio.
+        let mut s = healthy();
+        set(&mut s, "keyspace_misses", "9000");
+        assert!(low(&s));
+        set(&mut s, "opt_keyspace_lookup_misses", "8500");
+        assert!(!low(&s));
+        assert_eq!(client_lookups(&s.info), Some((9000.0, 500.0)));
     }
 
     #[test]

@@ -362,6 +362,7 @@ pub fn merge_keyspace(reports: &[(String, KeyspaceReport)], top: usize) -> Optio
                         encodings: Vec::new(),
                         ttl_buckets: [0; 6],
                         idle_buckets: [0; 5],
+                        lfu_buckets: [0; 5],
                         ..p.clone()
                     });
                     ci2.push(0.0);
@@ -386,6 +387,9 @@ pub fn merge_keyspace(reports: &[(String, KeyspaceReport)], top: usize) -> Optio
                 *a += b;
             }
             for (a, b) in x.idle_buckets.iter_mut().zip(p.idle_buckets) {
+                *a += b;
+            }
+            for (a, b) in x.lfu_buckets.iter_mut().zip(p.lfu_buckets) {
                 *a += b;
             }
         }
@@ -924,6 +928,7 @@ garbage
                     encodings: vec![],
                     ttl_buckets: [keys, 0, 0, 0, 0, 0],
                     idle_buckets: [keys, 0, 0, 0, 0],
+                    lfu_buckets: [0, 0, keys, 0, 0],
                 })
                 .collect(),
             bytes_by_type: vec![],
@@ -989,6 +994,7 @@ garbage
                 length: bytes,
                 ttl_ms: None,
                 idle_s: None,
+                lfu: None,
                 now_ms: 0,
             });
         }

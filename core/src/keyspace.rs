@@ -238,6 +238,9 @@ pub struct KeyFacts<'a> {
     pub ttl_ms: Option<i64>,
     /// Idle seconds (LRU), None when unknown (LFU policy).
     pub idle_s: Option<u64>,
+    /// The LFU access counter (0 to 255, logarithmic, decayed by the server), under an LFU
+    /// policy only.
+    pub lfu: Option<u8>,
     /// Now, Unix ms (to place expiries in time).
     pub now_ms: i64,
 }
@@ -254,6 +257,7 @@ struct PatternAcc {
     encodings: SmallCounts<String, u64>,
     ttl: [u64; 6],
     idle: [u64; 5],
+    lfu: [u64; 5],
 }
 
 /// Compact-encoding thresholds of the server (from CONFIG at the start of an analysis).
@@ -326,6 +330,19 @@ fn size_bucket(v: u64) -> usize {
     let exp = 63 - v.leading_zeros() as usize; // >= 4
     let sub = ((v >> (exp - 4)) & 15) as usize;
     (exp - 3) * 16 + sub
+}
+
+/// The LFU bucket of an access counter: below 5 (decayed below the counter a new key starts
+/// with: not read lately), 5 to 9 (new, or read now and then), 10 to 19, 20 to 99, and 100 or
+/// more (read hundreds of thousands of times at the default `lfu-log-factor` 10).
+pub fn lfu_bucket(counter: u8) -> usize {
+    match counter {
+        0..=4 => 0,
+        5..=9 => 1,
+        10..=19 => 2,
+        20..=99 => 3,
+        _ => 4,
+    }
 }
 
 /// Ranges of the key-size histogram: 16 for the sizes below 16 bytes, then 16 to each power
@@ -544,6 +561,9 @@ impl Aggregator {
             };
             acc.idle[b] += 1;
         }
+        if let Some(counter) = k.lfu {
+            acc.lfu[lfu_bucket(counter)] += 1;
+        }
         let t = self.types.get_or_insert(k.type_name, || k.type_name);
         t.0 += 1;
         t.1 += k.bytes;
@@ -657,6 +677,7 @@ impl Aggregator {
                     encodings,
                     ttl_buckets: a.ttl.map(sp),
                     idle_buckets: a.idle.map(sp),
+                    lfu_buckets: a.lfu.map(sp),
                 }
             })
             .collect();
@@ -819,8 +840,35 @@ mod tests {
             length: len,
             ttl_ms: ttl,
             idle_s: Some(10),
+            lfu: None,
             now_ms: 1_000_000,
         }
+    }
+
+    #[test]
+    fn lfu_counters_are_bucketed_per_pattern() {
+        let mut agg = Aggregator::new(b":", 5, Thresholds::default());
+        for (i, counter) in [0u8, 4, 5, 9, 10, 19, 20, 99, 100, 255]
+            .into_iter()
+            .enumerate()
+        {
+            agg.add(&KeyFacts {
+                idle_s: None,
+                lfu: Some(counter),
+                ..facts(&format!("item:{i}"), "string", "embstr", 60, 10, None)
+            });
+        }
+        let r = agg.finish(Mode::Full, 0, 10, 10, 1);
+        assert_eq!(r.patterns[0].lfu_buckets, [2, 2, 2, 2, 2]);
+        assert_eq!(r.patterns[0].idle_buckets, [0; 5]);
+        // Under LRU the counters stay empty.
+        let mut agg = Aggregator::new(b":", 5, Thresholds::default());
+        agg.add(&facts("item:1", "string", "embstr", 60, 10, None));
+        let r = agg.finish(Mode::Full, 0, 1, 1, 1);
+        assert_eq!(
+            (r.patterns[0].lfu_buckets, r.patterns[0].idle_buckets[0]),
+            ([0; 5], 1)
+        );
     }
 
     #[test]

@@ -237,8 +237,12 @@ pub struct PatternStats {
     pub encodings: Vec<(String, u64)>,
     /// Keys by TTL bucket: none, <1m, <1h, <1d, <1w, >=1w.
     pub ttl_buckets: [u64; 6],
-    /// Keys by idle time: <1m, <1h, <1d, <1w, >=1w.
+    /// Keys by idle time: <1m, <1h, <1d, <1w, >=1w (under an LRU or no eviction policy).
     pub idle_buckets: [u64; 5],
+    /// Keys by LFU access counter: <5 (decayed: not read lately), 5-9, 10-19, 20-99, >=100
+    /// (under an LFU policy, where the server keeps a counter instead of an idle time).
+    #[serde(default)]
+    pub lfu_buckets: [u64; 5],
 }
 
 /// Bytes of one type.

@@ -381,6 +381,18 @@ fn collect_from(
             "counter",
             "Internal errors caught by the module.",
         ),
+        (
+            "opt_keyspace_lookup_hits_total",
+            "opt_keyspace_lookup_hits",
+            "counter",
+            "Keyspace hits that OPT.KEYSPACE analyses added to redis_keyspace_hits_total; subtract them for the clients' hit ratio.",
+        ),
+        (
+            "opt_keyspace_lookup_misses_total",
+            "opt_keyspace_lookup_misses",
+            "counter",
+            "Keyspace misses that OPT.KEYSPACE analyses added to redis_keyspace_misses_total.",
+        ),
     ] {
         if let Some(v) = num(field) {
             o.family(name, kind, help);

@@ -103,7 +103,10 @@ struct Sample {
 }
 
 fn sample(con: &mut redis::Connection, cli: &Cli) -> Result<Sample, CtlError> {
+    // The default sections and the module's, for its count of its analyses' lookups.
     let text: String = redis::cmd("INFO")
+        .arg("default")
+        .arg("opt")
         .query(con)
         .map_err(|e| conn::command_error(cli, "INFO", &e))?;
     let info = text
@@ -128,7 +131,11 @@ fn screen(
     let g = |s: &Sample, k: &str| s.info.get(k).copied().unwrap_or(0.0);
     let secs = now.at.duration_since(prev.at).as_secs_f64().max(0.001);
     let rate = |k: &str| (g(now, k) - g(prev, k)).max(0.0) / secs;
-    let (dh, dm) = (rate("keyspace_hits"), rate("keyspace_misses"));
+    // Clients' hits and misses: the module's analyses count lookups too (INFO opt).
+    let (dh, dm) = (
+        (rate("keyspace_hits") - rate("opt_keyspace_lookup_hits")).max(0.0),
+        (rate("keyspace_misses") - rate("opt_keyspace_lookup_misses")).max(0.0),
+    );
     let hit = if dh + dm > 0.0 { dh / (dh + dm) } else { 1.0 };
     let used = g(now, "used_memory");
     let max = g(now, "maxmemory");

@@ -106,6 +106,9 @@ fn fields() -> Vec<(&'static str, Field)> {
         "keyspace_started_over",
         Field::Count(crate::keyspace::started_over()),
     ));
+    let (hits, misses) = crate::keyspace::lookup_counts();
+    out.push(("keyspace_lookup_hits", Field::Count(hits)));
+    out.push(("keyspace_lookup_misses", Field::Count(misses)));
     out.push((
         "panics_caught",
         Field::Count(guard::PANICS_CAUGHT.load(Ordering::Relaxed)),

@@ -536,6 +536,8 @@ unsafe extern "C" fn run_slice(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void
         let full_budget = Duration::from_micros(slice_budget_us(max_us, None));
         let budget = Duration::from_micros(slice_budget_us(max_us, since_clients_ms));
         let deadline = slice_start + budget;
+        // SAFETY: ctx is the timer's context, on the main thread.
+        let lookups_before = unsafe { crate::server::keyspace_lookups(ctx) };
         for job in jobs.iter_mut() {
             if Instant::now() >= deadline {
                 break;
@@ -544,6 +546,13 @@ unsafe extern "C" fn run_slice(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void
                 // SAFETY: ctx is the timer's context, valid for this callback.
                 unsafe { step(ctx, job, deadline) };
             }
+        }
+        // SAFETY: as above.
+        if let (Some((h0, m0)), Some((h1, m1))) = (lookups_before, unsafe {
+            crate::server::keyspace_lookups(ctx)
+        }) {
+            LOOKUP_HITS.fetch_add(h1.saturating_sub(h0), Ordering::Relaxed);
+            LOOKUP_MISSES.fetch_add(m1.saturating_sub(m0), Ordering::Relaxed);
         }
         let (done, running): (Vec<Job>, Vec<Job>) = jobs
             .into_iter()
@@ -650,7 +659,7 @@ unsafe fn step(ctx: *mut raw::RedisModuleCtx, job: &mut Job, deadline: Instant) 
                     job.finished = true;
                     break;
                 }
-                let key = open(ctx, name, raw::REDISMODULE_READ as c_int);
+                let key = open(ctx, name, open_mode());
                 if !key.is_null() {
                     process(ctx, job, name, key);
                     close(key);
@@ -924,7 +933,7 @@ unsafe fn walk_key(ctx: *mut raw::RedisModuleCtx, job: &mut Job, name: &[u8]) {
         return;
     }
     let string = create(ctx, name.as_ptr().cast(), name.len());
-    let key = open(ctx, string, raw::REDISMODULE_READ as c_int);
+    let key = open(ctx, string, open_mode());
     // A key that vanished since SCAN returned it counts as a draw that did not match.
     let type_ok = !key.is_null() && job.query.type_matches(key_type_name(key));
     if type_ok {
@@ -958,7 +967,7 @@ unsafe fn draw_name(
         // Only a TYPE filter makes the name phase open the key.
         matched = match (raw::RedisModule_OpenKey, raw::RedisModule_CloseKey) {
             (Some(open), Some(close)) => {
-                let key = open(ctx, name, raw::REDISMODULE_READ as c_int);
+                let key = open(ctx, name, open_mode());
                 let ok = !key.is_null() && job.query.type_matches(key_type_name(key));
                 if !key.is_null() {
                     close(key);
@@ -1041,6 +1050,18 @@ unsafe fn process(
         }
         _ => None,
     };
+    // Under an LFU policy the server keeps an access counter instead of an idle time.
+    let lfu = if idle.is_none() {
+        let mut counter: std::ffi::c_longlong = -1;
+        match raw::RedisModule_GetLFU {
+            Some(f) if f(key, &mut counter) == raw::REDISMODULE_OK as c_int => {
+                u8::try_from(counter).ok()
+            }
+            _ => None,
+        }
+    } else {
+        None
+    };
     let asked_encoding;
     let (encoding, bytes): (&str, u64) =
         if type_name == "list" && !crate::server::has_listpack_lists() {
@@ -1086,6 +1107,7 @@ unsafe fn process(
         length,
         ttl_ms: (ttl >= 0).then_some(ttl),
         idle_s: idle,
+        lfu,
         now_ms: job.now_ms,
     });
 }
@@ -1422,6 +1444,40 @@ unsafe extern "C" fn on_disconnect(
             }
         });
     });
+}
+
+/// How the analysis opens keys: for reading, without touching their LRU or LFU clock, so that
+/// an analysis neither makes the keys it reads look recently used to eviction nor reads its
+/// own touch back as their idle time (SAMPLES did both before: every sampled key came out
+/// idle for 0 seconds). Where the server has the flags (Redis 7.2+, Valkey), also without
+/// counting a keyspace hit or raising a keymiss event.
+fn open_mode() -> c_int {
+    static MODE: OnceLock<c_int> = OnceLock::new();
+    *MODE.get_or_init(|| {
+        let quiet = raw::REDISMODULE_OPEN_KEY_NONOTIFY | raw::REDISMODULE_OPEN_KEY_NOSTATS;
+        // SAFETY: a query of the open modes the server knows, with no arguments; absent on
+        // servers older than 7.2, which know NOTOUCH only.
+        let known = unsafe { raw::RedisModule_GetOpenKeyModesAll.map_or(0, |f| f()) };
+        (raw::REDISMODULE_READ | raw::REDISMODULE_OPEN_KEY_NOTOUCH) as c_int
+            | (quiet as c_int & known)
+    })
+}
+
+/// Keyspace hits and misses that analyses added to the server's own `keyspace_hits` and
+/// `keyspace_misses` (`INFO opt`: `keyspace_lookup_hits`, `keyspace_lookup_misses`): MEMORY
+/// USAGE and OBJECT ENCODING count their lookup as a client's read does on some versions, so
+/// does opening a key before Redis 7.2, and an expired key found is a miss. Nothing else runs
+/// during a slice, so the server's counters' growth over a slice is the analysis' own. A hit
+/// ratio taken from INFO should leave these out: OPT.ADVISE and `optctl top` do.
+static LOOKUP_HITS: AtomicU64 = AtomicU64::new(0);
+static LOOKUP_MISSES: AtomicU64 = AtomicU64::new(0);
+
+/// The keyspace hits and misses analyses added to the server's statistics, so far.
+pub fn lookup_counts() -> (u64, u64) {
+    (
+        LOOKUP_HITS.load(Ordering::Relaxed),
+        LOOKUP_MISSES.load(Ordering::Relaxed),
+    )
 }
 
 /// Analyses that started over with every size asked (`INFO opt`: `keyspace_started_over`).

@@ -590,6 +590,7 @@ mod tests {
                 length: bytes / 10,
                 ttl_ms,
                 idle_s: Some(30),
+                lfu: None,
                 now_ms: 1_700_000_000_000,
             });
         }

@@ -4,6 +4,7 @@
 //! modules). Some APIs appeared later; each is looked up once at load, logged, and the features
 //! that need it degrade instead of crashing when it is missing.
 
+use std::ffi::CStr;
 use std::sync::OnceLock;
 
 use opt_core::report::Feature;
@@ -144,20 +145,44 @@ fn overwritten_events_found() -> bool {
 /// # Safety
 /// `ctx` must be a live context on the main thread.
 pub unsafe fn commands_processed(ctx: *mut raw::RedisModuleCtx) -> Option<u64> {
+    stats_fields(ctx, [c"total_commands_processed"]).map(|[n]| n)
+}
+
+/// The server's keyspace hits and misses (`keyspace_hits`, `keyspace_misses`).
+///
+/// # Safety
+/// `ctx` must be a live context on the main thread.
+pub unsafe fn keyspace_lookups(ctx: *mut raw::RedisModuleCtx) -> Option<(u64, u64)> {
+    stats_fields(ctx, [c"keyspace_hits", c"keyspace_misses"]).map(|[h, m]| (h, m))
+}
+
+/// Unsigned fields of the server's INFO stats section, or None if any is missing.
+///
+/// # Safety
+/// `ctx` must be a live context on the main thread.
+unsafe fn stats_fields<const N: usize>(
+    ctx: *mut raw::RedisModuleCtx,
+    names: [&CStr; N],
+) -> Option<[u64; N]> {
     let info = raw::RedisModule_GetServerInfo?(ctx, c"stats".as_ptr());
     if info.is_null() {
         return None;
     }
-    let mut err: std::ffi::c_int = 0;
-    let n = raw::RedisModule_ServerInfoGetFieldUnsigned?(
-        info,
-        c"total_commands_processed".as_ptr(),
-        &mut err,
-    );
+    let mut out = [0u64; N];
+    let mut ok = true;
+    if let Some(get) = raw::RedisModule_ServerInfoGetFieldUnsigned {
+        for (value, name) in out.iter_mut().zip(names) {
+            let mut err: std::ffi::c_int = 0;
+            *value = get(info, name.as_ptr(), &mut err);
+            ok &= err == 0;
+        }
+    } else {
+        ok = false;
+    }
     if let Some(free) = raw::RedisModule_FreeServerInfo {
         free(ctx, info);
     }
-    (err == 0).then_some(n)
+    ok.then_some(out)
 }
 
 /// Whether this server runs in cluster mode.

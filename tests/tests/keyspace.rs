@@ -845,3 +845,90 @@ fn optctl_keyspace_tables_and_csv() {
     let r: KeyspaceReport = serde_json::from_str(&out).unwrap();
     assert_eq!(r.mode, "samples");
 }
+
+/// The analysis reads keys the way OBJECT does, not the way a client's GET does: it neither
+/// resets their LRU idle time nor bumps their LFU counter (either would make them look hot to
+/// eviction and report their idle time as 0), and the keyspace hits and misses its lookups
+/// add to INFO stats are counted in `INFO opt`, so that the clients' hit ratio can be told.
+#[test]
+fn the_analysis_touches_no_key_and_counts_its_own_lookups() {
+    let server = Server::start();
+    let mut c = server.conn();
+    let mut p = redis::pipe();
+    for i in 0..3000 {
+        p.cmd("SET").arg(format!("k:{i}")).arg("v").ignore();
+    }
+    let _: () = p.query(&mut c).unwrap();
+    let lookups = |c: &mut Connection| {
+        [
+            ("stats", "keyspace_hits"),
+            ("stats", "keyspace_misses"),
+            ("opt", "opt_keyspace_lookup_hits"),
+            ("opt", "opt_keyspace_lookup_misses"),
+        ]
+        .map(|(section, field)| opt_harness::info_int(c, section, field))
+    };
+    let before = lookups(&mut c);
+    let _: Option<String> = redis::cmd("GET").arg("k:1").query(&mut c).unwrap();
+    let _: Option<String> = redis::cmd("GET").arg("missing").query(&mut c).unwrap();
+    // The LRU clock ticks in seconds: after 2 s every key but k:1 is idle for 1 s or more.
+    std::thread::sleep(Duration::from_millis(2100));
+    // SAMPLES 200 of 3,000 keys takes the walk that opens keys; FULL the scan.
+    keyspace(&mut c, &["SAMPLES", "200"]);
+    keyspace(&mut c, &["FULL"]);
+    let after = lookups(&mut c);
+    let d: Vec<i64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
+    assert_eq!(
+        (d[0] - d[2], d[1] - d[3]),
+        (1, 1),
+        "the clients made one hit and one miss: {d:?}"
+    );
+    let mut p = redis::pipe();
+    for i in 0..3000 {
+        p.cmd("OBJECT").arg("IDLETIME").arg(format!("k:{i}"));
+    }
+    let idle: Vec<i64> = p.query(&mut c).unwrap();
+    let reset: Vec<usize> = (0..3000).filter(|&i| i != 1 && idle[i] == 0).collect();
+    assert!(
+        reset.is_empty(),
+        "the analysis reset the idle time of {reset:?}"
+    );
+
+    // Under an LFU policy the report gives the access counters instead of idle times.
+    ok(
+        &mut c,
+        &["CONFIG", "SET", "maxmemory-policy", "allkeys-lfu"],
+    );
+    ok(&mut c, &["FLUSHALL"]);
+    let mut p = redis::pipe();
+    for i in 0..100 {
+        p.cmd("SET").arg(format!("lfu:cold:{i}")).arg("v").ignore();
+    }
+    p.cmd("SET").arg("lfu:hot").arg("v").ignore();
+    for _ in 0..10_000 {
+        p.cmd("GET").arg("lfu:hot").ignore();
+    }
+    let _: () = p.query(&mut c).unwrap();
+    let freq = |c: &mut Connection| -> i64 {
+        redis::cmd("OBJECT")
+            .arg("FREQ")
+            .arg("lfu:hot")
+            .query(c)
+            .unwrap()
+    };
+    let hot_before = freq(&mut c);
+    assert!(hot_before >= 20, "counter {hot_before}");
+    let r = keyspace(&mut c, &["FULL"]);
+    assert_eq!(freq(&mut c), hot_before, "FULL bumped the counter");
+    let pattern = |name: &str| {
+        r.patterns
+            .iter()
+            .find(|p| p.pattern == name)
+            .unwrap_or_else(|| panic!("{name}: {:?}", r.patterns))
+    };
+    // New keys start at 5; the hot key's counter is in 20-99 or above.
+    assert_eq!(pattern("lfu:cold:*").lfu_buckets, [0, 100, 0, 0, 0]);
+    let hot = pattern("lfu:hot").lfu_buckets;
+    assert_eq!(hot[3] + hot[4], 1, "{hot:?}");
+    assert_eq!(pattern("lfu:cold:*").idle_buckets, [0; 5]);
+}
