@@ -11,7 +11,7 @@
 
 use std::ffi::{c_int, c_void, CStr};
 use std::ptr;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, AtomicU8, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -536,8 +536,6 @@ unsafe extern "C" fn run_slice(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void
         let full_budget = Duration::from_micros(slice_budget_us(max_us, None));
         let budget = Duration::from_micros(slice_budget_us(max_us, since_clients_ms));
         let deadline = slice_start + budget;
-        // SAFETY: ctx is the timer's context, on the main thread.
-        let lookups_before = unsafe { crate::server::keyspace_lookups(ctx) };
         for job in jobs.iter_mut() {
             if Instant::now() >= deadline {
                 break;
@@ -546,13 +544,6 @@ unsafe extern "C" fn run_slice(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void
                 // SAFETY: ctx is the timer's context, valid for this callback.
                 unsafe { step(ctx, job, deadline) };
             }
-        }
-        // SAFETY: as above.
-        if let (Some((h0, m0)), Some((h1, m1))) = (lookups_before, unsafe {
-            crate::server::keyspace_lookups(ctx)
-        }) {
-            LOOKUP_HITS.fetch_add(h1.saturating_sub(h0), Ordering::Relaxed);
-            LOOKUP_MISSES.fetch_add(m1.saturating_sub(m0), Ordering::Relaxed);
         }
         let (done, running): (Vec<Job>, Vec<Job>) = jobs
             .into_iter()
@@ -659,7 +650,7 @@ unsafe fn step(ctx: *mut raw::RedisModuleCtx, job: &mut Job, deadline: Instant) 
                     job.finished = true;
                     break;
                 }
-                let key = open(ctx, name, open_mode());
+                let key = open_counted(ctx, open, name);
                 if !key.is_null() {
                     process(ctx, job, name, key);
                     close(key);
@@ -933,7 +924,7 @@ unsafe fn walk_key(ctx: *mut raw::RedisModuleCtx, job: &mut Job, name: &[u8]) {
         return;
     }
     let string = create(ctx, name.as_ptr().cast(), name.len());
-    let key = open(ctx, string, open_mode());
+    let key = open_counted(ctx, open, string);
     // A key that vanished since SCAN returned it counts as a draw that did not match.
     let type_ok = !key.is_null() && job.query.type_matches(key_type_name(key));
     if type_ok {
@@ -967,7 +958,7 @@ unsafe fn draw_name(
         // Only a TYPE filter makes the name phase open the key.
         matched = match (raw::RedisModule_OpenKey, raw::RedisModule_CloseKey) {
             (Some(open), Some(close)) => {
-                let key = open(ctx, name, open_mode());
+                let key = open_counted(ctx, open, name);
                 let ok = !key.is_null() && job.query.type_matches(key_type_name(key));
                 if !key.is_null() {
                     close(key);
@@ -1244,6 +1235,22 @@ unsafe fn memory_usage(
     ctx: *mut raw::RedisModuleCtx,
     keyname: *mut raw::RedisModuleString,
 ) -> Option<u64> {
+    counted(
+        ctx,
+        Lookup::MemoryUsage,
+        || memory_usage_call(ctx, keyname),
+        Option::is_some,
+    )
+}
+
+/// [`memory_usage`] without counting the lookup.
+///
+/// # Safety
+/// `ctx` and `keyname` must be valid.
+unsafe fn memory_usage_call(
+    ctx: *mut raw::RedisModuleCtx,
+    keyname: *mut raw::RedisModuleString,
+) -> Option<u64> {
     let reply = module_call!(
         ctx,
         c"MEMORY".as_ptr(),
@@ -1296,6 +1303,22 @@ fn subcommand(which: Subcommand) -> Option<*mut raw::RedisModuleString> {
 /// # Safety
 /// `ctx` and `keyname` must be valid.
 unsafe fn object_encoding(
+    ctx: *mut raw::RedisModuleCtx,
+    keyname: *mut raw::RedisModuleString,
+) -> String {
+    counted(
+        ctx,
+        Lookup::ObjectEncoding,
+        || object_encoding_call(ctx, keyname),
+        |e| !e.is_empty(),
+    )
+}
+
+/// [`object_encoding`] without counting the lookup.
+///
+/// # Safety
+/// `ctx` and `keyname` must be valid.
+unsafe fn object_encoding_call(
     ctx: *mut raw::RedisModuleCtx,
     keyname: *mut raw::RedisModuleString,
 ) -> String {
@@ -1464,13 +1487,96 @@ fn open_mode() -> c_int {
 }
 
 /// Keyspace hits and misses that analyses added to the server's own `keyspace_hits` and
-/// `keyspace_misses` (`INFO opt`: `keyspace_lookup_hits`, `keyspace_lookup_misses`): MEMORY
-/// USAGE and OBJECT ENCODING count their lookup as a client's read does on some versions, so
-/// does opening a key before Redis 7.2, and an expired key found is a miss. Nothing else runs
-/// during a slice, so the server's counters' growth over a slice is the analysis' own. A hit
+/// `keyspace_misses` (`INFO opt`: `keyspace_lookup_hits`, `keyspace_lookup_misses`). A hit
 /// ratio taken from INFO should leave these out: OPT.ADVISE and `optctl top` do.
 static LOOKUP_HITS: AtomicU64 = AtomicU64::new(0);
 static LOOKUP_MISSES: AtomicU64 = AtomicU64::new(0);
+
+/// The lookups an analysis makes. Whether each counts in the server's statistics depends on
+/// the version: MEMORY USAGE does on Redis 8 and Valkey and not on 7.0, OBJECT ENCODING does
+/// on 7.0, opening a key does before 7.2 (no `REDISMODULE_OPEN_KEY_NOSTATS`).
+#[derive(Clone, Copy)]
+enum Lookup {
+    Open = 0,
+    MemoryUsage = 1,
+    ObjectEncoding = 2,
+}
+
+/// Whether each kind of [`Lookup`] counts in the server's statistics: not known yet, yes, no.
+/// The first lookup of a kind that finds its key tells, by reading the statistics before and
+/// after it (nothing else runs meanwhile); later ones add to the counts by their result. (Read
+/// around every slice instead, the statistics cost 6% of a FULL analysis' time.)
+static LOOKUP_COUNTS_STATS: [AtomicU8; 3] = [const { AtomicU8::new(UNKNOWN) }; 3];
+const UNKNOWN: u8 = 0;
+const COUNTS: u8 = 1;
+const SILENT: u8 = 2;
+
+/// Runs `lookup`, one lookup of kind `kind`, and counts what it added to the server's keyspace
+/// hits or misses; `found` tells from its result whether it found the key.
+///
+/// # Safety
+/// `ctx` must be a live context on the main thread.
+unsafe fn counted<T>(
+    ctx: *mut raw::RedisModuleCtx,
+    kind: Lookup,
+    lookup: impl FnOnce() -> T,
+    found: impl Fn(&T) -> bool,
+) -> T {
+    let state = &LOOKUP_COUNTS_STATS[kind as usize];
+    match state.load(Ordering::Relaxed) {
+        UNKNOWN => {
+            let before = crate::server::keyspace_lookups(ctx);
+            let out = lookup();
+            if let (Some((h0, m0)), Some((h1, m1))) = (before, crate::server::keyspace_lookups(ctx))
+            {
+                let (hits, misses) = (h1.saturating_sub(h0), m1.saturating_sub(m0));
+                LOOKUP_HITS.fetch_add(hits, Ordering::Relaxed);
+                LOOKUP_MISSES.fetch_add(misses, Ordering::Relaxed);
+                // A lookup that failed (a blocked command, a vanished key) may count nothing
+                // where a successful one would: only a found key settles it.
+                if hits + misses > 0 || found(&out) {
+                    state.store(
+                        if hits + misses > 0 { COUNTS } else { SILENT },
+                        Ordering::Relaxed,
+                    );
+                }
+            }
+            out
+        }
+        COUNTS => {
+            let out = lookup();
+            if found(&out) {
+                &LOOKUP_HITS
+            } else {
+                &LOOKUP_MISSES
+            }
+            .fetch_add(1, Ordering::Relaxed);
+            out
+        }
+        _ => lookup(),
+    }
+}
+
+/// Opens `name` for the analysis (see [`open_mode`]), counting the lookup.
+///
+/// # Safety
+/// `ctx` and `name` must be valid, and `open` the server's `RedisModule_OpenKey`.
+unsafe fn open_counted(
+    ctx: *mut raw::RedisModuleCtx,
+    open: unsafe extern "C" fn(
+        *mut raw::RedisModuleCtx,
+        *mut raw::RedisModuleString,
+        c_int,
+    ) -> *mut raw::RedisModuleKey,
+    name: *mut raw::RedisModuleString,
+) -> *mut raw::RedisModuleKey {
+    counted(
+        ctx,
+        Lookup::Open,
+        || open(ctx, name, open_mode()),
+        |k| !k.is_null(),
+    )
+}
 
 /// The keyspace hits and misses analyses added to the server's statistics, so far.
 pub fn lookup_counts() -> (u64, u64) {
