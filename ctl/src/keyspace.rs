@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 use opt_core::cluster::{merge_keyspace, ClusterNode};
-use opt_core::report::{KeyspaceProgress, KeyspaceReport, SizeBucket};
+use opt_core::report::{KeyspaceProgress, KeyspaceReport, PatternStats, SizeBucket};
 
 use crate::table::{self, bar, human, render, Align};
 use crate::{cluster, conn, Cli, CtlError};
@@ -273,22 +273,26 @@ pub fn render_report_at(r: &KeyspaceReport, now: i64) -> String {
             if t.keys == 1 { "key" } else { "keys" }
         ));
     }
-    out.push_str("\nTTL of keys\n");
-    let mut ttl = [0u64; 6];
-    for p in &r.patterns {
-        for (i, v) in p.ttl_buckets.iter().enumerate() {
-            ttl[i] += v;
-        }
+    out.push_str(&bucket_chart(
+        "TTL of keys",
+        &TTL_LABELS,
+        &summed(r, |p| p.ttl_buckets),
+    ));
+    // The server keeps an idle time (LRU, no policy) or an access counter (LFU), not both.
+    let idle = summed(r, |p| p.idle_buckets);
+    if idle.iter().any(|&n| n > 0) {
+        out.push_str(&bucket_chart(
+            "idle time of keys (since their last access)",
+            &IDLE_LABELS,
+            &idle,
+        ));
     }
-    let keys = ttl.iter().sum::<u64>().max(1) as f64;
-    for (name, v) in ["none", "< 1m", "< 1h", "< 1d", "< 1w", ">= 1w"]
-        .iter()
-        .zip(ttl)
-    {
-        out.push_str(&format!(
-            "  {name:<6} {} {}\n",
-            bar(v as f64 / keys, 30),
-            human(v as f64)
+    let lfu = summed(r, |p| p.lfu_buckets);
+    if lfu.iter().any(|&n| n > 0) {
+        out.push_str(&bucket_chart(
+            "LFU access counter of keys (logarithmic; a new key starts at 5, unread keys decay below it)",
+            &LFU_LABELS,
+            &lfu,
         ));
     }
     out.push_str(&expiry_timeline(&r.expiring_per_hour));
@@ -337,6 +341,42 @@ pub fn render_report_at(r: &KeyspaceReport, now: i64) -> String {
             c.config,
             c.suggested,
             bytes(c.estimated_saving)
+        ));
+    }
+    out
+}
+
+/// The TTL buckets of [`PatternStats::ttl_buckets`].
+pub const TTL_LABELS: [&str; 6] = ["none", "< 1m", "< 1h", "< 1d", "< 1w", ">= 1w"];
+/// The idle-time buckets of [`PatternStats::idle_buckets`].
+pub const IDLE_LABELS: [&str; 5] = ["< 1m", "< 1h", "< 1d", "< 1w", ">= 1w"];
+/// The LFU counter buckets of [`PatternStats::lfu_buckets`].
+pub const LFU_LABELS: [&str; 5] = ["< 5", "5-9", "10-19", "20-99", ">= 100"];
+
+/// One of the patterns' bucket counts, summed over the patterns.
+pub fn summed<const N: usize>(
+    r: &KeyspaceReport,
+    buckets: impl Fn(&PatternStats) -> [u64; N],
+) -> [u64; N] {
+    let mut sum = [0u64; N];
+    for p in &r.patterns {
+        for (s, v) in sum.iter_mut().zip(buckets(p)) {
+            *s += v;
+        }
+    }
+    sum
+}
+
+/// A bar chart of keys by bucket under `title`: a row per label, each bar the bucket's share of
+/// the keys counted.
+fn bucket_chart(title: &str, labels: &[&str], counts: &[u64]) -> String {
+    let keys = counts.iter().sum::<u64>().max(1) as f64;
+    let mut out = format!("\n{title}\n");
+    for (label, &n) in labels.iter().zip(counts) {
+        out.push_str(&format!(
+            "  {label:<6} {} {}\n",
+            bar(n as f64 / keys, 30),
+            human(n as f64)
         ));
     }
     out

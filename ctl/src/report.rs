@@ -317,12 +317,7 @@ pub fn html(r: &FullReport) -> String {
             human_bytes(k.total_bytes as f64),
             bars(&rows, "#1565c0")
         );
-        let mut ttl = [0u64; 6];
-        for p in &k.patterns {
-            for (i, v) in p.ttl_buckets.iter().enumerate() {
-                ttl[i] += v;
-            }
-        }
+        let ttl = keyspace::summed(k, |p| p.ttl_buckets);
         let ttl_rows: Vec<(String, f64, String)> = [
             "no TTL",
             "< 1 minute",
@@ -340,6 +335,27 @@ pub fn html(r: &FullReport) -> String {
             "<h3>Keys by time to live</h3>{}",
             bars(&ttl_rows, "#6a1b9a")
         );
+        for (title, labels, counts) in [
+            (
+                "Keys by idle time (since their last access)",
+                &keyspace::IDLE_LABELS,
+                keyspace::summed(k, |p| p.idle_buckets),
+            ),
+            (
+                "Keys by LFU access counter (a new key starts at 5; unread keys decay below it)",
+                &keyspace::LFU_LABELS,
+                keyspace::summed(k, |p| p.lfu_buckets),
+            ),
+        ] {
+            if counts.iter().any(|&n| n > 0) {
+                let rows: Vec<(String, f64, String)> = labels
+                    .iter()
+                    .zip(counts)
+                    .map(|(l, v)| (l.to_string(), v as f64, v.to_string()))
+                    .collect();
+                let _ = write!(body, "<h3>{}</h3>{}", esc(title), bars(&rows, "#2e7d32"));
+            }
+        }
         if let Some(last) = k.expiring_per_hour.iter().rposition(|&n| n > 0) {
             let hour_rows: Vec<(String, f64, String)> = k
                 .expiring_per_hour

@@ -769,6 +769,16 @@ fn optctl_keyspace_tables_and_csv() {
         "{out}"
     );
     assert!(out.contains("TTL"), "{out}");
+    // Under no eviction policy the server keeps idle times: every key was written just now.
+    let idle = out
+        .lines()
+        .skip_while(|l| !l.starts_with("idle time of keys"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no idle chart:\n{out}"));
+    assert!(
+        idle.starts_with("  < 1m ") && idle.contains("██████"),
+        "{idle}"
+    );
     // Key sizes by range: the 60-byte cache items and the sessions are small, the 200 kB
     // report is the one key in its range.
     let sizes: Vec<&str> = out
@@ -931,4 +941,18 @@ fn the_analysis_touches_no_key_and_counts_its_own_lookups() {
     let hot = pattern("lfu:hot").lfu_buckets;
     assert_eq!(hot[3] + hot[4], 1, "{hot:?}");
     assert_eq!(pattern("lfu:cold:*").idle_buckets, [0; 5]);
+    // optctl charts the counters, and no idle times.
+    let (code, out, e) = optctl(&["--url", &server.url(), "keyspace", "--full"], &[]);
+    assert_eq!(code, 0, "{e}");
+    assert!(!out.contains("idle time of keys"), "{out}");
+    let chart: Vec<&str> = out
+        .lines()
+        .skip_while(|l| !l.starts_with("LFU access counter of keys"))
+        .skip(1)
+        .take(5)
+        .collect();
+    assert!(
+        chart.len() == 5 && chart[1].starts_with("  5-9 ") && chart[1].ends_with(" 100"),
+        "{out}"
+    );
 }
