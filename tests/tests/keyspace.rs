@@ -340,13 +340,18 @@ fn samples_extrapolate_close_to_full_and_filters_apply() {
 fn samples_walk_the_keyspace_and_count_every_name_walked() {
     let server = Server::start();
     let mut c = server.conn();
-    load(&mut c, 8000); // 10,801 keys, 2,000 of them user profiles
-                        // 1,000 samples: the walk also counts 4 more names per sample under their patterns, and
-                        // more while a pattern's interval is wide (up to twice the names it planned, within 70 ms
-                        // of the start), here about 10,000 names in all.
+    // 10,801 keys, 2,000 of them user profiles.
+    load(&mut c, 8000);
+    // 1,000 samples: the walk also counts 4 more names per sample under their patterns, and
+    // more while a pattern's interval is wide (up to three times the names it planned, within
+    // 70 ms of the start).
     let s = keyspace(&mut c, &["SAMPLES", "1000"]);
     assert_eq!(s.keys_scanned, 1000);
-    assert!((4000..=9801).contains(&s.names_drawn), "{}", s.names_drawn);
+    assert!(
+        (4000..=14_000).contains(&s.names_drawn),
+        "{}",
+        s.names_drawn
+    );
     // Every key walked matched (no filter): the matched count is the db size.
     assert_eq!(s.keys_matched, 10_801);
     let users = s
