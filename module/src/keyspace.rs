@@ -4,8 +4,8 @@
 //! `opt.scan-slice-us` of main-thread time (half of it while other clients send commands, see
 //! `opt_core::keyspace::slice_budget_us`), and other clients are served between slices. FULL
 //! walks every key with `RedisModule_Scan`; SAMPLES picks random keys. For each key the module
-//! reads its type, length, TTL and idle time from the key handle, and its bytes from `MEMORY
-//! USAGE` (the server's own accounting). The aggregation is `opt_core::keyspace`. A running
+//! reads its type, length, TTL and idle time (or LFU counter) from the key handle, opened
+//! without touching the key, and its bytes from `MEMORY USAGE` (the server's own accounting). The aggregation is `opt_core::keyspace`. A running
 //! analysis reports its progress (`OPT.KEYSPACE STATUS`), can be cancelled (`OPT.KEYSPACE
 //! CANCEL`), and is cancelled when its client disconnects.
 
