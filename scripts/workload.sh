@@ -47,6 +47,6 @@ BEGIN {
     else if (r < 0.80) cmd2("HGETALL", "user:" skewed(users) ":profile")
     else if (r < 0.90) cmd2("GET", "cache:product:missing-42")
     else if (r < 0.97) cmd3("INCRBY", "counter:pageviews:" skewed(20), 1)
-    else cmd5("SET", "cache:product:" skewed(products), "{\"id\":1}", "EX", 3600)
+    else cmd5("SET", "cache:product:" skewed(products), "{\"id\":1}", "EX", 3600 + int(rand() * 21600))
   }
 }' | redis-cli -p "$port" --pipe >/dev/null
