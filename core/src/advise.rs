@@ -494,6 +494,78 @@ fn keys_without_ttl(s: &Snapshot, _: &Thresholds) -> Outcome {
     )
 }
 
+/// The keys of a pattern that were not read lately, and their bytes (the pattern's average
+/// size times their number): idle for a week or more, or under an LFU policy with a counter
+/// decayed below a new key's 5. None if the server gave neither idle times nor counters.
+fn cold_keys(p: &crate::report::PatternStats) -> Option<(u64, u64, &'static str)> {
+    let (cold, known, what) = if p.idle_buckets.iter().any(|&n| n > 0) {
+        (
+            p.idle_buckets[4],
+            p.idle_buckets.iter().sum::<u64>(),
+            "not read for a week or more",
+        )
+    } else if p.lfu_buckets.iter().any(|&n| n > 0) {
+        (
+            p.lfu_buckets[0],
+            p.lfu_buckets.iter().sum::<u64>(),
+            "LFU counter decayed below 5 (not read lately)",
+        )
+    } else {
+        return None;
+    };
+    // The buckets count the keys measured (extrapolated), which may be fewer than `keys`.
+    let cold_keys = (cold as f64 / known.max(1) as f64 * p.keys as f64).round() as u64;
+    Some((cold_keys, cold_keys.saturating_mul(p.avg_bytes), what))
+}
+
+fn cold_memory(s: &Snapshot, _: &Thresholds) -> Outcome {
+    let ks = try_skip!(s.keyspace.as_ref().ok_or("no keyspace profile".to_string()));
+    let total = ks.total_bytes.max(1) as f64;
+    let mut cold: Vec<(&crate::report::PatternStats, u64, u64, &str)> = ks
+        .patterns
+        .iter()
+        .filter_map(|p| cold_keys(p).map(|(k, b, what)| (p, k, b, what)))
+        .filter(|&(p, k, b, _)| {
+            k >= 100 && b as f64 >= 0.05 * total && k as f64 >= 0.5 * p.keys as f64
+        })
+        .collect();
+    if cold.is_empty() {
+        let known = ks.patterns.iter().any(|p| cold_keys(p).is_some());
+        return if known {
+            Outcome::Pass
+        } else {
+            Outcome::Skip("the keyspace profile has no idle times or LFU counters".into())
+        };
+    }
+    cold.sort_by_key(|&(_, _, b, _)| std::cmp::Reverse(b));
+    let bytes: u64 = cold.iter().map(|c| c.2).sum();
+    let list: Vec<String> = cold
+        .iter()
+        .map(|(p, k, b, what)| {
+            format!(
+                "{}: {k} of {} keys {what}, about {b} B ({:.0}% of memory)",
+                p.pattern,
+                p.keys,
+                *b as f64 / total * 100.0
+            )
+        })
+        .collect();
+    with(
+        fire(
+            Severity::Info,
+            "Memory held by keys nobody reads",
+            format!("{} (threshold: >= 5% of memory, >= half of the pattern's keys)", list.join("; ")),
+            "Most keys of these patterns are not read: a TTL on write would free them, or eviction under an LRU or LFU policy takes them first once memory is full.",
+            &[
+                "SET <key> <value> EX <seconds>   (expire what is not read again)",
+                "CONFIG SET maxmemory-policy allkeys-lru",
+            ],
+        ),
+        Some(format!("about {bytes} B could be freed")),
+        cold.iter().map(|c| c.0.pattern.clone()).collect(),
+    )
+}
+
 fn expiry_clustered(s: &Snapshot, _: &Thresholds) -> Outcome {
     let ks = try_skip!(s.keyspace.as_ref().ok_or("no keyspace profile".to_string()));
     match ks.worst_expiry_second {
@@ -1121,6 +1193,11 @@ pub const RULES: &[Rule] = &[
         check: keys_without_ttl,
     },
     Rule {
+        id: "cold-memory",
+        category: "memory",
+        check: cold_memory,
+    },
+    Rule {
         id: "expiry-clustered",
         category: "expiry",
         check: expiry_clustered,
@@ -1588,6 +1665,11 @@ mod tests {
             ("keys-without-ttl", |s| {
                 s.keyspace.as_mut().unwrap().patterns = vec![pattern("user:*", 500, 0.6, 500)]
             }),
+            ("cold-memory", |s| {
+                let mut p = pattern("archive:*", 400, 0.4, 0);
+                p.idle_buckets = [100, 0, 0, 0, 300];
+                s.keyspace.as_mut().unwrap().patterns.push(p);
+            }),
             ("expiry-clustered", |s| {
                 s.keyspace.as_mut().unwrap().worst_expiry_second = Some(ExpirySpike {
                     unix_second: 9,
@@ -1701,6 +1783,57 @@ mod tests {
             assert!(f.contains(&id.to_string()), "{id} did not fire: {f:?}");
             assert!(RULES.iter().any(|r| r.id == id));
         }
+    }
+
+    #[test]
+    fn cold_memory_counts_idle_keys_or_decayed_counters_and_their_bytes() {
+        let cold = |s: &Snapshot| {
+            let q = AdviseQuery {
+                samples: 0,
+                category: None,
+                min_severity: Severity::Info,
+            };
+            advise(s, &Thresholds::default(), &q, &[])
+                .findings
+                .into_iter()
+                .find(|f| f.rule == "cold-memory")
+        };
+        // Healthy: every key read within the minute.
+        assert!(cold(&healthy()).is_none());
+        // 300 of 400 measured keys idle for over a week, of a pattern of 800 keys: 600 keys of
+        // 1,000 bytes.
+        let mut s = healthy();
+        let mut p = pattern("archive:*", 800, 0.4, 0);
+        p.idle_buckets = [100, 0, 0, 0, 300];
+        s.keyspace.as_mut().unwrap().patterns.push(p.clone());
+        let f = cold(&s).expect("fires");
+        assert!(
+            f.evidence
+                .contains("archive:*: 600 of 800 keys not read for a week"),
+            "{}",
+            f.evidence
+        );
+        assert_eq!(f.effect.as_deref(), Some("about 600000 B could be freed"));
+        assert_eq!(f.subjects, ["archive:*"]);
+        // The same under LFU: counters decayed below 5.
+        let mut s = healthy();
+        p.idle_buckets = [0; 5];
+        p.lfu_buckets = [300, 100, 0, 0, 0];
+        for q in &mut s.keyspace.as_mut().unwrap().patterns {
+            q.idle_buckets = [0; 5];
+            q.lfu_buckets = [0, q.keys, 0, 0, 0];
+        }
+        s.keyspace.as_mut().unwrap().patterns.push(p.clone());
+        assert!(cold(&s)
+            .expect("fires under LFU")
+            .evidence
+            .contains("LFU counter decayed"));
+        // Under half of the pattern cold: nothing to say.
+        let mut s = healthy();
+        p.lfu_buckets = [0; 5];
+        p.idle_buckets = [300, 0, 0, 0, 100];
+        s.keyspace.as_mut().unwrap().patterns.push(p);
+        assert!(cold(&s).is_none());
     }
 
     #[test]

@@ -372,3 +372,58 @@ fn more_provoked_rules() {
         );
     }
 }
+
+/// Keys nobody reads: restored with an idle time of 8 days (LRU) or a counter of 0 (LFU), they
+/// show in the keyspace profile's idle or LFU buckets, and `cold-memory` names their pattern
+/// and the bytes a TTL would free. Recently written keys beside them do not count.
+#[test]
+fn cold_memory_finds_keys_nobody_reads() {
+    for policy in ["allkeys-lru", "allkeys-lfu"] {
+        let server = Server::with_config(&[&format!("maxmemory-policy {policy}")]);
+        let mut c = server.conn();
+        ok(&mut c, &["SET", "template", &"a".repeat(1000)]);
+        let dump: Vec<u8> = redis::cmd("DUMP").arg("template").query(&mut c).unwrap();
+        let mut p = redis::pipe();
+        for i in 0..300 {
+            let restore = p
+                .cmd("RESTORE")
+                .arg(format!("archive:{i}"))
+                .arg(0)
+                .arg(&dump);
+            if policy == "allkeys-lru" {
+                restore.arg("IDLETIME").arg(8 * 86_400);
+            } else {
+                restore.arg("FREQ").arg(0);
+            }
+            restore.ignore();
+        }
+        for i in 0..100 {
+            p.cmd("SET").arg(format!("cache:{i}")).arg("v").ignore();
+        }
+        let _: () = p.query(&mut c).unwrap();
+        ok(&mut c, &["DEL", "template"]);
+        let r = advise(&mut c, &["SAMPLES", "1000"]);
+        let f = r
+            .findings
+            .iter()
+            .find(|f| f.rule == "cold-memory")
+            .unwrap_or_else(|| panic!("{policy}: no cold-memory finding: {:?}", rules(&r)));
+        assert_eq!(f.subjects, ["archive:*"], "{policy}");
+        assert!(
+            f.evidence.contains("archive:*: 300 of 300 keys"),
+            "{policy}: {}",
+            f.evidence
+        );
+        // 300 keys of MEMORY USAGE's size each.
+        let each: u64 = redis::cmd("MEMORY")
+            .arg("USAGE")
+            .arg("archive:0")
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(
+            f.effect.as_deref(),
+            Some(format!("about {} B could be freed", 300 * each).as_str()),
+            "{policy}"
+        );
+    }
+}
