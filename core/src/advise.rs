@@ -1594,17 +1594,18 @@ mod tests {
         s.config.as_mut().unwrap().insert(k.into(), v.into());
     }
 
-    fn fired(s: &Snapshot) -> Vec<String> {
+    /// Every finding on `s`, infos included.
+    fn findings(s: &Snapshot) -> Vec<Finding> {
         let q = AdviseQuery {
             samples: 0,
             category: None,
             min_severity: Severity::Info,
         };
-        advise(s, &Thresholds::default(), &q, &[])
-            .findings
-            .into_iter()
-            .map(|f| f.rule)
-            .collect()
+        advise(s, &Thresholds::default(), &q, &[]).findings
+    }
+
+    fn fired(s: &Snapshot) -> Vec<String> {
+        findings(s).into_iter().map(|f| f.rule).collect()
     }
 
     #[test]
@@ -1787,17 +1788,7 @@ mod tests {
 
     #[test]
     fn cold_memory_counts_idle_keys_or_decayed_counters_and_their_bytes() {
-        let cold = |s: &Snapshot| {
-            let q = AdviseQuery {
-                samples: 0,
-                category: None,
-                min_severity: Severity::Info,
-            };
-            advise(s, &Thresholds::default(), &q, &[])
-                .findings
-                .into_iter()
-                .find(|f| f.rule == "cold-memory")
-        };
+        let cold = |s: &Snapshot| findings(s).into_iter().find(|f| f.rule == "cold-memory");
         // Healthy: every key read within the minute.
         assert!(cold(&healthy()).is_none());
         // 300 of 400 measured keys idle for over a week, of a pattern of 800 keys: 600 keys of

@@ -43,6 +43,16 @@ fn load(c: &mut Connection, n: usize) {
     let _: () = p.query(c).unwrap();
 }
 
+/// The rows of the chart that optctl printed under the first line of `out` starting with
+/// `heading`: the indented lines that follow it.
+fn chart<'a>(out: &'a str, heading: &str) -> Vec<&'a str> {
+    out.lines()
+        .skip_while(|l| !l.starts_with(heading))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .collect()
+}
+
 fn memory_usage(c: &mut Connection, key: &str) -> u64 {
     redis::cmd("MEMORY").arg("USAGE").arg(key).query(c).unwrap()
 }
@@ -775,23 +785,14 @@ fn optctl_keyspace_tables_and_csv() {
     );
     assert!(out.contains("TTL"), "{out}");
     // Under no eviction policy the server keeps idle times: every key was written just now.
-    let idle = out
-        .lines()
-        .skip_while(|l| !l.starts_with("idle time of keys"))
-        .nth(1)
-        .unwrap_or_else(|| panic!("no idle chart:\n{out}"));
+    let idle = chart(&out, "idle time of keys");
     assert!(
-        idle.starts_with("  < 1m ") && idle.contains("██████"),
-        "{idle}"
+        idle.len() == 5 && idle[0].starts_with("  < 1m ") && idle[0].contains("██████"),
+        "{out}"
     );
     // Key sizes by range: the 60-byte cache items and the sessions are small, the 200 kB
     // report is the one key in its range.
-    let sizes: Vec<&str> = out
-        .lines()
-        .skip_while(|l| !l.starts_with("  size "))
-        .skip(1)
-        .take_while(|l| l.starts_with("  <") || l.starts_with("  >="))
-        .collect();
+    let sizes = chart(&out, "  size ");
     assert!(
         sizes
             .first()
@@ -806,17 +807,7 @@ fn optctl_keyspace_tables_and_csv() {
         "{out}"
     );
     // When keys expire: a bar an hour up to the last busy hour, and the busiest second.
-    let hours: Vec<&str> = out
-        .lines()
-        .skip_while(|l| !l.starts_with("keys expiring over the next 24 hours"))
-        .skip(1)
-        .take_while(|l| {
-            l.trim_start()
-                .chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_digit())
-        })
-        .collect();
+    let hours = chart(&out, "keys expiring over the next 24 hours");
     assert_eq!(hours.len(), 3, "{out}");
     assert!(
         hours[0].trim_start().starts_with("0-1 h") && hours[0].ends_with(" 50"),
@@ -950,14 +941,9 @@ fn the_analysis_touches_no_key_and_counts_its_own_lookups() {
     let (code, out, e) = optctl(&["--url", &server.url(), "keyspace", "--full"], &[]);
     assert_eq!(code, 0, "{e}");
     assert!(!out.contains("idle time of keys"), "{out}");
-    let chart: Vec<&str> = out
-        .lines()
-        .skip_while(|l| !l.starts_with("LFU access counter of keys"))
-        .skip(1)
-        .take(5)
-        .collect();
+    let lfu = chart(&out, "LFU access counter of keys");
     assert!(
-        chart.len() == 5 && chart[1].starts_with("  5-9 ") && chart[1].ends_with(" 100"),
+        lfu.len() == 5 && lfu[1].starts_with("  5-9 ") && lfu[1].ends_with(" 100"),
         "{out}"
     );
 }
