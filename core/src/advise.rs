@@ -572,7 +572,12 @@ fn expiry_clustered(s: &Snapshot, _: &Thresholds) -> Outcome {
         Some(w) if w.keys >= 1000 => fire(
             Severity::Warning,
             "Many keys expire in the same second",
-            format!("{} keys expire in unix second {} (threshold 1000)", w.keys, w.unix_second),
+            format!(
+                "{} keys expire in the same second, {} (unix second {}; threshold 1000)",
+                w.keys,
+                crate::report::utc(w.unix_second as i64),
+                w.unix_second
+            ),
             "Keys that expire together are recomputed together (a stampede on the database behind the cache). Add random jitter to TTLs, or use OPT.FETCH with LOCK.",
             &["SET key value EX <ttl + random(0..ttl/10)>", "OPT.FETCH key LOCK 2000"],
         ),

@@ -147,6 +147,16 @@ fn provoked_rules_fire_with_evidence_and_fixes() {
             "{id} did not fire; fired: {fired:?}"
         );
     }
+    let spike = r
+        .findings
+        .iter()
+        .find(|f| f.rule == "expiry-clustered")
+        .unwrap();
+    assert!(
+        spike.evidence.contains(" UTC (unix second "),
+        "{}",
+        spike.evidence
+    );
     let big = r.findings.iter().find(|f| f.rule == "big-key").unwrap();
     assert!(
         big.subjects.contains(&"report:big".to_string()) && big.evidence.contains("report:big")
