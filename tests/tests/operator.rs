@@ -81,6 +81,10 @@ fn metrics_use_redis_exporter_names_and_bounded_module_series() {
     assert_eq!(m["opt_tags_total"], 2.0, "user:1 and site");
     assert_eq!(m["opt_tag_migrated_keys_sent_total"], 0.0);
     assert_eq!(m["opt_stampede_locks"], 0.0);
+    // The keyspace sample behind the advice looked keys up; what it added to the server's
+    // counts is exported apart (each server counts its own kinds of lookup, see keyspace.rs).
+    assert!(m["opt_keyspace_lookup_hits_total"] <= m["redis_keyspace_hits_total"]);
+    assert!(m["opt_keyspace_lookup_misses_total"] <= m["redis_keyspace_misses_total"]);
     assert_eq!(
         m["opt_tag_index_following_keyspace"], 1.0,
         "the index has keys"
