@@ -214,7 +214,7 @@ fn bars(rows: &[(String, f64, String)], color: &str) -> String {
     );
     for (i, (label, v, shown)) in rows.iter().enumerate() {
         let y = i * h + 2;
-        let w = (v / max * 480.0).max(1.0);
+        let w = (v / max * 420.0).max(1.0);
         let _ = write!(
             svg,
             "<text x=\"0\" y=\"{}\" class=\"lbl\">{}</text><rect x=\"300\" y=\"{}\" width=\"{w:.1}\" height=\"16\" fill=\"{color}\" rx=\"2\"/><text x=\"{:.1}\" y=\"{}\" class=\"val\">{}</text>",
