@@ -56,6 +56,7 @@ pub mod idx {
     pub const ADVISE_BIG_KEY_BYTES: usize = 10;
     pub const MAX_LOCKS: usize = 11;
     pub const HOTKEYS_SAMPLE_BUDGET: usize = 12;
+    pub const KEYSPACE_MEMORY_SAMPLES: usize = 13;
 }
 
 /// Every config the module registers, in registration order (see [`idx`]).
@@ -164,6 +165,15 @@ pub const CONFIGS: &[ConfigSpec] = &[
             max: 10_000_000,
         },
         doc: "with opt.hotkeys-sample-ratio 0 (auto): about how many commands a second hot-key tracking counts at most, whatever the load",
+    },
+    ConfigSpec {
+        name: "keyspace-memory-samples",
+        kind: ConfigKind::Int {
+            default: 5,
+            min: 1,
+            max: 10_000,
+        },
+        doc: "OPT.KEYSPACE: elements of a hash, set, sorted set or list that MEMORY USAGE samples to size it (its SAMPLES option; 5 is MEMORY USAGE's own default); more is closer for collections of uneven elements and slower, one call per key",
     },
 ];
 

@@ -1254,13 +1254,28 @@ unsafe fn memory_usage_call(
     ctx: *mut raw::RedisModuleCtx,
     keyname: *mut raw::RedisModuleString,
 ) -> Option<u64> {
-    let reply = module_call!(
-        ctx,
-        c"MEMORY".as_ptr(),
-        c"ss".as_ptr(),
-        subcommand(Subcommand::Usage)?,
-        keyname,
-    )?;
+    // Collections are sized from `opt.keyspace-memory-samples` elements; the default is
+    // MEMORY USAGE's own, so the argument is left out then.
+    let samples = configs::int(idx::KEYSPACE_MEMORY_SAMPLES);
+    let reply = if samples == MEMORY_USAGE_DEFAULT_SAMPLES {
+        module_call!(
+            ctx,
+            c"MEMORY".as_ptr(),
+            c"ss".as_ptr(),
+            subcommand(Subcommand::Usage)?,
+            keyname,
+        )?
+    } else {
+        module_call!(
+            ctx,
+            c"MEMORY".as_ptr(),
+            c"sscl".as_ptr(),
+            subcommand(Subcommand::Usage)?,
+            keyname,
+            c"SAMPLES".as_ptr(),
+            samples as std::ffi::c_longlong,
+        )?
+    };
     if reply.is_null() {
         return None;
     }
@@ -1273,6 +1288,9 @@ unsafe fn memory_usage_call(
     raw::RedisModule_FreeCallReply?(reply);
     out
 }
+
+/// The elements MEMORY USAGE samples when it is not told (`OBJ_COMPUTE_SIZE_DEF_SAMPLES`).
+const MEMORY_USAGE_DEFAULT_SAMPLES: i64 = 5;
 
 /// The subcommands the analysis calls once or twice per key.
 #[derive(Clone, Copy)]

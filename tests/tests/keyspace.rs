@@ -947,3 +947,61 @@ fn the_analysis_touches_no_key_and_counts_its_own_lookups() {
         "{out}"
     );
 }
+
+/// A collection's bytes are what MEMORY USAGE says with `opt.keyspace-memory-samples`
+/// elements sampled (5 by default, MEMORY USAGE's own): a hash whose values are half 1 byte,
+/// half 1,000 bytes is sized closer with more samples (on Redis 7 and Valkey; Redis 8 sizes
+/// collections exactly whatever the samples).
+#[test]
+fn the_elements_sampled_to_size_a_collection_are_configurable() {
+    let server = Server::start();
+    let mut c = server.conn();
+    let mut p = redis::pipe();
+    for i in 0..1000 {
+        let value = if i % 2 == 0 {
+            "x".repeat(1000)
+        } else {
+            "x".into()
+        };
+        p.cmd("HSET")
+            .arg("uneven")
+            .arg(format!("f{i}"))
+            .arg(value)
+            .ignore();
+    }
+    let _: () = p.query(&mut c).unwrap();
+    let usage = |c: &mut Connection, samples: Option<u64>| -> u64 {
+        let mut cmd = redis::cmd("MEMORY");
+        cmd.arg("USAGE").arg("uneven");
+        if let Some(n) = samples {
+            cmd.arg("SAMPLES").arg(n);
+        }
+        cmd.query(c).unwrap()
+    };
+    let analysed = |c: &mut Connection| -> u64 {
+        let r = keyspace(c, &["FULL"]);
+        let top = &r.top_by_bytes[0];
+        assert_eq!(top.key, "uneven");
+        top.bytes
+    };
+    let (sampled, exact) = (usage(&mut c, None), usage(&mut c, Some(1000)));
+    // Redis 8 keeps each collection's size exactly and samples nothing; 7.x and Valkey
+    // estimate from the samples, and 5 of these uneven values give another size.
+    let info: String = redis::cmd("INFO").arg("server").query(&mut c).unwrap();
+    let exact_server = info.contains("redis_version:8.") && !info.contains("valkey_version");
+    assert_eq!(sampled == exact, exact_server, "{sampled} {exact}\n{info}");
+    assert_eq!(analysed(&mut c), sampled);
+    ok(
+        &mut c,
+        &["CONFIG", "SET", "opt.keyspace-memory-samples", "1000"],
+    );
+    assert_eq!(analysed(&mut c), exact);
+    for bad in ["0", "10001", "many"] {
+        let e = err(
+            &mut c,
+            &["CONFIG", "SET", "opt.keyspace-memory-samples", bad],
+        );
+        assert!(e.contains("keyspace-memory-samples"), "{bad}: {e}");
+    }
+    assert_eq!(analysed(&mut c), exact, "a refused value changed nothing");
+}
