@@ -17,7 +17,8 @@
 # command), off
 # (opt.hotkeys-enabled no), gaps (tracking on, sample ratio 1000000: what a command costs
 # between sampling slices). WORKLOAD is get, set, or tags (A sends `SET key value`, B
-# `OPT.SET key value TAGS t1 t2 t3`, a 64-byte value, for issue 5's OPT.SET against plain SET;
+# `OPT.SET key value TAGS t1 t2 t3`, a 64-byte value (VALUE_BYTES sets another size, for
+# every workload), for issue 5's OPT.SET against plain SET;
 # use VARIANTS="plain default"). The commands go through redis-benchmark with pipelining 16 over
 # 100,000 random keys (`-P 16 -r 100000 -d 64`), after 300,000 SETs. Each round starts two
 # fresh servers on CPU 0 and one redis-benchmark per server on CPU 1, counts the commands
@@ -37,12 +38,13 @@ case $workload in
   get | set | tags) ;;
   *) echo "WORKLOAD must be get, set or tags" >&2; exit 1 ;;
 esac
-value=$(printf 'v%.0s' $(seq 1 64))
+bytes=${VALUE_BYTES:-64}
+value=$(printf 'v%.0s' $(seq 1 "$bytes"))
 bench_args() { # slot (0 or 1): the redis-benchmark arguments that choose the commands
   case $workload in
     tags) if [ "$1" -eq 0 ]; then echo "SET key:__rand_int__ $value"
           else echo "OPT.SET key:__rand_int__ $value TAGS t1 t2 t3"; fi ;;
-    *) echo "-t $workload -d 64" ;;
+    *) echo "-t $workload -d $bytes" ;;
   esac
 }
 use_module_build

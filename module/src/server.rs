@@ -43,6 +43,13 @@ pub fn longest_embedded_string() -> usize {
     }
 }
 
+/// Whether OPT.SET may write a short (embedded) value in place, leaving a raw string where SET
+/// leaves an embedded one: on Redis, where that costs no memory; not on Valkey, whose
+/// embedded objects also hold the key and its expiry (see `tags::overwrite_in_place`).
+pub fn short_values_in_place() -> bool {
+    info().is_some_and(|s| !s.display_version.starts_with("valkey"))
+}
+
 /// Reads the server version through `RedisModule_GetServerVersion`, if the server has it.
 pub fn version() -> Option<ServerVersion> {
     // SAFETY: the pointer was filled (or left null) by RedisModule_Init; the function takes no
