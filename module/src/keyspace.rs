@@ -1524,9 +1524,9 @@ enum Lookup {
 }
 
 /// Whether each kind of [`Lookup`] counts in the server's statistics: not known yet, yes, no.
-/// The first lookup of a kind that finds its key tells, by reading the statistics before and
-/// after it (nothing else runs meanwhile); later ones add to the counts by their result. (Read
-/// around every slice instead, the statistics cost 6% of a FULL analysis' time.)
+/// The first lookup of a kind tells, by reading the statistics before and after it (nothing
+/// else runs meanwhile); later ones add to the counts by their result. (Read around every
+/// slice instead, the statistics cost 6% of a FULL analysis' time.)
 static LOOKUP_COUNTS_STATS: [AtomicU8; 3] = [const { AtomicU8::new(UNKNOWN) }; 3];
 const UNKNOWN: u8 = 0;
 const COUNTS: u8 = 1;
@@ -1548,20 +1548,19 @@ unsafe fn counted<T>(
         UNKNOWN => {
             let before = crate::server::keyspace_lookups(ctx);
             let out = lookup();
+            // Settled by the first lookup, whatever it found: a server counts a kind of lookup
+            // as a hit or a miss alike, and a call that fails (a renamed command) fails every
+            // time and counts nothing. Left unsettled, every lookup would read the
+            // statistics twice. Without statistics there is nothing to count.
+            let mut counts = false;
             if let (Some((h0, m0)), Some((h1, m1))) = (before, crate::server::keyspace_lookups(ctx))
             {
                 let (hits, misses) = (h1.saturating_sub(h0), m1.saturating_sub(m0));
                 LOOKUP_HITS.fetch_add(hits, Ordering::Relaxed);
                 LOOKUP_MISSES.fetch_add(misses, Ordering::Relaxed);
-                // A lookup that failed (a blocked command, a vanished key) may count nothing
-                // where a successful one would: only a found key settles it.
-                if hits + misses > 0 || found(&out) {
-                    state.store(
-                        if hits + misses > 0 { COUNTS } else { SILENT },
-                        Ordering::Relaxed,
-                    );
-                }
+                counts = hits + misses > 0;
             }
+            state.store(if counts { COUNTS } else { SILENT }, Ordering::Relaxed);
             out
         }
         COUNTS => {
