@@ -23,8 +23,9 @@ use crate::{configs, hotkeys};
 pub fn command(call: &Call) -> Result<Reply, ReplyError> {
     crate::acl::require_monitor_equivalent(call.ctx, "OPT.ADVISE")?;
     let q = parse_query(call.args).map_err(ReplyError::err)?;
-    if q.samples > 0 {
-        // The keyspace sample runs in slices; the advice is computed when it is done.
+    // The keyspace sample runs in slices; the advice is computed when it is done. Without
+    // MEMORY USAGE (renamed) it could size nothing, and the rules that need it are skipped.
+    if q.samples > 0 && crate::keyspace::memory_usage_works(call.ctx) {
         return crate::keyspace::start_for_advice(call, q);
     }
     Ok(Reply::structured(run(call.ctx, &q, None)))

@@ -290,6 +290,10 @@ pub fn command(call: &Call) -> Result<Reply, ReplyError> {
             }
             Ok(Reply::Int(n))
         }
+        KeyspaceCommand::Run(_) if !memory_usage_works(ctx) => Err(ReplyError::err(
+            "OPT.KEYSPACE sizes keys with MEMORY USAGE, which this server has renamed or \
+             disabled (rename-command MEMORY)",
+        )),
         KeyspaceCommand::Run(query) => start(call, query, None),
     }
 }
@@ -1238,12 +1242,51 @@ unsafe fn memory_usage(
     ctx: *mut raw::RedisModuleCtx,
     keyname: *mut raw::RedisModuleString,
 ) -> Option<u64> {
-    counted(
+    match counted(
         ctx,
         Lookup::MemoryUsage,
         || memory_usage_call(ctx, keyname),
-        Option::is_some,
-    )
+        |r| matches!(r, MemoryUsage::Bytes(_)),
+    ) {
+        MemoryUsage::Bytes(n) => Some(n),
+        MemoryUsage::NoKey | MemoryUsage::Unavailable => None,
+    }
+}
+
+/// What a MEMORY USAGE call gave.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum MemoryUsage {
+    /// The key's bytes.
+    Bytes(u64),
+    /// No such key.
+    NoKey,
+    /// The call failed: MEMORY is renamed away (or the API is missing).
+    Unavailable,
+}
+
+/// Whether MEMORY USAGE answers on this server. An analysis takes every key's size from it on
+/// Redis 8 and Valkey, and checks its computed sizes with it on 7.x; renamed away, it would
+/// report 0 bytes. Asked with a name no key is meant to have, counted like the analysis' other
+/// lookups.
+pub fn memory_usage_works(ctx: *mut raw::RedisModuleCtx) -> bool {
+    const PROBE: &[u8] = b"opt:keyspace:probe:\xff";
+    // SAFETY: ctx is a live context on the main thread; the string is made and freed here.
+    unsafe {
+        let (Some(create), Some(free)) =
+            (raw::RedisModule_CreateString, raw::RedisModule_FreeString)
+        else {
+            return false;
+        };
+        let name = create(ctx, PROBE.as_ptr().cast(), PROBE.len());
+        let answer = counted(
+            ctx,
+            Lookup::MemoryUsage,
+            || memory_usage_call(ctx, name),
+            |r| matches!(r, MemoryUsage::Bytes(_)),
+        );
+        free(ctx, name);
+        answer != MemoryUsage::Unavailable
+    }
 }
 
 /// [`memory_usage`] without counting the lookup.
@@ -1253,39 +1296,45 @@ unsafe fn memory_usage(
 unsafe fn memory_usage_call(
     ctx: *mut raw::RedisModuleCtx,
     keyname: *mut raw::RedisModuleString,
-) -> Option<u64> {
+) -> MemoryUsage {
+    let Some(usage) = subcommand(Subcommand::Usage) else {
+        return MemoryUsage::Unavailable;
+    };
     // Collections are sized from `opt.keyspace-memory-samples` elements; the default is
     // MEMORY USAGE's own, so the argument is left out then.
     let samples = configs::int(idx::KEYSPACE_MEMORY_SAMPLES);
     let reply = if samples == MEMORY_USAGE_DEFAULT_SAMPLES {
-        module_call!(
-            ctx,
-            c"MEMORY".as_ptr(),
-            c"ss".as_ptr(),
-            subcommand(Subcommand::Usage)?,
-            keyname,
-        )?
+        module_call!(ctx, c"MEMORY".as_ptr(), c"ss".as_ptr(), usage, keyname)
     } else {
         module_call!(
             ctx,
             c"MEMORY".as_ptr(),
             c"sscl".as_ptr(),
-            subcommand(Subcommand::Usage)?,
+            usage,
             keyname,
             c"SAMPLES".as_ptr(),
             samples as std::ffi::c_longlong,
-        )?
-    };
-    if reply.is_null() {
-        return None;
+        )
     }
-    let out = (raw::RedisModule_CallReplyType?(reply) == raw::REDISMODULE_REPLY_INTEGER as c_int)
-        .then(|| {
+    .unwrap_or(ptr::null_mut());
+    if reply.is_null() {
+        return MemoryUsage::Unavailable;
+    }
+    let kind = raw::RedisModule_CallReplyType.map_or(-1, |f| f(reply));
+    let out = if kind == raw::REDISMODULE_REPLY_INTEGER as c_int {
+        MemoryUsage::Bytes(
             raw::RedisModule_CallReplyInteger
                 .map_or(0, |f| f(reply))
-                .max(0) as u64
-        });
-    raw::RedisModule_FreeCallReply?(reply);
+                .max(0) as u64,
+        )
+    } else if kind == raw::REDISMODULE_REPLY_ERROR as c_int {
+        MemoryUsage::Unavailable
+    } else {
+        MemoryUsage::NoKey
+    };
+    if let Some(free) = raw::RedisModule_FreeCallReply {
+        free(reply);
+    }
     out
 }
 

@@ -217,6 +217,29 @@ fn rules_are_skipped_with_the_reason_when_config_is_renamed() {
     );
 }
 
+/// Without MEMORY USAGE (renamed away) nothing can be sized: OPT.KEYSPACE refuses with the
+/// reason instead of reporting 0 bytes, and OPT.ADVISE skips the rules that need a keyspace
+/// profile.
+#[test]
+fn without_memory_usage_the_analysis_refuses_and_the_advice_skips_it() {
+    let server = Server::with_config(&["rename-command MEMORY \"\""]);
+    let mut c = server.conn();
+    for i in 0..200 {
+        ok(&mut c, &["SET", &format!("cache:item:{i}"), "v"]);
+    }
+    let e = err(&mut c, &["OPT.KEYSPACE", "FULL"]);
+    assert!(e.contains("MEMORY USAGE") && e.contains("renamed"), "{e}");
+    let r = advise(&mut c, &["SAMPLES", "100"]);
+    assert!(
+        r.skipped
+            .iter()
+            .any(|(id, why)| id == "keys-without-ttl" && why.contains("no keyspace profile")),
+        "{:?}",
+        r.skipped
+    );
+    assert!(rules(&r).contains(&"maxmemory-unset".to_string()));
+}
+
 #[test]
 fn optctl_advise_groups_findings_and_fails_on_request() {
     let server = Server::start();
