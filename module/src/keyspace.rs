@@ -1266,26 +1266,40 @@ enum MemoryUsage {
 
 /// Whether MEMORY USAGE answers on this server. An analysis takes every key's size from it on
 /// Redis 8 and Valkey, and checks its computed sizes with it on 7.x; renamed away, it would
-/// report 0 bytes. Asked with a name no key is meant to have, counted like the analysis' other
-/// lookups.
+/// report 0 bytes. Asked of `COMMAND INFO MEMORY`, which names no key: a probe with a key
+/// would be refused in a cluster for any slot another node serves. If COMMAND itself is
+/// renamed, MEMORY is assumed to be there.
 pub fn memory_usage_works(ctx: *mut raw::RedisModuleCtx) -> bool {
-    const PROBE: &[u8] = b"opt:keyspace:probe:\xff";
-    // SAFETY: ctx is a live context on the main thread; the string is made and freed here.
+    // SAFETY: ctx is a live context on the main thread; the reply is freed here.
     unsafe {
-        let (Some(create), Some(free)) =
-            (raw::RedisModule_CreateString, raw::RedisModule_FreeString)
-        else {
-            return false;
-        };
-        let name = create(ctx, PROBE.as_ptr().cast(), PROBE.len());
-        let answer = counted(
+        let Some(reply) = module_call!(
             ctx,
-            Lookup::MemoryUsage,
-            || memory_usage_call(ctx, name),
-            |r| matches!(r, MemoryUsage::Bytes(_)),
-        );
-        free(ctx, name);
-        answer != MemoryUsage::Unavailable
+            c"COMMAND".as_ptr(),
+            c"cc".as_ptr(),
+            c"INFO".as_ptr(),
+            c"MEMORY".as_ptr(),
+        ) else {
+            return true;
+        };
+        if reply.is_null() {
+            return true;
+        }
+        let (Some(kind), Some(element), Some(free)) = (
+            raw::RedisModule_CallReplyType,
+            raw::RedisModule_CallReplyArrayElement,
+            raw::RedisModule_FreeCallReply,
+        ) else {
+            return true;
+        };
+        let entry = if kind(reply) == raw::REDISMODULE_REPLY_ARRAY as c_int {
+            element(reply, 0)
+        } else {
+            ptr::null_mut()
+        };
+        // An unknown command's entry is a null.
+        let known = !entry.is_null() && kind(entry) == raw::REDISMODULE_REPLY_ARRAY as c_int;
+        free(reply);
+        known
     }
 }
 
