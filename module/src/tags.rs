@@ -1568,12 +1568,17 @@ unsafe fn overwrite_in_place(key: *mut raw::RedisModuleKey, value: &[u8]) -> boo
 
 /// Whether SET would store `value` as an integer: canonical decimal digits in `i64` range
 /// (no sign but `-`, no leading zero, at most 20 bytes), as the server's `string2ll` reads.
+/// Checked byte by byte, without an allocation: it runs on OPT.SET's write path.
 fn set_stores_as_integer(value: &[u8]) -> bool {
-    value.len() <= 20
-        && std::str::from_utf8(value)
-            .ok()
-            .and_then(|s| s.parse::<i64>().ok())
-            .is_some_and(|n| n.to_string().as_bytes() == value)
+    let digits = value.strip_prefix(b"-").unwrap_or(value);
+    let canonical = match digits {
+        [b'0'] => digits.len() == value.len(),
+        [b'1'..=b'9', rest @ ..] => rest.iter().all(u8::is_ascii_digit),
+        _ => false,
+    };
+    canonical
+        && value.len() <= 20
+        && std::str::from_utf8(value).is_ok_and(|s| s.parse::<i64>().is_ok())
 }
 
 /// Raises a keyspace event, as the server's own commands do.
