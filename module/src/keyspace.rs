@@ -5,9 +5,10 @@
 //! `opt_core::keyspace::slice_budget_us`), and other clients are served between slices. FULL
 //! walks every key with `RedisModule_Scan`; SAMPLES picks random keys. For each key the module
 //! reads its type, length, TTL and idle time (or LFU counter) from the key handle, opened
-//! without touching the key, and its bytes from `MEMORY USAGE` (the server's own accounting). The aggregation is `opt_core::keyspace`. A running
-//! analysis reports its progress (`OPT.KEYSPACE STATUS`), can be cancelled (`OPT.KEYSPACE
-//! CANCEL`), and is cancelled when its client disconnects.
+//! without touching the key, and its bytes from `MEMORY USAGE` (the server's own accounting).
+//! The aggregation is `opt_core::keyspace`. A running analysis reports its progress
+//! (`OPT.KEYSPACE STATUS`), can be cancelled (`OPT.KEYSPACE CANCEL`), and is cancelled when
+//! its client disconnects.
 
 use std::ffi::{c_int, c_void, CStr};
 use std::ptr;
@@ -1268,8 +1269,15 @@ enum MemoryUsage {
 /// Redis 8 and Valkey, and checks its computed sizes with it on 7.x; renamed away, it would
 /// report 0 bytes. Asked of `COMMAND INFO MEMORY`, which names no key: a probe with a key
 /// would be refused in a cluster for any slot another node serves. If COMMAND itself is
-/// renamed, MEMORY is assumed to be there.
+/// renamed, MEMORY is assumed to be there. Asked once: `rename-command` is read at startup
+/// only.
 pub fn memory_usage_works(ctx: *mut raw::RedisModuleCtx) -> bool {
+    static WORKS: OnceLock<bool> = OnceLock::new();
+    *WORKS.get_or_init(|| memory_usage_listed(ctx))
+}
+
+/// [`memory_usage_works`], asked of the server.
+fn memory_usage_listed(ctx: *mut raw::RedisModuleCtx) -> bool {
     // SAFETY: ctx is a live context on the main thread; the reply is freed here.
     unsafe {
         let Some(reply) = module_call!(
