@@ -672,16 +672,15 @@ fn hot_missing_key(s: &Snapshot, _: &Thresholds) -> Outcome {
 /// The server's keyspace hits and misses from clients: less the lookups that the module's own
 /// analyses made (`opt_keyspace_lookup_hits`, `opt_keyspace_lookup_misses`; MEMORY USAGE
 /// counts as a hit on some versions, so a FULL analysis of a million keys would add a million).
-pub fn client_lookups(info: &std::collections::HashMap<String, String>) -> Option<(f64, f64)> {
-    let n = |k: &str| info.get(k).and_then(|v| v.parse::<f64>().ok());
-    let hits = n("keyspace_hits")? - n("opt_keyspace_lookup_hits").unwrap_or(0.0);
-    let misses = n("keyspace_misses")? - n("opt_keyspace_lookup_misses").unwrap_or(0.0);
-    Some((hits.max(0.0), misses.max(0.0)))
+fn client_lookups(s: &Snapshot) -> Result<(f64, f64), String> {
+    let hits = info_num(s, "keyspace_hits")? - num(s, "opt_keyspace_lookup_hits").unwrap_or(0.0);
+    let misses =
+        info_num(s, "keyspace_misses")? - num(s, "opt_keyspace_lookup_misses").unwrap_or(0.0);
+    Ok((hits.max(0.0), misses.max(0.0)))
 }
 
 fn low_hit_ratio(s: &Snapshot, _: &Thresholds) -> Outcome {
-    let (hits, misses) = try_skip!(client_lookups(&s.info)
-        .ok_or_else(|| "INFO has no keyspace_hits or keyspace_misses on this server".to_string()));
+    let (hits, misses) = try_skip!(client_lookups(s));
     let total = hits + misses;
     if total < 1000.0 || hits / total >= 0.8 {
         return Outcome::Pass;
@@ -1847,7 +1846,7 @@ mod tests {
         assert!(low(&s));
         set(&mut s, "opt_keyspace_lookup_misses", "8500");
         assert!(!low(&s));
-        assert_eq!(client_lookups(&s.info), Some((9000.0, 500.0)));
+        assert_eq!(client_lookups(&s), Ok((9000.0, 500.0)));
     }
 
     #[test]
