@@ -9,16 +9,7 @@ use std::net::TcpStream;
 
 use opt_core::report::KeyspaceProgress;
 use opt_harness::redis::{self, Connection, Value};
-use opt_harness::{info_int, Server, ServerOptions};
-
-/// Runs `args`, ignoring its reply or error (the error paths are part of the workload).
-fn run(c: &mut Connection, args: &[&str]) -> Result<Value, String> {
-    let mut cmd = redis::cmd(args[0]);
-    for a in &args[1..] {
-        cmd.arg(*a);
-    }
-    cmd.query::<Value>(c).map_err(|e| e.to_string())
-}
+use opt_harness::{err, info_int, ok, Server, ServerOptions};
 
 /// One round of every OPT command, with the same keys each round: tagged writes,
 /// invalidations (plain, ASYNC, SOFT), tag queries, OPT.FETCH with a lock, hot keys, both
@@ -27,11 +18,10 @@ fn round(c: &mut Connection) {
     for j in 0..50 {
         let key = format!("page:{j}");
         let tag = format!("user:{}", j % 10);
-        run(
+        ok(
             c,
             &["OPT.SET", &key, "v", "EX", "600", "TAGS", &tag, "site"],
-        )
-        .unwrap();
+        );
     }
     let must_work: &[&[&str]] = &[
         &["OPT.TAG", "page:0", "extra"],
@@ -67,9 +57,7 @@ fn round(c: &mut Connection) {
         &["OPT.HELP"],
     ];
     for args in must_work {
-        if let Err(e) = run(c, args) {
-            panic!("{args:?}: {e}");
-        }
+        ok(c, args);
     }
     let must_fail: &[&[&str]] = &[
         &["OPT.SET", "k", "v", "TAGS"],
@@ -85,7 +73,7 @@ fn round(c: &mut Connection) {
         &["OPT.ADVISE", "MIN-SEVERITY", "nope"],
     ];
     for args in must_fail {
-        assert!(run(c, args).is_err(), "{args:?} should fail");
+        err(c, args);
     }
 }
 
@@ -144,7 +132,7 @@ fn cancelled_and_abandoned(server: &Server, c: &mut Connection) {
     let mut blocked = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
     blocked.write_all(b"OPT.KEYSPACE FULL\r\n").unwrap();
     wait_running(server, 1);
-    assert_eq!(run(c, &["OPT.KEYSPACE", "CANCEL"]), Ok(Value::Int(1)));
+    assert_eq!(ok(c, &["OPT.KEYSPACE", "CANCEL"]), Value::Int(1));
     blocked
         .set_read_timeout(Some(std::time::Duration::from_secs(10)))
         .unwrap();
