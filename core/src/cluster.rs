@@ -312,7 +312,7 @@ fn add_counts(into: &mut Vec<(String, u64)>, from: &[(String, u64)]) {
 }
 
 /// Merges the keyspace analyses of every primary into one: a pattern's keys, bytes, types,
-/// encodings and TTL/idle buckets add up across shards (confidence intervals add in
+/// encodings and TTL, idle and LFU buckets add up across shards (confidence intervals add in
 /// quadrature, as independent samples do), the top lists are re-ranked, and the per-hour
 /// expiries add up. So do the size distributions, range by range, and the size percentiles
 /// are those of the sum; when a node sent no distribution (a module older than the field),
