@@ -187,11 +187,8 @@ pub fn csv(r: &KeyspaceReport) -> String {
 
 /// The human-readable report: tables and bar charts.
 pub fn render_report(r: &KeyspaceReport) -> String {
-    render_report_at(r, table::unix_now())
-}
-
-/// [`render_report`] with `now` (Unix seconds) as the time that expiry times are told from.
-pub fn render_report_at(r: &KeyspaceReport, now: i64) -> String {
+    // Expiry times are told from this machine's clock.
+    let now = table::unix_now();
     let what = if r.mode == "full" {
         "keys (every key) analysed".to_string()
     } else if r.names_drawn > 0 {
