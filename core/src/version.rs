@@ -94,3 +94,29 @@ mod identity_tests {
         assert_eq!(server_identity("nothing"), None);
     }
 }
+
+/// The names of the modules listed in the text of `INFO modules`
+/// (`module:name=opt,ver=...`), other than `own`.
+pub fn other_modules<'a>(info_modules: &'a str, own: &str) -> Vec<&'a str> {
+    info_modules
+        .lines()
+        .filter_map(|l| l.strip_prefix("module:name="))
+        .map(|rest| rest.split(',').next().unwrap_or_default().trim())
+        .filter(|name| !name.is_empty() && *name != own)
+        .collect()
+}
+
+#[cfg(test)]
+mod modules_tests {
+    use super::other_modules;
+
+    #[test]
+    fn lists_every_module_but_ours() {
+        let info = "# Modules\r\nmodule:name=search,ver=80600,api=1,filters=0,usedby=[],\
+                    using=[],options=[]\r\nmodule:name=opt,ver=100,api=1,filters=1,usedby=[],\
+                    using=[],options=[handle-io-errors]\r\n";
+        assert_eq!(other_modules(info, "opt"), vec!["search"]);
+        assert!(other_modules("# Modules\r\n", "opt").is_empty());
+        assert!(other_modules("module:name=opt,ver=1\r\n", "opt").is_empty());
+    }
+}

@@ -1,5 +1,5 @@
-//! Server events (loading, replication role, FLUSHDB, SWAPDB, and client changes in cluster
-//! mode), subscribed once.
+//! Server events (loading, replication role, FLUSHDB, SWAPDB, modules loaded and unloaded, and
+//! client changes in cluster mode), subscribed once.
 //!
 //! Redis keeps one callback per module and event: a second subscription replaces the first.
 //! So the module subscribes here, once, and hands each event to every subsystem that needs it.
@@ -8,7 +8,7 @@ use std::ffi::c_void;
 
 use redis_module::raw;
 
-use crate::{guard, hotkeys, slot_migration, tag_migration, tags};
+use crate::{event_audience, guard, hotkeys, slot_migration, tag_migration, tags};
 
 /// Subscribes to the server events the subsystems follow; `identity` is the server's name and
 /// version (`redis 8.6.3`), which tells which slot-migration events it has.
@@ -21,6 +21,7 @@ pub fn subscribe(ctx: *mut raw::RedisModuleCtx, identity: &str) -> Result<(), St
             raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED,
             raw::REDISMODULE_EVENT_FLUSHDB,
             raw::REDISMODULE_EVENT_SWAPDB,
+            raw::REDISMODULE_EVENT_MODULE_CHANGE,
         ] {
             if subscribe(
                 ctx,
@@ -65,5 +66,7 @@ unsafe extern "C" fn dispatch(
         unsafe { slot_migration::on_server_event(ctx, eid.id, subevent, data) };
         // SAFETY: as above.
         unsafe { tag_migration::on_server_event(eid.id, subevent, data) };
+        // SAFETY: as above.
+        unsafe { event_audience::on_server_event(eid.id, subevent, data) };
     });
 }

@@ -9,6 +9,7 @@ mod advise;
 mod blocked;
 mod commands;
 mod configs;
+mod event_audience;
 mod events;
 mod guard;
 mod hotkeys;
@@ -143,6 +144,7 @@ fn load(ctx: *mut raw::RedisModuleCtx, args: &[String]) -> Result<(), String> {
     tag_migration::init(ctx);
     keyspace::init(ctx);
     reply::init_ok_reply(ctx);
+    event_audience::init(ctx);
     events::subscribe(ctx, &display_version)?;
     info::register(ctx)?;
     let found: Vec<String> = features

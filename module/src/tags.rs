@@ -31,7 +31,7 @@ use crate::commands::Call;
 use crate::reply::{string_bytes, Field, Reply, ReplyError};
 use crate::server::commands_processed;
 use crate::state::{module_call, MainThreadCell};
-use crate::{configs, guard, log};
+use crate::{configs, event_audience, guard, log};
 
 struct TagState {
     index: TagIndex,
@@ -1504,9 +1504,14 @@ pub fn set(call: &Call) -> Result<Reply, ReplyError> {
             }
             st.locks.release(db, key);
         })?;
+        // Raised only when someone but this module's index could see them (see
+        // event_audience): nobody else would, and the server's delivery to the index costs a
+        // module context on Redis 7.0.
         let own = OwnEvents::begin(true);
-        notify(ctx, raw::REDISMODULE_NOTIFY_STRING, c"set", key_name);
-        if expires {
+        if event_audience::anyone_sees(raw::REDISMODULE_NOTIFY_STRING) {
+            notify(ctx, raw::REDISMODULE_NOTIFY_STRING, c"set", key_name);
+        }
+        if expires && event_audience::anyone_sees(raw::REDISMODULE_NOTIFY_GENERIC) {
             notify(ctx, raw::REDISMODULE_NOTIFY_GENERIC, c"expire", key_name);
         }
         drop(own);

@@ -26,7 +26,8 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Builds the module (with its test-only commands) and optctl once per test process.
+/// Builds the module (with its test-only commands), optctl and the test-only listener module
+/// once per test process.
 fn build_artifacts() -> &'static PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
@@ -45,6 +46,8 @@ fn build_artifacts() -> &'static PathBuf {
                     "redis-opt-module",
                     "-p",
                     "redis-opt-ctl",
+                    "-p",
+                    "opt-test-listener",
                     "--features",
                     "redis-opt-module/test-commands",
                 ])
@@ -62,6 +65,12 @@ pub fn module_path() -> PathBuf {
         Some(p) => PathBuf::from(p),
         None => build_artifacts().join("libredis_opt.so"),
     }
+}
+
+/// Path of the test-only second module (`tests/listener`), which records the keyspace events
+/// it receives (`LISTENER.EVENTS`).
+pub fn listener_module_path() -> PathBuf {
+    build_artifacts().join("libopt_test_listener.so")
 }
 
 /// Path of the freshly built `optctl`.

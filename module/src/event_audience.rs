@@ -1,0 +1,99 @@
+//! Whether a keyspace event this module raises for its own write would reach anyone.
+//!
+//! OPT.SET raises `set` (and `expire`) as SET does, so that pub/sub subscribers and other
+//! modules see the same events. Raising one is not free even when nobody listens: the server
+//! builds a module context for every module subscribed to the event's class, and on Redis 7.0
+//! the tag index itself is subscribed to string events, so each OPT.SET paid for a context
+//! delivering its own `set` back to the index, which ignores it (about 5% of a short
+//! OPT.SET). The event can only be observed by pub/sub, when `notify-keyspace-events`
+//! publishes its class, and by another module. So the module counts the other modules loaded
+//! (`INFO modules` at load, then the server's module-change events) and raises its own events
+//! only when one of the two could see them: what every observer gets is unchanged.
+
+use std::ffi::{c_void, CStr};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use redis_module::raw;
+
+use crate::{reply, MODULE_NAME};
+
+/// How many modules other than this one are loaded.
+static OTHER_MODULES: AtomicUsize = AtomicUsize::new(0);
+/// Set once [`OTHER_MODULES`] was counted at load; until then (or if `INFO modules` failed)
+/// every event is raised.
+static COUNTED: AtomicBool = AtomicBool::new(false);
+
+/// Counts the modules loaded before this one, from `INFO modules`; called from OnLoad, when
+/// this module is not listed yet (it is filtered out by name anyway).
+pub fn init(ctx: *mut raw::RedisModuleCtx) {
+    // SAFETY: ctx is the OnLoad context; "c" takes one C string; the reply is freed below,
+    // after its text was read.
+    let text = unsafe {
+        let Some(reply) =
+            crate::state::module_call!(ctx, c"INFO".as_ptr(), c"c".as_ptr(), c"modules".as_ptr())
+        else {
+            return;
+        };
+        if reply.is_null() {
+            return;
+        }
+        let text = reply::call_reply_bytes(reply).map(|b| String::from_utf8_lossy(b).into_owned());
+        if let Some(free) = raw::RedisModule_FreeCallReply {
+            free(reply);
+        }
+        text
+    };
+    let Some(text) = text else { return };
+    let others = opt_core::version::other_modules(&text, MODULE_NAME);
+    OTHER_MODULES.store(others.len(), Ordering::Relaxed);
+    COUNTED.store(true, Ordering::Relaxed);
+    if !others.is_empty() {
+        crate::log::notice(&format!(
+            "other modules loaded ({}): this module's own keyspace events are always raised",
+            others.join(", ")
+        ));
+    }
+}
+
+/// Follows modules loaded and unloaded after this one (`REDISMODULE_EVENT_MODULE_CHANGE`).
+///
+/// # Safety
+/// `data` is what the server passed with the event: a `RedisModuleModuleChange` for a
+/// module-change event.
+pub unsafe fn on_server_event(eid: u64, subevent: u64, data: *mut c_void) {
+    if eid != raw::REDISMODULE_EVENT_MODULE_CHANGE || data.is_null() {
+        return;
+    }
+    // SAFETY: for this event the server passes a live RedisModuleModuleChange.
+    let change = unsafe { &*(data as *const raw::RedisModuleModuleChange) };
+    if change.module_name.is_null() {
+        return;
+    }
+    // SAFETY: the server's module name, a NUL-terminated string live during the event.
+    let name = unsafe { CStr::from_ptr(change.module_name) }.to_bytes();
+    if name == MODULE_NAME.as_bytes() {
+        return;
+    }
+    if subevent == raw::REDISMODULE_SUBEVENT_MODULE_LOADED {
+        OTHER_MODULES.fetch_add(1, Ordering::Relaxed);
+    } else if subevent == raw::REDISMODULE_SUBEVENT_MODULE_UNLOADED {
+        let _ = OTHER_MODULES.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+            Some(n.saturating_sub(1))
+        });
+    }
+}
+
+/// Whether an event of class `kind` (`REDISMODULE_NOTIFY_STRING`, ...) that this module
+/// raises for a write it already applied to its own index could be seen: by pub/sub under
+/// the current `notify-keyspace-events`, or by another module.
+pub fn anyone_sees(kind: i32) -> bool {
+    if !COUNTED.load(Ordering::Relaxed) || OTHER_MODULES.load(Ordering::Relaxed) > 0 {
+        return true;
+    }
+    // SAFETY: reads the server's current flags; no arguments.
+    let Some(flags) = (unsafe { raw::RedisModule_GetNotifyKeyspaceEvents.map(|f| f()) }) else {
+        return true;
+    };
+    let published = raw::REDISMODULE_NOTIFY_KEYSPACE | raw::REDISMODULE_NOTIFY_KEYEVENT;
+    flags & kind != 0 && flags & published != 0
+}
