@@ -23,9 +23,19 @@ static OTHER_MODULES: AtomicUsize = AtomicUsize::new(0);
 /// every event is raised.
 static COUNTED: AtomicBool = AtomicBool::new(false);
 
-/// Counts the modules loaded before this one, from `INFO modules`; called from OnLoad, when
-/// this module is not listed yet (it is filtered out by name anyway).
-pub fn init(ctx: *mut raw::RedisModuleCtx) {
+/// Modules that ship inside a server and subscribe to no keyspace event, as `(server, module)`
+/// with the server as `server_identity` names it: Redis 8's vector sets (`vectorset`, checked
+/// in Redis' `modules/vector-sets/vset.c`) and Valkey 9's Lua engine (`lua`,
+/// `src/modules/lua/engine_lua.c`). Counting them would make every OPT.SET on those servers
+/// raise events that nobody receives.
+const BUILT_IN_MODULES_WITHOUT_EVENTS: [(&str, &str); 2] =
+    [("redis", "vectorset"), ("valkey", "lua")];
+
+/// Counts the modules loaded before this one, from `INFO modules`, leaving out the server's
+/// built-in modules that subscribe to no event; called from OnLoad, when this module is not
+/// listed yet (it is filtered out by name anyway). `identity` is the server's name and version
+/// (`redis 8.6.3`).
+pub fn init(ctx: *mut raw::RedisModuleCtx, identity: &str) {
     // SAFETY: ctx is the OnLoad context; "c" takes one C string; the reply is freed below,
     // after its text was read.
     let text = unsafe {
@@ -44,7 +54,11 @@ pub fn init(ctx: *mut raw::RedisModuleCtx) {
         text
     };
     let Some(text) = text else { return };
-    let others = opt_core::version::other_modules(&text, MODULE_NAME);
+    let server = identity.split(' ').next().unwrap_or_default();
+    let others: Vec<&str> = opt_core::version::other_modules(&text, MODULE_NAME)
+        .into_iter()
+        .filter(|m| !BUILT_IN_MODULES_WITHOUT_EVENTS.contains(&(server, *m)))
+        .collect();
     OTHER_MODULES.store(others.len(), Ordering::Relaxed);
     COUNTED.store(true, Ordering::Relaxed);
     if !others.is_empty() {

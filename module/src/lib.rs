@@ -144,7 +144,7 @@ fn load(ctx: *mut raw::RedisModuleCtx, args: &[String]) -> Result<(), String> {
     tag_migration::init(ctx);
     keyspace::init(ctx);
     reply::init_ok_reply(ctx);
-    event_audience::init(ctx);
+    event_audience::init(ctx, &display_version);
     events::subscribe(ctx, &display_version)?;
     info::register(ctx)?;
     let found: Vec<String> = features
