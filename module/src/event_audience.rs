@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use redis_module::raw;
 
-use crate::{reply, MODULE_NAME};
+use crate::MODULE_NAME;
 
 /// How many modules other than this one are loaded.
 static OTHER_MODULES: AtomicUsize = AtomicUsize::new(0);
@@ -36,24 +36,9 @@ const BUILT_IN_MODULES_WITHOUT_EVENTS: [(&str, &str); 2] =
 /// listed yet (it is filtered out by name anyway). `identity` is the server's name and version
 /// (`redis 8.6.3`).
 pub fn init(ctx: *mut raw::RedisModuleCtx, identity: &str) {
-    // SAFETY: ctx is the OnLoad context; "c" takes one C string; the reply is freed below,
-    // after its text was read.
-    let text = unsafe {
-        let Some(reply) =
-            crate::state::module_call!(ctx, c"INFO".as_ptr(), c"c".as_ptr(), c"modules".as_ptr())
-        else {
-            return;
-        };
-        if reply.is_null() {
-            return;
-        }
-        let text = reply::call_reply_bytes(reply).map(|b| String::from_utf8_lossy(b).into_owned());
-        if let Some(free) = raw::RedisModule_FreeCallReply {
-            free(reply);
-        }
-        text
+    let Some(text) = crate::info_section(ctx, c"modules") else {
+        return;
     };
-    let Some(text) = text else { return };
     let server = identity.split(' ').next().unwrap_or_default();
     let others: Vec<&str> = opt_core::version::other_modules(&text, MODULE_NAME)
         .into_iter()

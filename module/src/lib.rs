@@ -25,7 +25,7 @@ mod tag_info;
 mod tag_migration;
 mod tags;
 
-use std::ffi::{c_int, CString};
+use std::ffi::{c_int, CStr, CString};
 
 use opt_core::version::{server_identity, MIN_SUPPORTED};
 use redis_module::raw;
@@ -130,7 +130,7 @@ fn load(ctx: *mut raw::RedisModuleCtx, args: &[String]) -> Result<(), String> {
         ));
     }
     let features = server::detect_features();
-    let display_version = info_server(ctx)
+    let display_version = info_section(ctx, c"server")
         .as_deref()
         .and_then(server_identity)
         .unwrap_or_else(|| format!("redis {version}"));
@@ -165,13 +165,13 @@ fn load(ctx: *mut raw::RedisModuleCtx, args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-/// The text of `INFO server`, through `RedisModule_Call`.
-fn info_server(ctx: *mut raw::RedisModuleCtx) -> Option<String> {
-    // SAFETY: ctx is the OnLoad context; "c" takes one C string; the reply is freed below and
-    // its buffer copied before that.
+/// The text of one `INFO` section (`c"server"`, `c"modules"`), through `RedisModule_Call`.
+pub(crate) fn info_section(ctx: *mut raw::RedisModuleCtx, section: &CStr) -> Option<String> {
+    // SAFETY: ctx is a live context of this module on the main thread; "c" takes one C
+    // string; the reply is freed below and its buffer copied before that.
     unsafe {
         let reply =
-            crate::state::module_call!(ctx, c"INFO".as_ptr(), c"c".as_ptr(), c"server".as_ptr())?;
+            crate::state::module_call!(ctx, c"INFO".as_ptr(), c"c".as_ptr(), section.as_ptr())?;
         if reply.is_null() {
             return None;
         }
