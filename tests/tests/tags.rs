@@ -1363,3 +1363,41 @@ fn expired_keys_leave_the_index_before_anyone_looks() {
     assert!(keys.1.is_empty(), "{keys:?}");
     assert_eq!(tag_info(&mut c).pairs, 2);
 }
+
+/// An invalidation deletes only its own keys' entries, and on Redis 8.2+ drops the index's
+/// keyspace subscription while it runs (its events are its own): afterwards the index must
+/// follow the keyspace again, deletion and expiry alike, and pub/sub still got every `del`.
+#[test]
+fn the_index_follows_the_keyspace_again_after_an_invalidation() {
+    let server = Server::start();
+    let mut c = server.conn();
+    ok(&mut c, &["CONFIG", "SET", "notify-keyspace-events", "Eg"]);
+    for i in 0..50 {
+        ok(&mut c, &["OPT.SET", &format!("gone:{i}"), "v", "TAGS", "gone"]);
+    }
+    ok(&mut c, &["OPT.SET", "kept:1", "v", "TAGS", "kept"]);
+    ok(&mut c, &["OPT.SET", "kept:2", "v", "PX", "300", "TAGS", "kept"]);
+    let mut events_conn = server.conn();
+    let mut events = events_conn.as_pubsub();
+    events.subscribe("__keyevent@0__:del").unwrap();
+    events
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    assert_eq!(ok(&mut c, &["OPT.INVALIDATE", "gone"]), Value::Int(50));
+    let mut deleted: Vec<String> = (0..50)
+        .map(|_| events.get_message().unwrap().get_payload().unwrap())
+        .collect();
+    deleted.sort();
+    let mut expected: Vec<String> = (0..50).map(|i| format!("gone:{i}")).collect();
+    expected.sort();
+    assert_eq!(deleted, expected);
+    assert_eq!(info(&mut c).keys, 2);
+    assert_eq!(info_int(&mut c, "opt", "opt_tags_following_keyspace"), 1);
+    // A DEL and an expiry after it still take their keys out of the index.
+    ok(&mut c, &["DEL", "kept:1"]);
+    assert_eq!(info(&mut c).keys, 1);
+    server.wait_for("the expired key to leave the index", Duration::from_secs(10), |con| {
+        info(con).keys == 0
+    });
+    assert!(tags(&mut c, "kept:2").is_empty());
+}
