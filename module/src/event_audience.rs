@@ -12,6 +12,7 @@
 
 use std::ffi::{c_void, CStr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::OnceLock;
 
 use redis_module::raw;
 
@@ -31,18 +32,32 @@ static COUNTED: AtomicBool = AtomicBool::new(false);
 const BUILT_IN_MODULES_WITHOUT_EVENTS: [(&str, &str); 2] =
     [("redis", "vectorset"), ("valkey", "lua")];
 
-/// Counts the modules loaded before this one, from `INFO modules`, leaving out the server's
-/// built-in modules that subscribe to no event; called from OnLoad, when this module is not
-/// listed yet (it is filtered out by name anyway). `identity` is the server's name and version
-/// (`redis 8.6.3`).
+/// The server's name as `server_identity` gives it (`redis`, `valkey`), set at load.
+static SERVER_NAME: OnceLock<String> = OnceLock::new();
+
+/// Whether a module named `name` may receive this module's events: any module but this one
+/// and the server's built-in modules that subscribe to none.
+fn may_listen(name: &str) -> bool {
+    let server = SERVER_NAME.get().map(String::as_str).unwrap_or_default();
+    name != MODULE_NAME && !BUILT_IN_MODULES_WITHOUT_EVENTS.contains(&(server, name))
+}
+
+/// Counts the modules loaded before this one that may receive its events, from `INFO
+/// modules`; called from OnLoad, when this module is not listed yet (it is filtered out by
+/// name anyway). `identity` is the server's name and version (`redis 8.6.3`). Built-in
+/// modules may also load after this one (Valkey 9 loads `lua` after the configured modules),
+/// which [`on_server_event`] sees.
 pub fn init(ctx: *mut raw::RedisModuleCtx, identity: &str) {
+    let _ = SERVER_NAME.set(identity.split(' ').next().unwrap_or_default().to_string());
     let Some(text) = crate::info_section(ctx, c"modules") else {
+        crate::log::warning(
+            "could not read INFO modules: this module's own keyspace events are always raised",
+        );
         return;
     };
-    let server = identity.split(' ').next().unwrap_or_default();
     let others: Vec<&str> = opt_core::version::other_modules(&text, MODULE_NAME)
         .into_iter()
-        .filter(|m| !BUILT_IN_MODULES_WITHOUT_EVENTS.contains(&(server, *m)))
+        .filter(|m| may_listen(m))
         .collect();
     OTHER_MODULES.store(others.len(), Ordering::Relaxed);
     COUNTED.store(true, Ordering::Relaxed);
@@ -69,8 +84,8 @@ pub unsafe fn on_server_event(eid: u64, subevent: u64, data: *mut c_void) {
         return;
     }
     // SAFETY: the server's module name, a NUL-terminated string live during the event.
-    let name = unsafe { CStr::from_ptr(change.module_name) }.to_bytes();
-    if name == MODULE_NAME.as_bytes() {
+    let name = unsafe { CStr::from_ptr(change.module_name) }.to_string_lossy();
+    if !may_listen(&name) {
         return;
     }
     if subevent == raw::REDISMODULE_SUBEVENT_MODULE_LOADED {
@@ -80,6 +95,12 @@ pub unsafe fn on_server_event(eid: u64, subevent: u64, data: *mut c_void) {
             Some(n.saturating_sub(1))
         });
     }
+}
+
+/// How many loaded modules other than this one may receive its keyspace events (`INFO opt`:
+/// `opt_event_listener_modules`).
+pub fn listener_modules() -> u64 {
+    OTHER_MODULES.load(Ordering::Relaxed) as u64
 }
 
 /// Whether an event of class `kind` (`REDISMODULE_NOTIFY_STRING`, ...) that this module

@@ -110,6 +110,10 @@ fn fields() -> Vec<(&'static str, Field)> {
     out.push(("keyspace_lookup_hits", Field::Count(hits)));
     out.push(("keyspace_lookup_misses", Field::Count(misses)));
     out.push((
+        "event_listener_modules",
+        Field::Count(crate::event_audience::listener_modules()),
+    ));
+    out.push((
         "panics_caught",
         Field::Count(guard::PANICS_CAUGHT.load(Ordering::Relaxed)),
     ));

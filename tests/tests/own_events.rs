@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use opt_harness::redis::{self, Connection};
-use opt_harness::{listener_module_path, module_path, ok, Server, ServerOptions};
+use opt_harness::{info_int, listener_module_path, module_path, ok, Server, ServerOptions};
 
 /// The pub/sub messages (`channel payload`) that `command` causes, read until a marker
 /// published after it arrives.
@@ -35,6 +35,9 @@ fn published_by(server: &Server, c: &mut Connection, command: &[&str]) -> Vec<St
 fn pubsub_gets_set_s_events_from_opt_set_under_every_setting() {
     let server = Server::start();
     let mut c = server.conn();
+    // Alone on the server (its built-in modules, Redis 8's vectorset and Valkey 9's lua,
+    // subscribe to no event), the module counts no other module that could receive events.
+    assert_eq!(listeners(&mut c), 0);
     // A tagged key first, so the index follows the keyspace.
     ok(&mut c, &["OPT.SET", "k", "v0", "TAGS", "t"]);
     for flags in ["KEA", "Kg", "E$", "Ex", "K$g", "g$", ""] {
@@ -63,6 +66,11 @@ fn pubsub_gets_set_s_events_from_opt_set_under_every_setting() {
     }
 }
 
+/// `INFO opt`: the other modules that may receive this module's keyspace events.
+fn listeners(c: &mut Connection) -> i64 {
+    info_int(c, "opt", "opt_event_listener_modules")
+}
+
 /// The events the listener module received since it was last asked.
 fn listener_events(c: &mut Connection) -> Vec<String> {
     redis::cmd("LISTENER.EVENTS").query(c).unwrap()
@@ -89,6 +97,7 @@ fn another_module_gets_opt_set_s_events_whenever_it_was_loaded() {
     let after = Server::with_config(&[&format!("loadmodule {listener}")]);
     let mut c = after.conn();
     ok(&mut c, &["OPT.SET", "k", "v0", "TAGS", "t"]);
+    assert_eq!(listeners(&mut c), 1);
     assert_listener_sees_set_s_events(&mut c, "loaded after");
 
     // Loaded before it (INFO modules when it loads).
@@ -102,6 +111,7 @@ fn another_module_gets_opt_set_s_events_whenever_it_was_loaded() {
     });
     let mut c = before.conn();
     ok(&mut c, &["OPT.SET", "k", "v0", "TAGS", "t"]);
+    assert_eq!(listeners(&mut c), 1);
     assert_listener_sees_set_s_events(&mut c, "loaded before");
 
     // Loaded at runtime, after OPT.SET already skipped events nobody could see; then
@@ -109,9 +119,12 @@ fn another_module_gets_opt_set_s_events_whenever_it_was_loaded() {
     let runtime = Server::with_config(&["enable-module-command yes"]);
     let mut c = runtime.conn();
     ok(&mut c, &["OPT.SET", "k", "v0", "TAGS", "t"]);
+    assert_eq!(listeners(&mut c), 0);
     ok(&mut c, &["MODULE", "LOAD", &listener]);
+    assert_eq!(listeners(&mut c), 1);
     assert_listener_sees_set_s_events(&mut c, "loaded at runtime");
     ok(&mut c, &["MODULE", "UNLOAD", "listener"]);
+    assert_eq!(listeners(&mut c), 0);
     ok(&mut c, &["OPT.SET", "k", "v4", "EX", "100", "TAGS", "t"]);
     let tags: Vec<String> = redis::cmd("OPT.TAGS").arg("k").query(&mut c).unwrap();
     assert_eq!(tags, ["t"]);

@@ -1373,10 +1373,16 @@ fn the_index_follows_the_keyspace_again_after_an_invalidation() {
     let mut c = server.conn();
     ok(&mut c, &["CONFIG", "SET", "notify-keyspace-events", "Eg"]);
     for i in 0..50 {
-        ok(&mut c, &["OPT.SET", &format!("gone:{i}"), "v", "TAGS", "gone"]);
+        ok(
+            &mut c,
+            &["OPT.SET", &format!("gone:{i}"), "v", "TAGS", "gone"],
+        );
     }
     ok(&mut c, &["OPT.SET", "kept:1", "v", "TAGS", "kept"]);
-    ok(&mut c, &["OPT.SET", "kept:2", "v", "PX", "300", "TAGS", "kept"]);
+    ok(
+        &mut c,
+        &["OPT.SET", "kept:2", "v", "PX", "300", "TAGS", "kept"],
+    );
     let mut events_conn = server.conn();
     let mut events = events_conn.as_pubsub();
     events.subscribe("__keyevent@0__:del").unwrap();
@@ -1396,8 +1402,10 @@ fn the_index_follows_the_keyspace_again_after_an_invalidation() {
     // A DEL and an expiry after it still take their keys out of the index.
     ok(&mut c, &["DEL", "kept:1"]);
     assert_eq!(info(&mut c).keys, 1);
-    server.wait_for("the expired key to leave the index", Duration::from_secs(10), |con| {
-        info(con).keys == 0
-    });
+    server.wait_for(
+        "the expired key to leave the index",
+        Duration::from_secs(10),
+        |con| info(con).keys == 0,
+    );
     assert!(tags(&mut c, "kept:2").is_empty());
 }
