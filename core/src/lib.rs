@@ -8,6 +8,7 @@
 
 pub mod advise;
 pub mod args;
+mod chunked;
 pub mod cluster;
 pub mod config;
 pub mod expiring;

@@ -7,7 +7,7 @@
 //! laid out for memory: key and tag names are stored once, in slots addressed by 32-bit ids;
 //! a tag holds a plain vector of key ids, and a key holds (tag id, position in that vector)
 //! pairs, in its slot for up to three tags (as is a name of up to 22 bytes), so a (key, tag)
-//! pair costs about 12 bytes plus its share of the key's slot (39 bytes a pair in all with 3
+//! pair costs about 12 bytes plus its share of the key's slot (33 bytes a pair in all with 3
 //! tags a key and short names, measured), where a Redis set member costs about 60 and the tag
 //! list in the cached item more. A running digest (a sum of hashes of every (db, key, tag)
 //! triple) lets two servers compare their indexes in O(1).
@@ -15,6 +15,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet};
 
+use crate::chunked::Chunked;
 use crate::idtable::IdTable;
 
 /// Bounds on what may be tagged.
@@ -147,7 +148,7 @@ struct TagSlot {
 /// Names stored once in slots, found by name through a table of ids.
 #[derive(Debug, Default, Clone)]
 struct Interner<S> {
-    slots: Vec<S>,
+    slots: Chunked<S>,
     free: Vec<u32>,
     by_name: IdTable,
     /// Sum of the slots' [`Named::heap_bytes`], kept as they change, so that the index's
@@ -875,13 +876,19 @@ impl TagIndex {
     /// when its slot was read, tags created in slots already read are not seen, and a tag
     /// dropped after it was read still shows. A FLUSHDB in between empties what is left.
     pub fn rank_tags(&self, ranking: &mut TagRanking, max_slots: usize) -> bool {
-        let slots = self.db(ranking.db).map_or(&[][..], |d| &d.tags.slots[..]);
+        let Some(slots) = self.db(ranking.db).map(|d| &d.tags.slots) else {
+            ranking.next_slot = 0;
+            return true;
+        };
         if ranking.n == 0 || ranking.next_slot >= slots.len() {
             ranking.next_slot = slots.len();
             return true;
         }
         let end = ranking.next_slot.saturating_add(max_slots).min(slots.len());
-        for s in &slots[ranking.next_slot..end] {
+        for s in slots
+            .iter_from(ranking.next_slot)
+            .take(end - ranking.next_slot)
+        {
             let count = s.keys.len();
             if count > 0 {
                 ranking.offer(count, &s.name);
@@ -968,8 +975,12 @@ impl TagIndex {
             return (Vec::new(), None);
         };
         let end = from.saturating_add(scan).min(d.keys.slots.len());
-        let names: Vec<Vec<u8>> = d.keys.slots[from.min(end)..end]
-            .iter()
+        let start = from.min(end);
+        let names: Vec<Vec<u8>> = d
+            .keys
+            .slots
+            .iter_from(start)
+            .take(end - start)
             .filter(|s| !s.tags.is_empty() && pred(&s.name[..]))
             .map(|s| s.name.to_vec())
             .collect();
@@ -1016,11 +1027,11 @@ impl TagIndex {
         let mut total = std::mem::size_of::<Self>();
         for d in &self.dbs {
             total += std::mem::size_of::<DbTags>();
-            total += d.keys.slots.capacity() * std::mem::size_of::<KeySlot>()
+            total += d.keys.slots.allocated_bytes()
                 + d.keys.by_name.capacity() * 8
                 + d.keys.free.capacity() * 4
                 + d.keys.heap;
-            total += d.tags.slots.capacity() * std::mem::size_of::<TagSlot>()
+            total += d.tags.slots.allocated_bytes()
                 + d.tags.by_name.capacity() * 8
                 + d.tags.free.capacity() * 4
                 + d.tags.heap;
@@ -1034,16 +1045,16 @@ impl TagIndex {
         let mut total = std::mem::size_of::<Self>();
         for d in &self.dbs {
             total += std::mem::size_of::<DbTags>();
-            total += d.keys.slots.capacity() * std::mem::size_of::<KeySlot>()
+            total += d.keys.slots.allocated_bytes()
                 + d.keys.by_name.capacity() * 8
                 + d.keys.free.capacity() * 4;
-            for k in &d.keys.slots {
+            for k in d.keys.slots.iter() {
                 total += k.name.heap_bytes() + k.tags.heap_bytes();
             }
-            total += d.tags.slots.capacity() * std::mem::size_of::<TagSlot>()
+            total += d.tags.slots.allocated_bytes()
                 + d.tags.by_name.capacity() * 8
                 + d.tags.free.capacity() * 4;
-            for t in &d.tags.slots {
+            for t in d.tags.slots.iter() {
                 total += t.name.len() + t.keys.capacity() * 4;
             }
         }
