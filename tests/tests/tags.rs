@@ -1409,3 +1409,36 @@ fn the_index_follows_the_keyspace_again_after_an_invalidation() {
     );
     assert!(tags(&mut c, "kept:2").is_empty());
 }
+
+/// A tag whose keys leave gives its room back before it is empty: the index's memory in
+/// `INFO opt` falls with the keys, not only when the last one goes.
+#[test]
+fn a_tag_gives_its_memory_back_as_its_keys_are_deleted() {
+    let server = Server::start();
+    let mut c = server.conn();
+    let mut pipe = redis::pipe();
+    for i in 0..20_000 {
+        pipe.cmd("OPT.SET")
+            .arg(format!("k:{i}"))
+            .arg("v")
+            .arg("TAGS")
+            .arg("big")
+            .arg("wide")
+            .arg("all")
+            .ignore();
+    }
+    pipe.query::<()>(&mut c).unwrap();
+    let full = info_int(&mut c, "opt", "opt_tags_memory_bytes");
+    let mut pipe = redis::pipe();
+    for i in 10..20_000 {
+        pipe.cmd("DEL").arg(format!("k:{i}")).ignore();
+    }
+    pipe.query::<()>(&mut c).unwrap();
+    assert_eq!(info(&mut c).keys, 10);
+    let after = info_int(&mut c, "opt", "opt_tags_memory_bytes");
+    // Each tag's vector held room for 32,768 key ids (128 KiB); ten need a few bytes. The
+    // freed keys' slots stay for reuse, and their ids go to a free list (another 128 KiB), so
+    // the index shrinks by about two of the three vectors.
+    assert!(full - after >= 200_000, "{full} -> {after}");
+    assert_eq!(ok(&mut c, &["OPT.INVALIDATE", "big"]), Value::Int(10));
+}
