@@ -440,6 +440,25 @@ pub fn ok(con: &mut redis::Connection, args: &[&str]) -> redis::Value {
     command(con, args).unwrap_or_else(|e| panic!("{args:?}: {e}"))
 }
 
+/// Writes each of `keys` (value `v`) with `tags` through OPT.SET, in one pipeline.
+pub fn opt_set_many(
+    con: &mut redis::Connection,
+    keys: impl IntoIterator<Item = String>,
+    tags: &[&str],
+) {
+    let mut pipe = redis::pipe();
+    for key in keys {
+        pipe.cmd("OPT.SET")
+            .arg(key)
+            .arg("v")
+            .arg("TAGS")
+            .arg(tags)
+            .ignore();
+    }
+    pipe.query::<()>(con)
+        .unwrap_or_else(|e| panic!("OPT.SET of many keys: {e}"));
+}
+
 /// Runs `args`, which must fail, and returns the error text.
 pub fn err(con: &mut redis::Connection, args: &[&str]) -> String {
     match command(con, args) {

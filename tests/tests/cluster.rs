@@ -1186,16 +1186,11 @@ fn invalidate_during_a_reshard<T>(invalidate: impl FnOnce(&Cluster) -> T) -> (T,
             .map(|i| format!("h{i}"))
             .find(|t| opt_core::cluster::key_slot(t.as_bytes()) == slot)
             .unwrap();
-        let mut pipe = redis::pipe();
-        for i in 0..40 {
-            pipe.cmd("OPT.SET")
-                .arg(format!("{{{tag}}}:{i}"))
-                .arg("v")
-                .arg("TAGS")
-                .arg("purge")
-                .ignore();
-        }
-        let _: () = pipe.query(&mut src).unwrap();
+        opt_harness::opt_set_many(
+            &mut src,
+            (0..40).map(|i| format!("{{{tag}}}:{i}")),
+            &["purge"],
+        );
     }
     let (from, to) = (node_id(source), node_id(target));
     let seed = format!("127.0.0.1:{}", source.port);

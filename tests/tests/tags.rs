@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use opt_core::report::TagInfoReport;
 use opt_harness::redis::{self, Connection, Value};
-use opt_harness::{command as cmd, err, info_int, ok, tag_info, Server, ServerOptions};
+use opt_harness::{
+    command as cmd, err, info_int, ok, opt_set_many, tag_info, Server, ServerOptions,
+};
 
 fn tags(con: &mut Connection, key: &str) -> Vec<String> {
     let mut t: Vec<String> = redis::cmd("OPT.TAGS").arg(key).query(con).unwrap();
@@ -1080,16 +1082,7 @@ fn limits_and_bad_input_write_nothing() {
 fn concurrent_writers_and_an_invalidation_never_show_half_a_flush() {
     let server = Server::start();
     let mut c = server.conn();
-    let mut pipe = redis::pipe();
-    for i in 0..2000 {
-        pipe.cmd("OPT.SET")
-            .arg(format!("item:{i}"))
-            .arg("v")
-            .arg("TAGS")
-            .arg("batch")
-            .ignore();
-    }
-    let _: () = pipe.query(&mut c).unwrap();
+    opt_set_many(&mut c, (0..2000).map(|i| format!("item:{i}")), &["batch"]);
     let port = server.port;
     let watcher = std::thread::spawn(move || {
         let mut con = opt_harness::connect(port);
@@ -1416,18 +1409,11 @@ fn the_index_follows_the_keyspace_again_after_an_invalidation() {
 fn a_tag_gives_its_memory_back_as_its_keys_are_deleted() {
     let server = Server::start();
     let mut c = server.conn();
-    let mut pipe = redis::pipe();
-    for i in 0..20_000 {
-        pipe.cmd("OPT.SET")
-            .arg(format!("k:{i}"))
-            .arg("v")
-            .arg("TAGS")
-            .arg("big")
-            .arg("wide")
-            .arg("all")
-            .ignore();
-    }
-    pipe.query::<()>(&mut c).unwrap();
+    opt_set_many(
+        &mut c,
+        (0..20_000).map(|i| format!("k:{i}")),
+        &["big", "wide", "all"],
+    );
     let full = info_int(&mut c, "opt", "opt_tags_memory_bytes");
     let mut pipe = redis::pipe();
     for i in 10..20_000 {
