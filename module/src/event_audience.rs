@@ -18,7 +18,8 @@ use redis_module::raw;
 
 use crate::MODULE_NAME;
 
-/// How many modules other than this one are loaded.
+/// How many loaded modules other than this one may receive its events: every other module
+/// but the built-in ones in [`BUILT_IN_MODULES_WITHOUT_EVENTS`].
 static OTHER_MODULES: AtomicUsize = AtomicUsize::new(0);
 /// Set once [`OTHER_MODULES`] was counted at load; until then (or if `INFO modules` failed)
 /// every event is raised.
