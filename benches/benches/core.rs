@@ -1,6 +1,7 @@
 //! Criterion benches of the `opt_core` paths that sit on the server's hot path: the hot-key
 //! update (per sampled access), a hot-key query, key-pattern inference (per key), and the command-name lookup
-//! of the filter. Run: `make bench` or `cargo bench -p redis-opt-benches`.
+//! of the filter, and the tag index's bulk removal after an invalidation. Run: `make bench` or
+//! `cargo bench -p redis-opt-benches`.
 
 use std::hint::black_box;
 
@@ -9,6 +10,7 @@ use opt_core::hotkeys::{HotKeyTracker, HotKeysQuery, KindFilter, Window};
 use opt_core::keyspec::{CommandRow, KeySpecTable};
 use opt_core::pattern::PatternInferrer;
 use opt_core::sketch::Kind;
+use opt_core::tags::TagIndex;
 use redis_opt_benches::{key_name, Rng, Zipf};
 
 /// A Zipf(1.0) stream of key names over 100,000 keys.
@@ -168,8 +170,44 @@ fn command_lookup(c: &mut Criterion) {
     });
 }
 
+/// What OPT.INVALIDATE runs on the index once its deletion succeeded: every key of a tag
+/// leaves the index. 100,000 keys of one tag (as in `tags_bench` section 2), and 100,000 keys
+/// with three tags each (two small ones and a shared one), the whole tag `site` invalidated.
+fn tag_bulk_removal(c: &mut Criterion) {
+    let mut g = c.benchmark_group("tag index bulk removal (per key = time / 100000)");
+    g.sample_size(20);
+    let mut one_tag = TagIndex::default();
+    let mut three_tags = TagIndex::default();
+    for i in 0..100_000 {
+        let key = format!("page:{i}");
+        one_tag.set_tags(0, key.as_bytes(), &[b"big"]);
+        let (user, post) = (format!("user:{}", i % 1000), format!("post:{}", i % 5000));
+        three_tags.set_tags(
+            0,
+            format!("cache:page:{i}").as_bytes(),
+            &[user.as_bytes(), post.as_bytes(), b"site"],
+        );
+    }
+    g.bench_function("100k keys, one tag", |b| {
+        b.iter_batched(
+            || one_tag.clone(),
+            |mut index| black_box(index.remove_keys_with_any(0, &[b"big"])),
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    g.bench_function("100k keys, three tags each", |b| {
+        b.iter_batched(
+            || three_tags.clone(),
+            |mut index| black_box(index.remove_keys_with_any(0, &[b"site"])),
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
+    tag_bulk_removal,
     hotkeys_update,
     hotkeys_query,
     hotkeys_window_end,

@@ -730,13 +730,6 @@ impl TagIndex {
         removed
     }
 
-    /// Removes key id `k`, whose name's [`name_hash`] is `name_h`, from every tag and the index.
-    fn remove_key_id(&mut self, db: usize, k: u32, name_h: u64) -> usize {
-        let removed = self.detach_all(db, k, name_h);
-        self.dbs[db].keys.remove_hashed(k, name_h);
-        removed
-    }
-
     /// Takes key id `k` out of every tag's key list (its slot and name stay) and returns how
     /// many tags it had. `hk` is its name's [`name_hash`], for the digest.
     fn detach_all(&mut self, db: usize, k: u32, hk: u64) -> usize {
@@ -754,24 +747,39 @@ impl TagIndex {
     }
 
     /// Removes every key carrying any of `tags` (what an invalidation deletes) and returns how
-    /// many. Works by id, with no name lookups and no copies of names.
+    /// many. Works by id, with no name lookups and no copies of names. Each tag is found once
+    /// and its key vector taken whole: its keys leave only their other tags one by one (43.6
+    /// ns a key before, when each key was also taken out of the invalidated tag's vector and
+    /// the tag was looked up again for every key; `cargo bench --bench core -- "bulk removal"`).
     pub fn remove_keys_with_any(&mut self, db: usize, tags: &[&[u8]]) -> usize {
-        let mut removed = 0;
+        let Some(d) = self.dbs.get_mut(db) else {
+            return 0;
+        };
+        let (mut removed, mut pairs, mut digest) = (0usize, 0u64, 0u64);
         for t in tags {
-            loop {
-                let Some(d) = self.dbs.get(db) else {
-                    return removed;
-                };
-                let Some(tid) = d.tags.find(t) else { break };
-                let Some(&k) = d.tags.slots[tid as usize].keys.last() else {
-                    break;
-                };
-                let name = &d.keys.slots[k as usize].name;
-                let name_h = name_hash(name);
-                self.remove_key_id(db, k, name_h);
+            // A tag listed twice, or emptied by an earlier one, is no longer there.
+            let Some(tid) = d.tags.find(t) else { continue };
+            let keys = d.tags.edit(tid, |slot| std::mem::take(&mut slot.keys));
+            for &k in &keys {
+                let name_h = name_hash(&d.keys.slots[k as usize].name);
+                let entries = d.keys.edit(k, |slot| std::mem::take(&mut slot.tags));
+                for &(other, pos) in entries.iter() {
+                    digest = digest
+                        .wrapping_add(pair_hash_of(name_h, d.tags.slots[other as usize].hash));
+                    if other != tid {
+                        Self::detach(d, k, other, pos as usize);
+                    }
+                }
+                pairs += entries.len() as u64;
+                d.keys.remove_hashed(k, name_h);
                 removed += 1;
             }
+            let tag_h = d.tags.slots[tid as usize].hash;
+            d.tags.remove_hashed(tid, tag_h);
         }
+        d.pairs -= pairs;
+        d.digest = d.digest.wrapping_sub(digest);
+        self.pairs -= pairs;
         removed
     }
 
@@ -1414,7 +1422,24 @@ mod tests {
             let k = (rng % 8) as usize;
             let tag = ((rng >> 8) % 6) as usize;
             let key = key_name(k);
-            match (rng >> 16) % 5 {
+            match (rng >> 16) % 6 {
+                5 => {
+                    // An invalidation of two tags (the same one twice at times): every key
+                    // carrying either leaves, with all its tags.
+                    let other = ((rng >> 24) % 6) as usize;
+                    let gone = model
+                        .iter()
+                        .filter(|l| l.contains(&tag) || l.contains(&other))
+                        .count();
+                    let removed = ix
+                        .remove_keys_with_any(0, &[names[tag].as_bytes(), names[other].as_bytes()]);
+                    assert_eq!(removed, gone, "step {step}");
+                    for l in model.iter_mut() {
+                        if l.contains(&tag) || l.contains(&other) {
+                            l.clear();
+                        }
+                    }
+                }
                 3 => {
                     // A whole new list, up to 5 tags (past the 3 a slot holds inline).
                     let list: Vec<usize> = (0..((rng >> 24) % 6) as usize)

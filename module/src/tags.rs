@@ -1888,26 +1888,34 @@ pub fn invalidate(call: &Call) -> Result<Reply, ReplyError> {
     // Keys of slots whose migration just completed are leaving the index a slice at a time
     // (`slot_migration`): they are no longer this node's to delete.
     let leaving = cluster && crate::slot_migration::any_leaving();
+    // Outside a cluster every key goes in one batch, with no map lookup per key.
+    let mut one_batch = OwnedStrings(call.ctx, Vec::new());
     with(|st| {
+        if !cluster {
+            one_batch.1.reserve(st.index.tag_cardinality(db, tags[0]));
+        }
         st.index.for_each_key_with_any(db, &tags, |name| {
-            let slot = if cluster {
-                opt_core::cluster::key_slot(name)
-            } else {
-                0
-            };
+            // SAFETY: ctx is the live command context and `name` is valid for the call; the
+            // string is freed when its batch drops.
+            let make = || unsafe { create(call.ctx, name.as_ptr().cast(), name.len()) };
+            if !cluster {
+                one_batch.1.push(make());
+                return;
+            }
+            let slot = opt_core::cluster::key_slot(name);
             if leaving && crate::slot_migration::is_leaving(slot) {
                 return;
             }
-            // SAFETY: ctx is the live command context and `name` is valid for the call; the
-            // string is freed when its batch drops.
-            let s = unsafe { create(call.ctx, name.as_ptr().cast(), name.len()) };
             by_slot
                 .entry(slot)
                 .or_insert_with(|| OwnedStrings(call.ctx, Vec::new()))
                 .1
-                .push(s);
+                .push(make());
         })
     })?;
+    if !one_batch.1.is_empty() {
+        by_slot.insert(0, one_batch);
+    }
     if by_slot.is_empty() {
         remember_invalidation(call.ctx, db, &tags, InvalidationKind::Delete { lazy });
         return Ok(Reply::Int(0));
