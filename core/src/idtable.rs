@@ -168,6 +168,33 @@ impl IdTable {
         Some(id)
     }
 
+    /// Keeps only the entries whose id `keep` accepts, in a table sized for them: one pass over
+    /// the buckets in memory order, where removing entries one at a time reads a random bucket
+    /// for each (and shifts its run back). For a caller dropping many entries at once; the room
+    /// of the dropped ones is given back.
+    pub fn retain(&mut self, mut keep: impl FnMut(u32) -> bool) {
+        let kept: Vec<u64> = self
+            .buckets
+            .iter()
+            .copied()
+            .filter(|&b| b != EMPTY && keep(id_of(b)))
+            .collect();
+        self.len = kept.len();
+        if kept.is_empty() {
+            self.buckets = Vec::new();
+            return;
+        }
+        // The smallest power of two holding them under the growth load (3/4).
+        let size = (kept.len() * 4)
+            .div_ceil(3)
+            .max(MIN_BUCKETS)
+            .next_power_of_two();
+        self.buckets = vec![EMPTY; size];
+        for b in kept {
+            self.place(b);
+        }
+    }
+
     /// The address of the bucket a lookup of `hash` reads first, for a caller to prefetch;
     /// None while the table is empty.
     pub fn bucket_address(&self, hash: u64) -> Option<*const u8> {
@@ -196,6 +223,36 @@ impl IdTable {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn retain_keeps_exactly_the_accepted_entries_in_a_smaller_table() {
+        let mut t = IdTable::default();
+        let hash = |i: u32| u64::from(i).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        for i in 0..10_000u32 {
+            t.insert_unique(hash(i), i);
+        }
+        let before = t.capacity();
+        t.retain(|id| id % 100 == 7);
+        assert_eq!(t.len(), 100);
+        assert!(
+            t.capacity() <= 256,
+            "room given back: {} of {before}",
+            t.capacity()
+        );
+        for i in 0..10_000u32 {
+            let found = t.find(hash(i), |id| id == i);
+            assert_eq!(found.is_some(), i % 100 == 7, "id {i}");
+        }
+        // Still a working table: removals and inserts after the rebuild.
+        assert_eq!(t.remove(hash(7), |id| id == 7), Some(7));
+        t.insert_unique(hash(3), 3);
+        assert_eq!(t.find(hash(3), |id| id == 3), Some(3));
+        t.retain(|_| false);
+        assert_eq!((t.len(), t.capacity()), (0, 0));
+        assert_eq!(t.find(hash(3), |id| id == 3), None);
+        t.insert_unique(hash(5), 5);
+        assert_eq!(t.find(hash(5), |id| id == 5), Some(5));
+    }
 
     /// A hash whose stored tag shares its low 10 bits with those of every other even `k` of
     /// the same `k % 7` (found by search, knowing the secret as no client does), to exercise
