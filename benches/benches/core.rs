@@ -172,7 +172,8 @@ fn command_lookup(c: &mut Criterion) {
 
 /// What OPT.INVALIDATE runs on the index once its deletion succeeded: every key of a tag
 /// leaves the index. 100,000 keys of one tag (as in `tags_bench` section 2), and 100,000 keys
-/// with three tags each (two small ones and a shared one), the whole tag `site` invalidated.
+/// with three tags each (two small ones and a shared one), the whole tag `site` invalidated,
+/// alone in the index or beside 100,000 keys that stay.
 fn tag_bulk_removal(c: &mut Criterion) {
     let mut g = c.benchmark_group("tag index bulk removal (per key = time / 100000)");
     g.sample_size(20);
@@ -188,6 +189,23 @@ fn tag_bulk_removal(c: &mut Criterion) {
             &[user.as_bytes(), post.as_bytes(), b"site"],
         );
     }
+    // The same 100k keys, among 100k others that stay (the key table is rebuilt from those).
+    let mut half = three_tags.clone();
+    for i in 100_000..200_000 {
+        let (user, post) = (format!("user:{}", i % 1000), format!("post:{}", i % 5000));
+        half.set_tags(
+            0,
+            format!("cache:page:{i}").as_bytes(),
+            &[user.as_bytes(), post.as_bytes(), b"other"],
+        );
+    }
+    g.bench_function("100k keys, three tags each, half the index", |b| {
+        b.iter_batched(
+            || half.clone(),
+            |mut index| black_box(index.remove_keys_with_any(0, &[b"site"])),
+            criterion::BatchSize::LargeInput,
+        )
+    });
     g.bench_function("100k keys, one tag", |b| {
         b.iter_batched(
             || one_tag.clone(),

@@ -168,6 +168,12 @@ impl IdTable {
         Some(id)
     }
 
+    /// Buckets a table rebuilt for `n` entries has: the smallest power of two holding them
+    /// under the growth load (3/4).
+    pub fn buckets_for(n: usize) -> usize {
+        (n * 4).div_ceil(3).max(MIN_BUCKETS).next_power_of_two()
+    }
+
     /// Keeps only the entries whose id `keep` accepts, in a table sized for them: one pass over
     /// the buckets in memory order, where removing entries one at a time reads a random bucket
     /// for each (and shifts its run back). For a caller dropping many entries at once; the room
@@ -184,12 +190,7 @@ impl IdTable {
             self.buckets = Vec::new();
             return;
         }
-        // The smallest power of two holding them under the growth load (3/4).
-        let size = (kept.len() * 4)
-            .div_ceil(3)
-            .max(MIN_BUCKETS)
-            .next_power_of_two();
-        self.buckets = vec![EMPTY; size];
+        self.buckets = vec![EMPTY; Self::buckets_for(kept.len())];
         for b in kept {
             self.place(b);
         }
