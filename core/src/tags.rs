@@ -338,13 +338,18 @@ impl<S: Named + Default> Interner<S> {
     }
 
     /// Frees every slot of `gone` (distinct live ids, each with its name's hash). When they
-    /// are all the slots, everything goes back to the allocator at once. When the names left
+    /// are all the live slots, everything goes back to the allocator at once. When the names left
     /// fit in a name table of half the size or less, the table is rebuilt at that size from
     /// them in one pass in memory order, and gives its room back; else each name leaves the
     /// table by its hash. (Time alone does not decide it: with half of 200k keys leaving, the
     /// two ways took 11.6 and 11.1 ms, `cargo bench --bench core -- "half the index"`.)
     fn remove_many(&mut self, gone: &[(u32, u64)]) {
-        if gone.len() == self.live() {
+        // Both whole-table ways walk memory in proportion to what was ever held (the slots,
+        // the buckets), so they are taken only when that is at most 4 times what leaves: an
+        // index that once held millions of keys and now holds few must not make a small
+        // invalidation walk the millions.
+        let bounded = |size: usize| size <= gone.len().saturating_mul(4);
+        if gone.len() == self.live() && bounded(self.slots.len()) {
             self.slots = Chunked::new();
             self.free = Vec::new();
             self.by_name.retain(|_| false);
@@ -352,7 +357,9 @@ impl<S: Named + Default> Interner<S> {
             return;
         }
         let left = self.live() - gone.len();
-        if IdTable::buckets_for(left) * 2 <= self.by_name.capacity() {
+        if IdTable::buckets_for(left) * 2 <= self.by_name.capacity()
+            && bounded(self.by_name.capacity())
+        {
             let mut leaving = vec![0u64; self.slots.len().div_ceil(64)];
             for &(id, _) in gone {
                 leaving[id as usize / 64] |= 1 << (id % 64);
@@ -815,8 +822,9 @@ impl TagIndex {
             d.tags.remove_hashed(tid, tag_h);
         }
         d.keys.remove_many(&gone);
-        if d.tags.live() == 0 {
-            // No tag is left either (no key is): its slots go back too.
+        if d.tags.live() == 0 && d.tags.slots.len() <= gone.len().saturating_mul(4) {
+            // No tag is left either (no key is): its slots go back too (a walk of them, so
+            // bounded as in `remove_many`).
             d.tags = Interner::default();
         }
         d.pairs -= pairs;
@@ -1539,7 +1547,11 @@ mod tests {
         for i in 0..1000 {
             let first = if i < 900 { "most" } else { "few" };
             let second = format!("group:{}", i % 7);
-            ix.set_tags(0, name(i).as_bytes(), &[first.as_bytes(), second.as_bytes()]);
+            ix.set_tags(
+                0,
+                name(i).as_bytes(),
+                &[first.as_bytes(), second.as_bytes()],
+            );
         }
         let before = ix.memory_bytes();
         assert_eq!(ix.remove_keys_with_any(0, &t(&["most"])), 900);
@@ -1562,6 +1574,30 @@ mod tests {
         assert_eq!(ix.stats(), TagIndex::default().stats());
         assert_eq!(ix.dbs[0].keys.by_name.capacity(), 0);
         assert_eq!(ix.memory_bytes(), ix.memory_bytes_walked());
+    }
+
+    #[test]
+    fn a_small_invalidation_does_not_walk_what_the_index_once_held() {
+        // 10,000 keys tagged, 9,990 expire one by one, then the last 10 are invalidated: the
+        // index must not walk (or drop) its 10,000 slots and 16,384 buckets for them.
+        let mut ix = TagIndex::default();
+        for i in 0..10_000 {
+            let tag: &[u8] = if i < 9_990 { b"old" } else { b"last" };
+            ix.set_tags(0, format!("k{i}").as_bytes(), &[tag]);
+        }
+        for i in 0..9_990 {
+            ix.remove_key(0, format!("k{i}").as_bytes());
+        }
+        let buckets = ix.dbs[0].keys.by_name.capacity();
+        assert_eq!(ix.remove_keys_with_any(0, &t(&["last"])), 10);
+        assert_eq!(ix.stats(), TagIndex::default().stats());
+        assert_eq!(ix.dbs[0].keys.slots.len(), 10_000, "slots kept for reuse");
+        assert_eq!(ix.dbs[0].keys.by_name.capacity(), buckets, "table not rebuilt");
+        assert_eq!(ix.memory_bytes(), ix.memory_bytes_walked());
+        // Reused afterwards like any freed slot.
+        ix.set_tags(0, b"new", &t(&["t"]));
+        assert_eq!(names(ix.tags_of(0, b"new")), vec!["t"]);
+        assert_eq!(ix.dbs[0].keys.slots.len(), 10_000);
     }
 
     #[test]
