@@ -1087,6 +1087,14 @@ impl TagIndex {
         }
     }
 
+    /// Once no key is tagged any more, takes out everything the index still holds (slots kept
+    /// for reuse, the free list, tables sized for its largest day), leaving an index that holds
+    /// nothing, for the caller to free (on another thread when big). None while a key is tagged
+    /// or when nothing is held. O(1).
+    pub fn take_if_emptied(&mut self) -> Option<TagIndex> {
+        (self.pairs == 0 && !self.dbs.is_empty()).then(|| std::mem::take(self))
+    }
+
     /// Bytes held by the index (slots, names, sets and tables), without walking it.
     pub fn memory_bytes(&self) -> usize {
         let mut total = std::mem::size_of::<Self>();
@@ -1592,12 +1600,38 @@ mod tests {
         assert_eq!(ix.remove_keys_with_any(0, &t(&["last"])), 10);
         assert_eq!(ix.stats(), TagIndex::default().stats());
         assert_eq!(ix.dbs[0].keys.slots.len(), 10_000, "slots kept for reuse");
-        assert_eq!(ix.dbs[0].keys.by_name.capacity(), buckets, "table not rebuilt");
+        assert_eq!(
+            ix.dbs[0].keys.by_name.capacity(),
+            buckets,
+            "table not rebuilt"
+        );
         assert_eq!(ix.memory_bytes(), ix.memory_bytes_walked());
         // Reused afterwards like any freed slot.
         ix.set_tags(0, b"new", &t(&["t"]));
         assert_eq!(names(ix.tags_of(0, b"new")), vec!["t"]);
         assert_eq!(ix.dbs[0].keys.slots.len(), 10_000);
+    }
+
+    #[test]
+    fn an_emptied_index_is_taken_out_whole() {
+        let mut ix = TagIndex::default();
+        assert!(ix.take_if_emptied().is_none(), "nothing held");
+        for i in 0..5000 {
+            ix.set_tags(i % 3, format!("k{i}").as_bytes(), &t(&["a", "b"]));
+        }
+        for i in 0..4999 {
+            ix.remove_key(i % 3, format!("k{i}").as_bytes());
+        }
+        assert!(ix.take_if_emptied().is_none(), "a key is still tagged");
+        ix.remove_key(4999 % 3, b"k4999");
+        let held = ix.memory_bytes();
+        let taken = ix.take_if_emptied().expect("emptied");
+        assert_eq!(taken.memory_bytes(), held);
+        assert!(held > 100_000, "the slots and tables of 5,000 keys: {held}");
+        assert_eq!(ix.memory_bytes(), std::mem::size_of::<TagIndex>());
+        assert!(ix.take_if_emptied().is_none());
+        ix.set_tags(1, b"again", &t(&["a"]));
+        assert_eq!(names(ix.tags_of(1, b"again")), vec!["a"]);
     }
 
     #[test]

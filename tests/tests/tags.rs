@@ -1428,3 +1428,62 @@ fn a_tag_gives_its_memory_back_as_its_keys_are_deleted() {
     assert!(full - after >= 200_000, "{full} -> {after}");
     assert_eq!(ok(&mut c, &["OPT.INVALIDATE", "big"]), Value::Int(10));
 }
+
+/// Once every tagged key has gone, the index holds no memory: not the slots it kept for reuse
+/// nor tables sized for its largest day (20,000 keys: over a megabyte, freed on a thread),
+/// whichever way the last key left. It is usable again afterwards.
+#[test]
+fn the_index_gives_all_its_memory_back_once_the_last_tagged_key_has_gone() {
+    let server = Server::start();
+    let mut c = server.conn();
+    let empty = info_int(&mut c, "opt", "opt_tags_memory_bytes");
+    let mut pipe = redis::pipe();
+    for i in 0..20_000 {
+        pipe.cmd("OPT.SET")
+            .arg(format!("short:{i}"))
+            .arg("v")
+            .arg("PX")
+            .arg(300)
+            .arg("TAGS")
+            .arg(format!("user:{}", i % 100))
+            .arg("all")
+            .ignore();
+    }
+    pipe.query::<()>(&mut c).unwrap();
+    let full = info_int(&mut c, "opt", "opt_tags_memory_bytes");
+    assert!(full > 1_000_000, "{empty} -> {full}");
+    std::thread::sleep(Duration::from_millis(400));
+    // Reading each key expires it now (an `expired` event), wherever active expiry got to.
+    let mut pipe = redis::pipe();
+    for i in 0..20_000 {
+        pipe.cmd("EXISTS").arg(format!("short:{i}")).ignore();
+    }
+    pipe.query::<()>(&mut c).unwrap();
+    assert_eq!(info(&mut c).keys, 0);
+    let after_expiry = info_int(&mut c, "opt", "opt_tags_memory_bytes");
+    assert_eq!(after_expiry, empty, "{full} -> {after_expiry}");
+
+    // The last key leaving by DEL, then by OPT.UNTAG, gives it back too.
+    opt_set_many(&mut c, (0..100).map(|i| format!("k:{i}")), &["t", "u"]);
+    assert!(info_int(&mut c, "opt", "opt_tags_memory_bytes") > empty);
+    let mut pipe = redis::pipe();
+    for i in 0..100 {
+        pipe.cmd("DEL").arg(format!("k:{i}")).ignore();
+    }
+    pipe.query::<()>(&mut c).unwrap();
+    assert_eq!(info_int(&mut c, "opt", "opt_tags_memory_bytes"), empty);
+    ok(&mut c, &["OPT.SET", "one", "v", "TAGS", "t"]);
+    assert!(info_int(&mut c, "opt", "opt_tags_memory_bytes") > empty);
+    assert_eq!(ok(&mut c, &["OPT.UNTAG", "one", "t"]), Value::Int(1));
+    assert_eq!(info_int(&mut c, "opt", "opt_tags_memory_bytes"), empty);
+
+    // Usable again: tags, invalidation.
+    ok(&mut c, &["OPT.SET", "again", "v", "TAGS", "x"]);
+    assert_eq!(
+        ok(&mut c, &["OPT.TAGS", "again"]),
+        Value::Array(vec![Value::BulkString(b"x".to_vec())])
+    );
+    assert_eq!(ok(&mut c, &["OPT.INVALIDATE", "x"]), Value::Int(1));
+    assert!(!exists(&mut c, "again"));
+    assert_eq!(info_int(&mut c, "opt", "opt_tags_memory_bytes"), empty);
+}
