@@ -10,6 +10,7 @@
 #   benches/tags_cost.sh invalidate  OPT.INVALIDATE of a 100k-key tag and the Lua flush a tag
 #                                    library runs (SMEMBERS, UNLINK in chunks of 1000, DEL) on
 #                                    the same server and data as tags_bench section 2
+#                                    (BESIDE=100000: beside as many tagged keys that stay)
 #   benches/tags_cost.sh expire      per expired key: a server that never tagged, untagged
 #                                    keys on a server that tags, tagged keys (2 tags)
 set -euo pipefail
@@ -75,14 +76,18 @@ set)
 invalidate)
   # tags_bench section 2's data: 100k keys tagged `big` through OPT.SET, and 100k keys named in
   # the set `tag:big`, as a library stores them.
-  python3 - "$work/data.resp" <<'EOF'
+  # BESIDE=n also tags n other keys (`stay`), which the invalidation leaves in the index.
+  python3 - "$work/data.resp" "${BESIDE:-0}" <<'EOF'
 import sys
 out = open(sys.argv[1], "wb")
+beside = int(sys.argv[2])
 def cmd(*a):
     out.write(b"*%d\r\n" % len(a))
     for x in a:
         x = x.encode()
         out.write(b"$%d\r\n%s\r\n" % (len(x), x))
+for i in range(beside):
+    cmd("OPT.SET", f"other:{i}", "v", "TAGS", "stay")
 for i in range(100000):
     cmd("OPT.SET", f"page:{i}", "v", "TAGS", "big")
     cmd("SET", f"lib:{i}", "v")
