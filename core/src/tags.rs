@@ -338,11 +338,11 @@ impl<S: Named + Default> Interner<S> {
     }
 
     /// Frees every slot of `gone` (distinct live ids, each with its name's hash). When they
-    /// are all the live slots, everything goes back to the allocator at once. When the names left
-    /// fit in a name table of half the size or less, the table is rebuilt at that size from
-    /// them in one pass in memory order, and gives its room back; else each name leaves the
-    /// table by its hash. (Time alone does not decide it: with half of 200k keys leaving, the
-    /// two ways took 11.6 and 11.1 ms, `cargo bench --bench core -- "half the index"`.)
+    /// are all the live slots, everything goes back to the allocator at once. When the names
+    /// left fit in a name table of half the size or less, the table is rebuilt at that size
+    /// from them in one pass in memory order, and gives its room back; else each name leaves
+    /// the table by its hash. (Time alone does not decide it: with half of 200k keys leaving,
+    /// the two ways took 11.6 and 11.1 ms, `cargo bench --bench core -- "half the index"`.)
     fn remove_many(&mut self, gone: &[(u32, u64)]) {
         // Both whole-table ways walk memory in proportion to what was ever held (the slots,
         // the buckets), so they are taken only when that is at most 4 times what leaves: an
