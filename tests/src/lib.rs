@@ -459,6 +459,20 @@ pub fn opt_set_many(
         .unwrap_or_else(|e| panic!("OPT.SET of many keys: {e}"));
 }
 
+/// Sends `command key` (DEL, EXISTS, ...) for each of `keys`, in one pipeline, replies ignored.
+pub fn each_key(
+    con: &mut redis::Connection,
+    command: &str,
+    keys: impl IntoIterator<Item = String>,
+) {
+    let mut pipe = redis::pipe();
+    for key in keys {
+        pipe.cmd(command).arg(key).ignore();
+    }
+    pipe.query::<()>(con)
+        .unwrap_or_else(|e| panic!("{command} of many keys: {e}"));
+}
+
 /// Runs `args`, which must fail, and returns the error text.
 pub fn err(con: &mut redis::Connection, args: &[&str]) -> String {
     match command(con, args) {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use opt_core::report::TagInfoReport;
 use opt_harness::redis::{self, Connection, Value};
 use opt_harness::{
-    command as cmd, err, info_int, ok, opt_set_many, tag_info, Server, ServerOptions,
+    command as cmd, each_key, err, info_int, ok, opt_set_many, tag_info, Server, ServerOptions,
 };
 
 fn tags(con: &mut Connection, key: &str) -> Vec<String> {
@@ -1415,11 +1415,7 @@ fn a_tag_gives_its_memory_back_as_its_keys_are_deleted() {
         &["big", "wide", "all"],
     );
     let full = info_int(&mut c, "opt", "opt_tags_memory_bytes");
-    let mut pipe = redis::pipe();
-    for i in 10..20_000 {
-        pipe.cmd("DEL").arg(format!("k:{i}")).ignore();
-    }
-    pipe.query::<()>(&mut c).unwrap();
+    each_key(&mut c, "DEL", (10..20_000).map(|i| format!("k:{i}")));
     assert_eq!(info(&mut c).keys, 10);
     let after = info_int(&mut c, "opt", "opt_tags_memory_bytes");
     // Each tag's vector held room for 32,768 key ids (128 KiB); ten need a few bytes. The
@@ -1454,11 +1450,7 @@ fn the_index_gives_all_its_memory_back_once_the_last_tagged_key_has_gone() {
     assert!(full > 1_000_000, "{empty} -> {full}");
     std::thread::sleep(Duration::from_millis(400));
     // Reading each key expires it now (an `expired` event), wherever active expiry got to.
-    let mut pipe = redis::pipe();
-    for i in 0..20_000 {
-        pipe.cmd("EXISTS").arg(format!("short:{i}")).ignore();
-    }
-    pipe.query::<()>(&mut c).unwrap();
+    each_key(&mut c, "EXISTS", (0..20_000).map(|i| format!("short:{i}")));
     assert_eq!(info(&mut c).keys, 0);
     let after_expiry = info_int(&mut c, "opt", "opt_tags_memory_bytes");
     assert_eq!(after_expiry, empty, "{full} -> {after_expiry}");
@@ -1466,11 +1458,7 @@ fn the_index_gives_all_its_memory_back_once_the_last_tagged_key_has_gone() {
     // The last key leaving by DEL, then by OPT.UNTAG, gives it back too.
     opt_set_many(&mut c, (0..100).map(|i| format!("k:{i}")), &["t", "u"]);
     assert!(info_int(&mut c, "opt", "opt_tags_memory_bytes") > empty);
-    let mut pipe = redis::pipe();
-    for i in 0..100 {
-        pipe.cmd("DEL").arg(format!("k:{i}")).ignore();
-    }
-    pipe.query::<()>(&mut c).unwrap();
+    each_key(&mut c, "DEL", (0..100).map(|i| format!("k:{i}")));
     assert_eq!(info_int(&mut c, "opt", "opt_tags_memory_bytes"), empty);
     ok(&mut c, &["OPT.SET", "one", "v", "TAGS", "t"]);
     assert!(info_int(&mut c, "opt", "opt_tags_memory_bytes") > empty);
