@@ -132,6 +132,13 @@ impl FreshnessIndex {
         }
     }
 
+    /// Once no key is tracked any more, takes out the maps, which keep the room of their
+    /// largest size after their entries leave, for the caller to free; None while a key is
+    /// tracked or when nothing is held. O(1).
+    pub fn take_if_emptied(&mut self) -> Option<FreshnessIndex> {
+        (self.len == 0 && !self.dbs.is_empty()).then(|| std::mem::take(self))
+    }
+
     /// Forgets everything and returns it, for the caller to free.
     pub fn flush_all(&mut self) -> FreshnessIndex {
         std::mem::take(self)
@@ -203,6 +210,27 @@ mod tests {
         delta_ms: 5,
         stale_ms: 0,
     };
+
+    #[test]
+    fn an_emptied_index_is_taken_out_with_its_room() {
+        let mut ix = FreshnessIndex::default();
+        assert!(ix.take_if_emptied().is_none(), "nothing held");
+        for i in 0..1000 {
+            ix.set(i % 2, format!("k{i}").as_bytes(), F);
+        }
+        for i in 0..999 {
+            ix.remove(i % 2, format!("k{i}").as_bytes());
+        }
+        assert!(ix.take_if_emptied().is_none(), "a key is still tracked");
+        ix.remove(1, b"k999");
+        let taken = ix.take_if_emptied().expect("emptied");
+        let room: usize = taken.dbs.iter().map(|m| m.capacity()).sum();
+        assert!(room >= 1000, "the maps kept room for {room}");
+        assert!(ix.dbs.is_empty());
+        assert!(ix.take_if_emptied().is_none());
+        ix.set(0, b"again", F);
+        assert_eq!(ix.get(0, b"again"), Some(F));
+    }
 
     #[test]
     fn take_where_takes_only_matching_keys_of_one_db() {

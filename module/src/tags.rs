@@ -168,11 +168,13 @@ fn state<R>(f: impl FnOnce(&mut TagState) -> R) -> Option<R> {
 /// Once the last tagged key has left (expired, deleted, invalidated), the index gives back
 /// what it still held for reuse: slots, the free list, tables sized for its largest day. A
 /// million keys with 3 tags each held 87 MB, and once they had all expired still 78 MB,
-/// which `maxmemory` counts against the data. O(1) unless it frees; a big index is freed on a
-/// thread ([`free_index`]).
+/// which `maxmemory` counts against the data. The freshness table likewise, once its last
+/// key has left. O(1) unless it frees; a big index is freed on a thread ([`free_index`]).
 fn give_back_if_emptied(st: &mut TagState) {
-    if let Some(emptied) = st.index.take_if_emptied() {
-        free_index(emptied, FreshnessIndex::new_const());
+    let index = st.index.take_if_emptied();
+    let fresh = st.fresh.take_if_emptied();
+    if index.is_some() || fresh.is_some() {
+        free_index(index.unwrap_or_default(), fresh.unwrap_or_default());
     }
 }
 
