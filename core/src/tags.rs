@@ -337,28 +337,17 @@ impl<S: Named + Default> Interner<S> {
         self.by_name.len()
     }
 
-    /// Frees every slot of `gone` (distinct live ids, each with its name's hash). When they
-    /// are all the live slots, everything goes back to the allocator at once. When the names
-    /// left fit in a name table of half the size or less, the table is rebuilt at that size
-    /// from them in one pass in memory order, and gives its room back; else each name leaves
-    /// the table by its hash. (Time alone does not decide it: with half of 200k keys leaving,
-    /// the two ways took 11.6 and 11.1 ms, `cargo bench --bench core -- "half the index"`.)
+    /// Frees every slot of `gone` (distinct live ids, each with its name's hash; some slots
+    /// stay live). When the names left fit in a name table of half the size or less, the table
+    /// is rebuilt at that size from them in one pass in memory order, and gives its room back;
+    /// else each name leaves the table by its hash. (Time alone does not decide it: with half
+    /// of 200k keys leaving, the two ways took 11.6 and 11.1 ms, `cargo bench --bench core --
+    /// "half the index"`.) The rebuild walks every bucket, so it is taken only when they are at
+    /// most [`WALK_BOUND`] times what leaves.
     fn remove_many(&mut self, gone: &[(u32, u64)]) {
-        // Both whole-table ways walk memory in proportion to what was ever held (the slots,
-        // the buckets), so they are taken only when that is at most 4 times what leaves: an
-        // index that once held millions of keys and now holds few must not make a small
-        // invalidation walk the millions.
-        let bounded = |size: usize| size <= gone.len().saturating_mul(4);
-        if gone.len() == self.live() && bounded(self.slots.len()) {
-            self.slots = Chunked::new();
-            self.free = Vec::new();
-            self.by_name.retain(|_| false);
-            self.heap = 0;
-            return;
-        }
         let left = self.live() - gone.len();
         if IdTable::buckets_for(left) * 2 <= self.by_name.capacity()
-            && bounded(self.by_name.capacity())
+            && self.by_name.capacity() <= gone.len().saturating_mul(WALK_BOUND)
         {
             let mut leaving = vec![0u64; self.slots.len().div_ceil(64)];
             for &(id, _) in gone {
@@ -376,6 +365,12 @@ impl<S: Named + Default> Interner<S> {
         }
     }
 }
+
+/// How many times what an invalidation removes the whole-table ways of a bulk removal may
+/// walk (slots, buckets): they walk in proportion to what the index once held, and an index
+/// that once held millions of keys and now holds a few must not make a small invalidation walk
+/// the millions.
+const WALK_BOUND: usize = 4;
 
 /// The tags of one database.
 #[derive(Debug, Default, Clone)]
@@ -788,8 +783,9 @@ impl TagIndex {
     /// Removes every key carrying any of `tags` (what an invalidation deletes) and returns how
     /// many. Works by id, with no name lookups and no copies of names. Each tag is found once
     /// and its key vector taken whole, its keys leave their other tags one by one, then the
-    /// key table all together ([`Interner::remove_many`]: when the keys are most of the
-    /// table, it is rebuilt and shrinks). Before, each key was also taken out of the
+    /// key table all together: the database's part is dropped whole when they are all it
+    /// holds, else [`Interner::remove_many`] (which rebuilds the table smaller when most of it
+    /// leaves). Before, each key was also taken out of the
     /// invalidated tag's vector, the tag was looked up again for every key, and every key left
     /// the table on its own: 43.6 ns a key against 25.9 now for a 100k-key tag (`cargo bench
     /// --bench core -- "bulk removal"`).
@@ -821,15 +817,17 @@ impl TagIndex {
             let tag_h = d.tags.slots[tid as usize].hash;
             d.tags.remove_hashed(tid, tag_h);
         }
-        d.keys.remove_many(&gone);
-        if d.tags.live() == 0 && d.tags.slots.len() <= gone.len().saturating_mul(4) {
-            // No tag is left either (no key is): its slots go back too (a walk of them, so
-            // bounded as in `remove_many`).
-            d.tags = Interner::default();
+        self.pairs -= pairs;
+        let held = d.keys.slots.len() + d.tags.slots.len();
+        if gone.len() == d.keys.live() && held <= gone.len().saturating_mul(WALK_BOUND) {
+            // Every key of the database leaves (and so every tag): all its slots and tables go
+            // back to the allocator at once, none of them walked key by key.
+            *d = DbTags::default();
+            return gone.len();
         }
+        d.keys.remove_many(&gone);
         d.pairs -= pairs;
         d.digest = d.digest.wrapping_sub(digest);
-        self.pairs -= pairs;
         gone.len()
     }
 
