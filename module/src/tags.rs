@@ -158,7 +158,6 @@ static STATE: MainThreadCell<TagState> = MainThreadCell::new(TagState {
 fn state<R>(f: impl FnOnce(&mut TagState) -> R) -> Option<R> {
     STATE.with(|st| {
         settle(st);
-        give_back_if_emptied(st);
         let out = f(st);
         give_back_if_emptied(st);
         out
@@ -217,6 +216,8 @@ fn settle(st: &mut TagState) {
     names.clear();
     ends.clear();
     st.dropped = DroppedKeys { names, ends };
+    // Before whatever runs next reads the index (INFO's memory, say).
+    give_back_if_emptied(st);
 }
 
 static mut TAG_TYPE: *mut raw::RedisModuleType = ptr::null_mut();
