@@ -446,14 +446,18 @@ pub fn opt_set_many(
     keys: impl IntoIterator<Item = String>,
     tags: &[&str],
 ) {
+    opt_set_many_with(con, keys, &[&["TAGS"], tags].concat());
+}
+
+/// Writes each of `keys` (value `v`) through `OPT.SET key v options...`, in one pipeline.
+pub fn opt_set_many_with(
+    con: &mut redis::Connection,
+    keys: impl IntoIterator<Item = String>,
+    options: &[&str],
+) {
     let mut pipe = redis::pipe();
     for key in keys {
-        pipe.cmd("OPT.SET")
-            .arg(key)
-            .arg("v")
-            .arg("TAGS")
-            .arg(tags)
-            .ignore();
+        pipe.cmd("OPT.SET").arg(key).arg("v").arg(options).ignore();
     }
     pipe.query::<()>(con)
         .unwrap_or_else(|e| panic!("OPT.SET of many keys: {e}"));

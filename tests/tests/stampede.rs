@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use opt_harness::redis::{self, Connection, Value};
-use opt_harness::{each_key, encodings_and_sizes, err, info_int, ok, Server, ServerOptions};
+use opt_harness::{
+    each_key, encodings_and_sizes, err, info_int, ok, opt_set_many_with, Server, ServerOptions,
+};
 
 /// OPT.FETCH's reply as field -> value (RESP2 flat array).
 fn fetch(c: &mut Connection, key: &str, extra: &[&str]) -> HashMap<String, Value> {
@@ -543,18 +545,11 @@ fn the_freshness_table_gives_its_room_back_once_its_last_key_has_gone() {
     let mut c = server.conn();
     let used = |c: &mut Connection| info_int(c, "memory", "used_memory");
     let before = used(&mut c);
-    let mut pipe = redis::pipe();
-    for i in 0..50_000 {
-        pipe.cmd("OPT.SET")
-            .arg(format!("fresh:{i}"))
-            .arg("v")
-            .arg("EX")
-            .arg(3600)
-            .arg("DELTA")
-            .arg(10)
-            .ignore();
-    }
-    pipe.query::<()>(&mut c).unwrap();
+    opt_set_many_with(
+        &mut c,
+        (0..50_000).map(|i| format!("fresh:{i}")),
+        &["EX", "3600", "DELTA", "10"],
+    );
     let full = used(&mut c) - before;
     each_key(&mut c, "DEL", (0..50_000).map(|i| format!("fresh:{i}")));
     // One more command through the module settles the index and frees what it held.
