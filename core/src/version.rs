@@ -80,6 +80,22 @@ pub fn server_identity(info_server: &str) -> Option<String> {
     field("redis_version:").map(|v| format!("redis {v}"))
 }
 
+/// Whether the server named by `display_version` (see [`server_identity`]) may keep a string
+/// value in one allocation with its key and expiry: Valkey 8.1 and later. Valkey 8.0 and
+/// Redis embed a value in its object only up to 44 bytes, with the key apart. An unreadable
+/// Valkey version counts as one that does, which is the cautious answer for the callers (they
+/// leave such values to the server's own write).
+pub fn embeds_values_with_keys(display_version: &str) -> bool {
+    let Some(version) = display_version.strip_prefix("valkey ") else {
+        return false;
+    };
+    let mut parts = version.split('.').map(str::parse::<u32>);
+    match (parts.next(), parts.next()) {
+        (Some(Ok(major)), Some(Ok(minor))) => (major, minor) >= (8, 1),
+        _ => true,
+    }
+}
+
 #[cfg(test)]
 mod identity_tests {
     use super::server_identity;
@@ -92,6 +108,23 @@ mod identity_tests {
         let redis = "# Server\r\nredis_version:7.0.15\r\nredis_git_sha1:00000000\r\n";
         assert_eq!(server_identity(redis).as_deref(), Some("redis 7.0.15"));
         assert_eq!(server_identity("nothing"), None);
+    }
+
+    #[test]
+    fn valkey_embeds_values_with_keys_from_8_1() {
+        use super::embeds_values_with_keys;
+        for (version, embeds) in [
+            ("redis 7.0.15", false),
+            ("redis 8.6.3", false),
+            ("valkey 7.2.5", false),
+            ("valkey 8.0.1", false),
+            ("valkey 8.1.0", true),
+            ("valkey 9.1.2", true),
+            ("valkey 10.0.0", true),
+            ("valkey unstable", true),
+        ] {
+            assert_eq!(embeds_values_with_keys(version), embeds, "{version}");
+        }
     }
 }
 

@@ -33,21 +33,36 @@ pub fn record(info: ServerInfo) {
 }
 
 /// The longest string value the server may keep inside its object (`embstr`), which
-/// `RedisModule_StringDMA` would rewrite as a separate (`raw`) one: 44 bytes on Redis, while
-/// Valkey 8.1+ embeds values of up to about 110 bytes with their key and expiry (a 128-byte
-/// budget), and never one longer than 255.
+/// `RedisModule_StringDMA` would rewrite as a separate (`raw`) one: 44 bytes on Redis and on
+/// Valkey 8.0, while Valkey 8.1+ embeds values with their key and expiry in a 128-byte budget
+/// (up to 105 bytes with a 1-byte name on 9.1), and never one longer than 255.
 pub fn longest_embedded_string() -> usize {
-    match info() {
-        Some(s) if s.display_version.starts_with("valkey") => 255,
-        _ => 44,
+    if embeds_values_with_keys() {
+        255
+    } else {
+        44
     }
 }
 
 /// Whether OPT.SET may write a short (embedded) value in place, leaving a raw string where SET
-/// leaves an embedded one: on Redis, where that costs no memory; not on Valkey, whose
-/// embedded objects also hold the key and its expiry (see `tags::overwrite_in_place`).
+/// leaves an embedded one: where that costs no memory (Redis, Valkey 8.0: `used_memory` moved
+/// by 0 or -5 bytes a key, docs/benchmarks.md); not on Valkey 8.1+, whose embedded objects also
+/// hold the key and its expiry (see `tags::overwrite_in_place`).
 pub fn short_values_in_place() -> bool {
-    info().is_some_and(|s| !s.display_version.starts_with("valkey"))
+    !embeds_values_with_keys()
+}
+
+/// Whether the server keeps short string values in one allocation with their key (Valkey
+/// 8.1+, see `opt_core::version::embeds_values_with_keys`). Decided once: OPT.SET asks it on
+/// every write.
+fn embeds_values_with_keys() -> bool {
+    static EMBEDS: OnceLock<bool> = OnceLock::new();
+    if let Some(embeds) = EMBEDS.get() {
+        return *embeds;
+    }
+    // Not cached before the server facts are recorded (at load, before any command).
+    let Some(s) = info() else { return true };
+    *EMBEDS.get_or_init(|| opt_core::version::embeds_values_with_keys(&s.display_version))
 }
 
 /// Reads the server version through `RedisModule_GetServerVersion`, if the server has it.

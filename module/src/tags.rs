@@ -1619,10 +1619,11 @@ pub fn set(call: &Call) -> Result<Reply, ReplyError> {
 /// - A value longer than the server embeds in the object (`server::longest_embedded_string`)
 ///   stays a raw string of that length, as SET makes it: the same object and memory.
 /// - A shorter one, which SET embeds (`embstr`), becomes a raw string: OBJECT ENCODING says
-///   `raw`. On Redis (7.x and 8.x) that costs no memory (`used_memory` moved by 0 or -5 bytes
-///   a key for 3- to 40-byte values, against SET's), so it is done there. Valkey 9 embeds the
-///   key and its expiry with the value and a raw one costs 10 to 16 bytes more, so on Valkey
-///   short values go through StringSet.
+///   `raw`. On Redis (7.x and 8.x) and Valkey 8.0 that costs no memory (`used_memory` moved
+///   by 0 or -5 bytes a key for 3- to 40-byte values, against SET's), so it is done there.
+///   Valkey 8.1+ embeds the key and its expiry with the value and a raw one costs 10 to 16
+///   bytes more (measured on 9.1), so there short values go through StringSet
+///   (`server::short_values_in_place`).
 /// - A value SET would store as an integer (`int` encoding, or a shared integer object) always
 ///   goes through StringSet.
 ///
@@ -1781,7 +1782,8 @@ fn replicate_set(call: &Call, o: &SetOptions, fresh_until_ms: Option<i64>) {
 /// `RedisModule_StringDMA` turns an int or embstr string it reads into a raw one (more memory,
 /// another OBJECT ENCODING, and on a replica a dataset that no longer matches its master's),
 /// so only values too long to be embedded (`server::longest_embedded_string`: 44 bytes on
-/// Redis, 255 on Valkey), which are raw already, are read through it; shorter ones through
+/// Redis and Valkey 8.0, 255 on Valkey 8.1+), which are raw already, are read through it;
+/// shorter ones through
 /// GET.
 ///
 /// # Safety
