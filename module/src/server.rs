@@ -34,11 +34,10 @@ pub fn record(info: ServerInfo) {
 
 /// The longest string value the server may keep inside its object (`embstr`), which
 /// `RedisModule_StringDMA` would rewrite as a separate (`raw`) one: 44 bytes on Redis and on
-/// Valkey 8.0. Valkey 8.1+ embeds a value with its key and expiry when the object fits in a
-/// budget of at most 128 bytes (measured on 9.1.2: up to 105 bytes with a 1-byte name, 92 with
-/// a 13-byte one, with or without a TTL): the 16-byte object header, the name's sds with its
-/// 1-byte prefix (3 bytes at the least) and the value's 8-bit sds (4 bytes beside its content)
-/// leave at most 105 for the value.
+/// Valkey 8.0. Valkey 8.1+ embeds a value with its key (and expiry) when the whole object fits
+/// in 128 bytes: measured on 9.1.2, up to 113 bytes with an empty name, 112 with a 1-byte
+/// one, 104 with a TTL. Whatever the name, the object's own 8 bytes and the value's 8-bit sds
+/// header and terminator (4) leave at most 116 for the value.
 pub fn longest_embedded_string() -> usize {
     if embeds_values_with_keys() {
         VALKEY_LONGEST_EMBEDDED_VALUE
@@ -47,8 +46,8 @@ pub fn longest_embedded_string() -> usize {
     }
 }
 
-/// See [`longest_embedded_string`]: 128 - 16 - 3 - 4.
-const VALKEY_LONGEST_EMBEDDED_VALUE: usize = 105;
+/// See [`longest_embedded_string`]: 128 - 8 - 4.
+const VALKEY_LONGEST_EMBEDDED_VALUE: usize = 116;
 
 /// Whether OPT.SET may write a short (embedded) value in place, leaving a raw string where SET
 /// leaves an embedded one: where that costs no memory (Redis, Valkey 8.0: `used_memory` moved

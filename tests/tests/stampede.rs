@@ -45,17 +45,33 @@ fn reads_leave_values_as_they_were() {
     let server = Server::start();
     let mut c = server.conn();
     let long = "L".repeat(100);
-    // Written by SET, which stores integers as int; tagged afterwards.
-    for (k, v) in [("n", "12345"), ("s", "short"), ("l", long.as_str())] {
-        ok(&mut c, &["SET", k, v, "EX", "100"]);
+    // The longest value Valkey 9.1 embeds with a 1-byte name (read through GET), and the
+    // shortest the module reads in place there (raw everywhere).
+    let (edge, past_edge) = ("E".repeat(112), "P".repeat(117));
+    let values = [
+        ("n", "12345"),
+        ("s", "short"),
+        ("l", long.as_str()),
+        ("e", edge.as_str()),
+        ("p", past_edge.as_str()),
+    ];
+    let names = values.map(|(k, _)| k);
+    // Written by SET, which stores integers as int; tagged afterwards. The two at the edge
+    // without a TTL, which leaves the most room to embed.
+    for (k, v) in values {
+        if ["e", "p"].contains(&k) {
+            ok(&mut c, &["SET", k, v]);
+        } else {
+            ok(&mut c, &["SET", k, v, "EX", "100"]);
+        }
         ok(&mut c, &["OPT.TAG", k, "t"]);
     }
-    let before = encodings_and_sizes(&mut c, &["n", "s", "l"]);
+    let before = encodings_and_sizes(&mut c, &names);
     assert_eq!(
         (before[0].0.as_str(), before[1].0.as_str()),
         ("int", "embstr")
     );
-    for (k, v) in [("n", "12345"), ("s", "short"), ("l", long.as_str())] {
+    for (k, v) in values {
         let f = fetch(&mut c, k, &[]);
         assert_eq!(
             (action(&f), text(&f["value"])),
@@ -73,7 +89,7 @@ fn reads_leave_values_as_they_were() {
             .unwrap();
         assert_eq!(text(&old), v);
     }
-    assert_eq!(encodings_and_sizes(&mut c, &["n", "s", "l"]), before);
+    assert_eq!(encodings_and_sizes(&mut c, &names), before);
 }
 
 #[test]
