@@ -1783,8 +1783,7 @@ fn replicate_set(call: &Call, o: &SetOptions, fresh_until_ms: Option<i64>) {
 /// another OBJECT ENCODING, and on a replica a dataset that no longer matches its master's),
 /// so only values too long to be embedded (`server::longest_embedded_string`: 44 bytes on
 /// Redis and Valkey 8.0, 116 on Valkey 8.1+), which are raw already, are read through it;
-/// shorter ones through
-/// GET.
+/// shorter ones through GET.
 ///
 /// # Safety
 /// `ctx` must be the live command context, `key` a handle open on a string key of `ctx`, and

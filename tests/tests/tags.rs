@@ -394,8 +394,8 @@ fn opt_set_behaves_as_set_for_every_option_and_key_state() {
         &["KEEPTTL"],
     ];
     let conditions: [&[&str]; 3] = [&[], &["NX"], &["XX"]];
-    // 150 bytes: raw after SET everywhere, but within the 255 an embedded Valkey value could
-    // take (written in place since Valkey 8.1's 128-byte budget was measured); 300 bytes.
+    // 150 bytes: raw after SET everywhere, over the 116 bytes Valkey 8.1+ can embed with a
+    // key, so written in place there too; and 300 bytes.
     let (mid_old, mid_new) = ("o".repeat(150), "n".repeat(150));
     let (long_old, long_new) = ("o".repeat(300), "n".repeat(300));
     let prepare = |c: &mut Connection, key: &str, state: &str, old: &str| match state {
