@@ -785,10 +785,9 @@ impl TagIndex {
     /// and its key vector taken whole, its keys leave their other tags one by one, then the
     /// key table all together: the database's part is dropped whole when they are all it
     /// holds, else [`Interner::remove_many`] (which rebuilds the table smaller when most of it
-    /// leaves). Before, each key was also taken out of the
-    /// invalidated tag's vector, the tag was looked up again for every key, and every key left
-    /// the table on its own: 43.6 ns a key against 25.9 now for a 100k-key tag (`cargo bench
-    /// --bench core -- "bulk removal"`).
+    /// leaves). Before, each key was also taken out of the invalidated tag's vector, the tag
+    /// was looked up again for every key, and every key left the table on its own: 43.6 ns a
+    /// key against 25.9 now for a 100k-key tag (`cargo bench --bench core -- "bulk removal"`).
     pub fn remove_keys_with_any(&mut self, db: usize, tags: &[&[u8]]) -> usize {
         let Some(d) = self.dbs.get_mut(db) else {
             return 0;
