@@ -48,22 +48,20 @@ fn reads_leave_values_as_they_were() {
     // The longest value Valkey 9.1 embeds with a 1-byte name (read through GET), and the
     // shortest the module reads in place there (raw everywhere).
     let (edge, past_edge) = ("E".repeat(112), "P".repeat(117));
+    // (name, value, SET's options): the two at the edge without a TTL, which leaves the most
+    // room to embed.
+    let ttl: &[&str] = &["EX", "100"];
     let values = [
-        ("n", "12345"),
-        ("s", "short"),
-        ("l", long.as_str()),
-        ("e", edge.as_str()),
-        ("p", past_edge.as_str()),
+        ("n", "12345", ttl),
+        ("s", "short", ttl),
+        ("l", long.as_str(), ttl),
+        ("e", edge.as_str(), &[]),
+        ("p", past_edge.as_str(), &[]),
     ];
-    let names = values.map(|(k, _)| k);
-    // Written by SET, which stores integers as int; tagged afterwards. The two at the edge
-    // without a TTL, which leaves the most room to embed.
-    for (k, v) in values {
-        if ["e", "p"].contains(&k) {
-            ok(&mut c, &["SET", k, v]);
-        } else {
-            ok(&mut c, &["SET", k, v, "EX", "100"]);
-        }
+    let names = values.map(|(k, _, _)| k);
+    // Written by SET, which stores integers as int; tagged afterwards.
+    for (k, v, options) in values {
+        ok(&mut c, &[&["SET", k, v][..], options].concat());
         ok(&mut c, &["OPT.TAG", k, "t"]);
     }
     let before = encodings_and_sizes(&mut c, &names);
@@ -71,7 +69,7 @@ fn reads_leave_values_as_they_were() {
         (before[0].0.as_str(), before[1].0.as_str()),
         ("int", "embstr")
     );
-    for (k, v) in values {
+    for (k, v, _) in values {
         let f = fetch(&mut c, k, &[]);
         assert_eq!(
             (action(&f), text(&f["value"])),
