@@ -36,8 +36,9 @@ test-valkey: deps
 ## The end-to-end tests again, against the newest Redis and Valkey Debian builds (Redis 8.6
 ## from experimental, Valkey 9.1 from sid; fetched into target/newer-servers, nothing
 ## installed): their atomic slot migration and their string encodings differ from 7.0's.
+## `make test-newer SUITE=trixie` runs them against Debian 13's Redis 8.0 and Valkey 8.1.
 test-newer: deps
-	@dir=$$(scripts/fetch-newer-servers.sh) && \
+	@dir=$$(SUITE=$(SUITE) scripts/fetch-newer-servers.sh) && \
 	REDIS_SERVER=$$dir/bin/redis-server REDIS_CLI=$$dir/bin/redis-cli \
 		$(CARGO) test -p redis-opt-tests && \
 	REDIS_SERVER=$$dir/bin/valkey-server REDIS_CLI=$$dir/bin/valkey-cli \

@@ -86,14 +86,41 @@ pub fn server_identity(info_server: &str) -> Option<String> {
 /// Valkey version counts as one that does, which is the cautious answer for the callers (they
 /// leave such values to the server's own write).
 pub fn embeds_values_with_keys(display_version: &str) -> bool {
-    let Some(version) = display_version.strip_prefix("valkey ") else {
-        return false;
-    };
-    let mut parts = version.split('.').map(str::parse::<u32>);
-    match (parts.next(), parts.next()) {
-        (Some(Ok(major)), Some(Ok(minor))) => (major, minor) >= (8, 1),
-        _ => true,
+    match valkey_major_minor(display_version) {
+        None => false,
+        Some(Some(version)) => version >= (8, 1),
+        Some(None) => true,
     }
+}
+
+/// The longest string value that the server named by `display_version` may keep inside its
+/// object (`embstr`), where a write in place (`RedisModule_StringDMA`) would leave a separate
+/// (`raw`) one. An upper bound: every longer value is raw after SET.
+/// - Redis, and Valkey up to 8.0: 44 bytes (a 64-byte object without the key).
+/// - Valkey 8.1: the object holds the key and expiry too, and embeds within 64 bytes: its
+///   16-byte header and the value's 8-bit sds header and terminator (4) leave 44 at most
+///   (measured on 8.1.1: 41 with an empty name, 40 with a 1-byte one, 32 with that and a TTL).
+/// - Valkey 9.1: within 128 bytes, its header 8 bytes: 116 at most (measured on 9.1.2: 113
+///   with an empty name, 112 with a 1-byte one, 104 with a TTL). 9.0, not measured, gets the
+///   same bound, which is safe whichever budget it has.
+/// - An unreadable Valkey version: 255, the most an 8-bit sds, and so an embedded value, holds.
+pub fn longest_embedded_value(display_version: &str) -> usize {
+    match valkey_major_minor(display_version) {
+        None => 44,
+        Some(Some(version)) if version < (9, 0) => 44,
+        Some(Some(_)) => 116,
+        Some(None) => 255,
+    }
+}
+
+/// `None` for a server other than Valkey; for Valkey its (major, minor), `None` when unreadable.
+fn valkey_major_minor(display_version: &str) -> Option<Option<(u32, u32)>> {
+    let version = display_version.strip_prefix("valkey ")?;
+    let mut parts = version.split('.').map(str::parse::<u32>);
+    Some(match (parts.next(), parts.next()) {
+        (Some(Ok(major)), Some(Ok(minor))) => Some((major, minor)),
+        _ => None,
+    })
 }
 
 #[cfg(test)]
@@ -124,6 +151,23 @@ mod identity_tests {
             ("valkey unstable", true),
         ] {
             assert_eq!(embeds_values_with_keys(version), embeds, "{version}");
+        }
+    }
+
+    #[test]
+    fn the_longest_embedded_value_follows_the_object_budget() {
+        use super::longest_embedded_value;
+        for (version, longest) in [
+            ("redis 7.0.15", 44),
+            ("redis 8.6.3", 44),
+            ("valkey 8.0.1", 44),
+            ("valkey 8.1.1", 44),
+            ("valkey 9.0.0", 116),
+            ("valkey 9.1.2", 116),
+            ("valkey 10.0.0", 116),
+            ("valkey unstable", 255),
+        ] {
+            assert_eq!(longest_embedded_value(version), longest, "{version}");
         }
     }
 }

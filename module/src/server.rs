@@ -34,20 +34,17 @@ pub fn record(info: ServerInfo) {
 
 /// The longest string value the server may keep inside its object (`embstr`), which
 /// `RedisModule_StringDMA` would rewrite as a separate (`raw`) one: 44 bytes on Redis and on
-/// Valkey 8.0. Valkey 8.1+ embeds a value with its key (and expiry) when the whole object fits
-/// in 128 bytes: measured on 9.1.2, up to 113 bytes with an empty name, 112 with a 1-byte
-/// one, 104 with a TTL. Whatever the name, the object's own 8 bytes and the value's 8-bit sds
-/// header and terminator (4) leave at most 116 for the value.
+/// Valkey up to 8.1, 116 on Valkey 9.1 (`opt_core::version::longest_embedded_value`). Decided
+/// once: OPT.SET asks it on every write.
 pub fn longest_embedded_string() -> usize {
-    if embeds_values_with_keys() {
-        VALKEY_LONGEST_EMBEDDED_VALUE
-    } else {
-        44
+    static LONGEST: OnceLock<usize> = OnceLock::new();
+    if let Some(longest) = LONGEST.get() {
+        return *longest;
     }
+    // Not cached before the server facts are recorded (at load, before any command).
+    let Some(s) = info() else { return 255 };
+    *LONGEST.get_or_init(|| opt_core::version::longest_embedded_value(&s.display_version))
 }
-
-/// See [`longest_embedded_string`]: 128 - 8 - 4.
-const VALKEY_LONGEST_EMBEDDED_VALUE: usize = 116;
 
 /// Whether OPT.SET may write a short (embedded) value in place, leaving a raw string where SET
 /// leaves an embedded one: where that costs no memory (Redis, Valkey 8.0: `used_memory` moved

@@ -1782,7 +1782,7 @@ fn replicate_set(call: &Call, o: &SetOptions, fresh_until_ms: Option<i64>) {
 /// `RedisModule_StringDMA` turns an int or embstr string it reads into a raw one (more memory,
 /// another OBJECT ENCODING, and on a replica a dataset that no longer matches its master's),
 /// so only values too long to be embedded (`server::longest_embedded_string`: 44 bytes on
-/// Redis and Valkey 8.0, 116 on Valkey 8.1+), which are raw already, are read through it;
+/// Redis and Valkey up to 8.1, 116 on Valkey 9), which are raw already, are read through it;
 /// shorter ones through GET.
 ///
 /// # Safety

@@ -985,11 +985,16 @@ fn the_elements_sampled_to_size_a_collection_are_configurable() {
         top.bytes
     };
     let (sampled, exact) = (usage(&mut c, None), usage(&mut c, Some(1000)));
-    // Redis 8 keeps each collection's size exactly and samples nothing; 7.x and Valkey
-    // estimate from the samples, and 5 of these uneven values give another size.
+    // Redis 7.x, Valkey and Redis 8.0 estimate a collection's size from samples, and 5 of these
+    // uneven values (the default) give another size than all 1000, as one does. Newer Redis
+    // (8.6 here) keeps each collection's size exactly and samples nothing.
+    let one = usage(&mut c, Some(1));
+    let server_samples = one != exact;
     let info: String = redis::cmd("INFO").arg("server").query(&mut c).unwrap();
-    let exact_server = info.contains("redis_version:8.") && !info.contains("valkey_version");
-    assert_eq!(sampled == exact, exact_server, "{sampled} {exact}\n{info}");
+    if !info.contains("redis_version:8.") || info.contains("valkey_version") {
+        assert!(server_samples, "{one} {exact}\n{info}");
+    }
+    assert_eq!(sampled != exact, server_samples, "{sampled} {one} {exact}");
     assert_eq!(analysed(&mut c), sampled);
     ok(
         &mut c,
