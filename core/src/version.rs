@@ -113,6 +113,19 @@ pub fn longest_embedded_value(display_version: &str) -> usize {
     }
 }
 
+/// Whether the server named by `display_version` may leave a client in another database
+/// after delivering a keyspace event to a module: Valkey 8.1 and 9.0 select the event's
+/// database on the client that runs the command and never select its own back
+/// (valkey-io/valkey#4024, fixed in 9.1; 8.1.1 measured). An unreadable Valkey version counts
+/// as one that may: the callers' remedy changes nothing on a server that is fixed.
+pub fn leaves_client_in_event_db(display_version: &str) -> bool {
+    match valkey_major_minor(display_version) {
+        None => false,
+        Some(Some(version)) => ((8, 1)..(9, 1)).contains(&version),
+        Some(None) => true,
+    }
+}
+
 /// `None` for a server other than Valkey; for Valkey its (major, minor), `None` when unreadable.
 fn valkey_major_minor(display_version: &str) -> Option<Option<(u32, u32)>> {
     let version = display_version.strip_prefix("valkey ")?;
@@ -151,6 +164,22 @@ mod identity_tests {
             ("valkey unstable", true),
         ] {
             assert_eq!(embeds_values_with_keys(version), embeds, "{version}");
+        }
+    }
+
+    #[test]
+    fn valkey_8_1_to_9_0_leave_clients_in_the_event_db() {
+        use super::leaves_client_in_event_db;
+        for (version, leaves) in [
+            ("redis 7.0.15", false),
+            ("redis 8.6.3", false),
+            ("valkey 8.0.1", false),
+            ("valkey 8.1.1", true),
+            ("valkey 9.0.3", true),
+            ("valkey 9.1.2", false),
+            ("valkey unstable", true),
+        ] {
+            assert_eq!(leaves_client_in_event_db(version), leaves, "{version}");
         }
     }
 

@@ -7,6 +7,7 @@
 mod acl;
 mod advise;
 mod blocked;
+mod client_db;
 mod commands;
 mod configs;
 mod event_audience;

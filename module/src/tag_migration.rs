@@ -60,6 +60,7 @@ use opt_core::tag_transfer::{
 };
 use redis_module::raw;
 
+use crate::client_db::{client_state, filter_client};
 use crate::reply::filter_arg;
 use crate::state::MainThreadCell;
 use crate::{guard, log, server, tags};
@@ -222,34 +223,6 @@ pub const QUEUED_MAX_BYTES: usize = 16 << 20;
 /// Clients with a MIGRATE queued in MULTI, whose tags go at EXEC (`INFO opt`).
 pub fn clients_with_queued_migrate() -> u64 {
     QUEUED_CLIENTS.load(Ordering::Relaxed) as u64
-}
-
-/// The id of the client whose command the filter sees, where the server tells it (7.2+).
-///
-/// # Safety
-/// `fctx` must be the live context of a filter callback.
-unsafe fn filter_client(fctx: *mut raw::RedisModuleCommandFilterCtx) -> Option<u64> {
-    let get = raw::RedisModule_CommandFilterGetClientId?;
-    let id = get(fctx);
-    (id != 0).then_some(id)
-}
-
-/// Whether client `id` is inside MULTI (its commands are queued, not run), and the database
-/// it has selected; None when the server does not know the client.
-fn client_state(id: u64) -> Option<(bool, usize)> {
-    // SAFETY: the struct is zeroed and versioned as the API asks; the call only writes it.
-    unsafe {
-        let info = raw::RedisModule_GetClientInfoById?;
-        let mut ci: raw::RedisModuleClientInfo = std::mem::zeroed();
-        ci.version = 1;
-        if info((&mut ci as *mut raw::RedisModuleClientInfo).cast(), id)
-            != raw::REDISMODULE_OK as c_int
-        {
-            return None;
-        }
-        let in_multi = ci.flags & u64::from(raw::REDISMODULE_CLIENTINFO_FLAG_MULTI) != 0;
-        Some((in_multi, usize::from(ci.db)))
-    }
 }
 
 /// Queues MIGRATE `args` of client `id` until its EXEC; false when they do not fit.

@@ -357,6 +357,7 @@ pub(crate) fn follow_keyspace(ctx: *mut raw::RedisModuleCtx) -> Result<(), Reply
     FOLLOWING.store(true, Ordering::Relaxed);
     log::notice("tag index: following keyspace events from now on (first tagged key)");
     crate::tag_migration::watch_migrations(ctx);
+    crate::client_db::watch(ctx);
     Ok(())
 }
 
@@ -432,6 +433,8 @@ unsafe extern "C" fn on_keyspace_event(
         if applied.is_none() {
             log::warning("tag index event arrived while the index was in use; report this");
         }
+        // Last: it may select another database on the event's client (Valkey 8.1 and 9.0).
+        crate::client_db::after_event(ctx, event, key, db);
     });
     raw::REDISMODULE_OK as c_int
 }

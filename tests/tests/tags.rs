@@ -606,6 +606,103 @@ fn big_databases_swap_and_flush_and_free_everything() {
     assert_eq!(info(&mut c).pairs, 1);
 }
 
+/// Valkey 8.1 and 9.0 leave a client in the destination database after MOVE or COPY ... DB
+/// once a module follows keyspace events (valkey-io/valkey#4024), so its next commands would
+/// run there; the module selects the client's own database back (module/src/client_db.rs).
+/// Every server must end each case with the client where it was: the `probe` it writes last,
+/// and the one written inside MULTI after the MOVE or COPY, are looked for in every database.
+#[test]
+fn a_client_stays_in_its_database_after_move_and_copy() {
+    let server = Server::start();
+    let mut admin = server.conn();
+    // The index follows keyspace events from its first entry.
+    ok(&mut admin, &["OPT.SET", "tagged", "v", "TAGS", "t"]);
+    let cases: &[(&str, &[&[&str]], usize)] = &[
+        ("MOVE", &[&["SET", "a", "v"], &["MOVE", "a", "1"]], 0),
+        (
+            "MOVE of a tagged key",
+            &[&["OPT.SET", "b", "v", "TAGS", "t"], &["MOVE", "b", "1"]],
+            0,
+        ),
+        (
+            "COPY DB",
+            &[&["SET", "c", "v"], &["COPY", "c", "c", "DB", "1"]],
+            0,
+        ),
+        (
+            "COPY DB from db 2",
+            &[
+                &["SELECT", "2"],
+                &["SET", "d", "v"],
+                &["COPY", "d", "d2", "REPLACE", "DB", "1"],
+            ],
+            2,
+        ),
+        (
+            "COPY DB twice, the second refused",
+            &[
+                &["SET", "e", "v"],
+                &["COPY", "e", "e", "DB", "1"],
+                &["COPY", "e", "e", "DB", "1"],
+            ],
+            0,
+        ),
+        (
+            "MOVE in MULTI",
+            &[
+                &["SET", "f", "v"],
+                &["MULTI"],
+                &["MOVE", "f", "1"],
+                &["SET", "probe_in_multi", "x"],
+                &["EXEC"],
+            ],
+            0,
+        ),
+        (
+            "COPY DB in MULTI after a queued SELECT",
+            &[
+                &["SELECT", "2"],
+                &["SET", "g", "v"],
+                &["SELECT", "0"],
+                &["MULTI"],
+                &["SELECT", "2"],
+                &["COPY", "g", "g", "DB", "1"],
+                &["SET", "probe_in_multi", "x"],
+                &["EXEC"],
+            ],
+            2,
+        ),
+    ];
+    for (case, commands, want_db) in cases {
+        let mut c = server.conn();
+        for args in commands.iter() {
+            ok(&mut c, args);
+        }
+        ok(&mut c, &["SET", "probe", "x"]);
+        let in_multi = commands.iter().any(|args| args[0] == "MULTI");
+        for db in 0..3 {
+            ok(&mut admin, &["SELECT", &db.to_string()]);
+            assert_eq!(
+                exists(&mut admin, "probe"),
+                db == *want_db,
+                "{case}: probe, db {db}"
+            );
+            if in_multi {
+                assert_eq!(
+                    exists(&mut admin, "probe_in_multi"),
+                    db == *want_db,
+                    "{case}: the write after it in MULTI, db {db}"
+                );
+            }
+            ok(&mut admin, &["DEL", "probe", "probe_in_multi"]);
+        }
+        ok(&mut admin, &["SELECT", "0"]);
+    }
+    // The tagged key moved with its tags.
+    ok(&mut admin, &["SELECT", "1"]);
+    assert_eq!(tags(&mut admin, "b"), vec!["t"]);
+}
+
 #[test]
 fn every_way_a_key_leaves_the_keyspace_leaves_the_index() {
     let server = Server::with_config(&["maxmemory-policy allkeys-random"]);
