@@ -16,6 +16,10 @@
 //!   queued in MULTI is noted when it is queued, with the database a SELECT queued before it
 //!   in the same MULTI selects.
 //!
+//! The filter costs every command about 90 instructions on those servers (a GET is about 4,100;
+//! callgrind on Valkey 8.1.1, docs/benchmarks.md), most of it the server's own handling of a
+//! registered filter; it is not registered where no command can name another database.
+//!
 //! Limits: a module loaded after this one and subscribed to the same events is called after
 //! it, and the server selects the destination again for it. A COPY ... DB inside a Lua script
 //! leaves the script's own client in the destination for the rest of the script (the filter
@@ -46,8 +50,8 @@ struct State {
     move_from_db: Option<usize>,
     /// Oldest first, at most [`MAX_PENDING_COPIES`].
     copies: VecDeque<PendingCopy>,
-    /// Clients inside MULTI that queued a SELECT: the database it selects.
-    multi_db: HashMap<u64, usize>,
+    /// Clients inside MULTI, and the database a SELECT they queued selects.
+    multi_db: HashMap<u64, Option<usize>>,
 }
 
 /// COPYs noted and not yet seen run. One that runs without an event (its key exists in the
@@ -55,12 +59,13 @@ struct State {
 /// out by newer ones.
 const MAX_PENDING_COPIES: usize = 256;
 
-/// Clients whose queued SELECT is kept; past it they are all forgotten (a client that leaves
-/// inside MULTI is otherwise never dropped, but its id is never used again).
-const MAX_MULTI_CLIENTS: usize = 1024;
+/// Clients in MULTI past which those that left are looked for and forgotten (the filter sees
+/// no disconnect; a client id is never used again).
+const PURGE_MULTI_CLIENTS_FROM: usize = 64;
 
 static STATE: MainThreadCell<Option<State>> = MainThreadCell::new(None);
-/// `State::multi_db`'s length, read by the filter on every one-argument command.
+/// `State::multi_db`'s length, read by the filter on every two-argument command: SELECT is
+/// looked for only while a client is in MULTI.
 static MULTI_CLIENTS: AtomicUsize = AtomicUsize::new(0);
 /// Whether the COPY filter is registered.
 static WATCHING: AtomicBool = AtomicBool::new(false);
@@ -75,10 +80,14 @@ fn affected() -> bool {
     })
 }
 
-/// On the servers concerned, registers the COPY filter, once. Called when the tag index starts
-/// following keyspace events.
+/// On the servers concerned, registers the COPY filter, once, unless no command can name
+/// another database (`databases 1`, or a cluster of one database per node). Called when the
+/// tag index starts following keyspace events.
 pub fn watch(ctx: *mut raw::RedisModuleCtx) {
     if !affected() || WATCHING.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    if crate::keyspace::analysable_databases(ctx) <= 1 {
         return;
     }
     // SAFETY: ctx is a live context of this module on the main thread; the filter is this
@@ -165,15 +174,19 @@ unsafe extern "C" fn filter(fctx: *mut raw::RedisModuleCommandFilterCtx) {
         return;
     };
     let argc = count(fctx).max(0) as usize;
-    // COPY source destination DB n: at least 5 arguments. SELECT n: 2. EXEC, DISCARD and
-    // RESET: 1, and only while a client in MULTI has queued a SELECT.
-    if argc >= 5 || argc == 2 || (argc == 1 && MULTI_CLIENTS.load(Ordering::Relaxed) > 0) {
+    // COPY source destination DB n [REPLACE]: 5 or 6 arguments. MULTI, EXEC, DISCARD and
+    // RESET: 1. SELECT n: 2, and only while a client is in MULTI (GET and most reads have 2).
+    if argc == 1
+        || argc == 5
+        || argc == 6
+        || (argc == 2 && MULTI_CLIENTS.load(Ordering::Relaxed) > 0)
+    {
         filter_candidate(fctx, argc);
     }
 }
 
-/// The part of [`filter`] for commands that may be COPY, SELECT or the end of a MULTI, kept
-/// out of line so that every other command pays only the length check above.
+/// The part of [`filter`] for commands that may be COPY, SELECT, or the start or end of a
+/// MULTI, kept out of line so that every other command pays only the length check above.
 ///
 /// # Safety
 /// `fctx` must be the live context of a filter callback, with `argc` arguments.
@@ -181,11 +194,12 @@ unsafe extern "C" fn filter(fctx: *mut raw::RedisModuleCommandFilterCtx) {
 unsafe fn filter_candidate(fctx: *mut raw::RedisModuleCommandFilterCtx, argc: usize) {
     let name = filter_arg(fctx, 0);
     let kind = match (argc, name.len()) {
+        (1, 5) if name.eq_ignore_ascii_case(b"multi") => Kind::Multi,
         (1, 4) if name.eq_ignore_ascii_case(b"exec") => Kind::EndMulti,
         (1, 5) if name.eq_ignore_ascii_case(b"reset") => Kind::EndMulti,
         (1, 7) if name.eq_ignore_ascii_case(b"discard") => Kind::EndMulti,
         (2, 6) if name.eq_ignore_ascii_case(b"select") => Kind::Select,
-        (5.., 4) if name.eq_ignore_ascii_case(b"copy") => Kind::Copy,
+        (5 | 6, 4) if name.eq_ignore_ascii_case(b"copy") => Kind::Copy,
         _ => return,
     };
     guard::catch_and_log("COPY database watch", || {
@@ -196,6 +210,15 @@ unsafe fn filter_candidate(fctx: *mut raw::RedisModuleCommandFilterCtx, argc: us
             return;
         };
         match kind {
+            Kind::Multi => {
+                with_state(|st| {
+                    if st.multi_db.len() >= PURGE_MULTI_CLIENTS_FROM {
+                        st.multi_db.retain(|&id, _| client_state(id).is_some());
+                    }
+                    st.multi_db.insert(client, None);
+                    MULTI_CLIENTS.store(st.multi_db.len(), Ordering::Relaxed);
+                });
+            }
             Kind::EndMulti => {
                 with_state(|st| {
                     st.multi_db.remove(&client);
@@ -204,15 +227,13 @@ unsafe fn filter_candidate(fctx: *mut raw::RedisModuleCommandFilterCtx, argc: us
             }
             Kind::Select => {
                 let Some(db) = parse_db(args[1]) else { return };
-                if let Some((true, _)) = client_state(client) {
-                    with_state(|st| {
-                        if st.multi_db.len() >= MAX_MULTI_CLIENTS {
-                            st.multi_db.clear();
-                        }
-                        st.multi_db.insert(client, db);
-                        MULTI_CLIENTS.store(st.multi_db.len(), Ordering::Relaxed);
-                    });
-                }
+                with_state(|st| {
+                    // Queued only inside MULTI; outside it runs at once, and a COPY after it
+                    // finds its database selected.
+                    if let Some(queued) = st.multi_db.get_mut(&client) {
+                        *queued = Some(db);
+                    }
+                });
             }
             Kind::Copy => {
                 let Some(to_db) = copy_destination_db(&args) else {
@@ -223,7 +244,12 @@ unsafe fn filter_candidate(fctx: *mut raw::RedisModuleCommandFilterCtx, argc: us
                 };
                 with_state(|st| {
                     let from_db = match in_multi {
-                        true => st.multi_db.get(&client).copied().unwrap_or(selected),
+                        true => st
+                            .multi_db
+                            .get(&client)
+                            .copied()
+                            .flatten()
+                            .unwrap_or(selected),
                         false => selected,
                     };
                     if from_db == to_db {
@@ -247,6 +273,7 @@ unsafe fn filter_candidate(fctx: *mut raw::RedisModuleCommandFilterCtx, argc: us
 enum Kind {
     Copy,
     Select,
+    Multi,
     EndMulti,
 }
 

@@ -233,7 +233,7 @@ fn config_get(ctx: *mut raw::RedisModuleCtx, name: &CStr) -> Option<i64> {
 
 /// How many databases `DB` may name: `databases`, or in cluster mode db 0 alone (Redis) or
 /// `cluster-databases` (Valkey 9). Where CONFIG is renamed or refused: 16, or 1 in a cluster.
-fn analysable_databases(ctx: *mut raw::RedisModuleCtx) -> u64 {
+pub(crate) fn analysable_databases(ctx: *mut raw::RedisModuleCtx) -> u64 {
     let count = if crate::server::in_cluster(ctx) {
         config_get(ctx, c"cluster-databases").unwrap_or(1)
     } else {
