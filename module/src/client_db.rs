@@ -92,16 +92,7 @@ pub fn watch(ctx: *mut raw::RedisModuleCtx) {
     }
     // SAFETY: ctx is a live context of this module on the main thread; the filter is this
     // module's extern "C" function and lives as long as the module.
-    let filter = unsafe {
-        raw::RedisModule_RegisterCommandFilter.map(|f| {
-            f(
-                ctx,
-                Some(filter),
-                raw::REDISMODULE_CMDFILTER_NOSELF as c_int,
-            )
-        })
-    };
-    if filter.is_none_or(|f| f.is_null()) {
+    if unsafe { server::register_command_filter(ctx, filter) }.is_null() {
         log::warning(
             "this Valkey leaves a client in the destination database after COPY ... DB when a \
              module follows keyspace events (valkey-io/valkey#4024), and the filter that puts \

@@ -603,14 +603,7 @@ unsafe fn register_filter(ctx: *mut raw::RedisModuleCtx) {
     if !FILTER.load(Ordering::Relaxed).is_null() {
         return;
     }
-    let Some(register) = raw::RedisModule_RegisterCommandFilter else {
-        return;
-    };
-    let f = register(
-        ctx,
-        Some(filter),
-        raw::REDISMODULE_CMDFILTER_NOSELF as c_int,
-    );
+    let f = crate::server::register_command_filter(ctx, filter);
     if f.is_null() {
         log::warning("could not register the hot-key command filter");
         return;

@@ -171,14 +171,8 @@ unsafe fn watch_clients(ctx: *mut raw::RedisModuleCtx) {
     if !CLIENT_FILTER.load(Ordering::Relaxed).is_null() {
         return;
     }
-    if let Some(register) = raw::RedisModule_RegisterCommandFilter {
-        let f = register(
-            ctx,
-            Some(note_client_command),
-            raw::REDISMODULE_CMDFILTER_NOSELF as c_int,
-        );
-        CLIENT_FILTER.store(f, Ordering::Relaxed);
-    }
+    let f = crate::server::register_command_filter(ctx, note_client_command);
+    CLIENT_FILTER.store(f, Ordering::Relaxed);
 }
 
 /// Unregisters the client filter when no analysis is left.

@@ -4,7 +4,7 @@
 //! modules). Some APIs appeared later; each is looked up once at load, logged, and the features
 //! that need it degrade instead of crashing when it is missing.
 
-use std::ffi::CStr;
+use std::ffi::{c_int, CStr};
 use std::sync::OnceLock;
 
 use opt_core::report::Feature;
@@ -78,6 +78,26 @@ pub fn version() -> Option<ServerVersion> {
 /// reference to the mutable static is created).
 pub fn present<F>(api: Option<F>) -> bool {
     api.is_some()
+}
+
+/// Registers `callback` as a command filter that skips the commands this module runs itself
+/// (`REDISMODULE_CMDFILTER_NOSELF`); null when the server has no filter API or refuses it.
+///
+/// # Safety
+/// `ctx` must be a live context of this module on the main thread, and `callback` must live as
+/// long as the module (one of its `extern "C"` functions).
+pub unsafe fn register_command_filter(
+    ctx: *mut raw::RedisModuleCtx,
+    callback: unsafe extern "C" fn(*mut raw::RedisModuleCommandFilterCtx),
+) -> *mut raw::RedisModuleCommandFilter {
+    match raw::RedisModule_RegisterCommandFilter {
+        Some(register) => register(
+            ctx,
+            Some(callback),
+            raw::REDISMODULE_CMDFILTER_NOSELF as c_int,
+        ),
+        None => std::ptr::null_mut(),
+    }
 }
 
 /// Looks up the optional APIs this module can use.

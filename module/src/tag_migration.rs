@@ -110,16 +110,7 @@ pub fn watch_migrations(ctx: *mut raw::RedisModuleCtx) {
     }
     // SAFETY: ctx is a live context of this module on the main thread; the filter is this
     // module's extern "C" function and lives as long as the module.
-    let filter = unsafe {
-        raw::RedisModule_RegisterCommandFilter.map(|f| {
-            f(
-                ctx,
-                Some(filter),
-                raw::REDISMODULE_CMDFILTER_NOSELF as c_int,
-            )
-        })
-    };
-    if filter.is_none_or(|f| f.is_null()) {
+    if unsafe { server::register_command_filter(ctx, filter) }.is_null() {
         log::warning("could not watch MIGRATE: keys it moves arrive without their tags");
         return;
     }
