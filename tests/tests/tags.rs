@@ -610,11 +610,15 @@ fn big_databases_swap_and_flush_and_free_everything() {
 /// once a module follows keyspace events (valkey-io/valkey#4024), so its next commands would
 /// run there; the module selects the client's own database back (module/src/client_db.rs).
 /// Every server must end each case with the client where it was: the `probe` it writes last,
-/// and the one written inside MULTI after the MOVE or COPY, are looked for in every database.
+/// and the one written inside MULTI after the MOVE or COPY, are looked for in every database,
+/// on the server and on its replica, whose link to the master runs the same commands (and
+/// would otherwise apply the master's next writes to another database than the master did).
 #[test]
 fn a_client_stays_in_its_database_after_move_and_copy() {
     let server = Server::start();
+    let replica = server.start_replica(ServerOptions::default());
     let mut admin = server.conn();
+    let mut on_replica = replica.conn();
     // The index follows keyspace events from its first entry.
     ok(&mut admin, &["OPT.SET", "tagged", "v", "TAGS", "t"]);
     let cases: &[(&str, &[&[&str]], usize)] = &[
@@ -679,20 +683,21 @@ fn a_client_stays_in_its_database_after_move_and_copy() {
             ok(&mut c, args);
         }
         ok(&mut c, &["SET", "probe", "x"]);
+        let synced: i64 = redis::cmd("WAIT").arg(1).arg(5000).query(&mut c).unwrap();
+        assert_eq!(synced, 1, "{case}: the replica acknowledged");
         let in_multi = commands.iter().any(|args| args[0] == "MULTI");
         for db in 0..3 {
-            ok(&mut admin, &["SELECT", &db.to_string()]);
-            assert_eq!(
-                exists(&mut admin, "probe"),
-                db == *want_db,
-                "{case}: probe, db {db}"
-            );
-            if in_multi {
-                assert_eq!(
-                    exists(&mut admin, "probe_in_multi"),
-                    db == *want_db,
-                    "{case}: the write after it in MULTI, db {db}"
-                );
+            for (con, side) in [(&mut admin, "server"), (&mut on_replica, "replica")] {
+                ok(con, &["SELECT", &db.to_string()]);
+                let want = db == *want_db;
+                assert_eq!(exists(con, "probe"), want, "{case}: probe, db {db}, {side}");
+                if in_multi {
+                    assert_eq!(
+                        exists(con, "probe_in_multi"),
+                        want,
+                        "{case}: the write after it in MULTI, db {db}, {side}"
+                    );
+                }
             }
             ok(&mut admin, &["DEL", "probe", "probe_in_multi"]);
         }
