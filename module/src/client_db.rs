@@ -28,7 +28,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::ffi::c_int;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::OnceLock;
 
 use redis_module::raw;
 
@@ -59,10 +58,6 @@ struct State {
 /// out by newer ones.
 const MAX_PENDING_COPIES: usize = 256;
 
-/// Clients in MULTI past which those that left are looked for and forgotten (the filter sees
-/// no disconnect; a client id is never used again).
-const PURGE_MULTI_CLIENTS_FROM: usize = 64;
-
 static STATE: MainThreadCell<Option<State>> = MainThreadCell::new(None);
 /// `State::multi_db`'s length, read by the filter on every two-argument command: SELECT is
 /// looked for only while a client is in MULTI.
@@ -70,14 +65,9 @@ static MULTI_CLIENTS: AtomicUsize = AtomicUsize::new(0);
 /// Whether the COPY filter is registered.
 static WATCHING: AtomicBool = AtomicBool::new(false);
 
-/// Whether this server leaves clients in the event's database (decided once, at first use,
-/// after the server facts are recorded at load).
+/// Whether this server leaves clients in the event's database.
 fn affected() -> bool {
-    static AFFECTED: OnceLock<bool> = OnceLock::new();
-    *AFFECTED.get_or_init(|| {
-        server::info()
-            .is_some_and(|s| opt_core::version::leaves_client_in_event_db(&s.display_version))
-    })
+    server::leaves_client_in_event_db()
 }
 
 /// On the servers concerned, registers the COPY filter, once, unless no command can name
@@ -105,6 +95,29 @@ pub fn watch(ctx: *mut raw::RedisModuleCtx) {
          module follows keyspace events (valkey-io/valkey#4024): the module selects the \
          client's own database back",
     );
+}
+
+/// Server events, subscribed on these servers (`events::subscribe`): a client that leaves
+/// takes its MULTI and its COPY notes with it, so that two-argument commands stop being looked
+/// at for SELECT once no client is in MULTI.
+///
+/// # Safety
+/// `data` must be what the server passed with the event.
+pub unsafe fn on_server_event(id: u64, subevent: u64, data: *mut std::ffi::c_void) {
+    if id != raw::REDISMODULE_EVENT_CLIENT_CHANGE
+        || subevent != raw::REDISMODULE_SUBEVENT_CLIENT_CHANGE_DISCONNECTED
+        || data.is_null()
+        || !WATCHING.load(Ordering::Relaxed)
+    {
+        return;
+    }
+    // SAFETY: a client-change event carries a RedisModuleClientInfo (checked for null above).
+    let client = unsafe { (*data.cast::<raw::RedisModuleClientInfo>()).id };
+    with_state(|st| {
+        st.multi_db.remove(&client);
+        MULTI_CLIENTS.store(st.multi_db.len(), Ordering::Relaxed);
+        st.copies.retain(|c| c.client != client);
+    });
 }
 
 /// Called at the end of the tag index's keyspace event callback, with the event's context,
@@ -203,9 +216,6 @@ unsafe fn filter_candidate(fctx: *mut raw::RedisModuleCommandFilterCtx, argc: us
         match kind {
             Kind::Multi => {
                 with_state(|st| {
-                    if st.multi_db.len() >= PURGE_MULTI_CLIENTS_FROM {
-                        st.multi_db.retain(|&id, _| client_state(id).is_some());
-                    }
                     st.multi_db.insert(client, None);
                     MULTI_CLIENTS.store(st.multi_db.len(), Ordering::Relaxed);
                 });

@@ -1,5 +1,5 @@
 //! Server events (loading, replication role, FLUSHDB, SWAPDB, modules loaded and unloaded, and
-//! client changes in cluster mode), subscribed once.
+//! client changes in cluster mode and on Valkey 8.1 and 9.0), subscribed once.
 //!
 //! Redis keeps one callback per module and event: a second subscription replaces the first.
 //! So the module subscribes here, once, and hands each event to every subsystem that needs it.
@@ -8,7 +8,7 @@ use std::ffi::c_void;
 
 use redis_module::raw;
 
-use crate::{event_audience, guard, hotkeys, slot_migration, tag_migration, tags};
+use crate::{client_db, event_audience, guard, hotkeys, slot_migration, tag_migration, tags};
 
 /// Subscribes to the server events the subsystems follow; `identity` is the server's name and
 /// version (`redis 8.6.3`), which tells which slot-migration events it has.
@@ -32,8 +32,10 @@ pub fn subscribe(ctx: *mut raw::RedisModuleCtx, identity: &str) -> Result<(), St
                 return Err(format!("could not subscribe to server event {id}"));
             }
         }
-        // Only tag_migration follows clients, and only in cluster mode.
-        if crate::server::in_cluster(ctx)
+        // Clients are followed by tag_migration in cluster mode, and by client_db on the
+        // servers whose keyspace events can leave a client in another database.
+        if (crate::server::in_cluster(ctx)
+            || opt_core::version::leaves_client_in_event_db(identity))
             && subscribe(
                 ctx,
                 raw::RedisModuleEvent {
@@ -66,6 +68,8 @@ unsafe extern "C" fn dispatch(
         unsafe { slot_migration::on_server_event(ctx, eid.id, subevent, data) };
         // SAFETY: as above.
         unsafe { tag_migration::on_server_event(eid.id, subevent, data) };
+        // SAFETY: as above.
+        unsafe { client_db::on_server_event(eid.id, subevent, data) };
         // SAFETY: as above.
         unsafe { event_audience::on_server_event(eid.id, subevent, data) };
     });

@@ -159,10 +159,7 @@ fn load(ctx: *mut raw::RedisModuleCtx, args: &[String]) -> Result<(), String> {
         "redis-cache-optimizer {MODULE_VERSION} loaded on {display_version}; features: {}",
         found.join(" ")
     ));
-    server::record(server::ServerInfo {
-        display_version,
-        features,
-    });
+    server::record(server::ServerInfo::new(display_version, features));
     Ok(())
 }
 

@@ -18,6 +18,27 @@ pub struct ServerInfo {
     pub display_version: String,
     /// Optional APIs and whether they were found.
     pub features: Vec<Feature>,
+    /// `opt_core::version::longest_embedded_value` of this server.
+    longest_embedded_value: usize,
+    /// `opt_core::version::embeds_values_with_keys` of this server.
+    embeds_values_with_keys: bool,
+    /// `opt_core::version::leaves_client_in_event_db` of this server.
+    leaves_client_in_event_db: bool,
+}
+
+impl ServerInfo {
+    /// The facts of the server named by `display_version` (`valkey 8.1.1`), with what follows
+    /// from its version worked out once here: OPT.SET asks some of it on every write.
+    pub fn new(display_version: String, features: Vec<Feature>) -> Self {
+        use opt_core::version as v;
+        ServerInfo {
+            longest_embedded_value: v::longest_embedded_value(&display_version),
+            embeds_values_with_keys: v::embeds_values_with_keys(&display_version),
+            leaves_client_in_event_db: v::leaves_client_in_event_db(&display_version),
+            display_version,
+            features,
+        }
+    }
 }
 
 static SERVER: OnceLock<ServerInfo> = OnceLock::new();
@@ -34,16 +55,10 @@ pub fn record(info: ServerInfo) {
 
 /// The longest string value the server may keep inside its object (`embstr`), which
 /// `RedisModule_StringDMA` would rewrite as a separate (`raw`) one: 44 bytes on Redis and on
-/// Valkey up to 8.1, 116 on Valkey 9.1 (`opt_core::version::longest_embedded_value`). Decided
-/// once: OPT.SET asks it on every write.
+/// Valkey up to 8.1, 116 on Valkey 9.1 (`opt_core::version::longest_embedded_value`); 255,
+/// the most any server embeds, before the facts are recorded at load.
 pub fn longest_embedded_string() -> usize {
-    static LONGEST: OnceLock<usize> = OnceLock::new();
-    if let Some(longest) = LONGEST.get() {
-        return *longest;
-    }
-    // Not cached before the server facts are recorded (at load, before any command).
-    let Some(s) = info() else { return 255 };
-    *LONGEST.get_or_init(|| opt_core::version::longest_embedded_value(&s.display_version))
+    info().map_or(255, |s| s.longest_embedded_value)
 }
 
 /// Whether OPT.SET may write a short (embedded) value in place, leaving a raw string where SET
@@ -51,20 +66,13 @@ pub fn longest_embedded_string() -> usize {
 /// by 0 or -5 bytes a key, docs/benchmarks.md); not on Valkey 8.1+, whose embedded objects also
 /// hold the key and its expiry (see `tags::overwrite_in_place`).
 pub fn short_values_in_place() -> bool {
-    !embeds_values_with_keys()
+    info().is_some_and(|s| !s.embeds_values_with_keys)
 }
 
-/// Whether the server keeps short string values in one allocation with their key (Valkey
-/// 8.1+, see `opt_core::version::embeds_values_with_keys`). Decided once: OPT.SET asks it on
-/// every write.
-fn embeds_values_with_keys() -> bool {
-    static EMBEDS: OnceLock<bool> = OnceLock::new();
-    if let Some(embeds) = EMBEDS.get() {
-        return *embeds;
-    }
-    // Not cached before the server facts are recorded (at load, before any command).
-    let Some(s) = info() else { return true };
-    *EMBEDS.get_or_init(|| opt_core::version::embeds_values_with_keys(&s.display_version))
+/// Whether the server may leave a client in another database after a module's keyspace event
+/// (Valkey 8.1 and 9.0, see `opt_core::version::leaves_client_in_event_db` and `client_db`).
+pub fn leaves_client_in_event_db() -> bool {
+    info().is_some_and(|s| s.leaves_client_in_event_db)
 }
 
 /// Reads the server version through `RedisModule_GetServerVersion`, if the server has it.
