@@ -1,5 +1,5 @@
 # redis-cache-optimizer: the two commands that matter are `make demo` and `make test`.
-.PHONY: deps build demo run test test-valkey test-newer lint bench fmt clean
+.PHONY: deps build demo run test test-valkey test-newer memcheck lint bench fmt clean
 
 CARGO ?= cargo
 
@@ -43,6 +43,12 @@ test-newer: deps
 		$(CARGO) test -p redis-opt-tests && \
 	REDIS_SERVER=$$dir/bin/valkey-server REDIS_CLI=$$dir/bin/valkey-cli \
 		$(CARGO) test -p redis-opt-tests
+
+## The end-to-end tests against a server under valgrind's memcheck (built from Debian's
+## source with the C library's malloc): fails if an invalid access or a leak has the module
+## in its stack. SERVER=valkey for Valkey 8.1. Slow (about an hour), so not part of `test`.
+memcheck: deps
+	@scripts/memcheck.sh $(or $(SERVER),redis)
 
 ## Criterion benches (see docs/benchmarks.md for the peer comparisons).
 bench: deps

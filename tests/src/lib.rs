@@ -241,8 +241,10 @@ impl Server {
         }
     }
 
+    /// Waits up to 10 s (`OPT_TEST_START_SECONDS`) for the server's own PONG.
     fn wait_ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let start_seconds = env_number("OPT_TEST_START_SECONDS", 10);
+        let deadline = Instant::now() + Duration::from_secs(start_seconds);
         loop {
             // A PONG may come from another test's server that took the port between
             // free_port() and our bind: ours then fails with "Address already in use" and the
@@ -261,7 +263,7 @@ impl Server {
                 }
             }
             if Instant::now() > deadline {
-                return Err(format!("no PONG within 10 s\n{}", self.log()));
+                return Err(format!("no PONG within {start_seconds} s\n{}", self.log()));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -345,13 +347,14 @@ impl Server {
         }
     }
 
-    /// Stops the server: `SHUTDOWN NOSAVE`, then SIGKILL if it lingers.
+    /// Stops the server: `SHUTDOWN NOSAVE`, then SIGKILL if it lingers past 3 s
+    /// (`OPT_TEST_STOP_SECONDS`: under valgrind the leak check at exit needs longer).
     pub fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {
             return;
         };
         let _ = raw_command(self.port, "SHUTDOWN NOSAVE");
-        let deadline = Instant::now() + Duration::from_secs(3);
+        let deadline = Instant::now() + Duration::from_secs(env_number("OPT_TEST_STOP_SECONDS", 3));
         while Instant::now() < deadline {
             if let Ok(Some(_)) = child.try_wait() {
                 return;
