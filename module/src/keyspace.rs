@@ -133,6 +133,9 @@ struct Job {
     finished: bool,
     cancelled: Option<&'static str>,
     now_ms: i64,
+    /// FULL: keys the current scan call read, with their names retained, measured once it
+    /// returns (`measure_scanned`); empty between scan calls.
+    scanned_unmeasured: Vec<(*mut raw::RedisModuleString, OpenKeyFacts)>,
 }
 
 struct Jobs {
@@ -397,6 +400,7 @@ fn start(
             finished: false,
             cancelled: None,
             now_ms: now_ms(),
+            scanned_unmeasured: Vec::new(),
         });
         arm_timer(ctx, j);
     });
@@ -607,6 +611,7 @@ unsafe fn step(ctx: *mut raw::RedisModuleCtx, job: &mut Job, deadline: Instant) 
                         Some(scan_callback),
                         (job as *mut Job).cast(),
                     );
+                    measure_scanned(ctx, job);
                     if job.calibration.start_over {
                         start_over(job);
                     } else if more == 0 {
@@ -653,11 +658,12 @@ unsafe fn step(ctx: *mut raw::RedisModuleCtx, job: &mut Job, deadline: Instant) 
                     break;
                 }
                 let key = open_counted(ctx, open, name);
+                let facts = read_open_key(job, name, key);
                 if !key.is_null() {
-                    process(ctx, job, name, key);
                     close(key);
-                } else {
-                    job.scanned += 1;
+                }
+                if let Some(facts) = facts {
+                    measure(ctx, job, name, facts);
                 }
                 free(ctx, name);
                 if job.calibration.start_over {
@@ -929,10 +935,11 @@ unsafe fn walk_key(ctx: *mut raw::RedisModuleCtx, job: &mut Job, name: &[u8]) {
     let key = open_counted(ctx, open, string);
     // A key that vanished since SCAN returned it counts as a draw that did not match.
     let type_ok = !key.is_null() && job.query.type_matches(key_type_name(key));
+    let mut facts = None;
     if type_ok {
         w.matched += 1;
         if w.matched % w.stride == 0 {
-            process(ctx, job, string, key);
+            facts = read_open_key(job, string, key);
         } else {
             job.agg.add_name(name, true);
         }
@@ -941,6 +948,9 @@ unsafe fn walk_key(ctx: *mut raw::RedisModuleCtx, job: &mut Job, name: &[u8]) {
     }
     if !key.is_null() {
         close(key);
+    }
+    if let Some(facts) = facts {
+        measure(ctx, job, string, facts);
     }
     free(ctx, string);
 }
@@ -973,10 +983,13 @@ unsafe fn draw_name(
     job.agg.add_name(bytes, matched);
 }
 
+/// Reads a key of FULL's scan through the handle the scan passes; the lookups by name wait
+/// until the scan call has returned (`measure_scanned`).
+///
 /// # Safety
 /// Called by `RedisModule_Scan` with the job as privdata and a key opened for reading.
 unsafe extern "C" fn scan_callback(
-    ctx: *mut raw::RedisModuleCtx,
+    _ctx: *mut raw::RedisModuleCtx,
     keyname: *mut raw::RedisModuleString,
     key: *mut raw::RedisModuleKey,
     privdata: *mut c_void,
@@ -985,11 +998,42 @@ unsafe extern "C" fn scan_callback(
     let result = guard::catch(|| {
         // SAFETY: privdata is the job `step` passed, borrowed nowhere else during the scan;
         // the other arguments are valid for the duration of the callback.
-        unsafe { process(ctx, &mut *job, keyname, key) }
+        let job = unsafe { &mut *job };
+        // SAFETY: as above.
+        let Some(facts) = (unsafe { read_open_key(job, keyname, key) }) else {
+            return;
+        };
+        // Measured once the scan call has returned and closed the key (`measure_scanned`):
+        // the name is kept until then.
+        if let Some(retain) = raw::RedisModule_RetainString {
+            // SAFETY: keyname is valid; with no context the reference is ours to free.
+            unsafe { retain(ptr::null_mut(), keyname) };
+            job.scanned_unmeasured.push((keyname, facts));
+        }
     });
     if result.is_err() {
         (*job).cancelled = Some("internal error while scanning (logged)");
     }
+}
+
+/// Measures the keys the last scan call read (see [`read_open_key`] for why only now), and
+/// frees their names.
+///
+/// # Safety
+/// `ctx` must be the slice's context, with the job's db selected.
+unsafe fn measure_scanned(ctx: *mut raw::RedisModuleCtx, job: &mut Job) {
+    let mut keys = std::mem::take(&mut job.scanned_unmeasured);
+    for (name, facts) in keys.drain(..) {
+        // SAFETY: name was retained by the scan callback and is freed just below.
+        if guard::catch(|| unsafe { measure(ctx, job, name, facts) }).is_err() {
+            job.cancelled = Some("internal error while scanning (logged)");
+        }
+        if let Some(free) = raw::RedisModule_FreeString {
+            free(ptr::null_mut(), name);
+        }
+    }
+    // The vector's room is kept for the next call.
+    job.scanned_unmeasured = keys;
 }
 
 const TYPE_NAMES: [&str; 8] = [
@@ -1004,38 +1048,53 @@ unsafe fn key_type_name(key: *mut raw::RedisModuleKey) -> &'static str {
     TYPE_NAMES[raw::RedisModule_KeyType.map_or(0, |f| f(key)).clamp(0, 7) as usize]
 }
 
-/// Reads one key's facts and adds them to the job.
+/// What is read of a key through its open handle, before the handle is closed and anything
+/// is asked of the server by name (see [`read_open_key`]).
+struct OpenKeyFacts {
+    type_name: &'static str,
+    length: u64,
+    /// Milliseconds left, or -1 without a TTL.
+    ttl: i64,
+    idle: Option<u64>,
+    lfu: Option<u8>,
+    /// A raw string's sds allocation (`raw_sds_request`), for strings over 44 bytes while
+    /// sizes are computed.
+    raw_sds: Option<usize>,
+}
+
+/// Counts one key as scanned and reads what its open handle gives, or None when the key is
+/// not to be measured: it vanished, does not match the query, or has expired (a lookup of an
+/// expired key deletes it, and SCAN leaves expired keys out too).
+///
+/// The lookups that follow ([`measure`]: OBJECT ENCODING, MEMORY USAGE) must run after the
+/// handle is closed. A lookup that finds the key expired deletes it, and the server's handle
+/// (the one `RedisModule_Scan` passes, or an opened one) still points at the freed value,
+/// which closing it reads: valgrind caught this on Valkey 8.1 (`make memcheck SERVER=valkey`).
 ///
 /// # Safety
-/// `ctx`, `keyname` and `key` must be valid; `key` may be null (the key vanished).
-unsafe fn process(
-    ctx: *mut raw::RedisModuleCtx,
+/// `keyname` must be valid and `key` a live handle of it, or null (the key vanished).
+unsafe fn read_open_key(
     job: &mut Job,
     keyname: *mut raw::RedisModuleString,
     key: *mut raw::RedisModuleKey,
-) {
+) -> Option<OpenKeyFacts> {
     job.scanned += 1;
     if key.is_null() {
-        return;
+        return None;
     }
-    let name = string_bytes(keyname);
-    if !job.query.name_matches(name) {
-        return;
+    if !job.query.name_matches(string_bytes(keyname)) {
+        return None;
     }
     let type_name = key_type_name(key);
     if type_name == "none" || !job.query.type_matches(type_name) {
-        return;
+        return None;
     }
-    let check = job.agg.keys_of_pattern(name) < PATTERN_CHECKS;
-    let length = raw::RedisModule_ValueLength.map_or(0, |f| f(key)) as u64;
-    let sizing = |encoding, raw_sds| Sizing {
-        key_len: name.len(),
-        encoding,
-        length,
-        raw_sds,
-        check,
-    };
+    // 0 is "expired" (or expiring within the millisecond): what is left is negative.
     let ttl = raw::RedisModule_GetExpire.map_or(-1, |f| f(key));
+    if ttl == 0 {
+        return None;
+    }
+    let length = raw::RedisModule_ValueLength.map_or(0, |f| f(key)) as u64;
     let mut idle_ms: raw::mstime_t = 0;
     let idle = match raw::RedisModule_GetLRU {
         Some(f) if f(key, &mut idle_ms) == raw::REDISMODULE_OK as c_int && idle_ms >= 0 => {
@@ -1055,8 +1114,53 @@ unsafe fn process(
     } else {
         None
     };
+    let raw_sds = if type_name == "string" && length > 44 && computing_sizes(job) {
+        raw_sds_request(key, length)
+    } else {
+        None
+    };
+    Some(OpenKeyFacts {
+        type_name,
+        length,
+        ttl,
+        idle,
+        lfu,
+        raw_sds,
+    })
+}
+
+/// Measures a key whose handle [`read_open_key`] read and which is now closed: its encoding
+/// and bytes, asked of the server by name where they cannot be computed, and adds it to the
+/// job.
+///
+/// # Safety
+/// `ctx` must be the slice's context, with the job's db selected, and `keyname` valid.
+unsafe fn measure(
+    ctx: *mut raw::RedisModuleCtx,
+    job: &mut Job,
+    keyname: *mut raw::RedisModuleString,
+    facts: OpenKeyFacts,
+) {
+    let OpenKeyFacts {
+        type_name,
+        length,
+        ttl,
+        idle,
+        lfu,
+        raw_sds,
+    } = facts;
+    let name = string_bytes(keyname);
+    let check = job.agg.keys_of_pattern(name) < PATTERN_CHECKS;
+    let sizing = |encoding, raw_sds| Sizing {
+        key_len: name.len(),
+        encoding,
+        length,
+        raw_sds,
+        check,
+    };
     let asked_encoding;
-    let (encoding, bytes): (&str, u64) =
+    // Bytes are None when the key expired since its handle was read (see `key_bytes`).
+    let (encoding, bytes): (&str, Option<u64>) =
         if type_name == "list" && !crate::server::has_listpack_lists() {
             // Before 7.2 every list is a quicklist: no need to ask.
             let bytes = key_bytes(ctx, job, keyname, &sizing("quicklist", None));
@@ -1069,21 +1173,17 @@ unsafe fn process(
             // Too long for an integer: embstr up to 44 bytes when SET wrote it, raw beyond (and
             // the spot checks catch a value APPEND or SETRANGE made raw).
             let encoding = if length <= 44 { "embstr" } else { "raw" };
-            let sds = if encoding == "raw" && computing_sizes(job) {
-                raw_sds_request(key, length)
-            } else {
-                None
-            };
+            let sds = raw_sds.filter(|_| computing_sizes(job));
             (
                 encoding,
                 key_bytes(ctx, job, keyname, &sizing(encoding, sds)),
             )
         } else {
             match short_string(ctx, job, keyname, name.len(), length) {
-                ShortString::Matched(encoding, bytes) => (encoding, bytes),
+                ShortString::Matched(encoding, bytes) => (encoding, Some(bytes)),
                 ShortString::Unmatched(bytes) => {
                     asked_encoding = object_encoding(ctx, keyname);
-                    (&asked_encoding, bytes)
+                    (&asked_encoding, Some(bytes))
                 }
                 ShortString::NotCalibrated => {
                     asked_encoding = object_encoding(ctx, keyname);
@@ -1092,6 +1192,9 @@ unsafe fn process(
                 }
             }
         };
+    let Some(bytes) = bytes else {
+        return;
+    };
     job.agg.add(&KeyFacts {
         name,
         type_name,
@@ -1179,6 +1282,8 @@ unsafe fn raw_sds_request(key: *mut raw::RedisModuleKey, length: u64) -> Option<
 /// The key's bytes as MEMORY USAGE reports them: computed for strings once the computation
 /// has agreed with MEMORY USAGE on the first keys (a raw string from its capacity, when
 /// `sizing` carries it), asked otherwise, and asked to check when `sizing.check` is set.
+/// None when MEMORY USAGE finds no such key: it expired since its handle was read (the
+/// lookup deleted it), and is left out rather than taken as a disagreement.
 ///
 /// # Safety
 /// `ctx` and `keyname` must be valid.
@@ -1187,7 +1292,7 @@ unsafe fn key_bytes(
     job: &mut Job,
     keyname: *mut raw::RedisModuleString,
     sizing: &Sizing,
-) -> u64 {
+) -> Option<u64> {
     let computed = if !computing_sizes(job) {
         None
     } else {
@@ -1211,10 +1316,14 @@ unsafe fn key_bytes(
         cal.seen += 1;
         if cal.agreeing >= CALIBRATION_KEYS && cal.seen % SPOT_CHECK_EVERY != 0 && !sizing.check {
             cal.computed_used = true;
-            return (part as i64 + c).max(0) as u64;
+            return Some((part as i64 + c).max(0) as u64);
         }
     }
-    let asked = memory_usage(ctx, keyname).unwrap_or(0);
+    let asked = match memory_usage_reply(ctx, keyname) {
+        MemoryUsage::Bytes(n) => n,
+        MemoryUsage::NoKey => return None,
+        MemoryUsage::Unavailable => 0,
+    };
     if let Some(part) = computed {
         let c = asked as i64 - part as i64;
         match cal.constant {
@@ -1226,7 +1335,7 @@ unsafe fn key_bytes(
             Some(_) => cal.disagree(),
         }
     }
-    asked
+    Some(asked)
 }
 
 /// MEMORY USAGE key: what the server itself accounts for the key.
@@ -1237,15 +1346,26 @@ unsafe fn memory_usage(
     ctx: *mut raw::RedisModuleCtx,
     keyname: *mut raw::RedisModuleString,
 ) -> Option<u64> {
-    match counted(
+    match memory_usage_reply(ctx, keyname) {
+        MemoryUsage::Bytes(n) => Some(n),
+        MemoryUsage::NoKey | MemoryUsage::Unavailable => None,
+    }
+}
+
+/// [`memory_usage`], telling a missing key from a failed call.
+///
+/// # Safety
+/// `ctx` and `keyname` must be valid.
+unsafe fn memory_usage_reply(
+    ctx: *mut raw::RedisModuleCtx,
+    keyname: *mut raw::RedisModuleString,
+) -> MemoryUsage {
+    counted(
         ctx,
         Lookup::MemoryUsage,
         || memory_usage_call(ctx, keyname),
         |r| matches!(r, MemoryUsage::Bytes(_)),
-    ) {
-        MemoryUsage::Bytes(n) => Some(n),
-        MemoryUsage::NoKey | MemoryUsage::Unavailable => None,
-    }
+    )
 }
 
 /// What a MEMORY USAGE call gave.

@@ -581,6 +581,50 @@ fn keys_changing_during_the_scan_are_handled() {
     assert_eq!(redis::cmd("PING").query::<String>(&mut c).unwrap(), "PONG");
 }
 
+/// Keys that have expired but are still stored (active expiry off) are not part of the
+/// keyspace: FULL leaves them out, as SCAN does, and deletes none of them. Before, FULL
+/// measured them, and its OBJECT ENCODING lookup deleted each one while the scan still held
+/// it: on Valkey 8.1, closing the scan's key handle then read the freed value (valgrind,
+/// `make memcheck SERVER=valkey`).
+#[test]
+fn full_leaves_out_expired_keys_and_deletes_none() {
+    let server = Server::start();
+    let mut c = server.conn();
+    ok(&mut c, &["DEBUG", "SET-ACTIVE-EXPIRE", "0"]);
+    let mut p = redis::pipe();
+    for i in 0..200 {
+        p.cmd("HSET")
+            .arg(format!("kept:{i}"))
+            .arg("f")
+            .arg("v")
+            .ignore();
+        p.cmd("HSET")
+            .arg(format!("gone:{i}"))
+            .arg("f")
+            .arg("v")
+            .ignore();
+        p.cmd("PEXPIRE").arg(format!("gone:{i}")).arg(1).ignore();
+        p.cmd("SET")
+            .arg(format!("gone:s{i}"))
+            .arg("x".repeat(60))
+            .arg("PX")
+            .arg(1)
+            .ignore();
+    }
+    let _: () = p.query(&mut c).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    let r = keyspace(&mut c, &["FULL"]);
+    let patterns: Vec<(&str, u64)> = r
+        .patterns
+        .iter()
+        .map(|p| (p.pattern.as_str(), p.keys))
+        .collect();
+    assert_eq!(patterns, vec![("kept:*", 200)], "{patterns:?}");
+    assert_eq!(r.keys_matched, 200);
+    let stored: u64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
+    assert_eq!(stored, 600, "the analysis deleted expired keys");
+}
+
 /// SAMPLES 20000 over 100k keys in 100 us slices, with a FLUSHDB 20 ms in, which lands in the
 /// middle of it: with nothing left to sample the analysis must end, not spin.
 fn sampling_ends_when_the_db_is_flushed_under_it(config: &[&str]) {
