@@ -11,10 +11,11 @@
 # things (expiry within a deadline, a slice's length) may fail: their failures are listed
 # and do not count. What counts is the valgrind logs.
 #
-#   scripts/memcheck.sh [redis|valkey] [test-file ...]
+#   scripts/memcheck.sh [redis|valkey|redis8|valkey9] [test-file ...]
 #
 # redis: Redis 7.0.15 (Debian 12's); valkey: Valkey 8.1.1 (Debian 13's, the version whose
-# event bug module/src/client_db.rs works around). Test files default to every one but
+# event bug module/src/client_db.rs works around); redis8: Redis 8.6.3 and valkey9: Valkey
+# 9.1.2 (Debian's experimental and sid), whose key objects and slot migration differ. Test files default to every one but
 # `cluster` (add it by name: the cluster's failure detector times out under valgrind, and
 # the server's own cluster bus code reports uninitialised bytes, which do not count).
 # Work goes to target/memcheck/; logs to target/memcheck/logs-<server>/.
@@ -38,7 +39,21 @@ case "$which" in
     srcdir=valkey-8.1.1
     binary=valkey-server
     ;;
-  *) echo "memcheck: the server is redis or valkey, not '$which'" >&2; exit 2 ;;
+  redis8)
+    tarball=redis_8.6.3.orig.tar.gz
+    url=http://deb.debian.org/debian/pool/main/r/redis/$tarball
+    sha=58d0d1eb49a1ea6c2179659707fec171b1e2e2b8d5157ed2ec59d1d66ad5a654
+    srcdir=redis-8.6.3
+    binary=redis-server
+    ;;
+  valkey9)
+    tarball=valkey_9.1.2.orig.tar.gz
+    url=http://deb.debian.org/debian/pool/main/v/valkey/$tarball
+    sha=8e8557da7426a51b4e0fb514a65ef6241dc7c85cb408243af389070abf379cec
+    srcdir=valkey-io-valkey-7f1dffe
+    binary=valkey-server
+    ;;
+  *) echo "memcheck: the server is redis, valkey, redis8 or valkey9, not '$which'" >&2; exit 2 ;;
 esac
 tests=("$@")
 if [ ${#tests[@]} -eq 0 ]; then
