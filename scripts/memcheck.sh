@@ -8,8 +8,9 @@
 # Debian's servers allocate with jemalloc, whose pools hide most misuse from valgrind, so the
 # server is built from Debian's own source tarball (checksum pinned below) with the C
 # library's malloc. Valgrind makes the server 20 to 50 times slower, so tests that time
-# things (expiry within a deadline, a slice's length) may fail: their failures are listed
-# and do not count. What counts is the valgrind logs.
+# things (expiry within a deadline, a slice's length) may fail, as may one that expects
+# jemalloc's size classes in MEMORY USAGE, and TLS (the build has none): their failures are
+# listed and do not count. What counts is the valgrind logs.
 #
 #   scripts/memcheck.sh [redis|valkey|redis8|valkey9] [test-file ...]
 #
