@@ -46,7 +46,8 @@ test-newer: deps
 
 ## The end-to-end tests against a server under valgrind's memcheck (built from Debian's
 ## source with the C library's malloc): fails if an invalid access or a leak has the module
-## in its stack. SERVER=valkey for Valkey 8.1. Slow (about an hour), so not part of `test`.
+## in its stack. SERVER=valkey (8.1), redis8 (8.6) or valkey9 (9.1) for the others. Slow (half
+## an hour to an hour), so not part of `test`.
 memcheck: deps
 	@scripts/memcheck.sh $(or $(SERVER),redis)
 
