@@ -1173,10 +1173,10 @@ unsafe fn measure(
             // Too long for an integer: embstr up to 44 bytes when SET wrote it, raw beyond (and
             // the spot checks catch a value APPEND or SETRANGE made raw).
             let encoding = if length <= 44 { "embstr" } else { "raw" };
-            let sds = raw_sds.filter(|_| computing_sizes(job));
+            // key_bytes uses the capacity only while sizes are computed.
             (
                 encoding,
-                key_bytes(ctx, job, keyname, &sizing(encoding, sds)),
+                key_bytes(ctx, job, keyname, &sizing(encoding, raw_sds)),
             )
         } else {
             match short_string(ctx, job, keyname, name.len(), length) {
