@@ -8,7 +8,9 @@ use std::ffi::c_void;
 
 use redis_module::raw;
 
-use crate::{client_db, event_audience, guard, hotkeys, slot_migration, tag_migration, tags};
+use crate::{
+    client_db, event_audience, guard, hotkeys, keyspace, slot_migration, tag_migration, tags,
+};
 
 /// Subscribes to the server events the subsystems follow; `identity` is the server's name and
 /// version (`redis 8.6.3`), which tells which slot-migration events it has.
@@ -72,5 +74,7 @@ unsafe extern "C" fn dispatch(
         unsafe { client_db::on_server_event(eid.id, subevent, data) };
         // SAFETY: as above.
         unsafe { event_audience::on_server_event(eid.id, subevent, data) };
+        // SAFETY: as above.
+        unsafe { keyspace::on_server_event(eid.id, subevent, data) };
     });
 }

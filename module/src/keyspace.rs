@@ -136,6 +136,8 @@ struct Job {
     /// FULL: keys the current scan call read, with their names retained, measured once it
     /// returns (`measure_scanned`); empty between scan calls.
     scanned_unmeasured: Vec<(*mut raw::RedisModuleString, OpenKeyFacts)>,
+    /// `Replacements::events` when the analysis started.
+    events_seen: u64,
 }
 
 struct Jobs {
@@ -144,6 +146,8 @@ struct Jobs {
     timer_armed: bool,
     /// When a slice last found that client commands had run since the slice before it.
     clients_seen_at: Option<Instant>,
+    /// Databases whose contents were replaced as a whole (see `Replacements`).
+    replaced: Replacements,
 }
 
 static JOBS: MainThreadCell<Jobs> = MainThreadCell::new(Jobs {
@@ -151,7 +155,109 @@ static JOBS: MainThreadCell<Jobs> = MainThreadCell::new(Jobs {
     next_id: 1,
     timer_armed: false,
     clients_seen_at: None,
+    replaced: Replacements {
+        events: 0,
+        all: (0, ""),
+        by_db: Vec::new(),
+    },
 });
+
+/// The events that replace a database's contents as a whole: FLUSHDB and FLUSHALL, SWAPDB,
+/// and a load (DEBUG RELOAD, a replica's full sync). An analysis that such an event overtakes
+/// would report part of one dataset as if it were all of another: slices even run while an
+/// RDB loads (the server serves its event loop between chunks), and a FULL analysis once
+/// reported 34% of the keys, as exact, across a DEBUG RELOAD. So it ends with an error that
+/// names the event instead. Each entry is (event number, reason); an analysis remembers the
+/// event count when it starts (`Job::events_seen`).
+struct Replacements {
+    /// Events noted so far.
+    events: u64,
+    /// The latest event that replaced every database.
+    all: (u64, &'static str),
+    /// The latest event that replaced each database, by db number (grown on demand; at most
+    /// the server's `databases`).
+    by_db: Vec<(u64, &'static str)>,
+}
+
+impl Replacements {
+    /// Notes an event that replaced `db`'s contents (every db when None).
+    fn note(&mut self, db: Option<usize>, why: &'static str) {
+        self.events += 1;
+        match db {
+            None => self.all = (self.events, why),
+            Some(db) => {
+                if self.by_db.len() <= db {
+                    self.by_db.resize(db + 1, (0, ""));
+                }
+                self.by_db[db] = (self.events, why);
+            }
+        }
+    }
+
+    /// Why `db` no longer holds what it held when `events_seen` events had been noted, if it
+    /// does not.
+    fn since(&self, events_seen: u64, db: u64) -> Option<&'static str> {
+        let of_db = usize::try_from(db)
+            .ok()
+            .and_then(|db| self.by_db.get(db))
+            .copied()
+            .unwrap_or((0, ""));
+        [self.all, of_db]
+            .into_iter()
+            .filter(|&(n, _)| n > events_seen)
+            .max_by_key(|&(n, _)| n)
+            .map(|(_, why)| why)
+    }
+}
+
+const FLUSHED: &str = "its database was emptied (FLUSHDB, FLUSHALL, DEBUG RELOAD or a full sync \
+     from the master) while it ran; run it again";
+const SWAPPED: &str = "its database was swapped with another by SWAPDB while it ran; run it again";
+const RELOADED: &str = "the dataset was reloaded (DEBUG RELOAD or a full sync from the master) \
+     while it ran; run it again";
+
+/// Notes the server events that replace a database's contents (dispatched by `events`), so
+/// that the analyses they overtake end with an error (see `Replacements`).
+///
+/// # Safety
+/// `data` is what the server passed with the event.
+pub unsafe fn on_server_event(id: u64, subevent: u64, data: *mut c_void) {
+    let (db, why) = match id {
+        raw::REDISMODULE_EVENT_LOADING
+            if !matches!(
+                subevent,
+                raw::REDISMODULE_SUBEVENT_LOADING_ENDED | raw::REDISMODULE_SUBEVENT_LOADING_FAILED
+            ) =>
+        {
+            (vec![None], RELOADED)
+        }
+        raw::REDISMODULE_EVENT_FLUSHDB
+            if subevent == raw::REDISMODULE_SUBEVENT_FLUSHDB_START && !data.is_null() =>
+        {
+            // SAFETY: for FlushDB events data points to a RedisModuleFlushInfo.
+            let info = unsafe { &*(data as *const raw::RedisModuleFlushInfo) };
+            (vec![usize::try_from(info.dbnum).ok()], FLUSHED)
+        }
+        raw::REDISMODULE_EVENT_SWAPDB if !data.is_null() => {
+            // SAFETY: for SwapDB events data points to a RedisModuleSwapDbInfo.
+            let info = unsafe { &*(data as *const raw::RedisModuleSwapDbInfo) };
+            let dbs = [info.dbnum_first, info.dbnum_second].map(|d| usize::try_from(d).ok());
+            if dbs.contains(&None) {
+                return;
+            }
+            (dbs.to_vec(), SWAPPED)
+        }
+        _ => return,
+    };
+    let noted = JOBS.with(|j| {
+        for db in db {
+            j.replaced.note(db, why);
+        }
+    });
+    if noted.is_none() {
+        log::warning("OPT.KEYSPACE: a database was replaced while its jobs were in use");
+    }
+}
 
 /// A command filter registered while analyses run, so that slices know whether clients are
 /// being served (see `opt_core::keyspace::slice_budget_us`). It ignores this module's own
@@ -401,6 +507,7 @@ fn start(
             cancelled: None,
             now_ms: now_ms(),
             scanned_unmeasured: Vec::new(),
+            events_seen: j.replaced.events,
         });
         arm_timer(ctx, j);
     });
@@ -586,6 +693,13 @@ unsafe extern "C" fn run_slice(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void
 /// # Safety
 /// `ctx` must be the timer's context.
 unsafe fn step(ctx: *mut raw::RedisModuleCtx, job: &mut Job, deadline: Instant) {
+    if let Some(why) = JOBS
+        .with(|j| j.replaced.since(job.events_seen, job.db))
+        .flatten()
+    {
+        job.cancelled = Some(why);
+        return;
+    }
     let Some(select) = raw::RedisModule_SelectDb else {
         job.cancelled = Some("no SelectDb API");
         return;
@@ -1823,4 +1937,40 @@ pub fn slice_counts() -> (u64, u64) {
 /// Running analyses (for INFO).
 pub fn running() -> u64 {
     JOBS.with(|j| j.list.len() as u64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replacements_name_the_latest_event_after_the_start_for_the_db_or_all() {
+        let mut r = Replacements {
+            events: 0,
+            all: (0, ""),
+            by_db: Vec::new(),
+        };
+        r.note(Some(3), SWAPPED);
+        let seen = r.events;
+        assert_eq!(
+            r.since(0, 3),
+            Some(SWAPPED),
+            "an event after the start counts"
+        );
+        assert_eq!(r.since(seen, 3), None, "one before it does not");
+        r.note(Some(5), FLUSHED);
+        assert_eq!(r.since(seen, 3), None, "another db's event does not");
+        assert_eq!(r.since(seen, 5), Some(FLUSHED));
+        assert_eq!(r.since(seen, 40), None, "a db never named");
+        r.note(None, FLUSHED);
+        r.note(None, RELOADED);
+        assert_eq!(
+            r.since(seen, 3),
+            Some(RELOADED),
+            "every db, the latest reason"
+        );
+        r.note(Some(3), SWAPPED);
+        assert_eq!(r.since(seen, 3), Some(SWAPPED));
+        assert_eq!(r.since(r.events, 3), None);
+    }
 }

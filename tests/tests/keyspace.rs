@@ -632,43 +632,64 @@ fn full_leaves_out_expired_keys_and_deletes_none() {
     assert_eq!(after, stored, "the analysis deleted expired keys");
 }
 
-/// SAMPLES 20000 over 100k keys in 100 us slices, with a FLUSHDB 20 ms in, which lands in the
-/// middle of it: with nothing left to sample the analysis must end, not spin.
-fn sampling_ends_when_the_db_is_flushed_under_it(config: &[&str]) {
+/// SAMPLES 20000 over 100k keys in 100 us slices, with every key deleted 20 ms in (by a
+/// script, so no flush event ends the analysis first), which lands in the middle of it: with
+/// nothing left to sample the analysis must end, not spin. Then the same with FLUSHDB, which
+/// ends it with an error.
+fn sampling_ends_when_the_db_empties_under_it(config: &[&str]) {
     let server = Server::with_config(config);
     let mut c = server.conn();
-    let mut p = redis::pipe();
-    for i in 0..100_000 {
-        p.cmd("SET").arg(format!("page:{i}")).arg("v").ignore();
-    }
-    let _: () = p.query(&mut c).unwrap();
-    let port = server.port;
-    let flusher = std::thread::spawn(move || {
-        let mut c = opt_harness::connect(port);
-        std::thread::sleep(Duration::from_millis(20));
-        let _: () = redis::cmd("FLUSHDB").query(&mut c).unwrap();
-    });
     c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let s = keyspace(&mut c, &["SAMPLES", "20000"]);
-    flusher.join().unwrap();
-    assert_eq!(s.mode, "samples");
-    assert!(
-        s.keys_scanned < 20_000,
-        "the flush came too late: {}",
-        s.keys_scanned
-    );
+    for emptying in ["DELETE", "FLUSHDB"] {
+        let mut p = redis::pipe();
+        for i in 0..100_000 {
+            p.cmd("SET").arg(format!("page:{i}")).arg("v").ignore();
+        }
+        let _: () = p.query(&mut c).unwrap();
+        let port = server.port;
+        let emptier = std::thread::spawn(move || {
+            let mut c = opt_harness::connect(port);
+            std::thread::sleep(Duration::from_millis(20));
+            let script = match emptying {
+                "DELETE" => {
+                    "for _, k in ipairs(redis.call('KEYS', '*')) do redis.call('UNLINK', k) end"
+                }
+                _ => "redis.call('FLUSHDB')",
+            };
+            let _: () = redis::cmd("EVAL").arg(script).arg(0).query(&mut c).unwrap();
+        });
+        let reply = redis::cmd("OPT.KEYSPACE")
+            .arg("SAMPLES")
+            .arg("20000")
+            .arg("FORMAT")
+            .arg("JSON")
+            .query::<String>(&mut c);
+        emptier.join().unwrap();
+        if emptying == "FLUSHDB" {
+            let e = reply.unwrap_err().to_string();
+            assert!(e.contains("emptied") && e.contains("run it again"), "{e}");
+            continue;
+        }
+        let s: KeyspaceReport = serde_json::from_str(&reply.unwrap()).unwrap();
+        assert_eq!(s.mode, "samples");
+        assert!(
+            s.keys_scanned < 20_000,
+            "the deletion came too late: {}",
+            s.keys_scanned
+        );
+    }
 }
 
 #[test]
-fn a_sampling_walk_ends_when_the_db_is_flushed_under_it() {
+fn a_sampling_walk_ends_when_the_db_empties_under_it() {
     // The walk restarts at a random cursor on every SCAN call, so no cursor 0 ends it.
-    sampling_ends_when_the_db_is_flushed_under_it(&["opt.scan-slice-us 100"]);
+    sampling_ends_when_the_db_empties_under_it(&["opt.scan-slice-us 100"]);
 }
 
 #[test]
-fn random_key_sampling_ends_when_the_db_is_flushed_under_it() {
+fn random_key_sampling_ends_when_the_db_empties_under_it() {
     // Without SCAN the samples come from RandomKey, which finds nothing in an empty db.
-    sampling_ends_when_the_db_is_flushed_under_it(&[
+    sampling_ends_when_the_db_empties_under_it(&[
         "opt.scan-slice-us 100",
         "rename-command SCAN \"\"",
     ]);
@@ -1060,4 +1081,144 @@ fn the_elements_sampled_to_size_a_collection_are_configurable() {
         assert!(e.contains("keyspace-memory-samples"), "{bad}: {e}");
     }
     assert_eq!(analysed(&mut c), exact, "a refused value changed nothing");
+}
+
+/// Runs `OPT.KEYSPACE FULL` over 100k keys in db 0 on another connection, and the commands
+/// of `event` in a MULTI right after an `OPT.KEYSPACE STATUS`, so the event provably lands
+/// while the analysis runs (STATUS inside the transaction lists it). Returns its reply.
+fn full_analysis_with_event_in_the_middle(event: &[&[&str]]) -> Result<KeyspaceReport, String> {
+    let server = Server::with_config(&["opt.scan-slice-us 100"]);
+    let mut c = server.conn();
+    let mut p = redis::pipe();
+    for i in 0..100_000 {
+        p.cmd("SET").arg(format!("page:{i}")).arg("v").ignore();
+    }
+    // Something in dbs 1 to 3, so that SWAPDB and FLUSHDB there have work to do.
+    for db in 1..4 {
+        p.cmd("SELECT").arg(db).ignore();
+        p.cmd("SET").arg("other").arg("v").ignore();
+    }
+    p.cmd("SELECT").arg(0).ignore();
+    let _: () = p.query(&mut c).unwrap();
+    let port = server.port;
+    let runner = std::thread::spawn(move || {
+        let mut c = opt_harness::connect(port);
+        c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        redis::cmd("OPT.KEYSPACE")
+            .arg("FULL")
+            .arg("FORMAT")
+            .arg("JSON")
+            .query::<String>(&mut c)
+    });
+    server.wait_for("the analysis to start", Duration::from_secs(10), |c| {
+        let p: Vec<KeyspaceProgress> = opt_harness::json(c, &["OPT.KEYSPACE", "STATUS"]);
+        p.iter().any(|p| p.scanned > 0)
+    });
+    let mut t = redis::pipe();
+    t.atomic()
+        .cmd("OPT.KEYSPACE")
+        .arg("STATUS")
+        .arg("FORMAT")
+        .arg("JSON");
+    for command in event {
+        t.cmd(command[0]).ignore();
+        for a in &command[1..] {
+            t.arg(*a);
+        }
+    }
+    let (status,): (String,) = t.query(&mut c).unwrap();
+    let running: Vec<KeyspaceProgress> = serde_json::from_str(&status).unwrap();
+    assert_eq!(running.len(), 1, "the analysis ended before {event:?}");
+    let reply = runner.join().unwrap();
+    assert_eq!(
+        redis::cmd("PING").query::<String>(&mut c).unwrap(),
+        "PONG",
+        "{event:?}"
+    );
+    reply
+        .map(|json| serde_json::from_str(&json).unwrap())
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn an_analysis_ends_with_an_error_when_its_db_is_replaced_under_it() {
+    // A FULL report over a db that was flushed, swapped or reloaded mid-way would describe
+    // part of one dataset as if it were all of another (a DEBUG RELOAD once gave a "full"
+    // report of 34% of the keys, as slices ran while the RDB loaded).
+    for (event, why) in [
+        (&[&["FLUSHALL"][..]][..], &["emptied"][..]),
+        (&[&["FLUSHDB", "ASYNC"][..]][..], &["emptied"][..]),
+        (&[&["SWAPDB", "0", "2"][..]][..], &["SWAPDB"][..]),
+        // A reload empties the dataset first; a slice may run before the load begins.
+        (
+            &[&["DEBUG", "RELOAD"][..]][..],
+            &["emptied", "reloaded"][..],
+        ),
+    ] {
+        let e = full_analysis_with_event_in_the_middle(event).unwrap_err();
+        assert!(
+            why.iter().any(|w| e.contains(w)) && e.contains("run it again"),
+            "{event:?}: {e}"
+        );
+    }
+    // Events on other dbs leave it alone: the report covers every key.
+    for event in [
+        &[&["SWAPDB", "1", "2"][..]][..],
+        &[&["SELECT", "3"][..], &["FLUSHDB"][..], &["SELECT", "0"][..]][..],
+    ] {
+        let r = full_analysis_with_event_in_the_middle(event).unwrap();
+        assert_eq!(
+            (r.mode.as_str(), r.keys_matched),
+            ("full", 100_000),
+            "{event:?}"
+        );
+    }
+}
+
+#[test]
+fn an_analysis_ends_with_an_error_when_a_full_sync_replaces_the_data() {
+    // The master of a replica holding two million keys comes back empty while FULL runs on
+    // the replica: the full sync that follows empties the replica, and the analysis must say
+    // so rather than report part of the old data as all of it. (REPLICAOF would not show it:
+    // the server itself unblocks every blocked client then, with -UNBLOCKED.) The replica
+    // reconnects within about a second (its replication cron), the master sends its data at
+    // once, and FULL over two million keys takes about 4 s in a debug build.
+    let mut master = Server::with_config(&["repl-diskless-sync-delay 0"]);
+    ok(&mut master.conn(), &["DEBUG", "POPULATE", "2000000", "old"]);
+    let replica = master.start_replica(ServerOptions {
+        config: vec!["opt.scan-slice-us 100".into()],
+        ..ServerOptions::default()
+    });
+    replica.wait_for("the data", Duration::from_secs(60), |c| {
+        redis::cmd("DBSIZE").query::<i64>(c).unwrap_or(0) >= 2_000_000
+    });
+    // Stopped without saving, the master comes back with a new replication id and no data.
+    master.stop();
+    let port = replica.port;
+    let runner = std::thread::spawn(move || {
+        let mut c = opt_harness::connect(port);
+        c.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+        redis::cmd("OPT.KEYSPACE")
+            .arg("FULL")
+            .query::<Value>(&mut c)
+    });
+    replica.wait_for("the analysis to start", Duration::from_secs(10), |c| {
+        let p: Vec<KeyspaceProgress> = opt_harness::json(c, &["OPT.KEYSPACE", "STATUS"]);
+        p.iter().any(|p| p.scanned > 0)
+    });
+    master.restart();
+    load(&mut master.conn(), 1000);
+    let e = runner.join().unwrap().unwrap_err().to_string();
+    assert!(
+        (e.contains("emptied") || e.contains("reloaded")) && e.contains("run it again"),
+        "{e}"
+    );
+    let keys: i64 = redis::cmd("DBSIZE").query(&mut master.conn()).unwrap();
+    replica.wait_for("the new data", Duration::from_secs(30), |c| {
+        redis::cmd("DBSIZE").query::<i64>(c).unwrap_or(0) == keys
+    });
+    // The next analysis sees the master's new data alone.
+    let r = keyspace(&mut replica.conn(), &["FULL"]);
+    assert!(r.patterns.iter().any(|p| p.pattern == "cache:item:*"));
+    assert!(!r.patterns.iter().any(|p| p.pattern.starts_with("old")));
 }
