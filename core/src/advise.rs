@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use crate::args::Args;
-use crate::report::{AdviceReport, Finding, HotKeysReport, KeyspaceReport};
+use crate::report::{AdviceReport, Finding, HotEntry, HotKeysReport, KeyspaceReport};
 
 /// Everything the rules look at. Missing parts are `None`, and rules that need them are
 /// skipped.
@@ -30,8 +30,13 @@ pub struct Snapshot {
     pub overcommit_memory: Option<i64>,
     /// Hot keys, all accesses (total window).
     pub hotkeys: Option<HotKeysReport>,
-    /// Hot keys ranked by misses.
+    /// Hot keys ranked by misses (total window).
     pub hot_misses: Option<HotKeysReport>,
+    /// Hot keys, all accesses, over the recent window (`opt.hotkeys-window-seconds`): what is
+    /// hot now, which a server's long history can hide in the total window.
+    pub hotkeys_recent: Option<HotKeysReport>,
+    /// Hot keys ranked by misses, over the recent window.
+    pub hot_misses_recent: Option<HotKeysReport>,
     /// A keyspace profile (samples or full).
     pub keyspace: Option<KeyspaceReport>,
     /// Clients idle for more than 5 minutes (`CLIENT LIST`), if known.
@@ -618,15 +623,50 @@ fn multiple_databases(s: &Snapshot, _: &Thresholds) -> Outcome {
     )
 }
 
-fn hot_key(s: &Snapshot, t: &Thresholds) -> Outcome {
-    let hot = try_skip!(s
-        .hotkeys
-        .as_ref()
-        .ok_or("no hot-key data (opt.hotkeys-enabled no)".to_string()));
-    if hot.sampled_accesses < 1000 {
-        return Outcome::Pass;
+/// Of the total and the recent hot-key windows, the one whose top entry takes the larger share
+/// (the recent one on a tie), among those that `enough` accepts; with its top entry. A key hot
+/// for the last minute on a server up for weeks shows only in the recent window, one hot all
+/// along but quiet now only in the total. Err when neither window was read.
+fn hottest<'a>(
+    total: Option<&'a HotKeysReport>,
+    recent: Option<&'a HotKeysReport>,
+    enough: impl Fn(&HotKeysReport) -> bool,
+    missing: &str,
+) -> Result<Option<(&'a HotKeysReport, &'a HotEntry)>, String> {
+    if total.is_none() && recent.is_none() {
+        return Err(missing.to_string());
     }
-    let Some(top) = hot.entries.first() else {
+    Ok([recent, total]
+        .into_iter()
+        .flatten()
+        .filter(|r| enough(r))
+        .filter_map(|r| r.entries.first().map(|top| (r, top)))
+        .reduce(|best, next| {
+            if next.1.share > best.1.share {
+                next
+            } else {
+                best
+            }
+        }))
+}
+
+/// How a finding names the hot-key window its figures come from.
+fn window_words(r: &HotKeysReport) -> String {
+    if r.window == "recent" {
+        format!("over the last {:.0} s", r.seconds)
+    } else {
+        "since the start or the last OPT.HOTKEYS RESET".to_string()
+    }
+}
+
+fn hot_key(s: &Snapshot, t: &Thresholds) -> Outcome {
+    let found = try_skip!(hottest(
+        s.hotkeys.as_ref(),
+        s.hotkeys_recent.as_ref(),
+        |r| r.sampled_accesses >= 1000,
+        "no hot-key data (opt.hotkeys-enabled no)",
+    ));
+    let Some((hot, top)) = found else {
         return Outcome::Pass;
     };
     if top.share * 100.0 < t.hot_key_percent {
@@ -636,7 +676,7 @@ fn hot_key(s: &Snapshot, t: &Thresholds) -> Outcome {
         fire(
             Severity::Warning,
             "One key takes a large share of all traffic",
-            format!("{} takes {:.0}% of accesses ({:.0} ops/s; threshold {}%)", top.name, top.share * 100.0, top.ops_per_sec, t.hot_key_percent),
+            format!("{} takes {:.0}% of accesses {} ({:.0} ops/s; threshold {}%)", top.name, top.share * 100.0, window_words(hot), top.ops_per_sec, t.hot_key_percent),
             "A hot key pins its shard's CPU and network. Cache it in the clients (CLIENT TRACKING), read it from replicas, or split it into several keys.",
             &["CLIENT TRACKING on   (client-side caching)", "READONLY on a replica connection", "split: <key>:{0..N} and read a random one"],
         ),
@@ -646,11 +686,13 @@ fn hot_key(s: &Snapshot, t: &Thresholds) -> Outcome {
 }
 
 fn hot_missing_key(s: &Snapshot, _: &Thresholds) -> Outcome {
-    let hot = try_skip!(s.hot_misses.as_ref().ok_or("no hot-key data".to_string()));
-    if hot.estimated_accesses < 1000 {
-        return Outcome::Pass;
-    }
-    let Some(top) = hot.entries.first() else {
+    let found = try_skip!(hottest(
+        s.hot_misses.as_ref(),
+        s.hot_misses_recent.as_ref(),
+        |r| r.estimated_accesses >= 1000,
+        "no hot-key data",
+    ));
+    let Some((hot, top)) = found else {
         return Outcome::Pass;
     };
     if top.share < 0.05 {
@@ -660,7 +702,7 @@ fn hot_missing_key(s: &Snapshot, _: &Thresholds) -> Outcome {
         fire(
             Severity::Warning,
             "A key that does not exist is read very often (cache penetration)",
-            format!("{} missed {} times, {:.0}% of all accesses (threshold 5%)", top.name, top.count, top.share * 100.0),
+            format!("{} missed {} times {}, {:.0}% of all accesses (threshold 5%)", top.name, top.count, window_words(hot), top.share * 100.0),
             "Every miss goes to the database behind the cache. Cache the negative result (a short TTL placeholder) or put a Bloom filter in front.",
             &["SET <key> <placeholder> EX 60   (cache the miss)"],
         ),
@@ -1583,6 +1625,8 @@ mod tests {
             overcommit_memory: Some(1),
             hotkeys: Some(hot(&[("a", 0.05, 500), ("b", 0.04, 400)], 10_000)),
             hot_misses: Some(hot(&[], 10_000)),
+            hotkeys_recent: Some(recent(hot(&[("a", 0.05, 50), ("b", 0.04, 40)], 1_000))),
+            hot_misses_recent: Some(recent(hot(&[], 1_000))),
             keyspace: Some(keyspace()),
             idle_clients: Some(0),
             pubsub_max_omem: Some(0),
@@ -1788,6 +1832,60 @@ mod tests {
             assert!(f.contains(&id.to_string()), "{id} did not fire: {f:?}");
             assert!(RULES.iter().any(|r| r.id == id));
         }
+    }
+
+    /// `r` as the recent window's report (60 s).
+    fn recent(mut r: HotKeysReport) -> HotKeysReport {
+        r.window = "recent".into();
+        r.seconds = 60.0;
+        r
+    }
+
+    fn evidence(s: &Snapshot, id: &str) -> Option<String> {
+        let r = RULES.iter().find(|r| r.id == id).unwrap();
+        match (r.check)(s, &Thresholds::default()) {
+            Outcome::Fire(f) => Some(f.evidence),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn hot_keys_are_found_in_the_recent_window_when_the_total_hides_them() {
+        // A server with a long quiet history: a key missed at 30% of the last minute's
+        // traffic is 0.1% of all traffic since the start.
+        let mut s = healthy();
+        s.hot_misses = Some(hot(&[("user:404", 0.001, 1000)], 1_000_000));
+        assert_eq!(evidence(&s, "hot-missing-key"), None);
+        s.hot_misses_recent = Some(recent(hot(&[("user:404", 0.3, 30_000)], 100_000)));
+        let e = evidence(&s, "hot-missing-key").expect("found in the recent window");
+        assert!(
+            e.contains("user:404") && e.contains("over the last 60 s"),
+            "{e}"
+        );
+        // The same for a hot key; and one hot all along but quiet now is still found, named
+        // with its window.
+        s.hotkeys_recent = Some(recent(hot(&[("sku:1", 0.5, 50_000)], 100_000)));
+        let e = evidence(&s, "hot-key").expect("found in the recent window");
+        assert!(
+            e.contains("sku:1") && e.contains("over the last 60 s"),
+            "{e}"
+        );
+        s.hotkeys_recent = Some(recent(hot(&[("sku:2", 0.02, 20)], 1_000)));
+        s.hotkeys = Some(hot(&[("sku:1", 0.4, 400_000)], 1_000_000));
+        let e = evidence(&s, "hot-key").expect("found in the total window");
+        assert!(e.contains("sku:1") && e.contains("since the start"), "{e}");
+        // A window with too few accesses to judge is not used.
+        s.hotkeys = Some(hot(&[], 1_000_000));
+        s.hotkeys_recent = Some(recent(hot(&[("sku:3", 0.9, 90)], 100)));
+        assert_eq!(evidence(&s, "hot-key"), None);
+        // Without the tracker neither rule can say anything.
+        s.hotkeys = None;
+        s.hotkeys_recent = None;
+        let r = RULES.iter().find(|r| r.id == "hot-key").unwrap();
+        assert!(matches!(
+            (r.check)(&s, &Thresholds::default()),
+            Outcome::Skip(_)
+        ));
     }
 
     #[test]

@@ -178,9 +178,11 @@ fn gather(ctx: *mut raw::RedisModuleCtx) -> Snapshot {
         .ok()
         .and_then(|s| s.trim().parse().ok());
     if configs::flag(idx::HOTKEYS_ENABLED) {
-        if let Some((all, misses)) = hotkeys::reports_for_advice() {
-            snap.hotkeys = Some(all);
-            snap.hot_misses = Some(misses);
+        if let Some(r) = hotkeys::reports_for_advice() {
+            snap.hotkeys = Some(r.all_total);
+            snap.hot_misses = Some(r.misses_total);
+            snap.hotkeys_recent = Some(r.all_recent);
+            snap.hot_misses_recent = Some(r.misses_recent);
         }
     }
     let lfu = snap

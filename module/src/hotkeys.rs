@@ -825,28 +825,42 @@ pub fn info_fields() -> Option<(u64, u64, u64)> {
         .flatten()
 }
 
-/// The total-window hot-key reports for OPT.ADVISE: (all accesses, misses), top 10 each.
-pub fn reports_for_advice() -> Option<(
-    opt_core::report::HotKeysReport,
-    opt_core::report::HotKeysReport,
-)> {
+/// The hot-key reports OPT.ADVISE reads, top 10 each.
+pub struct AdviceReports {
+    /// All accesses, since the start or the last RESET.
+    pub all_total: opt_core::report::HotKeysReport,
+    /// Misses, since the start or the last RESET.
+    pub misses_total: opt_core::report::HotKeysReport,
+    /// All accesses, over the recent window.
+    pub all_recent: opt_core::report::HotKeysReport,
+    /// Misses, over the recent window.
+    pub misses_recent: opt_core::report::HotKeysReport,
+}
+
+/// The hot-key reports for OPT.ADVISE, both windows: a key hot now on a server with a long
+/// history shows only in the recent one.
+pub fn reports_for_advice() -> Option<AdviceReports> {
+    use opt_core::hotkeys::{HotKeysQuery, KindFilter, Window};
     let ratio = configured_sample_ratio();
     let now = now_ms();
     STATE
         .with(|s| {
             s.as_mut().map(|st| {
-                let q = |kind| opt_core::hotkeys::HotKeysQuery {
-                    count: 10,
-                    kind,
-                    window: opt_core::hotkeys::Window::Total,
-                    namespaces: false,
+                let mut q = |kind, window| {
+                    let query = HotKeysQuery {
+                        count: 10,
+                        kind,
+                        window,
+                        namespaces: false,
+                    };
+                    st.tracker.query(&query, now, ratio)
                 };
-                (
-                    st.tracker
-                        .query(&q(opt_core::hotkeys::KindFilter::All), now, ratio),
-                    st.tracker
-                        .query(&q(opt_core::hotkeys::KindFilter::Miss), now, ratio),
-                )
+                AdviceReports {
+                    all_total: q(KindFilter::All, Window::Total),
+                    misses_total: q(KindFilter::Miss, Window::Total),
+                    all_recent: q(KindFilter::All, Window::Recent),
+                    misses_recent: q(KindFilter::Miss, Window::Recent),
+                }
             })
         })
         .flatten()

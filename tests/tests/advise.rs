@@ -460,3 +460,42 @@ fn cold_memory_finds_keys_nobody_reads() {
         );
     }
 }
+
+#[test]
+fn a_key_missed_now_is_found_behind_a_long_history_of_other_traffic() {
+    // 400,000 writes, then, once they have left the 1 s recent window, 10,000 reads of a key
+    // that does not exist: 2.4% of all accesses since the start (under the rule's 5%), nearly
+    // all of the last second's. The advice must find it, and say over which window.
+    let server = Server::with_config(&["opt.hotkeys-window-seconds 1"]);
+    let mut c = server.conn();
+    let mut p = redis::pipe();
+    for batch in 0..400 {
+        let mut mset = redis::cmd("MSET");
+        for i in 0..1000 {
+            mset.arg(format!("history:{}", batch * 1000 + i)).arg("v");
+        }
+        p.add_command(mset).ignore();
+    }
+    let _: () = p.query(&mut c).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    for _ in 0..10 {
+        let mut p = redis::pipe();
+        for _ in 0..1000 {
+            p.cmd("GET").arg("user:404:profile").ignore();
+        }
+        let _: () = p.query(&mut c).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let r = advise(&mut c, &["SAMPLES", "0"]);
+    let f = r
+        .findings
+        .iter()
+        .find(|f| f.rule == "hot-missing-key")
+        .unwrap_or_else(|| panic!("not found: {:?}", rules(&r)));
+    assert_eq!(f.subjects, ["user:404:profile"]);
+    assert!(f.evidence.contains("over the last"), "{}", f.evidence);
+    // Since the start, it is under the threshold: the total window alone would miss it.
+    let total: opt_core::report::HotKeysReport =
+        opt_harness::json(&mut c, &["OPT.HOTKEYS", "TYPE", "miss", "COUNT", "1"]);
+    assert!(total.entries[0].share < 0.05, "{:?}", total.entries[0]);
+}

@@ -1,0 +1,203 @@
+//! OPT.ADVISE against Redis' own MEMORY DOCTOR and LATENCY DOCTOR, on one server with known
+//! problems planted in it.
+//!
+//! The doctors are what a Redis operator already has; the question is what each one finds on
+//! the same server, and whether it says what to do. The server (`REDIS_SERVER`, the module's
+//! release build) gets nine problems, chosen so that each doctor has some on its own ground:
+//! a memory peak far above the current use and the allocator fragmentation it leaves (85% of
+//! 300,000 1 KB keys deleted), a client that holds a huge output buffer (it asked for a 50 MB
+//! value three times and reads nothing), a latency spike (DEBUG SLEEP 0.2, with the latency
+//! monitor on, as LATENCY DOCTOR needs), and, on no doctor's ground, no `maxmemory` on a
+//! cache, keys without TTLs, a 50 MB string, hashes just over `hash-max-listpack-entries`,
+//! and a missing key read 100,000 times. Each tool's answer is then checked for each problem:
+//! the doctors' text for the words of their own findings, OPT.ADVISE's JSON for the rule.
+//!
+//!     cargo run --release -p redis-opt-benches --bin advise_vs_doctor
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::Duration;
+
+use opt_harness::{redis, Server, ServerOptions};
+
+/// A planted problem: what it is, the words MEMORY DOCTOR and LATENCY DOCTOR use when they
+/// report it (None: outside what that doctor looks at), and OPT.ADVISE's rule for it.
+struct Problem {
+    what: &'static str,
+    memory_doctor: Option<&'static str>,
+    latency_doctor: Option<&'static str>,
+    rule: &'static str,
+}
+
+const PROBLEMS: [Problem; 9] = [
+    Problem {
+        what: "memory peak 5x the current use",
+        memory_doctor: Some("Peak memory"),
+        latency_doctor: None,
+        rule: "rss-peak",
+    },
+    Problem {
+        what: "allocator fragmentation after deletions",
+        memory_doctor: Some("allocator fragmentation"),
+        latency_doctor: None,
+        rule: "allocator-fragmentation",
+    },
+    Problem {
+        what: "a client holding a 150 MB output buffer",
+        memory_doctor: Some("client buffers"),
+        latency_doctor: None,
+        rule: "client-buffers-large",
+    },
+    Problem {
+        what: "a 200 ms latency spike (DEBUG SLEEP)",
+        memory_doctor: None,
+        latency_doctor: Some("latency spike"),
+        rule: "slow-commands",
+    },
+    Problem {
+        what: "no maxmemory on a cache",
+        memory_doctor: None,
+        latency_doctor: None,
+        rule: "maxmemory-unset",
+    },
+    Problem {
+        what: "45,000 keys with no TTL",
+        memory_doctor: None,
+        latency_doctor: None,
+        rule: "keys-without-ttl",
+    },
+    Problem {
+        what: "a 50 MB string",
+        memory_doctor: None,
+        latency_doctor: None,
+        rule: "big-key",
+    },
+    Problem {
+        what: "hashes just over hash-max-listpack-entries",
+        memory_doctor: None,
+        latency_doctor: None,
+        rule: "encoding-threshold",
+    },
+    Problem {
+        what: "a missing key read 100,000 times",
+        memory_doctor: None,
+        latency_doctor: None,
+        rule: "hot-missing-key",
+    },
+];
+
+fn main() {
+    redis_opt_benches::use_release_module();
+    let server = Server::start_with(ServerOptions {
+        config: vec!["latency-monitor-threshold 100".into()],
+        ..ServerOptions::default()
+    });
+    let mut c = server.conn();
+    let q = |c: &mut redis::Connection, args: &[&str]| -> redis::Value {
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        cmd.query(c).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    };
+
+    // The peak, and the fragmentation that deleting most keys of it leaves.
+    q(
+        &mut c,
+        &["DEBUG", "POPULATE", "300000", "cache:page", "1000"],
+    );
+    let mut p = redis::pipe();
+    for i in 0..300_000 {
+        if i % 20 >= 3 {
+            p.cmd("DEL").arg(format!("cache:page:{i}")).ignore();
+        }
+    }
+    let _: () = p.query(&mut c).unwrap();
+    // A 50 MB string, and 200 hashes of 600 fields (the threshold is 512).
+    q(&mut c, &["SETRANGE", "report:big", "52428799", "x"]);
+    let mut p = redis::pipe();
+    for h in 0..200 {
+        let mut cmd = redis::cmd("HSET");
+        cmd.arg(format!("user:{h}:visits"));
+        for f in 0..600 {
+            cmd.arg(format!("d{f}")).arg(f);
+        }
+        p.add_command(cmd).ignore();
+    }
+    let _: () = p.query(&mut c).unwrap();
+    // The missing key, read 100,000 times.
+    let mut p = redis::pipe();
+    for _ in 0..100_000 {
+        p.cmd("GET").arg("user:404:profile").ignore();
+    }
+    let _: () = p.query(&mut c).unwrap();
+    // The latency spike.
+    q(&mut c, &["DEBUG", "SLEEP", "0.2"]);
+    // The client that asks for 150 MB and reads nothing; it stays connected until the end.
+    let mut slow = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    slow.write_all(b"GET report:big\r\nGET report:big\r\nGET report:big\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    // INFO's client_recent_max_output_buffer is the largest of the last few seconds, refreshed
+    // by the server's cron.
+    std::thread::sleep(Duration::from_secs(2));
+
+    let memory_doctor: String = redis::cmd("MEMORY").arg("DOCTOR").query(&mut c).unwrap();
+    let latency_doctor: String = redis::cmd("LATENCY").arg("DOCTOR").query(&mut c).unwrap();
+    let advice: String = redis::cmd("OPT.ADVISE")
+        .arg("FORMAT")
+        .arg("JSON")
+        .query(&mut c)
+        .unwrap();
+    let advice: serde_json::Value = serde_json::from_str(&advice).unwrap();
+    let findings: Vec<(String, String)> = advice["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["rule"].as_str().unwrap_or("").to_string(),
+                f["severity"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    drop(slow);
+
+    println!("{}", opt_harness::server_version());
+    println!(
+        "{:<44} {:<16} {:<16} {}",
+        "planted problem", "MEMORY DOCTOR", "LATENCY DOCTOR", "OPT.ADVISE"
+    );
+    let found = |text: &str, words: Option<&str>| match words {
+        None => "not its ground",
+        Some(w) if text.to_lowercase().contains(&w.to_lowercase()) => "found",
+        Some(_) => "missed",
+    };
+    let mut counts = [0, 0, 0];
+    for p in &PROBLEMS {
+        let md = found(&memory_doctor, p.memory_doctor);
+        let ld = found(&latency_doctor, p.latency_doctor);
+        let opt = findings
+            .iter()
+            .find(|(r, _)| r == p.rule)
+            .map(|(r, s)| format!("found: {r} ({s})"))
+            .unwrap_or_else(|| format!("missed ({})", p.rule));
+        counts[0] += (md == "found") as usize;
+        counts[1] += (ld == "found") as usize;
+        counts[2] += opt.starts_with("found") as usize;
+        println!("{:<44} {:<16} {:<16} {}", p.what, md, ld, opt);
+    }
+    println!(
+        "found: MEMORY DOCTOR {} of 9, LATENCY DOCTOR {} of 9, OPT.ADVISE {} of 9 (and {} findings in all, score {})",
+        counts[0],
+        counts[1],
+        counts[2],
+        findings.len(),
+        advice["score"]
+    );
+    println!("\n--- MEMORY DOCTOR ---\n{memory_doctor}\n--- LATENCY DOCTOR ---\n{latency_doctor}");
+    println!("--- OPT.ADVISE findings ---");
+    for (rule, severity) in &findings {
+        println!("{severity:<8} {rule}");
+    }
+}
