@@ -596,6 +596,26 @@ pub fn period_sample_ratio(configured: u64, budget: u64, seen: u64, elapsed_ms: 
     (per_second / budget.max(1) as f64).max(1.0)
 }
 
+/// Auto mode: how often a long gap between sampling slices looks at the server's command rate
+/// (see [`rechecked_gap_ms`]), in milliseconds.
+pub const GAP_CHECK_MS: i64 = 250;
+
+/// Auto mode: a gap between slices was drawn for `gap_ratio` (its mean is `gap_ratio - 1`
+/// slices of `slice_ms`); the server's command rate now calls for `now_ratio`. When the two
+/// differ by more than a factor of 2, the rest of the gap is drawn again for `now_ratio`
+/// (exponential, from the uniform `u` in (0, 1); gaps being memoryless, the time left is then
+/// as if the gap had been drawn now) and returned, in milliseconds; otherwise None, and the
+/// gap goes on. Without this, a slice that fell on a burst (a pipeline of thousands of
+/// commands at a million a second) drew a gap of seconds, and the sampler slept through the
+/// steadier traffic after it.
+pub fn rechecked_gap_ms(gap_ratio: f64, now_ratio: f64, slice_ms: f64, u: f64) -> Option<f64> {
+    if now_ratio * 2.0 >= gap_ratio && now_ratio <= gap_ratio * 2.0 {
+        return None;
+    }
+    let mean = (now_ratio - 1.0).max(0.0) * slice_ms;
+    Some(-u.clamp(f64::MIN_POSITIVE, 1.0).ln() * mean)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -827,6 +847,24 @@ mod tests {
         assert_eq!(period_sample_ratio(0, 5000, 0, 2.0), 1.0);
         // A period of no measurable length does not divide by zero.
         assert!(period_sample_ratio(0, 5000, 10, 0.0).is_finite());
+    }
+
+    #[test]
+    fn a_gap_is_drawn_again_when_the_rate_moved_by_more_than_twice() {
+        // Drawn after a burst (ratio 200); the traffic now calls for 5: redrawn, with a mean
+        // of 4 slices of 10 ms.
+        let u = (-1.0f64).exp(); // -ln(u) = 1: the mean itself
+        let g = rechecked_gap_ms(200.0, 5.0, 10.0, u).unwrap();
+        assert!((g - 40.0).abs() < 1e-9, "{g}");
+        // Every command now (ratio 1): no gap left.
+        assert_eq!(rechecked_gap_ms(200.0, 1.0, 10.0, 0.5), Some(0.0));
+        // Up by more than twice: redrawn longer.
+        assert!(rechecked_gap_ms(5.0, 40.0, 10.0, u).unwrap() > 300.0);
+        // Within a factor of 2 either way: the gap goes on.
+        assert_eq!(rechecked_gap_ms(200.0, 100.0, 10.0, 0.5), None);
+        assert_eq!(rechecked_gap_ms(200.0, 400.0, 10.0, 0.5), None);
+        // A uniform of exactly 0 still gives a finite gap.
+        assert!(rechecked_gap_ms(200.0, 5.0, 10.0, 0.0).unwrap().is_finite());
     }
 
     #[test]

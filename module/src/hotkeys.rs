@@ -129,6 +129,63 @@ fn draw_gap_ms(ratio: f64, slice_ms: f64) -> i64 {
     ((-u.ln() * mean).round() as i64).max(1)
 }
 
+/// Auto mode, during a gap longer than `GAP_CHECK_MS`: the gap being waited out (see
+/// `opt_core::hotkeys::rechecked_gap_ms`). Only the sampler's timer touches it.
+struct Gap {
+    /// When it ends, in microseconds since the module's epoch.
+    end_us: u64,
+    /// The sample ratio it was drawn for, and the slice length its mean was taken from.
+    ratio: f64,
+    slice_ms: f64,
+    /// When the rate was last read, and the server's command count then.
+    checked_us: u64,
+    checked_commands: u64,
+}
+
+static GAP: MainThreadCell<Option<Gap>> = MainThreadCell::new(None);
+
+/// Inside a long gap, woken every `GAP_CHECK_MS`: reads the command rate since the last check
+/// and, when it calls for a sample ratio more than twice off the gap's, draws the rest of the
+/// gap again. Returns the milliseconds to wait before the next check or the slice, or None
+/// when the gap is over (or there is none) and a slice should start.
+///
+/// # Safety
+/// `ctx` must be the sampler timer's live context, on the main thread.
+unsafe fn wait_out_gap(ctx: *mut raw::RedisModuleCtx, now_us: u64) -> Option<i64> {
+    let commands = commands_run(ctx);
+    GAP.with(|gap| {
+        let g = gap.as_mut()?;
+        if let Some(commands) = commands {
+            let elapsed_ms = now_us.saturating_sub(g.checked_us) as f64 / 1000.0;
+            if elapsed_ms > 0.0 {
+                let budget = configs::int(idx::HOTKEYS_SAMPLE_BUDGET).max(1) as u64;
+                let ran = commands.saturating_sub(g.checked_commands);
+                let now_ratio = opt_core::hotkeys::period_sample_ratio(0, budget, ran, elapsed_ms);
+                let u = ((crate::state::random_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+                if let Some(left_ms) =
+                    opt_core::hotkeys::rechecked_gap_ms(g.ratio, now_ratio, g.slice_ms, u)
+                {
+                    g.end_us = now_us + (left_ms * 1000.0) as u64;
+                    g.ratio = now_ratio;
+                }
+            }
+            g.checked_us = now_us;
+            g.checked_commands = commands;
+        }
+        let left_ms = g.end_us.saturating_sub(now_us).div_ceil(1000) as i64;
+        if left_ms == 0 {
+            *gap = None;
+            return None;
+        }
+        Some(if commands.is_some() {
+            left_ms.min(opt_core::hotkeys::GAP_CHECK_MS)
+        } else {
+            left_ms
+        })
+    })
+    .flatten()
+}
+
 /// When the current period with the filter registered began, in microseconds since the
 /// module's epoch, and `SEEN` then.
 static PERIOD_STARTED_US: AtomicU64 = AtomicU64::new(0);
@@ -683,17 +740,27 @@ unsafe extern "C" fn on_slice(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void)
         // SAFETY: ctx is this module's live context on the main thread.
         unsafe {
             if !configs::flag(idx::HOTKEYS_ENABLED) {
+                GAP.with(|g| *g = None);
                 unregister_filter(ctx);
                 unfollow_misses(ctx);
                 return POLL_MS;
             }
-            follow_misses(ctx);
             let configured = configured_sample_ratio();
             if configured == 1 || !present(raw::RedisModule_UnregisterCommandFilter) {
+                GAP.with(|g| *g = None);
+                follow_misses(ctx);
                 register_filter(ctx);
                 return POLL_MS;
             }
             let now_us = crate::state::now_us();
+            if configured != 0 {
+                GAP.with(|g| *g = None);
+            } else if FILTER.load(Ordering::Relaxed).is_null() {
+                if let Some(wait_ms) = wait_out_gap(ctx, now_us) {
+                    return wait_ms;
+                }
+            }
+            follow_misses(ctx);
             let start_period = || {
                 PERIOD_STARTED_US.store(now_us, Ordering::Relaxed);
                 PERIOD_STARTED_SEEN.store(SEEN.load(Ordering::Relaxed), Ordering::Relaxed);
@@ -725,7 +792,24 @@ unsafe extern "C" fn on_slice(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void)
             }
             unregister_filter(ctx);
             unfollow_misses(ctx);
-            draw_gap_ms(ratio, elapsed_ms)
+            let gap_ms = draw_gap_ms(ratio, elapsed_ms);
+            if configured != 0 || gap_ms <= opt_core::hotkeys::GAP_CHECK_MS {
+                return gap_ms;
+            }
+            // Auto: a long gap is waited out in checks of the command rate.
+            let Some(commands) = commands_run(ctx) else {
+                return gap_ms;
+            };
+            GAP.with(|g| {
+                *g = Some(Gap {
+                    end_us: now_us + gap_ms as u64 * 1000,
+                    ratio,
+                    slice_ms: elapsed_ms.clamp(SLICE_MS as f64, 10.0 * SLICE_MS as f64),
+                    checked_us: now_us,
+                    checked_commands: commands,
+                })
+            });
+            opt_core::hotkeys::GAP_CHECK_MS
         }
     })
     .unwrap_or_else(|p| {

@@ -5,12 +5,14 @@
 //! the same server, and whether it says what to do. The server (`REDIS_SERVER`, the module's
 //! release build) gets nine problems, chosen so that each doctor has some on its own ground:
 //! a memory peak far above the current use and the allocator fragmentation it leaves (85% of
-//! 300,000 1 KB keys deleted), a client that holds a huge output buffer (it asked for a 50 MB
+//! 600,000 1 KB keys deleted), a client that holds a huge output buffer (it asked for a 50 MB
 //! value three times and reads nothing), a latency spike (DEBUG SLEEP 0.2, with the latency
 //! monitor on, as LATENCY DOCTOR needs), and, on no doctor's ground, no `maxmemory` on a
 //! cache, keys without TTLs, a 50 MB string, hashes just over `hash-max-listpack-entries`,
-//! and a missing key read 100,000 times. Each tool's answer is then checked for each problem:
-//! the doctors' text for the words of their own findings, OPT.ADVISE's JSON for the rule.
+//! and a missing key read 83,000 times in a few seconds. Each tool's answer is then checked
+//! for each problem: the doctors' text for the heading of their finding, OPT.ADVISE's JSON for
+//! the rule, once with its default sample of 10,000 keys and once over every key (a single
+//! big key among 90,000 is in a sample of 10,000 about one time in nine).
 //!
 //!     cargo run --release -p redis-opt-benches --bin advise_vs_doctor
 
@@ -31,27 +33,27 @@ struct Problem {
 
 const PROBLEMS: [Problem; 9] = [
     Problem {
-        what: "memory peak 5x the current use",
-        memory_doctor: Some("Peak memory"),
+        what: "a memory peak (600 MB of keys, 85% deleted)",
+        memory_doctor: Some("* Peak memory:"),
         latency_doctor: None,
         rule: "rss-peak",
     },
     Problem {
         what: "allocator fragmentation after deletions",
-        memory_doctor: Some("allocator fragmentation"),
+        memory_doctor: Some("* High allocator fragmentation:"),
         latency_doctor: None,
         rule: "allocator-fragmentation",
     },
     Problem {
         what: "a client holding a 150 MB output buffer",
-        memory_doctor: Some("client buffers"),
+        memory_doctor: Some("* Big client buffers:"),
         latency_doctor: None,
         rule: "client-buffers-large",
     },
     Problem {
         what: "a 200 ms latency spike (DEBUG SLEEP)",
         memory_doctor: None,
-        latency_doctor: Some("latency spike"),
+        latency_doctor: Some("latency spikes ("),
         rule: "slow-commands",
     },
     Problem {
@@ -61,7 +63,7 @@ const PROBLEMS: [Problem; 9] = [
         rule: "maxmemory-unset",
     },
     Problem {
-        what: "45,000 keys with no TTL",
+        what: "90,000 keys with no TTL",
         memory_doctor: None,
         latency_doctor: None,
         rule: "keys-without-ttl",
@@ -79,7 +81,7 @@ const PROBLEMS: [Problem; 9] = [
         rule: "encoding-threshold",
     },
     Problem {
-        what: "a missing key read 100,000 times",
+        what: "a missing key read 83,000 times",
         memory_doctor: None,
         latency_doctor: None,
         rule: "hot-missing-key",
@@ -101,18 +103,6 @@ fn main() {
         cmd.query(c).unwrap_or_else(|e| panic!("{args:?}: {e}"))
     };
 
-    // The peak, and the fragmentation that deleting most keys of it leaves.
-    q(
-        &mut c,
-        &["DEBUG", "POPULATE", "300000", "cache:page", "1000"],
-    );
-    let mut p = redis::pipe();
-    for i in 0..300_000 {
-        if i % 20 >= 3 {
-            p.cmd("DEL").arg(format!("cache:page:{i}")).ignore();
-        }
-    }
-    let _: () = p.query(&mut c).unwrap();
     // A 50 MB string, and 200 hashes of 600 fields (the threshold is 512).
     q(&mut c, &["SETRANGE", "report:big", "52428799", "x"]);
     let mut p = redis::pipe();
@@ -125,12 +115,34 @@ fn main() {
         p.add_command(cmd).ignore();
     }
     let _: () = p.query(&mut c).unwrap();
-    // The missing key, read 100,000 times.
+    // The peak, and the fragmentation that deleting most keys of it leaves.
+    q(
+        &mut c,
+        &["DEBUG", "POPULATE", "600000", "cache:page", "1000"],
+    );
     let mut p = redis::pipe();
-    for _ in 0..100_000 {
-        p.cmd("GET").arg("user:404:profile").ignore();
+    for i in 0..600_000 {
+        if i % 20 >= 3 {
+            p.cmd("DEL").arg(format!("cache:page:{i}")).ignore();
+        }
     }
     let _: () = p.query(&mut c).unwrap();
+    // The missing key, read 83,000 times over a few seconds, among 17,000 hits: steady
+    // traffic, as from many clients (the sampler works by time; see the README).
+    for round in 0..500 {
+        let mut p = redis::pipe();
+        for i in 0..200 {
+            p.cmd("GET")
+                .arg(if i % 6 == 5 {
+                    format!("cache:page:{}", (round * 200 + i) % 20 * 20)
+                } else {
+                    "user:404:profile".to_string()
+                })
+                .ignore();
+        }
+        let _: () = p.query(&mut c).unwrap();
+        std::thread::sleep(Duration::from_millis(4));
+    }
     // The latency spike.
     q(&mut c, &["DEBUG", "SLEEP", "0.2"]);
     // The client that asks for 150 MB and reads nothing; it stays connected until the end.
@@ -142,60 +154,115 @@ fn main() {
     // by the server's cron.
     std::thread::sleep(Duration::from_secs(2));
 
+    let info: String = redis::cmd("INFO").arg("memory").query(&mut c).unwrap();
+    let field = |name: &str| -> f64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    let memory_line = format!(
+        "used_memory {:.0} MB, peak {:.0} MB ({:.1}x), allocator_frag_ratio {:.2}",
+        field("used_memory:") / 1e6,
+        field("used_memory_peak:") / 1e6,
+        field("used_memory_peak:") / field("used_memory:").max(1.0),
+        field("allocator_frag_ratio:")
+    );
     let memory_doctor: String = redis::cmd("MEMORY").arg("DOCTOR").query(&mut c).unwrap();
     let latency_doctor: String = redis::cmd("LATENCY").arg("DOCTOR").query(&mut c).unwrap();
-    let advice: String = redis::cmd("OPT.ADVISE")
-        .arg("FORMAT")
-        .arg("JSON")
-        .query(&mut c)
-        .unwrap();
-    let advice: serde_json::Value = serde_json::from_str(&advice).unwrap();
-    let findings: Vec<(String, String)> = advice["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| {
-            (
-                f["rule"].as_str().unwrap_or("").to_string(),
-                f["severity"].as_str().unwrap_or("").to_string(),
-            )
-        })
-        .collect();
+    // The default sample (10,000 keys), then every key (SAMPLES at least the db's size).
+    let dbsize: u64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
+    let advise = |c: &mut redis::Connection, samples: u64| {
+        let advice: String = redis::cmd("OPT.ADVISE")
+            .arg("SAMPLES")
+            .arg(samples)
+            .arg("FORMAT")
+            .arg("JSON")
+            .query(c)
+            .unwrap();
+        let advice: serde_json::Value = serde_json::from_str(&advice).unwrap();
+        let findings: Vec<(String, String)> = advice["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                (
+                    f["rule"].as_str().unwrap_or("").to_string(),
+                    f["severity"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect();
+        (findings, advice["score"].clone())
+    };
+    let (findings, score) = advise(&mut c, 10_000);
+    let (all_findings, _) = advise(&mut c, dbsize);
     drop(slow);
+    let mut misses = Vec::new();
+    for (window, kind) in [("total", "miss"), ("recent", "miss"), ("total", "all")] {
+        let r: String = redis::cmd("OPT.HOTKEYS")
+            .arg("TYPE")
+            .arg(kind)
+            .arg("WINDOW")
+            .arg(window)
+            .arg("COUNT")
+            .arg(1)
+            .arg("FORMAT")
+            .arg("JSON")
+            .query(&mut c)
+            .unwrap();
+        let r: serde_json::Value = serde_json::from_str(&r).unwrap();
+        misses.push(format!(
+            "{window}, {kind}: {} counted {} times, share {:.3}, sample ratio {}, {} accesses estimated",
+            r["entries"][0]["name"],
+            r["entries"][0]["count"],
+            r["entries"][0]["share"].as_f64().unwrap_or(0.0),
+            r["sample_ratio"],
+            r["estimated_accesses"]
+        ));
+    }
 
-    println!("{}", opt_harness::server_version());
+    println!("{}\n{memory_line}", opt_harness::server_version());
     println!(
-        "{:<44} {:<16} {:<16} {}",
-        "planted problem", "MEMORY DOCTOR", "LATENCY DOCTOR", "OPT.ADVISE"
+        "{:<44} {:<15} {:<15} {:<36} OPT.ADVISE SAMPLES {dbsize} (all)",
+        "planted problem", "MEMORY DOCTOR", "LATENCY DOCTOR", "OPT.ADVISE (10,000 samples)"
     );
     let found = |text: &str, words: Option<&str>| match words {
         None => "not its ground",
         Some(w) if text.to_lowercase().contains(&w.to_lowercase()) => "found",
         Some(_) => "missed",
     };
-    let mut counts = [0, 0, 0];
+    let opt_found = |findings: &[(String, String)], rule: &str| {
+        findings
+            .iter()
+            .find(|(r, _)| r == rule)
+            .map(|(r, s)| format!("found: {r} ({s})"))
+            .unwrap_or_else(|| format!("missed ({rule})"))
+    };
+    let mut counts = [0, 0, 0, 0];
     for p in &PROBLEMS {
         let md = found(&memory_doctor, p.memory_doctor);
         let ld = found(&latency_doctor, p.latency_doctor);
-        let opt = findings
-            .iter()
-            .find(|(r, _)| r == p.rule)
-            .map(|(r, s)| format!("found: {r} ({s})"))
-            .unwrap_or_else(|| format!("missed ({})", p.rule));
+        let opt = opt_found(&findings, p.rule);
+        let opt_all = opt_found(&all_findings, p.rule);
         counts[0] += (md == "found") as usize;
         counts[1] += (ld == "found") as usize;
         counts[2] += opt.starts_with("found") as usize;
-        println!("{:<44} {:<16} {:<16} {}", p.what, md, ld, opt);
+        counts[3] += opt_all.starts_with("found") as usize;
+        println!(
+            "{:<44} {:<15} {:<15} {:<36} {}",
+            p.what, md, ld, opt, opt_all
+        );
     }
     println!(
-        "found: MEMORY DOCTOR {} of 9, LATENCY DOCTOR {} of 9, OPT.ADVISE {} of 9 (and {} findings in all, score {})",
+        "found: MEMORY DOCTOR {} of 9, LATENCY DOCTOR {} of 9, OPT.ADVISE {} of 9 with 10,000 samples ({} findings in all, score {score}), {} of 9 over every key",
         counts[0],
         counts[1],
         counts[2],
         findings.len(),
-        advice["score"]
+        counts[3],
     );
     println!("\n--- MEMORY DOCTOR ---\n{memory_doctor}\n--- LATENCY DOCTOR ---\n{latency_doctor}");
+    println!("--- OPT.HOTKEYS TYPE miss ---\n{}", misses.join("\n"));
     println!("--- OPT.ADVISE findings ---");
     for (rule, severity) in &findings {
         println!("{severity:<8} {rule}");
