@@ -122,9 +122,11 @@ impl Sketches {
         self.current.mark(hash, kind);
     }
 
-    /// Ends the current window.
-    fn rotate(&mut self, idle: bool) {
-        self.past = SpaceSaving::merged(&self.past, &self.current, self.past.capacity());
+    /// Ends the current window, whose counts join the past ones multiplied by `scale` (the
+    /// window's own sampling, see `HotKeyTracker::window_scale`).
+    fn rotate(&mut self, idle: bool, scale: f64) {
+        self.past =
+            SpaceSaving::merged_scaled(&self.past, &self.current, self.past.capacity(), scale);
         std::mem::swap(&mut self.previous, &mut self.current);
         self.current.clear();
         if idle {
@@ -169,6 +171,9 @@ pub struct HotKeyTracker {
     /// ones seen. (Not by time: commands run slower while they are recorded, so a slice holds
     /// fewer of them than its share of the time.)
     observed: [Observed; 3],
+    /// The configured sample ratio (0: auto), which decides how a window's counts are scaled
+    /// when it ends (see [`HotKeyTracker::set_sample_ratio`]).
+    sample_ratio: u64,
     /// An access whose keys-summary update waits for the next record or flush (see
     /// [`HotKeyTracker::record_deferred`]): its hash, kind, the length of its name in
     /// `deferred_name`, and whether the name was cut.
@@ -200,6 +205,28 @@ impl HotKeyTracker {
             observed: [Observed::default(); 3],
             deferred: None,
             deferred_name: [0; MAX_NAME_BYTES],
+            sample_ratio: 0,
+        }
+    }
+
+    /// Tells the tracker the configured sample ratio (1: every command recorded, N: one in N,
+    /// 0: auto), which [`Self::tick`] uses to scale the window that ends.
+    pub fn set_sample_ratio(&mut self, sample_ratio: u64) {
+        self.sample_ratio = sample_ratio;
+    }
+
+    /// What a window's sampled counts are multiplied by: its commands over the ones the
+    /// recorder saw; 1 when every command was recorded; the configured ratio (or 1 in auto
+    /// mode) when nothing was observed. Each window is scaled by its own: the sampler's ratio
+    /// follows the load, and one ratio for a long history (quiet nights recorded whole, busy
+    /// days one command in 100) would multiply the quiet hours' keys by the busy ones' ratio.
+    fn window_scale(o: &Observed, sample_ratio: u64) -> f64 {
+        if sample_ratio == 1 {
+            1.0
+        } else if o.seen > 0.0 {
+            (o.all / o.seen).max(1.0)
+        } else {
+            sample_ratio.max(1) as f64
         }
     }
 
@@ -306,8 +333,9 @@ impl HotKeyTracker {
         if elapsed < self.window_ms {
             return;
         }
+        let scale = Self::window_scale(&self.observed[CURRENT], self.sample_ratio);
         for s in [&mut self.keys, &mut self.patterns] {
-            s.rotate(elapsed >= 2 * self.window_ms);
+            s.rotate(elapsed >= 2 * self.window_ms, scale);
         }
         self.previous_len_ms = elapsed.min(self.window_ms);
         self.current_started_ms = now_ms;
@@ -361,11 +389,11 @@ impl HotKeyTracker {
     }
 
     /// Answers a query. With `sample_ratio` 1 every access was recorded and counts are exact.
-    /// Otherwise counts are scaled by the window's commands over the ones the recorder saw
-    /// (see [`Self::observe`]), or, when nothing was reported yet, by `sample_ratio`, or not
-    /// at all for 0 (auto: the recorder chose its share from the load). The report's
-    /// `sample_ratio` is the one that applied: the configured one, or in auto mode the
-    /// window's commands over the ones seen, rounded.
+    /// Otherwise each window's counts are scaled by that window's commands over the ones the
+    /// recorder saw (see [`Self::observe`]; past windows were scaled as they ended), or, when
+    /// nothing was reported yet, by `sample_ratio`, or not at all for 0 (auto: the recorder
+    /// chose its share from the load). The report's `sample_ratio` is the configured one, or
+    /// in auto mode all the view's commands over the ones seen, rounded.
     pub fn query(&mut self, q: &HotKeysQuery, now_ms: u64, sample_ratio: u64) -> HotKeysReport {
         self.flush();
         let sketches = if q.namespaces {
@@ -379,12 +407,15 @@ impl HotKeyTracker {
         } else {
             1.0
         };
+        // Past windows were scaled as each ended; the current (and previous) one by its own
+        // sampling here.
         let window = match q.window {
             Window::Total => {
-                let m = SpaceSaving::merged_views(
+                let m = SpaceSaving::merged_views_scaled(
                     &sketches.past,
                     &sketches.current,
                     sketches.past.capacity(),
+                    Self::window_scale(&self.observed[CURRENT], sample_ratio),
                 );
                 WindowView {
                     rows: m.entries.iter().map(|e| Merged::from(e, 1.0)).collect(),
@@ -397,16 +428,12 @@ impl HotKeyTracker {
                     },
                 }
             }
-            Window::Recent => self.recent(sketches, now_ms),
+            Window::Recent => self.recent(sketches, now_ms, sample_ratio),
         };
-        let sampling = if sample_ratio == 1 {
-            1.0
-        } else if window.observed.seen > 0.0 {
-            (window.observed.all / window.observed.seen).max(1.0)
-        } else {
-            sample_ratio.max(1) as f64
-        };
-        let scale = sampling * pattern_factor;
+        // One command in how many the recorder saw over the window (what the report gives as
+        // its sample ratio in auto mode).
+        let sampling = Self::window_scale(&window.observed, sample_ratio);
+        let scale = pattern_factor;
         let by = |m: &Merged| match q.kind {
             KindFilter::All => m.count,
             KindFilter::Read => m.split[0],
@@ -475,7 +502,8 @@ impl HotKeyTracker {
             } else {
                 sample_ratio
             },
-            sampled_accesses: window.sampled.round() as u64,
+            // The summaries hold estimates by now; the accesses recorded, about.
+            sampled_accesses: (window.sampled / sampling).round() as u64,
             estimated_accesses: estimated.round() as u64,
             detection_floor: (window.floor * scale).round() as u64,
             capacity: sketches.current.capacity() as u64,
@@ -488,7 +516,7 @@ impl HotKeyTracker {
     /// previous window counts with the weight of its share that lies within the last
     /// `window_ms`. A key missing from one summary may have up to that summary's floor there,
     /// which goes into its error.
-    fn recent<'a>(&self, s: &'a Sketches, now_ms: u64) -> WindowView<'a> {
+    fn recent<'a>(&self, s: &'a Sketches, now_ms: u64, sample_ratio: u64) -> WindowView<'a> {
         let elapsed = now_ms.saturating_sub(self.current_started_ms);
         let w = if self.previous_len_ms == 0 {
             0.0
@@ -497,15 +525,18 @@ impl HotKeyTracker {
                 .clamp(0.0, 1.0)
         };
         let covered_ms = elapsed as f64 + w * self.previous_len_ms as f64;
-        let prev_floor = s.previous.floor() as f64 * w;
-        let cur_floor = s.current.floor() as f64;
+        // Each window scaled by its own sampling; the previous one also by its share.
+        let cur_w = Self::window_scale(&self.observed[CURRENT], sample_ratio);
+        let prev_w = w * Self::window_scale(&self.observed[PREVIOUS], sample_ratio);
+        let prev_floor = s.previous.floor() as f64 * prev_w;
+        let cur_floor = s.current.floor() as f64 * cur_w;
         let mut rows: Vec<Merged> = s
             .current
             .views()
             .map(|e| {
-                let mut m = Merged::from(&e, 1.0);
+                let mut m = Merged::from(&e, cur_w);
                 match s.previous.get_view(e.hash) {
-                    Some(p) => m.add(&Merged::from(&p, w)),
+                    Some(p) => m.add(&Merged::from(&p, prev_w)),
                     None => m.error += prev_floor,
                 }
                 m
@@ -514,7 +545,7 @@ impl HotKeyTracker {
         if w > 0.0 {
             for p in s.previous.views() {
                 if s.current.get_view(p.hash).is_none() {
-                    let mut m = Merged::from(&p, w);
+                    let mut m = Merged::from(&p, prev_w);
                     m.error += cur_floor;
                     rows.push(m);
                 }
@@ -522,7 +553,7 @@ impl HotKeyTracker {
         }
         WindowView {
             rows,
-            sampled: s.current.total() as f64 + s.previous.total() as f64 * w,
+            sampled: s.current.total() as f64 * cur_w + s.previous.total() as f64 * prev_w,
             floor: cur_floor + prev_floor,
             seconds: (covered_ms / 1000.0).max(0.001),
             observed: Observed {
@@ -817,10 +848,6 @@ mod tests {
         let recent = t.query(&q(Window::Recent, KindFilter::All, false), 15_000, 10);
         // Current: 100 of 2,000; half of the previous window: 100 of 1,000.
         assert_eq!(recent.entries[0].count, 3000);
-        // Ratio 1 means every access was recorded, whatever time was reported.
-        let exact = t.query(&q(Window::Total, KindFilter::All, false), 15_000, 1);
-        assert_eq!(exact.entries[0].count, 300);
-        assert_eq!(exact.sample_ratio, 1);
         // Auto (0): scaled the same way, and the report says by how much (4,000 / 300).
         let auto = t.query(&q(Window::Total, KindFilter::All, false), 15_000, 0);
         assert_eq!(auto.entries[0].count, 4000);
@@ -834,6 +861,57 @@ mod tests {
         // In auto mode nothing does.
         let r = t.query(&q(Window::Total, KindFilter::All, false), 21_000, 0);
         assert_eq!((r.entries[0].count, r.sample_ratio), (1, 1));
+
+        // Ratio 1 means every access was recorded, whatever commands were reported, in the
+        // windows that ended too.
+        let mut t = HotKeyTracker::new(64, 10_000, b":", 0);
+        t.set_sample_ratio(1);
+        for _ in 0..200 {
+            t.record(b"k", Kind::Read);
+        }
+        t.observe(200, 2000);
+        t.tick(10_000);
+        t.record(b"k", Kind::Read);
+        t.observe(1, 7);
+        let exact = t.query(&q(Window::Total, KindFilter::All, false), 15_000, 1);
+        assert_eq!((exact.entries[0].count, exact.sample_ratio), (201, 1));
+    }
+
+    #[test]
+    fn each_window_is_scaled_by_its_own_sampling() {
+        // A quiet window recorded whole (10,000 accesses of "night"), then a busy one recorded
+        // one command in 100 (10,000 of 1,000,000, all of "day"). One ratio for both (the
+        // 1,010,000 commands over the 20,000 seen) would count each key 505,000 times.
+        let mut t = HotKeyTracker::new(64, 10_000, b":", 0);
+        for _ in 0..10_000 {
+            t.record(b"night", Kind::Read);
+        }
+        t.observe(10_000, 10_000);
+        t.tick(10_000);
+        for _ in 0..10_000 {
+            t.record(b"day", Kind::Read);
+        }
+        t.observe(10_000, 1_000_000);
+        let count = |r: &HotKeysReport, name: &str| {
+            r.entries.iter().find(|e| e.name == name).map(|e| e.count)
+        };
+        let total = t.query(&q(Window::Total, KindFilter::All, false), 15_000, 0);
+        assert_eq!(count(&total, "day"), Some(1_000_000));
+        assert_eq!(count(&total, "night"), Some(10_000));
+        assert_eq!(total.estimated_accesses, 1_010_000);
+        assert_eq!(
+            total.sample_ratio, 51,
+            "one command in 51 seen over the view"
+        );
+        assert_eq!(total.sampled_accesses, 20_000, "the accesses recorded");
+        // The same once the busy window has ended too, and in the recent view (half of the
+        // busy window is still recent at 25 s).
+        t.tick(20_000);
+        let total = t.query(&q(Window::Total, KindFilter::All, false), 25_000, 0);
+        assert_eq!(count(&total, "day"), Some(1_000_000));
+        assert_eq!(count(&total, "night"), Some(10_000));
+        let recent = t.query(&q(Window::Recent, KindFilter::All, false), 25_000, 0);
+        assert_eq!(count(&recent, "day"), Some(500_000));
     }
 
     #[test]

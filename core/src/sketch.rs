@@ -426,7 +426,19 @@ impl SpaceSaving {
     /// Agarwal et al., 2012): a key missing from one summary may have had up to that summary's
     /// floor there, which is added to its count and its error, so the bounds stay valid.
     pub fn merged(a: &SpaceSaving, b: &SpaceSaving, capacity: usize) -> SpaceSaving {
-        let mut m = Self::merged_views(a, b, capacity);
+        Self::merged_scaled(a, b, capacity, 1.0)
+    }
+
+    /// [`Self::merged`] with every count of `b` (its entries' counts, errors and splits, its
+    /// floor and total) multiplied by `b_scale` first: a sampled window's counts brought to
+    /// what they estimate before joining counts that are already estimates.
+    pub fn merged_scaled(
+        a: &SpaceSaving,
+        b: &SpaceSaving,
+        capacity: usize,
+        b_scale: f64,
+    ) -> SpaceSaving {
+        let mut m = Self::merged_views_scaled(a, b, capacity, b_scale);
         m.entries.sort_by(merge_order);
         let entries = m.entries.iter().map(|v| v.to_entry()).collect();
         Self::from_entries(capacity.max(1), entries, m.floor, m.total)
@@ -440,11 +452,35 @@ impl SpaceSaving {
         b: &'a SpaceSaving,
         capacity: usize,
     ) -> MergedViews<'a> {
+        Self::merged_views_scaled(a, b, capacity, 1.0)
+    }
+
+    /// [`Self::merged_views`] with `b`'s counts multiplied by `b_scale` (see
+    /// [`Self::merged_scaled`]).
+    pub fn merged_views_scaled<'a>(
+        a: &'a SpaceSaving,
+        b: &'a SpaceSaving,
+        capacity: usize,
+        b_scale: f64,
+    ) -> MergedViews<'a> {
         let capacity = capacity.max(1);
-        let (fa, fb) = (a.floor(), b.floor());
+        let sc = |v: u64| {
+            if b_scale == 1.0 {
+                v
+            } else {
+                (v as f64 * b_scale).round() as u64
+            }
+        };
+        let scaled = |mut e: EntryView<'a>| {
+            e.count = sc(e.count);
+            e.error = sc(e.error);
+            e.split = e.split.map(sc);
+            e
+        };
+        let (fa, fb) = (a.floor(), sc(b.floor()));
         let mut all: Vec<EntryView<'a>> = Vec::with_capacity(a.len() + b.len());
         all.extend(a.views().map(|mut e| {
-            match b.get_view(e.hash) {
+            match b.get_view(e.hash).map(scaled) {
                 Some(o) => {
                     e.count += o.count;
                     e.error += o.error;
@@ -459,11 +495,16 @@ impl SpaceSaving {
             }
             e
         }));
-        all.extend(b.views().filter(|e| a.find(e.hash).is_none()).map(|mut e| {
-            e.count += fa;
-            e.error += fa;
-            e
-        }));
+        all.extend(
+            b.views()
+                .filter(|e| a.find(e.hash).is_none())
+                .map(scaled)
+                .map(|mut e| {
+                    e.count += fa;
+                    e.error += fa;
+                    e
+                }),
+        );
         // The entries the sorted order would keep: the order is total (count, then hash), so
         // selecting the first `capacity` keeps the same ones as sorting all of them.
         let floor = if all.len() >= capacity {
@@ -476,7 +517,7 @@ impl SpaceSaving {
         MergedViews {
             entries: all,
             floor,
-            total: a.total + b.total,
+            total: a.total + sc(b.total),
         }
     }
 

@@ -833,6 +833,8 @@ unsafe extern "C" fn on_tick(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) 
             if let Some(st) = s.as_mut() {
                 // SAFETY: the timer's context, on the main thread.
                 unsafe { account_commands(ctx, st) };
+                // A window that ends is scaled by its own sampling (exact at ratio 1).
+                st.tracker.set_sample_ratio(configured_sample_ratio());
                 st.tracker.tick(now_ms());
             }
         });
