@@ -500,3 +500,38 @@ fn optctl_hotkeys_prints_a_table_and_json() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("COUNT must be from 1"), "{err}");
 }
+
+#[test]
+fn a_quiet_window_keeps_its_counts_beside_a_sampled_busy_one() {
+    // Auto sampling with a budget of 1,000 commands a second: 500 GETs of "quiet" over a
+    // second, under the budget, so every one is recorded; the window ends; then 300,000
+    // pipelined GETs of "busy", sampled. Scaling the whole history by one ratio (all commands
+    // over those seen) multiplied "quiet" by the busy window's sampling; each window is now
+    // scaled by its own.
+    let server = Server::with_config(&[
+        "opt.hotkeys-window-seconds 1",
+        "opt.hotkeys-sample-budget 1000",
+    ]);
+    let mut c = server.conn();
+    for _ in 0..20 {
+        let mut p = redis::pipe();
+        for _ in 0..25 {
+            p.cmd("GET").arg("quiet").ignore();
+        }
+        let _: () = p.query(&mut c).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(2200));
+    for _ in 0..30 {
+        let mut p = redis::pipe();
+        for _ in 0..10_000 {
+            p.cmd("GET").arg("busy").ignore();
+        }
+        let _: () = p.query(&mut c).unwrap();
+    }
+    let r = hotkeys(&mut c, &["COUNT", "5"]);
+    assert!(r.sample_ratio >= 2, "the busy window was sampled: {r:?}");
+    let quiet = count_of(&r, "quiet").expect("quiet is listed");
+    assert!((450..=550).contains(&quiet), "quiet counted {quiet}: {r:?}");
+    assert!(count_of(&r, "busy").is_some_and(|n| n > 100_000), "{r:?}");
+}
