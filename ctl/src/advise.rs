@@ -11,9 +11,10 @@ use crate::{cluster, conn, Cli, CtlError};
 /// Options of `optctl advise`.
 #[derive(Args, Debug)]
 pub struct AdviseArgs {
-    /// Random keys to sample for the keyspace rules (0: skip them).
-    #[arg(long, default_value_t = 10_000)]
-    pub samples: u64,
+    /// Keys to sample for the keyspace rules (0: skip them). Without it the module decides:
+    /// every key of a db of up to 200,000 keys, 10,000 random ones of a bigger one.
+    #[arg(long)]
+    pub samples: Option<u64>,
     /// Only this category (memory, expiry, keys, traffic, latency, persistence, clients,
     /// security, replication).
     #[arg(long)]
@@ -63,7 +64,10 @@ pub fn use_color() -> bool {
 /// Runs `optctl advise`; Ok(true) when `--fail-on` is met.
 pub fn run(cli: &Cli, args: &AdviseArgs) -> Result<bool, CtlError> {
     let mut con = conn::connect(cli)?;
-    let mut a = vec!["SAMPLES".to_string(), args.samples.to_string()];
+    let mut a: Vec<String> = args
+        .samples
+        .map(|n| vec!["SAMPLES".to_string(), n.to_string()])
+        .unwrap_or_default();
     if let Some(c) = &args.category {
         a.extend(["CATEGORY".into(), c.clone()]);
     }

@@ -462,6 +462,11 @@ fn start(
     if matches!(query.mode, Mode::Samples(n) if n.saturating_mul(3) >= db_keys) {
         query.mode = Mode::Full;
     }
+    // OPT.ADVISE without SAMPLES looks at every key of a db that is not too big (see
+    // `opt_core::advise::ADVISE_WHOLE_DB_UP_TO`).
+    if advise.as_ref().is_some_and(|a| db_keys <= a.whole_db_up_to) {
+        query.mode = Mode::Full;
+    }
     let total = match query.mode {
         Mode::Full => db_keys,
         Mode::Samples(n) => n,
