@@ -186,6 +186,10 @@ unsafe fn wait_out_gap(ctx: *mut raw::RedisModuleCtx, now_us: u64) -> Option<i64
     .flatten()
 }
 
+/// Whether the current period with the filter registered is a sampling slice (not a period
+/// in which every command is recorded).
+static IN_SLICE: AtomicBool = AtomicBool::new(false);
+
 /// When the current period with the filter registered began, in microseconds since the
 /// module's epoch, and `SEEN` then.
 static PERIOD_STARTED_US: AtomicU64 = AtomicU64::new(0);
@@ -748,6 +752,7 @@ unsafe extern "C" fn on_slice(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void)
             let configured = configured_sample_ratio();
             if configured == 1 || !present(raw::RedisModule_UnregisterCommandFilter) {
                 GAP.with(|g| *g = None);
+                IN_SLICE.store(false, Ordering::Relaxed);
                 follow_misses(ctx);
                 register_filter(ctx);
                 return POLL_MS;
@@ -768,6 +773,7 @@ unsafe extern "C" fn on_slice(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void)
             if FILTER.load(Ordering::Relaxed).is_null() {
                 register_filter(ctx);
                 start_period();
+                IN_SLICE.store(true, Ordering::Relaxed);
                 return SLICE_MS;
             }
             // A period with the filter registered ended.
@@ -782,12 +788,17 @@ unsafe extern "C" fn on_slice(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void)
             if ratio <= 1.0 {
                 // Auto, under the budget: every command counts for the next period.
                 start_period();
+                IN_SLICE.store(false, Ordering::Relaxed);
                 return POLL_MS;
             }
-            if configured == 0 && elapsed_ms > 2.0 * POLL_MS as f64 / 3.0 {
+            if configured == 0 && !IN_SLICE.load(Ordering::Relaxed) {
                 // Auto, over the budget after a period of every command: a slice first, so
-                // that the gaps are drawn from a slice's length.
+                // that the gaps are drawn from a slice's length. (Told by a flag, not by the
+                // period's length: a slice lasts as long as the event-loop iteration in
+                // progress, so under big pipelines every slice looked like such a period and
+                // sampling never began.)
                 start_period();
+                IN_SLICE.store(true, Ordering::Relaxed);
                 return SLICE_MS;
             }
             unregister_filter(ctx);

@@ -522,9 +522,9 @@ fn a_quiet_window_keeps_its_counts_beside_a_sampled_busy_one() {
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(2200));
-    for _ in 0..30 {
+    for _ in 0..300 {
         let mut p = redis::pipe();
-        for _ in 0..10_000 {
+        for _ in 0..1_000 {
             p.cmd("GET").arg("busy").ignore();
         }
         let _: () = p.query(&mut c).unwrap();
