@@ -15,17 +15,19 @@
 //! instructions on 7.0 before the filter's own work), so a filter that only skipped unsampled
 //! commands would still cost that on all of them; an unregistered one costs nothing. The gaps
 //! are exponential, so slices fall at random times and no periodic traffic stays in or out of
-//! them. Counts are scaled by the commands the server ran over the ones the filter saw (not by
-//! time: commands run slower while they are recorded; see `HotKeyTracker::observe`). With
-//! N = 1 the filter stays registered and counts are exact.
+//! them. Each window's counts are scaled by the commands the server ran over the ones the
+//! filter saw in that window (not by time: commands run slower while they are recorded; see
+//! `HotKeyTracker::observe` and `HotKeyTracker::tick`). With N = 1 the filter stays registered
+//! and counts are exact.
 //!
 //! With N = 0 (auto, the default) the sampler picks N itself from the load, so that about
 //! `opt.hotkeys-sample-budget` commands a second are counted at most: each period the filter
 //! was registered tells how many commands a second came; below the budget the filter stays
 //! registered (every command counted, for periods of `POLL_MS`), above it the sampler runs
-//! slices with gaps for N = rate / budget. The cost of tracking then no longer grows with the
-//! load: a fixed ratio of 10 cost a server saturated by redis-benchmark GETs 2.2% of its CPU
-//! on Redis 7.0, of which 1.6% was recording (docs/benchmarks.md).
+//! slices with gaps for N = rate / budget; a long gap looks at the command rate every 250 ms
+//! and is drawn again when the rate has moved (`wait_out_gap`). The cost of tracking then no
+//! longer grows with the load: a fixed ratio of 10 cost a server saturated by redis-benchmark
+//! GETs 2.2% of its CPU on Redis 7.0, of which 1.6% was recording (docs/benchmarks.md).
 //!
 //! What is counted: on a primary every key access; on a replica only reads, because writes
 //! there come from the master's replication stream, not from clients. Nothing is counted while
