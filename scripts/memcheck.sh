@@ -16,9 +16,10 @@
 #
 # redis: Redis 7.0.15 (Debian 12's); valkey: Valkey 8.1.1 (Debian 13's, the version whose
 # event bug module/src/client_db.rs works around); redis8: Redis 8.6.3 and valkey9: Valkey
-# 9.1.2 (Debian's experimental and sid), whose key objects and slot migration differ. Test files default to every one but
-# `cluster` (add it by name: the cluster's failure detector times out under valgrind, and
-# the server's own cluster bus code reports uninitialised bytes, which do not count).
+# 9.1.2 (Debian's experimental and sid), whose key objects and slot migration differ. Test
+# files default to every one but `cluster` (add it by name: the cluster's failure detector
+# times out under valgrind, and the server's own cluster bus code reports uninitialised
+# bytes, which do not count).
 # Work goes to target/memcheck/; logs to target/memcheck/logs-<server>/.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -59,7 +59,7 @@ fn hotkeys_query(c: &mut Criterion) {
     // One window, then the next one (the first is then both the past and the previous).
     for window in 0..2 {
         if window == 1 {
-            t.tick(61_000);
+            t.tick(61_000, 0);
         }
         for _ in 0..300_000 {
             let kind = if rng.next_u64().is_multiple_of(3) {
@@ -97,7 +97,7 @@ fn hotkeys_window_end(c: &mut Criterion) {
         let mut t = HotKeyTracker::new(capacity, 60_000, b":", 0);
         for window in 0..2u64 {
             if window == 1 {
-                t.tick(61_000);
+                t.tick(61_000, 0);
             }
             for _ in 0..capacity * 200 {
                 let key = format!("key:{}", rng.next_u64() % (capacity as u64 * 50));
@@ -108,7 +108,7 @@ fn hotkeys_window_end(c: &mut Criterion) {
             b.iter_batched(
                 || t.clone(),
                 |mut t| {
-                    t.tick(122_000);
+                    t.tick(122_000, 0);
                     t
                 },
                 criterion::BatchSize::LargeInput,

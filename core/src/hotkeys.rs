@@ -171,9 +171,6 @@ pub struct HotKeyTracker {
     /// ones seen. (Not by time: commands run slower while they are recorded, so a slice holds
     /// fewer of them than its share of the time.)
     observed: [Observed; 3],
-    /// The configured sample ratio (0: auto), which decides how a window's counts are scaled
-    /// when it ends (see [`HotKeyTracker::set_sample_ratio`]).
-    sample_ratio: u64,
     /// An access whose keys-summary update waits for the next record or flush (see
     /// [`HotKeyTracker::record_deferred`]): its hash, kind, the length of its name in
     /// `deferred_name`, and whether the name was cut.
@@ -205,14 +202,7 @@ impl HotKeyTracker {
             observed: [Observed::default(); 3],
             deferred: None,
             deferred_name: [0; MAX_NAME_BYTES],
-            sample_ratio: 0,
         }
-    }
-
-    /// Tells the tracker the configured sample ratio (1: every command recorded, N: one in N,
-    /// 0: auto), which [`Self::tick`] uses to scale the window that ends.
-    pub fn set_sample_ratio(&mut self, sample_ratio: u64) {
-        self.sample_ratio = sample_ratio;
     }
 
     /// What a window's sampled counts are multiplied by: its commands over the ones the
@@ -326,14 +316,16 @@ impl HotKeyTracker {
         }
     }
 
-    /// Starts a new window when the current one is over (call about once a second).
-    pub fn tick(&mut self, now_ms: u64) {
+    /// Starts a new window when the current one is over (call about once a second). The
+    /// window that ends joins the past ones scaled by its own sampling, for the configured
+    /// `sample_ratio` (1: every command recorded, N: one in N, 0: auto; see `window_scale`).
+    pub fn tick(&mut self, now_ms: u64, sample_ratio: u64) {
         self.flush();
         let elapsed = now_ms.saturating_sub(self.current_started_ms);
         if elapsed < self.window_ms {
             return;
         }
-        let scale = Self::window_scale(&self.observed[CURRENT], self.sample_ratio);
+        let scale = Self::window_scale(&self.observed[CURRENT], sample_ratio);
         for s in [&mut self.keys, &mut self.patterns] {
             s.rotate(elapsed >= 2 * self.window_ms, scale);
         }
@@ -787,7 +779,7 @@ mod tests {
         };
         for round in 0..3 {
             if round > 0 {
-                t.tick(round * 1_500);
+                t.tick(round * 1_500, 0);
             }
             for _ in 0..5_000 {
                 let key = format!("k:{}", next() % 150);
@@ -837,7 +829,7 @@ mod tests {
         let r = t.query(&q(Window::Recent, KindFilter::All, false), 5_000, 10);
         assert_eq!(r.entries[0].count, 2000);
         // A new window: the total keeps both, the recent view weighs the previous one.
-        t.tick(10_000);
+        t.tick(10_000, 10);
         for _ in 0..100 {
             t.record(b"k", Kind::Read);
         }
@@ -865,12 +857,11 @@ mod tests {
         // Ratio 1 means every access was recorded, whatever commands were reported, in the
         // windows that ended too.
         let mut t = HotKeyTracker::new(64, 10_000, b":", 0);
-        t.set_sample_ratio(1);
         for _ in 0..200 {
             t.record(b"k", Kind::Read);
         }
         t.observe(200, 2000);
-        t.tick(10_000);
+        t.tick(10_000, 1);
         t.record(b"k", Kind::Read);
         t.observe(1, 7);
         let exact = t.query(&q(Window::Total, KindFilter::All, false), 15_000, 1);
@@ -887,7 +878,7 @@ mod tests {
             t.record(b"night", Kind::Read);
         }
         t.observe(10_000, 10_000);
-        t.tick(10_000);
+        t.tick(10_000, 0);
         for _ in 0..10_000 {
             t.record(b"day", Kind::Read);
         }
@@ -906,7 +897,7 @@ mod tests {
         assert_eq!(total.sampled_accesses, 20_000, "the accesses recorded");
         // The same once the busy window has ended too, and in the recent view (half of the
         // busy window is still recent at 25 s).
-        t.tick(20_000);
+        t.tick(20_000, 0);
         let total = t.query(&q(Window::Total, KindFilter::All, false), 25_000, 0);
         assert_eq!(count(&total, "day"), Some(1_000_000));
         assert_eq!(count(&total, "night"), Some(10_000));
@@ -969,7 +960,7 @@ mod tests {
         for _ in 0..1000 {
             t.record(b"old", Kind::Read);
         }
-        t.tick(10_000); // window 1 ends
+        t.tick(10_000, 0); // window 1 ends
         for _ in 0..200 {
             t.record(b"new", Kind::Read);
         }
@@ -979,8 +970,8 @@ mod tests {
         assert_eq!(get("old"), Some(500));
         assert_eq!(get("new"), Some(200));
         assert!((r.seconds - 10.0).abs() < 1e-9);
-        t.tick(20_000); // window 2 ends; "old" was only in window 1
-        t.tick(30_000); // window 3 ends, empty
+        t.tick(20_000, 0); // window 2 ends; "old" was only in window 1
+        t.tick(30_000, 0); // window 3 ends, empty
         let r = t.query(&q(Window::Recent, KindFilter::All, false), 30_500, 1);
         assert!(r.entries.is_empty(), "{:?}", r.entries);
         // The total view still has both.

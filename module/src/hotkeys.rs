@@ -847,8 +847,7 @@ unsafe extern "C" fn on_tick(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) 
                 // SAFETY: the timer's context, on the main thread.
                 unsafe { account_commands(ctx, st) };
                 // A window that ends is scaled by its own sampling (exact at ratio 1).
-                st.tracker.set_sample_ratio(configured_sample_ratio());
-                st.tracker.tick(now_ms());
+                st.tracker.tick(now_ms(), configured_sample_ratio());
             }
         });
     });

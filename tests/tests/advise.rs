@@ -13,6 +13,14 @@ fn rules(r: &AdviceReport) -> Vec<String> {
     r.findings.iter().map(|f| f.rule.clone()).collect()
 }
 
+/// The finding of rule `id`; fails the test, listing the rules that fired, if there is none.
+fn finding<'a>(r: &'a AdviceReport, id: &str) -> &'a opt_core::report::Finding {
+    r.findings
+        .iter()
+        .find(|f| f.rule == id)
+        .unwrap_or_else(|| panic!("no {id} finding: {:?}", rules(r)))
+}
+
 /// Rules about the host kernel, which a test cannot configure.
 const HOST_RULES: &str = "overcommit-memory thp-enabled fork-headroom-low";
 
@@ -489,11 +497,7 @@ fn a_key_missed_now_is_found_behind_a_long_history_of_other_traffic() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let r = advise(&mut c, &["SAMPLES", "0"]);
-    let f = r
-        .findings
-        .iter()
-        .find(|f| f.rule == "hot-missing-key")
-        .unwrap_or_else(|| panic!("not found: {:?}", rules(&r)));
+    let f = finding(&r, "hot-missing-key");
     assert_eq!(f.subjects, ["user:404:profile"]);
     assert!(f.evidence.contains("over the last"), "{}", f.evidence);
     // Since the start, it is under the threshold: the total window alone would miss it.
@@ -512,11 +516,6 @@ fn without_samples_every_key_of_a_db_up_to_200_000_is_looked_at() {
     ok(&mut c, &["SETRANGE", "report:big", "5242879", "x"]);
     for _ in 0..3 {
         let r = advise(&mut c, &[]);
-        let big = r
-            .findings
-            .iter()
-            .find(|f| f.rule == "big-key")
-            .unwrap_or_else(|| panic!("no big-key: {:?}", rules(&r)));
-        assert_eq!(big.subjects, ["report:big"]);
+        assert_eq!(finding(&r, "big-key").subjects, ["report:big"]);
     }
 }

@@ -1083,6 +1083,26 @@ fn the_elements_sampled_to_size_a_collection_are_configurable() {
     assert_eq!(analysed(&mut c), exact, "a refused value changed nothing");
 }
 
+/// `OPT.KEYSPACE FULL FORMAT JSON` on another connection, once it has scanned keys; its
+/// thread returns the reply.
+fn full_analysis_started(server: &Server) -> std::thread::JoinHandle<redis::RedisResult<String>> {
+    let port = server.port;
+    let runner = std::thread::spawn(move || {
+        let mut c = opt_harness::connect(port);
+        c.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+        redis::cmd("OPT.KEYSPACE")
+            .arg("FULL")
+            .arg("FORMAT")
+            .arg("JSON")
+            .query::<String>(&mut c)
+    });
+    server.wait_for("the analysis to start", Duration::from_secs(10), |c| {
+        let p: Vec<KeyspaceProgress> = opt_harness::json(c, &["OPT.KEYSPACE", "STATUS"]);
+        p.iter().any(|p| p.scanned > 0)
+    });
+    runner
+}
+
 /// Runs `OPT.KEYSPACE FULL` over 100k keys in db 0 on another connection, and the commands
 /// of `event` in a MULTI right after an `OPT.KEYSPACE STATUS`, so the event provably lands
 /// while the analysis runs (STATUS inside the transaction lists it). Returns its reply.
@@ -1100,20 +1120,7 @@ fn full_analysis_with_event_in_the_middle(event: &[&[&str]]) -> Result<KeyspaceR
     }
     p.cmd("SELECT").arg(0).ignore();
     let _: () = p.query(&mut c).unwrap();
-    let port = server.port;
-    let runner = std::thread::spawn(move || {
-        let mut c = opt_harness::connect(port);
-        c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-        redis::cmd("OPT.KEYSPACE")
-            .arg("FULL")
-            .arg("FORMAT")
-            .arg("JSON")
-            .query::<String>(&mut c)
-    });
-    server.wait_for("the analysis to start", Duration::from_secs(10), |c| {
-        let p: Vec<KeyspaceProgress> = opt_harness::json(c, &["OPT.KEYSPACE", "STATUS"]);
-        p.iter().any(|p| p.scanned > 0)
-    });
+    let runner = full_analysis_started(&server);
     let mut t = redis::pipe();
     t.atomic()
         .cmd("OPT.KEYSPACE")
@@ -1194,18 +1201,7 @@ fn an_analysis_ends_with_an_error_when_a_full_sync_replaces_the_data() {
     });
     // Stopped without saving, the master comes back with a new replication id and no data.
     master.stop();
-    let port = replica.port;
-    let runner = std::thread::spawn(move || {
-        let mut c = opt_harness::connect(port);
-        c.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
-        redis::cmd("OPT.KEYSPACE")
-            .arg("FULL")
-            .query::<Value>(&mut c)
-    });
-    replica.wait_for("the analysis to start", Duration::from_secs(10), |c| {
-        let p: Vec<KeyspaceProgress> = opt_harness::json(c, &["OPT.KEYSPACE", "STATUS"]);
-        p.iter().any(|p| p.scanned > 0)
-    });
+    let runner = full_analysis_started(&replica);
     master.restart();
     load(&mut master.conn(), 1000);
     let e = runner.join().unwrap().unwrap_err().to_string();
