@@ -21,7 +21,11 @@ pub type DisconnectCallback =
     unsafe extern "C" fn(*mut raw::RedisModuleCtx, *mut raw::RedisModuleBlockedClient);
 
 /// Blocks the client of `ctx` with no timeout, its outcome a `Box<T>` freed by Redis.
-/// `command` names the command in the error when the server refuses.
+/// `command` names the command in the error when the client cannot be blocked.
+///
+/// Inside MULTI, a script or another module's call, Redis replies its own error to
+/// `RedisModule_BlockClient` but still hands back a handle, so work started for it would run
+/// to the end for nobody. Such a client is refused here, before anything starts.
 ///
 /// # Safety
 /// `ctx` must be the live command context. The caller must unblock the client exactly once,
@@ -32,6 +36,12 @@ pub unsafe fn block<T>(
     reply: ReplyCallback,
     disconnect: DisconnectCallback,
 ) -> Result<*mut raw::RedisModuleBlockedClient, ReplyError> {
+    if !can_block(ctx) {
+        return Err(ReplyError::err(format!(
+            "{command} cannot run inside MULTI, a script or another module's call: it answers \
+             after work done in slices between other clients' commands; send it on its own"
+        )));
+    }
     let block = raw::RedisModule_BlockClient
         .ok_or_else(|| ReplyError::err(format!("{command}: no BlockClient API")))?;
     let bc = block(ctx, Some(reply), Some(reply), Some(free_boxed::<T>), 0);
@@ -44,6 +54,16 @@ pub unsafe fn block<T>(
         set_disconnect(bc, Some(disconnect));
     }
     Ok(bc)
+}
+
+/// Whether the client of `ctx` may be blocked (not inside MULTI, a script, or a module's call).
+pub fn can_block(ctx: *mut raw::RedisModuleCtx) -> bool {
+    // SAFETY: ctx is the live command context.
+    let flags = unsafe { raw::RedisModule_GetContextFlags.map_or(0, |f| f(ctx)) };
+    let refused = raw::REDISMODULE_CTX_FLAGS_MULTI
+        | raw::REDISMODULE_CTX_FLAGS_LUA
+        | raw::REDISMODULE_CTX_FLAGS_DENY_BLOCKING;
+    flags & refused as std::ffi::c_int == 0
 }
 
 /// Unblocks `client` with `outcome` (None: nothing to reply, the client is gone).

@@ -471,10 +471,14 @@ fn start(
         Mode::Full => db_keys,
         Mode::Samples(n) => n,
     };
+    let command = if advise.is_some() {
+        "OPT.ADVISE"
+    } else {
+        "OPT.KEYSPACE"
+    };
     // SAFETY: ctx is the live command context; the blocked client is unblocked exactly
     // once, with an Outcome, when the job ends (`finish`).
-    let client =
-        unsafe { blocked::block::<Outcome>(ctx, "OPT.KEYSPACE", reply_callback, on_disconnect)? };
+    let client = unsafe { blocked::block::<Outcome>(ctx, command, reply_callback, on_disconnect)? };
     let cursor = match query.mode {
         // SAFETY: creates a cursor destroyed when the job ends.
         Mode::Full => unsafe { raw::RedisModule_ScanCursorCreate.map_or(ptr::null_mut(), |f| f()) },

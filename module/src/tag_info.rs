@@ -89,7 +89,7 @@ pub fn command(call: &Call) -> Result<Reply, ReplyError> {
     }
     let slots = tags::with_index(|ix| ix.tag_slots(db))?;
     let waiting = RANKINGS.with(|r| r.list.len()).unwrap_or(0);
-    if slots <= INLINE_SLOTS || !can_block(call.ctx) {
+    if slots <= INLINE_SLOTS || !blocked::can_block(call.ctx) {
         let largest = |ix: &TagIndex| ix.largest_tags(db, LARGEST);
         return tags::with_index(|ix| report(ix, db, None, largest(ix))).map(Reply::structured);
     }
@@ -126,16 +126,6 @@ pub fn command(call: &Call) -> Result<Reply, ReplyError> {
         unsafe { blocked::unblock(client, Some(Box::new(outcome))) };
     }
     Ok(Reply::Deferred)
-}
-
-/// Whether the client of `ctx` may be blocked (not inside MULTI, a script, or a module's call).
-fn can_block(ctx: *mut raw::RedisModuleCtx) -> bool {
-    // SAFETY: ctx is the live command context.
-    let flags = unsafe { raw::RedisModule_GetContextFlags.map_or(0, |f| f(ctx)) };
-    let refused = raw::REDISMODULE_CTX_FLAGS_MULTI
-        | raw::REDISMODULE_CTX_FLAGS_LUA
-        | raw::REDISMODULE_CTX_FLAGS_DENY_BLOCKING;
-    flags & refused as c_int == 0
 }
 
 /// The report of the index as it is now, with `largest` ranked.

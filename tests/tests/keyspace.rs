@@ -742,6 +742,55 @@ fn bad_input_is_refused() {
     }
 }
 
+/// Inside MULTI or a script a client cannot be blocked: OPT.KEYSPACE and OPT.ADVISE are refused
+/// with an error that names the command, and no analysis starts. (Redis answers a blocking
+/// module command there with its own error, but still hands the module a handle: the old
+/// module then ran a whole FULL analysis for a reply nobody would read.)
+#[test]
+fn inside_multi_or_a_script_it_is_refused_and_starts_nothing() {
+    let server = Server::start();
+    let mut c = server.conn();
+    load(&mut c, 20_000);
+    // One command per transaction: the client library turns EXEC's reply into its first error.
+    for (args, command) in [
+        (&["OPT.KEYSPACE", "FULL"][..], "OPT.KEYSPACE"),
+        (&["OPT.ADVISE"], "OPT.ADVISE"),
+        (&["OPT.KEYSPACE", "SAMPLES", "100"], "OPT.KEYSPACE"),
+    ] {
+        ok(&mut c, &["MULTI"]);
+        assert_eq!(
+            ok(&mut c, args),
+            Value::SimpleString("QUEUED".into()),
+            "{args:?}"
+        );
+        let e = err(&mut c, &["EXEC"]);
+        assert!(
+            e.contains(&format!("{command} cannot run inside MULTI, a script")),
+            "{args:?}: {e}"
+        );
+    }
+    for script in [
+        "return redis.call('OPT.KEYSPACE', 'FULL')",
+        "return redis.call('OPT.ADVISE')",
+    ] {
+        let e = err(&mut c, &["EVAL", script, "0"]);
+        assert!(e.contains("cannot run inside MULTI, a script"), "{e}");
+    }
+    // Nothing was started: no analysis runs, and no slice ever ran.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        opt_harness::info_int(&mut c, "opt", "opt_keyspace_analyses_running"),
+        0
+    );
+    assert_eq!(
+        opt_harness::info_int(&mut c, "opt", "opt_keyspace_slices"),
+        0
+    );
+    // On its own the same command answers.
+    let report = keyspace(&mut c, &["FULL"]);
+    assert_eq!(report.keys_scanned, 20_000 + 5_000 + 2_000 + 1);
+}
+
 /// MATCH reads a glob the way the server does: the keys OPT.KEYSPACE FULL MATCH counts are the
 /// keys the server's own KEYS returns, for patterns that exercise every part of the syntax and
 /// Redis' reading of classes (`[]`, escapes inside a class, a range ending in `]`).
