@@ -6,6 +6,9 @@
 
 mod acl;
 mod advise;
+// The server's allocator is unavailable to unit tests, which run without a server.
+#[cfg(not(test))]
+mod allocator;
 mod blocked;
 mod client_db;
 mod commands;
@@ -61,7 +64,7 @@ const MODULE_VERSION_INT: c_int = {
 // this crate run without a server, where that allocator is unavailable.
 #[cfg(not(test))]
 #[global_allocator]
-static ALLOCATOR: redis_module::alloc::RedisAlloc = redis_module::alloc::RedisAlloc;
+static ALLOCATOR: allocator::ServerAlloc = allocator::ServerAlloc;
 
 /// Called by subsystems' config setters before a numeric or boolean value changes; an error
 /// refuses the change with that message.
