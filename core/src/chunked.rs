@@ -61,6 +61,33 @@ impl<T> Chunked<T> {
         self.len += 1;
     }
 
+    /// Takes out the last element; a chunk it leaves empty is freed, but for the first.
+    pub fn pop(&mut self) -> Option<T> {
+        let last = self.chunks.last_mut()?;
+        let value = last.pop()?;
+        if last.is_empty() && self.chunks.len() > 1 {
+            self.chunks.pop();
+        }
+        self.len -= 1;
+        Some(value)
+    }
+
+    /// An array whose first chunk is `first`, of exactly [`CHUNK`] elements, as a `Vec` that
+    /// reached the chunk size becomes one (room beyond them is given back).
+    pub fn from_full_chunk(mut first: Vec<T>) -> Self {
+        debug_assert_eq!(first.len(), CHUNK);
+        first.shrink_to_fit();
+        Chunked {
+            len: first.len(),
+            chunks: vec![first],
+        }
+    }
+
+    /// The chunks, in index order.
+    pub fn into_chunks(self) -> Vec<Vec<T>> {
+        self.chunks
+    }
+
     /// The element at `i`, if there is one.
     pub fn get(&self, i: usize) -> Option<&T> {
         self.chunks.get(i / CHUNK)?.get(i % CHUNK)
@@ -79,6 +106,13 @@ impl<T> Chunked<T> {
             .skip(first)
             .enumerate()
             .flat_map(move |(n, c)| c[if n == 0 { offset.min(c.len()) } else { 0 }..].iter())
+    }
+
+    /// [`Self::allocated_bytes`] in constant time, for an array whose first chunk too has room
+    /// for exactly [`CHUNK`] elements (one made by [`Self::from_full_chunk`]).
+    pub fn allocated_bytes_of_full_chunks(&self) -> usize {
+        self.chunks.len() * CHUNK * std::mem::size_of::<T>()
+            + self.chunks.capacity() * std::mem::size_of::<Vec<T>>()
     }
 
     /// Bytes allocated: every chunk's capacity, and the table of chunks.
@@ -135,6 +169,32 @@ mod tests {
         let used = n * std::mem::size_of::<u64>();
         let slack = c.allocated_bytes() - used;
         assert!(slack <= CHUNK * 8 + 64 * 24, "{slack}");
+    }
+
+    #[test]
+    fn pop_frees_emptied_chunks_but_the_first() {
+        let mut c = Chunked::new();
+        for i in 0..CHUNK * 2 + 1 {
+            c.push(i as u32);
+        }
+        assert_eq!(c.chunks.len(), 3);
+        assert_eq!(c.pop(), Some((CHUNK * 2) as u32));
+        assert_eq!(c.chunks.len(), 2, "the emptied third chunk is freed");
+        for i in (0..CHUNK * 2).rev() {
+            assert_eq!(c.pop(), Some(i as u32));
+            assert_eq!(c.len(), i);
+        }
+        assert_eq!(c.chunks.len(), 1);
+        assert_eq!(c.pop(), None);
+        c.push(5);
+        assert_eq!((c.len(), c[0]), (1, 5));
+        let full: Vec<u32> = (0..CHUNK as u32).collect();
+        let mut c = Chunked::from_full_chunk(full);
+        c.push(CHUNK as u32);
+        assert_eq!(
+            c.iter().copied().collect::<Vec<_>>(),
+            (0..=CHUNK as u32).collect::<Vec<_>>()
+        );
     }
 
     #[test]
