@@ -1531,10 +1531,10 @@ fn a_tag_gives_its_memory_back_as_its_keys_are_deleted() {
     each_key(&mut c, "DEL", (10..20_000).map(|i| format!("k:{i}")));
     assert_eq!(info(&mut c).keys, 10);
     let after = info_int(&mut c, "opt", "opt_tags_memory_bytes");
-    // Each tag's vector held room for 32,768 key ids (128 KiB); ten need a few bytes. The
-    // freed keys' slots stay for reuse, and their ids go to a free list (another 128 KiB), so
-    // the index shrinks by about two of the three vectors.
-    assert!(full - after >= 200_000, "{full} -> {after}");
+    // Each tag's list held five chunks of 4,096 key ids (80 KiB); ten need a few bytes. The
+    // freed keys' slots stay for reuse, and their ids go to a free list (a vector with room for
+    // 32,768: 128 KiB), so the index shrinks by the three lists less the free list: 115 KB.
+    assert!(full - after >= 100_000, "{full} -> {after}");
     assert_eq!(ok(&mut c, &["OPT.INVALIDATE", "big"]), Value::Int(10));
 }
 

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# How long one write holds the server while the module's structures grow with the data: the
+# longest commands SLOWLOG saw (microseconds, over 2 ms) while redis-benchmark writes KEYS
+# random keys, for each shape whose growth once happened in one command: a tag per key (the
+# name tables), every key under one tag (a tag's key list), values written with DELTA (the
+# freshness table), and plain SET for the server's own (its dictionaries and allocator).
+#
+#   benches/growth_stalls.sh [KEYS]        (default 6000000; OPT_MODULE=path measures another
+#                                          build; about 1 GB of memory at the default)
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+source "$root/scripts/lib.sh"
+keys=${1:-6000000}
+use_module_build
+start_module_server growth
+redis-cli -p "$port" CONFIG SET slowlog-max-len 1000 >/dev/null
+echo "module: $module; $keys writes a shape (redis-benchmark -P 32 -r 1000000000)"
+longest() { # the shape's label, then the command to benchmark
+  local label=$1; shift
+  redis-cli -p "$port" FLUSHALL >/dev/null
+  sleep 1
+  redis-cli -p "$port" CONFIG SET slowlog-log-slower-than 2000 >/dev/null
+  redis-cli -p "$port" SLOWLOG RESET >/dev/null
+  redis-benchmark -p "$port" -q -n "$keys" -r 1000000000 -P 32 "$@" >/dev/null
+  local worst
+  worst=$(redis-cli -p "$port" SLOWLOG GET 1000 | paste -sd' ' |
+    grep -oE "[0-9]+ [0-9]+ [0-9]+ [A-Z.]+" | awk '{print $3}' | sort -rn | head -8 | paste -sd' ')
+  printf '%-28s keys %-9s longest commands (us): %s\n' "$label" \
+    "$(redis-cli -p "$port" DBSIZE)" "${worst:-none over 2000}"
+}
+longest "a tag per key" OPT.SET k:__rand_int__ v TAGS t:__rand_int__
+longest "one tag for every key" OPT.SET k:__rand_int__ v TAGS big
+longest "DELTA, no tag" OPT.SET f:__rand_int__ v EX 100000 DELTA 5
+longest "plain SET (the server alone)" SET k:__rand_int__ v
