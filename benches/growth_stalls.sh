@@ -3,7 +3,8 @@
 # longest commands SLOWLOG saw (microseconds, over 2 ms) while redis-benchmark writes KEYS
 # random keys, for each shape whose growth once happened in one command: a tag per key (the
 # name tables), every key under one tag (a tag's key list), values written with DELTA (the
-# freshness table), and plain SET for the server's own (its dictionaries and allocator).
+# freshness table), OPT.FETCH locks with `opt.max-locks` raised above KEYS (the lock table),
+# and plain SET for the server's own (its dictionaries and allocator).
 #
 #   benches/growth_stalls.sh [KEYS]        (default 6000000; OPT_MODULE=path measures another
 #                                          build; about 1 GB of memory at the default)
@@ -31,4 +32,6 @@ longest() { # the shape's label, then the command to benchmark
 longest "a tag per key" OPT.SET k:__rand_int__ v TAGS t:__rand_int__
 longest "one tag for every key" OPT.SET k:__rand_int__ v TAGS big
 longest "DELTA, no tag" OPT.SET f:__rand_int__ v EX 100000 DELTA 5
+redis-cli -p "$port" CONFIG SET opt.max-locks $((keys * 2)) >/dev/null
+longest "OPT.FETCH locks" OPT.FETCH l:__rand_int__ LOCK 3600000
 longest "plain SET (the server alone)" SET k:__rand_int__ v

@@ -1,108 +1,20 @@
 //! Per-key freshness (logical expiry, compute time, stale window) of values written with
 //! `OPT.SET ... DELTA ms | STALE s`, following the keyspace like the tag index does.
 //!
-//! Each database's names sit in fixed chunks of slots found through an [`IdTable`], as the tag
-//! index's do, rather than in a hash map: a map grows all at once, and at four million keys
-//! written with DELTA one OPT.SET held the server 168 ms, then 331 ms at the next doubling
-//! (SLOWLOG), where the chunks never move and the table grows a few buckets per write.
+//! Each database's names are a [`NameMap`], which grows without holding the server (see there).
 
-use crate::chunked::Chunked;
 use crate::freshness::Freshness;
-use crate::idtable::IdTable;
-use crate::tags::{name_hash, IndexReader, IndexWriter};
+use crate::name_map::NameMap;
+use crate::tags::{IndexReader, IndexWriter};
 
 const MAX_ENTRIES_ON_LOAD: u64 = 1 << 32;
-
-/// Key name to freshness, within one database: slots that never move (a freed one is reused),
-/// so that a database can be walked by position in slices ([`FreshnessIndex::take_where_from`])
-/// while keys come and go.
-#[derive(Debug, Default, Clone)]
-struct NameMap {
-    slots: Chunked<Option<(Box<[u8]>, Freshness)>>,
-    free: Vec<u32>,
-    by_name: IdTable,
-}
-
-impl NameMap {
-    fn len(&self) -> usize {
-        self.by_name.len()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Slots and name-table buckets allocated.
-    #[cfg(test)]
-    fn capacity(&self) -> usize {
-        self.slots.len() + self.by_name.capacity()
-    }
-
-    fn find(&self, key: &[u8], hash: u64) -> Option<u32> {
-        let slots = &self.slots;
-        self.by_name.find(hash, |id| {
-            slots[id as usize]
-                .as_ref()
-                .is_some_and(|(name, _)| **name == *key)
-        })
-    }
-
-    fn get(&self, key: &[u8]) -> Option<&Freshness> {
-        let id = self.find(key, name_hash(key))?;
-        self.slots[id as usize].as_ref().map(|(_, f)| f)
-    }
-
-    /// Records `f` for `key`; returns what it had.
-    fn insert(&mut self, key: &[u8], f: Freshness) -> Option<Freshness> {
-        let hash = name_hash(key);
-        if let Some(id) = self.find(key, hash) {
-            let slot = self.slots[id as usize].as_mut()?;
-            return Some(std::mem::replace(&mut slot.1, f));
-        }
-        let entry = Some((Box::from(key), f));
-        let id = match self.free.pop() {
-            Some(id) => {
-                self.slots[id as usize] = entry;
-                id
-            }
-            None => {
-                self.slots.push(entry);
-                (self.slots.len() - 1) as u32
-            }
-        };
-        self.by_name.insert_unique(hash, id);
-        None
-    }
-
-    fn remove(&mut self, key: &[u8]) -> Option<Freshness> {
-        let slots = &self.slots;
-        let id = self.by_name.remove(name_hash(key), |id| {
-            slots[id as usize]
-                .as_ref()
-                .is_some_and(|(name, _)| **name == *key)
-        })?;
-        self.release(id).map(|(_, f)| f)
-    }
-
-    /// Empties slot `id` (already out of the name table) for reuse; returns what it held.
-    fn release(&mut self, id: u32) -> Option<(Box<[u8]>, Freshness)> {
-        let taken = self.slots[id as usize].take();
-        self.free.push(id);
-        taken
-    }
-
-    fn iter(&self) -> impl Iterator<Item = (&[u8], &Freshness)> {
-        self.slots
-            .iter()
-            .filter_map(|s| s.as_ref().map(|(name, f)| (&**name, f)))
-    }
-}
 
 /// Freshness of keys, one map per database, so that FLUSHDB and SWAPDB take constant time
 /// (one map dropped or two swapped) as they do in the server.
 #[derive(Debug, Default, Clone)]
 pub struct FreshnessIndex {
-    dbs: Vec<NameMap>,
+    /// Key name to freshness, per database.
+    dbs: Vec<NameMap<Freshness>>,
     /// Keys tracked in every database.
     len: usize,
 }
@@ -146,20 +58,12 @@ impl FreshnessIndex {
         let Some(m) = self.dbs.get_mut(db) else {
             return (Vec::new(), None);
         };
-        let top = from.min(m.slots.len());
+        let top = from.min(m.positions());
         let bottom = top.saturating_sub(scan);
         let mut taken = Vec::new();
         for i in (bottom..top).rev() {
-            let Some((key, _)) = m.slots[i].as_ref() else {
-                continue;
-            };
-            if !pred(key) {
-                continue;
-            }
-            let hash = name_hash(key);
-            let id = i as u32;
-            if m.by_name.remove(hash, |found| found == id).is_some() {
-                if let Some((key, f)) = m.release(id) {
+            if m.at(i).is_some_and(|(key, _)| pred(key)) {
+                if let Some((key, f)) = m.take_at(i) {
                     taken.push((key.into_vec(), f));
                 }
             }
@@ -339,48 +243,6 @@ mod tests {
         assert!(ix.take_where_from(7, usize::MAX, 10, |_| true).0.is_empty());
         ix.take_where_from(3, usize::MAX, 10, |_| true);
         assert_eq!(ix.dbs_in_use().collect::<Vec<_>>(), vec![0]);
-    }
-
-    /// Keys written, rewritten and removed, with freed slots reused, match a plain map, through
-    /// the name table's growths.
-    #[test]
-    fn matches_a_map_as_keys_come_go_and_slots_are_reused() {
-        let mut ix = FreshnessIndex::default();
-        let mut model = std::collections::HashMap::new();
-        let at = |i: u64| Freshness {
-            expires_at_ms: i as i64,
-            delta_ms: i % 7,
-            stale_ms: i % 3,
-        };
-        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-        for step in 0..30_000u64 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let key = format!("key:{}", x % 5_000);
-            if x % 4 == 0 {
-                assert_eq!(
-                    ix.remove(0, key.as_bytes()),
-                    model.remove(&key),
-                    "step {step}"
-                );
-            } else {
-                ix.set(0, key.as_bytes(), at(step));
-                model.insert(key.clone(), at(step));
-            }
-            assert_eq!(ix.get(0, key.as_bytes()), model.get(&key).copied());
-            assert_eq!(ix.len(), model.len());
-        }
-        for i in 0..5_000 {
-            let key = format!("key:{i}");
-            assert_eq!(ix.get(0, key.as_bytes()), model.get(&key).copied(), "{key}");
-        }
-        let listed: std::collections::HashMap<String, Freshness> = ix.dbs[0]
-            .iter()
-            .map(|(k, f)| (String::from_utf8(k.to_vec()).unwrap(), *f))
-            .collect();
-        assert_eq!(listed, model);
-        assert!(ix.dbs[0].slots.len() < 5_000, "freed slots are reused");
     }
 
     /// A walk in slices takes every matching key even when keys are removed and added

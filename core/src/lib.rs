@@ -21,6 +21,7 @@ mod idtable;
 pub mod keyspace;
 pub mod keyspec;
 pub mod memsize;
+mod name_map;
 pub mod pattern;
 pub mod persist;
 pub mod report;
