@@ -11,19 +11,19 @@
 //! server's ([`IdTable::bucket_address`], [`IdTable::first_candidate`]).
 //!
 //! Linear probing from the bucket the stored 32 bits name, with backward-shift deletion (no
-//! tombstones), growing at 3/4 load. The stored 32 bits give each entry's home bucket, so
-//! growing never rehashes a name, and they filter candidates before a name is compared. They
-//! are the caller's hash mixed with the process's secret ([`crate::hash_secret`]): callers
-//! hash client-chosen names with a public function, and a table placed by that hash alone
-//! could be filled with names aimed at one bucket.
+//! tombstones in the table in use), growing at 3/4 load. The stored 32 bits give each entry's
+//! home bucket, so growing never rehashes a name, and they filter candidates before a name is
+//! compared. They are the caller's hash mixed with the process's secret
+//! ([`crate::hash_secret`]): callers hash client-chosen names with a public function, and a
+//! table placed by that hash alone could be filled with names aimed at one bucket.
 //!
 //! Growing moves the entries a bounded number of buckets at a time, as Redis' own dictionaries
 //! rehash: the table of twice the size takes new entries at once, and each later insert or
-//! removal moves [`MOVE_PER_WRITE`] buckets of the old one. Moving them all in the insert that crossed the
-//! load made one OPT.SET hold the server 59 to 66 ms at six million tagged keys (SLOWLOG),
-//! twice that at each doubling. While the old table is being emptied, lookups read both; an
-//! entry removed from the part of the old table not yet moved leaves a tombstone there, so that
-//! the old table's probe runs stay whole until it is dropped.
+//! removal moves [`MOVE_PER_WRITE`] buckets of the old one. Moving them all in the insert that
+//! crossed the load made one OPT.SET hold the server 59 to 66 ms at six million tagged keys
+//! (SLOWLOG), twice that at each doubling. While the old table is being emptied, lookups read
+//! both; an entry removed from the part of the old table not yet moved leaves a tombstone
+//! there, so that the old table's probe runs stay whole until it is dropped.
 
 use crate::hash_secret::{keyed_tag, process_secret};
 
@@ -64,7 +64,7 @@ const MIN_BUCKETS: usize = 16;
 /// order and about a hundred entries placed, around a microsecond. Both tables are held until
 /// the old one is emptied, which takes N/128 writes of the 3N/4 inserts between two growths
 /// of an N-bucket table: 1% of the time (4 buckets a write held both a third of the time, and
-/// `tags_bench 1` measured 36.6 bytes a pair, where 33.4 is the index without the old table).
+/// `tags_bench 1` measured 36.6 bytes a pair, 33.1 now, 33.4 when tables grew at once).
 /// The new table (2N buckets) is then far under its own 3/4 load, which would start the next
 /// growth.
 pub const MOVE_PER_WRITE: usize = 128;
