@@ -25,7 +25,8 @@ longest() { # the shape's label, then the command to benchmark
   redis-benchmark -p "$port" -q -n "$keys" -r 1000000000 -P 32 "$@" >/dev/null
   local worst
   worst=$(redis-cli -p "$port" SLOWLOG GET 1000 | paste -sd' ' |
-    grep -oE "[0-9]+ [0-9]+ [0-9]+ [A-Z.]+" | awk '{print $3}' | sort -rn | head -8 | paste -sd' ')
+    { grep -oE "[0-9]+ [0-9]+ [0-9]+ [A-Z.]+" || true; } | awk '{print $3}' | sort -rn |
+    head -8 | paste -sd' ')
   printf '%-28s keys %-9s longest commands (us): %s\n' "$label" \
     "$(redis-cli -p "$port" DBSIZE)" "${worst:-none over 2000}"
 }

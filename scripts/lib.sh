@@ -57,14 +57,15 @@ use_module_build() {
   [ -n "${OPT_MODULE:-}" ] || cargo build --quiet --release -p redis-opt-module
 }
 
-# start_module_server NAME: starts a throwaway redis-server with $module on a free loopback
-# port, in a fresh /tmp/opt-NAME.* directory, and waits for its PING. Sets $port and $work,
-# and stops the server and removes the directory when the script exits.
+# start_module_server NAME: starts a throwaway server ($REDIS_SERVER, by default redis-server)
+# with $module on a free loopback port, in a fresh /tmp/opt-NAME.* directory, and waits for its
+# PING. Sets $port and $work, and stops the server and removes the directory when the script
+# exits.
 start_module_server() {
   work=$(mktemp -d "/tmp/opt-$1.XXXXXX")
   port=$(free_port)
   trap 'redis-cli -p "$port" SHUTDOWN NOSAVE >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
-  redis-server --port "$port" --bind 127.0.0.1 --daemonize yes --dir "$work" \
-    --logfile "$work/log" --save "" --loadmodule "$module" >/dev/null
+  "${REDIS_SERVER:-redis-server}" --port "$port" --bind 127.0.0.1 --daemonize yes \
+    --dir "$work" --logfile "$work/log" --save "" --loadmodule "$module" >/dev/null
   for _ in $(seq 1 100); do redis-cli -p "$port" PING >/dev/null 2>&1 && return; sleep 0.05; done
 }
