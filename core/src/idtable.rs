@@ -86,7 +86,7 @@ fn is_live(bucket: u64) -> bool {
 }
 
 /// Where an entry sits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 enum Place {
     Current(usize),
     Old(usize),
@@ -113,7 +113,7 @@ impl IdTable {
     }
 
     /// Whether entries are still being moved out of the table before the last growth.
-    pub fn is_growing(&self) -> bool {
+    fn is_growing(&self) -> bool {
         !self.old.is_empty()
     }
 
