@@ -135,19 +135,28 @@ impl IdTable {
         }
     }
 
+    /// Where the entry is. The table in use is probed as a table that never grows would be
+    /// (no tombstone, nothing to pass over: the hot-key filter's summary, whose table never
+    /// grows, looks a key up on every recorded command); the old table only while one grows.
     #[inline]
     fn locate(&self, hash: u64, eq: &mut impl FnMut(u32) -> bool) -> Option<Place> {
         if self.buckets.is_empty() {
             return None;
         }
         let tag = self.tag(hash);
-        if let Some(i) = probe(&self.buckets, tag, 0, eq) {
+        if let Some(i) = probe(&self.buckets, tag, eq) {
             return Some(Place::Current(i));
         }
         if self.old.is_empty() {
             return None;
         }
-        probe(&self.old, tag, self.moved, eq).map(Place::Old)
+        self.locate_in_old(tag, eq)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn locate_in_old(&self, tag: u32, eq: &mut impl FnMut(u32) -> bool) -> Option<Place> {
+        probe_old(&self.old, tag, self.moved, eq).map(Place::Old)
     }
 
     /// Adds `id` under `hash`; the caller knows no equal entry is there.
@@ -246,18 +255,33 @@ impl IdTable {
     /// The address of the bucket a lookup of `hash` reads first, for a caller to prefetch;
     /// None while the table is empty. While the table grows, that of the table the entry is in
     /// if it is there at all: the old one until its home bucket has been moved.
+    #[inline]
     pub fn bucket_address(&self, hash: u64) -> Option<*const u8> {
         if self.buckets.is_empty() {
             return None;
         }
         let tag = self.tag(hash);
+        if !self.old.is_empty() {
+            return Some(self.bucket_address_growing(tag));
+        }
+        Some(
+            self.buckets
+                .as_ptr()
+                .wrapping_add(home(&self.buckets, tag))
+                .cast(),
+        )
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn bucket_address_growing(&self, tag: u32) -> *const u8 {
         let old_home = home(&self.old, tag);
-        let table = if !self.old.is_empty() && old_home >= self.moved {
+        let bucket = if old_home >= self.moved {
             self.old.as_ptr().wrapping_add(old_home)
         } else {
             self.buckets.as_ptr().wrapping_add(home(&self.buckets, tag))
         };
-        Some(table.cast())
+        bucket.cast()
     }
 
     /// The id of the first entry in `hash`'s probe sequence whose stored bits match: the entry
@@ -278,14 +302,30 @@ fn home(table: &[u64], tag: u32) -> usize {
     tag as usize & table.len().wrapping_sub(1)
 }
 
-/// The position in `table` of the live entry with `tag` for which `eq` holds, probing from its
-/// home bucket to the first empty one, and passing over positions below `skip_below` (moved
-/// out of an old table).
+/// The position in `table` (the table in use: no tombstones) of the entry with `tag` for which
+/// `eq` holds, probing from its home bucket to the first empty one.
 #[inline]
-fn probe(
+fn probe(table: &[u64], tag: u32, eq: &mut impl FnMut(u32) -> bool) -> Option<usize> {
+    let mask = table.len() - 1;
+    let mut i = home(table, tag);
+    loop {
+        let b = table[i];
+        if b == EMPTY {
+            return None;
+        }
+        if tag_of(b) == tag && eq(id_of(b)) {
+            return Some(i);
+        }
+        i = (i + 1) & mask;
+    }
+}
+
+/// [`probe`] in an old table being emptied: passes over tombstones, and over the positions
+/// below `moved` (copied into the table in use, where the lookup looked already).
+fn probe_old(
     table: &[u64],
     tag: u32,
-    skip_below: usize,
+    moved: usize,
     eq: &mut impl FnMut(u32) -> bool,
 ) -> Option<usize> {
     let mask = table.len() - 1;
@@ -295,7 +335,7 @@ fn probe(
         if b == EMPTY {
             return None;
         }
-        if i >= skip_below && tag_of(b) == tag && is_live(b) && eq(id_of(b)) {
+        if i >= moved && is_live(b) && tag_of(b) == tag && eq(id_of(b)) {
             return Some(i);
         }
         i = (i + 1) & mask;
