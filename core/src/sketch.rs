@@ -18,12 +18,12 @@
 //! Layout: counters live in a vector sorted ascending, so the minimum is at index 0 and an
 //! increment moves an entry to the end of its run of equal counts (found by binary search, or
 //! at once when the next count is larger, the usual case for hot keys). Empty slots hold count
-//! 0, so filling and replacing share one code path. An `IdTable` from the 64-bit key hash to
+//! 0, so filling and replacing share one code path. A `FixedIdTable` from the 64-bit key hash to
 //! the slot finds entries (a table whose bucket addresses a caller can prefetch: in the server
 //! the summary's time is cache misses, not instructions); names are kept, truncated, only to
 //! show them.
 
-use crate::idtable::IdTable;
+use crate::idtable::FixedIdTable;
 
 /// Longest key name kept for display; longer names are cut (the hash still tells them apart).
 pub const MAX_NAME_BYTES: usize = 128;
@@ -128,9 +128,9 @@ pub struct SpaceSaving {
     rank: Vec<u32>,
     /// Slot data, by slot id.
     slots: Vec<Slot>,
-    /// Key hash to slot id. An `IdTable` rather than a hash map so that the caller can prefetch
+    /// Key hash to slot id. A `FixedIdTable` rather than a hash map so that the caller can prefetch
     /// the bucket a key will probe (see [`SpaceSaving::prefetch_addresses`]).
-    index: IdTable,
+    index: FixedIdTable,
     /// The key hash of each slot id (the key's identity), dense, so that the index compares
     /// hashes without reading slots.
     hashes: Vec<u64>,
@@ -165,7 +165,7 @@ impl SpaceSaving {
         let capacity = capacity.max(1);
         // At most a quarter full: most accesses are to untracked keys, and a miss then probes
         // about 1.8 buckets on average (3 at half full).
-        let index = IdTable::with_buckets(capacity * 4);
+        let index = FixedIdTable::with_buckets(capacity * 4);
         SpaceSaving {
             counts: vec![floor; capacity],
             order: (0..capacity as u32).collect(),
@@ -190,7 +190,7 @@ impl SpaceSaving {
 
     /// Whether nothing was counted yet.
     pub fn is_empty(&self) -> bool {
-        self.index.len() == 0
+        self.index.is_empty()
     }
 
     /// Accesses counted (the stream length N).
@@ -230,7 +230,7 @@ impl SpaceSaving {
     /// that prefetches them before [`Self::add`] overlaps those misses with other work.
     pub fn prefetch_addresses(&self, hash: u64) -> [*const u8; 3] {
         let filter = self.filter_address(hash);
-        let bucket = self.index.bucket_address(hash).unwrap_or(filter);
+        let bucket = self.index.bucket_address(hash);
         let min_slot = (&self.slots[self.order[0] as usize] as *const Slot).cast();
         [filter, bucket, min_slot]
     }
@@ -240,7 +240,7 @@ impl SpaceSaving {
     /// Inline, the common case only: most accesses are to keys that are neither tracked nor
     /// yet as frequent as the least tracked one, and cost a lookup and a filter increment. The
     /// rest (a tracked key, an admission) is in [`Self::add_tracked`].
-    #[inline]
+    #[inline(always)]
     pub fn add_cut(&mut self, hash: u64, name: &[u8], cut: bool, kind: Kind) {
         self.total += 1;
         // Read the filter counter before probing the index: both are likely cache misses, and
