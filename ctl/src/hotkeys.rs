@@ -160,6 +160,16 @@ pub fn run(cli: &Cli, args: &HotKeysArgs) -> Result<(), CtlError> {
     Ok(())
 }
 
+/// How long a window has run: tenths of a second under 10 s (a window just RESET), else its
+/// two largest units (a total window on a server up for weeks: `23d 4h`, not `2001600 s`).
+fn window_length(seconds: f64) -> String {
+    if seconds < 10.0 {
+        format!("{:.1}s", seconds.max(0.0))
+    } else {
+        crate::table::span(seconds as i64)
+    }
+}
+
 /// The table: rank, key, ops/s now, total, error, share with a bar, read/write/miss.
 pub fn render_report(r: &HotKeysReport, recent: &HotKeysReport, url: &str) -> String {
     let what = if r.view == "namespaces" {
@@ -168,11 +178,11 @@ pub fn render_report(r: &HotKeysReport, recent: &HotKeysReport, url: &str) -> St
         "key"
     };
     let mut out = format!(
-        "hot {}s on {url}: {} window ({:.0} s), ranked by {} accesses; {} accesses counted \
+        "hot {}s on {url}: {} window ({}), ranked by {} accesses; {} accesses counted \
          (about 1 in {:.0}), ~{} in all\n",
         what,
         r.window,
-        r.seconds,
+        window_length(r.seconds),
         r.kind,
         r.sampled_accesses,
         r.counted_one_in(),
@@ -240,4 +250,18 @@ pub fn render_report(r: &HotKeysReport, recent: &HotKeysReport, url: &str) -> St
         .collect();
     out.push_str(&render(&header, &rows));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_window_reads_in_tenths_of_a_second_when_short_and_in_units_when_long() {
+        assert_eq!(window_length(0.246), "0.2s");
+        assert_eq!(window_length(9.96), "10.0s");
+        assert_eq!(window_length(60.0), "1m 0s");
+        assert_eq!(window_length(2_001_600.0), "23d 4h");
+        assert_eq!(window_length(-1.0), "0.0s");
+    }
 }
