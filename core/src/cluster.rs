@@ -752,6 +752,46 @@ pub fn cluster_findings(
     out
 }
 
+/// A primary that did not answer optctl: its address, the slots it serves, and the error.
+pub struct UnreachablePrimary {
+    /// `host:port`.
+    pub addr: String,
+    /// How many slots CLUSTER NODES gives it.
+    pub slots: u32,
+    /// Why it did not answer, as optctl saw it.
+    pub error: String,
+}
+
+/// `primary-unreachable`, critical, for each primary that did not answer. Every other finding
+/// and merged figure leaves these nodes out, so without this rule a cluster with a primary
+/// down could get a clean report (and `optctl advise --fail-on` would not fail).
+/// `seed` is a node that answered, for the fix commands.
+pub fn unreachable_findings(down: &[UnreachablePrimary], seed: &str) -> Vec<Finding> {
+    down.iter()
+        .map(|d| {
+            let mut f = finding(
+                "primary-unreachable",
+                "critical",
+                "replication",
+                format!("primary {} did not answer", d.addr),
+            );
+            f.evidence = format!("it serves {} slots; {}", d.slots, d.error);
+            f.advice = "While it is unreachable, commands on the keys of its slots fail or time \
+                        out, and this report leaves its keys, memory and traffic out. With a \
+                        replica, the cluster promotes it after cluster-node-timeout; without \
+                        one, the node must come back (its keys are lost if it cannot)."
+                .into();
+            let (host, port) = d.addr.rsplit_once(':').unwrap_or((d.addr.as_str(), "6379"));
+            f.fix = vec![
+                format!("redis-cli -h {host} -p {port} PING"),
+                format!("redis-cli --cluster check {seed}"),
+            ];
+            f.subjects = vec![d.addr.clone()];
+            f
+        })
+        .collect()
+}
+
 /// Merges the tag index summaries of every primary. Keys and (key, tag) pairs add up (a key
 /// lives on one shard); a tag used on several shards counts once per shard in `tags`; the
 /// largest tags add their keys by name; `digest` lists each shard's digest in node order.
@@ -793,6 +833,36 @@ pub fn merge_taginfo(reports: &[(String, TagInfoReport)], top: usize) -> Option<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_primary_that_did_not_answer_is_a_critical_finding_with_its_slots() {
+        let down = [UnreachablePrimary {
+            addr: "10.0.0.3:7003".into(),
+            slots: 5461,
+            error: "cannot reach node 10.0.0.3:7003: Connection refused".into(),
+        }];
+        let f = unreachable_findings(&down, "10.0.0.1:7001");
+        assert_eq!(f.len(), 1);
+        assert_eq!(
+            (f[0].rule.as_str(), f[0].severity.as_str()),
+            ("primary-unreachable", "critical")
+        );
+        assert!(f[0].title.contains("10.0.0.3:7003"), "{}", f[0].title);
+        assert!(
+            f[0].evidence.contains("5461 slots") && f[0].evidence.contains("Connection refused"),
+            "{}",
+            f[0].evidence
+        );
+        assert_eq!(
+            f[0].fix,
+            [
+                "redis-cli -h 10.0.0.3 -p 7003 PING",
+                "redis-cli --cluster check 10.0.0.1:7001"
+            ]
+        );
+        assert_eq!(f[0].subjects, ["10.0.0.3:7003"]);
+        assert!(unreachable_findings(&[], "10.0.0.1:7001").is_empty());
+    }
 
     #[test]
     fn slots_match_cluster_keyslot() {

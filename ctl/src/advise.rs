@@ -3,7 +3,10 @@
 use std::io::IsTerminal;
 
 use clap::{Args, ValueEnum};
-use opt_core::cluster::{cluster_findings, merge_hot, parse_replicas, ClusterNode, ShardSnapshot};
+use opt_core::cluster::{
+    cluster_findings, merge_hot, parse_replicas, unreachable_findings, ClusterNode, ShardSnapshot,
+    UnreachablePrimary,
+};
 use opt_core::report::{AdviceReport, Finding, HotKeysReport};
 
 use crate::{cluster, conn, Cli, CtlError};
@@ -201,7 +204,7 @@ fn node_advice(
 
 /// Each primary's advice, and the cluster's own findings (unfiltered).
 pub struct ClusterAdvice {
-    /// cluster-imbalance, hot-shard, hot-slot, replica-lag.
+    /// primary-unreachable, cluster-imbalance, hot-shard, hot-slot, replica-lag.
     pub findings: Vec<Finding>,
     /// Each primary's own report.
     pub nodes: Vec<(String, AdviceReport)>,
@@ -230,7 +233,18 @@ pub fn cluster_advice(
         .map(|(node, a)| (node.clone(), a.hot.clone()))
         .collect();
     let merged = merge_hot(&hot, usize::MAX);
-    let findings = cluster_findings(&shards, merged.as_ref(), &answers[0].0);
+    let mut findings = cluster_findings(&shards, merged.as_ref(), &answers[0].0);
+    let down: Vec<UnreachablePrimary> = failed
+        .iter()
+        .map(|(addr, error)| UnreachablePrimary {
+            addr: addr.clone(),
+            slots: nodes.iter().find(|n| &n.addr() == addr).map_or(0, |n| {
+                n.slots.iter().map(|&(a, b)| u32::from(b - a) + 1).sum()
+            }),
+            error: error.clone(),
+        })
+        .collect();
+    findings.splice(0..0, unreachable_findings(&down, &answers[0].0));
     Ok(ClusterAdvice {
         findings,
         nodes: answers.into_iter().map(|(n, a)| (n, a.report)).collect(),
@@ -279,11 +293,16 @@ fn run_cluster(
         );
     } else {
         let color = use_color();
-        println!(
-            "== cluster ({} primaries): {} findings",
-            answers.len(),
-            findings.len()
-        );
+        let primaries = if failed.is_empty() {
+            format!("{} primaries", answers.len())
+        } else {
+            format!(
+                "{} primaries, {} did not answer",
+                answers.len() + failed.len(),
+                failed.len()
+            )
+        };
+        println!("== cluster ({primaries}): {} findings", findings.len());
         print!("{}", render_findings(&findings, color));
         for (node, a) in &answers {
             println!("\n== node {node}");

@@ -1356,7 +1356,7 @@ fn one_soft_invalidation_per_node_during_a_reshard_leaves_no_key_fresh() {
 
 #[test]
 fn optctl_merges_memory_by_pattern_and_finds_cluster_problems() {
-    let cluster = Cluster::start(3, 1, &["opt.hotkeys-sample-ratio 1"]);
+    let mut cluster = Cluster::start(3, 1, &["opt.hotkeys-sample-ratio 1"]);
     // 3000 keys behind one hash tag: one slot, one shard. 300 keys spread over all shards.
     let tagged = cluster.owner("{hot}");
     let mut c = tagged.conn();
@@ -1501,6 +1501,52 @@ fn optctl_merges_memory_by_pattern_and_finds_cluster_problems() {
     // --fail-on sees the cluster findings too.
     let (code, _, _) = optctl(&["--url", &url, "advise", "--fail-on", "warning"], &[]);
     assert_eq!(code, 3);
+
+    // A primary that does not answer is a critical finding (every other figure leaves it
+    // out), and --fail-on critical fails on it. Its replica stops first, so that no failover
+    // replaces it while optctl runs.
+    let seed_port = cluster.nodes[0].port;
+    let victim = *cluster
+        .primaries()
+        .iter()
+        .find(|p| p.port != seed_port)
+        .unwrap();
+    let victim_port = victim.port;
+    let stopping: Vec<u16> = cluster
+        .replicas_of(victim)
+        .iter()
+        .map(|r| r.port)
+        .chain([victim_port])
+        .collect();
+    for port in stopping {
+        cluster
+            .nodes
+            .iter_mut()
+            .find(|n| n.port == port)
+            .unwrap()
+            .stop();
+    }
+    let (code, out, err) = optctl(&["--url", &url, "--json", "advise"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let victim_addr = format!("127.0.0.1:{victim_port}");
+    let down = v["cluster"]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["rule"] == "primary-unreachable")
+        .unwrap_or_else(|| panic!("no primary-unreachable in {}", v["cluster"]));
+    assert_eq!(down["severity"], "critical");
+    assert_eq!(down["subjects"][0], victim_addr.as_str());
+    assert!(
+        down["evidence"].as_str().unwrap().contains("slots"),
+        "{down}"
+    );
+    assert_eq!(v["failed"][0]["node"], victim_addr.as_str());
+    assert_eq!(v["nodes"].as_array().unwrap().len(), 2);
+    let (code, out, _) = optctl(&["--url", &url, "advise", "--fail-on", "critical"], &[]);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("3 primaries, 1 did not answer"), "{out}");
 }
 
 #[test]
