@@ -568,7 +568,8 @@ fn skew(
 }
 
 /// Findings about the cluster as a whole, from every primary's snapshot and the merged hot
-/// keys (with slots): `cluster-imbalance`, `hot-shard`, `hot-slot`, `replica-lag`.
+/// keys (with slots): `cluster-imbalance`, `hot-shard`, `hot-slot`, `replica-lag`,
+/// `replica-missing`.
 /// `seed` is a node address for the fix commands.
 pub fn cluster_findings(
     shards: &[ShardSnapshot],
@@ -749,7 +750,49 @@ pub fn cluster_findings(
             }
         }
     }
+    out.extend(replica_missing(shards, seed));
     out
+}
+
+/// `replica-missing`: primaries without a replica in a cluster where another primary has one,
+/// which is what a lost replica or a failover (the promoted replica left alone) looks like. A
+/// cluster run without replicas by choice gets nothing.
+fn replica_missing(shards: &[ShardSnapshot], seed: &str) -> Vec<Finding> {
+    let most = shards.iter().map(|s| s.replicas.len()).max().unwrap_or(0);
+    if most == 0 {
+        return Vec::new();
+    }
+    let counts = shards
+        .iter()
+        .map(|s| format!("{} {}", s.node, s.replicas.len()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    shards
+        .iter()
+        .filter(|s| s.replicas.is_empty())
+        .map(|s| {
+            let mut f = finding(
+                "replica-missing",
+                "warning",
+                "replication",
+                format!("primary {} has no replica", s.node),
+            );
+            f.evidence = format!("replicas per primary: {counts}");
+            f.advice = format!(
+                "If this primary fails, nothing takes over its slots: they stay down until it \
+                 comes back, and its keys are lost if it does not. Other primaries have up to \
+                 {most}. A spare replica moves to it by itself only from a primary that keeps \
+                 cluster-migration-barrier (1) others; otherwise attach a new node."
+            );
+            let (host, port) = s.node.rsplit_once(':').unwrap_or((s.node.as_str(), "6379"));
+            f.fix = vec![format!(
+                "redis-cli --cluster add-node NEW_HOST:NEW_PORT {seed} --cluster-slave \
+                 --cluster-master-id $(redis-cli -h {host} -p {port} CLUSTER MYID)"
+            )];
+            f.subjects = vec![s.node.clone()];
+            f
+        })
+        .collect()
 }
 
 /// A primary that did not answer optctl: its address, the slots it serves, and the error.
@@ -833,6 +876,56 @@ pub fn merge_taginfo(reports: &[(String, TagInfoReport)], top: usize) -> Option<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_primary_alone_beside_primaries_with_replicas_is_found() {
+        let shard = |node: &str, replicas: usize| ShardSnapshot {
+            node: node.into(),
+            used_memory: 0,
+            keys: 0,
+            ops_per_sec: 0.0,
+            replicas: (0..replicas)
+                .map(|i| ReplicaState {
+                    addr: format!("10.0.1.{i}:7000"),
+                    state: "online".into(),
+                    bytes_behind: 0,
+                    lag_seconds: 0,
+                })
+                .collect(),
+        };
+        let rules = |shards: &[ShardSnapshot]| -> Vec<(String, Vec<String>)> {
+            cluster_findings(shards, None, "10.0.0.1:7001")
+                .into_iter()
+                .map(|f| (f.rule, f.subjects))
+                .collect()
+        };
+        let lost = [
+            shard("10.0.0.1:7001", 1),
+            shard("10.0.0.2:7002", 0),
+            shard("10.0.0.3:7003", 1),
+        ];
+        assert_eq!(
+            rules(&lost),
+            [(
+                "replica-missing".to_string(),
+                vec!["10.0.0.2:7002".to_string()]
+            )]
+        );
+        let f = cluster_findings(&lost, None, "10.0.0.1:7001");
+        assert_eq!(
+            f[0].evidence,
+            "replicas per primary: 10.0.0.1:7001 1, 10.0.0.2:7002 0, 10.0.0.3:7003 1"
+        );
+        assert!(
+            f[0].fix[0]
+                .contains("--cluster-master-id $(redis-cli -h 10.0.0.2 -p 7002 CLUSTER MYID)"),
+            "{}",
+            f[0].fix[0]
+        );
+        // Without replicas anywhere (a cache run so by choice), or with one each: nothing.
+        assert!(rules(&[shard("10.0.0.1:7001", 0), shard("10.0.0.2:7002", 0)]).is_empty());
+        assert!(rules(&[shard("10.0.0.1:7001", 1), shard("10.0.0.2:7002", 2)]).is_empty());
+    }
 
     #[test]
     fn a_primary_that_did_not_answer_is_a_critical_finding_with_its_slots() {

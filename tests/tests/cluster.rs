@@ -1551,7 +1551,7 @@ fn optctl_merges_memory_by_pattern_and_finds_cluster_problems() {
 
 #[test]
 fn a_lagging_replica_is_found_and_catches_up_by_partial_resync() {
-    let cluster = Cluster::start(3, 1, &[]);
+    let mut cluster = Cluster::start(3, 1, &[]);
     let primary = cluster.owner("{r}");
     let replica = cluster.replicas_of(primary)[0];
     let mut p = primary.conn();
@@ -1612,6 +1612,28 @@ fn a_lagging_replica_is_found_and_catches_up_by_partial_resync() {
     assert!(opt_harness::info_int(&mut p, "stats", "sync_partial_ok") >= 1);
     let t = tag_info(&mut r);
     assert_eq!((t.keys, t.tags), (1, 1));
+
+    // The replica gone for good: its primary, now without a copy beside primaries that have
+    // one, is named.
+    let primary_addr = format!("127.0.0.1:{}", primary.port);
+    let replica_port = replica.port;
+    cluster
+        .nodes
+        .iter_mut()
+        .find(|n| n.port == replica_port)
+        .unwrap()
+        .stop();
+    let (code, out, err) = optctl(&["--url", &url, "--json", "advise"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let alone: Vec<&serde_json::Value> = v["cluster"]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["rule"] == "replica-missing")
+        .map(|f| &f["subjects"][0])
+        .collect();
+    assert_eq!(alone, [primary_addr.as_str()], "{}", v["cluster"]);
 }
 
 /// Redis 8.4+ and Valkey 9+ move whole slots themselves (atomic slot migration: CLUSTER
