@@ -835,6 +835,68 @@ pub fn unreachable_findings(down: &[UnreachablePrimary], seed: &str) -> Vec<Find
         .collect()
 }
 
+/// `slots-uncovered`, critical, when the primaries of a CLUSTER NODES reply serve fewer than
+/// all 16384 slots: commands on the keys of the others fail (CLUSTERDOWN, or the whole
+/// cluster refuses them under `cluster-require-full-coverage yes`). A reshard or a
+/// `CLUSTER DELSLOTS` that stopped halfway, or a primary forgotten with its slots, leaves
+/// this. `seed` is a node address for the fix commands.
+pub fn uncovered_slots_finding(primaries: &[ClusterNode], seed: &str) -> Option<Finding> {
+    let served: Vec<(u32, u32)> = primaries
+        .iter()
+        .flat_map(|n| &n.slots)
+        .map(|&(a, b)| (u32::from(a), u32::from(b)))
+        .filter(|&(a, b)| a <= b && b < SLOTS)
+        .collect();
+    // Only valid ranges are left, so this does not fail.
+    let covered = SlotSet::from_ranges(&served).ok()?;
+    let mut ranges: Vec<(u32, u32)> = Vec::new();
+    for slot in (0..SLOTS).filter(|&s| !covered.contains(s as u16)) {
+        match ranges.last_mut() {
+            Some(r) if r.1 + 1 == slot => r.1 = slot,
+            _ => ranges.push((slot, slot)),
+        }
+    }
+    let missing: u32 = ranges.iter().map(|(a, b)| b - a + 1).sum();
+    if missing == 0 {
+        return None;
+    }
+    let mut shown: Vec<String> = ranges
+        .iter()
+        .take(8)
+        .map(|&(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        })
+        .collect();
+    if ranges.len() > 8 {
+        shown.push(format!("and {} more ranges", ranges.len() - 8));
+    }
+    let mut f = finding(
+        "slots-uncovered",
+        "critical",
+        "replication",
+        format!("{missing} of {SLOTS} slots have no primary"),
+    );
+    f.evidence = format!(
+        "slots no primary serves (CLUSTER NODES): {}",
+        shown.join(", ")
+    );
+    f.advice = "Commands on the keys of these slots fail, and with cluster-require-full-coverage \
+                yes (the default) the whole cluster refuses commands on keys. A reshard or \
+                CLUSTER DELSLOTS that stopped halfway, or a failed primary forgotten with its \
+                slots, leaves this. redis-cli --cluster fix assigns them to the primaries \
+                (their keys are gone if their primary is)."
+        .into();
+    f.fix = vec![
+        format!("redis-cli --cluster check {seed}"),
+        format!("redis-cli --cluster fix {seed}"),
+    ];
+    Some(f)
+}
+
 /// Merges the tag index summaries of every primary. Keys and (key, tag) pairs add up (a key
 /// lives on one shard); a tag used on several shards counts once per shard in `tags`; the
 /// largest tags add their keys by name; `digest` lists each shard's digest in node order.
@@ -925,6 +987,38 @@ mod tests {
         // Without replicas anywhere (a cache run so by choice), or with one each: nothing.
         assert!(rules(&[shard("10.0.0.1:7001", 0), shard("10.0.0.2:7002", 0)]).is_empty());
         assert!(rules(&[shard("10.0.0.1:7001", 1), shard("10.0.0.2:7002", 2)]).is_empty());
+    }
+
+    #[test]
+    fn slots_without_a_primary_are_a_critical_finding_with_their_ranges() {
+        let node = |slots: Vec<(u16, u16)>| ClusterNode {
+            id: "x".repeat(40),
+            host: "10.0.0.1".into(),
+            port: 7001,
+            failing: false,
+            slots,
+        };
+        let whole = [node(vec![(0, 5460)]), node(vec![(5461, 16383)])];
+        assert!(uncovered_slots_finding(&whole, "10.0.0.1:7001").is_none());
+        let holes = [node(vec![(0, 99), (101, 5460)]), node(vec![(5461, 16379)])];
+        let f = uncovered_slots_finding(&holes, "10.0.0.1:7001").unwrap();
+        assert_eq!(
+            (f.rule.as_str(), f.severity.as_str()),
+            ("slots-uncovered", "critical")
+        );
+        assert_eq!(f.title, "5 of 16384 slots have no primary");
+        assert!(f.evidence.ends_with(": 100, 16380-16383"), "{}", f.evidence);
+        assert_eq!(f.fix[1], "redis-cli --cluster fix 10.0.0.1:7001");
+        // Many holes: the first eight ranges, then how many more.
+        let every_other = [node((0..16384u16).step_by(2).map(|s| (s, s)).collect())];
+        let f = uncovered_slots_finding(&every_other, "10.0.0.1:7001").unwrap();
+        assert_eq!(f.title, "8192 of 16384 slots have no primary");
+        assert!(
+            f.evidence.ends_with("15, and 8184 more ranges"),
+            "{}",
+            f.evidence
+        );
+        assert!(uncovered_slots_finding(&[], "s").is_some());
     }
 
     #[test]

@@ -4,8 +4,8 @@ use std::io::IsTerminal;
 
 use clap::{Args, ValueEnum};
 use opt_core::cluster::{
-    cluster_findings, merge_hot, parse_replicas, unreachable_findings, ClusterNode, ShardSnapshot,
-    UnreachablePrimary,
+    cluster_findings, merge_hot, parse_replicas, uncovered_slots_finding, unreachable_findings,
+    ClusterNode, ShardSnapshot, UnreachablePrimary,
 };
 use opt_core::report::{AdviceReport, Finding, HotKeysReport};
 
@@ -204,7 +204,7 @@ fn node_advice(
 
 /// Each primary's advice, and the cluster's own findings (unfiltered).
 pub struct ClusterAdvice {
-    /// primary-unreachable, cluster-imbalance, hot-shard, hot-slot, replica-lag.
+    /// slots-uncovered, primary-unreachable, cluster-imbalance, hot-shard, hot-slot, replica-lag.
     pub findings: Vec<Finding>,
     /// Each primary's own report.
     pub nodes: Vec<(String, AdviceReport)>,
@@ -238,13 +238,15 @@ pub fn cluster_advice(
         .iter()
         .map(|(addr, error)| UnreachablePrimary {
             addr: addr.clone(),
-            slots: nodes.iter().find(|n| &n.addr() == addr).map_or(0, |n| {
-                n.slots.iter().map(|&(a, b)| u32::from(b - a) + 1).sum()
-            }),
+            slots: nodes
+                .iter()
+                .find(|n| &n.addr() == addr)
+                .map_or(0, ClusterNode::slot_count),
             error: error.clone(),
         })
         .collect();
     findings.splice(0..0, unreachable_findings(&down, &answers[0].0));
+    findings.splice(0..0, uncovered_slots_finding(nodes, &answers[0].0));
     Ok(ClusterAdvice {
         findings,
         nodes: answers.into_iter().map(|(n, a)| (n, a.report)).collect(),

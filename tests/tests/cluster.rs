@@ -1547,6 +1547,33 @@ fn optctl_merges_memory_by_pattern_and_finds_cluster_problems() {
     let (code, out, _) = optctl(&["--url", &url, "advise", "--fail-on", "critical"], &[]);
     assert_eq!(code, 3, "{out}");
     assert!(out.contains("3 primaries, 1 did not answer"), "{out}");
+
+    // A slot that no primary serves (a DELSLOTS, as a reshard stopped halfway leaves) is
+    // named, in the view of the node optctl asked.
+    let seed_slot = opt_harness::own_slot_ranges(&cluster.nodes[0])[0].0;
+    let mut seed = cluster.nodes[0].conn();
+    let _: () = redis::cmd("CLUSTER")
+        .arg("DELSLOTS")
+        .arg(seed_slot)
+        .query(&mut seed)
+        .unwrap();
+    let (code, out, err) = optctl(&["--url", &url, "--json", "advise"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let uncovered = v["cluster"]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["rule"] == "slots-uncovered")
+        .unwrap_or_else(|| panic!("no slots-uncovered in {}", v["cluster"]));
+    assert_eq!(uncovered["title"], "1 of 16384 slots have no primary");
+    assert!(
+        uncovered["evidence"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!(": {seed_slot}")),
+        "{uncovered}"
+    );
 }
 
 #[test]
