@@ -76,6 +76,40 @@ pub fn moving_slots(cluster_nodes: &str) -> bool {
         .any(|t| t.contains("->-") || t.contains("-<-"))
 }
 
+/// A slot a node is moving by MIGRATE, as its own CLUSTER NODES line shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenSlot {
+    /// The slot.
+    pub slot: u16,
+    /// Whether the node is importing it (`[slot-<-source]`), else migrating it away
+    /// (`[slot->-target]`).
+    pub importing: bool,
+    /// The other node: its id as CLUSTER NODES gives it, or its `host:port` once resolved.
+    pub peer: String,
+}
+
+/// The slots the node that gave this CLUSTER NODES reply is migrating or importing.
+pub fn open_slots(cluster_nodes: &str) -> Vec<OpenSlot> {
+    own_slot_states(cluster_nodes)
+        .into_iter()
+        .filter_map(|t| {
+            let t = t.strip_prefix('[')?.strip_suffix(']')?;
+            let (slot, importing, peer) = match t.split_once("->-") {
+                Some((slot, peer)) => (slot, false, peer),
+                None => {
+                    let (slot, peer) = t.split_once("-<-")?;
+                    (slot, true, peer)
+                }
+            };
+            Some(OpenSlot {
+                slot: slot.parse().ok()?,
+                importing,
+                peer: peer.to_string(),
+            })
+        })
+        .collect()
+}
+
 /// The primaries in a CLUSTER NODES reply, in the order given. Lines that do not parse, and
 /// replicas, are skipped. `seed_host` replaces an empty or `0.0.0.0` announced address (a
 /// node that does not know its own IP yet).
@@ -488,6 +522,8 @@ pub struct ShardSnapshot {
     pub ops_per_sec: f64,
     /// Its replicas.
     pub replicas: Vec<ReplicaState>,
+    /// Slots it is migrating or importing.
+    pub open_slots: Vec<OpenSlot>,
 }
 
 /// One replica as its primary's INFO replication lists it.
@@ -751,7 +787,62 @@ pub fn cluster_findings(
         }
     }
     out.extend(replica_missing(shards, seed));
+    out.extend(slots_open(shards, seed));
     out
+}
+
+/// `slot-open`: a slot some primary is migrating or importing. A reshard in progress shows
+/// it; once none runs, an open slot is one a reshard left halfway: writes to its keys get
+/// ASK redirections and a later reshard or failover of those nodes can fail.
+fn slots_open(shards: &[ShardSnapshot], seed: &str) -> Vec<Finding> {
+    let mut slots: Vec<u16> = shards
+        .iter()
+        .flat_map(|s| s.open_slots.iter().map(|o| o.slot))
+        .collect();
+    slots.sort_unstable();
+    slots.dedup();
+    slots
+        .into_iter()
+        .map(|slot| {
+            // The side that gives the slot first, then the side that takes it.
+            let mut states: Vec<(bool, String)> = shards
+                .iter()
+                .flat_map(|s| {
+                    s.open_slots.iter().filter(|o| o.slot == slot).map(|o| {
+                        let text = if o.importing {
+                            format!("{} imports it from {}", s.node, o.peer)
+                        } else {
+                            format!("{} migrates it to {}", s.node, o.peer)
+                        };
+                        (o.importing, text)
+                    })
+                })
+                .collect();
+            states.sort_by_key(|(importing, _)| *importing);
+            let states: Vec<String> = states.into_iter().map(|(_, text)| text).collect();
+            let mut f = finding(
+                "slot-open",
+                "warning",
+                "replication",
+                format!("slot {slot} is being moved (a reshard running, or one stopped halfway)"),
+            );
+            f.evidence = states.join("; ");
+            f.advice = "While a slot is open, commands on its keys may be redirected with ASK, \
+                        and multi-key commands on it fail with TRYAGAIN. If no reshard is \
+                        running, it stopped halfway: finish or undo it."
+                .into();
+            f.fix = vec![
+                format!("redis-cli --cluster check {seed}"),
+                format!("redis-cli --cluster fix {seed}"),
+            ];
+            f.subjects = shards
+                .iter()
+                .filter(|s| s.open_slots.iter().any(|o| o.slot == slot))
+                .map(|s| s.node.clone())
+                .collect();
+            f
+        })
+        .collect()
 }
 
 /// `replica-missing`: primaries without a replica in a cluster where another primary has one,
@@ -954,6 +1045,7 @@ mod tests {
                     lag_seconds: 0,
                 })
                 .collect(),
+            open_slots: vec![],
         };
         let rules = |shards: &[ShardSnapshot]| -> Vec<(String, Vec<String>)> {
             cluster_findings(shards, None, "10.0.0.1:7001")
@@ -1019,6 +1111,69 @@ mod tests {
             f.evidence
         );
         assert!(uncovered_slots_finding(&[], "s").is_some());
+    }
+
+    #[test]
+    fn a_slot_left_open_by_a_reshard_is_one_finding_naming_both_sides() {
+        let a = "aaaa 10.0.0.1:7001@17001 myself,master - 0 0 1 connected 0-5460 [77->-bbbb] [78-<-cccc]";
+        assert_eq!(
+            open_slots(a),
+            [
+                OpenSlot {
+                    slot: 77,
+                    importing: false,
+                    peer: "bbbb".into()
+                },
+                OpenSlot {
+                    slot: 78,
+                    importing: true,
+                    peer: "cccc".into()
+                }
+            ]
+        );
+        let other = "aaaa 10.0.0.1:7001@17001 master - 0 0 1 connected 0-5460 [77->-bbbb]";
+        assert!(open_slots(other).is_empty(), "only the myself line counts");
+        let node = |name: &str, open: Vec<OpenSlot>| ShardSnapshot {
+            node: name.into(),
+            used_memory: 0,
+            keys: 0,
+            ops_per_sec: 0.0,
+            replicas: vec![],
+            open_slots: open,
+        };
+        // The importing side answered first: the evidence still starts with the giver.
+        let shards = [
+            node(
+                "10.0.0.2:7002",
+                vec![OpenSlot {
+                    slot: 77,
+                    importing: true,
+                    peer: "10.0.0.1:7001".into(),
+                }],
+            ),
+            node(
+                "10.0.0.1:7001",
+                vec![OpenSlot {
+                    slot: 77,
+                    importing: false,
+                    peer: "10.0.0.2:7002".into(),
+                }],
+            ),
+            node("10.0.0.3:7003", vec![]),
+        ];
+        let f = cluster_findings(&shards, None, "10.0.0.1:7001");
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].rule, "slot-open");
+        assert!(
+            f[0].title.starts_with("slot 77 is being moved"),
+            "{}",
+            f[0].title
+        );
+        assert_eq!(
+            f[0].evidence,
+            "10.0.0.1:7001 migrates it to 10.0.0.2:7002; 10.0.0.2:7002 imports it from 10.0.0.1:7001"
+        );
+        assert_eq!(f[0].subjects, ["10.0.0.2:7002", "10.0.0.1:7001"]);
     }
 
     #[test]
@@ -1294,6 +1449,7 @@ garbage
             keys,
             ops_per_sec: ops,
             replicas: vec![],
+            open_slots: vec![],
         }
     }
 

@@ -4,8 +4,8 @@ use std::io::IsTerminal;
 
 use clap::{Args, ValueEnum};
 use opt_core::cluster::{
-    cluster_findings, merge_hot, parse_replicas, uncovered_slots_finding, unreachable_findings,
-    ClusterNode, ShardSnapshot, UnreachablePrimary,
+    cluster_findings, merge_hot, open_slots, parse_replicas, uncovered_slots_finding,
+    unreachable_findings, ClusterNode, OpenSlot, ShardSnapshot, UnreachablePrimary,
 };
 use opt_core::report::{AdviceReport, Finding, HotKeysReport};
 
@@ -189,6 +189,11 @@ fn node_advice(
     };
     let recent: HotKeysReport = conn::call_json(con, cli, "OPT.HOTKEYS", &q("recent"))?;
     let hot: HotKeysReport = conn::call_json(con, cli, "OPT.HOTKEYS", &q("total"))?;
+    // A node shows the slots it is moving on its own line only.
+    let cluster_nodes: String = redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query(con)
+        .map_err(|e| conn::command_error(cli, "CLUSTER NODES", &e))?;
     Ok(NodeAdvice {
         report,
         snapshot: ShardSnapshot {
@@ -197,6 +202,7 @@ fn node_advice(
             keys,
             ops_per_sec: recent.estimated_accesses as f64 / recent.seconds.max(1.0),
             replicas: parse_replicas(&info),
+            open_slots: open_slots(&cluster_nodes),
         },
         hot,
     })
@@ -204,7 +210,8 @@ fn node_advice(
 
 /// Each primary's advice, and the cluster's own findings (unfiltered).
 pub struct ClusterAdvice {
-    /// slots-uncovered, primary-unreachable, cluster-imbalance, hot-shard, hot-slot, replica-lag.
+    /// slots-uncovered, primary-unreachable, cluster-imbalance, hot-shard, hot-slot, replica-lag,
+    /// replica-missing, slot-open.
     pub findings: Vec<Finding>,
     /// Each primary's own report.
     pub nodes: Vec<(String, AdviceReport)>,
@@ -221,10 +228,27 @@ pub fn cluster_advice(
     let (answers, failed) = cluster::answered(cluster::ask_each(cli, nodes, |c| {
         node_advice(cli, c, advise_args)
     }))?;
+    // The other side of a moving slot by address where it is a primary with slots (a new,
+    // empty node keeps its id).
+    let addr_of = |id: &str| {
+        nodes
+            .iter()
+            .find(|n| n.id == id)
+            .map_or_else(|| id.to_string(), ClusterNode::addr)
+    };
     let shards: Vec<ShardSnapshot> = answers
         .iter()
         .map(|(node, a)| ShardSnapshot {
             node: node.clone(),
+            open_slots: a
+                .snapshot
+                .open_slots
+                .iter()
+                .map(|o| OpenSlot {
+                    peer: addr_of(&o.peer),
+                    ..o.clone()
+                })
+                .collect(),
             ..a.snapshot.clone()
         })
         .collect();

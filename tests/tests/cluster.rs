@@ -1502,6 +1502,64 @@ fn optctl_merges_memory_by_pattern_and_finds_cluster_problems() {
     let (code, _, _) = optctl(&["--url", &url, "advise", "--fail-on", "warning"], &[]);
     assert_eq!(code, 3);
 
+    // A slot left open by a reshard (MIGRATING on its owner, IMPORTING on the other side) is
+    // one finding naming both nodes by address; once stable again, it is gone.
+    let open_rules = |v: &serde_json::Value| -> Vec<serde_json::Value> {
+        v["cluster"]["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["rule"] == "slot-open")
+            .cloned()
+            .collect()
+    };
+    let (from, to) = (&cluster.nodes[0], cluster.owner("{hot}"));
+    let to = if to.port == from.port {
+        *cluster
+            .primaries()
+            .iter()
+            .find(|p| p.port != from.port)
+            .unwrap()
+    } else {
+        to
+    };
+    let myid = |s: &opt_harness::Server| -> String {
+        redis::cmd("CLUSTER")
+            .arg("MYID")
+            .query(&mut s.conn())
+            .unwrap()
+    };
+    let open_slot = opt_harness::own_slot_ranges(from)[0].0;
+    let setslot = |s: &opt_harness::Server, how: &[&str]| {
+        let _: () = redis::cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(open_slot)
+            .arg(how)
+            .query(&mut s.conn())
+            .unwrap();
+    };
+    setslot(to, &["IMPORTING", &myid(from)]);
+    setslot(from, &["MIGRATING", &myid(to)]);
+    let (code, out, err) = optctl(&["--url", &url, "--json", "advise"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let open = open_rules(&serde_json::from_str(&out).unwrap());
+    assert_eq!(open.len(), 1, "{open:?}");
+    let (from_addr, to_addr) = (
+        format!("127.0.0.1:{}", from.port),
+        format!("127.0.0.1:{}", to.port),
+    );
+    assert_eq!(
+        open[0]["evidence"],
+        format!("{from_addr} migrates it to {to_addr}; {to_addr} imports it from {from_addr}")
+            .as_str(),
+        "{}",
+        open[0]
+    );
+    setslot(from, &["STABLE"]);
+    setslot(to, &["STABLE"]);
+    let (_, out, _) = optctl(&["--url", &url, "--json", "advise"], &[]);
+    assert!(open_rules(&serde_json::from_str(&out).unwrap()).is_empty());
+
     // A primary that does not answer is a critical finding (every other figure leaves it
     // out), and --fail-on critical fails on it. Its replica stops first, so that no failover
     // replaces it while optctl runs.
