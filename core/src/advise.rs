@@ -1025,6 +1025,103 @@ fn repl_backlog_small(s: &Snapshot, _: &Thresholds) -> Outcome {
     )
 }
 
+fn replica_link_down(s: &Snapshot, _: &Thresholds) -> Outcome {
+    let role = try_skip!(s.info.get("role").ok_or("INFO has no role".to_string()));
+    if role != "slave" || s.info.get("master_link_status").map(String::as_str) == Some("up") {
+        return Outcome::Pass;
+    }
+    let host = s.info.get("master_host").map_or("?", String::as_str);
+    let port = s.info.get("master_port").map_or("?", String::as_str);
+    let since = num(s, "master_link_down_since_seconds")
+        .filter(|&v| v >= 0.0)
+        .map(|v| format!(" for {v:.0} s"))
+        .unwrap_or_default();
+    let syncing = s.info.get("master_sync_in_progress").map(String::as_str) == Some("1");
+    let (severity, evidence_end, advice) = if syncing {
+        (
+            Severity::Warning,
+            ", a full sync in progress",
+            "Until the sync ends this replica serves the data it had before, or none. A sync \
+             that keeps starting over is a replication buffer limit or a timeout: see the log \
+             of both servers.",
+        )
+    } else {
+        (
+            Severity::Critical,
+            "",
+            "This replica serves data as old as the link's loss, and a failover to it loses the \
+             writes made since. Check that the master is up and reachable from here, and \
+             masterauth/masteruser if it asks for a password; the replica's log says why.",
+        )
+    };
+    let ping = format!("redis-cli -h {host} -p {port} PING");
+    fire(
+        severity,
+        "This replica has lost its link to its master",
+        format!("master_link_status down{since}, master {host}:{port}{evidence_end}"),
+        advice,
+        &[&ping, "INFO replication", "CONFIG GET masteruser"],
+    )
+}
+
+fn aof_write_failing(s: &Snapshot, _: &Thresholds) -> Outcome {
+    let enabled = try_skip!(info_num(s, "aof_enabled"));
+    if enabled == 0.0 {
+        return Outcome::Pass;
+    }
+    let status = |field: &str| s.info.get(field).map_or("ok", String::as_str);
+    let write = status("aof_last_write_status");
+    let rewrite = status("aof_last_bgrewrite_status");
+    if write == "ok" && rewrite == "ok" {
+        return Outcome::Pass;
+    }
+    if write != "ok" {
+        fire(
+            Severity::Critical,
+            "Writes to the AOF fail: the server refuses writes",
+            format!("aof_last_write_status {write}, aof_last_bgrewrite_status {rewrite}"),
+            "While the append-only file cannot be written, every write command gets a MISCONF \
+             error. The log gives the cause (disk full, I/O error, permissions).",
+            &[
+                "INFO persistence",
+                "df -h $(redis-cli CONFIG GET dir | tail -1)",
+            ],
+        )
+    } else {
+        fire(
+            Severity::Warning,
+            "The last AOF rewrite failed",
+            format!("aof_last_bgrewrite_status {rewrite}"),
+            "The AOF keeps growing until a rewrite succeeds, and a restart replays all of it. \
+             The log gives the cause (fork failed, disk full).",
+            &["INFO persistence", "BGREWRITEAOF"],
+        )
+    }
+}
+
+fn min_replicas_unmet(s: &Snapshot, _: &Thresholds) -> Outcome {
+    // INFO shows min_slaves_good_slaves only while min-replicas-to-write is set.
+    let Some(good) = num(s, "min_slaves_good_slaves") else {
+        return Outcome::Pass;
+    };
+    let wanted: f64 = try_skip!(cfg(s, "min-replicas-to-write"))
+        .parse()
+        .unwrap_or(0.0);
+    if wanted == 0.0 || good >= wanted {
+        return Outcome::Pass;
+    }
+    fire(
+        Severity::Critical,
+        "Too few replicas: the server refuses writes",
+        format!(
+            "{good:.0} replicas acknowledged within min-replicas-max-lag, min-replicas-to-write {wanted:.0}"
+        ),
+        "Every write command gets a NOREPLICAS error until enough replicas are connected and \
+         caught up. Bring the replicas back, or lower the setting if the cache can do without.",
+        &["INFO replication", "CONFIG SET min-replicas-to-write 0"],
+    )
+}
+
 fn big_collection(s: &Snapshot, _: &Thresholds) -> Outcome {
     let ks = try_skip!(s.keyspace.as_ref().ok_or("no keyspace profile".to_string()));
     let big: Vec<&crate::report::KeyEntry> = ks
@@ -1379,6 +1476,21 @@ pub const RULES: &[Rule] = &[
         check: dangerous_commands_open,
     },
     Rule {
+        id: "replica-link-down",
+        category: "replication",
+        check: replica_link_down,
+    },
+    Rule {
+        id: "aof-write-failing",
+        category: "persistence",
+        check: aof_write_failing,
+    },
+    Rule {
+        id: "min-replicas-unmet",
+        category: "replication",
+        check: min_replicas_unmet,
+    },
+    Rule {
         id: "repl-backlog-small",
         category: "replication",
         check: repl_backlog_small,
@@ -1595,6 +1707,8 @@ mod tests {
             ("keyspace_hits", "9000"),
             ("keyspace_misses", "1000"),
             ("rdb_last_bgsave_status", "ok"),
+            ("role", "master"),
+            ("aof_enabled", "0"),
             ("hz", "10"),
             ("connected_clients", "10"),
             ("maxclients", "10000"),
@@ -1817,6 +1931,20 @@ mod tests {
                 s.default_user = Some("user default on #5e88 ~* &* +@all".into())
             }),
             ("repl-backlog-small", |s| set(s, "sync_partial_err", "3")),
+            ("replica-link-down", |s| {
+                set(s, "role", "slave");
+                set(s, "master_host", "10.0.0.1");
+                set(s, "master_port", "6379");
+                set(s, "master_link_status", "down");
+            }),
+            ("aof-write-failing", |s| {
+                set(s, "aof_enabled", "1");
+                set(s, "aof_last_write_status", "err");
+            }),
+            ("min-replicas-unmet", |s| {
+                set(s, "min_slaves_good_slaves", "0");
+                conf(s, "min-replicas-to-write", "1");
+            }),
             ("big-collection", |s| {
                 s.keyspace.as_mut().unwrap().top_by_length = vec![KeyEntry {
                     key: "h".into(),
@@ -1847,6 +1975,70 @@ mod tests {
             assert!(f.contains(&id.to_string()), "{id} did not fire: {f:?}");
             assert!(RULES.iter().any(|r| r.id == id));
         }
+    }
+
+    #[test]
+    fn replication_and_aof_failures_fire_by_their_severity() {
+        let outcome = |s: &Snapshot, id: &str| {
+            let r = RULES.iter().find(|r| r.id == id).unwrap();
+            match (r.check)(s, &Thresholds::default()) {
+                Outcome::Fire(f) => Some((f.severity, f.evidence, f.fix)),
+                _ => None,
+            }
+        };
+        let mut s = healthy();
+        set(&mut s, "role", "slave");
+        set(&mut s, "master_host", "10.0.0.1");
+        set(&mut s, "master_port", "6380");
+        set(&mut s, "master_link_status", "up");
+        assert!(outcome(&s, "replica-link-down").is_none());
+        set(&mut s, "master_link_status", "down");
+        set(&mut s, "master_link_down_since_seconds", "42");
+        let (sev, evidence, fix) = outcome(&s, "replica-link-down").unwrap();
+        assert_eq!(sev, Severity::Critical);
+        assert_eq!(
+            evidence,
+            "master_link_status down for 42 s, master 10.0.0.1:6380"
+        );
+        assert_eq!(fix[0], "redis-cli -h 10.0.0.1 -p 6380 PING");
+        // A replica still in its first full sync: a warning.
+        set(&mut s, "master_sync_in_progress", "1");
+        let (sev, evidence, _) = outcome(&s, "replica-link-down").unwrap();
+        assert_eq!(sev, Severity::Warning);
+        assert!(
+            evidence.ends_with(", a full sync in progress"),
+            "{evidence}"
+        );
+
+        let mut s = healthy();
+        set(&mut s, "aof_enabled", "1");
+        set(&mut s, "aof_last_write_status", "ok");
+        set(&mut s, "aof_last_bgrewrite_status", "ok");
+        assert!(outcome(&s, "aof-write-failing").is_none());
+        set(&mut s, "aof_last_bgrewrite_status", "err");
+        assert_eq!(
+            outcome(&s, "aof-write-failing").unwrap().0,
+            Severity::Warning
+        );
+        set(&mut s, "aof_last_write_status", "err");
+        assert_eq!(
+            outcome(&s, "aof-write-failing").unwrap().0,
+            Severity::Critical
+        );
+        set(&mut s, "aof_enabled", "0");
+        assert!(outcome(&s, "aof-write-failing").is_none());
+
+        let mut s = healthy();
+        conf(&mut s, "min-replicas-to-write", "2");
+        set(&mut s, "min_slaves_good_slaves", "2");
+        assert!(outcome(&s, "min-replicas-unmet").is_none());
+        set(&mut s, "min_slaves_good_slaves", "1");
+        let (sev, evidence, _) = outcome(&s, "min-replicas-unmet").unwrap();
+        assert_eq!(sev, Severity::Critical);
+        assert!(
+            evidence.starts_with("1 replicas acknowledged"),
+            "{evidence}"
+        );
     }
 
     /// `r` as the recent window's report (60 s).

@@ -519,3 +519,53 @@ fn without_samples_every_key_of_a_db_up_to_200_000_is_looked_at() {
         assert_eq!(finding(&r, "big-key").subjects, ["report:big"]);
     }
 }
+
+#[test]
+fn a_replica_that_lost_its_master_and_writes_refused_for_want_of_replicas_are_critical() {
+    let mut master = Server::start();
+    let replica = master.start_replica(opt_harness::ServerOptions::default());
+    let mut r = replica.conn();
+    assert!(
+        !rules(&advise(&mut r, &["SAMPLES", "0"])).contains(&"replica-link-down".to_string()),
+        "fired while the link is up"
+    );
+
+    // The master wants two replicas acknowledging writes and has one: writes are refused.
+    let mut m = master.conn();
+    ok(&mut m, &["CONFIG", "SET", "min-replicas-to-write", "2"]);
+    assert!(err(&mut m, &["SET", "k", "v"]).contains("NOREPLICAS"));
+    let f = finding(&advise(&mut m, &["SAMPLES", "0"]), "min-replicas-unmet").clone();
+    assert_eq!(f.severity, "critical");
+    assert!(
+        f.evidence.contains("min-replicas-to-write 2"),
+        "{}",
+        f.evidence
+    );
+
+    let master_port = master.port;
+    master.stop();
+    replica.wait_for(
+        "the replica to see its master gone",
+        std::time::Duration::from_secs(10),
+        |c| {
+            let info: String = redis::cmd("INFO")
+                .arg("replication")
+                .query(c)
+                .unwrap_or_default();
+            info.contains("master_link_status:down")
+        },
+    );
+    let report = advise(&mut r, &["SAMPLES", "0"]);
+    let f = finding(&report, "replica-link-down");
+    assert_eq!(f.severity, "critical");
+    assert!(
+        f.evidence
+            .contains(&format!("master 127.0.0.1:{master_port}")),
+        "{}",
+        f.evidence
+    );
+    assert_eq!(
+        f.fix[0],
+        format!("redis-cli -h 127.0.0.1 -p {master_port} PING")
+    );
+}
