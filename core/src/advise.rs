@@ -1032,33 +1032,36 @@ fn replica_link_down(s: &Snapshot, _: &Thresholds) -> Outcome {
     }
     let host = s.info.get("master_host").map_or("?", String::as_str);
     let port = s.info.get("master_port").map_or("?", String::as_str);
-    let since = num(s, "master_link_down_since_seconds")
-        .filter(|&v| v >= 0.0)
-        .map(|v| format!(" for {v:.0} s"))
-        .unwrap_or_default();
+    // -1 (or absent): the link was never up since the server became a replica.
+    let since = num(s, "master_link_down_since_seconds").filter(|&v| v >= 0.0);
     let syncing = s.info.get("master_sync_in_progress").map(String::as_str) == Some("1");
-    let (severity, evidence_end, advice) = if syncing {
-        (
-            Severity::Warning,
-            ", a full sync in progress",
-            "Until the sync ends this replica serves the data it had before, or none. A sync \
-             that keeps starting over is a replication buffer limit or a timeout: see the log \
-             of both servers.",
-        )
-    } else {
-        (
+    let uptime = num(s, "uptime_in_seconds").unwrap_or(0.0);
+    let (severity, state) = match since {
+        _ if syncing => (Severity::Warning, ", a full sync in progress".to_string()),
+        Some(v) => (Severity::Critical, format!(" for {v:.0} s")),
+        // A replica just started waits for its master's first sync (a diskless sync starts
+        // 5 s late by default); one that never got the link for a minute is misconfigured or
+        // cut off.
+        None if uptime < 60.0 => (Severity::Warning, ", not yet up since the start".into()),
+        None => (
             Severity::Critical,
-            "",
-            "This replica serves data as old as the link's loss, and a failover to it loses the \
-             writes made since. Check that the master is up and reachable from here, and \
-             masterauth/masteruser if it asks for a password; the replica's log says why.",
-        )
+            ", never up since it became a replica".into(),
+        ),
+    };
+    let advice = if severity == Severity::Warning {
+        "Until its first sync ends this replica serves the data it had before, or none. A \
+         sync that keeps starting over is a replication buffer limit or a timeout: see the log \
+         of both servers."
+    } else {
+        "This replica serves data as old as the link's loss (or none), and a failover to it \
+         loses the writes made since. Check that the master is up and reachable from here, and \
+         masterauth/masteruser if it asks for a password; the replica's log says why."
     };
     let ping = format!("redis-cli -h {host} -p {port} PING");
     fire(
         severity,
-        "This replica has lost its link to its master",
-        format!("master_link_status down{since}, master {host}:{port}{evidence_end}"),
+        "This replica has no working link to its master",
+        format!("master_link_status down{state}, master {host}:{port}"),
         advice,
         &[&ping, "INFO replication", "CONFIG GET masteruser"],
     )
@@ -2001,14 +2004,23 @@ mod tests {
             "master_link_status down for 42 s, master 10.0.0.1:6380"
         );
         assert_eq!(fix[0], "redis-cli -h 10.0.0.1 -p 6380 PING");
-        // A replica still in its first full sync: a warning.
+        // A replica still in its first full sync, or just started: a warning; one whose
+        // link was never up for a minute: critical.
         set(&mut s, "master_sync_in_progress", "1");
         let (sev, evidence, _) = outcome(&s, "replica-link-down").unwrap();
         assert_eq!(sev, Severity::Warning);
-        assert!(
-            evidence.ends_with(", a full sync in progress"),
-            "{evidence}"
+        assert!(evidence.contains(", a full sync in progress"), "{evidence}");
+        set(&mut s, "master_sync_in_progress", "0");
+        set(&mut s, "master_link_down_since_seconds", "-1");
+        set(&mut s, "uptime_in_seconds", "5");
+        assert_eq!(
+            outcome(&s, "replica-link-down").unwrap().0,
+            Severity::Warning
         );
+        set(&mut s, "uptime_in_seconds", "600");
+        let (sev, evidence, _) = outcome(&s, "replica-link-down").unwrap();
+        assert_eq!(sev, Severity::Critical);
+        assert!(evidence.contains("never up"), "{evidence}");
 
         let mut s = healthy();
         set(&mut s, "aof_enabled", "1");
