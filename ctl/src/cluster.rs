@@ -95,8 +95,27 @@ pub fn ask_each<T: Send>(
     })
 }
 
-/// Splits answers into the ones that came and the failures, printing each failure on stderr.
-/// Fails only when no node answered.
+/// The failures already printed by this process: a command that asks the nodes several times
+/// (the total and recent hot keys, a report) says each once, and a refreshing view says a
+/// node's failure again only when its message changes.
+static PRINTED_FAILURES: std::sync::Mutex<Vec<(String, String)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Prints that `node` did not answer, unless this process printed the same already.
+fn print_failure(node: &str, message: &str) {
+    let mut printed = PRINTED_FAILURES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let seen = printed.iter().any(|(n, m)| n == node && m == message);
+    if !seen {
+        eprintln!("optctl: node {node} did not answer: {message}");
+        printed.retain(|(n, _)| n != node);
+        printed.push((node.to_string(), message.to_string()));
+    }
+}
+
+/// Splits answers into the ones that came and the failures, printing each failure on stderr
+/// (once per process). Fails only when no node answered.
 pub fn answered<T>(answers: Vec<NodeAnswer<T>>) -> Result<Answered<T>, CtlError> {
     let mut ok = Vec::new();
     let mut failed = Vec::new();
@@ -104,11 +123,7 @@ pub fn answered<T>(answers: Vec<NodeAnswer<T>>) -> Result<Answered<T>, CtlError>
         match a.result {
             Ok(v) => ok.push((a.node.addr(), v)),
             Err(e) => {
-                eprintln!(
-                    "optctl: node {} did not answer: {}",
-                    a.node.addr(),
-                    e.message
-                );
+                print_failure(&a.node.addr(), &e.message);
                 failed.push((a.node.addr(), e.message));
             }
         }

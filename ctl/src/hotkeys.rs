@@ -189,8 +189,8 @@ pub fn render_report(r: &HotKeysReport, recent: &HotKeysReport, url: &str) -> St
         human(r.estimated_accesses as f64),
     );
     out.push_str(&format!(
-        "detection floor {}: every {what} with more accesses is listed (tracking {} of {} \
-         candidates)\n\n",
+        "detection floor {}: every {what} with more accesses is listed ({} of {} candidate \
+         slots in use in the current window)\n\n",
         human(r.detection_floor as f64),
         r.tracked,
         r.capacity
