@@ -762,6 +762,93 @@ fn dangerous_commands_used(s: &Snapshot, _: &Thresholds) -> Outcome {
     )
 }
 
+/// Error replies that tell of a problem with the server or its clients' setup (INFO
+/// errorstats, Redis 6.2+), each with what it means. Syntax errors (`ERR`) and redirections
+/// are left out: they are the clients' own.
+const TELLING_ERRORS: &[(&str, &str)] = &[
+    (
+        "OOM",
+        "writes refused at maxmemory (noeviction, or nothing evictable)",
+    ),
+    (
+        "MISCONF",
+        "writes refused after a failed BGSAVE or AOF write",
+    ),
+    (
+        "NOREPLICAS",
+        "writes refused for want of min-replicas-to-write replicas",
+    ),
+    ("READONLY", "writes sent to a replica"),
+    (
+        "MASTERDOWN",
+        "reads refused by a replica without its master",
+    ),
+    (
+        "CLUSTERDOWN",
+        "commands refused while slots were not served",
+    ),
+    ("LOADING", "commands refused while the dataset loaded"),
+    (
+        "BUSY",
+        "commands refused while a script or function ran too long",
+    ),
+    ("NOAUTH", "commands from clients that did not authenticate"),
+    ("WRONGPASS", "logins with a wrong user or password"),
+    ("NOPERM", "commands or keys an ACL denied"),
+    (
+        "WRONGTYPE",
+        "commands on a key of another type (an application bug)",
+    ),
+];
+
+fn errors_returned(s: &Snapshot, _: &Thresholds) -> Outcome {
+    if !s.info.keys().any(|k| k.starts_with("errorstat_")) {
+        // No error since the start, or a server without errorstats: nothing to tell apart.
+        return Outcome::Pass;
+    }
+    let count = |kind: &str| -> u64 {
+        s.info
+            .get(&format!("errorstat_{kind}"))
+            .and_then(|v| v.split(',').find_map(|p| p.strip_prefix("count=")))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    let mut seen: Vec<(&str, &str, u64)> = TELLING_ERRORS
+        .iter()
+        .map(|&(kind, meaning)| (kind, meaning, count(kind)))
+        .filter(|&(_, _, n)| n > 0)
+        .collect();
+    if seen.is_empty() {
+        return Outcome::Pass;
+    }
+    seen.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(b.0)));
+    let evidence = seen
+        .iter()
+        .map(|(kind, meaning, n)| format!("{kind} {n} ({meaning})"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let mut fix = vec!["INFO errorstats"];
+    for (kind, _, _) in &seen {
+        match *kind {
+            "OOM" => fix.push("CONFIG SET maxmemory-policy allkeys-lfu"),
+            "NOAUTH" | "WRONGPASS" | "NOPERM" => fix.push("ACL LOG 20"),
+            "READONLY" | "MASTERDOWN" => fix.push("ROLE"),
+            _ => {}
+        }
+    }
+    fix.dedup();
+    fix.push("CONFIG RESETSTAT");
+    fire(
+        Severity::Warning,
+        "Clients got error replies that point at a problem",
+        format!("{evidence}; counted since the start or the last CONFIG RESETSTAT"),
+        "Each of these errors reached an application. The counts cover the server's life; \
+         CONFIG RESETSTAT (last fix) starts them over, so that the next report shows whether \
+         they still happen.",
+        &fix,
+    )
+}
+
 fn slow_commands(s: &Snapshot, _: &Thresholds) -> Outcome {
     let log = try_skip!(s
         .slowlog
@@ -1404,6 +1491,11 @@ pub const RULES: &[Rule] = &[
         check: dangerous_commands_used,
     },
     Rule {
+        id: "errors-returned",
+        category: "clients",
+        check: errors_returned,
+    },
+    Rule {
         id: "slow-commands",
         category: "traffic",
         check: slow_commands,
@@ -1934,6 +2026,7 @@ mod tests {
                 s.default_user = Some("user default on #5e88 ~* &* +@all".into())
             }),
             ("repl-backlog-small", |s| set(s, "sync_partial_err", "3")),
+            ("errors-returned", |s| set(s, "errorstat_OOM", "count=12")),
             ("replica-link-down", |s| {
                 set(s, "role", "slave");
                 set(s, "master_host", "10.0.0.1");
@@ -2050,6 +2143,38 @@ mod tests {
         assert!(
             evidence.starts_with("1 replicas acknowledged"),
             "{evidence}"
+        );
+    }
+
+    #[test]
+    fn telling_error_replies_are_listed_by_count_and_syntax_errors_are_not() {
+        let r = RULES.iter().find(|r| r.id == "errors-returned").unwrap();
+        let run = |s: &Snapshot| match (r.check)(s, &Thresholds::default()) {
+            Outcome::Fire(f) => Some(f),
+            _ => None,
+        };
+        let mut s = healthy();
+        set(&mut s, "errorstat_ERR", "count=500");
+        assert!(run(&s).is_none(), "ERR alone is the clients' own");
+        set(&mut s, "errorstat_WRONGPASS", "count=3");
+        set(&mut s, "errorstat_OOM", "count=40");
+        let f = run(&s).unwrap();
+        assert!(
+            f.evidence.starts_with(
+                "OOM 40 (writes refused at maxmemory (noeviction, or nothing evictable)); \
+                 WRONGPASS 3 ("
+            ),
+            "{}",
+            f.evidence
+        );
+        assert_eq!(
+            f.fix,
+            [
+                "INFO errorstats",
+                "CONFIG SET maxmemory-policy allkeys-lfu",
+                "ACL LOG 20",
+                "CONFIG RESETSTAT"
+            ]
         );
     }
 

@@ -38,6 +38,9 @@ fn a_well_configured_server_gets_no_warning() {
     ]);
     let url = format!("redis://admin:adminpw@127.0.0.1:{}", server.port);
     let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+    // The harness's readiness check ran INFO as `default`, whose ACL denies it (NOPERM, which
+    // errors-returned rightly reports): count from here.
+    ok(&mut c, &["CONFIG", "RESETSTAT"]);
     let mut p = redis::pipe();
     for i in 0..2000 {
         p.cmd("SET")
@@ -50,11 +53,11 @@ fn a_well_configured_server_gets_no_warning() {
     }
     let _: () = p.query(&mut c).unwrap();
     let r = advise(&mut c, &[]);
-    let serious: Vec<&str> = r
+    let serious: Vec<(&str, &str)> = r
         .findings
         .iter()
         .filter(|f| f.severity != "info")
-        .map(|f| f.rule.as_str())
+        .map(|f| (f.rule.as_str(), f.evidence.as_str()))
         .collect();
     assert!(serious.is_empty(), "{serious:?}");
     assert!(r.score >= 90, "score {}: {:?}", r.score, rules(&r));
@@ -521,7 +524,7 @@ fn without_samples_every_key_of_a_db_up_to_200_000_is_looked_at() {
 }
 
 #[test]
-fn a_replica_that_lost_its_master_and_writes_refused_for_want_of_replicas_are_critical() {
+fn a_replica_that_lost_its_master_and_writes_refused_for_want_of_replicas_are_found() {
     let mut master = Server::start();
     let replica = master.start_replica(opt_harness::ServerOptions::default());
     let mut r = replica.conn();
@@ -534,12 +537,21 @@ fn a_replica_that_lost_its_master_and_writes_refused_for_want_of_replicas_are_cr
     let mut m = master.conn();
     ok(&mut m, &["CONFIG", "SET", "min-replicas-to-write", "2"]);
     assert!(err(&mut m, &["SET", "k", "v"]).contains("NOREPLICAS"));
-    let f = finding(&advise(&mut m, &["SAMPLES", "0"]), "min-replicas-unmet").clone();
+    // A login with a wrong password too: both error replies are counted and named.
+    let mut other = master.conn();
+    assert!(err(&mut other, &["AUTH", "nobody", "wrong"]).contains("WRONGPASS"));
+    let report = advise(&mut m, &["SAMPLES", "0"]);
+    let f = finding(&report, "min-replicas-unmet");
     assert_eq!(f.severity, "critical");
     assert!(
         f.evidence.contains("min-replicas-to-write 2"),
         "{}",
         f.evidence
+    );
+    let e = &finding(&report, "errors-returned").evidence;
+    assert!(
+        e.contains("NOREPLICAS 1 (") && e.contains("WRONGPASS 1 ("),
+        "{e}"
     );
 
     let master_port = master.port;

@@ -131,15 +131,21 @@ fn the_exporter_serves_metrics_over_http() {
         s.read_to_string(&mut body).ok()?;
         Some(body)
     };
-    let mut response = None;
-    for _ in 0..100 {
-        response = get("/metrics");
-        if response.is_some() {
-            break;
+    // Up to 30 s for the exporter to listen: a loaded CI machine starts a debug binary slowly.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let response = loop {
+        if let Some(r) = get("/metrics") {
+            break r;
         }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the exporter exited before answering: {status}");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the exporter did not answer on port {port} within 30 s"
+        );
         std::thread::sleep(Duration::from_millis(50));
-    }
-    let response = response.expect("exporter answered");
+    };
     let (head, body) = response.split_once("\r\n\r\n").unwrap();
     assert!(
         head.starts_with("HTTP/1.1 200") && head.contains("text/plain; version=0.0.4"),
