@@ -676,6 +676,19 @@ impl Cluster {
             .expect("a primary owns every slot")
     }
 
+    /// Stops the node listening on `port` (SHUTDOWN NOSAVE, as [`Server::stop`]); it stays
+    /// in `nodes`, stopped.
+    ///
+    /// # Panics
+    /// If no node listens on `port`.
+    pub fn stop_node(&mut self, port: u16) {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.port == port)
+            .unwrap_or_else(|| panic!("no node on port {port}"))
+            .stop();
+    }
+
     /// The replicas of `primary` now.
     pub fn replicas_of(&self, primary: &Server) -> Vec<&Server> {
         self.nodes

@@ -1504,45 +1504,16 @@ fn optctl_merges_memory_by_pattern_and_finds_cluster_problems() {
 
     // A slot left open by a reshard (MIGRATING on its owner, IMPORTING on the other side) is
     // one finding naming both nodes by address; once stable again, it is gone.
-    let open_rules = |v: &serde_json::Value| -> Vec<serde_json::Value> {
-        v["cluster"]["findings"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|f| f["rule"] == "slot-open")
-            .cloned()
-            .collect()
-    };
-    let (from, to) = (&cluster.nodes[0], cluster.owner("{hot}"));
-    let to = if to.port == from.port {
-        *cluster
-            .primaries()
-            .iter()
-            .find(|p| p.port != from.port)
-            .unwrap()
-    } else {
-        to
-    };
-    let myid = |s: &opt_harness::Server| -> String {
-        redis::cmd("CLUSTER")
-            .arg("MYID")
-            .query(&mut s.conn())
-            .unwrap()
-    };
+    let from = &cluster.nodes[0];
+    let to = *cluster
+        .primaries()
+        .iter()
+        .find(|p| p.port != from.port)
+        .unwrap();
     let open_slot = opt_harness::own_slot_ranges(from)[0].0;
-    let setslot = |s: &opt_harness::Server, how: &[&str]| {
-        let _: () = redis::cmd("CLUSTER")
-            .arg("SETSLOT")
-            .arg(open_slot)
-            .arg(how)
-            .query(&mut s.conn())
-            .unwrap();
-    };
-    setslot(to, &["IMPORTING", &myid(from)]);
-    setslot(from, &["MIGRATING", &myid(to)]);
-    let (code, out, err) = optctl(&["--url", &url, "--json", "advise"], &[]);
-    assert_eq!(code, 0, "{err}");
-    let open = open_rules(&serde_json::from_str(&out).unwrap());
+    start_slot_move(from, to, open_slot);
+    let v = advise_cluster(&url);
+    let open = cluster_findings_of(&v, "slot-open");
     assert_eq!(open.len(), 1, "{open:?}");
     let (from_addr, to_addr) = (
         format!("127.0.0.1:{}", from.port),
@@ -1555,50 +1526,39 @@ fn optctl_merges_memory_by_pattern_and_finds_cluster_problems() {
         "{}",
         open[0]
     );
-    setslot(from, &["STABLE"]);
-    setslot(to, &["STABLE"]);
-    let (_, out, _) = optctl(&["--url", &url, "--json", "advise"], &[]);
-    assert!(open_rules(&serde_json::from_str(&out).unwrap()).is_empty());
+    for node in [from, to] {
+        let slot = open_slot.to_string();
+        ok(&mut node.conn(), &["CLUSTER", "SETSLOT", &slot, "STABLE"]);
+    }
+    assert!(cluster_findings_of(&advise_cluster(&url), "slot-open").is_empty());
 
     // A primary that does not answer is a critical finding (every other figure leaves it
     // out), and --fail-on critical fails on it. Its replica stops first, so that no failover
     // replaces it while optctl runs.
-    let seed_port = cluster.nodes[0].port;
     let victim = *cluster
         .primaries()
         .iter()
-        .find(|p| p.port != seed_port)
+        .find(|p| p.port != from.port)
         .unwrap();
-    let victim_port = victim.port;
+    let victim_addr = format!("127.0.0.1:{}", victim.port);
     let stopping: Vec<u16> = cluster
         .replicas_of(victim)
         .iter()
         .map(|r| r.port)
-        .chain([victim_port])
+        .chain([victim.port])
         .collect();
     for port in stopping {
-        cluster
-            .nodes
-            .iter_mut()
-            .find(|n| n.port == port)
-            .unwrap()
-            .stop();
+        cluster.stop_node(port);
     }
-    let (code, out, err) = optctl(&["--url", &url, "--json", "advise"], &[]);
-    assert_eq!(code, 0, "{err}");
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let victim_addr = format!("127.0.0.1:{victim_port}");
-    let down = v["cluster"]["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["rule"] == "primary-unreachable")
-        .unwrap_or_else(|| panic!("no primary-unreachable in {}", v["cluster"]));
-    assert_eq!(down["severity"], "critical");
-    assert_eq!(down["subjects"][0], victim_addr.as_str());
+    let v = advise_cluster(&url);
+    let down = cluster_findings_of(&v, "primary-unreachable");
+    assert_eq!(down.len(), 1, "{}", v["cluster"]);
+    assert_eq!(down[0]["severity"], "critical");
+    assert_eq!(down[0]["subjects"][0], victim_addr.as_str());
     assert!(
-        down["evidence"].as_str().unwrap().contains("slots"),
-        "{down}"
+        down[0]["evidence"].as_str().unwrap().contains("slots"),
+        "{}",
+        down[0]
     );
     assert_eq!(v["failed"][0]["node"], victim_addr.as_str());
     assert_eq!(v["nodes"].as_array().unwrap().len(), 2);
@@ -1609,29 +1569,39 @@ fn optctl_merges_memory_by_pattern_and_finds_cluster_problems() {
     // A slot that no primary serves (a DELSLOTS, as a reshard stopped halfway leaves) is
     // named, in the view of the node optctl asked.
     let seed_slot = opt_harness::own_slot_ranges(&cluster.nodes[0])[0].0;
-    let mut seed = cluster.nodes[0].conn();
-    let _: () = redis::cmd("CLUSTER")
-        .arg("DELSLOTS")
-        .arg(seed_slot)
-        .query(&mut seed)
-        .unwrap();
-    let (code, out, err) = optctl(&["--url", &url, "--json", "advise"], &[]);
-    assert_eq!(code, 0, "{err}");
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let uncovered = v["cluster"]["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["rule"] == "slots-uncovered")
-        .unwrap_or_else(|| panic!("no slots-uncovered in {}", v["cluster"]));
-    assert_eq!(uncovered["title"], "1 of 16384 slots have no primary");
+    ok(
+        &mut cluster.nodes[0].conn(),
+        &["CLUSTER", "DELSLOTS", &seed_slot.to_string()],
+    );
+    let v = advise_cluster(&url);
+    let uncovered = cluster_findings_of(&v, "slots-uncovered");
+    assert_eq!(uncovered.len(), 1, "{}", v["cluster"]);
+    assert_eq!(uncovered[0]["title"], "1 of 16384 slots have no primary");
     assert!(
-        uncovered["evidence"]
+        uncovered[0]["evidence"]
             .as_str()
             .unwrap()
             .ends_with(&format!(": {seed_slot}")),
-        "{uncovered}"
+        "{}",
+        uncovered[0]
     );
+}
+
+/// `optctl --json advise` on the cluster of `url`, which must succeed.
+fn advise_cluster(url: &str) -> serde_json::Value {
+    let (code, out, err) = optctl(&["--url", url, "--json", "advise"], &[]);
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+/// The cluster findings of `rule` in an `optctl --json advise` document.
+fn cluster_findings_of<'a>(v: &'a serde_json::Value, rule: &str) -> Vec<&'a serde_json::Value> {
+    v["cluster"]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["rule"] == rule)
+        .collect()
 }
 
 #[test]
@@ -1701,21 +1671,10 @@ fn a_lagging_replica_is_found_and_catches_up_by_partial_resync() {
     // The replica gone for good: its primary, now without a copy beside primaries that have
     // one, is named.
     let primary_addr = format!("127.0.0.1:{}", primary.port);
-    let replica_port = replica.port;
-    cluster
-        .nodes
-        .iter_mut()
-        .find(|n| n.port == replica_port)
-        .unwrap()
-        .stop();
-    let (code, out, err) = optctl(&["--url", &url, "--json", "advise"], &[]);
-    assert_eq!(code, 0, "{err}");
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let alone: Vec<&serde_json::Value> = v["cluster"]["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|f| f["rule"] == "replica-missing")
+    cluster.stop_node(replica.port);
+    let v = advise_cluster(&url);
+    let alone: Vec<&serde_json::Value> = cluster_findings_of(&v, "replica-missing")
+        .into_iter()
         .map(|f| &f["subjects"][0])
         .collect();
     assert_eq!(alone, [primary_addr.as_str()], "{}", v["cluster"]);
