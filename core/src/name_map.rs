@@ -1,6 +1,7 @@
 //! A map from names (key names, chosen by clients) to values, for the module's per-key tables
-//! that grow with the data: the freshness of values written with DELTA/STALE, and the
-//! single-flight locks of OPT.FETCH.
+//! that grow with the data: the freshness of values written with DELTA/STALE, the
+//! single-flight locks of OPT.FETCH, and the bookkeeping of keys in flight between cluster
+//! nodes (`crate::expiring`).
 //!
 //! Why not a hash map: a hash map grows all at once, in the one write that crosses its size,
 //! and the server waits for it. At four million keys written with DELTA one OPT.SET held the
@@ -77,10 +78,16 @@ impl<V> NameMap<V> {
 
     /// Sets the value of `name`; returns the one it had.
     pub fn insert(&mut self, name: &[u8], value: V) -> Option<V> {
+        self.upsert(name, value).1
+    }
+
+    /// Sets the value of `name`; returns its position (see [`Self::at`]) and the value it had.
+    pub fn upsert(&mut self, name: &[u8], value: V) -> (usize, Option<V>) {
         let hash = name_hash(name);
         if let Some(id) = self.find(name, hash) {
-            let slot = self.slots[id as usize].as_mut()?;
-            return Some(std::mem::replace(&mut slot.1, value));
+            if let Some(slot) = self.slots[id as usize].as_mut() {
+                return (id as usize, Some(std::mem::replace(&mut slot.1, value)));
+            }
         }
         let entry = Some((Box::from(name), value));
         let id = match self.free.pop() {
@@ -94,7 +101,7 @@ impl<V> NameMap<V> {
             }
         };
         self.by_name.insert_unique(hash, id);
-        None
+        (id as usize, None)
     }
 
     /// Takes out `name`; returns its value.

@@ -383,7 +383,7 @@ static AFTER_MOVE: MainThreadCell<Vec<Transfer>> = MainThreadCell::new(Vec::new(
 /// [`QUEUED_MAX_BYTES`]. When an EXEC deletes one (MIGRATE's `del` event, which the index
 /// sees: [`on_key_deleted`]), its tags go to the MIGRATE's target once the EXEC has run. A
 /// key waits at most [`AWAIT_FOR`] after its MIGRATE was seen.
-type Awaiting = ExpiringMap<(usize, Vec<u8>), AwaitedKey>;
+type Awaiting = ExpiringMap<AwaitedKey>;
 
 /// Where an awaited key's tags go.
 struct AwaitedKey {
@@ -435,7 +435,7 @@ fn await_exec(transfer: &Transfer, stayed: Vec<KeyTags>) {
                     to_db: transfer.to_db,
                     target: transfer.target.clone(),
                 };
-                a.insert((transfer.db, e.key), key, now, size);
+                a.insert(transfer.db, &e.key, key, now, size);
             }
             AWAITING_KEYS.store(a.len(), Ordering::Relaxed);
             dropped
@@ -481,7 +481,7 @@ pub fn on_key_deleted(
     let now = Instant::now();
     let Some(Some(awaited)) = AWAITING.with(|a| {
         let a = a.as_mut()?;
-        let (k, since) = a.remove(&(db, key.to_vec()))?;
+        let (k, since) = a.remove(db, key)?;
         AWAITING_KEYS.store(a.len(), Ordering::Relaxed);
         (now.saturating_duration_since(since) < AWAIT_FOR).then_some(k)
     }) else {
@@ -676,7 +676,7 @@ pub const HELD_MAX_BYTES: usize = 64 << 20;
 /// Entries of MIGRATE transfers whose key was not here yet, by db and key, each held for
 /// [`HOLD_FOR`].
 struct Held {
-    entries: ExpiringMap<(usize, Vec<u8>), KeyTags>,
+    entries: ExpiringMap<KeyTags>,
     expiry_armed: bool,
 }
 
@@ -742,7 +742,8 @@ fn hold(ctx: *mut raw::RedisModuleCtx, db: usize, entries: Vec<KeyTags>) {
                     dropped += 1;
                     continue;
                 }
-                held.entries.insert((db, e.key.clone()), e, now, size);
+                let key = e.key.clone();
+                held.entries.insert(db, &key, e, now, size);
             }
             if dropped > 0 {
                 log::warning(&format!(
@@ -766,7 +767,7 @@ pub fn on_restore(ctx: *mut raw::RedisModuleCtx, db: usize, key: &[u8]) {
     }
     let Some(Some(entry)) = HELD.with(|held| {
         let held = held.as_mut()?;
-        let (e, _) = held.entries.remove(&(db, key.to_vec()))?;
+        let (e, _) = held.entries.remove(db, key)?;
         HELD_KEYS.store(held.entries.len(), Ordering::Relaxed);
         Some(e)
     }) else {
