@@ -28,6 +28,9 @@ pub struct Snapshot {
     pub thp: Option<String>,
     /// `/proc/sys/vm/overcommit_memory`.
     pub overcommit_memory: Option<i64>,
+    /// Bytes of the server's memory in swap (`VmSwap` of `/proc/self/status`, read inside the
+    /// server).
+    pub swapped_bytes: Option<u64>,
     /// Hot keys, all accesses (total window).
     pub hotkeys: Option<HotKeysReport>,
     /// Hot keys ranked by misses (total window).
@@ -54,6 +57,15 @@ pub fn parse_info(text: &str) -> HashMap<String, String> {
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .collect()
+}
+
+/// The `VmSwap` line of a `/proc/<pid>/status` text, in bytes.
+pub fn vm_swap_bytes(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmSwap:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
 }
 
 /// Severity of a finding.
@@ -962,6 +974,50 @@ fn thp_enabled(s: &Snapshot, _: &Thresholds) -> Outcome {
     )
 }
 
+fn memory_swapped(s: &Snapshot, _: &Thresholds) -> Outcome {
+    let swapped = try_skip!(s
+        .swapped_bytes
+        .ok_or("/proc/self/status has no VmSwap here".to_string())) as f64;
+    // A few pages swapped out long ago and never touched cost nothing; 1 MB is the floor.
+    if swapped < 1_048_576.0 {
+        return Outcome::Pass;
+    }
+    let rss = num(s, "used_memory_rss").unwrap_or(0.0);
+    let check = format!(
+        "grep VmSwap /proc/{}/status",
+        s.info
+            .get("process_id")
+            .map_or("<redis-server pid>", String::as_str)
+    );
+    let share = if rss + swapped > 0.0 {
+        swapped / (rss + swapped)
+    } else {
+        0.0
+    };
+    fire(
+        if share >= 0.05 {
+            Severity::Critical
+        } else {
+            Severity::Warning
+        },
+        "Part of the server's memory is in swap",
+        format!(
+            "VmSwap {} ({:.1}% of the server's memory; used_memory_rss {}); threshold 1 MB, critical from 5%",
+            mb(swapped),
+            share * 100.0,
+            mb(rss)
+        ),
+        "A command that touches a swapped page waits for the disk, milliseconds instead of \
+         nanoseconds, and every client behind it waits too. Keep the dataset in RAM: lower \
+         maxmemory or add memory, and tell the kernel to avoid swapping.",
+        &[
+            &check,
+            "sysctl vm.swappiness=1",
+            "CONFIG SET maxmemory <below the RAM left to Redis>",
+        ],
+    )
+}
+
 fn overcommit_memory(s: &Snapshot, _: &Thresholds) -> Outcome {
     let v = try_skip!(s
         .overcommit_memory
@@ -1526,6 +1582,11 @@ pub const RULES: &[Rule] = &[
         check: thp_enabled,
     },
     Rule {
+        id: "memory-swapped",
+        category: "latency",
+        check: memory_swapped,
+    },
+    Rule {
         id: "overcommit-memory",
         category: "persistence",
         check: overcommit_memory,
@@ -1845,6 +1906,7 @@ mod tests {
             system_memory: Some(4_000_000_000),
             thp: Some("always madvise [never]".into()),
             overcommit_memory: Some(1),
+            swapped_bytes: Some(0),
             hotkeys: Some(hot(&[("a", 0.05, 500), ("b", 0.04, 400)], 10_000)),
             hot_misses: Some(hot(&[], 10_000)),
             hotkeys_recent: Some(recent(hot(&[("a", 0.05, 50), ("b", 0.04, 40)], 1_000))),
@@ -2027,6 +2089,7 @@ mod tests {
             }),
             ("repl-backlog-small", |s| set(s, "sync_partial_err", "3")),
             ("errors-returned", |s| set(s, "errorstat_OOM", "count=12")),
+            ("memory-swapped", |s| s.swapped_bytes = Some(50_000_000)),
             ("replica-link-down", |s| {
                 set(s, "role", "slave");
                 set(s, "master_host", "10.0.0.1");
@@ -2176,6 +2239,30 @@ mod tests {
                 "CONFIG RESETSTAT"
             ]
         );
+    }
+
+    #[test]
+    fn swapped_memory_is_read_from_the_process_status_and_graded_by_its_share() {
+        let status = "Name:\tredis-server\nVmRSS:\t  102400 kB\nVmSwap:\t    2048 kB\n";
+        assert_eq!(vm_swap_bytes(status), Some(2048 * 1024));
+        assert_eq!(vm_swap_bytes("Name:\tx\n"), None);
+        let r = RULES.iter().find(|r| r.id == "memory-swapped").unwrap();
+        let severity = |swapped: u64| {
+            let mut s = healthy();
+            set(&mut s, "used_memory_rss", "100000000");
+            set(&mut s, "process_id", "4242");
+            s.swapped_bytes = Some(swapped);
+            match (r.check)(&s, &Thresholds::default()) {
+                Outcome::Fire(f) => {
+                    assert_eq!(f.fix[0], "grep VmSwap /proc/4242/status");
+                    Some(f.severity)
+                }
+                _ => None,
+            }
+        };
+        assert_eq!(severity(500_000), None, "under 1 MB");
+        assert_eq!(severity(2_000_000), Some(Severity::Warning));
+        assert_eq!(severity(10_000_000), Some(Severity::Critical));
     }
 
     /// `r` as the recent window's report (60 s).

@@ -177,6 +177,10 @@ fn gather(ctx: *mut raw::RedisModuleCtx) -> Snapshot {
     snap.overcommit_memory = std::fs::read_to_string("/proc/sys/vm/overcommit_memory")
         .ok()
         .and_then(|s| s.trim().parse().ok());
+    // This is the server's own process: its status says how much of it is in swap.
+    snap.swapped_bytes = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|st| opt_core::advise::vm_swap_bytes(&st));
     if configs::flag(idx::HOTKEYS_ENABLED) {
         if let Some(r) = hotkeys::reports_for_advice() {
             snap.hotkeys = Some(r.all_total);

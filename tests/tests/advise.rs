@@ -22,7 +22,7 @@ fn finding<'a>(r: &'a AdviceReport, id: &str) -> &'a opt_core::report::Finding {
 }
 
 /// Rules about the host kernel, which a test cannot configure.
-const HOST_RULES: &str = "overcommit-memory thp-enabled fork-headroom-low";
+const HOST_RULES: &str = "overcommit-memory thp-enabled fork-headroom-low memory-swapped";
 
 #[test]
 fn a_well_configured_server_gets_no_warning() {
