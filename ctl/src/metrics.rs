@@ -135,6 +135,27 @@ fn label_by_node(per_node: &[(String, String)]) -> String {
     out
 }
 
+/// The error replies of INFO errorstats by code, the 20 most frequent first: a script that
+/// puts a variable first in its error text makes a code of each (`errorstat_last_1709544349,`),
+/// and the series must stay bounded.
+fn error_counts(info: &std::collections::HashMap<String, String>) -> Vec<(&str, u64)> {
+    let mut counts: Vec<(&str, u64)> = info
+        .iter()
+        .filter_map(|(k, v)| {
+            let code = k.strip_prefix("errorstat_")?;
+            let n = v
+                .split(',')
+                .find_map(|p| p.strip_prefix("count="))?
+                .parse()
+                .ok()?;
+            Some((code, n))
+        })
+        .collect();
+    counts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    counts.truncate(20);
+    counts
+}
+
 /// Collects every metric from one server.
 fn collect_from(
     cli: &Cli,
@@ -291,6 +312,59 @@ fn collect_from(
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(0.0);
             o.sample("redis_db_keys_expiring", &[("db", db)], keys);
+        }
+    }
+    // What an alert on a failing replica, persistence or error replies needs, by the names
+    // redis_exporter gives them.
+    if info.get("role").map(String::as_str) == Some("slave") {
+        o.family(
+            "redis_master_link_up",
+            "gauge",
+            "1 while the replica's link to its master is up.",
+        );
+        o.sample(
+            "redis_master_link_up",
+            &[
+                (
+                    "master_host",
+                    info.get("master_host").map_or("", String::as_str),
+                ),
+                (
+                    "master_port",
+                    info.get("master_port").map_or("", String::as_str),
+                ),
+            ],
+            f64::from(u8::from(
+                info.get("master_link_status").map(String::as_str) == Some("up"),
+            )),
+        );
+    }
+    for (name, field, help) in [
+        (
+            "redis_rdb_last_bgsave_status",
+            "rdb_last_bgsave_status",
+            "1 if the last BGSAVE succeeded.",
+        ),
+        (
+            "redis_aof_last_write_status",
+            "aof_last_write_status",
+            "1 if the last write to the AOF succeeded.",
+        ),
+    ] {
+        if let Some(v) = info.get(field) {
+            o.family(name, "gauge", help);
+            o.sample(name, &[], f64::from(u8::from(v == "ok")));
+        }
+    }
+    let errors = error_counts(&info);
+    if !errors.is_empty() {
+        o.family(
+            "redis_errors_total",
+            "counter",
+            "Error replies by error code (INFO errorstats; the 20 most frequent).",
+        );
+        for (err, count) in errors {
+            o.sample("redis_errors_total", &[("err", err)], count as f64);
         }
     }
     // The module's own series.
@@ -548,4 +622,24 @@ pub fn serve(cli: &Cli, args: &ExporterArgs) -> Result<(), CtlError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_series_are_the_twenty_most_frequent_codes() {
+        let mut info = std::collections::HashMap::new();
+        info.insert("errorstat_WRONGTYPE".to_string(), "count=7".to_string());
+        info.insert("errorstat_ERR".to_string(), "count=9".to_string());
+        // A script that starts its error text with a variable: a code per call.
+        for i in 0..100 {
+            info.insert(format!("errorstat_last_{i},"), "count=1".to_string());
+        }
+        info.insert("used_memory".to_string(), "1".to_string());
+        let counts = error_counts(&info);
+        assert_eq!(counts.len(), 20);
+        assert_eq!(&counts[..2], &[("ERR", 9), ("WRONGTYPE", 7)]);
+    }
 }

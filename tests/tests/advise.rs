@@ -580,4 +580,11 @@ fn a_replica_that_lost_its_master_and_writes_refused_for_want_of_replicas_are_fo
         f.fix[0],
         format!("redis-cli -h 127.0.0.1 -p {master_port} PING")
     );
+    // The exporter's series for alerting on it, by redis_exporter's name.
+    let (code, out, err) = optctl(&["--url", &replica.url(), "metrics"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let link = format!(
+        "redis_master_link_up{{master_host=\"127.0.0.1\",master_port=\"{master_port}\"}} 0"
+    );
+    assert!(out.lines().any(|l| l == link), "{link} missing:\n{out}");
 }

@@ -67,10 +67,21 @@ fn metrics_use_redis_exporter_names_and_bounded_module_series() {
         ..ServerOptions::default()
     });
     traffic(&server);
+    // Two error replies of one code, for redis_errors_total.
+    let mut c = server.conn();
+    for _ in 0..2 {
+        assert!(opt_harness::err(&mut c, &["LPUSH", "page:1", "x"]).contains("WRONGTYPE"));
+    }
     let (code, out, err) = optctl(&["--url", &server.url(), "metrics"], &[]);
     assert_eq!(code, 0, "{err}");
     let m = parse_prometheus(&out);
     assert_eq!(m["redis_up"], 1.0);
+    assert_eq!(m["redis_errors_total{err=\"WRONGTYPE\"}"], 2.0);
+    assert_eq!(m["redis_rdb_last_bgsave_status"], 1.0);
+    assert!(
+        !m.keys().any(|k| k.starts_with("redis_master_link_up")),
+        "a primary"
+    );
     assert!(m["redis_keyspace_misses_total"] >= 200.0);
     assert!(
         m.contains_key("redis_memory_used_bytes")
