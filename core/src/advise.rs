@@ -811,6 +811,10 @@ const TELLING_ERRORS: &[(&str, &str)] = &[
         "WRONGTYPE",
         "commands on a key of another type (an application bug)",
     ),
+    (
+        "CROSSSLOT",
+        "multi-key commands on keys of several slots (an application bug in a cluster)",
+    ),
 ];
 
 fn errors_returned(s: &Snapshot, _: &Thresholds) -> Outcome {
