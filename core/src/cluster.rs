@@ -1,7 +1,9 @@
 //! Redis Cluster, as optctl sees it from outside: which primaries serve which slots (parsed
-//! from CLUSTER NODES, which every server version has), the hash slot of a key, and how the
-//! per-node reports merge into one cluster-wide answer. Pure functions, so the merge rules
-//! are unit-tested here and the CLI only fetches and prints.
+//! from CLUSTER NODES, which every server version has), the hash slot of a key, how the
+//! per-node reports merge into one cluster-wide answer, and the findings about the cluster as
+//! a whole (a primary down, slots without a primary or being moved, shards out of balance, a
+//! replica behind or missing). Pure functions, so the merge and the rules are unit-tested here
+//! and the CLI only fetches and prints.
 
 use std::cmp::Reverse;
 
