@@ -85,22 +85,24 @@ impl HotKeysArgs {
     }
 }
 
-/// OPT.HOTKEYS with `query` on the server, or on every primary of the cluster, merged.
+/// OPT.HOTKEYS with `query` on the server, or on every primary of the cluster, merged; with
+/// how many primaries did not answer.
 fn fetch(
     cli: &Cli,
     con: &mut redis::Connection,
     nodes: Option<&[ClusterNode]>,
     query: &[String],
     count: usize,
-) -> Result<HotKeysReport, CtlError> {
+) -> Result<(HotKeysReport, usize), CtlError> {
     let Some(nodes) = nodes else {
-        return conn::call_json(con, cli, "OPT.HOTKEYS", query);
+        return Ok((conn::call_json(con, cli, "OPT.HOTKEYS", query)?, 0));
     };
-    let (reports, _) = cluster::answered(cluster::ask_each(cli, nodes, |c| {
+    let (reports, failed) = cluster::answered(cluster::ask_each(cli, nodes, |c| {
         conn::call_json::<HotKeysReport>(c, cli, "OPT.HOTKEYS", query)
     }))?;
-    merge_hot(&reports, count)
-        .ok_or_else(|| CtlError::failed("no node of the cluster answered OPT.HOTKEYS"))
+    let merged = merge_hot(&reports, count)
+        .ok_or_else(|| CtlError::failed("no node of the cluster answered OPT.HOTKEYS"))?;
+    Ok((merged, failed.len()))
 }
 
 /// Runs `optctl hotkeys`.
@@ -118,7 +120,7 @@ pub fn run(cli: &Cli, args: &HotKeysArgs) -> Result<(), CtlError> {
     let tty = std::io::stdout().is_terminal();
     let mut shown = 0u64;
     loop {
-        let ranked = fetch(
+        let (ranked, silent) = fetch(
             cli,
             &mut con,
             nodes.as_deref(),
@@ -139,13 +141,19 @@ pub fn run(cli: &Cli, args: &HotKeysArgs) -> Result<(), CtlError> {
                 let mut q = args.query_args("recent");
                 let per_node = nodes.as_ref().map_or(1, |n| n.len().max(1)) as u64;
                 q[1] = (ranked.capacity / per_node).max(1).to_string();
-                fetch(cli, &mut con, nodes.as_deref(), &q, usize::MAX)?
+                fetch(cli, &mut con, nodes.as_deref(), &q, usize::MAX)?.0
             };
             if args.watch.is_some() && tty {
                 // Clear the screen and go home, so the view refreshes in place.
                 print!("\x1b[2J\x1b[H");
             }
-            print!("{}", render_report(&ranked, &recent, &where_));
+            // The counts leave out primaries that did not answer: the header says so.
+            let where_now = if silent > 0 {
+                format!("{where_} ({silent} did not answer)")
+            } else {
+                where_.clone()
+            };
+            print!("{}", render_report(&ranked, &recent, &where_now));
         }
         shown += 1;
         let Some(secs) = args.watch else { break };

@@ -1565,6 +1565,16 @@ fn optctl_merges_memory_by_pattern_and_finds_cluster_problems() {
     let (code, out, _) = optctl(&["--url", &url, "advise", "--fail-on", "critical"], &[]);
     assert_eq!(code, 3, "{out}");
     assert!(out.contains("3 primaries, 1 did not answer"), "{out}");
+    // The hot keys are those of the primaries that answered, and the header says so.
+    let (code, out, err) = optctl(&["--url", &url, "hotkeys"], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.lines()
+            .next()
+            .is_some_and(|l| l.contains("the 3 primaries") && l.contains("(1 did not answer)")),
+        "{out}"
+    );
+    assert_eq!(err.matches("did not answer").count(), 1, "said once: {err}");
 
     // A slot that no primary serves (a DELSLOTS, as a reshard stopped halfway leaves) is
     // named, in the view of the node optctl asked.
