@@ -132,18 +132,22 @@ fn print_report(
 
 /// Every primary analyses its own keys in parallel; the reports merge into one.
 fn run_cluster(cli: &Cli, args: &KeyspaceArgs, nodes: &[ClusterNode]) -> Result<(), CtlError> {
-    let (reports, _) = cluster::answered(cluster::ask_each(cli, nodes, |c| {
+    let (reports, failed) = cluster::answered(cluster::ask_each(cli, nodes, |c| {
         conn::call_json::<KeyspaceReport>(c, cli, "OPT.KEYSPACE", &args.command_args())
     }))?;
     let report = merge_keyspace(&reports, args.top as usize)
         .ok_or_else(|| CtlError::failed("no node of the cluster answered OPT.KEYSPACE"))?;
-    let mut preface = format!("cluster of {} primaries, by shard:\n", reports.len());
+    let mut preface = format!("cluster of {} primaries, by shard:\n", nodes.len());
     for (node, r) in &reports {
         preface.push_str(&format!(
             "  {node:<22} {:>10} keys {:>10}\n",
             r.db_keys,
             bytes(r.total_bytes)
         ));
+    }
+    // Left out of every figure below.
+    for (node, _) in &failed {
+        preface.push_str(&format!("  {node:<22} did not answer\n"));
     }
     preface.push('\n');
     print_report(cli, args, &report, &preface)

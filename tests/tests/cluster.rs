@@ -1575,6 +1575,13 @@ fn optctl_merges_memory_by_pattern_and_finds_cluster_problems() {
         "{out}"
     );
     assert_eq!(err.matches("did not answer").count(), 1, "said once: {err}");
+    let (code, out, err) = optctl(&["--url", &url, "keyspace"], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("cluster of 3 primaries, by shard")
+            && out.contains(&format!("{victim_addr:<22} did not answer")),
+        "{out}"
+    );
 
     // A slot that no primary serves (a DELSLOTS, as a reshard stopped halfway leaves) is
     // named, in the view of the node optctl asked.
