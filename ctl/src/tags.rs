@@ -201,17 +201,21 @@ fn wait_for_tags_to_land(cli: &Cli, nodes: &[ClusterNode], moving: bool, pending
 pub fn tags(cli: &Cli, args: &TagsArgs) -> Result<(), CtlError> {
     let mut con = conn::connect(cli)?;
     let a: Vec<String> = args.tag.iter().cloned().collect();
-    let report: TagInfoReport = match cluster::primaries(cli, &mut con)? {
-        None => conn::call_json(&mut con, cli, "OPT.TAGINFO", &a)?,
-        Some(nodes) => {
-            // Each shard indexes its own keys: the cluster's index is the sum.
-            let (reports, _) = cluster::answered(cluster::ask_each(cli, &nodes, |c| {
-                conn::call_json::<TagInfoReport>(c, cli, "OPT.TAGINFO", &a)
-            }))?;
-            merge_taginfo(&reports, 10)
-                .ok_or_else(|| CtlError::failed("no node of the cluster answered OPT.TAGINFO"))?
-        }
-    };
+    // With the primaries of a cluster that did not answer, and how many there are.
+    let (report, silent): (TagInfoReport, Option<(usize, usize)>) =
+        match cluster::primaries(cli, &mut con)? {
+            None => (conn::call_json(&mut con, cli, "OPT.TAGINFO", &a)?, None),
+            Some(nodes) => {
+                // Each shard indexes its own keys: the cluster's index is the sum.
+                let (reports, failed) = cluster::answered(cluster::ask_each(cli, &nodes, |c| {
+                    conn::call_json::<TagInfoReport>(c, cli, "OPT.TAGINFO", &a)
+                }))?;
+                let merged = merge_taginfo(&reports, 10).ok_or_else(|| {
+                    CtlError::failed("no node of the cluster answered OPT.TAGINFO")
+                })?;
+                (merged, Some((failed.len(), nodes.len())))
+            }
+        };
     if cli.json {
         println!(
             "{}",
@@ -219,6 +223,9 @@ pub fn tags(cli: &Cli, args: &TagsArgs) -> Result<(), CtlError> {
                 .map_err(|e| CtlError::failed(format!("cannot encode JSON: {e}")))?
         );
         return Ok(());
+    }
+    if let Some((failed, all)) = silent.filter(|&(failed, _)| failed > 0) {
+        println!("{failed} of {all} primaries did not answer: their keys and tags are not counted");
     }
     if let Some(t) = &report.tag {
         println!("tag {t}: {} keys", report.keys);

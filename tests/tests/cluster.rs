@@ -1575,6 +1575,12 @@ fn optctl_merges_memory_by_pattern_and_finds_cluster_problems() {
         "{out}"
     );
     assert_eq!(err.matches("did not answer").count(), 1, "said once: {err}");
+    let (code, out, err) = optctl(&["--url", &url, "tags"], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("1 of 3 primaries did not answer: their keys and tags are not counted"),
+        "{out}"
+    );
     let (code, out, err) = optctl(&["--url", &url, "keyspace"], &[]);
     assert_eq!(code, 0, "{err}");
     assert!(
