@@ -14,8 +14,10 @@
 //! 64 MiB bound) the longest insert took 111 ms (a growth), and 253 ms when the same keys
 //! came again (a compaction), timed on the structure alone. The entries now live in a
 //! [`NameMap`] per database, which grows a few buckets per write and whose slots never move,
-//! so an order line is a slot position and a number (32 bytes), checked without hashing:
-//! 0.3 ms and 6.5 ms the same way.
+//! so an order line is a slot position and a number, checked without hashing: 0.3 ms and
+//! 6.5 ms the same way. The databases are listed by number, not indexed by it: the held tags'
+//! database comes from another node's message, and a number from there must not size
+//! anything.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -26,7 +28,9 @@ use crate::name_map::NameMap;
 /// it weighs.
 #[derive(Debug)]
 pub struct ExpiringMap<V> {
-    dbs: Vec<NameMap<Entry<V>>>,
+    /// Each database used so far, by number, in the order first used (never removed, so a
+    /// line's index into it stays valid).
+    dbs: Vec<(usize, NameMap<Entry<V>>)>,
     /// Every insertion, oldest first.
     order: VecDeque<Line>,
     len: usize,
@@ -43,13 +47,14 @@ struct Entry<V> {
     size: usize,
 }
 
-/// One insertion in the order: when, its number, and where its entry went.
+/// One insertion in the order: when, its number, and where its entry went (an index into
+/// `dbs`, a position in that map).
 #[derive(Debug, Clone, Copy)]
 struct Line {
     at: Instant,
     seq: u64,
-    db: u32,
-    pos: u32,
+    db: usize,
+    pos: usize,
 }
 
 impl<V> Default for ExpiringMap<V> {
@@ -87,17 +92,19 @@ impl<V> ExpiringMap<V> {
 
     /// Whether `line` is the insertion of the entry now at its position (not replaced or
     /// removed since, its slot not reused).
-    fn is_live(dbs: &[NameMap<Entry<V>>], line: &Line) -> bool {
-        dbs.get(line.db as usize)
-            .and_then(|d| d.at(line.pos as usize))
+    fn is_live(dbs: &[(usize, NameMap<Entry<V>>)], line: &Line) -> bool {
+        dbs.get(line.db)
+            .and_then(|(_, d)| d.at(line.pos))
             .is_some_and(|(_, e)| e.seq == line.seq)
+    }
+
+    /// The index of database `db` in `dbs`, if it was used.
+    fn db_index(&self, db: usize) -> Option<usize> {
+        self.dbs.iter().position(|(n, _)| *n == db)
     }
 
     /// Adds `value` under `key` of `db` at `now`, weighing `size` bytes; returns the value it
     /// replaces. The caller checks its byte bound against [`bytes`](Self::bytes) first.
-    ///
-    /// # Panics
-    /// If `db` does not fit in 32 bits, or a database holds more than `u32::MAX` entries.
     pub fn insert(
         &mut self,
         db: usize,
@@ -106,20 +113,20 @@ impl<V> ExpiringMap<V> {
         now: Instant,
         size: usize,
     ) -> Option<V> {
-        let db32 = u32::try_from(db).expect("a database number fits in 32 bits");
         self.bytes += size;
         let seq = self.next_seq;
         self.next_seq += 1;
-        if self.dbs.len() <= db {
-            self.dbs.resize_with(db + 1, NameMap::default);
-        }
+        let index = self.db_index(db).unwrap_or_else(|| {
+            self.dbs.push((db, NameMap::default()));
+            self.dbs.len() - 1
+        });
         let entry = Entry {
             value,
             at: now,
             seq,
             size,
         };
-        let (pos, old) = self.dbs[db].upsert(key, entry);
+        let (pos, old) = self.dbs[index].1.upsert(key, entry);
         match &old {
             Some(old) => self.bytes -= old.size,
             None => self.len += 1,
@@ -127,8 +134,8 @@ impl<V> ExpiringMap<V> {
         self.order.push_back(Line {
             at: now,
             seq,
-            db: db32,
-            pos: u32::try_from(pos).expect("positions fit in 32 bits"),
+            db: index,
+            pos,
         });
         if self.order.len() > 2 * self.len + 1024 {
             let dbs = &self.dbs;
@@ -139,7 +146,8 @@ impl<V> ExpiringMap<V> {
 
     /// Takes the entry of `key` in `db` out, with the time it was added.
     pub fn remove(&mut self, db: usize, key: &[u8]) -> Option<(V, Instant)> {
-        let e = self.dbs.get_mut(db)?.remove(key)?;
+        let index = self.db_index(db)?;
+        let e = self.dbs[index].1.remove(key)?;
         self.bytes -= e.size;
         self.len -= 1;
         if self.len == 0 {
@@ -156,7 +164,7 @@ impl<V> ExpiringMap<V> {
                 break;
             }
             if Self::is_live(&self.dbs, &line) {
-                if let Some((_, e)) = self.dbs[line.db as usize].take_at(line.pos as usize) {
+                if let Some((_, e)) = self.dbs[line.db].1.take_at(line.pos) {
                     self.bytes -= e.size;
                     self.len -= 1;
                     expired += 1;
@@ -242,6 +250,10 @@ mod tests {
             Some(("db9", t0 + Duration::from_secs(5)))
         );
         assert!(m.remove(3, b"k").is_none(), "a database never used");
+        // A number from another node's message is listed, not used as an index.
+        m.insert(u32::MAX as usize, b"k", "far", t0, 1);
+        assert_eq!(m.dbs.len(), 3, "0, 9 and this one");
+        assert_eq!(m.remove(u32::MAX as usize, b"k"), Some(("far", t0)));
     }
 
     #[test]
