@@ -68,6 +68,26 @@ pub fn vm_swap_bytes(status: &str) -> Option<u64> {
         .map(|kb| kb * 1024)
 }
 
+/// The error replies of INFO errorstats (Redis 6.2+) by code, most frequent first (ties by
+/// code). A script whose error text starts with a variable makes a code of each error, so a
+/// caller that shows them bounds the list.
+pub fn error_counts(info: &HashMap<String, String>) -> Vec<(&str, u64)> {
+    let mut counts: Vec<(&str, u64)> = info
+        .iter()
+        .filter_map(|(k, v)| {
+            let code = k.strip_prefix("errorstat_")?;
+            let n = v
+                .split(',')
+                .find_map(|p| p.strip_prefix("count="))?
+                .parse()
+                .ok()?;
+            Some((code, n))
+        })
+        .collect();
+    counts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    counts
+}
+
 /// Severity of a finding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Severity {
@@ -818,26 +838,18 @@ const TELLING_ERRORS: &[(&str, &str)] = &[
 ];
 
 fn errors_returned(s: &Snapshot, _: &Thresholds) -> Outcome {
-    if !s.info.keys().any(|k| k.starts_with("errorstat_")) {
-        // No error since the start, or a server without errorstats: nothing to tell apart.
-        return Outcome::Pass;
-    }
-    let count = |kind: &str| -> u64 {
-        s.info
-            .get(&format!("errorstat_{kind}"))
-            .and_then(|v| v.split(',').find_map(|p| p.strip_prefix("count=")))
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
-    };
-    let mut seen: Vec<(&str, &str, u64)> = TELLING_ERRORS
-        .iter()
-        .map(|&(kind, meaning)| (kind, meaning, count(kind)))
-        .filter(|&(_, _, n)| n > 0)
+    // Already sorted by count, most first.
+    let seen: Vec<(&str, &str, u64)> = error_counts(&s.info)
+        .into_iter()
+        .filter_map(|(code, n)| {
+            let &(kind, meaning) = TELLING_ERRORS.iter().find(|(kind, _)| *kind == code)?;
+            Some((kind, meaning, n))
+        })
         .collect();
     if seen.is_empty() {
+        // No telling error since the start, or a server without errorstats.
         return Outcome::Pass;
     }
-    seen.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(b.0)));
     let evidence = seen
         .iter()
         .map(|(kind, meaning, n)| format!("{kind} {n} ({meaning})"))
@@ -845,14 +857,17 @@ fn errors_returned(s: &Snapshot, _: &Thresholds) -> Outcome {
         .join("; ");
     let mut fix = vec!["INFO errorstats"];
     for (kind, _, _) in &seen {
-        match *kind {
-            "OOM" => fix.push("CONFIG SET maxmemory-policy allkeys-lfu"),
-            "NOAUTH" | "WRONGPASS" | "NOPERM" => fix.push("ACL LOG 20"),
-            "READONLY" | "MASTERDOWN" => fix.push("ROLE"),
-            _ => {}
+        let step = match *kind {
+            "OOM" => "CONFIG SET maxmemory-policy allkeys-lfu",
+            "NOAUTH" | "WRONGPASS" | "NOPERM" => "ACL LOG 20",
+            "READONLY" | "MASTERDOWN" => "ROLE",
+            _ => continue,
+        };
+        // Several codes share a step, and they need not come one after the other.
+        if !fix.contains(&step) {
+            fix.push(step);
         }
     }
-    fix.dedup();
     fix.push("CONFIG RESETSTAT");
     fire(
         Severity::Warning,
@@ -2240,6 +2255,18 @@ mod tests {
                 "INFO errorstats",
                 "CONFIG SET maxmemory-policy allkeys-lfu",
                 "ACL LOG 20",
+                "CONFIG RESETSTAT"
+            ]
+        );
+        // NOPERM above OOM and WRONGPASS below it: the step they share is listed once.
+        set(&mut s, "errorstat_NOPERM", "count=50");
+        let f = run(&s).unwrap();
+        assert_eq!(
+            f.fix,
+            [
+                "INFO errorstats",
+                "ACL LOG 20",
+                "CONFIG SET maxmemory-policy allkeys-lfu",
                 "CONFIG RESETSTAT"
             ]
         );

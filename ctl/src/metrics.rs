@@ -135,23 +135,10 @@ fn label_by_node(per_node: &[(String, String)]) -> String {
     out
 }
 
-/// The error replies of INFO errorstats by code, the 20 most frequent first: a script that
-/// puts a variable first in its error text makes a code of each (`errorstat_last_1709544349,`),
-/// and the series must stay bounded.
+/// The error series: INFO errorstats by code, the 20 most frequent (a script can make a code
+/// of each error text, and the series must stay bounded).
 fn error_counts(info: &std::collections::HashMap<String, String>) -> Vec<(&str, u64)> {
-    let mut counts: Vec<(&str, u64)> = info
-        .iter()
-        .filter_map(|(k, v)| {
-            let code = k.strip_prefix("errorstat_")?;
-            let n = v
-                .split(',')
-                .find_map(|p| p.strip_prefix("count="))?
-                .parse()
-                .ok()?;
-            Some((code, n))
-        })
-        .collect();
-    counts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    let mut counts = opt_core::advise::error_counts(info);
     counts.truncate(20);
     counts
 }
