@@ -257,6 +257,22 @@ pub fn supports_aux_save2() -> bool {
     })
 }
 
+/// Whether a key past its expiry still expires when it is read or deleted from inside a
+/// module's keyspace-event callback: on Redis 7.0. Redis 7.2 and later, and Valkey, switch lazy
+/// expiry off while such a callback runs, so a DEL made there deletes a key whose time has
+/// passed as if it were live, counts it, and raises `del` where DEL would raise `expired`
+/// (seen on Redis 8.0.2 and Valkey 8.0.1, 8.1.1 and 9.1.2; test
+/// `an_invalidation_counts_and_reports_keys_past_their_expiry_as_del_does`).
+pub fn expires_lazily_in_event_callbacks() -> bool {
+    version().is_some_and(|v| {
+        v < ServerVersion {
+            major: 7,
+            minor: 2,
+            patch: 0,
+        }
+    })
+}
+
 /// Whether a string key's MEMORY USAGE follows the layout `opt_core::memsize` computes: Redis
 /// 7.x, where the key name and the value object are separate allocations. Redis 8 embeds the
 /// name (and the TTL) in the value object, and Valkey 8 sizes short keys differently, so the

@@ -1588,3 +1588,53 @@ fn the_index_gives_all_its_memory_back_once_the_last_tagged_key_has_gone() {
     assert!(!exists(&mut c, "again"));
     assert_eq!(info_int(&mut c, "opt", "opt_tags_memory_bytes"), empty);
 }
+
+/// OPT.INVALIDATE deletes as DEL does: a tagged key whose time has passed but which nothing
+/// has reclaimed yet expires (an `expired` event, `expired_keys`), is not counted, and the
+/// live keys raise `del`. Pub/sub sees nothing else: no event of the module's own. On Redis
+/// 7.0 the deletion runs inside the index's event callback (so that its `del` events cost
+/// the index nothing); newer servers switch lazy expiry off there, and would count the
+/// expired key and raise `del` for it.
+#[test]
+fn an_invalidation_counts_and_reports_keys_past_their_expiry_as_del_does() {
+    let server = Server::start();
+    let mut c = server.conn();
+    // Generic and expired events published, and sorted-set ones: the module must not raise
+    // an event of its own in any class someone can see.
+    ok(
+        &mut c,
+        &["CONFIG", "SET", "notify-keyspace-events", "KEgxz"],
+    );
+    ok(&mut c, &["DEBUG", "SET-ACTIVE-EXPIRE", "0"]);
+    ok(&mut c, &["OPT.SET", "old", "v", "PX", "50", "TAGS", "t"]);
+    for i in 0..20 {
+        ok(&mut c, &["OPT.SET", &format!("live:{i}"), "v", "TAGS", "t"]);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let mut events_conn = server.conn();
+    let mut events = events_conn.as_pubsub();
+    events.psubscribe("__key*@0__:*").unwrap();
+    events
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    assert_eq!(ok(&mut c, &["OPT.INVALIDATE", "t"]), Value::Int(20));
+    assert_eq!(info_int(&mut c, "stats", "expired_keys"), 1);
+    let mut seen = Vec::new();
+    while let Ok(message) = events.get_message() {
+        let payload: String = message.get_payload().unwrap();
+        seen.push(format!("{} {payload}", message.get_channel_name()));
+    }
+    seen.sort();
+    let mut expected = vec![
+        "__keyevent@0__:expired old".to_string(),
+        "__keyspace@0__:old expired".to_string(),
+    ];
+    for i in 0..20 {
+        expected.push(format!("__keyevent@0__:del live:{i}"));
+        expected.push(format!("__keyspace@0__:live:{i} del"));
+    }
+    expected.sort();
+    assert_eq!(seen, expected);
+    assert_eq!(info(&mut c).keys, 0);
+    ok(&mut c, &["DEBUG", "SET-ACTIVE-EXPIRE", "1"]);
+}
