@@ -199,8 +199,8 @@ fn run_unheard(
             .map_or_else(|| Err(ERR_LOST_DELETION.into()), |w| w());
     }
     notify(ctx, class, c"opt-invalidate", key);
+    // From here the pointer is gone: `run` is not called again.
     UNHEARD_WORK.with(|w| *w = None);
-    drop(run);
     match (result, work) {
         (Some(result), _) => result,
         // The event did not reach the callback: the work is still here.
