@@ -120,6 +120,14 @@ impl<V> NameMap<V> {
         self.slots.get(pos)?.as_ref().map(|(name, v)| (&**name, v))
     }
 
+    /// The value at position `pos`, to change in place, if that slot holds one.
+    pub fn at_mut(&mut self, pos: usize) -> Option<&mut V> {
+        if pos >= self.slots.len() {
+            return None;
+        }
+        self.slots[pos].as_mut().map(|(_, v)| v)
+    }
+
     /// Takes out the entry at position `pos`, if that slot holds one; no other entry moves.
     pub fn take_at(&mut self, pos: usize) -> Option<(Box<[u8]>, V)> {
         let hash = name_hash(&self.slots.get(pos)?.as_ref()?.0);
