@@ -11,6 +11,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 
 use clap::Args;
+use opt_core::cluster::{ClusterNode, UnreachablePrimary};
 use opt_core::report::{AdviceReport, HotKeysReport, KeyspaceReport};
 
 use crate::{cluster, conn, Cli, CtlError};
@@ -75,8 +76,10 @@ pub fn collect(cli: &Cli, args: &MetricsArgs) -> Result<String, CtlError> {
     };
     let answers = cluster::ask_each(cli, &nodes, |c| collect_from(cli, c, args));
     let mut per_node = Vec::new();
+    let mut failed = Vec::new();
     for a in answers {
         let text = a.result.unwrap_or_else(|e| {
+            failed.push((a.node.addr(), e.message.clone()));
             format!(
                 "# HELP redis_up Whether the server answered.\n# TYPE redis_up gauge\n\
                  # optctl: {}\nredis_up 0\n",
@@ -85,7 +88,9 @@ pub fn collect(cli: &Cli, args: &MetricsArgs) -> Result<String, CtlError> {
         });
         per_node.push((a.node.addr(), text));
     }
-    Ok(label_by_node(&per_node))
+    let mut out = label_by_node(&per_node);
+    out.push_str(&cluster_findings_series(&nodes, &failed));
+    Ok(out)
 }
 
 /// Merges the expositions of several nodes: each family once (HELP and TYPE from the first
@@ -133,6 +138,106 @@ fn label_by_node(per_node: &[(String, String)]) -> String {
         }
     }
     out
+}
+
+/// CLUSTER INFO of a node in cluster mode, under redis_exporter's names: the state an alert on
+/// a cluster watches (`redis_cluster_state` 0 when the node sees slots unserved or most
+/// primaries gone) and the slot counts behind it. Nothing when CLUSTER is renamed or denied.
+fn cluster_info_series(o: &mut Out, con: &mut redis::Connection) {
+    let Ok(text) = redis::cmd("CLUSTER").arg("INFO").query::<String>(con) else {
+        return;
+    };
+    let fields = opt_core::advise::parse_info(&text);
+    if let Some(state) = fields.get("cluster_state") {
+        o.family(
+            "redis_cluster_state",
+            "gauge",
+            "1 while this node's view of the cluster is ok (CLUSTER INFO cluster_state).",
+        );
+        o.sample(
+            "redis_cluster_state",
+            &[],
+            f64::from(u8::from(state == "ok")),
+        );
+    }
+    for (name, field, help) in [
+        (
+            "redis_cluster_slots_assigned",
+            "cluster_slots_assigned",
+            "Slots assigned to a node (16384 when every slot is served).",
+        ),
+        (
+            "redis_cluster_slots_ok",
+            "cluster_slots_ok",
+            "Slots whose node is in neither PFAIL nor FAIL.",
+        ),
+        (
+            "redis_cluster_slots_pfail",
+            "cluster_slots_pfail",
+            "Slots whose node this node cannot reach (PFAIL).",
+        ),
+        (
+            "redis_cluster_slots_fail",
+            "cluster_slots_fail",
+            "Slots whose node the cluster agrees has failed (FAIL).",
+        ),
+        (
+            "redis_cluster_known_nodes",
+            "cluster_known_nodes",
+            "Nodes this node knows, replicas included.",
+        ),
+        (
+            "redis_cluster_size",
+            "cluster_size",
+            "Primaries serving at least one slot.",
+        ),
+    ] {
+        if let Some(v) = fields.get(field).and_then(|v| v.parse::<f64>().ok()) {
+            o.family(name, "gauge", help);
+            o.sample(name, &[], v);
+        }
+    }
+}
+
+/// The cluster's own findings that the fan-out sees without asking more: primaries that did
+/// not answer (`failed`, by address) and slots no primary serves, as `opt_cluster_finding`
+/// (no `node` label: they are about the cluster). The series exists, empty, while there is
+/// none, so that an alert can tell "no finding" from "not scraped".
+fn cluster_findings_series(nodes: &[ClusterNode], failed: &[(String, String)]) -> String {
+    let seed = nodes.first().map(ClusterNode::addr).unwrap_or_default();
+    let down: Vec<UnreachablePrimary> = failed
+        .iter()
+        .map(|(addr, error)| UnreachablePrimary {
+            addr: addr.clone(),
+            slots: nodes
+                .iter()
+                .find(|n| &n.addr() == addr)
+                .map_or(0, ClusterNode::slot_count),
+            error: error.clone(),
+        })
+        .collect();
+    let mut findings = opt_core::cluster::unreachable_findings(&down, &seed);
+    findings.extend(opt_core::cluster::uncovered_slots_finding(nodes, &seed));
+    let mut o = Out(String::new());
+    o.family(
+        "opt_cluster_finding",
+        "gauge",
+        "1 for each cluster-wide finding (a primary that did not answer, slots no primary \
+         serves), by rule, severity and subject.",
+    );
+    for f in &findings {
+        let subject = f.subjects.first().map_or("", String::as_str);
+        o.sample(
+            "opt_cluster_finding",
+            &[
+                ("rule", &f.rule),
+                ("severity", &f.severity),
+                ("subject", subject),
+            ],
+            1.0,
+        );
+    }
+    o.0
 }
 
 /// The error series: INFO errorstats by code, the 20 most frequent (a script can make a code
@@ -342,6 +447,9 @@ fn collect_from(
             o.family(name, "gauge", help);
             o.sample(name, &[], f64::from(u8::from(v == "ok")));
         }
+    }
+    if info.get("cluster_enabled").map(String::as_str) == Some("1") {
+        cluster_info_series(&mut o, con);
     }
     let errors = error_counts(&info);
     if !errors.is_empty() {

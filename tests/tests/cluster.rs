@@ -1451,6 +1451,21 @@ fn optctl_merges_memory_by_pattern_and_finds_cluster_problems() {
             "a sample without its node: {l}"
         );
     }
+    // Each primary's CLUSTER INFO, under redis_exporter's names; no cluster finding.
+    let states: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("redis_cluster_state{"))
+        .collect();
+    assert_eq!(states.len(), 3, "{states:?}");
+    assert!(states.iter().all(|l| l.ends_with(" 1")), "{states:?}");
+    assert_eq!(
+        out.lines()
+            .filter(|l| l.starts_with("redis_cluster_slots_ok{") && l.ends_with(" 16384"))
+            .count(),
+        3,
+        "{out}"
+    );
+    assert!(out.contains("# TYPE opt_cluster_finding gauge"), "{out}");
     let hot_line = format!(
         "opt_hotkey_ops_per_second{{node=\"127.0.0.1:{}\",key=\"{{hot}}:item:1\"}}",
         tagged.port
@@ -1565,6 +1580,21 @@ fn optctl_merges_memory_by_pattern_and_finds_cluster_problems() {
     let (code, out, _) = optctl(&["--url", &url, "advise", "--fail-on", "critical"], &[]);
     assert_eq!(code, 3, "{out}");
     assert!(out.contains("3 primaries, 1 did not answer"), "{out}");
+    // Prometheus has it too, as a cluster-wide series without a node label.
+    let (code, out, err) = optctl(&["--url", &url, "metrics", "--keyspace-samples", "0"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let finding = format!(
+        "opt_cluster_finding{{rule=\"primary-unreachable\",severity=\"critical\",\
+         subject=\"{victim_addr}\"}} 1"
+    );
+    assert!(
+        out.lines().any(|l| l == finding),
+        "{finding} missing:\n{out}"
+    );
+    assert!(
+        out.contains(&format!("redis_up{{node=\"{victim_addr}\"}} 0")),
+        "{out}"
+    );
     // The hot keys are those of the primaries that answered, and the header says so.
     let (code, out, err) = optctl(&["--url", &url, "hotkeys"], &[]);
     assert_eq!(code, 0, "{err}");
