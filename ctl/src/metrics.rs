@@ -3,8 +3,9 @@
 //! Server metrics use redis_exporter's names where the meaning is the same
 //! (`redis_memory_used_bytes`, `redis_keyspace_hits_total`...), so existing dashboards and
 //! alert rules keep working. The module's own metrics are under `opt_`. Label cardinality is
-//! bounded: at most 10 hot keys, 10 hot patterns, 20 memory patterns and one series per
-//! advice rule (47).
+//! bounded: at most 10 hot keys, 10 hot patterns, 20 memory patterns, one series per advice
+//! rule (47), per error code (20), per command the server has run (its command table) and
+//! per connected replica.
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write};
@@ -138,6 +139,134 @@ fn label_by_node(per_node: &[(String, String)]) -> String {
         }
     }
     out
+}
+
+/// The link of a replica to its master (how long since it heard from it, whether a full sync
+/// runs) and, on a primary, each replica's lag and offset, by redis_exporter's names and
+/// labels. At most one series per replica.
+fn replication_series(o: &mut Out, info: &std::collections::HashMap<String, String>) {
+    let field = |k: &str| info.get(k).map_or("", String::as_str);
+    if field("role") == "slave" {
+        let master = [
+            ("master_host", field("master_host")),
+            ("master_port", field("master_port")),
+        ];
+        for (name, key, help) in [
+            (
+                "redis_master_last_io_seconds_ago",
+                "master_last_io_seconds_ago",
+                "Seconds since the replica last heard from its master (-1 while the link is down).",
+            ),
+            (
+                "redis_master_sync_in_progress",
+                "master_sync_in_progress",
+                "1 while the replica loads a full sync from its master.",
+            ),
+        ] {
+            if let Ok(v) = field(key).parse::<f64>() {
+                o.family(name, "gauge", help);
+                o.sample(name, &master, v);
+            }
+        }
+    }
+    // slaveN:ip=...,port=...,state=online,offset=...,lag=...
+    let mut replicas: Vec<(&String, &String)> = info
+        .iter()
+        .filter(|(k, _)| {
+            k.strip_prefix("slave")
+                .is_some_and(|n| n.parse::<u32>().is_ok())
+        })
+        .collect();
+    if replicas.is_empty() {
+        return;
+    }
+    replicas.sort();
+    let part = |v: &'_ str, key: &str| -> String {
+        v.split(',')
+            .find_map(|p| p.strip_prefix(key)?.strip_prefix('='))
+            .unwrap_or_default()
+            .to_string()
+    };
+    for (name, key, help) in [
+        (
+            "redis_connected_slave_lag_seconds",
+            "lag",
+            "Seconds since each replica last acknowledged (INFO replication lag).",
+        ),
+        (
+            "redis_connected_slave_offset_bytes",
+            "offset",
+            "Replication offset each replica acknowledged.",
+        ),
+    ] {
+        o.family(name, "gauge", help);
+        for (_, v) in &replicas {
+            let Ok(n) = part(v, key).parse::<f64>() else {
+                continue;
+            };
+            let (ip, port, state) = (part(v, "ip"), part(v, "port"), part(v, "state"));
+            o.sample(
+                name,
+                &[
+                    ("slave_ip", &ip),
+                    ("slave_port", &port),
+                    ("slave_state", &state),
+                ],
+                n,
+            );
+        }
+    }
+}
+
+/// Calls, time, refused and failed calls by command (INFO commandstats), by redis_exporter's
+/// names: one series per command the server has run, a bounded set (its command table).
+fn command_series(o: &mut Out, info: &std::collections::HashMap<String, String>) {
+    let mut stats: Vec<(&str, &String)> = info
+        .iter()
+        .filter_map(|(k, v)| k.strip_prefix("cmdstat_").map(|cmd| (cmd, v)))
+        .collect();
+    if stats.is_empty() {
+        return;
+    }
+    stats.sort();
+    let value = |v: &str, field: &str| {
+        v.split(',')
+            .find_map(|p| p.strip_prefix(field)?.strip_prefix('='))
+            .and_then(|n| n.parse::<f64>().ok())
+    };
+    for (name, field, scale, help) in [
+        ("redis_commands_total", "calls", 1.0, "Calls by command."),
+        (
+            "redis_commands_duration_seconds_total",
+            "usec",
+            1e-6,
+            "Seconds spent executing each command.",
+        ),
+        (
+            "redis_commands_rejected_calls_total",
+            "rejected_calls",
+            1.0,
+            "Calls refused before they ran (bad arity, ACL, OOM...), by command.",
+        ),
+        (
+            "redis_commands_failed_calls_total",
+            "failed_calls",
+            1.0,
+            "Calls that ran and returned an error, by command.",
+        ),
+    ] {
+        let samples: Vec<(&str, f64)> = stats
+            .iter()
+            .filter_map(|(cmd, v)| value(v, field).map(|n| (*cmd, n * scale)))
+            .collect();
+        if samples.is_empty() {
+            continue;
+        }
+        o.family(name, "counter", help);
+        for (cmd, n) in samples {
+            o.sample(name, &[("cmd", cmd)], n);
+        }
+    }
 }
 
 /// CLUSTER INFO of a node in cluster mode, under redis_exporter's names: the state an alert on
@@ -372,6 +501,102 @@ fn collect_from(
             "gauge",
             "Connected replicas.",
         ),
+        (
+            "redis_cpu_sys_seconds_total",
+            "used_cpu_sys",
+            "counter",
+            "System CPU seconds of the server process.",
+        ),
+        (
+            "redis_cpu_user_seconds_total",
+            "used_cpu_user",
+            "counter",
+            "User CPU seconds of the server process.",
+        ),
+        (
+            "redis_net_input_bytes_total",
+            "total_net_input_bytes",
+            "counter",
+            "Bytes read from the network.",
+        ),
+        (
+            "redis_net_output_bytes_total",
+            "total_net_output_bytes",
+            "counter",
+            "Bytes written to the network.",
+        ),
+        (
+            "redis_rdb_changes_since_last_save",
+            "rdb_changes_since_last_save",
+            "gauge",
+            "Writes since the last RDB save (lost if the server dies now, without AOF).",
+        ),
+        (
+            "redis_rdb_last_save_timestamp_seconds",
+            "rdb_last_save_time",
+            "gauge",
+            "Unix time of the last successful RDB save.",
+        ),
+        (
+            "redis_rdb_bgsave_in_progress",
+            "rdb_bgsave_in_progress",
+            "gauge",
+            "1 while a BGSAVE runs.",
+        ),
+        (
+            "redis_aof_enabled",
+            "aof_enabled",
+            "gauge",
+            "1 when the AOF is on.",
+        ),
+        (
+            "redis_aof_rewrite_in_progress",
+            "aof_rewrite_in_progress",
+            "gauge",
+            "1 while an AOF rewrite runs.",
+        ),
+        (
+            "redis_loading_dump_file",
+            "loading",
+            "gauge",
+            "1 while the server loads its RDB or AOF (and answers LOADING).",
+        ),
+        (
+            "redis_latest_fork_usec",
+            "latest_fork_usec",
+            "gauge",
+            "Microseconds the last fork held the server.",
+        ),
+        (
+            "redis_master_repl_offset",
+            "master_repl_offset",
+            "gauge",
+            "Replication offset of this server.",
+        ),
+        (
+            "redis_replication_backlog_bytes",
+            "repl_backlog_size",
+            "gauge",
+            "Size of the replication backlog.",
+        ),
+        (
+            "redis_pubsub_channels",
+            "pubsub_channels",
+            "gauge",
+            "Channels with subscribers.",
+        ),
+        (
+            "redis_pubsub_patterns",
+            "pubsub_patterns",
+            "gauge",
+            "Patterns with subscribers.",
+        ),
+        (
+            "redis_lazyfree_pending_objects",
+            "lazyfree_pending_objects",
+            "gauge",
+            "Values waiting to be freed by the lazy-free thread.",
+        ),
     ] {
         if let Some(v) = num(field) {
             o.family(name, kind, help);
@@ -448,6 +673,8 @@ fn collect_from(
             o.sample(name, &[], f64::from(u8::from(v == "ok")));
         }
     }
+    replication_series(&mut o, &info);
+    command_series(&mut o, &info);
     if info.get("cluster_enabled").map(String::as_str) == Some("1") {
         cluster_info_series(&mut o, con);
     }

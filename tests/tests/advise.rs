@@ -554,6 +554,29 @@ fn a_replica_that_lost_its_master_and_writes_refused_for_want_of_replicas_are_fo
         "{e}"
     );
 
+    // The replication series an alert on lag needs, on both sides, by redis_exporter's names.
+    let (code, out, err) = optctl(&["--url", &master.url(), "metrics"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let lag = format!(
+        "redis_connected_slave_lag_seconds{{slave_ip=\"127.0.0.1\",slave_port=\"{}\",\
+         slave_state=\"online\"}}",
+        replica.port
+    );
+    assert!(
+        out.lines().any(|l| l.starts_with(&lag)),
+        "{lag} missing:\n{out}"
+    );
+    let (code, out, err) = optctl(&["--url", &replica.url(), "metrics"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let io = format!(
+        "redis_master_last_io_seconds_ago{{master_host=\"127.0.0.1\",master_port=\"{}\"}}",
+        master.port
+    );
+    assert!(
+        out.lines().any(|l| l.starts_with(&io)),
+        "{io} missing:\n{out}"
+    );
+
     let master_port = master.port;
     master.stop();
     replica.wait_for(

@@ -88,6 +88,14 @@ fn metrics_use_redis_exporter_names_and_bounded_module_series() {
             && m.contains_key("redis_commands_processed_total")
     );
     assert_eq!(m["redis_db_keys{db=\"db0\"}"], 1.0);
+    // Per command (INFO commandstats), CPU, network and persistence, by the same names.
+    assert!(m["redis_commands_total{cmd=\"get\"}"] >= 200.0);
+    assert!(m.contains_key("redis_commands_duration_seconds_total{cmd=\"get\"}"));
+    assert_eq!(m["redis_commands_failed_calls_total{cmd=\"lpush\"}"], 2.0);
+    assert_eq!(m["redis_loading_dump_file"], 0.0);
+    assert!(m["redis_rdb_changes_since_last_save"] >= 1.0);
+    assert!(m["redis_cpu_user_seconds_total"] > 0.0);
+    assert!(m["redis_net_input_bytes_total"] > 0.0);
     assert_eq!(m["opt_tag_index_pairs"], 2.0);
     assert_eq!(m["opt_tags_total"], 2.0, "user:1 and site");
     assert_eq!(m["opt_tag_migrated_keys_sent_total"], 0.0);
