@@ -4,8 +4,7 @@ use std::io::IsTerminal;
 
 use clap::{Args, ValueEnum};
 use opt_core::cluster::{
-    cluster_findings, merge_hot, open_slots, parse_replicas, uncovered_slots_finding,
-    unreachable_findings, ClusterNode, OpenSlot, ShardSnapshot, UnreachablePrimary,
+    cluster_findings, merge_hot, open_slots, parse_replicas, ClusterNode, OpenSlot, ShardSnapshot,
 };
 use opt_core::report::{AdviceReport, Finding, HotKeysReport};
 
@@ -259,19 +258,10 @@ pub fn cluster_advice(
         .collect();
     let merged = merge_hot(&hot, usize::MAX);
     let mut findings = cluster_findings(&shards, merged.as_ref(), &answers[0].0);
-    let down: Vec<UnreachablePrimary> = failed
-        .iter()
-        .map(|(addr, error)| UnreachablePrimary {
-            addr: addr.clone(),
-            slots: nodes
-                .iter()
-                .find(|n| &n.addr() == addr)
-                .map_or(0, ClusterNode::slot_count),
-            error: error.clone(),
-        })
-        .collect();
-    findings.splice(0..0, unreachable_findings(&down, &answers[0].0));
-    findings.splice(0..0, uncovered_slots_finding(nodes, &answers[0].0));
+    findings.splice(
+        0..0,
+        cluster::fan_out_findings(nodes, &failed, &answers[0].0),
+    );
     Ok(ClusterAdvice {
         findings,
         nodes: answers.into_iter().map(|(n, a)| (n, a.report)).collect(),

@@ -3,7 +3,10 @@
 //! merges the answers with the rules in `opt_core::cluster`. A node that does not answer is
 //! reported on stderr and in the JSON, never fatal, as long as one node answers.
 
-use opt_core::cluster::{parse_cluster_nodes, ClusterNode};
+use opt_core::cluster::{
+    parse_cluster_nodes, uncovered_slots_finding, unreachable_findings, ClusterNode,
+    UnreachablePrimary,
+};
 use redis::Connection;
 
 use crate::{conn, Cli, CtlError};
@@ -136,4 +139,28 @@ pub fn answered<T>(answers: Vec<NodeAnswer<T>>) -> Result<Answered<T>, CtlError>
         )));
     }
     Ok((ok, failed))
+}
+
+/// The findings the fan-out makes by itself, from the primaries of CLUSTER NODES and the ones
+/// that did not answer (`failed`, by address, with why): slots no primary serves, then each
+/// primary down. `seed` is the node the fixes name.
+pub fn fan_out_findings(
+    nodes: &[ClusterNode],
+    failed: &[(String, String)],
+    seed: &str,
+) -> Vec<opt_core::report::Finding> {
+    let down: Vec<UnreachablePrimary> = failed
+        .iter()
+        .map(|(addr, error)| UnreachablePrimary {
+            addr: addr.clone(),
+            slots: nodes
+                .iter()
+                .find(|n| &n.addr() == addr)
+                .map_or(0, ClusterNode::slot_count),
+            error: error.clone(),
+        })
+        .collect();
+    let mut findings: Vec<_> = uncovered_slots_finding(nodes, seed).into_iter().collect();
+    findings.extend(unreachable_findings(&down, seed));
+    findings
 }

@@ -12,7 +12,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 
 use clap::Args;
-use opt_core::cluster::{ClusterNode, UnreachablePrimary};
+use opt_core::cluster::ClusterNode;
 use opt_core::report::{AdviceReport, HotKeysReport, KeyspaceReport};
 
 use crate::{cluster, conn, Cli, CtlError};
@@ -334,19 +334,7 @@ fn cluster_info_series(o: &mut Out, con: &mut redis::Connection) {
 /// none, so that an alert can tell "no finding" from "not scraped".
 fn cluster_findings_series(nodes: &[ClusterNode], failed: &[(String, String)]) -> String {
     let seed = nodes.first().map(ClusterNode::addr).unwrap_or_default();
-    let down: Vec<UnreachablePrimary> = failed
-        .iter()
-        .map(|(addr, error)| UnreachablePrimary {
-            addr: addr.clone(),
-            slots: nodes
-                .iter()
-                .find(|n| &n.addr() == addr)
-                .map_or(0, ClusterNode::slot_count),
-            error: error.clone(),
-        })
-        .collect();
-    let mut findings = opt_core::cluster::unreachable_findings(&down, &seed);
-    findings.extend(opt_core::cluster::uncovered_slots_finding(nodes, &seed));
+    let findings = cluster::fan_out_findings(nodes, failed, &seed);
     let mut o = Out(String::new());
     o.family(
         "opt_cluster_finding",
