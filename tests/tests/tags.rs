@@ -992,12 +992,35 @@ fn a_replica_index_equals_its_master_after_full_and_partial_resync() {
     ok(&mut m, &["OPT.SET", "brief", "v", "PX", "50", "TAGS", "g3"]);
     std::thread::sleep(Duration::from_millis(200));
     let _ = cmd(&mut m, &["GET", "brief"]);
+    // Invalidations inside MULTI and a script reach the replica in their place.
+    ok(&mut m, &["MULTI"]);
+    ok(&mut m, &["OPT.INVALIDATE", "g6"]);
+    ok(&mut m, &["SET", "after:multi", "x"]);
+    ok(&mut m, &["EXEC"]);
+    let from_lua = ok(
+        &mut m,
+        &["EVAL", "return redis.call('OPT.INVALIDATE', 'g7')", "0"],
+    );
+    assert!(matches!(from_lua, Value::Int(n) if n > 0), "{from_lua:?}");
     wait_synced(&master, &replica);
     assert_eq!(
         info(&mut r).digest,
         info(&mut m).digest,
         "after the command stream"
     );
+    for c in [&mut m, &mut r] {
+        let tagged: i64 = redis::cmd("EXISTS")
+            .arg(&["k6", "k7", "k16", "k17"][..])
+            .query(c)
+            .unwrap();
+        assert_eq!(tagged, 0, "g6 and g7 invalidated");
+        assert!(exists(c, "after:multi"));
+    }
+    let sizes: Vec<i64> = [&mut m, &mut r]
+        .into_iter()
+        .map(|c| redis::cmd("DBSIZE").query(c).unwrap())
+        .collect();
+    assert_eq!(sizes[0], sizes[1]);
     // A partial resync: drop the link, write meanwhile, let the replica reconnect.
     let partial_before = info_int(&mut m, "stats", "sync_partial_ok");
     ok(&mut m, &["CLIENT", "KILL", "TYPE", "replica"]);
