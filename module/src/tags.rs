@@ -163,11 +163,12 @@ fn unheard_class() -> Option<c_int> {
     .find(|&class| followed & class != 0 && !event_audience::anyone_sees(class))
 }
 
-/// Runs `work`, a deletion whose `del` events the index ignores ([`OwnEvents`]), from inside
-/// the index's own keyspace-event callback. The server does not call a subscriber for the
-/// events it causes while its callback runs (`sub->active` in `moduleNotifyKeyspaceEvent`,
-/// Redis since 6.0 and Valkey), so it builds no module context per deleted key for the index:
-/// about 500 instructions a key on Redis 7.0, a fifth of OPT.INVALIDATE. That is the saving
+/// Runs `work`, a deletion whose `del` events the index ignores, from inside the index's own
+/// keyspace-event callback; called while [`OwnEvents`] marks events as own, which is what the
+/// callback checks first. The server does not call a subscriber for the events it causes
+/// while its callback runs (`sub->active` in `moduleNotifyKeyspaceEvent`, Redis since 6.0 and
+/// Valkey), so it builds no module context per deleted key for the index: about 500
+/// instructions a key on Redis 7.0, a fifth of OPT.INVALIDATE. That is the saving
 /// [`PausedEvents`] makes on Redis 8.2+, for Redis 7.0, which cannot drop a subscription. To
 /// get there, one event of a class that nobody else can see ([`unheard_class`]) is raised for
 /// `key`, and the callback runs the work it finds in [`UNHEARD_WORK`]. Other modules and
@@ -491,15 +492,15 @@ unsafe extern "C" fn on_keyspace_event(
     event: *const c_char,
     key: *mut raw::RedisModuleString,
 ) -> c_int {
-    // An invalidation's deletion, to run where its own events do not come back here.
-    if let Some(Some(work)) = UNHEARD_WORK.with(Option::take) {
-        // SAFETY: `run_unheard` set the pointer to its closure and is waiting in `notify`
-        // for this call; taking it out means it runs once.
-        guard::catch_and_log("tag invalidation", || unsafe { (*work)() });
-        return raw::REDISMODULE_OK as c_int;
-    }
     // Checked first: on Redis 7.0 every OPT.SET delivers its own `set` here.
     if OWN_EVENTS.load(Ordering::Relaxed) {
+        // An invalidation's deletion (always under OwnEvents), to run where its own events
+        // do not come back here.
+        if let Some(Some(work)) = UNHEARD_WORK.with(Option::take) {
+            // SAFETY: `run_unheard` set the pointer to its closure and is waiting in `notify`
+            // for this call; taking it out means it runs once.
+            guard::catch_and_log("tag invalidation", || unsafe { (*work)() });
+        }
         return raw::REDISMODULE_OK as c_int;
     }
     guard::catch_and_log("tag index event", || {
