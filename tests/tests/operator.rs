@@ -94,7 +94,9 @@ fn metrics_use_redis_exporter_names_and_bounded_module_series() {
     assert_eq!(m["redis_commands_failed_calls_total{cmd=\"lpush\"}"], 2.0);
     assert_eq!(m["redis_loading_dump_file"], 0.0);
     assert!(m["redis_rdb_changes_since_last_save"] >= 1.0);
-    assert!(m["redis_cpu_user_seconds_total"] > 0.0);
+    // A server that started a moment ago may have used no CPU second's hundredth yet.
+    assert!(m.contains_key("redis_cpu_user_seconds_total"));
+    assert!(m.contains_key("redis_cpu_sys_seconds_total"));
     assert!(m["redis_net_input_bytes_total"] > 0.0);
     assert_eq!(m["opt_tag_index_pairs"], 2.0);
     assert_eq!(m["opt_tags_total"], 2.0, "user:1 and site");
