@@ -326,6 +326,54 @@ fn cluster_info_series(o: &mut Out, con: &mut redis::Connection) {
             o.sample(name, &[], v);
         }
     }
+    open_slot_series(o, con);
+}
+
+/// At most this many open slots are listed by slot (a reshard moves one slot at a time; a
+/// script gone wrong could leave thousands open, and the series must stay bounded).
+const OPEN_SLOTS_LISTED: usize = 16;
+
+/// The slots this node is migrating or importing (its own CLUSTER NODES line): a reshard
+/// running, or stopped halfway, which leaves the slot's keys split between two nodes until
+/// someone runs `redis-cli --cluster fix`. A count, and the first slots with their direction
+/// and the other node.
+fn open_slot_series(o: &mut Out, con: &mut redis::Connection) {
+    let Ok(text) = redis::cmd("CLUSTER").arg("NODES").query::<String>(con) else {
+        return;
+    };
+    let open = opt_core::cluster::open_slots(&text);
+    let nodes = opt_core::cluster::parse_cluster_nodes(&text, "127.0.0.1");
+    o.family(
+        "opt_cluster_open_slots",
+        "gauge",
+        "Slots this node is migrating or importing (a reshard running or stopped halfway).",
+    );
+    o.sample("opt_cluster_open_slots", &[], open.len() as f64);
+    o.family(
+        "opt_cluster_slot_open",
+        "gauge",
+        "1 for each slot this node is migrating or importing (the first 16), with the other node.",
+    );
+    for slot in open.iter().take(OPEN_SLOTS_LISTED) {
+        let peer = nodes
+            .iter()
+            .find(|n| n.id == slot.peer)
+            .map_or_else(|| slot.peer.clone(), ClusterNode::addr);
+        let state = if slot.importing {
+            "importing"
+        } else {
+            "migrating"
+        };
+        o.sample(
+            "opt_cluster_slot_open",
+            &[
+                ("slot", &slot.slot.to_string()),
+                ("state", state),
+                ("peer", &peer),
+            ],
+            1.0,
+        );
+    }
 }
 
 /// The cluster's own findings that the fan-out sees without asking more: primaries that did

@@ -557,9 +557,11 @@ fn a_replica_that_lost_its_master_and_writes_refused_for_want_of_replicas_are_fo
     // The replication series an alert on lag needs, on both sides, by redis_exporter's names.
     let (code, out, err) = optctl(&["--url", &master.url(), "metrics"], &[]);
     assert_eq!(code, 0, "{err}");
+    // (Its state may still be `wait_bgsave` on the master's side: the replica's link is up
+    // before the master has seen the sync through.)
     let lag = format!(
         "redis_connected_slave_lag_seconds{{slave_ip=\"127.0.0.1\",slave_port=\"{}\",\
-         slave_state=\"online\"}}",
+         slave_state=\"",
         replica.port
     );
     assert!(

@@ -1541,11 +1541,32 @@ fn optctl_merges_memory_by_pattern_and_finds_cluster_problems() {
         "{}",
         open[0]
     );
+    // Prometheus: each side's open slot, with its direction and the other node.
+    let (code, out, err) = optctl(&["--url", &url, "metrics", "--keyspace-samples", "0"], &[]);
+    assert_eq!(code, 0, "{err}");
+    for (node, state, peer) in [
+        (&from_addr, "migrating", &to_addr),
+        (&to_addr, "importing", &from_addr),
+    ] {
+        let line = format!(
+            "opt_cluster_slot_open{{node=\"{node}\",slot=\"{open_slot}\",state=\"{state}\",\
+             peer=\"{peer}\"}} 1"
+        );
+        assert!(out.lines().any(|l| l == line), "{line} missing:\n{out}");
+    }
     for node in [from, to] {
         let slot = open_slot.to_string();
         ok(&mut node.conn(), &["CLUSTER", "SETSLOT", &slot, "STABLE"]);
     }
     assert!(cluster_findings_of(&advise_cluster(&url), "slot-open").is_empty());
+    let (code, out, err) = optctl(&["--url", &url, "metrics", "--keyspace-samples", "0"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let counts: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("opt_cluster_open_slots{"))
+        .collect();
+    assert_eq!(counts.len(), 3, "{out}");
+    assert!(counts.iter().all(|l| l.ends_with(" 0")), "{counts:?}");
 
     // A primary that does not answer is a critical finding (every other figure leaves it
     // out), and --fail-on critical fails on it. Its replica stops first, so that no failover
