@@ -8,10 +8,8 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 source "$root/scripts/lib.sh"
-module=${OPT_MODULE:-$module}
-optctl=${OPTCTL:-$optctl}
 keys=${1:-1000000}
-[ -n "${OPT_MODULE:-}" ] || cargo build --quiet --release -p redis-opt-module -p redis-opt-ctl
+use_module_and_ctl_builds
 start_module_server scrape
 redis-benchmark -p "$port" -n "$keys" -r 100000000 -P 32 \
   OPT.SET k:__rand_int__ v TAGS t:__rand_int__ >/dev/null

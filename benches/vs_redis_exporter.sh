@@ -20,11 +20,9 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 source "$root/scripts/lib.sh"
-module=${OPT_MODULE:-$module}
-optctl=${OPTCTL:-$optctl}
 keys=${1:-1000000}
 scrapes=${2:-3}
-[ -n "${OPT_MODULE:-}" ] || cargo build --quiet --release -p redis-opt-module -p redis-opt-ctl
+use_module_and_ctl_builds
 exporter=/usr/bin/prometheus-redis-exporter
 [ -x "$exporter" ] || apt-get install -y --no-install-recommends prometheus-redis-exporter >/dev/null
 command -v curl >/dev/null || apt-get install -y --no-install-recommends curl >/dev/null

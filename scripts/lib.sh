@@ -57,6 +57,14 @@ use_module_build() {
   [ -n "${OPT_MODULE:-}" ] || cargo build --quiet --release -p redis-opt-module
 }
 
+# use_module_and_ctl_builds: as use_module_build, and sets $optctl to OPTCTL when it is set,
+# else this checkout's release optctl (built with the module).
+use_module_and_ctl_builds() {
+  module=${OPT_MODULE:-$module}
+  optctl=${OPTCTL:-$optctl}
+  [ -n "${OPT_MODULE:-}" ] || cargo build --quiet --release -p redis-opt-module -p redis-opt-ctl
+}
+
 # start_module_server NAME: starts a throwaway server ($REDIS_SERVER, by default redis-server)
 # with $module on a free loopback port, in a fresh /tmp/opt-NAME.* directory, and waits for its
 # PING. Sets $port and $work, and stops the server and removes the directory when the script
