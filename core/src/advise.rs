@@ -59,6 +59,15 @@ pub fn parse_info(text: &str) -> HashMap<String, String> {
         .collect()
 }
 
+/// The value of `name` in an INFO value made of `name=value` pairs separated by commas
+/// (`db0:keys=1,expires=0`, `cmdstat_get:calls=2,usec=3`, `slave0:ip=...,port=...`).
+pub fn info_subfield<'a>(value: &'a str, name: &str) -> Option<&'a str> {
+    value
+        .split(',')
+        .find_map(|pair| pair.split_once('=').filter(|(k, _)| *k == name))
+        .map(|(_, v)| v)
+}
+
 /// The `VmSwap` line of a `/proc/<pid>/status` text, in bytes.
 pub fn vm_swap_bytes(status: &str) -> Option<u64> {
     status
@@ -76,11 +85,7 @@ pub fn error_counts(info: &HashMap<String, String>) -> Vec<(&str, u64)> {
         .iter()
         .filter_map(|(k, v)| {
             let code = k.strip_prefix("errorstat_")?;
-            let n = v
-                .split(',')
-                .find_map(|p| p.strip_prefix("count="))?
-                .parse()
-                .ok()?;
+            let n = info_subfield(v, "count")?.parse().ok()?;
             Some((code, n))
         })
         .collect();
@@ -772,11 +777,7 @@ fn dangerous_commands_used(s: &Snapshot, _: &Thresholds) -> Outcome {
     let used: Vec<String> = ["keys", "flushall", "flushdb"]
         .iter()
         .filter_map(|c| {
-            let calls = s
-                .info
-                .get(&format!("cmdstat_{c}"))?
-                .split(',')
-                .find_map(|p| p.strip_prefix("calls="))?
+            let calls = info_subfield(s.info.get(&format!("cmdstat_{c}"))?, "calls")?
                 .parse::<u64>()
                 .ok()?;
             (calls > 0).then(|| format!("{} ({calls} calls)", c.to_uppercase()))
@@ -1780,6 +1781,16 @@ pub fn advise(snap: &Snapshot, t: &Thresholds, q: &AdviseQuery, ignore: &[&str])
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn info_subfields_are_found_by_their_whole_name() {
+        let v = "calls=12,usec=30,usec_per_call=2.50,rejected_calls=1";
+        assert_eq!(info_subfield(v, "calls"), Some("12"));
+        assert_eq!(info_subfield(v, "usec"), Some("30"), "not usec_per_call");
+        assert_eq!(info_subfield(v, "rejected_calls"), Some("1"));
+        assert_eq!(info_subfield(v, "failed_calls"), None);
+        assert_eq!(info_subfield("", "calls"), None);
+    }
     use crate::report::{
         EncodingCandidate, ExpirySpike, HotEntry, KeyEntry, PatternStats, SizePercentiles,
     };

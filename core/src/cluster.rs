@@ -535,6 +535,8 @@ pub struct ReplicaState {
     pub addr: String,
     /// `online`, `wait_bgsave`, `send_bulk`...
     pub state: String,
+    /// The replication offset it acknowledged.
+    pub offset: u64,
     /// Bytes of replication stream it has not acknowledged.
     pub bytes_behind: u64,
     /// Seconds since its last acknowledgement.
@@ -543,13 +545,7 @@ pub struct ReplicaState {
 
 /// Parses the `slaveN:` lines of INFO replication against its `master_repl_offset`.
 pub fn parse_replicas(info: &str) -> Vec<ReplicaState> {
-    let field = |l: &str, k: &str| {
-        l.split(',').find_map(|kv| {
-            kv.split_once('=')
-                .filter(|(a, _)| *a == k)
-                .map(|(_, v)| v.to_string())
-        })
-    };
+    let field = crate::advise::info_subfield;
     let master_offset: u64 = info
         .lines()
         .find_map(|l| l.strip_prefix("master_repl_offset:"))
@@ -562,7 +558,8 @@ pub fn parse_replicas(info: &str) -> Vec<ReplicaState> {
             let offset: u64 = field(body, "offset")?.parse().ok()?;
             Some(ReplicaState {
                 addr: format!("{}:{}", field(body, "ip")?, field(body, "port")?),
-                state: field(body, "state").unwrap_or_default(),
+                state: field(body, "state").unwrap_or_default().to_string(),
+                offset,
                 bytes_behind: master_offset.saturating_sub(offset),
                 lag_seconds: field(body, "lag").and_then(|v| v.parse().ok()).unwrap_or(0),
             })
@@ -1043,6 +1040,7 @@ mod tests {
                 .map(|i| ReplicaState {
                     addr: format!("10.0.1.{i}:7000"),
                     state: "online".into(),
+                    offset: 0,
                     bytes_behind: 0,
                     lag_seconds: 0,
                 })
@@ -1518,11 +1516,13 @@ master_repl_offset:3000000\r\n";
         assert_eq!(r.len(), 2);
         assert_eq!(r[0].addr, "10.0.0.2:7001");
         assert_eq!(r[0].bytes_behind, 2_999_000);
+        assert_eq!((r[0].offset, r[1].offset), (1000, 10));
         let mut s = shard("a:1", 0, 0, 0.0);
         s.replicas = r;
         s.replicas.push(ReplicaState {
             addr: "10.0.0.4:7003".into(),
             state: "wait_bgsave".into(),
+            offset: 0,
             bytes_behind: 0,
             lag_seconds: 0,
         });

@@ -189,7 +189,11 @@ impl<V> ExpiringMap<V> {
                 break;
             }
             let (db, pos) = link;
-            let Some((_, e)) = self.dbs[db as usize].1.take_at(pos as usize) else {
+            let taken = self
+                .dbs
+                .get_mut(db as usize)
+                .and_then(|(_, d)| d.take_at(pos as usize));
+            let Some((_, e)) = taken else {
                 // A link to no entry would be a bug; start the order afresh rather than loop.
                 self.oldest = None;
                 self.newest = None;

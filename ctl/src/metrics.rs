@@ -12,7 +12,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 
 use clap::Args;
-use opt_core::cluster::ClusterNode;
+use opt_core::advise::info_subfield;
+use opt_core::cluster::{ClusterNode, ReplicaState};
 use opt_core::report::{AdviceReport, HotKeysReport, KeyspaceReport};
 
 use crate::{cluster, conn, Cli, CtlError};
@@ -144,7 +145,11 @@ fn label_by_node(per_node: &[(String, String)]) -> String {
 /// The link of a replica to its master (how long since it heard from it, whether a full sync
 /// runs) and, on a primary, each replica's lag and offset, by redis_exporter's names and
 /// labels. At most one series per replica.
-fn replication_series(o: &mut Out, info: &std::collections::HashMap<String, String>) {
+fn replication_series(
+    o: &mut Out,
+    info: &std::collections::HashMap<String, String>,
+    info_text: &str,
+) {
     let field = |k: &str| info.get(k).map_or("", String::as_str);
     if field("role") == "slave" {
         let master = [
@@ -169,50 +174,33 @@ fn replication_series(o: &mut Out, info: &std::collections::HashMap<String, Stri
             }
         }
     }
-    // slaveN:ip=...,port=...,state=online,offset=...,lag=...
-    let mut replicas: Vec<(&String, &String)> = info
-        .iter()
-        .filter(|(k, _)| {
-            k.strip_prefix("slave")
-                .is_some_and(|n| n.parse::<u32>().is_ok())
-        })
-        .collect();
+    let replicas = opt_core::cluster::parse_replicas(info_text);
     if replicas.is_empty() {
         return;
     }
-    replicas.sort();
-    let part = |v: &'_ str, key: &str| -> String {
-        v.split(',')
-            .find_map(|p| p.strip_prefix(key)?.strip_prefix('='))
-            .unwrap_or_default()
-            .to_string()
-    };
-    for (name, key, help) in [
+    for (name, help, value) in [
         (
             "redis_connected_slave_lag_seconds",
-            "lag",
             "Seconds since each replica last acknowledged (INFO replication lag).",
+            (|r| r.lag_seconds) as fn(&ReplicaState) -> u64,
         ),
         (
             "redis_connected_slave_offset_bytes",
-            "offset",
             "Replication offset each replica acknowledged.",
+            |r| r.offset,
         ),
     ] {
         o.family(name, "gauge", help);
-        for (_, v) in &replicas {
-            let Ok(n) = part(v, key).parse::<f64>() else {
-                continue;
-            };
-            let (ip, port, state) = (part(v, "ip"), part(v, "port"), part(v, "state"));
+        for r in &replicas {
+            let (ip, port) = r.addr.rsplit_once(':').unwrap_or((&r.addr, ""));
             o.sample(
                 name,
                 &[
-                    ("slave_ip", &ip),
-                    ("slave_port", &port),
-                    ("slave_state", &state),
+                    ("slave_ip", ip),
+                    ("slave_port", port),
+                    ("slave_state", &r.state),
                 ],
-                n,
+                value(r) as f64,
             );
         }
     }
@@ -229,11 +217,7 @@ fn command_series(o: &mut Out, info: &std::collections::HashMap<String, String>)
         return;
     }
     stats.sort();
-    let value = |v: &str, field: &str| {
-        v.split(',')
-            .find_map(|p| p.strip_prefix(field)?.strip_prefix('='))
-            .and_then(|n| n.parse::<f64>().ok())
-    };
+    let value = |v: &str, field: &str| info_subfield(v, field).and_then(|n| n.parse::<f64>().ok());
     for (name, field, scale, help) in [
         ("redis_commands_total", "calls", 1.0, "Calls by command."),
         (
@@ -646,9 +630,7 @@ fn collect_from(
     if !dbs.is_empty() {
         o.family("redis_db_keys", "gauge", "Keys per database.");
         for (db, v) in &dbs {
-            let keys = v
-                .split(',')
-                .find_map(|p| p.strip_prefix("keys="))
+            let keys = info_subfield(v, "keys")
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(0.0);
             o.sample("redis_db_keys", &[("db", db)], keys);
@@ -659,9 +641,7 @@ fn collect_from(
             "Keys with a TTL per database.",
         );
         for (db, v) in &dbs {
-            let keys = v
-                .split(',')
-                .find_map(|p| p.strip_prefix("expires="))
+            let keys = info_subfield(v, "expires")
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(0.0);
             o.sample("redis_db_keys_expiring", &[("db", db)], keys);
@@ -709,7 +689,7 @@ fn collect_from(
             o.sample(name, &[], f64::from(u8::from(v == "ok")));
         }
     }
-    replication_series(&mut o, &info);
+    replication_series(&mut o, &info, &info_text);
     command_series(&mut o, &info);
     if info.get("cluster_enabled").map(String::as_str) == Some("1") {
         cluster_info_series(&mut o, con);
