@@ -248,14 +248,15 @@ pub fn in_cluster(ctx: *mut raw::RedisModuleCtx) -> bool {
 
 /// Whether the server honours `aux_save2` (Redis 7.2 and later; Valkey reports 7.2.4).
 pub fn supports_aux_save2() -> bool {
-    version().is_some_and(|v| {
-        v >= ServerVersion {
-            major: 7,
-            minor: 2,
-            patch: 0,
-        }
-    })
+    version().is_some_and(|v| v >= REDIS_7_2)
 }
+
+/// Redis 7.2, where several of the facts here change (Valkey reports it too).
+const REDIS_7_2: ServerVersion = ServerVersion {
+    major: 7,
+    minor: 2,
+    patch: 0,
+};
 
 /// Whether a key past its expiry still expires when it is read or deleted from inside a
 /// module's keyspace-event callback: on Redis 7.0. Redis 7.2 and later, and Valkey, switch lazy
@@ -264,13 +265,7 @@ pub fn supports_aux_save2() -> bool {
 /// (seen on Redis 8.0.2 and Valkey 8.0.1, 8.1.1 and 9.1.2; test
 /// `an_invalidation_counts_and_reports_keys_past_their_expiry_as_del_does`).
 pub fn expires_lazily_in_event_callbacks() -> bool {
-    version().is_some_and(|v| {
-        v < ServerVersion {
-            major: 7,
-            minor: 2,
-            patch: 0,
-        }
-    })
+    version().is_some_and(|v| v < REDIS_7_2)
 }
 
 /// Whether a string key's MEMORY USAGE follows the layout `opt_core::memsize` computes: Redis
