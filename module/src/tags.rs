@@ -2107,6 +2107,8 @@ pub fn invalidate(call: &Call) -> Result<Reply, ReplyError> {
             remember_invalidation(call.ctx, db, &tags, InvalidationKind::Delete { lazy });
             Ok(Reply::Int(deleted))
         }
+        // A panic inside the deletion (logged): what it deleted before is not known.
+        Some((_, coded)) if coded == ERR_LOST_DELETION => Err(ReplyError(coded)),
         Some((0, coded)) => Err(ReplyError(format!(
             "{coded} (OPT.INVALIDATE deleted nothing: every key must be allowed)"
         ))),
