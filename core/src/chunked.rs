@@ -61,13 +61,15 @@ impl<T> Chunked<T> {
         self.len += 1;
     }
 
-    /// Takes out the last element; a chunk it leaves empty is freed, but for the first.
+    /// Takes out the last element. A chunk it leaves empty stays as a spare until a pop
+    /// reaches into the chunk before it, so that pushes and pops alternating at a chunk's edge
+    /// (a free list, a tag's keys) do not allocate and free a whole chunk each time; the first
+    /// chunk is never freed.
     pub fn pop(&mut self) -> Option<T> {
-        let last = self.chunks.last_mut()?;
-        let value = last.pop()?;
-        if last.is_empty() && self.chunks.len() > 1 {
+        if self.chunks.len() > 1 && self.chunks.last().is_some_and(Vec::is_empty) {
             self.chunks.pop();
         }
+        let value = self.chunks.last_mut()?.pop()?;
         self.len -= 1;
         Some(value)
     }
@@ -172,17 +174,40 @@ mod tests {
     }
 
     #[test]
-    fn pop_frees_emptied_chunks_but_the_first() {
+    fn pop_keeps_one_emptied_chunk_as_a_spare_and_never_frees_the_first() {
         let mut c = Chunked::new();
         for i in 0..CHUNK * 2 + 1 {
             c.push(i as u32);
         }
         assert_eq!(c.chunks.len(), 3);
         assert_eq!(c.pop(), Some((CHUNK * 2) as u32));
-        assert_eq!(c.chunks.len(), 2, "the emptied third chunk is freed");
-        for i in (0..CHUNK * 2).rev() {
+        assert_eq!(
+            c.chunks.len(),
+            3,
+            "the emptied third chunk stays as a spare"
+        );
+        // Pushes and pops at the edge reuse the spare: no chunk is allocated or freed.
+        let spare = c.chunks[2].as_ptr();
+        for i in 0..10 {
+            c.push(i);
+            assert_eq!(c.chunks[2].as_ptr(), spare);
+            assert_eq!(c.pop(), Some(i));
+            assert_eq!(c.chunks.len(), 3);
+        }
+        assert_eq!(c.pop(), Some((CHUNK * 2 - 1) as u32));
+        assert_eq!(
+            c.chunks.len(),
+            2,
+            "a pop into the second chunk frees the spare"
+        );
+        for i in (0..CHUNK * 2 - 1).rev() {
             assert_eq!(c.pop(), Some(i as u32));
             assert_eq!(c.len(), i);
+            assert!(c.chunks.len() <= 2);
+            assert_eq!(c.get(i), None);
+            if i > 0 {
+                assert_eq!(c[i - 1], (i - 1) as u32);
+            }
         }
         assert_eq!(c.chunks.len(), 1);
         assert_eq!(c.pop(), None);

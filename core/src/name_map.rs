@@ -19,7 +19,8 @@ use crate::tags::name_hash;
 #[derive(Debug, Clone)]
 pub(crate) struct NameMap<V> {
     slots: Chunked<Option<(Box<[u8]>, V)>>,
-    free: Vec<u32>,
+    /// Slots freed for reuse, in chunks: a vector would copy millions of ids in one removal.
+    free: Chunked<u32>,
     by_name: IdTable,
 }
 
@@ -27,7 +28,7 @@ impl<V> Default for NameMap<V> {
     fn default() -> Self {
         NameMap {
             slots: Chunked::new(),
-            free: Vec::new(),
+            free: Chunked::new(),
             by_name: IdTable::default(),
         }
     }
