@@ -689,7 +689,10 @@ fn hottest<'a>(
 
 /// How a finding names the hot-key window its figures come from.
 fn window_words(r: &HotKeysReport) -> String {
-    if r.window == "recent" {
+    if r.window == "recent" && r.seconds < 10.0 {
+        // A window that just started (after a RESET, or on a young server): "0 s" says nothing.
+        format!("over the last {:.1} s", r.seconds)
+    } else if r.window == "recent" {
         format!("over the last {:.0} s", r.seconds)
     } else {
         "since the start or the last OPT.HOTKEYS RESET".to_string()
@@ -2335,6 +2338,13 @@ mod tests {
             e.contains("user:404") && e.contains("over the last 60 s"),
             "{e}"
         );
+        // A window that just started says how long it is, not "0 s".
+        let mut young = recent(hot(&[("user:404", 0.3, 30_000)], 100_000));
+        young.seconds = 0.4;
+        s.hot_misses_recent = Some(young);
+        let e = evidence(&s, "hot-missing-key").expect("found in the young window");
+        assert!(e.contains("over the last 0.4 s"), "{e}");
+        s.hot_misses_recent = Some(recent(hot(&[("user:404", 0.3, 30_000)], 100_000)));
         // The same for a hot key; and one hot all along but quiet now is still found, named
         // with its window.
         s.hotkeys_recent = Some(recent(hot(&[("sku:1", 0.5, 50_000)], 100_000)));
