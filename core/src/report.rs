@@ -104,6 +104,19 @@ impl HotKeysReport {
             (self.estimated_accesses as f64 / self.sampled_accesses as f64).max(1.0)
         }
     }
+
+    /// The half-width of a 95% interval around an entry's `count` that comes from sampling
+    /// alone (0 when every access was counted): a count of c made of accesses each counted
+    /// with probability 1/r varies by about sqrt(c (r - 1)). It assumes steady traffic; a
+    /// burst that fell between the sampler's slices is off by more (README, "Hot keys").
+    /// `HotEntry::error` is the summary's own bound, on top of this.
+    pub fn sampling_margin(&self, count: u64) -> f64 {
+        let r = self.counted_one_in();
+        if r <= 1.0 {
+            return 0.0;
+        }
+        1.96 * (count as f64 * (r - 1.0)).sqrt()
+    }
 }
 
 /// One hot key or key pattern.

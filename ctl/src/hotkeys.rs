@@ -207,6 +207,14 @@ pub fn render_report(r: &HotKeysReport, recent: &HotKeysReport, url: &str) -> St
         out.push_str("(no traffic counted yet)\n");
         return out;
     }
+    // Sampled counts are estimates: the error column adds their sampling margin to the
+    // summary's bound, so that a sampled count never shows "± 0".
+    let sampled = r.counted_one_in() > 1.0;
+    if sampled {
+        out.push_str(
+            "± error: the summary's bound plus the sampling margin (95%, for steady traffic)\n\n",
+        );
+    }
     let mut header = vec![
         ("rank", Align::Right),
         (what, Align::Left),
@@ -243,7 +251,7 @@ pub fn render_report(r: &HotKeysReport, recent: &HotKeysReport, url: &str) -> St
                 name,
                 human(now),
                 human(e.count as f64),
-                human(e.error as f64),
+                human(e.error as f64 + r.sampling_margin(e.count)),
                 format!("{} {:5.1}%", bar(e.share, 20), e.share * 100.0),
                 human(e.reads as f64),
                 human(e.writes as f64),
@@ -263,6 +271,7 @@ pub fn render_report(r: &HotKeysReport, recent: &HotKeysReport, url: &str) -> St
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opt_core::report::HotEntry;
 
     #[test]
     fn a_window_reads_in_tenths_of_a_second_when_short_and_in_units_when_long() {
@@ -271,5 +280,65 @@ mod tests {
         assert_eq!(window_length(60.0), "1m 0s");
         assert_eq!(window_length(2_001_600.0), "23d 4h");
         assert_eq!(window_length(-1.0), "0.0s");
+    }
+
+    fn entry(name: &str, count: u64, error: u64) -> HotEntry {
+        HotEntry {
+            rank: 1,
+            name: name.into(),
+            truncated: false,
+            count,
+            error,
+            share: 0.5,
+            ops_per_sec: 0.0,
+            reads: count,
+            writes: 0,
+            misses: 0,
+            node: None,
+            slot: None,
+        }
+    }
+
+    fn report(sampled: u64, estimated: u64, entries: Vec<HotEntry>) -> HotKeysReport {
+        HotKeysReport {
+            window: "total".into(),
+            kind: "all".into(),
+            view: "namespaces".into(),
+            seconds: 10.0,
+            sample_ratio: 1,
+            sampled_accesses: sampled,
+            estimated_accesses: estimated,
+            detection_floor: 0,
+            capacity: 256,
+            tracked: entries.len() as u64,
+            entries,
+        }
+    }
+
+    /// The row of `name` in a rendered table, split into its cells.
+    fn row_of(table: &str, name: &str) -> Vec<String> {
+        table
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(name))
+            .map(|l| l.split_whitespace().map(String::from).collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_sampled_count_shows_its_sampling_margin_and_a_counted_one_only_its_bound() {
+        // One access in 16 counted: 62,300 estimated from about 3,900 counted.
+        let r = report(8_554, 136_864, vec![entry("cache:product:*", 62_300, 0)]);
+        let margin = r.sampling_margin(62_300);
+        assert!((1_850.0..1_950.0).contains(&margin), "{margin}");
+        let table = render_report(&r, &r, "redis://x");
+        assert!(table.contains("sampling margin"), "{table}");
+        let shown: f64 = row_of(&table, "cache:product:*")[4].parse().unwrap_or(0.0);
+        assert!((1_850.0..1_950.0).contains(&shown), "{table}");
+        // Every access counted: the bound alone, and no note.
+        let r = report(136_864, 136_864, vec![entry("user:1", 20_000, 2)]);
+        assert_eq!(r.sampling_margin(20_000), 0.0);
+        let table = render_report(&r, &r, "redis://x");
+        assert!(!table.contains("sampling margin"), "{table}");
+        assert_eq!(row_of(&table, "user:1")[4], "2", "{table}");
     }
 }
