@@ -1,5 +1,5 @@
-//! OPT.KEYSPACE against `redis-cli --memkeys` (and `--keystats` where redis-cli has it), on
-//! the same server in the same run, plus the latency other clients see while FULL runs and
+//! OPT.KEYSPACE against `redis-cli --memkeys` and `--bigkeys` (and `--keystats` where
+//! redis-cli has it), on the same server in the same run, plus the latency other clients see while FULL runs and
 //! how close SAMPLES 10000 comes to FULL.
 //!
 //! Data: 1,000,000 keys of mixed types and patterns (strings of several sizes, small hashes,
@@ -174,6 +174,9 @@ fn main() {
     let keystats = with_cli
         .then(|| redis_cli(server.port, "--keystats"))
         .flatten();
+    let bigkeys = with_cli
+        .then(|| redis_cli(server.port, "--bigkeys"))
+        .flatten();
 
     // The same probes with nothing else running, to tell this VM's own latency from what the
     // analysis adds; then FULL while another client measures PING and GET latency.
@@ -225,6 +228,14 @@ fn main() {
             d.as_secs_f64() / full_wall.as_secs_f64()
         ),
         None => println!("redis-cli --memkeys: failed"),
+    }
+    match bigkeys {
+        Some(d) => println!(
+            "redis-cli --bigkeys: {:.2} s -> {:.1}x (it reads lengths, not bytes)",
+            d.as_secs_f64(),
+            d.as_secs_f64() / full_wall.as_secs_f64()
+        ),
+        None => println!("redis-cli --bigkeys: failed"),
     }
     match keystats {
         Some(d) => println!(
