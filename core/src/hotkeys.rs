@@ -659,9 +659,7 @@ mod tests {
         let long = format!("blob:{}", "x".repeat(300));
         let mut x: u64 = 99;
         for i in 0..5_000u64 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            crate::test_rng::xorshift(&mut x);
             // One long name with a fifth of the traffic, 40 short ones for the rest: more
             // names than the 16 candidates, so entries are evicted and re-admitted.
             let key = match x % 50 {

@@ -563,9 +563,7 @@ mod tests {
             .collect();
         let mut x: u64 = 0x2545_f491_4f6c_dd1d;
         for step in 0..40_000u32 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            crate::test_rng::xorshift(&mut x);
             let k = x % 3_000;
             let h = hashes[k as usize];
             let found = table.find(h, |id| model.get(&k) == Some(&id));
@@ -632,9 +630,7 @@ mod tests {
             }
             // Every write while growing removes an entry, often one not moved yet.
             if t.is_growing() {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
+                crate::test_rng::xorshift(&mut x);
                 let victim = (x % live.len() as u64) as usize;
                 let (h, id) = live.swap_remove(victim);
                 let in_old = matches!(t.locate(h, &mut |i| i == id), Some(Place::Old(_)));

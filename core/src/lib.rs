@@ -28,4 +28,6 @@ pub mod report;
 pub mod sketch;
 pub mod tag_transfer;
 pub mod tags;
+#[cfg(test)]
+mod test_rng;
 pub mod version;

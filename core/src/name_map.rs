@@ -165,9 +165,7 @@ mod tests {
         let mut model: HashMap<Vec<u8>, u64> = HashMap::new();
         let mut x: u64 = 0x2545_f491_4f6c_dd1d;
         for step in 0..30_000u64 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            crate::test_rng::xorshift(&mut x);
             let name = format!("key:{}", x % 5_000).into_bytes();
             match x % 8 {
                 0 | 1 => assert_eq!(map.remove(&name), model.remove(&name), "step {step}"),

@@ -602,9 +602,7 @@ mod tests {
         let mut truth: HashMap<u64, u64> = HashMap::new();
         let mut s = SpaceSaving::new(64);
         for _ in 0..50_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            crate::test_rng::xorshift(&mut x);
             let u = (x >> 11) as f64 / (1u64 << 53) as f64;
             let k = (1000.0 * u.powi(3)) as u64;
             let name = format!("k{k}");

@@ -1295,9 +1295,7 @@ mod tests {
         let mut ix = TagIndex::default();
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         for k in 0..3_000u32 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            crate::test_rng::xorshift(&mut x);
             let tag = format!("t{}", (x % 97) * (x % 5));
             let key = format!("k{k}");
             ix.set_tags(0, key.as_bytes(), &[tag.as_bytes()]);
@@ -1552,9 +1550,7 @@ mod tests {
         let mut x: u64 = 0x2545_f491_4f6c_dd1d;
         let mut live: Vec<usize> = (0..n).collect();
         while live.len() >= CHUNK - 10 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            crate::test_rng::xorshift(&mut x);
             let k = live.swap_remove((x % live.len() as u64) as usize);
             assert_eq!(ix.remove_key(0, format!("k{k}").as_bytes()), 2);
             if live.len() % 1500 == 0 {
