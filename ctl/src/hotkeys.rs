@@ -153,7 +153,7 @@ pub fn run(cli: &Cli, args: &HotKeysArgs) -> Result<(), CtlError> {
             } else {
                 where_.clone()
             };
-            print!("{}", render_report(&ranked, &recent, &where_now));
+            print!("{}", render_report(&ranked, Some(&recent), &where_now));
         }
         shown += 1;
         let Some(secs) = args.watch else { break };
@@ -178,8 +178,10 @@ fn window_length(seconds: f64) -> String {
     }
 }
 
-/// The table: rank, key, ops/s now, total, error, share with a bar, read/write/miss.
-pub fn render_report(r: &HotKeysReport, recent: &HotKeysReport, url: &str) -> String {
+/// The table: rank, key, ops/s now (from `recent`, the last window; without it, each entry's
+/// average over `r`'s window, and the column says so), total, error, share with a bar,
+/// read/write/miss.
+pub fn render_report(r: &HotKeysReport, recent: Option<&HotKeysReport>, url: &str) -> String {
     let what = if r.view == "namespaces" {
         "pattern"
     } else {
@@ -218,7 +220,14 @@ pub fn render_report(r: &HotKeysReport, recent: &HotKeysReport, url: &str) -> St
     let mut header = vec![
         ("rank", Align::Right),
         (what, Align::Left),
-        ("ops/s now", Align::Right),
+        (
+            if recent.is_some() {
+                "ops/s now"
+            } else {
+                "ops/s avg"
+            },
+            Align::Right,
+        ),
         ("total", Align::Right),
         ("± error", Align::Right),
         ("share", Align::Left),
@@ -236,11 +245,14 @@ pub fn render_report(r: &HotKeysReport, recent: &HotKeysReport, url: &str) -> St
         .entries
         .iter()
         .map(|e| {
-            let now = recent
-                .entries
-                .iter()
-                .find(|x| x.name == e.name)
-                .map_or(0.0, |x| x.ops_per_sec);
+            let now = match recent {
+                Some(recent) => recent
+                    .entries
+                    .iter()
+                    .find(|x| x.name == e.name)
+                    .map_or(0.0, |x| x.ops_per_sec),
+                None => e.ops_per_sec,
+            };
             let name = if e.truncated {
                 format!("{}…", e.name)
             } else {
@@ -330,15 +342,33 @@ mod tests {
         let r = report(8_554, 136_864, vec![entry("cache:product:*", 62_300, 0)]);
         let margin = r.sampling_margin(62_300);
         assert!((1_850.0..1_950.0).contains(&margin), "{margin}");
-        let table = render_report(&r, &r, "redis://x");
+        let table = render_report(&r, Some(&r), "redis://x");
         assert!(table.contains("sampling margin"), "{table}");
         let shown: f64 = row_of(&table, "cache:product:*")[4].parse().unwrap_or(0.0);
         assert!((1_850.0..1_950.0).contains(&shown), "{table}");
         // Every access counted: the bound alone, and no note.
         let r = report(136_864, 136_864, vec![entry("user:1", 20_000, 2)]);
         assert_eq!(r.sampling_margin(20_000), 0.0);
-        let table = render_report(&r, &r, "redis://x");
+        let table = render_report(&r, Some(&r), "redis://x");
         assert!(!table.contains("sampling margin"), "{table}");
         assert_eq!(row_of(&table, "user:1")[4], "2", "{table}");
+    }
+
+    #[test]
+    fn without_a_recent_window_the_rate_column_is_the_window_average_and_says_so() {
+        let mut e = entry("user:1", 20_000, 2);
+        e.ops_per_sec = 2_000.0;
+        let r = report(136_864, 136_864, vec![e]);
+        let mut now = r.clone();
+        now.entries[0].ops_per_sec = 50.0;
+        let table = render_report(&r, Some(&now), "redis://x");
+        assert!(table.contains("ops/s now"), "{table}");
+        assert_eq!(row_of(&table, "user:1")[2], "50", "{table}");
+        let table = render_report(&r, None, "redis://x");
+        assert!(
+            table.contains("ops/s avg") && !table.contains("ops/s now"),
+            "{table}"
+        );
+        assert_eq!(row_of(&table, "user:1")[2], "2000", "{table}");
     }
 }

@@ -172,13 +172,14 @@ pub fn text(r: &FullReport) -> String {
         out.push_str("\n== advice\n");
         out.push_str(&advise::render(a, false));
     }
-    if let (Some(h), Some(recent)) = (&r.hotkeys, &r.hotkeys) {
+    // The report holds the total window only: its rates are averages over it.
+    if let Some(h) = &r.hotkeys {
         out.push_str("\n== hot keys\n");
-        out.push_str(&hotkeys::render_report(h, recent, &r.server));
+        out.push_str(&hotkeys::render_report(h, None, &r.server));
     }
     if let Some(n) = &r.namespaces {
         out.push_str("\n== hot key patterns\n");
-        out.push_str(&hotkeys::render_report(n, n, &r.server));
+        out.push_str(&hotkeys::render_report(n, None, &r.server));
     }
     if let Some(k) = &r.keyspace {
         out.push_str("\n== memory by key pattern\n");
