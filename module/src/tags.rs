@@ -377,10 +377,14 @@ pub fn following_keyspace() -> bool {
     FOLLOWING.load(Ordering::Relaxed)
 }
 
-/// Where the server can drop a subscription (Redis 8.2+), an index that has become empty (every
-/// tagged key expired, say, or FLUSHALL) drops it, checked every second: from then on a SET
-/// or an expiry no longer pays an event for tags, as on a server that never tagged. The next
-/// tagged key subscribes again before it enters the index (`follow_keyspace`).
+/// Every second, on every server: the keys that expired or were evicted since the index was
+/// last used leave it, and an index that has become empty gives its memory back, even while
+/// no command uses the index (before, on a server gone idle after its tagged keys expired,
+/// the emptied index's memory stayed allocated until the next OPT command or `INFO opt`).
+/// Where the server can drop a subscription (Redis 8.2+), an empty index (every tagged key
+/// expired, say, or FLUSHALL) also drops it: from then on a SET or an expiry no longer pays
+/// an event for tags, as on a server that never tagged. The next tagged key subscribes again
+/// before it enters the index (`follow_keyspace`).
 ///
 /// # Safety
 /// Called by the server on the main thread when the timer fires, with a live context.
@@ -448,10 +452,7 @@ pub const MODULE_OPTIONS: c_int = raw::REDISMODULE_OPTIONS_HANDLE_IO_ERRORS as c
 pub fn init(ctx: *mut raw::RedisModuleCtx) -> Result<(), String> {
     // SAFETY: OnLoad context; the callback is this module's extern "C" function.
     unsafe {
-        if let (Some(_), Some(create)) = (
-            raw::RedisModule_UnsubscribeFromKeyspaceEvents,
-            raw::RedisModule_CreateTimer,
-        ) {
+        if let Some(create) = raw::RedisModule_CreateTimer {
             create(ctx, IDLE_CHECK_MS, Some(on_idle_check), ptr::null_mut());
         }
     }

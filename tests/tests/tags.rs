@@ -1612,6 +1612,48 @@ fn the_index_gives_all_its_memory_back_once_the_last_tagged_key_has_gone() {
     assert_eq!(info_int(&mut c, "opt", "opt_tags_memory_bytes"), empty);
 }
 
+/// The memory of an index emptied by expiry goes back to the allocator within seconds even
+/// when nothing uses the module afterwards: `INFO memory` (which does not ask the module for
+/// its section) and `DBSIZE` are the only commands sent once the keys are written. Before,
+/// on servers without Redis 8.2's unsubscribe, the emptied index stayed allocated until the
+/// next OPT command or `INFO opt`.
+#[test]
+fn an_index_emptied_by_expiry_gives_its_memory_back_while_the_server_is_idle() {
+    let server = Server::start();
+    let mut c = server.conn();
+    let used = |c: &mut redis::Connection| info_int(c, "memory", "used_memory");
+    let before = used(&mut c);
+    let mut pipe = redis::pipe();
+    // Not a multiple of the 32 keys the index gathers from events before applying them.
+    for i in 0..20_017 {
+        pipe.cmd("OPT.SET")
+            .arg(format!("idle:{i}"))
+            .arg("v")
+            .arg("PX")
+            .arg(200)
+            .arg("TAGS")
+            .arg(format!("page:{i}"))
+            .arg(format!("user:{}", i % 100))
+            .arg("all")
+            .ignore();
+    }
+    pipe.query::<()>(&mut c).unwrap();
+    let written = used(&mut c) - before;
+    assert!(written > 2_000_000, "{written}");
+    // Active expiry reclaims the keys; nothing else touches the module from here on.
+    server.wait_for("every key to expire", Duration::from_secs(20), |c| {
+        redis::cmd("DBSIZE").query::<i64>(c).unwrap() == 0
+    });
+    // What is left: the server's own tables, sized for 20,017 keys until it shrinks them.
+    server.wait_for(
+        "the emptied index to give its memory back",
+        Duration::from_secs(10),
+        |c| used(c) - before < written / 4,
+    );
+    assert_eq!(info(&mut c).keys, 0);
+    assert_eq!(info_int(&mut c, "opt", "opt_tags_pairs"), 0);
+}
+
 /// OPT.INVALIDATE deletes as DEL does: a tagged key whose time has passed but which nothing
 /// has reclaimed yet expires (an `expired` event, `expired_keys`), is not counted, and the
 /// live keys raise `del`. Pub/sub sees nothing else: no event of the module's own. On Redis
