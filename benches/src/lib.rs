@@ -68,3 +68,85 @@ pub fn use_release_module() {
         std::env::set_var("OPT_MODULE", so);
     }
 }
+
+/// The truth of a Zipf workload sent by [`zipf_gets`]: each key's true count, hottest first.
+pub struct ZipfTruth {
+    /// Key names, hottest first (ties by rank).
+    pub names: Vec<String>,
+    /// Each key's true count.
+    pub counts: std::collections::HashMap<String, u64>,
+}
+
+/// Writes `keys` keys named by `name` (8-byte values), then sends `accesses` GETs of
+/// Zipf-distributed ranks with `exponent` (seed 42, pipelines of 1,000), held to `rate` GETs
+/// a second when given, and returns the true counts. `before_traffic` runs between the two
+/// (to reset or start the trackers being compared).
+pub fn zipf_gets(
+    c: &mut opt_harness::redis::Connection,
+    keys: usize,
+    accesses: usize,
+    exponent: f64,
+    name: impl Fn(usize) -> String,
+    rate: Option<f64>,
+    before_traffic: impl FnOnce(&mut opt_harness::redis::Connection),
+) -> ZipfTruth {
+    use opt_harness::redis;
+    for start in (0..keys).step_by(10_000) {
+        let mut p = redis::pipe();
+        for rank in start..(start + 10_000).min(keys) {
+            p.cmd("SET").arg(name(rank)).arg("vvvvvvvv").ignore();
+        }
+        let _: () = p.query(c).expect("preload");
+    }
+    before_traffic(c);
+    let zipf = Zipf::new(keys, exponent);
+    let mut rng = Rng::new(42);
+    let mut truth: std::collections::HashMap<usize, u64> = std::collections::HashMap::new();
+    let began = std::time::Instant::now();
+    for batch in 0..accesses / 1000 {
+        if let Some(rate) = rate {
+            let due = std::time::Duration::from_secs_f64(batch as f64 * 1000.0 / rate);
+            if let Some(wait) = due.checked_sub(began.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+        let mut p = redis::pipe();
+        for _ in 0..1000 {
+            let rank = zipf.sample(&mut rng);
+            *truth.entry(rank).or_default() += 1;
+            p.cmd("GET").arg(name(rank)).ignore();
+        }
+        let _: () = p.query(c).expect("GETs");
+    }
+    let mut order: Vec<(usize, u64)> = truth.into_iter().collect();
+    order.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    ZipfTruth {
+        names: order.iter().map(|&(r, _)| name(r)).collect(),
+        counts: order.iter().map(|&(r, n)| (name(r), n)).collect(),
+    }
+}
+
+impl ZipfTruth {
+    /// Whether the first 10 of `ranked` are the true top 10 (as sets), and the share of the
+    /// true top `n` found among the first `n` of `ranked`.
+    pub fn agreement(&self, ranked: &[String], n: usize) -> (bool, f64) {
+        let top = |v: &[String], n: usize| -> std::collections::HashSet<String> {
+            v.iter().take(n).cloned().collect()
+        };
+        let want = top(&self.names, n);
+        let recall = top(ranked, n).intersection(&want).count() as f64 / want.len() as f64;
+        (top(ranked, 10) == top(&self.names, 10), recall)
+    }
+
+    /// The worst relative error of the first 10 entries' counts.
+    pub fn worst_top10_count_error(&self, entries: &[opt_core::report::HotEntry]) -> f64 {
+        entries
+            .iter()
+            .take(10)
+            .filter_map(|e| {
+                let t = *self.counts.get(&e.name)? as f64;
+                Some((e.count as f64 - t).abs() / t)
+            })
+            .fold(0.0f64, f64::max)
+    }
+}

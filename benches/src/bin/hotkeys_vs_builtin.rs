@@ -14,10 +14,8 @@
 //!     REDIS_SERVER=target/newer-servers/bin/redis-server \
 //!         cargo run --release -p redis-opt-benches --bin hotkeys_vs_builtin
 
-use std::collections::{HashMap, HashSet};
-
 use opt_harness::{redis, Server, ServerOptions};
-use redis_opt_benches::{Rng, Zipf};
+use redis_opt_benches::{zipf_gets, ZipfTruth};
 
 const KEYS: usize = 100_000;
 const ACCESSES: usize = 1_000_000;
@@ -50,46 +48,27 @@ fn run(exponent: f64, ratio: u32) {
         ..ServerOptions::default()
     });
     let mut c = server.conn();
-    let mut p = redis::pipe();
-    for rank in 0..KEYS {
-        p.cmd("SET").arg(name(rank)).arg("vvvvvvvv").ignore();
-    }
-    let _: () = p.query(&mut c).expect("preload");
-    let _: () = redis::cmd("OPT.HOTKEYS")
-        .arg("RESET")
-        .query(&mut c)
-        .expect("reset");
-    let started: redis::RedisResult<String> = redis::cmd("HOTKEYS")
-        .arg("START")
-        .arg("METRICS")
-        .arg(2)
-        .arg("CPU")
-        .arg("NET")
-        .arg("COUNT")
-        .arg(BUILTIN_MAX)
-        .arg("SAMPLE")
-        .arg(ratio)
-        .query(&mut c);
-    if let Err(e) = started {
-        println!("this server has no HOTKEYS command ({e}); it needs Redis 8.6 or later");
-        std::process::exit(1);
-    }
-    let zipf = Zipf::new(KEYS, exponent);
-    let mut rng = Rng::new(42);
-    let mut truth: HashMap<usize, u64> = HashMap::new();
-    for _ in 0..ACCESSES / 1000 {
-        let mut p = redis::pipe();
-        for _ in 0..1000 {
-            let rank = zipf.sample(&mut rng);
-            *truth.entry(rank).or_default() += 1;
-            p.cmd("GET").arg(name(rank)).ignore();
+    let truth = zipf_gets(&mut c, KEYS, ACCESSES, exponent, name, None, |c| {
+        let _: () = redis::cmd("OPT.HOTKEYS")
+            .arg("RESET")
+            .query(c)
+            .expect("reset");
+        let started: redis::RedisResult<String> = redis::cmd("HOTKEYS")
+            .arg("START")
+            .arg("METRICS")
+            .arg(2)
+            .arg("CPU")
+            .arg("NET")
+            .arg("COUNT")
+            .arg(BUILTIN_MAX)
+            .arg("SAMPLE")
+            .arg(ratio)
+            .query(c);
+        if let Err(e) = started {
+            println!("this server has no HOTKEYS command ({e}); it needs Redis 8.6 or later");
+            std::process::exit(1);
         }
-        let _: () = p.query(&mut c).expect("GETs");
-    }
-    let mut true_order: Vec<(usize, u64)> = truth.into_iter().collect();
-    true_order.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    let true_names: Vec<String> = true_order.iter().map(|&(r, _)| name(r)).collect();
-    let true_count: HashMap<String, u64> = true_order.iter().map(|&(r, n)| (name(r), n)).collect();
+    });
 
     // The built-in tracker: its two rankings.
     let reply: Vec<redis::Value> = redis::cmd("HOTKEYS").arg("GET").query(&mut c).expect("GET");
@@ -100,7 +79,7 @@ fn run(exponent: f64, ratio: u32) {
             ratio,
             &format!("HOTKEYS {metric}"),
             &ranked,
-            &true_names,
+            &truth,
             None,
         );
     }
@@ -114,23 +93,8 @@ fn run(exponent: f64, ratio: u32) {
         .expect("OPT.HOTKEYS");
     let ours: opt_core::report::HotKeysReport = serde_json::from_str(&json).expect("report");
     let ranked: Vec<String> = ours.entries.iter().map(|e| e.name.clone()).collect();
-    let worst = ours
-        .entries
-        .iter()
-        .take(10)
-        .filter_map(|e| {
-            let t = *true_count.get(&e.name)? as f64;
-            Some((e.count as f64 - t).abs() / t)
-        })
-        .fold(0.0f64, f64::max);
-    report(
-        exponent,
-        ratio,
-        "OPT.HOTKEYS",
-        &ranked,
-        &true_names,
-        Some(worst),
-    );
+    let worst = truth.worst_top10_count_error(&ours.entries);
+    report(exponent, ratio, "OPT.HOTKEYS", &ranked, &truth, Some(worst));
 }
 
 /// The keys of `metric`'s list in a HOTKEYS GET reply (in RESP2 an array holding one flat
@@ -158,13 +122,10 @@ fn report(
     ratio: u32,
     tracker: &str,
     ranked: &[String],
-    truth: &[String],
+    truth: &ZipfTruth,
     worst: Option<f64>,
 ) {
-    let top = |v: &[String], n: usize| -> HashSet<String> { v.iter().take(n).cloned().collect() };
-    let top10_ok = top(ranked, 10) == top(truth, 10);
-    let want = top(truth, BUILTIN_MAX);
-    let recall = top(ranked, BUILTIN_MAX).intersection(&want).count() as f64 / want.len() as f64;
+    let (top10_ok, recall) = truth.agreement(ranked, BUILTIN_MAX);
     println!(
         "{exponent:>8} {ratio:>7} {tracker:<22} {:>9} {recall:>14.3} {:>18}",
         if top10_ok { "yes" } else { "no" },

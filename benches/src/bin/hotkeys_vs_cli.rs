@@ -17,12 +17,11 @@
 //!
 //! (`KEYS` defaults to 1,000,000; `REDIS_CLI` picks another redis-cli.)
 
-use std::collections::{HashMap, HashSet};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use opt_harness::{redis, Server, ServerOptions};
-use redis_opt_benches::{Rng, Zipf};
+use redis_opt_benches::{zipf_gets, ZipfTruth};
 
 const ACCESSES: usize = 1_000_000;
 /// GETs a second the traffic is held to.
@@ -64,38 +63,12 @@ fn run(keys: usize, exponent: f64, ratio: &str) {
         ..ServerOptions::default()
     });
     let mut c = server.conn();
-    for start in (0..keys).step_by(10_000) {
-        let mut p = redis::pipe();
-        for rank in start..(start + 10_000).min(keys) {
-            p.cmd("SET").arg(name(rank)).arg("vvvvvvvv").ignore();
-        }
-        let _: () = p.query(&mut c).expect("preload");
-    }
-    let _: () = redis::cmd("OPT.HOTKEYS")
-        .arg("RESET")
-        .query(&mut c)
-        .expect("reset");
-    let zipf = Zipf::new(keys, exponent);
-    let mut rng = Rng::new(42);
-    let mut truth: HashMap<usize, u64> = HashMap::new();
-    let began = Instant::now();
-    for batch in 0..ACCESSES / 1000 {
-        let due = Duration::from_secs_f64(batch as f64 * 1000.0 / RATE);
-        if let Some(wait) = due.checked_sub(began.elapsed()) {
-            std::thread::sleep(wait);
-        }
-        let mut p = redis::pipe();
-        for _ in 0..1000 {
-            let rank = zipf.sample(&mut rng);
-            *truth.entry(rank).or_default() += 1;
-            p.cmd("GET").arg(name(rank)).ignore();
-        }
-        let _: () = p.query(&mut c).expect("GETs");
-    }
-    let mut true_order: Vec<(usize, u64)> = truth.into_iter().collect();
-    true_order.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    let true_names: Vec<String> = true_order.iter().map(|&(r, _)| name(r)).collect();
-    let true_count: HashMap<String, u64> = true_order.iter().map(|&(r, n)| (name(r), n)).collect();
+    let truth = zipf_gets(&mut c, keys, ACCESSES, exponent, name, Some(RATE), |c| {
+        let _: () = redis::cmd("OPT.HOTKEYS")
+            .arg("RESET")
+            .query(c)
+            .expect("reset");
+    });
 
     let label = if ratio == "1" {
         "OPT.HOTKEYS, every command"
@@ -113,28 +86,15 @@ fn run(keys: usize, exponent: f64, ratio: &str) {
     let took = t.elapsed();
     let ours: opt_core::report::HotKeysReport = serde_json::from_str(&json).expect("report");
     let ranked: Vec<String> = ours.entries.iter().map(|e| e.name.clone()).collect();
-    let worst = ours
-        .entries
-        .iter()
-        .take(10)
-        .filter_map(|e| {
-            let t = *true_count.get(&e.name)? as f64;
-            Some((e.count as f64 - t).abs() / t)
-        })
-        .fold(0.0f64, f64::max);
-    report(exponent, label, took, &ranked, &true_names, Some(worst));
+    let worst = truth.worst_top10_count_error(&ours.entries);
+    report(exponent, label, took, &ranked, &truth, Some(worst));
 
     // redis-cli --hotkeys once per exponent (the module's setting does not change it).
     if ratio == "1" {
         match cli_hotkeys(server.port) {
-            Some((took, ranked)) => report(
-                exponent,
-                "redis-cli --hotkeys",
-                took,
-                &ranked,
-                &true_names,
-                None,
-            ),
+            Some((took, ranked)) => {
+                report(exponent, "redis-cli --hotkeys", took, &ranked, &truth, None)
+            }
             None => println!("{exponent:>8} redis-cli --hotkeys failed"),
         }
     }
@@ -168,13 +128,10 @@ fn report(
     tool: &str,
     took: Duration,
     ranked: &[String],
-    truth: &[String],
+    truth: &ZipfTruth,
     worst: Option<f64>,
 ) {
-    let top = |v: &[String], n: usize| -> HashSet<String> { v.iter().take(n).cloned().collect() };
-    let top10_ok = top(ranked, 10) == top(truth, 10);
-    let want = top(truth, CLI_LISTS);
-    let recall = top(ranked, CLI_LISTS).intersection(&want).count() as f64 / want.len() as f64;
+    let (top10_ok, recall) = truth.agreement(ranked, CLI_LISTS);
     println!(
         "{exponent:>8} {tool:<34} {:>8.1}ms {:>9} {recall:>13.3} {:>18}",
         took.as_secs_f64() * 1e3,
