@@ -1,4 +1,5 @@
-//! A growable array kept in chunks of a fixed size, for the tag index's slots.
+//! A growable array kept in chunks of a fixed size, for the module's tables that grow with the
+//! data: the tag index's slots and long key lists, the name maps' slots, and their free lists.
 //!
 //! A `Vec` grows by doubling, so after a growth up to half of its memory is unused, and the
 //! growth itself copies every element on the server's main thread. The tag index holds a

@@ -446,9 +446,9 @@ pub(crate) fn follow_keyspace(ctx: *mut raw::RedisModuleCtx) -> Result<(), Reply
 /// loader handles read errors itself.
 pub const MODULE_OPTIONS: c_int = raw::REDISMODULE_OPTIONS_HANDLE_IO_ERRORS as c_int;
 
-/// Registers the aux data type; the keyspace events are subscribed on first use
-/// (`follow_keyspace`), and where the server can drop a subscription, dropped again while
-/// the index is empty (`on_idle_check`).
+/// Registers the aux data type and starts the index's check every second (`on_idle_check`);
+/// the keyspace events are subscribed on first use (`follow_keyspace`), and where the server
+/// can drop a subscription, dropped again while the index is empty.
 pub fn init(ctx: *mut raw::RedisModuleCtx) -> Result<(), String> {
     // SAFETY: OnLoad context; the callback is this module's extern "C" function.
     unsafe {
