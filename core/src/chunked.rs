@@ -7,8 +7,9 @@
 //! quarter of the index's memory unused, and at ten million keys each doubling copies
 //! 560 MB while the server waits. Here the first chunk grows like a `Vec` up to
 //! [`CHUNK`] elements (so a small index stays small); after that each chunk is allocated at
-//! its full size once and never moves: at most one chunk is unused, and a growth copies
-//! nothing but the small table of chunk pointers.
+//! its full size once and never moves: at most one chunk's room is unused (up to two after
+//! pops, which keep an emptied chunk as a spare), and a growth copies nothing but the small
+//! table of chunk pointers.
 
 use std::ops::{Index, IndexMut};
 
