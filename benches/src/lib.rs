@@ -150,3 +150,51 @@ impl ZipfTruth {
             .fold(0.0f64, f64::max)
     }
 }
+
+/// The 3 tags of entry `i` in the tag benches: one of 1,000 user tags, one of 5,000 post tags,
+/// and the site-wide tag.
+pub fn bench_tags(i: usize) -> [String; 3] {
+    [
+        format!("user:{}", i % 1000),
+        format!("post:{}", i % 5000),
+        "site".to_string(),
+    ]
+}
+
+/// Queues one tagged write in the layout tag libraries use (Symfony's, Laravel's): the item
+/// with its tag list next to the value (`SET key value|t1,t2 [EX ex]`), then one
+/// `SADD tag:<t> key` per tag.
+pub fn queue_library_write(
+    p: &mut opt_harness::redis::Pipeline,
+    key: &str,
+    value: &str,
+    tags: &[String],
+    ex: Option<u64>,
+) {
+    let set = p
+        .cmd("SET")
+        .arg(key)
+        .arg(format!("{value}|{}", tags.join(",")));
+    if let Some(ex) = ex {
+        set.arg("EX").arg(ex);
+    }
+    set.ignore();
+    for t in tags {
+        p.cmd("SADD").arg(format!("tag:{t}")).arg(key).ignore();
+    }
+}
+
+/// Queues the same write through the module: `OPT.SET key value [EX ex] TAGS t1 t2 ...`.
+pub fn queue_opt_set(
+    p: &mut opt_harness::redis::Pipeline,
+    key: &str,
+    value: &str,
+    tags: &[String],
+    ex: Option<u64>,
+) {
+    let set = p.cmd("OPT.SET").arg(key).arg(value);
+    if let Some(ex) = ex {
+        set.arg("EX").arg(ex);
+    }
+    set.arg("TAGS").arg(tags).ignore();
+}

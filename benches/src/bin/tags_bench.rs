@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use opt_harness::redis::{self, Connection};
 use opt_harness::{Server, ServerOptions};
+use redis_opt_benches::{bench_tags, queue_library_write, queue_opt_set};
 
 const KEYS: usize = 100_000;
 
@@ -25,14 +26,6 @@ fn used_memory(c: &mut Connection) -> i64 {
         .find_map(|l| l.strip_prefix("used_memory:"))
         .and_then(|v| v.trim().parse().ok())
         .unwrap()
-}
-
-fn tags_of(i: usize) -> [String; 3] {
-    [
-        format!("user:{}", i % 1000),
-        format!("post:{}", i % 5000),
-        "site".to_string(),
-    ]
 }
 
 fn key(i: usize) -> String {
@@ -63,15 +56,7 @@ fn memory() {
     let m0 = used_memory(&mut c);
     let mut p = redis::pipe();
     for i in 0..KEYS {
-        let t = tags_of(i);
-        p.cmd("OPT.SET")
-            .arg(key(i))
-            .arg("v")
-            .arg("TAGS")
-            .arg(&t[0])
-            .arg(&t[1])
-            .arg(&t[2])
-            .ignore();
+        queue_opt_set(&mut p, &key(i), "v", &bench_tags(i), None);
     }
     let _: () = p.query(&mut c).unwrap();
     let opt = used_memory(&mut c) - m0 - base;
@@ -81,15 +66,8 @@ fn memory() {
     let l0 = used_memory(&mut c);
     let mut p = redis::pipe();
     for i in 0..KEYS {
-        let t = tags_of(i);
         // The item keeps its tag list next to the value, as Symfony's and Laravel's do.
-        p.cmd("SET")
-            .arg(key(i))
-            .arg(format!("v|{}", t.join(",")))
-            .ignore();
-        for tag in &t {
-            p.cmd("SADD").arg(format!("tag:{tag}")).arg(key(i)).ignore();
-        }
+        queue_library_write(&mut p, &key(i), "v", &bench_tags(i), None);
     }
     let _: () = p.query(&mut c).unwrap();
     let libm = used_memory(&mut c) - l0 - base;
@@ -226,26 +204,10 @@ fn write_rate(port: u16, kind: &'static str, total: usize) -> f64 {
                     let mut p = redis::pipe();
                     for j in 0..16 {
                         let i = (t * per + chunk * 16 + j) % KEYS;
-                        let tg = tags_of(i);
                         match kind {
-                            "opt" => {
-                                p.cmd("OPT.SET")
-                                    .arg(key(i))
-                                    .arg("v")
-                                    .arg("TAGS")
-                                    .arg(&tg[0])
-                                    .arg(&tg[1])
-                                    .arg(&tg[2])
-                                    .ignore();
-                            }
+                            "opt" => queue_opt_set(&mut p, &key(i), "v", &bench_tags(i), None),
                             "lib" => {
-                                p.cmd("SET")
-                                    .arg(key(i))
-                                    .arg(format!("v|{}", tg.join(",")))
-                                    .ignore();
-                                for tag in &tg {
-                                    p.cmd("SADD").arg(format!("tag:{tag}")).arg(key(i)).ignore();
-                                }
+                                queue_library_write(&mut p, &key(i), "v", &bench_tags(i), None)
                             }
                             _ => {
                                 p.cmd("SET").arg(key(i)).arg("v").ignore();

@@ -21,6 +21,7 @@
 
 use opt_harness::redis::{self, Connection};
 use opt_harness::{info_int, Server, ServerOptions};
+use redis_opt_benches::{bench_tags, queue_library_write, queue_opt_set};
 
 const FLUSH: &str = r"
 local members = redis.call('SMEMBERS', KEYS[1])
@@ -29,14 +30,6 @@ for i = 1, #members, 1000 do
 end
 redis.call('DEL', KEYS[1])
 return #members";
-
-fn tags_of(i: usize) -> [String; 3] {
-    [
-        format!("user:{}", i % 1000),
-        format!("post:{}", i % 5000),
-        "site".to_string(),
-    ]
-}
 
 /// Keys matching `pattern`, walked with SCAN.
 fn scan(c: &mut Connection, pattern: &str) -> Vec<String> {
@@ -101,22 +94,9 @@ fn main() {
         let (mut lp, mut op) = (redis::pipe(), redis::pipe());
         for i in start..(start + 1000).min(keys) {
             let key = format!("cache:page:{i}");
-            let tags = tags_of(i);
-            lp.cmd("SET")
-                .arg(&key)
-                .arg(format!("{value}|{}", tags.join(",")))
-                .ignore();
-            for t in &tags {
-                lp.cmd("SADD").arg(format!("tag:{t}")).arg(&key).ignore();
-            }
-            op.cmd("OPT.SET")
-                .arg(&key)
-                .arg(&value)
-                .arg("TAGS")
-                .arg(&tags[0])
-                .arg(&tags[1])
-                .arg(&tags[2])
-                .ignore();
+            let tags = bench_tags(i);
+            queue_library_write(&mut lp, &key, &value, &tags, None);
+            queue_opt_set(&mut op, &key, &value, &tags, None);
         }
         let _: () = lp.query(&mut l).expect("library writes");
         let _: () = op.query(&mut o).expect("OPT.SET writes");

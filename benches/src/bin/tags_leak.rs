@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use opt_harness::redis::{self, Connection};
 use opt_harness::{info_int, Server, ServerOptions};
+use redis_opt_benches::{bench_tags, queue_library_write, queue_opt_set};
 
 /// Keys with a TTL in db 0 (INFO keyspace's `expires`), 0 when none.
 fn keys_with_ttl(c: &mut Connection) -> i64 {
@@ -62,14 +63,6 @@ fn set_members(c: &mut Connection) -> i64 {
         }
         cursor = next;
     }
-}
-
-fn tags_of(i: usize) -> [String; 3] {
-    [
-        format!("user:{}", i % 1000),
-        format!("post:{}", i % 5000),
-        "site".to_string(),
-    ]
 }
 
 /// Waits until neither server holds a key with a TTL (every written key expired and was
@@ -117,26 +110,9 @@ fn main() {
             let (mut lp, mut op) = (redis::pipe(), redis::pipe());
             for i in start..(start + 1000).min(keys) {
                 let key = format!("cache:page:{round}:{i}");
-                let tags = tags_of(i);
-                lp.cmd("SET")
-                    .arg(&key)
-                    .arg(format!("v|{}", tags.join(",")))
-                    .arg("EX")
-                    .arg(1)
-                    .ignore();
-                for t in &tags {
-                    lp.cmd("SADD").arg(format!("tag:{t}")).arg(&key).ignore();
-                }
-                op.cmd("OPT.SET")
-                    .arg(&key)
-                    .arg("v")
-                    .arg("EX")
-                    .arg(1)
-                    .arg("TAGS")
-                    .arg(&tags[0])
-                    .arg(&tags[1])
-                    .arg(&tags[2])
-                    .ignore();
+                let tags = bench_tags(i);
+                queue_library_write(&mut lp, &key, "v", &tags, Some(1));
+                queue_opt_set(&mut op, &key, "v", &tags, Some(1));
             }
             let _: () = lp.query(&mut l).expect("library writes");
             let _: () = op.query(&mut o).expect("OPT.SET writes");
