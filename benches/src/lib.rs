@@ -198,3 +198,31 @@ pub fn queue_opt_set(
     }
     set.arg("TAGS").arg(tags).ignore();
 }
+
+/// The Lua script a tag library runs to flush a tag (`KEYS[1]` is the tag's set): SMEMBERS,
+/// UNLINK of the members in chunks of 1,000, DEL of the set; it returns the members named.
+pub const LIBRARY_FLUSH: &str = "local m = redis.call('SMEMBERS', KEYS[1]) \
+    for i = 1, #m, 1000 do redis.call('UNLINK', unpack(m, i, math.min(i + 999, #m))) end \
+    redis.call('DEL', KEYS[1]) return #m";
+
+/// Every key matching `pattern`, walked with SCAN (1,000 buckets a call; a failed call ends
+/// the walk).
+pub fn scan_keys(c: &mut opt_harness::redis::Connection, pattern: &str) -> Vec<String> {
+    let mut cursor = 0u64;
+    let mut out = Vec::new();
+    loop {
+        let (next, keys): (u64, Vec<String>) = opt_harness::redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query(c)
+            .unwrap_or((0, Vec::new()));
+        out.extend(keys);
+        if next == 0 {
+            return out;
+        }
+        cursor = next;
+    }
+}

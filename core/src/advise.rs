@@ -689,11 +689,11 @@ fn hottest<'a>(
 
 /// How a finding names the hot-key window its figures come from.
 fn window_words(r: &HotKeysReport) -> String {
-    if r.window == "recent" && r.seconds < 10.0 {
-        // A window that just started (after a RESET, or on a young server): "0 s" says nothing.
-        format!("over the last {:.1} s", r.seconds)
-    } else if r.window == "recent" {
-        format!("over the last {:.0} s", r.seconds)
+    if r.window == "recent" {
+        // A window that just started (after a RESET, or on a young server) gets its tenths:
+        // "0 s" says nothing.
+        let decimals = usize::from(r.seconds < 10.0);
+        format!("over the last {:.*} s", decimals, r.seconds)
     } else {
         "since the start or the last OPT.HOTKEYS RESET".to_string()
     }
@@ -1784,6 +1784,9 @@ pub fn advise(snap: &Snapshot, t: &Thresholds, q: &AdviseQuery, ignore: &[&str])
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::{
+        EncodingCandidate, ExpirySpike, HotEntry, KeyEntry, PatternStats, SizePercentiles,
+    };
 
     #[test]
     fn info_subfields_are_found_by_their_whole_name() {
@@ -1794,9 +1797,6 @@ mod tests {
         assert_eq!(info_subfield(v, "failed_calls"), None);
         assert_eq!(info_subfield("", "calls"), None);
     }
-    use crate::report::{
-        EncodingCandidate, ExpirySpike, HotEntry, KeyEntry, PatternStats, SizePercentiles,
-    };
 
     fn hot(entries: &[(&str, f64, u64)], total: u64) -> HotKeysReport {
         HotKeysReport {

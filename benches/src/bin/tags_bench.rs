@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use opt_harness::redis::{self, Connection};
 use opt_harness::{Server, ServerOptions};
-use redis_opt_benches::{bench_tags, queue_library_write, queue_opt_set};
+use redis_opt_benches::{bench_tags, queue_library_write, queue_opt_set, LIBRARY_FLUSH};
 
 const KEYS: usize = 100_000;
 
@@ -91,10 +91,6 @@ fn memory() {
     );
 }
 
-const LUA_FLUSH: &str = "local m = redis.call('SMEMBERS', KEYS[1]) \
-    for i = 1, #m, 1000 do redis.call('UNLINK', unpack(m, i, math.min(i + 999, #m))) end \
-    redis.call('DEL', KEYS[1]) return #m";
-
 fn invalidate() {
     invalidate_beside(0);
     // When the tag's keys are all the index holds, the index frees them at once; beside keys
@@ -158,7 +154,7 @@ fn invalidate_beside(others: usize) {
         assert_eq!(n, KEYS as i64);
         let t = Instant::now();
         let n: i64 = redis::cmd("EVAL")
-            .arg(LUA_FLUSH)
+            .arg(LIBRARY_FLUSH)
             .arg(1)
             .arg("tag:big")
             .query(&mut lc)

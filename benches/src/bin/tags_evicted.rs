@@ -21,36 +21,7 @@
 
 use opt_harness::redis::{self, Connection};
 use opt_harness::{info_int, Server, ServerOptions};
-use redis_opt_benches::{bench_tags, queue_library_write, queue_opt_set};
-
-const FLUSH: &str = r"
-local members = redis.call('SMEMBERS', KEYS[1])
-for i = 1, #members, 1000 do
-  redis.call('UNLINK', unpack(members, i, math.min(i + 999, #members)))
-end
-redis.call('DEL', KEYS[1])
-return #members";
-
-/// Keys matching `pattern`, walked with SCAN.
-fn scan(c: &mut Connection, pattern: &str) -> Vec<String> {
-    let mut cursor = 0u64;
-    let mut out = Vec::new();
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query(c)
-            .unwrap_or((0, Vec::new()));
-        out.extend(keys);
-        if next == 0 {
-            return out;
-        }
-        cursor = next;
-    }
-}
+use redis_opt_benches::{bench_tags, queue_library_write, queue_opt_set, scan_keys, LIBRARY_FLUSH};
 
 /// Names held by the tag sets whose key no longer exists.
 fn dead_members(c: &mut Connection, sets: &[String]) -> usize {
@@ -105,9 +76,9 @@ fn main() {
         "{keys} entries of 100 bytes with 3 tags each, maxmemory 32mb, allkeys-lru: {}",
         opt_harness::server_version()
     );
-    let sets = scan(&mut l, "tag:*");
-    let lib_live = scan(&mut l, "cache:page:*").len();
-    let our_live = scan(&mut o, "cache:page:*").len();
+    let sets = scan_keys(&mut l, "tag:*");
+    let lib_live = scan_keys(&mut l, "cache:page:*").len();
+    let our_live = scan_keys(&mut o, "cache:page:*").len();
     println!(
         "libraries: {lib_live} entries alive, {} keys evicted, {} of 6,001 tag sets left, \
          holding {} names of entries that are gone",
@@ -126,7 +97,7 @@ fn main() {
     let (mut lib_deleted, mut our_deleted) = (0i64, 0i64);
     for u in 0..1000 {
         lib_deleted += redis::cmd("EVAL")
-            .arg(FLUSH)
+            .arg(LIBRARY_FLUSH)
             .arg(1)
             .arg(format!("tag:user:{u}"))
             .query::<i64>(&mut l)
@@ -136,8 +107,8 @@ fn main() {
             .query::<i64>(&mut o)
             .unwrap_or(0);
     }
-    let lib_stale = scan(&mut l, "cache:page:*").len();
-    let our_stale = scan(&mut o, "cache:page:*").len();
+    let lib_stale = scan_keys(&mut l, "cache:page:*").len();
+    let our_stale = scan_keys(&mut o, "cache:page:*").len();
     println!(
         "after invalidating all 1,000 user tags: libraries {lib_stale} entries still served \
          (stale; the flush named {lib_deleted}), module {our_stale} (OPT.INVALIDATE deleted \

@@ -21,9 +21,10 @@
 
 use std::time::{Duration, Instant};
 
+use opt_core::advise::{info_subfield, parse_info};
 use opt_harness::redis::{self, Connection};
 use opt_harness::{info_int, Server, ServerOptions};
-use redis_opt_benches::{bench_tags, queue_library_write, queue_opt_set};
+use redis_opt_benches::{bench_tags, queue_library_write, queue_opt_set, scan_keys};
 
 /// Keys with a TTL in db 0 (INFO keyspace's `expires`), 0 when none.
 fn keys_with_ttl(c: &mut Connection) -> i64 {
@@ -31,10 +32,9 @@ fn keys_with_ttl(c: &mut Connection) -> i64 {
         .arg("keyspace")
         .query(c)
         .unwrap_or_default();
-    info.lines()
-        .find_map(|l| l.strip_prefix("db0:"))
-        .and_then(|l| l.split(',').find_map(|kv| kv.strip_prefix("expires=")))
-        .and_then(|v| v.trim().parse().ok())
+    parse_info(&info)
+        .get("db0")
+        .and_then(|db| info_subfield(db, "expires")?.parse().ok())
         .unwrap_or(0)
 }
 
@@ -42,27 +42,12 @@ fn dbsize(c: &mut Connection) -> i64 {
     redis::cmd("DBSIZE").query(c).unwrap_or(-1)
 }
 
-/// Members of every tag set (the libraries' (key, tag) entries), walked with SCAN and SCARD.
+/// Members of every tag set (the libraries' (key, tag) entries).
 fn set_members(c: &mut Connection) -> i64 {
-    let mut cursor = 0u64;
-    let mut total = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg("tag:*")
-            .arg("COUNT")
-            .arg(1000)
-            .query(c)
-            .unwrap_or((0, Vec::new()));
-        for k in keys {
-            total += redis::cmd("SCARD").arg(&k).query::<i64>(c).unwrap_or(0);
-        }
-        if next == 0 {
-            return total;
-        }
-        cursor = next;
-    }
+    scan_keys(c, "tag:*")
+        .iter()
+        .map(|k| redis::cmd("SCARD").arg(k).query::<i64>(c).unwrap_or(0))
+        .sum()
 }
 
 /// Waits until neither server holds a key with a TTL (every written key expired and was
