@@ -226,3 +226,42 @@ pub fn scan_keys(c: &mut opt_harness::redis::Connection, pattern: &str) -> Vec<S
         cursor = next;
     }
 }
+
+/// The `q` quantile (0 to 1) of `v`, sorting it in place; 0 for an empty slice.
+pub fn percentile(v: &mut [f64], q: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(((v.len() as f64 * q) as usize).min(v.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(0.0)
+}
+
+/// The round trips (ms) of PING and of `GET get_key` that a second client sees while `work`
+/// runs, one pair every 200 µs, starting 200 ms before it.
+pub fn probe_while(port: u16, get_key: &str, work: impl FnOnce()) -> (Vec<f64>, Vec<f64>) {
+    use opt_harness::redis;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let get_key = get_key.to_string();
+    let prober = std::thread::spawn(move || {
+        let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+            .and_then(|c| c.get_connection())
+            .expect("the probing client connects");
+        let (mut ping, mut get) = (Vec::new(), Vec::new());
+        while !stop2.load(Ordering::Relaxed) {
+            let t = Instant::now();
+            let _: String = redis::cmd("PING").query(&mut c).expect("PING");
+            ping.push(t.elapsed().as_secs_f64() * 1e3);
+            let t = Instant::now();
+            let _: Option<String> = redis::cmd("GET").arg(&get_key).query(&mut c).expect("GET");
+            get.push(t.elapsed().as_secs_f64() * 1e3);
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        (ping, get)
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    work();
+    stop.store(true, Ordering::Relaxed);
+    prober.join().expect("the probing thread")
+}

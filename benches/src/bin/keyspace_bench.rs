@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use opt_core::report::KeyspaceReport;
 use opt_harness::redis;
 use opt_harness::{Server, ServerOptions};
+use redis_opt_benches::{percentile, probe_while};
 
 const KEYS: usize = 1_000_000;
 /// Runs of SAMPLES 10000, each compared with FULL (`KEYSPACE_BENCH_SAMPLE_RUNS` overrides it,
@@ -107,43 +108,6 @@ fn redis_cli(port: u16, flag: &str) -> Option<Duration> {
     out.status.success().then(|| start.elapsed())
 }
 
-fn percentile(v: &mut [f64], q: f64) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v.get(((v.len() as f64 * q) as usize).min(v.len().saturating_sub(1)))
-        .copied()
-        .unwrap_or(0.0)
-}
-
-/// PING and GET round trips (ms) of a second client while `work` runs.
-fn probe_while(port: u16, work: impl FnOnce()) -> (Vec<f64>, Vec<f64>) {
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stop2 = stop.clone();
-    let prober = std::thread::spawn(move || {
-        let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}"))
-            .unwrap()
-            .get_connection()
-            .unwrap();
-        let (mut ping, mut get) = (Vec::new(), Vec::new());
-        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
-            let t = Instant::now();
-            let _: String = redis::cmd("PING").query(&mut c).unwrap();
-            ping.push(t.elapsed().as_secs_f64() * 1e3);
-            let t = Instant::now();
-            let _: Option<String> = redis::cmd("GET")
-                .arg("cache:product:20")
-                .query(&mut c)
-                .unwrap();
-            get.push(t.elapsed().as_secs_f64() * 1e3);
-            std::thread::sleep(Duration::from_micros(200));
-        }
-        (ping, get)
-    });
-    std::thread::sleep(Duration::from_millis(200));
-    work();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    prober.join().unwrap()
-}
-
 fn main() {
     redis_opt_benches::use_release_module();
     // KEYSPACE_BENCH_SLICE_US sets opt.scan-slice-us (default 1000), to see what shorter slices
@@ -180,12 +144,12 @@ fn main() {
 
     // The same probes with nothing else running, to tell this VM's own latency from what the
     // analysis adds; then FULL while another client measures PING and GET latency.
-    let (mut idle_ping, mut idle_get) = probe_while(server.port, || {
+    let (mut idle_ping, mut idle_get) = probe_while(server.port, "cache:product:20", || {
         std::thread::sleep(Duration::from_millis(2500));
     });
     let mut full_wall = Duration::ZERO;
     let mut text = String::new();
-    let (mut ping, mut get) = probe_while(server.port, || {
+    let (mut ping, mut get) = probe_while(server.port, "cache:product:20", || {
         let t = Instant::now();
         text = redis::cmd("OPT.KEYSPACE")
             .arg("FULL")
