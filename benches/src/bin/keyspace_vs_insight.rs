@@ -144,7 +144,7 @@ fn load(server: &Server, keys: usize) {
             p = redis::pipe();
         }
     }
-    if keys % 10_000 != 0 {
+    if !keys.is_multiple_of(10_000) {
         let _: () = p.query(&mut c).expect("load");
     }
     // The big keys a user wants found: BIG_KEYS leaderboards of 10,000 to 29,000 members.
