@@ -57,6 +57,7 @@ pub mod idx {
     pub const MAX_LOCKS: usize = 11;
     pub const HOTKEYS_SAMPLE_BUDGET: usize = 12;
     pub const KEYSPACE_MEMORY_SAMPLES: usize = 13;
+    pub const KEYSPACE_KNOWN_BIG_KEYS: usize = 14;
 }
 
 /// Every config the module registers, in registration order (see [`idx`]).
@@ -175,6 +176,15 @@ pub const CONFIGS: &[ConfigSpec] = &[
         },
         doc: "OPT.KEYSPACE: elements of a hash, set, sorted set or list that MEMORY USAGE samples to size it (its SAMPLES option; 5 is MEMORY USAGE's own default); more is closer for collections of uneven elements and slower, one call per key",
     },
+    ConfigSpec {
+        name: "keyspace-known-big-keys",
+        kind: ConfigKind::Int {
+            default: 1024,
+            min: 0,
+            max: 100_000,
+        },
+        doc: "OPT.KEYSPACE: keys of 64 KB or more that an analysis measured are remembered, up to this many (the smallest dropped first), and each later SAMPLES measures them whole and samples the other keys, so that a few big keys are neither missed nor scaled up; 0 remembers none",
+    },
 ];
 
 /// Finds a config by name, with or without the `opt.` prefix, case-insensitively.
@@ -291,6 +301,10 @@ mod tests {
             "advise-big-key-bytes"
         );
         assert_eq!(CONFIGS[idx::MAX_LOCKS].name, "max-locks");
+        assert_eq!(
+            CONFIGS[idx::KEYSPACE_KNOWN_BIG_KEYS].name,
+            "keyspace-known-big-keys"
+        );
         assert_eq!(
             CONFIGS[idx::HOTKEYS_SAMPLE_BUDGET].name,
             "hotkeys-sample-budget"

@@ -20,6 +20,7 @@ pub mod hotkeys;
 mod idtable;
 pub mod keyspace;
 pub mod keyspec;
+pub mod known_big_keys;
 pub mod memsize;
 mod name_map;
 pub mod pattern;

@@ -106,6 +106,14 @@ fn fields() -> Vec<(&'static str, Field)> {
         "keyspace_started_over",
         Field::Count(crate::keyspace::started_over()),
     ));
+    out.push((
+        "keyspace_known_big_keys",
+        Field::Count(crate::keyspace::known_big_keys() as u64),
+    ));
+    out.push((
+        "keyspace_known_big_keys_measured",
+        Field::Count(crate::keyspace::census_keys_measured()),
+    ));
     let (hits, misses) = crate::keyspace::lookup_counts();
     out.push(("keyspace_lookup_hits", Field::Count(hits)));
     out.push(("keyspace_lookup_misses", Field::Count(misses)));

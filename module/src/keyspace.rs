@@ -22,6 +22,7 @@ use opt_core::keyspace::{
     parse_command, slice_budget_us, Aggregator, KeyFacts, KeyspaceCommand, KeyspaceQuery, Mode,
     Thresholds,
 };
+use opt_core::known_big_keys::{combine_census, KnownBigKeys, KNOWN_BIG_KEY_BYTES};
 use opt_core::memsize::{raw_string_key_bytes, string_key_bytes};
 use opt_core::report::{KeyspaceProgress, KeyspaceReport};
 use redis_module::raw;
@@ -138,6 +139,57 @@ struct Job {
     scanned_unmeasured: Vec<(*mut raw::RedisModuleString, OpenKeyFacts)>,
     /// `Replacements::events` when the analysis started.
     events_seen: u64,
+    /// SAMPLES: the known big keys measured whole (see `opt_core::known_big_keys`).
+    census: Census,
+}
+
+/// The census stratum of a SAMPLES analysis: the big keys remembered for its db, each measured
+/// whole, while the sample leaves them out and scales up to the other keys only.
+#[derive(Default)]
+struct Census {
+    /// Names to measure, biggest first.
+    names: Vec<Vec<u8>>,
+    /// The same names, for the sample to leave out.
+    skip: std::collections::HashSet<Vec<u8>>,
+    /// Names measured (or found gone) so far.
+    next: usize,
+    /// Census keys that exist (whether they match MATCH and TYPE or not): the sample scales
+    /// up to the db's keys less these.
+    present: u64,
+    /// Their figures, exact.
+    agg: Option<Aggregator>,
+    /// Set while a census key is measured, so that `measure` notes a shrunk key.
+    measuring: bool,
+    /// Draws of a census key by RandomKey, left out of the sample.
+    skipped_draws: u64,
+}
+
+impl Census {
+    /// Whether the sample leaves `name` out.
+    fn skips(&self, name: &[u8]) -> bool {
+        !self.skip.is_empty() && self.skip.contains(name)
+    }
+}
+
+/// The big keys analyses measured (see `opt_core::known_big_keys`), bounded by
+/// `opt.keyspace-known-big-keys`.
+static KNOWN_BIG: MainThreadCell<KnownBigKeys> = MainThreadCell::new(KnownBigKeys::new());
+
+/// Known big keys, for INFO.
+pub fn known_big_keys() -> usize {
+    KNOWN_BIG.with(|k| k.len()).unwrap_or(0)
+}
+
+/// SAMPLES measured every remembered big key whole, for INFO.
+static CENSUS_KEYS_MEASURED: AtomicU64 = AtomicU64::new(0);
+
+/// Known big keys measured whole by SAMPLES, for INFO.
+pub fn census_keys_measured() -> u64 {
+    CENSUS_KEYS_MEASURED.load(Ordering::Relaxed)
+}
+
+fn known_big_capacity() -> usize {
+    usize::try_from(configs::int(idx::KEYSPACE_KNOWN_BIG_KEYS)).unwrap_or(0)
 }
 
 struct Jobs {
@@ -249,6 +301,11 @@ pub unsafe fn on_server_event(id: u64, subevent: u64, data: *mut c_void) {
         }
         _ => return,
     };
+    KNOWN_BIG.with(|k| {
+        for d in &db {
+            k.forget_db(d.map(|d| d as u64));
+        }
+    });
     let noted = JOBS.with(|j| {
         for db in db {
             j.replaced.note(db, why);
@@ -490,6 +547,18 @@ fn start(
         Mode::Samples(n) if !per_slot_key_tables(ctx) => Some(SampleWalk::new(n, db_keys, &query)),
         _ => None,
     };
+    let census = match query.mode {
+        Mode::Samples(_) if known_big_capacity() > 0 => {
+            let names = KNOWN_BIG.with(|k| k.names_in(db)).unwrap_or_default();
+            Census {
+                skip: names.iter().cloned().collect(),
+                names,
+                agg: Some(Aggregator::new(&delimiters, top, thresholds)),
+                ..Census::default()
+            }
+        }
+        _ => Census::default(),
+    };
     let queued = JOBS.with(|j| {
         let id = j.next_id;
         j.next_id += 1;
@@ -517,6 +586,7 @@ fn start(
             now_ms: now_ms(),
             scanned_unmeasured: Vec::new(),
             events_seen: j.replaced.events,
+            census,
         });
         arm_timer(ctx, j);
     });
@@ -745,6 +815,15 @@ unsafe fn step(ctx: *mut raw::RedisModuleCtx, job: &mut Job, deadline: Instant) 
             }
         }
         Mode::Samples(_) => {
+            if job.census.next < job.census.names.len() {
+                take_census(ctx, job, deadline);
+                if job.census.next < job.census.names.len() || job.calibration.start_over {
+                    if job.calibration.start_over {
+                        start_over(job);
+                    }
+                    return;
+                }
+            }
             if job.walk.is_some() {
                 walk(ctx, job, deadline);
                 if job.walk.is_some() {
@@ -768,6 +847,9 @@ unsafe fn step(ctx: *mut raw::RedisModuleCtx, job: &mut Job, deadline: Instant) 
                         job.names_left = 0;
                         break;
                     }
+                    if skip_census_draw(ctx, job, name) {
+                        continue;
+                    }
                     job.names_left -= 1;
                     draw_name(ctx, job, name);
                     free(ctx, name);
@@ -779,6 +861,12 @@ unsafe fn step(ctx: *mut raw::RedisModuleCtx, job: &mut Job, deadline: Instant) 
                     // The db is empty (flushed since the start): nothing more to sample.
                     job.finished = true;
                     break;
+                }
+                if skip_census_draw(ctx, job, name) {
+                    if job.finished {
+                        break;
+                    }
+                    continue;
                 }
                 let key = open_counted(ctx, open, name);
                 let facts = read_open_key(job, name, key);
@@ -811,6 +899,10 @@ fn start_over(job: &mut Job) {
     job.calibration.computed_used = false;
     job.agg = job.agg.restarted();
     job.scanned = 0;
+    job.census.next = 0;
+    job.census.present = 0;
+    job.census.skipped_draws = 0;
+    job.census.agg = job.census.agg.as_ref().map(Aggregator::restarted);
     STARTED_OVER.fetch_add(1, Ordering::Relaxed);
     match job.query.mode {
         Mode::Full => {
@@ -1026,6 +1118,11 @@ fn extend_walk(job: &Job) -> bool {
 /// `ctx` must be the slice's context, with the job's db selected.
 unsafe fn walk_key(ctx: *mut raw::RedisModuleCtx, job: &mut Job, name: &[u8]) {
     let Some(w) = job.walk.as_mut() else { return };
+    if job.census.skips(name) {
+        // Measured whole by the census: the walk only counts it toward the db's keys.
+        w.walked += 1;
+        return;
+    }
     if job.scanned >= job.total {
         // Past the samples, a walk that goes on for the names alone (`extend_walk`, never
         // with a filter) counts them; otherwise the rest of the last SCAN reply is left.
@@ -1076,6 +1173,87 @@ unsafe fn walk_key(ctx: *mut raw::RedisModuleCtx, job: &mut Job, name: &[u8]) {
         measure(ctx, job, string, facts);
     }
     free(ctx, string);
+}
+
+/// Whether a key RandomKey drew is one the census measures whole, which the sample leaves out
+/// (the name is then freed). A db of little else ends the sample.
+///
+/// # Safety
+/// `ctx` must be the slice's context and `name` a string RandomKey returned with it, not
+/// used again when this returns true.
+unsafe fn skip_census_draw(
+    ctx: *mut raw::RedisModuleCtx,
+    job: &mut Job,
+    name: *mut raw::RedisModuleString,
+) -> bool {
+    if !job.census.skips(string_bytes(name)) {
+        return false;
+    }
+    if let Some(free) = raw::RedisModule_FreeString {
+        free(ctx, name);
+    }
+    job.census.skipped_draws += 1;
+    if job.census.skipped_draws > 16 * (job.total + job.census.present) {
+        job.names_left = 0;
+        job.finished = true;
+    }
+    true
+}
+
+/// Measures the known big keys of a SAMPLES job whole, biggest first, until `deadline` (see
+/// [`Census`]). A key gone is forgotten; one that shrank is forgotten by `measure`.
+///
+/// # Safety
+/// `ctx` must be the slice's context, with the job's db selected.
+unsafe fn take_census(ctx: *mut raw::RedisModuleCtx, job: &mut Job, deadline: Instant) {
+    let (Some(create), Some(free), Some(open), Some(close)) = (
+        raw::RedisModule_CreateString,
+        raw::RedisModule_FreeString,
+        raw::RedisModule_OpenKey,
+        raw::RedisModule_CloseKey,
+    ) else {
+        job.census.next = job.census.names.len();
+        return;
+    };
+    while job.census.next < job.census.names.len() && Instant::now() < deadline {
+        let i = job.census.next;
+        job.census.next += 1;
+        let string = create(
+            ctx,
+            job.census.names[i].as_ptr().cast(),
+            job.census.names[i].len(),
+        );
+        let key = open_counted(ctx, open, string);
+        if key.is_null() {
+            let db = job.db;
+            KNOWN_BIG.with(|k| k.forget(db, string_bytes(string)));
+            free(ctx, string);
+            continue;
+        }
+        job.census.present += 1;
+        CENSUS_KEYS_MEASURED.fetch_add(1, Ordering::Relaxed);
+        // The census keys go to their own aggregator, and do not count as samples.
+        let Some(mut census_agg) = job.census.agg.take() else {
+            close(key);
+            free(ctx, string);
+            return;
+        };
+        std::mem::swap(&mut job.agg, &mut census_agg);
+        let facts = read_open_key(job, string, key);
+        job.scanned -= 1;
+        close(key);
+        if let Some(facts) = facts {
+            job.census.measuring = true;
+            measure(ctx, job, string, facts);
+            job.census.measuring = false;
+        }
+        std::mem::swap(&mut job.agg, &mut census_agg);
+        job.census.agg = Some(census_agg);
+        free(ctx, string);
+        if job.calibration.start_over {
+            return;
+        }
+    }
 }
 
 /// Counts one name of the name phase under its pattern, if it passes MATCH and TYPE.
@@ -1318,6 +1496,10 @@ unsafe fn measure(
     let Some(bytes) = bytes else {
         return;
     };
+    if bytes >= KNOWN_BIG_KEY_BYTES || job.census.measuring {
+        let capacity = known_big_capacity();
+        KNOWN_BIG.with(|k| k.note(job.db, name, bytes, capacity));
+    }
     job.agg.add(&KeyFacts {
         name,
         type_name,
@@ -1738,9 +1920,23 @@ fn finish(job: Job) {
             "ERR OPT.KEYSPACE analysis {} stopped: {why}",
             job.id
         )),
-        None => Ok(job
-            .agg
-            .finish(job.query.mode, job.db, job.db_keys, job.scanned, elapsed)),
+        None => {
+            let census = job.census.present;
+            let sample = job.agg.finish(
+                job.query.mode,
+                job.db,
+                job.db_keys.saturating_sub(census),
+                job.scanned,
+                elapsed,
+            );
+            match job.census.agg {
+                Some(agg) if census > 0 => {
+                    let whole = agg.finish(Mode::Full, job.db, census, census, elapsed);
+                    Ok(combine_census(whole, sample, job.query.top))
+                }
+                _ => Ok(sample),
+            }
+        }
     };
     let outcome = Box::new(Outcome {
         result,

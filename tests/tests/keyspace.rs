@@ -308,7 +308,8 @@ fn samples_extrapolate_close_to_full_and_filters_apply() {
     let full = keyspace(&mut c, &["FULL"]);
     let s = keyspace(&mut c, &["SAMPLES", "3000"]);
     assert_eq!(s.mode, "samples");
-    assert_eq!(s.keys_scanned, 3000);
+    // The samples, and `report:big`, which FULL found big and SAMPLES measures whole.
+    assert_eq!(s.keys_scanned, 3001);
     let f = full
         .patterns
         .iter()
@@ -577,7 +578,8 @@ fn keys_changing_during_the_scan_are_handled() {
     let s = keyspace(&mut c, &["SAMPLES", "5000"]);
     writer.join().unwrap();
     assert_eq!(s.mode, "samples");
-    assert!(s.keys_scanned <= 5000, "{}", s.keys_scanned);
+    // The samples, plus `report:big`, which FULL found big and SAMPLES measures whole.
+    assert!(s.keys_scanned <= 5001, "{}", s.keys_scanned);
     assert_eq!(redis::cmd("PING").query::<String>(&mut c).unwrap(), "PONG");
 }
 
@@ -714,7 +716,8 @@ fn works_on_a_replica_and_with_config_or_scan_renamed() {
     assert!(r.patterns.iter().any(|p| p.pattern == "cache:item:*"));
     // Without SCAN the samples come from RandomKey, after 2 name draws per sample.
     let s = keyspace(&mut replica.conn(), &["SAMPLES", "200"]);
-    assert_eq!((s.keys_scanned, s.names_drawn), (200, 400));
+    // Plus `report:big`, which FULL found big and SAMPLES measures whole.
+    assert_eq!((s.keys_scanned, s.names_drawn), (201, 400));
     assert!(s.patterns.iter().any(|p| p.pattern == "cache:item:*"));
 }
 
@@ -1266,4 +1269,93 @@ fn an_analysis_ends_with_an_error_when_a_full_sync_replaces_the_data() {
     let r = keyspace(&mut replica.conn(), &["FULL"]);
     assert!(r.patterns.iter().any(|p| p.pattern == "cache:item:*"));
     assert!(!r.patterns.iter().any(|p| p.pattern.starts_with("old")));
+}
+
+/// Big keys a FULL measured are remembered, and a later SAMPLES measures them whole: their
+/// pattern comes out exact, not missed or scaled up; a big key deleted or a flush is
+/// forgotten, MATCH still applies, and `opt.keyspace-known-big-keys 0` turns it off.
+#[test]
+fn samples_measure_the_big_keys_an_analysis_found_whole() {
+    let server = Server::start();
+    let mut c = server.conn();
+    let mut p = redis::pipe();
+    for i in 0..30_000 {
+        p.cmd("SET").arg(format!("item:{i}")).arg("v").ignore();
+    }
+    for b in 0..5 {
+        let members: Vec<(u32, String)> = (0..2_000 + 100 * b)
+            .map(|m| (m, format!("player:{m}")))
+            .collect();
+        p.cmd("ZADD")
+            .arg(format!("board:{b}"))
+            .arg(members)
+            .ignore();
+    }
+    let _: () = p.query(&mut c).unwrap();
+    let known = |c: &mut Connection| opt_harness::info_int(c, "opt", "opt_keyspace_known_big_keys");
+    let measured = |c: &mut Connection| {
+        opt_harness::info_int(c, "opt", "opt_keyspace_known_big_keys_measured")
+    };
+    assert_eq!(known(&mut c), 0);
+
+    let full = keyspace(&mut c, &["FULL"]);
+    let board = |r: &KeyspaceReport| {
+        r.patterns
+            .iter()
+            .find(|p| p.pattern == "board:*")
+            .map(|p| (p.keys, p.bytes))
+    };
+    let exact = board(&full).expect("FULL sees the boards");
+    assert_eq!(exact.0, 5);
+    assert_eq!(known(&mut c), 5, "every board is over 64 KB");
+
+    for _ in 0..3 {
+        let before = measured(&mut c);
+        let s = keyspace(&mut c, &["SAMPLES", "1000", "TOP", "5"]);
+        assert_eq!(s.mode, "samples");
+        assert_eq!(board(&s), Some(exact), "the boards are measured whole");
+        assert_eq!(measured(&mut c) - before, 5);
+        assert_eq!(
+            s.top_by_bytes,
+            full.top_by_bytes[..5],
+            "the same top keys as FULL"
+        );
+        // The sample covers the other keys: its estimate of them is near their 30,000.
+        let items = s.patterns.iter().find(|p| p.pattern == "item:*").unwrap();
+        assert!(
+            (27_000..=33_000).contains(&items.keys),
+            "item:* estimated at {} keys",
+            items.keys
+        );
+        assert!((30_000..=30_010).contains(&s.db_keys), "{}", s.db_keys);
+    }
+
+    // MATCH applies to the census too.
+    let s = keyspace(&mut c, &["SAMPLES", "1000", "MATCH", "item:*"]);
+    assert_eq!(board(&s), None);
+
+    // A big key deleted is forgotten at the next SAMPLES; the others stay exact.
+    let _: () = redis::cmd("DEL").arg("board:4").query(&mut c).unwrap();
+    let s = keyspace(&mut c, &["SAMPLES", "1000"]);
+    assert_eq!(known(&mut c), 4);
+    let (keys, bytes) = board(&s).unwrap();
+    assert_eq!(keys, 4);
+    assert_eq!(bytes, exact.1 - full.top_by_bytes[0].bytes);
+
+    // Turned off: nothing is measured whole.
+    ok(
+        &mut c,
+        &["CONFIG", "SET", "opt.keyspace-known-big-keys", "0"],
+    );
+    let before = measured(&mut c);
+    keyspace(&mut c, &["SAMPLES", "1000"]);
+    assert_eq!(measured(&mut c), before);
+    ok(
+        &mut c,
+        &["CONFIG", "SET", "opt.keyspace-known-big-keys", "1024"],
+    );
+
+    // A flush forgets them all.
+    ok(&mut c, &["FLUSHALL"]);
+    assert_eq!(known(&mut c), 0);
 }

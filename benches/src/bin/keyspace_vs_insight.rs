@@ -19,6 +19,10 @@
 //! differently and RedisInsight's sample (the first keys SCAN returns, the same keys on every
 //! run against one server) differs between servers only.
 //!
+//! Each server first gets 10 runs of SAMPLES 10000, then FULL (the exact figures), then the
+//! compared runs: by then the module remembers the big keys FULL measured
+//! (`opt.keyspace-known-big-keys`) and SAMPLES measures them whole.
+//!
 //! Run: `cargo build --release -p redis-opt-module && cargo run --release -p redis-opt-benches
 //! --bin keyspace_vs_insight [KEYS] [SERVERS]`.
 
@@ -38,6 +42,8 @@ const INSIGHT_SCAN_COUNT: usize = 2_000;
 /// Big sorted sets among the keys, and the top keys by bytes compared.
 const BIG_KEYS: usize = 20;
 const TOP: usize = 15;
+/// SAMPLES runs before FULL on each server.
+const COLD_RUNS: usize = 10;
 
 fn load(server: &Server, keys: usize) {
     let mut c = server.conn();
@@ -311,6 +317,15 @@ fn main() {
         let server = Server::start();
         load(&server, keys);
         let mut c = server.conn();
+        // SAMPLES before any FULL: the module knows no big key yet, and learns those its
+        // samples hit (`opt.keyspace-known-big-keys`).
+        let cold: Vec<(KeyspaceReport, i64)> = (0..COLD_RUNS)
+            .map(|_| {
+                let r = keyspace(&mut c, &["SAMPLES", "10000"]).0;
+                let known = opt_harness::info_int(&mut c, "opt", "opt_keyspace_known_big_keys");
+                (r, known)
+            })
+            .collect();
         let (full, ms) = keyspace(&mut c, &["FULL"]);
         full_ms.push(ms);
         let truth = by_namespace(&full);
@@ -322,6 +337,13 @@ fn main() {
             total / 1e6,
             ms
         );
+        println!(
+            "SAMPLES 10000 before any FULL (run: worst namespace error, big keys known after it):"
+        );
+        for (i, (r, known)) in cold.iter().enumerate() {
+            let (e, ns) = worst_error(&by_namespace(r), &truth, total);
+            println!("  run {:>2}: {:>7.2}% ({ns}), {known} known", i + 1, e);
+        }
         // RedisInsight's sample is the first keys SCAN returns: the same on every run here.
         let insight: Vec<InsightResult> = (0..3).map(|_| insight_analysis(&mut c)).collect();
         let same = insight.windows(2).all(|w| w[0].bytes == w[1].bytes);

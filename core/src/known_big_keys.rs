@@ -1,0 +1,230 @@
+//! The big keys an analysis has seen, remembered so that later samples measure them whole.
+//!
+//! `OPT.KEYSPACE SAMPLES` measures a random part of the keys and scales it up. A few big keys
+//! break that: twenty sorted sets holding 13% of a million keys' memory are missed by almost
+//! every sample of 10,000 (the pattern then shows nothing) and, when one is hit, scaled up a
+//! hundredfold. RedisInsight's analysis, a sample too, has the same blind spot. So every key
+//! of at least [`KNOWN_BIG_KEY_BYTES`] that an analysis (FULL or SAMPLES) measures is
+//! remembered here, per database, up to a configured number (`opt.keyspace-known-big-keys`,
+//! the smallest dropped first), and a later SAMPLES measures each of them exactly and samples
+//! only the other keys (a census stratum beside a sampled one, summed at the end). A name
+//! remembered is only a hint: the key is looked up again, measured as it is now, and dropped
+//! from here when it is gone or no longer big.
+
+use crate::report::KeyspaceReport;
+
+/// The size from which a measured key is remembered: 64 KiB (a 1,000-member sorted set is
+/// about 100 KB; a string of 64 KB is big by any cache's measure).
+pub const KNOWN_BIG_KEY_BYTES: u64 = 64 * 1024;
+
+/// Remembered big keys, across databases, bounded by a capacity.
+#[derive(Debug, Default, Clone)]
+pub struct KnownBigKeys {
+    /// (db, name, bytes when last measured).
+    keys: Vec<(u64, Vec<u8>, u64)>,
+}
+
+impl KnownBigKeys {
+    /// Nothing remembered.
+    pub const fn new() -> Self {
+        KnownBigKeys { keys: Vec::new() }
+    }
+
+    /// Keys remembered, in every database.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Notes that `name` in `db` measured `bytes`: remembered (or its size updated) when it is
+    /// big, forgotten when it is not. At `capacity` keys the smallest gives way to a bigger
+    /// one; a capacity lowered since is applied here too.
+    pub fn note(&mut self, db: u64, name: &[u8], bytes: u64, capacity: usize) {
+        let at = self.keys.iter().position(|(d, n, _)| *d == db && n == name);
+        match (at, bytes >= KNOWN_BIG_KEY_BYTES) {
+            (Some(i), true) => self.keys[i].2 = bytes,
+            (Some(i), false) => {
+                self.keys.swap_remove(i);
+            }
+            (None, true) => {
+                self.keys.push((db, name.to_vec(), bytes));
+            }
+            (None, false) => return,
+        }
+        while self.keys.len() > capacity {
+            let smallest = self
+                .keys
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, (_, _, b))| *b)
+                .map(|(i, _)| i);
+            match smallest {
+                Some(i) => {
+                    self.keys.swap_remove(i);
+                }
+                None => break,
+            }
+        }
+    }
+
+    /// Forgets `name` in `db` (the key is gone).
+    pub fn forget(&mut self, db: u64, name: &[u8]) {
+        self.keys.retain(|(d, n, _)| !(*d == db && n == name));
+    }
+
+    /// Forgets every key of `db`, or of every database when None (a flush; the keys would be
+    /// looked up and dropped anyway, this only saves the lookups).
+    pub fn forget_db(&mut self, db: Option<u64>) {
+        match db {
+            Some(db) => self.keys.retain(|(d, _, _)| *d != db),
+            None => self.keys.clear(),
+        }
+    }
+
+    /// The names remembered in `db`, biggest first (the order a census measures them in).
+    pub fn names_in(&self, db: u64) -> Vec<Vec<u8>> {
+        let mut v: Vec<&(u64, Vec<u8>, u64)> =
+            self.keys.iter().filter(|(d, _, _)| *d == db).collect();
+        v.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.1.cmp(&b.1)));
+        v.into_iter().map(|(_, n, _)| n.clone()).collect()
+    }
+
+    /// Bytes held (names and entries).
+    pub fn memory_bytes(&self) -> usize {
+        self.keys.capacity() * std::mem::size_of::<(u64, Vec<u8>, u64)>()
+            + self
+                .keys
+                .iter()
+                .map(|(_, n, _)| n.capacity())
+                .sum::<usize>()
+    }
+}
+
+/// A SAMPLES report made of its two strata: `census`, the known big keys measured whole
+/// (FULL's figures over them), and `sample`, the other keys sampled and scaled up to their
+/// number. Patterns, types, sizes and top keys are summed as shards' reports are; the mode
+/// stays `samples`.
+pub fn combine_census(
+    census: KeyspaceReport,
+    sample: KeyspaceReport,
+    top: usize,
+) -> KeyspaceReport {
+    let mode = sample.mode.clone();
+    let parts = [
+        ("census".to_string(), census),
+        ("sample".to_string(), sample),
+    ];
+    match crate::cluster::merge_keyspace(&parts, top) {
+        Some(mut r) => {
+            r.mode = mode;
+            r
+        }
+        None => parts[1].1.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keyspace::{Aggregator, KeyFacts, Mode, Thresholds};
+
+    const BIG: u64 = KNOWN_BIG_KEY_BYTES;
+
+    fn report(mode: Mode, keys: &[(&str, u64)], db_keys: u64) -> KeyspaceReport {
+        let mut agg = Aggregator::new(b":", 3, Thresholds::default());
+        for (name, bytes) in keys {
+            agg.add(&KeyFacts {
+                name: name.as_bytes(),
+                type_name: "zset",
+                encoding: "skiplist",
+                bytes: *bytes,
+                length: 10,
+                ttl_ms: None,
+                idle_s: None,
+                lfu: None,
+                now_ms: 0,
+            });
+        }
+        agg.finish(mode, 0, db_keys, keys.len() as u64, 1)
+    }
+
+    #[test]
+    fn the_census_and_the_sample_add_up_and_stay_a_sample() {
+        // The census: two boards measured whole. The sample: 2 of 100 other keys, scaled 50x.
+        let census = report(Mode::Full, &[("board:1", 3 * BIG), ("board:2", 2 * BIG)], 2);
+        let sample = report(Mode::Samples(2), &[("item:1", 100), ("item:2", 300)], 100);
+        let r = combine_census(census, sample, 3);
+        assert_eq!(r.mode, "samples");
+        assert_eq!(r.db_keys, 102);
+        assert_eq!(r.keys_scanned, 4);
+        let bytes = |p: &str| {
+            r.patterns
+                .iter()
+                .find(|x| x.pattern == p)
+                .map(|x| (x.keys, x.bytes))
+        };
+        assert_eq!(
+            bytes("board:*"),
+            Some((2, 5 * BIG)),
+            "the census is not scaled"
+        );
+        assert_eq!(bytes("item:*"), Some((100, 20_000)), "the sample is");
+        assert_eq!(r.total_bytes, 5 * BIG + 20_000);
+        let top: Vec<&str> = r.top_by_bytes.iter().map(|k| k.key.as_str()).collect();
+        assert_eq!(top, ["board:1", "board:2", "item:2"]);
+    }
+
+    #[test]
+    fn only_big_keys_are_remembered_and_a_shrunk_one_is_forgotten() {
+        let mut k = KnownBigKeys::new();
+        k.note(0, b"small", BIG - 1, 10);
+        assert!(k.is_empty());
+        k.note(0, b"lb", BIG, 10);
+        k.note(0, b"lb", 3 * BIG, 10);
+        assert_eq!(k.len(), 1, "a key noted twice is one entry");
+        k.note(0, b"lb", 100, 10);
+        assert!(k.is_empty(), "a key measured small again is forgotten");
+    }
+
+    #[test]
+    fn at_capacity_the_smallest_gives_way_and_a_lower_capacity_applies() {
+        let mut k = KnownBigKeys::new();
+        for (i, mult) in [5u64, 2, 9, 7].iter().enumerate() {
+            k.note(0, format!("k{i}").as_bytes(), mult * BIG, 3);
+        }
+        // k1 (2 x) was the smallest when k3 came.
+        assert_eq!(
+            k.names_in(0),
+            vec![b"k2".to_vec(), b"k3".to_vec(), b"k0".to_vec()]
+        );
+        k.note(0, b"k4", BIG, 3);
+        assert_eq!(k.len(), 3, "a key smaller than all held does not stay");
+        assert!(!k.names_in(0).contains(&b"k4".to_vec()));
+        k.note(0, b"k2", 9 * BIG, 1);
+        assert_eq!(k.names_in(0), vec![b"k2".to_vec()]);
+        k.note(0, b"k2", 9 * BIG, 0);
+        assert!(k.is_empty(), "capacity 0 remembers nothing");
+    }
+
+    #[test]
+    fn databases_are_apart() {
+        let mut k = KnownBigKeys::new();
+        k.note(0, b"a", 2 * BIG, 10);
+        k.note(1, b"a", 2 * BIG, 10);
+        k.note(1, b"b", 3 * BIG, 10);
+        assert_eq!(k.names_in(1), vec![b"b".to_vec(), b"a".to_vec()]);
+        k.forget(1, b"a");
+        assert_eq!(k.names_in(0), vec![b"a".to_vec()]);
+        assert_eq!(k.names_in(1), vec![b"b".to_vec()]);
+        k.forget_db(Some(1));
+        assert!(k.names_in(1).is_empty());
+        assert_eq!(k.len(), 1);
+        k.forget_db(None);
+        assert!(k.is_empty());
+        assert_eq!(k.memory_bytes(), k.keys.capacity() * 40);
+    }
+}
