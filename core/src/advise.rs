@@ -1856,6 +1856,7 @@ mod tests {
             db_keys: 1000,
             keys_scanned: 1000,
             names_drawn: 0,
+            big_keys_measured_whole: 0,
             keys_matched: 1000,
             total_bytes: 1_000_000,
             elapsed_ms: 1,

@@ -368,6 +368,7 @@ pub fn merge_keyspace(reports: &[(String, KeyspaceReport)], top: usize) -> Optio
         db_keys: 0,
         keys_scanned: 0,
         names_drawn: 0,
+        big_keys_measured_whole: 0,
         keys_matched: 0,
         total_bytes: 0,
         elapsed_ms: 0,
@@ -378,6 +379,7 @@ pub fn merge_keyspace(reports: &[(String, KeyspaceReport)], top: usize) -> Optio
         m.db_keys += r.db_keys;
         m.keys_scanned += r.keys_scanned;
         m.names_drawn += r.names_drawn;
+        m.big_keys_measured_whole += r.big_keys_measured_whole;
         m.keys_matched += r.keys_matched;
         m.total_bytes += r.total_bytes;
         m.elapsed_ms = m.elapsed_ms.max(r.elapsed_ms);
@@ -1322,6 +1324,7 @@ garbage
             db_keys: pattern_bytes.iter().map(|p| p.1).sum(),
             keys_scanned: pattern_bytes.iter().map(|p| p.1).sum(),
             names_drawn: 0,
+            big_keys_measured_whole: 0,
             keys_matched: pattern_bytes.iter().map(|p| p.1).sum(),
             total_bytes: pattern_bytes.iter().map(|p| p.2).sum(),
             elapsed_ms: 5,

@@ -771,6 +771,7 @@ impl Aggregator {
             db_keys,
             keys_scanned: scanned,
             names_drawn: self.name_draws,
+            big_keys_measured_whole: 0,
             keys_matched,
             total_bytes,
             elapsed_ms,

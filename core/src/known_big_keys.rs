@@ -18,53 +18,83 @@ use crate::report::KeyspaceReport;
 pub const KNOWN_BIG_KEY_BYTES: u64 = 64 * 1024;
 
 /// Remembered big keys, across databases, bounded by a capacity.
+///
+/// A FULL analysis of a db of big values notes every key, so noting is O(1): a hash map, and
+/// the smallest size held cached, so that a key no bigger than it is turned away at once when
+/// the map is full. Only a key that displaces the smallest costs a pass over the map (to find
+/// the next smallest): about capacity x ln(keys / capacity) such passes over a whole db.
 #[derive(Debug, Default, Clone)]
 pub struct KnownBigKeys {
-    /// (db, name, bytes when last measured).
-    keys: Vec<(u64, Vec<u8>, u64)>,
+    /// (db, name) -> bytes when last measured.
+    keys: Option<std::collections::HashMap<(u64, Vec<u8>), u64>>,
+    /// The smallest size in `keys`, when known (None: recompute before use).
+    smallest: Option<u64>,
 }
 
 impl KnownBigKeys {
     /// Nothing remembered.
     pub const fn new() -> Self {
-        KnownBigKeys { keys: Vec::new() }
+        KnownBigKeys {
+            keys: None,
+            smallest: None,
+        }
     }
 
     /// Keys remembered, in every database.
     pub fn len(&self) -> usize {
-        self.keys.len()
+        self.keys.as_ref().map_or(0, |k| k.len())
     }
 
     /// Whether nothing is remembered.
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.len() == 0
     }
 
     /// Notes that `name` in `db` measured `bytes`: remembered (or its size updated) when it is
     /// big, forgotten when it is not. At `capacity` keys the smallest gives way to a bigger
     /// one; a capacity lowered since is applied here too.
     pub fn note(&mut self, db: u64, name: &[u8], bytes: u64, capacity: usize) {
-        let at = self.keys.iter().position(|(d, n, _)| *d == db && n == name);
-        match (at, bytes >= KNOWN_BIG_KEY_BYTES) {
-            (Some(i), true) => self.keys[i].2 = bytes,
-            (Some(i), false) => {
-                self.keys.swap_remove(i);
+        let keys = self.keys.get_or_insert_with(Default::default);
+        let id = (db, name.to_vec());
+        if bytes < KNOWN_BIG_KEY_BYTES {
+            if keys.remove(&id).is_some() {
+                self.smallest = None;
             }
-            (None, true) => {
-                self.keys.push((db, name.to_vec(), bytes));
-            }
-            (None, false) => return,
+            return;
         }
-        while self.keys.len() > capacity {
-            let smallest = self
-                .keys
+        if let Some(held) = keys.get_mut(&id) {
+            *held = bytes;
+            self.smallest = None;
+        } else {
+            if keys.len() >= capacity {
+                let smallest = *self
+                    .smallest
+                    .get_or_insert_with(|| keys.values().copied().min().unwrap_or(0));
+                if capacity == 0 || (keys.len() == capacity && bytes <= smallest) {
+                    self.trim(capacity);
+                    return;
+                }
+            }
+            keys.insert(id, bytes);
+            self.smallest = self.smallest.map(|m| m.min(bytes));
+        }
+        self.trim(capacity);
+    }
+
+    /// Drops the smallest keys until at most `capacity` are held.
+    fn trim(&mut self, capacity: usize) {
+        let Some(keys) = self.keys.as_mut() else {
+            return;
+        };
+        while keys.len() > capacity {
+            let smallest = keys
                 .iter()
-                .enumerate()
-                .min_by_key(|(_, (_, _, b))| *b)
-                .map(|(i, _)| i);
+                .min_by(|a, b| a.1.cmp(b.1).then_with(|| b.0.cmp(a.0)))
+                .map(|(k, _)| k.clone());
             match smallest {
-                Some(i) => {
-                    self.keys.swap_remove(i);
+                Some(k) => {
+                    keys.remove(&k);
+                    self.smallest = None;
                 }
                 None => break,
             }
@@ -73,34 +103,45 @@ impl KnownBigKeys {
 
     /// Forgets `name` in `db` (the key is gone).
     pub fn forget(&mut self, db: u64, name: &[u8]) {
-        self.keys.retain(|(d, n, _)| !(*d == db && n == name));
+        if let Some(keys) = self.keys.as_mut() {
+            if keys.remove(&(db, name.to_vec())).is_some() {
+                self.smallest = None;
+            }
+        }
     }
 
     /// Forgets every key of `db`, or of every database when None (a flush; the keys would be
     /// looked up and dropped anyway, this only saves the lookups).
     pub fn forget_db(&mut self, db: Option<u64>) {
-        match db {
-            Some(db) => self.keys.retain(|(d, _, _)| *d != db),
-            None => self.keys.clear(),
+        if let Some(keys) = self.keys.as_mut() {
+            match db {
+                Some(db) => keys.retain(|(d, _), _| *d != db),
+                None => *keys = Default::default(),
+            }
         }
+        self.smallest = None;
     }
 
     /// The names remembered in `db`, biggest first (the order a census measures them in).
     pub fn names_in(&self, db: u64) -> Vec<Vec<u8>> {
-        let mut v: Vec<&(u64, Vec<u8>, u64)> =
-            self.keys.iter().filter(|(d, _, _)| *d == db).collect();
-        v.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.1.cmp(&b.1)));
-        v.into_iter().map(|(_, n, _)| n.clone()).collect()
+        let Some(keys) = self.keys.as_ref() else {
+            return Vec::new();
+        };
+        let mut v: Vec<(&Vec<u8>, u64)> = keys
+            .iter()
+            .filter(|((d, _), _)| *d == db)
+            .map(|((_, n), b)| (n, *b))
+            .collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+        v.into_iter().map(|(n, _)| n.clone()).collect()
     }
 
-    /// Bytes held (names and entries).
+    /// Bytes held (names and entries), roughly: the map's slots and each name.
     pub fn memory_bytes(&self) -> usize {
-        self.keys.capacity() * std::mem::size_of::<(u64, Vec<u8>, u64)>()
-            + self
-                .keys
-                .iter()
-                .map(|(_, n, _)| n.capacity())
-                .sum::<usize>()
+        self.keys.as_ref().map_or(0, |k| {
+            k.capacity() * (std::mem::size_of::<((u64, Vec<u8>), u64)>() + 1)
+                + k.keys().map(|(_, n)| n.capacity()).sum::<usize>()
+        })
     }
 }
 
@@ -114,6 +155,7 @@ pub fn combine_census(
     top: usize,
 ) -> KeyspaceReport {
     let mode = sample.mode.clone();
+    let whole = census.keys_scanned;
     let parts = [
         ("census".to_string(), census),
         ("sample".to_string(), sample),
@@ -121,6 +163,7 @@ pub fn combine_census(
     match crate::cluster::merge_keyspace(&parts, top) {
         Some(mut r) => {
             r.mode = mode;
+            r.big_keys_measured_whole = whole;
             r
         }
         None => parts[1].1.clone(),
@@ -161,6 +204,7 @@ mod tests {
         assert_eq!(r.mode, "samples");
         assert_eq!(r.db_keys, 102);
         assert_eq!(r.keys_scanned, 4);
+        assert_eq!(r.big_keys_measured_whole, 2);
         let bytes = |p: &str| {
             r.patterns
                 .iter()
@@ -211,6 +255,28 @@ mod tests {
     }
 
     #[test]
+    fn a_whole_db_of_big_keys_keeps_the_biggest() {
+        // Sizes in a scrambled order; the 100 biggest must stay, whatever the order.
+        let mut k = KnownBigKeys::new();
+        let n = 20_000u64;
+        for i in 0..n {
+            let size = BIG + (i * 7_919) % n;
+            k.note(3, format!("v:{i}").as_bytes(), size, 100);
+        }
+        assert_eq!(k.len(), 100);
+        let names = k.names_in(3);
+        let sizes: Vec<u64> = names
+            .iter()
+            .map(|name| {
+                let i: u64 = std::str::from_utf8(&name[2..]).unwrap().parse().unwrap();
+                BIG + (i * 7_919) % n
+            })
+            .collect();
+        let want: Vec<u64> = (0..100).map(|j| BIG + n - 1 - j).collect();
+        assert_eq!(sizes, want);
+    }
+
+    #[test]
     fn databases_are_apart() {
         let mut k = KnownBigKeys::new();
         k.note(0, b"a", 2 * BIG, 10);
@@ -225,6 +291,6 @@ mod tests {
         assert_eq!(k.len(), 1);
         k.forget_db(None);
         assert!(k.is_empty());
-        assert_eq!(k.memory_bytes(), k.keys.capacity() * 40);
+        assert!(k.names_in(0).is_empty());
     }
 }

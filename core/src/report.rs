@@ -194,6 +194,10 @@ pub struct KeyspaceReport {
     /// its average size).
     #[serde(default)]
     pub names_drawn: u64,
+    /// SAMPLES only: the known big keys measured whole beside the sample (see
+    /// `opt.keyspace-known-big-keys`), counted in `keys_scanned` too.
+    #[serde(default)]
+    pub big_keys_measured_whole: u64,
     /// Keys that matched MATCH/TYPE.
     pub keys_matched: u64,
     /// Bytes of the matched keys (extrapolated in samples mode).
@@ -400,6 +404,13 @@ pub struct FullReport {
     pub hotkeys: Option<HotKeysReport>,
     /// The hottest key patterns since start.
     pub namespaces: Option<HotKeysReport>,
+    /// The recent window of the hot keys, every candidate: their ops/s now. Absent from
+    /// reports of optctl versions before the field.
+    #[serde(default)]
+    pub hotkeys_recent: Option<HotKeysReport>,
+    /// The same for the hot key patterns.
+    #[serde(default)]
+    pub namespaces_recent: Option<HotKeysReport>,
     /// Memory by pattern (sampled).
     pub keyspace: Option<KeyspaceReport>,
     /// The tag index.

@@ -193,21 +193,29 @@ pub fn csv(r: &KeyspaceReport) -> String {
 pub fn render_report(r: &KeyspaceReport) -> String {
     // Expiry times are told from this machine's clock.
     let now = table::unix_now();
+    let whole = if r.big_keys_measured_whole > 0 {
+        format!(
+            ", {} known big keys measured whole",
+            r.big_keys_measured_whole
+        )
+    } else {
+        String::new()
+    };
     let what = if r.mode == "full" {
         "keys (every key) analysed".to_string()
     } else if r.names_drawn > 0 {
         format!(
-            "random keys measured and {} more names counted by pattern (sampled, extrapolated)",
+            "random keys measured{whole} and {} more names counted by pattern (sampled, extrapolated)",
             r.names_drawn
         )
     } else {
-        "random keys measured (sampled, extrapolated)".to_string()
+        format!("random keys measured{whole} (sampled, extrapolated)")
     };
     let mut out = format!(
         "db {}: {} keys; {} {what} in {} ms; {} matched, {} in all\n\n",
         r.db,
         r.db_keys,
-        r.keys_scanned,
+        r.keys_scanned - r.big_keys_measured_whole.min(r.keys_scanned),
         r.elapsed_ms,
         human(r.keys_matched as f64),
         bytes(r.total_bytes)

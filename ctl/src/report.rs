@@ -44,6 +44,13 @@ pub fn gather(cli: &Cli, samples: u64) -> Result<FullReport, CtlError> {
         conn::call_json(&mut con, cli, "OPT.HOTKEYS", &top(false)).ok();
     let namespaces: Option<HotKeysReport> =
         conn::call_json(&mut con, cli, "OPT.HOTKEYS", &top(true)).ok();
+    // Every candidate of the recent window, for the rates now of the keys ranked above.
+    let mut recent = |of: &Option<HotKeysReport>, ns: bool| {
+        let capacity = of.as_ref()?.capacity;
+        conn::call_json(&mut con, cli, "OPT.HOTKEYS", &recent_query(capacity, ns)).ok()
+    };
+    let hotkeys_recent = recent(&hot, false);
+    let namespaces_recent = recent(&namespaces, true);
     let keyspace: Option<KeyspaceReport> = if samples > 0 {
         conn::call_json(&mut con, cli, "OPT.KEYSPACE", &["SAMPLES".into(), s]).ok()
     } else {
@@ -59,9 +66,25 @@ pub fn gather(cli: &Cli, samples: u64) -> Result<FullReport, CtlError> {
         advice,
         hotkeys: hot,
         namespaces,
+        hotkeys_recent,
+        namespaces_recent,
         keyspace,
         tags,
     })
+}
+
+/// OPT.HOTKEYS's arguments for every candidate (up to `count`) of the recent window.
+fn recent_query(count: u64, namespaces: bool) -> Vec<String> {
+    let mut a = vec![
+        "COUNT".to_string(),
+        count.max(1).to_string(),
+        "WINDOW".to_string(),
+        "recent".to_string(),
+    ];
+    if namespaces {
+        a.push("NAMESPACES".into());
+    }
+    a
 }
 
 /// The report of a cluster: the seed node's status; every primary's findings (titles name
@@ -116,6 +139,19 @@ fn gather_cluster(
     };
     let hotkeys = across(cli, nodes, "OPT.HOTKEYS", &top(false), |r| merge_hot(r, 10));
     let namespaces = across(cli, nodes, "OPT.HOTKEYS", &top(true), |r| merge_hot(r, 10));
+    // Every candidate of each node's recent window (the merged capacity is the nodes' sum).
+    let recent = |of: &Option<HotKeysReport>, ns: bool| {
+        let per_node = of.as_ref()?.capacity / nodes.len().max(1) as u64;
+        across(
+            cli,
+            nodes,
+            "OPT.HOTKEYS",
+            &recent_query(per_node, ns),
+            |r| merge_hot(r, usize::MAX),
+        )
+    };
+    let hotkeys_recent = recent(&hotkeys, false);
+    let namespaces_recent = recent(&namespaces, true);
     let keyspace = (samples > 0)
         .then(|| {
             across(cli, nodes, "OPT.KEYSPACE", &["SAMPLES".into(), s], |r| {
@@ -137,6 +173,8 @@ fn gather_cluster(
         advice,
         hotkeys,
         namespaces,
+        hotkeys_recent,
+        namespaces_recent,
         keyspace,
         tags,
     })
@@ -172,14 +210,23 @@ pub fn text(r: &FullReport) -> String {
         out.push_str("\n== advice\n");
         out.push_str(&advise::render(a, false));
     }
-    // The report holds the total window only: its rates are averages over it.
+    // Ranked by the total window; the rates now come from the recent one (a report without
+    // it shows each entry's average over the total window, and says so).
     if let Some(h) = &r.hotkeys {
         out.push_str("\n== hot keys\n");
-        out.push_str(&hotkeys::render_report(h, None, &r.server));
+        out.push_str(&hotkeys::render_report(
+            h,
+            r.hotkeys_recent.as_ref(),
+            &r.server,
+        ));
     }
     if let Some(n) = &r.namespaces {
         out.push_str("\n== hot key patterns\n");
-        out.push_str(&hotkeys::render_report(n, None, &r.server));
+        out.push_str(&hotkeys::render_report(
+            n,
+            r.namespaces_recent.as_ref(),
+            &r.server,
+        ));
     }
     if let Some(k) = &r.keyspace {
         out.push_str("\n== memory by key pattern\n");

@@ -156,6 +156,8 @@ struct Census {
     /// Census keys that exist (whether they match MATCH and TYPE or not): the sample scales
     /// up to the db's keys less these.
     present: u64,
+    /// Census keys measured (those that match).
+    measured: u64,
     /// Their figures, exact.
     agg: Option<Aggregator>,
     /// Set while a census key is measured, so that `measure` notes a shrunk key.
@@ -901,6 +903,7 @@ fn start_over(job: &mut Job) {
     job.scanned = 0;
     job.census.next = 0;
     job.census.present = 0;
+    job.census.measured = 0;
     job.census.skipped_draws = 0;
     job.census.agg = job.census.agg.as_ref().map(Aggregator::restarted);
     STARTED_OVER.fetch_add(1, Ordering::Relaxed);
@@ -1231,7 +1234,6 @@ unsafe fn take_census(ctx: *mut raw::RedisModuleCtx, job: &mut Job, deadline: In
             continue;
         }
         job.census.present += 1;
-        CENSUS_KEYS_MEASURED.fetch_add(1, Ordering::Relaxed);
         // The census keys go to their own aggregator, and do not count as samples.
         let Some(mut census_agg) = job.census.agg.take() else {
             close(key);
@@ -1243,6 +1245,8 @@ unsafe fn take_census(ctx: *mut raw::RedisModuleCtx, job: &mut Job, deadline: In
         job.scanned -= 1;
         close(key);
         if let Some(facts) = facts {
+            job.census.measured += 1;
+            CENSUS_KEYS_MEASURED.fetch_add(1, Ordering::Relaxed);
             job.census.measuring = true;
             measure(ctx, job, string, facts);
             job.census.measuring = false;
@@ -1931,7 +1935,8 @@ fn finish(job: Job) {
             );
             match job.census.agg {
                 Some(agg) if census > 0 => {
-                    let whole = agg.finish(Mode::Full, job.db, census, census, elapsed);
+                    let measured = job.census.measured;
+                    let whole = agg.finish(Mode::Full, job.db, census, measured, elapsed);
                     Ok(combine_census(whole, sample, job.query.top))
                 }
                 _ => Ok(sample),

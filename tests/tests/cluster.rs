@@ -1510,6 +1510,7 @@ fn optctl_merges_memory_by_pattern_and_finds_cluster_problems() {
     let r: opt_core::report::FullReport = serde_json::from_str(&out).unwrap();
     assert!(r.server.contains("cluster of 3 primaries"), "{}", r.server);
     assert_eq!(r.keyspace.as_ref().unwrap().db_keys, 3300);
+    assert!(r.hotkeys_recent.is_some() && r.namespaces_recent.is_some());
     let advice = r.advice.unwrap();
     assert!(advice.findings.iter().any(|f| f.rule == "hot-slot"));
     assert_eq!(r.tags.unwrap().keys, 300);

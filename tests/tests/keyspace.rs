@@ -372,9 +372,11 @@ fn samples_walk_the_keyspace_and_count_every_name_walked() {
         .unwrap();
     // 5,000 draws put the share's standard error near 2% of 2,000.
     assert!((1800..=2200).contains(&users.keys), "{}", users.keys);
-    // MATCH and TYPE: every measured key matches; the walk goes on until 300 do.
+    // MATCH and TYPE: every measured key matches; the walk goes on until 300 do (a known big
+    // key, `report:big` if the run above measured it, is not one of them).
     let m = keyspace(&mut c, &["SAMPLES", "300", "MATCH", "user:*"]);
     assert_eq!(m.keys_scanned, 300);
+    assert_eq!(m.big_keys_measured_whole, 0);
     assert!(m.patterns.iter().all(|p| p.pattern.starts_with("user:")));
     assert!(
         (1500..=2500).contains(&m.keys_matched),
@@ -1313,6 +1315,7 @@ fn samples_measure_the_big_keys_an_analysis_found_whole() {
         let before = measured(&mut c);
         let s = keyspace(&mut c, &["SAMPLES", "1000", "TOP", "5"]);
         assert_eq!(s.mode, "samples");
+        assert_eq!(s.big_keys_measured_whole, 5);
         assert_eq!(board(&s), Some(exact), "the boards are measured whole");
         assert_eq!(measured(&mut c) - before, 5);
         assert_eq!(
@@ -1330,6 +1333,16 @@ fn samples_measure_the_big_keys_an_analysis_found_whole() {
         assert!((30_000..=30_010).contains(&s.db_keys), "{}", s.db_keys);
     }
 
+    let (code, out, e) = optctl(
+        &["--url", &server.url(), "keyspace", "--samples", "1000"],
+        &[],
+    );
+    assert_eq!(code, 0, "{e}");
+    assert!(
+        out.contains("1000 random keys measured, 5 known big keys measured whole"),
+        "{out}"
+    );
+
     // MATCH applies to the census too.
     let s = keyspace(&mut c, &["SAMPLES", "1000", "MATCH", "item:*"]);
     assert_eq!(board(&s), None);
@@ -1340,7 +1353,12 @@ fn samples_measure_the_big_keys_an_analysis_found_whole() {
     assert_eq!(known(&mut c), 4);
     let (keys, bytes) = board(&s).unwrap();
     assert_eq!(keys, 4);
-    assert_eq!(bytes, exact.1 - full.top_by_bytes[0].bytes);
+    let deleted = full
+        .top_by_bytes
+        .iter()
+        .find(|k| k.key == "board:4")
+        .unwrap();
+    assert_eq!(bytes, exact.1 - deleted.bytes);
 
     // Turned off: nothing is measured whole.
     ok(

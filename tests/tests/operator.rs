@@ -234,10 +234,25 @@ fn report_as_text_json_and_html_rendered_by_chromium() {
     ] {
         assert!(out.contains(section), "{section} missing:\n{out}");
     }
+    // The hot keys' rates are those of the recent window, not averages since the start.
+    assert!(
+        out.contains("ops/s now") && !out.contains("ops/s avg"),
+        "{out}"
+    );
     let (code, out, _) = optctl(&["--url", &server.url(), "--json", "report"], &[]);
     assert_eq!(code, 0);
     let r: opt_core::report::FullReport = serde_json::from_str(&out).unwrap();
     assert!(r.advice.is_some() && r.keyspace.is_some() && r.hotkeys.is_some());
+    let recent = r.hotkeys_recent.expect("the recent window");
+    assert_eq!(recent.window, "recent");
+    let hottest = &r.hotkeys.unwrap().entries[0];
+    assert!(
+        recent
+            .entries
+            .iter()
+            .any(|e| e.name == hottest.name && e.ops_per_sec > 0.0),
+        "the hottest key has a rate now: {recent:?}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let html = dir.path().join("report.html");
