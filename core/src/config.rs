@@ -58,6 +58,7 @@ pub mod idx {
     pub const HOTKEYS_SAMPLE_BUDGET: usize = 12;
     pub const KEYSPACE_MEMORY_SAMPLES: usize = 13;
     pub const KEYSPACE_KNOWN_BIG_KEYS: usize = 14;
+    pub const KEYSPACE_BIG_KEY_WATCH: usize = 15;
 }
 
 /// Every config the module registers, in registration order (see [`idx`]).
@@ -185,6 +186,15 @@ pub const CONFIGS: &[ConfigSpec] = &[
         },
         doc: "OPT.KEYSPACE: keys of 64 KB or more that an analysis measured are remembered, up to this many (the smallest dropped first), and each later SAMPLES measures them whole and samples the other keys, so that a few big keys are neither missed nor scaled up; 0 remembers none",
     },
+    ConfigSpec {
+        name: "keyspace-big-key-watch",
+        kind: ConfigKind::Int {
+            default: 0,
+            min: 0,
+            max: 1_000_000,
+        },
+        doc: "keys a second that a background walk over every db looks at (type and length from the scan, MEMORY USAGE only for strings near 64 KB or more and collections of 64+ elements) to find the big keys SAMPLES then measures whole, before any analysis; 0 (the default) turns the walk off: on Redis 8 and Valkey each MEMORY USAGE counts as a keyspace hit in INFO stats",
+    },
 ];
 
 /// Finds a config by name, with or without the `opt.` prefix, case-insensitively.
@@ -304,6 +314,10 @@ mod tests {
         assert_eq!(
             CONFIGS[idx::KEYSPACE_KNOWN_BIG_KEYS].name,
             "keyspace-known-big-keys"
+        );
+        assert_eq!(
+            CONFIGS[idx::KEYSPACE_BIG_KEY_WATCH].name,
+            "keyspace-big-key-watch"
         );
         assert_eq!(
             CONFIGS[idx::HOTKEYS_SAMPLE_BUDGET].name,

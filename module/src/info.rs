@@ -114,6 +114,11 @@ fn fields() -> Vec<(&'static str, Field)> {
         "keyspace_known_big_keys_measured",
         Field::Count(crate::keyspace::census_keys_measured()),
     ));
+    let (seen, sized, rounds, busy_us) = crate::big_key_watch::counts();
+    out.push(("keyspace_big_key_watch_keys", Field::Count(seen)));
+    out.push(("keyspace_big_key_watch_sized", Field::Count(sized)));
+    out.push(("keyspace_big_key_watch_rounds", Field::Count(rounds)));
+    out.push(("keyspace_big_key_watch_us", Field::Count(busy_us)));
     let (hits, misses) = crate::keyspace::lookup_counts();
     out.push(("keyspace_lookup_hits", Field::Count(hits)));
     out.push(("keyspace_lookup_misses", Field::Count(misses)));

@@ -177,6 +177,13 @@ impl Census {
 /// `opt.keyspace-known-big-keys`.
 static KNOWN_BIG: MainThreadCell<KnownBigKeys> = MainThreadCell::new(KnownBigKeys::new());
 
+/// Notes a key measured elsewhere (the big-key watch): remembered if it is big, forgotten if
+/// it is no longer.
+pub fn note_known_big(db: u64, name: &[u8], bytes: u64) {
+    let capacity = known_big_capacity();
+    KNOWN_BIG.with(|k| k.note(db, name, bytes, capacity));
+}
+
 /// Known big keys, for INFO.
 pub fn known_big_keys() -> usize {
     KNOWN_BIG.with(|k| k.len()).unwrap_or(0)
@@ -1651,7 +1658,7 @@ unsafe fn key_bytes(
 ///
 /// # Safety
 /// `ctx` and `keyname` must be valid.
-unsafe fn memory_usage(
+pub(crate) unsafe fn memory_usage(
     ctx: *mut raw::RedisModuleCtx,
     keyname: *mut raw::RedisModuleString,
 ) -> Option<u64> {

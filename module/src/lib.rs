@@ -9,6 +9,7 @@ mod advise;
 // The server's allocator is unavailable to unit tests, which run without a server.
 #[cfg(not(test))]
 mod allocator;
+mod big_key_watch;
 mod blocked;
 mod client_db;
 mod commands;
@@ -147,6 +148,7 @@ fn load(ctx: *mut raw::RedisModuleCtx, args: &[String]) -> Result<(), String> {
     tags::init(ctx)?;
     tag_migration::init(ctx);
     keyspace::init(ctx);
+    big_key_watch::init(ctx);
     reply::init_ok_reply(ctx);
     event_audience::init(ctx, &display_version);
     events::subscribe(ctx, &display_version)?;

@@ -1377,3 +1377,74 @@ fn samples_measure_the_big_keys_an_analysis_found_whole() {
     ok(&mut c, &["FLUSHALL"]);
     assert_eq!(known(&mut c), 0);
 }
+
+/// `opt.keyspace-big-key-watch`: a background walk finds the big keys before any analysis
+/// (so the first SAMPLES already measures them whole), touches no key, sizes only the keys
+/// that may be big, and stops when set to 0.
+#[test]
+fn a_background_walk_finds_the_big_keys_before_any_analysis() {
+    let server = Server::with_config(&["opt.keyspace-big-key-watch 200000"]);
+    let mut c = server.conn();
+    let mut p = redis::pipe();
+    for i in 0..20_000 {
+        p.cmd("SET").arg(format!("item:{i}")).arg("v").ignore();
+    }
+    for b in 0..3 {
+        let members: Vec<(u32, String)> = (0..2_000).map(|m| (m, format!("p:{m}"))).collect();
+        p.cmd("ZADD")
+            .arg(format!("board:{b}"))
+            .arg(members)
+            .ignore();
+    }
+    p.cmd("SET").arg("blob").arg("z".repeat(100_000)).ignore();
+    // Sized (100 fields), but not big: not remembered.
+    let fields: Vec<(String, String)> = (0..100).map(|f| (format!("f{f}"), "v".into())).collect();
+    p.cmd("HSET").arg("small:hash").arg(fields).ignore();
+    let _: () = p.query(&mut c).unwrap();
+    let info = |c: &mut Connection, f: &str| opt_harness::info_int(c, "opt", f);
+    server.wait_for(
+        "the walk to find the big keys",
+        Duration::from_secs(20),
+        |c| {
+            info(c, "opt_keyspace_known_big_keys") == 4
+                && info(c, "opt_keyspace_big_key_watch_rounds") >= 2
+        },
+    );
+    let sized = info(&mut c, "opt_keyspace_big_key_watch_sized");
+    let seen = info(&mut c, "opt_keyspace_big_key_watch_keys");
+    assert!(
+        seen >= 20_005,
+        "a whole round after the load was walked: {seen}"
+    );
+    // Only the 5 keys that may be big are sized, once per round.
+    let rounds = info(&mut c, "opt_keyspace_big_key_watch_rounds");
+    assert!(
+        sized >= 4 && sized <= 5 * (rounds + 1),
+        "{sized} sized in {rounds} rounds"
+    );
+
+    // The first analysis already measures them whole.
+    let s = keyspace(&mut c, &["SAMPLES", "1000"]);
+    assert_eq!(s.big_keys_measured_whole, 4);
+    let boards = s.patterns.iter().find(|p| p.pattern == "board:*").unwrap();
+    assert_eq!(boards.keys, 3);
+
+    // Nothing was touched: the boards' idle time went on growing under the walk.
+    std::thread::sleep(Duration::from_millis(2_100));
+    let idle: i64 = redis::cmd("OBJECT")
+        .arg("IDLETIME")
+        .arg("board:0")
+        .query(&mut c)
+        .unwrap();
+    assert!(idle >= 2, "board:0 idle {idle} s");
+
+    // Off: the walk stops.
+    ok(
+        &mut c,
+        &["CONFIG", "SET", "opt.keyspace-big-key-watch", "0"],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let stopped = info(&mut c, "opt_keyspace_big_key_watch_keys");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(info(&mut c, "opt_keyspace_big_key_watch_keys"), stopped);
+}

@@ -302,6 +302,44 @@ fn worst_error(
         .fold((0.0, String::new()), |a, b| if b.0 > a.0 { b } else { a })
 }
 
+/// `opt.keyspace-big-key-watch` at `WATCH_RATE` keys a second (default 10,000): on one more
+/// server, how long after the load the walk knows every big key without any analysis, and
+/// what it cost the main thread.
+fn watch(keys: usize) {
+    let rate: u64 = std::env::var("WATCH_RATE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let server = Server::with_config(&[&format!("opt.keyspace-big-key-watch {rate}")]);
+    let started = Instant::now();
+    load(&server, keys);
+    let loaded = started.elapsed();
+    let mut c = server.conn();
+    let info = |c: &mut redis::Connection, f: &str| opt_harness::info_int(c, "opt", f);
+    let mut found_after = None;
+    while started.elapsed().as_secs() < 600 {
+        if info(&mut c, "opt_keyspace_known_big_keys") >= BIG_KEYS as i64 {
+            found_after = Some(started.elapsed());
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let busy_us = info(&mut c, "opt_keyspace_big_key_watch_us");
+    let (s, _) = keyspace(&mut c, &["SAMPLES", "10000"]);
+    println!(
+        "\nthe background walk at {rate} keys/s: loaded in {:.1} s; all {BIG_KEYS} big keys known {} after the start ({} keys looked at, {} sized, {} rounds); main thread busy {:.0} us a second ({:.2}% of a core); then SAMPLES 10000 measured {} whole",
+        loaded.as_secs_f64(),
+        found_after.map_or("never (600 s)".to_string(), |d| format!("{:.1} s", d.as_secs_f64())),
+        info(&mut c, "opt_keyspace_big_key_watch_keys"),
+        info(&mut c, "opt_keyspace_big_key_watch_sized"),
+        info(&mut c, "opt_keyspace_big_key_watch_rounds"),
+        busy_us as f64 / wall,
+        busy_us as f64 / wall / 1e4,
+        s.big_keys_measured_whole,
+    );
+}
+
 fn main() {
     redis_opt_benches::use_release_module();
     let mut args = std::env::args().skip(1);
@@ -446,6 +484,7 @@ fn main() {
         percentile(&mut samples_worst, 1.0),
         samples_worst.len()
     );
+    watch(keys);
     println!(
         "top {TOP} keys by bytes found: RedisInsight per server {:?}; SAMPLES 10000 median {:.0}%, worst {:.0}%; FULL 100%",
         insight_recall

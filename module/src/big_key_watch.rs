@@ -1,0 +1,233 @@
+//! A slow walk over every database that finds the big keys before any analysis asks.
+//!
+//! `OPT.KEYSPACE SAMPLES` measures the big keys it knows whole and samples the rest
+//! (`opt_core::known_big_keys`). It learns them from analyses, but a sample measures about one
+//! key in a hundred, so without a FULL it would learn them slowly, and until then miss them or
+//! scale them up. This walk looks at `opt.keyspace-big-key-watch` keys a second, in ticks of
+//! 100 ms that each stop at half of `opt.scan-slice-us`. It reads each key's type and length
+//! from the handle the scan passes (no lookup: no idle time or LFU counter touched, no
+//! keyspace hit counted) and asks MEMORY USAGE, after the scan call returned, only of a key
+//! that may be big: a string of nearly 64 KB or more, or a collection of
+//! [`COLLECTION_MIN_LENGTH`] elements or more. Nothing runs while the server loads data, and
+//! nothing at all at 0.
+
+use std::ffi::{c_int, c_void};
+use std::ptr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use opt_core::config::idx;
+use opt_core::known_big_keys::KNOWN_BIG_KEY_BYTES;
+use redis_module::raw;
+
+use crate::state::MainThreadCell;
+use crate::{configs, guard, keyspace};
+
+/// Ticks of the walk.
+const TICK_MS: i64 = 100;
+/// Collections this long or longer are asked their size (64 small elements are a few KB; an
+/// element would have to be 1 KB for 64 of them to reach 64 KB).
+const COLLECTION_MIN_LENGTH: u64 = 64;
+/// Strings this long or longer are asked their size (the key's own bytes come on top).
+const STRING_MIN_LENGTH: u64 = KNOWN_BIG_KEY_BYTES - 1024;
+/// Scan calls between two reads of the clock (a call visits one hash bucket).
+const SCANS_PER_CLOCK_READ: u32 = 8;
+
+/// Where the walk is.
+struct Watch {
+    /// The scan cursor in `db` (null until the first tick).
+    cursor: *mut raw::RedisModuleScanCursor,
+    db: u64,
+    /// Databases walked in turn (0 until the first tick asks).
+    databases: u64,
+    /// Keys the current scan call passed.
+    seen_in_call: u64,
+    /// Names of keys that may be big, retained until the scan call returns.
+    candidates: Vec<*mut raw::RedisModuleString>,
+}
+
+impl Default for Watch {
+    fn default() -> Self {
+        Watch {
+            cursor: ptr::null_mut(),
+            db: 0,
+            databases: 0,
+            seen_in_call: 0,
+            candidates: Vec::new(),
+        }
+    }
+}
+
+static WATCH: MainThreadCell<Option<Watch>> = MainThreadCell::new(None);
+/// Keys the walk looked at, for INFO.
+static KEYS_SEEN: AtomicU64 = AtomicU64::new(0);
+/// Keys whose size it asked, for INFO.
+static KEYS_SIZED: AtomicU64 = AtomicU64::new(0);
+/// Walks over every database completed, for INFO.
+static ROUNDS: AtomicU64 = AtomicU64::new(0);
+/// Main-thread time spent, in microseconds, for INFO.
+static BUSY_US: AtomicU64 = AtomicU64::new(0);
+
+/// (keys looked at, keys sized, rounds completed, microseconds spent), for INFO.
+pub fn counts() -> (u64, u64, u64, u64) {
+    (
+        KEYS_SEEN.load(Ordering::Relaxed),
+        KEYS_SIZED.load(Ordering::Relaxed),
+        ROUNDS.load(Ordering::Relaxed),
+        BUSY_US.load(Ordering::Relaxed),
+    )
+}
+
+/// Starts the ticks (at load). They run whatever the config says, so that turning it on at
+/// runtime takes effect; a tick with the walk off does nothing.
+pub fn init(ctx: *mut raw::RedisModuleCtx) {
+    // SAFETY: OnLoad context; `on_tick` has the timer signature and lives as long as the
+    // module.
+    unsafe {
+        if let Some(create) = raw::RedisModule_CreateTimer {
+            create(ctx, TICK_MS, Some(on_tick), ptr::null_mut());
+        }
+    }
+}
+
+/// # Safety
+/// Called by Redis on the main thread when the timer fires.
+unsafe extern "C" fn on_tick(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
+    guard::catch_and_log("big-key watch", || {
+        // The walk's state is taken out of the cell while the server is called (None: the
+        // cell is in use further up the stack, which a timer never is).
+        let Some(mut watch) = WATCH.with(|w| w.take().unwrap_or_default()) else {
+            return;
+        };
+        // SAFETY: the timer's context, on the main thread.
+        unsafe { tick(ctx, &mut watch) };
+        WATCH.with(|w| *w = Some(watch));
+    });
+    if let Some(create) = raw::RedisModule_CreateTimer {
+        create(ctx, TICK_MS, Some(on_tick), ptr::null_mut());
+    }
+}
+
+/// One tick of the walk.
+///
+/// # Safety
+/// `ctx` must be the timer's context.
+unsafe fn tick(ctx: *mut raw::RedisModuleCtx, w: &mut Watch) {
+    let rate = u64::try_from(configs::int(idx::KEYSPACE_BIG_KEY_WATCH)).unwrap_or(0);
+    if rate == 0 || configs::int(idx::KEYSPACE_KNOWN_BIG_KEYS) <= 0 {
+        return;
+    }
+    if let Some(flags) = raw::RedisModule_GetContextFlags {
+        if flags(ctx) as u32 & raw::REDISMODULE_CTX_FLAGS_LOADING != 0 {
+            return;
+        }
+    }
+    let (Some(scan), Some(select), Some(create_cursor), Some(restart)) = (
+        raw::RedisModule_Scan,
+        raw::RedisModule_SelectDb,
+        raw::RedisModule_ScanCursorCreate,
+        raw::RedisModule_ScanCursorRestart,
+    ) else {
+        return;
+    };
+    let start = Instant::now();
+    let budget = (rate * TICK_MS as u64 / 1000).max(1);
+    let slice_us = u64::try_from(configs::int(idx::SCAN_SLICE_US)).unwrap_or(1000) / 2;
+    let deadline = start + Duration::from_micros(slice_us.max(50));
+    if w.databases == 0 {
+        w.databases = keyspace::analysable_databases(ctx);
+    }
+    if w.cursor.is_null() {
+        w.cursor = create_cursor();
+        if w.cursor.is_null() {
+            return;
+        }
+    }
+    if select(ctx, w.db as c_int) != raw::REDISMODULE_OK as c_int {
+        w.db = 0;
+        return;
+    }
+    let mut seen = 0;
+    'walk: while seen < budget && Instant::now() < deadline {
+        for _ in 0..SCANS_PER_CLOCK_READ {
+            w.seen_in_call = 0;
+            let more = scan(ctx, w.cursor, Some(on_key), (w as *mut Watch).cast());
+            seen += w.seen_in_call;
+            size_candidates(ctx, w);
+            if more == 0 {
+                // This db is done: the next one, from its start.
+                restart(w.cursor);
+                w.db = (w.db + 1) % w.databases.max(1);
+                if w.db == 0 {
+                    ROUNDS.fetch_add(1, Ordering::Relaxed);
+                }
+                if select(ctx, w.db as c_int) != raw::REDISMODULE_OK as c_int {
+                    w.db = 0;
+                    break 'walk;
+                }
+            }
+            if seen >= budget {
+                break 'walk;
+            }
+        }
+    }
+    KEYS_SEEN.fetch_add(seen, Ordering::Relaxed);
+    BUSY_US.fetch_add(start.elapsed().as_micros() as u64, Ordering::Relaxed);
+}
+
+/// # Safety
+/// Called by `RedisModule_Scan` on the main thread, with the `Watch` `tick` passed.
+unsafe extern "C" fn on_key(
+    _ctx: *mut raw::RedisModuleCtx,
+    keyname: *mut raw::RedisModuleString,
+    key: *mut raw::RedisModuleKey,
+    privdata: *mut c_void,
+) {
+    let _ = guard::catch(|| {
+        // SAFETY: privdata is the Watch `tick` passed, used nowhere else during the call; the
+        // other arguments are valid for the duration of the callback.
+        let w = unsafe { &mut *privdata.cast::<Watch>() };
+        w.seen_in_call += 1;
+        if key.is_null() {
+            return;
+        }
+        // SAFETY: key is a live handle for this callback.
+        let (kind, length) = unsafe {
+            (
+                raw::RedisModule_KeyType.map_or(0, |f| f(key)),
+                raw::RedisModule_ValueLength.map_or(0, |f| f(key)) as u64,
+            )
+        };
+        let may_be_big = match kind as isize {
+            raw::REDISMODULE_KEYTYPE_STRING => length >= STRING_MIN_LENGTH,
+            raw::REDISMODULE_KEYTYPE_EMPTY => false,
+            // Module types report no length the server can trust here: asked whatever it is.
+            raw::REDISMODULE_KEYTYPE_MODULE => true,
+            _ => length >= COLLECTION_MIN_LENGTH,
+        };
+        if may_be_big {
+            if let Some(retain) = raw::RedisModule_RetainString {
+                // SAFETY: keyname is valid; with no context the reference is ours to free.
+                unsafe { retain(ptr::null_mut(), keyname) };
+                w.candidates.push(keyname);
+            }
+        }
+    });
+}
+
+/// Asks the size of the keys the last scan call found may be big, notes the big ones, and
+/// frees their names.
+///
+/// # Safety
+/// `ctx` must be the timer's context, with the walk's db selected.
+unsafe fn size_candidates(ctx: *mut raw::RedisModuleCtx, w: &mut Watch) {
+    for name in w.candidates.drain(..) {
+        KEYS_SIZED.fetch_add(1, Ordering::Relaxed);
+        if let Some(bytes) = keyspace::memory_usage(ctx, name) {
+            keyspace::note_known_big(w.db, crate::reply::string_bytes(name), bytes);
+        }
+        if let Some(free) = raw::RedisModule_FreeString {
+            free(ptr::null_mut(), name);
+        }
+    }
+}
