@@ -1,6 +1,7 @@
 //! Criterion benches of the `opt_core` paths that sit on the server's hot path: the hot-key
 //! update (per sampled access), a hot-key query, key-pattern inference (per key), and the command-name lookup
-//! of the filter, and the tag index's bulk removal after an invalidation. Run: `make bench` or
+//! of the filter, the tag index's bulk removal after an invalidation, and what a SAMPLES
+//! analysis does in its command with the most known big keys allowed. Run: `make bench` or
 //! `cargo bench -p redis-opt-benches`.
 
 use std::hint::black_box;
@@ -8,6 +9,7 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use opt_core::hotkeys::{HotKeyTracker, HotKeysQuery, KindFilter, Window};
 use opt_core::keyspec::{CommandRow, KeySpecTable};
+use opt_core::known_big_keys::{KnownBigKeys, KNOWN_BIG_KEY_BYTES};
 use opt_core::pattern::PatternInferrer;
 use opt_core::sketch::Kind;
 use opt_core::tags::TagIndex;
@@ -223,8 +225,32 @@ fn tag_bulk_removal(c: &mut Criterion) {
     g.finish();
 }
 
+/// What OPT.KEYSPACE SAMPLES does in its command (not in slices) with 10,000 known big keys,
+/// the most `opt.keyspace-known-big-keys` allows: the db's names, biggest first, and the set
+/// the sample leaves out.
+fn known_big_keys_census_start(c: &mut Criterion) {
+    let mut known = KnownBigKeys::new();
+    for i in 0..10_000u64 {
+        let name = format!("leaderboard:{}", i.wrapping_mul(0x9e37_79b9) % 1_000_000);
+        known.note(
+            0,
+            name.as_bytes(),
+            KNOWN_BIG_KEY_BYTES + i * 37 % 5_000,
+            10_000,
+        );
+    }
+    c.bench_function("known_big_keys: census start, 10,000 names", |b| {
+        b.iter(|| {
+            let names = known.names_in(0);
+            let skip: std::collections::HashSet<Vec<u8>> = names.iter().cloned().collect();
+            black_box((names, skip))
+        })
+    });
+}
+
 criterion_group!(
     benches,
+    known_big_keys_census_start,
     tag_bulk_removal,
     hotkeys_update,
     hotkeys_query,
