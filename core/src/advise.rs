@@ -1857,6 +1857,7 @@ mod tests {
             keys_scanned: 1000,
             names_drawn: 0,
             big_keys_measured_whole: 0,
+            big_keys_pass_at: None,
             keys_matched: 1000,
             total_bytes: 1_000_000,
             elapsed_ms: 1,

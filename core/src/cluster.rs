@@ -380,6 +380,11 @@ pub fn merge_keyspace(reports: &[(String, KeyspaceReport)], top: usize) -> Optio
         m.keys_scanned += r.keys_scanned;
         m.names_drawn += r.names_drawn;
         m.big_keys_measured_whole += r.big_keys_measured_whole;
+        // The oldest node's pass, or none if a node has none.
+        m.big_keys_pass_at = match (m.big_keys_pass_at, r.big_keys_pass_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            _ => None,
+        };
         m.keys_matched += r.keys_matched;
         m.total_bytes += r.total_bytes;
         m.elapsed_ms = m.elapsed_ms.max(r.elapsed_ms);
@@ -1325,6 +1330,7 @@ garbage
             keys_scanned: pattern_bytes.iter().map(|p| p.1).sum(),
             names_drawn: 0,
             big_keys_measured_whole: 0,
+            big_keys_pass_at: None,
             keys_matched: pattern_bytes.iter().map(|p| p.1).sum(),
             total_bytes: pattern_bytes.iter().map(|p| p.2).sum(),
             elapsed_ms: 5,

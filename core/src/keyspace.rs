@@ -772,6 +772,7 @@ impl Aggregator {
             keys_scanned: scanned,
             names_drawn: self.name_draws,
             big_keys_measured_whole: 0,
+            big_keys_pass_at: None,
             keys_matched,
             total_bytes,
             elapsed_ms,

@@ -29,6 +29,10 @@ pub struct KnownBigKeys {
     keys: Option<std::collections::HashMap<(u64, Vec<u8>), u64>>,
     /// The smallest size in `keys`, when known (None: recompute before use).
     smallest: Option<u64>,
+    /// (db, unix seconds): when the last pass over every key of the db began (a FULL
+    /// without MATCH or TYPE, or a round of the background walk), since the db was last
+    /// flushed, swapped or loaded.
+    passes: Vec<(u64, u64)>,
 }
 
 impl KnownBigKeys {
@@ -37,6 +41,7 @@ impl KnownBigKeys {
         KnownBigKeys {
             keys: None,
             smallest: None,
+            passes: Vec::new(),
         }
     }
 
@@ -119,7 +124,26 @@ impl KnownBigKeys {
                 None => *keys = Default::default(),
             }
         }
+        match db {
+            Some(db) => self.passes.retain(|(d, _)| *d != db),
+            None => self.passes.clear(),
+        }
         self.smallest = None;
+    }
+
+    /// Notes that a pass over every key of `db`, begun at `began` (unix seconds), has ended:
+    /// every key of 64 KB or more then in the db was noted (up to the bound).
+    pub fn pass_ended(&mut self, db: u64, began: u64) {
+        match self.passes.iter_mut().find(|(d, _)| *d == db) {
+            Some(p) => p.1 = p.1.max(began),
+            None => self.passes.push((db, began)),
+        }
+    }
+
+    /// When the last complete pass over `db` began (unix seconds), if one ended since the db
+    /// was last flushed, swapped or loaded.
+    pub fn last_pass(&self, db: u64) -> Option<u64> {
+        self.passes.iter().find(|(d, _)| *d == db).map(|p| p.1)
     }
 
     /// The names remembered in `db`, biggest first (the order a census measures them in).
@@ -289,8 +313,18 @@ mod tests {
         k.forget_db(Some(1));
         assert!(k.names_in(1).is_empty());
         assert_eq!(k.len(), 1);
+        k.pass_ended(1, 100);
+        k.pass_ended(1, 90);
+        k.pass_ended(2, 50);
+        assert_eq!(
+            (k.last_pass(1), k.last_pass(2), k.last_pass(0)),
+            (Some(100), Some(50), None)
+        );
+        k.forget_db(Some(1));
+        assert_eq!((k.last_pass(1), k.last_pass(2)), (None, Some(50)));
         k.forget_db(None);
         assert!(k.is_empty());
+        assert_eq!(k.last_pass(2), None);
         assert!(k.names_in(0).is_empty());
     }
 }

@@ -198,6 +198,12 @@ pub struct KeyspaceReport {
     /// `opt.keyspace-known-big-keys`), counted in `keys_scanned` too.
     #[serde(default)]
     pub big_keys_measured_whole: u64,
+    /// SAMPLES only: when the last pass over every key of the db began (unix seconds), which
+    /// found the big keys measured whole (a FULL without MATCH or TYPE, or a round of
+    /// `opt.keyspace-big-key-watch`); None when none ended since the server started or the db
+    /// was flushed: big keys the samples never measured are then missed or scaled up.
+    #[serde(default)]
+    pub big_keys_pass_at: Option<u64>,
     /// Keys that matched MATCH/TYPE.
     pub keys_matched: u64,
     /// Bytes of the matched keys (extrapolated in samples mode).

@@ -189,6 +189,22 @@ pub fn csv(r: &KeyspaceReport) -> String {
     out
 }
 
+/// What a sampled report says of the big keys: found by a pass over every key (and measured
+/// whole), or possibly missed.
+fn big_keys_line(r: &KeyspaceReport, now: i64) -> String {
+    match r.big_keys_pass_at {
+        Some(at) => format!(
+            "big keys: {} measured whole, as found by a pass over every key that began {} ago\n\n",
+            r.big_keys_measured_whole,
+            table::span((now - at as i64).max(0))
+        ),
+        None => "big keys: no pass over every key of this db yet, so a few big keys may be missed \
+                 or scaled up; run `optctl keyspace --full` once, or set \
+                 opt.keyspace-big-key-watch\n\n"
+            .to_string(),
+    }
+}
+
 /// The human-readable report: tables and bar charts.
 pub fn render_report(r: &KeyspaceReport) -> String {
     // Expiry times are told from this machine's clock.
@@ -220,6 +236,9 @@ pub fn render_report(r: &KeyspaceReport) -> String {
         human(r.keys_matched as f64),
         bytes(r.total_bytes)
     );
+    if r.mode == "samples" {
+        out.push_str(&big_keys_line(r, now));
+    }
     let rows: Vec<Vec<String>> = r
         .patterns
         .iter()

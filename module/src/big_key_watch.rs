@@ -45,6 +45,8 @@ struct Watch {
     db: u64,
     /// Databases walked in turn (0 until the first tick asks).
     databases: u64,
+    /// When the walk of `db` began (unix seconds; 0: not yet).
+    db_began: u64,
     /// Keys the current scan call passed.
     seen_in_call: u64,
     /// Names of keys that may be big, retained until the scan call returns.
@@ -61,6 +63,7 @@ impl Default for Watch {
             cursor: ptr::null_mut(),
             db: 0,
             databases: 0,
+            db_began: 0,
             seen_in_call: 0,
             candidates: Vec::new(),
             owed: 0.0,
@@ -182,6 +185,9 @@ unsafe fn tick(ctx: *mut raw::RedisModuleCtx, w: &mut Watch) {
         w.db = 0;
         return;
     }
+    if w.db_began == 0 {
+        w.db_began = unix_seconds();
+    }
     let mut seen = 0;
     'walk: while seen < budget && Instant::now() < deadline {
         for _ in 0..SCANS_PER_CLOCK_READ {
@@ -190,7 +196,10 @@ unsafe fn tick(ctx: *mut raw::RedisModuleCtx, w: &mut Watch) {
             seen += w.seen_in_call;
             size_candidates(ctx, w);
             if more == 0 {
-                // This db is done: the next one, from its start.
+                // This db is done: its big keys are known as of when its walk began. The next
+                // db, from its start.
+                keyspace::note_pass_ended(w.db, w.db_began);
+                w.db_began = unix_seconds();
                 restart(w.cursor);
                 w.db = (w.db + 1) % w.databases.max(1);
                 if w.db == 0 {
@@ -209,6 +218,13 @@ unsafe fn tick(ctx: *mut raw::RedisModuleCtx, w: &mut Watch) {
     w.owed = (w.owed - seen as f64).max(0.0);
     KEYS_SEEN.fetch_add(seen, Ordering::Relaxed);
     BUSY_US.fetch_add(start.elapsed().as_micros() as u64, Ordering::Relaxed);
+}
+
+/// The server's clock, in unix seconds.
+fn unix_seconds() -> u64 {
+    // SAFETY: a plain clock read.
+    let ms = unsafe { raw::RedisModule_Milliseconds.map_or(0, |f| f()) };
+    (ms / 1000).max(0) as u64
 }
 
 /// # Safety

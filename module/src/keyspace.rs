@@ -184,6 +184,11 @@ pub fn note_known_big(db: u64, name: &[u8], bytes: u64) {
     KNOWN_BIG.with(|k| k.note(db, name, bytes, capacity));
 }
 
+/// Notes that a pass over every key of `db` that began at `began` (unix seconds) ended.
+pub fn note_pass_ended(db: u64, began: u64) {
+    KNOWN_BIG.with(|k| k.pass_ended(db, began));
+}
+
 /// Known big keys, for INFO.
 pub fn known_big_keys() -> usize {
     KNOWN_BIG.with(|k| k.len()).unwrap_or(0)
@@ -1926,6 +1931,11 @@ fn finish(job: Job) {
         }
     }
     let elapsed = job.started.elapsed().as_millis() as u64;
+    let whole_db = job.query.glob.is_none() && job.query.type_filter.is_none();
+    if job.cancelled.is_none() && matches!(job.query.mode, Mode::Full) && whole_db {
+        note_pass_ended(job.db, (job.now_ms / 1000).max(0) as u64);
+    }
+    let pass_at = KNOWN_BIG.with(|k| k.last_pass(job.db)).flatten();
     let result = match job.cancelled {
         Some(why) => Err(format!(
             "ERR OPT.KEYSPACE analysis {} stopped: {why}",
@@ -1940,14 +1950,18 @@ fn finish(job: Job) {
                 job.scanned,
                 elapsed,
             );
-            match job.census.agg {
+            let mut report = match job.census.agg {
                 Some(agg) if census > 0 => {
                     let measured = job.census.measured;
                     let whole = agg.finish(Mode::Full, job.db, census, measured, elapsed);
-                    Ok(combine_census(whole, sample, job.query.top))
+                    combine_census(whole, sample, job.query.top)
                 }
-                _ => Ok(sample),
+                _ => sample,
+            };
+            if matches!(job.query.mode, Mode::Samples(_)) {
+                report.big_keys_pass_at = pass_at;
             }
+            Ok(report)
         }
     };
     let outcome = Box::new(Outcome {

@@ -1316,6 +1316,10 @@ fn samples_measure_the_big_keys_an_analysis_found_whole() {
         let s = keyspace(&mut c, &["SAMPLES", "1000", "TOP", "5"]);
         assert_eq!(s.mode, "samples");
         assert_eq!(s.big_keys_measured_whole, 5);
+        assert!(
+            s.big_keys_pass_at.is_some(),
+            "FULL was a pass over every key"
+        );
         assert_eq!(board(&s), Some(exact), "the boards are measured whole");
         assert_eq!(measured(&mut c) - before, 5);
         assert_eq!(
@@ -1339,7 +1343,8 @@ fn samples_measure_the_big_keys_an_analysis_found_whole() {
     );
     assert_eq!(code, 0, "{e}");
     assert!(
-        out.contains("1000 random keys measured, 5 known big keys measured whole"),
+        out.contains("1000 random keys measured, 5 known big keys measured whole")
+            && out.contains("as found by a pass over every key that began"),
         "{out}"
     );
 
@@ -1373,9 +1378,30 @@ fn samples_measure_the_big_keys_an_analysis_found_whole() {
         &["CONFIG", "SET", "opt.keyspace-known-big-keys", "1024"],
     );
 
-    // A flush forgets them all.
+    // A flush forgets them all, and the pass: SAMPLES says big keys may be missed, until a
+    // FULL of the whole db (one with MATCH is not a pass over every key).
     ok(&mut c, &["FLUSHALL"]);
     assert_eq!(known(&mut c), 0);
+    let mut p = redis::pipe();
+    for i in 0..5_000 {
+        p.cmd("SET").arg(format!("item:{i}")).arg("v").ignore();
+    }
+    let _: () = p.query(&mut c).unwrap();
+    keyspace(&mut c, &["FULL", "MATCH", "item:1*"]);
+    let s = keyspace(&mut c, &["SAMPLES", "1000"]);
+    assert_eq!(s.big_keys_pass_at, None);
+    let (code, out, e) = optctl(
+        &["--url", &server.url(), "keyspace", "--samples", "1000"],
+        &[],
+    );
+    assert_eq!(code, 0, "{e}");
+    assert!(
+        out.contains("no pass over every key of this db yet"),
+        "{out}"
+    );
+    keyspace(&mut c, &["FULL"]);
+    let s = keyspace(&mut c, &["SAMPLES", "1000"]);
+    assert!(s.big_keys_pass_at.is_some());
 }
 
 /// `opt.keyspace-big-key-watch`: a background walk finds the big keys before any analysis
@@ -1426,6 +1452,10 @@ fn a_background_walk_finds_the_big_keys_before_any_analysis() {
     // The first analysis already measures them whole.
     let s = keyspace(&mut c, &["SAMPLES", "1000"]);
     assert_eq!(s.big_keys_measured_whole, 4);
+    assert!(
+        s.big_keys_pass_at.is_some(),
+        "a round of the walk is a pass over every key"
+    );
     let boards = s.patterns.iter().find(|p| p.pattern == "board:*").unwrap();
     assert_eq!(boards.keys, 3);
 
