@@ -1372,6 +1372,23 @@ garbage
     }
 
     #[test]
+    fn a_cluster_report_s_big_key_pass_is_its_oldest_node_s_or_none() {
+        let at = |t: Option<u64>, whole: u64| KeyspaceReport {
+            big_keys_pass_at: t,
+            big_keys_measured_whole: whole,
+            ..keyspace(&[("user:*", 1, 10)], &[])
+        };
+        let merged = |a, b| merge_keyspace(&[("a".into(), a), ("b".into(), b)], 2).unwrap();
+        let m = merged(at(Some(100), 2), at(Some(50), 3));
+        assert_eq!(
+            (m.big_keys_pass_at, m.big_keys_measured_whole),
+            (Some(50), 5)
+        );
+        assert_eq!(merged(at(Some(100), 1), at(None, 0)).big_keys_pass_at, None);
+        assert_eq!(merged(at(None, 0), at(Some(100), 1)).big_keys_pass_at, None);
+    }
+
+    #[test]
     fn memory_by_pattern_adds_up_across_shards() {
         let a = keyspace(
             &[("user:*", 10, 1000), ("s:*", 5, 100)],
