@@ -464,6 +464,16 @@ fn big_key(s: &Snapshot, t: &Thresholds) -> Outcome {
         })
         .collect();
     if big.is_empty() {
+        // A sample says nothing of a few big keys that it did not measure, unless a pass over
+        // every key found them (and the sample measured them whole).
+        if ks.mode == "samples" && ks.big_keys_pass_at.is_none() {
+            return Outcome::Skip(
+                "the keyspace profile is a sample, and no pass over every key has found the big \
+                 keys yet (OPT.KEYSPACE FULL once, or opt.keyspace-big-key-watch): a few big \
+                 keys can escape a sample"
+                    .into(),
+            );
+        }
         return Outcome::Pass;
     }
     let list: Vec<String> = big
@@ -1857,7 +1867,7 @@ mod tests {
             keys_scanned: 1000,
             names_drawn: 0,
             big_keys_measured_whole: 0,
-            big_keys_pass_at: None,
+            big_keys_pass_at: Some(1),
             keys_matched: 1000,
             total_bytes: 1_000_000,
             elapsed_ms: 1,
@@ -2440,6 +2450,32 @@ mod tests {
         set(&mut s, "used_memory", "1500000");
         set(&mut s, "used_memory_peak", "1500000");
         assert!(!fired(&s).contains(&"fragmentation-high".to_string()));
+    }
+
+    #[test]
+    fn a_sample_without_a_pass_over_every_key_does_not_clear_big_keys() {
+        let q = AdviseQuery {
+            samples: 0,
+            whole_db_up_to: 0,
+            category: None,
+            min_severity: Severity::Info,
+        };
+        let mut s = healthy();
+        let skipped = |s: &Snapshot| {
+            advise(s, &Thresholds::default(), &q, &[])
+                .skipped
+                .iter()
+                .any(|(id, why)| id == "big-key" && why.contains("no pass over every key"))
+        };
+        assert!(!skipped(&s), "a pass found the big keys: big-key passes");
+        s.keyspace.as_mut().unwrap().big_keys_pass_at = None;
+        assert!(skipped(&s));
+        s.keyspace.as_mut().unwrap().mode = "full".into();
+        assert!(!skipped(&s), "FULL saw every key");
+        // A big key in the sample fires whatever the pass.
+        s.keyspace.as_mut().unwrap().mode = "samples".into();
+        s.keyspace.as_mut().unwrap().top_by_bytes[0].bytes = 5_000_000;
+        assert!(fired(&s).contains(&"big-key".to_string()));
     }
 
     #[test]

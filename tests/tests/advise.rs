@@ -613,3 +613,36 @@ fn a_replica_that_lost_its_master_and_writes_refused_for_want_of_replicas_are_fo
     );
     assert!(out.lines().any(|l| l == link), "{link} missing:\n{out}");
 }
+
+#[test]
+fn a_sampled_advice_clears_big_keys_only_after_a_pass_found_them() {
+    // 30,000 keys and SAMPLES 1000: a sample. Without a pass over every key, big-key is not
+    // checked (a sample would miss the one big key most of the time) and says why.
+    let server = Server::start();
+    let mut c = server.conn();
+    ok(&mut c, &["DEBUG", "POPULATE", "30000", "page"]);
+    let r = advise(&mut c, &["SAMPLES", "1000"]);
+    assert!(
+        r.skipped
+            .iter()
+            .any(|(id, why)| id == "big-key" && why.contains("no pass over every key")),
+        "{:?}",
+        r.skipped
+    );
+    // After one FULL the sampled advice measures the big key whole, every time.
+    ok(&mut c, &["SETRANGE", "report:big", "5242879", "x"]);
+    ok(&mut c, &["OPT.KEYSPACE", "FULL"]);
+    for _ in 0..3 {
+        let r = advise(&mut c, &["SAMPLES", "1000"]);
+        assert_eq!(finding(&r, "big-key").subjects, ["report:big"]);
+    }
+    // And with no big key left, it passes: checked, not skipped.
+    ok(&mut c, &["DEL", "report:big"]);
+    let r = advise(&mut c, &["SAMPLES", "1000"]);
+    assert!(!rules(&r).contains(&"big-key".to_string()));
+    assert!(
+        !r.skipped.iter().any(|(id, _)| id == "big-key"),
+        "{:?}",
+        r.skipped
+    );
+}
