@@ -183,7 +183,7 @@ pub const CONFIGS: &[ConfigSpec] = &[
             default: 1024,
             min: 0,
             // Each SAMPLES copies and sorts the db's names when it starts, in the command:
-            // 1.27 ms at 10,000 (criterion, `known_big_keys: census start`).
+            // 1.22 ms at 10,000 (criterion, `known_big_keys: census start`).
             max: 10_000,
         },
         doc: "OPT.KEYSPACE: keys of 64 KB or more that an analysis measured are remembered, up to this many (the smallest dropped first), and each later SAMPLES measures them whole and samples the other keys, so that a few big keys are neither missed nor scaled up; 0 remembers none",

@@ -146,7 +146,7 @@ impl KnownBigKeys {
         self.passes.iter().find(|(d, _)| *d == db).map(|p| p.1)
     }
 
-    /// The names remembered in `db`, biggest first (the order a census measures them in).
+    /// The names remembered in `db`, biggest first.
     pub fn names_in(&self, db: u64) -> Vec<Vec<u8>> {
         let Some(keys) = self.keys.as_ref() else {
             return Vec::new();

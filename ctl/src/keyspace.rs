@@ -231,7 +231,7 @@ pub fn render_report(r: &KeyspaceReport) -> String {
         "db {}: {} keys; {} {what} in {} ms; {} matched, {} in all\n\n",
         r.db,
         r.db_keys,
-        r.keys_scanned - r.big_keys_measured_whole.min(r.keys_scanned),
+        r.keys_scanned.saturating_sub(r.big_keys_measured_whole),
         r.elapsed_ms,
         human(r.keys_matched as f64),
         bytes(r.total_bytes)

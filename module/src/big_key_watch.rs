@@ -35,8 +35,6 @@ const CATCH_UP_TICK_MS: i64 = 10;
 const COLLECTION_MIN_LENGTH: u64 = 64;
 /// Strings this long or longer are asked their size (the key's own bytes come on top).
 const STRING_MIN_LENGTH: u64 = KNOWN_BIG_KEY_BYTES - 1024;
-/// Scan calls between two reads of the clock (a call visits one hash bucket).
-const SCANS_PER_CLOCK_READ: u32 = 8;
 
 /// Where the walk is.
 struct Watch {
@@ -190,7 +188,7 @@ unsafe fn tick(ctx: *mut raw::RedisModuleCtx, w: &mut Watch) {
     }
     let mut seen = 0;
     'walk: while seen < budget && Instant::now() < deadline {
-        for _ in 0..SCANS_PER_CLOCK_READ {
+        for _ in 0..keyspace::SCANS_PER_CLOCK_READ {
             w.seen_in_call = 0;
             let more = scan(ctx, w.cursor, Some(on_key), (w as *mut Watch).cast());
             seen += w.seen_in_call;
@@ -222,9 +220,7 @@ unsafe fn tick(ctx: *mut raw::RedisModuleCtx, w: &mut Watch) {
 
 /// The server's clock, in unix seconds.
 fn unix_seconds() -> u64 {
-    // SAFETY: a plain clock read.
-    let ms = unsafe { raw::RedisModule_Milliseconds.map_or(0, |f| f()) };
-    (ms / 1000).max(0) as u64
+    (keyspace::now_ms() / 1000).max(0) as u64
 }
 
 /// # Safety

@@ -102,8 +102,9 @@ const EXTEND_MAX_FACTOR: u64 = 3;
 /// for a walked name: with 4, SAMPLES 10000 on 1M keys took 116 ms (median), so 2.
 const RANDOM_KEY_NAMES_PER_SAMPLE: u64 = 2;
 
-/// FULL: `RedisModule_Scan` calls between two reads of the clock (a call visits one bucket).
-const SCANS_PER_CLOCK_READ: u32 = 8;
+/// FULL and the big-key watch: `RedisModule_Scan` calls between two reads of the clock (a
+/// call visits one bucket).
+pub(crate) const SCANS_PER_CLOCK_READ: u32 = 8;
 
 /// Keys compared before computed sizes are trusted.
 const CALIBRATION_KEYS: u32 = 32;
@@ -147,10 +148,9 @@ struct Job {
 /// whole, while the sample leaves them out and scales up to the other keys only.
 #[derive(Default)]
 struct Census {
-    /// Names to measure, biggest first.
+    /// Names to measure, sorted, so that the sample finds the ones it leaves out by binary
+    /// search (one copy of the names, and no hash set to build in the command).
     names: Vec<Vec<u8>>,
-    /// The same names, for the sample to leave out.
-    skip: std::collections::HashSet<Vec<u8>>,
     /// Names measured (or found gone) so far.
     next: usize,
     /// Census keys that exist (whether they match MATCH and TYPE or not): the sample scales
@@ -169,7 +169,11 @@ struct Census {
 impl Census {
     /// Whether the sample leaves `name` out.
     fn skips(&self, name: &[u8]) -> bool {
-        !self.skip.is_empty() && self.skip.contains(name)
+        !self.names.is_empty()
+            && self
+                .names
+                .binary_search_by(|n| n.as_slice().cmp(name))
+                .is_ok()
     }
 }
 
@@ -563,9 +567,9 @@ fn start(
     };
     let census = match query.mode {
         Mode::Samples(_) if known_big_capacity() > 0 => {
-            let names = KNOWN_BIG.with(|k| k.names_in(db)).unwrap_or_default();
+            let mut names = KNOWN_BIG.with(|k| k.names_in(db)).unwrap_or_default();
+            names.sort_unstable();
             Census {
-                skip: names.iter().cloned().collect(),
                 names,
                 agg: Some(Aggregator::new(&delimiters, top, thresholds)),
                 ..Census::default()
@@ -630,7 +634,8 @@ fn start(
     Ok(Reply::Deferred)
 }
 
-fn now_ms() -> i64 {
+/// The server's clock, in unix milliseconds.
+pub(crate) fn now_ms() -> i64 {
     // SAFETY: a plain clock read.
     unsafe { raw::RedisModule_Milliseconds.map_or(0, |f| f()) }
 }
@@ -1215,7 +1220,7 @@ unsafe fn skip_census_draw(
     true
 }
 
-/// Measures the known big keys of a SAMPLES job whole, biggest first, until `deadline` (see
+/// Measures the known big keys of a SAMPLES job whole until `deadline` (see
 /// [`Census`]). A key gone is forgotten; one that shrank is forgotten by `measure`.
 ///
 /// # Safety
@@ -1253,8 +1258,9 @@ unsafe fn take_census(ctx: *mut raw::RedisModuleCtx, job: &mut Job, deadline: In
             return;
         };
         std::mem::swap(&mut job.agg, &mut census_agg);
+        let samples_scanned = job.scanned;
         let facts = read_open_key(job, string, key);
-        job.scanned -= 1;
+        job.scanned = samples_scanned;
         close(key);
         if let Some(facts) = facts {
             job.census.measured += 1;
