@@ -1046,6 +1046,79 @@ fn a_replica_index_equals_its_master_after_full_and_partial_resync() {
     assert!(e.to_ascii_uppercase().contains("READONLY"), "{e}");
 }
 
+/// A switchover as Sentinel or an operator does it outside a cluster: the replica is
+/// promoted (`REPLICAOF NO ONE`), takes tagged writes, expires the tagged keys that expired
+/// while it was a replica, and the old master follows it with a partial resync. Both
+/// indexes then hold the same entries.
+#[test]
+fn a_promoted_replica_serves_tags_and_its_old_master_follows_it() {
+    let old_master = Server::start();
+    let mut m = old_master.conn();
+    for i in 0..50 {
+        let key = format!("k{i}");
+        let group = format!("g{}", i % 5);
+        ok(&mut m, &["OPT.SET", &key, "v", "TAGS", "all", &group]);
+    }
+    ok(
+        &mut m,
+        &["OPT.SET", "brief", "v", "PX", "100", "TAGS", "short"],
+    );
+    let new_master = old_master.start_replica(ServerOptions::default());
+    let mut r = new_master.conn();
+    wait_synced(&old_master, &new_master);
+    assert_eq!(info(&mut r).digest, info(&mut m).digest, "before");
+    // Let `brief` expire with no client reading it on the old master: a replica does not
+    // expire keys itself, so the replica's index keeps it until after the promotion.
+    ok(&mut m, &["DEBUG", "SET-ACTIVE-EXPIRE", "0"]);
+    std::thread::sleep(Duration::from_millis(200));
+
+    ok(&mut r, &["REPLICAOF", "NO", "ONE"]);
+    new_master.wait_for(
+        "the promoted server to expire the short-lived tagged key",
+        Duration::from_secs(10),
+        |c| tag_info(c).pairs == 100,
+    );
+    assert!(tags(&mut r, "brief").is_empty());
+    ok(&mut r, &["OPT.SET", "after", "v", "TAGS", "g1", "new"]);
+    ok(&mut r, &["OPT.TAG", "k3", "new"]);
+    let deleted = ok(&mut r, &["OPT.INVALIDATE", "g2"]);
+    assert_eq!(deleted, Value::Int(10), "g2's ten keys");
+
+    // The old master becomes a replica of the promoted one and continues from its offset.
+    let partial_before = info_int(&mut r, "stats", "sync_partial_ok");
+    ok(
+        &mut m,
+        &["REPLICAOF", "127.0.0.1", &new_master.port.to_string()],
+    );
+    old_master.wait_for("the old master to follow", Duration::from_secs(10), |c| {
+        let i: String = redis::cmd("INFO").arg("replication").query(c).unwrap();
+        i.contains("master_link_status:up")
+    });
+    wait_synced(&new_master, &old_master);
+    assert!(
+        info_int(&mut r, "stats", "sync_partial_ok") > partial_before,
+        "the old master continued with a partial resync"
+    );
+    let mut m = old_master.conn();
+    let (a, b) = (info(&mut r), info(&mut m));
+    assert_eq!(
+        (a.keys, a.pairs),
+        (41, 83),
+        "50 keys + after - g2's 10; brief expired"
+    );
+    assert_eq!(
+        a.digest, b.digest,
+        "the old master's index follows the new one"
+    );
+    assert_eq!(tags(&mut m, "k3"), vec!["all", "g3", "new"]);
+    assert!(!exists(&mut m, "k2") && !exists(&mut m, "brief"));
+    // And it keeps following: an invalidation on the new master reaches it.
+    ok(&mut r, &["OPT.INVALIDATE", "new"]);
+    wait_synced(&new_master, &old_master);
+    assert_eq!(info(&mut m).digest, info(&mut r).digest);
+    assert!(!exists(&mut m, "k3") && !exists(&mut m, "after"));
+}
+
 /// A connection that receives CLIENT TRACKING invalidations (RESP2, on a redirect
 /// connection) for `key`, which the second connection returned has just read.
 fn track_key(server: &Server, key: &str) -> (Connection, Connection) {
