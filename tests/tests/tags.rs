@@ -1,6 +1,7 @@
 //! Tag-based invalidation against real servers: the commands, every way a key leaves the
 //! keyspace, persistence (RDB, AOF with and without preamble, DEBUG RELOAD), replicas after
-//! full and partial resync and a switchover, CLIENT TRACKING, keyspace notifications, ACL, limits, bad input.
+//! full and partial resync and a switchover, CLIENT TRACKING, keyspace notifications, ACL,
+//! limits, bad input.
 
 use std::time::Duration;
 
