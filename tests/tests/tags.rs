@@ -1211,6 +1211,44 @@ fn a_value_written_in_place_is_a_write_for_watch_tracking_events_and_replicas() 
     assert_eq!(info(&mut r).digest, info(&mut c).digest);
 }
 
+/// Over `maxmemory` with `noeviction`, the tagged writes are refused as SET is (`OOM`,
+/// nothing written, the index unchanged), and what frees memory still runs: OPT.UNTAG and
+/// OPT.INVALIDATE.
+#[test]
+fn over_maxmemory_tagged_writes_are_refused_and_invalidation_still_frees() {
+    let server = Server::with_config(&["maxmemory-policy noeviction"]);
+    let mut c = server.conn();
+    opt_set_many(&mut c, (0..100).map(|i| format!("k{i}")), &["t", "other"]);
+    let before = info(&mut c);
+    ok(&mut c, &["CONFIG", "SET", "maxmemory", "1"]);
+    for args in [
+        &["SET", "plain", "v"][..],
+        &["OPT.SET", "new", "v", "TAGS", "t"],
+        &["OPT.SET", "k1", "v2", "TAGS", "t"],
+        &["OPT.TAG", "k2", "more"],
+    ] {
+        let e = err(&mut c, args);
+        assert!(e.contains("OOM"), "{args:?}: {e}");
+    }
+    let after = info(&mut c);
+    assert_eq!(
+        after.digest, before.digest,
+        "refused writes changed nothing"
+    );
+    assert!(!exists(&mut c, "new"));
+    assert_eq!(
+        redis::cmd("GET").arg("k1").query::<String>(&mut c).unwrap(),
+        "v"
+    );
+    ok(&mut c, &["OPT.UNTAG", "k3", "other"]);
+    assert_eq!(tags(&mut c, "k3"), vec!["t"]);
+    assert_eq!(ok(&mut c, &["OPT.INVALIDATE", "t"]), Value::Int(100));
+    assert_eq!(info(&mut c).pairs, 0);
+    ok(&mut c, &["CONFIG", "SET", "maxmemory", "0"]);
+    ok(&mut c, &["OPT.SET", "new", "v", "TAGS", "t"]);
+    assert_eq!(tags(&mut c, "new"), vec!["t"]);
+}
+
 #[test]
 fn invalidation_respects_the_callers_acl() {
     let server = Server::with_config(&["user app on >pw ~allowed:* +@all"]);
