@@ -218,6 +218,17 @@ impl Server {
             conf.push(line);
         }
         conf.extend(opts.config.iter().cloned());
+        // Lines every test server gets, separated by `;`: for running a suite under a
+        // server setting it does not choose itself (`io-threads 4`, say).
+        if let Ok(extra) = std::env::var("OPT_TEST_EXTRA_CONFIG") {
+            conf.extend(
+                extra
+                    .split(';')
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(String::from),
+            );
+        }
         let conf_path = dir.path().join("redis.conf");
         std::fs::write(&conf_path, conf.join("\n") + "\n").expect("write redis.conf");
         let child = spawn_server(&conf_path, dir.path());

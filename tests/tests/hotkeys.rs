@@ -1,5 +1,5 @@
 //! OPT.HOTKEYS against a real server: reads, writes and misses counted apart, Lua and MULTI,
-//! namespaces, the recent window, replicas, ACL, sampling, loading, and bad input.
+//! namespaces, the recent window, replicas, ACL, sampling, loading, I/O threads, and bad input.
 
 use std::time::Duration;
 
@@ -95,6 +95,70 @@ fn reads_writes_and_a_hot_missing_key_are_counted_apart() {
         r.entries.iter().all(|e| e.name != "user:1:profile"),
         "{:?}",
         r.entries
+    );
+}
+
+/// With I/O threads reading and writing for many clients at once (`io-threads 4`), every
+/// command is still counted once, with its kind: the filter and the keymiss events run on
+/// the main thread, whichever thread parsed the command.
+#[test]
+fn io_threads_lose_and_double_count_nothing() {
+    let server = exact_server(&["io-threads 4", "io-threads-do-reads yes"]);
+    const CLIENTS: usize = 48;
+    const ROUNDS: usize = 60;
+    const PIPELINE: usize = 99;
+    run(&mut server.conn(), &["SET", "hot", "v"]);
+    std::thread::scope(|s| {
+        for client in 0..CLIENTS {
+            let server = &server;
+            s.spawn(move || {
+                let mut con = server.conn();
+                for round in 0..ROUNDS {
+                    let mut pipe = redis::pipe();
+                    for i in 0..PIPELINE / 3 {
+                        pipe.cmd("SET")
+                            .arg(format!("k:{client}:{round}:{i}"))
+                            .arg("v")
+                            .ignore();
+                        pipe.cmd("GET").arg("hot").ignore();
+                        pipe.cmd("GET").arg("missing").ignore();
+                    }
+                    pipe.query::<()>(&mut con).expect("pipeline");
+                }
+            });
+        }
+    });
+    let mut con = server.conn();
+    let threaded = info_int(&mut con, "stats", "io_threaded_reads_processed");
+    let r = hotkeys(&mut con, &["COUNT", "2"]);
+    let each = (CLIENTS * ROUNDS * PIPELINE / 3) as u64;
+    assert_eq!(
+        r.sampled_accesses,
+        3 * each + 1,
+        "threaded reads: {threaded}"
+    );
+    let hot = r.entries.iter().find(|e| e.name == "hot").expect("hot");
+    assert_eq!(
+        (hot.count, hot.reads, hot.writes, hot.misses),
+        (each + 1, each, 1, 0)
+    );
+    let missing = r
+        .entries
+        .iter()
+        .find(|e| e.name == "missing")
+        .expect("missing");
+    assert_eq!((missing.count, missing.misses), (each, each));
+    // Patterns are counted for one access in 16, so their counts are estimates.
+    let writes = hotkeys(&mut con, &["TYPE", "write", "NAMESPACES"]);
+    assert_eq!(writes.entries[0].name, "k:*:*:*");
+    assert!(
+        writes.entries[0].count.abs_diff(each) < each / 10,
+        "{:?}",
+        writes.entries
+    );
+    assert!(
+        threaded > 0,
+        "the I/O threads read nothing: the test tested nothing"
     );
 }
 
