@@ -19,6 +19,7 @@ pub mod hash_secret;
 pub mod hotkeys;
 mod idtable;
 pub mod keyspace;
+pub mod keyspace_diff;
 pub mod keyspec;
 pub mod known_big_keys;
 pub mod memsize;

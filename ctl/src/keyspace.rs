@@ -1,10 +1,12 @@
 //! `optctl keyspace`: memory by key pattern, sizes, TTLs and the largest keys.
 
 use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
 use opt_core::cluster::{merge_keyspace, ClusterNode};
+use opt_core::keyspace_diff::{diff_keyspace, KeyspaceDiff};
 use opt_core::report::{KeyspaceProgress, KeyspaceReport, PatternStats, SizeBucket};
 
 use crate::table::{self, bar, human, render, Align};
@@ -35,8 +37,16 @@ pub struct KeyspaceArgs {
     #[arg(long)]
     pub delimiters: Option<String>,
     /// Print the pattern table as CSV.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "since")]
     pub csv: bool,
+    /// Compare with a report saved earlier by `optctl keyspace --json`: what each pattern
+    /// gained or lost, and whether that is more than the two reports' sampling error.
+    #[arg(long, value_name = "FILE")]
+    pub since: Option<PathBuf>,
+    /// Read the report from a file saved by `optctl keyspace --json` instead of asking the
+    /// server (with --since: compare two saved reports, no server needed).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["full", "samples", "glob", "kind", "db", "delimiters"])]
+    pub report: Option<PathBuf>,
 }
 
 impl KeyspaceArgs {
@@ -66,9 +76,36 @@ impl KeyspaceArgs {
 
 /// Runs `optctl keyspace`.
 pub fn run(cli: &Cli, args: &KeyspaceArgs) -> Result<(), CtlError> {
+    // The earlier report is read first, so that a bad file does not cost an analysis.
+    let since = args.since.as_deref().map(read_report).transpose()?;
+    let (report, preface) = match &args.report {
+        Some(path) => (read_report(path)?, String::new()),
+        None => analyse(cli, args)?,
+    };
+    match (since, &args.since) {
+        (Some(before), Some(path)) => print_diff(cli, &diff_keyspace(&before, &report), path),
+        _ => print_report(cli, args, &report, &preface),
+    }
+}
+
+/// A report saved by `optctl keyspace --json` (or `OPT.KEYSPACE ... FORMAT JSON`).
+fn read_report(path: &Path) -> Result<KeyspaceReport, CtlError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CtlError::failed(format!("cannot read {}: {e}", path.display())))?;
+    serde_json::from_str(&text).map_err(|e| {
+        CtlError::failed(format!(
+            "{} is not a report saved by `optctl keyspace --json`: {e}",
+            path.display()
+        ))
+    })
+}
+
+/// Asks the server (or every primary of a cluster) for the report; returns it with the text
+/// to print before its tables.
+fn analyse(cli: &Cli, args: &KeyspaceArgs) -> Result<(KeyspaceReport, String), CtlError> {
     let mut con = conn::connect(cli)?;
     if let Some(nodes) = cluster::primaries(cli, &mut con)? {
-        return run_cluster(cli, args, &nodes);
+        return analyse_cluster(cli, args, &nodes);
     }
     // A progress bar on the terminal while a FULL analysis runs, read over a second connection.
     let progress = (args.full && std::io::stderr().is_terminal()).then(|| {
@@ -106,7 +143,7 @@ pub fn run(cli: &Cli, args: &KeyspaceArgs) -> Result<(), CtlError> {
             let _ = w.join();
         }
     }
-    print_report(cli, args, &result?, "")
+    Ok((result?, String::new()))
 }
 
 /// Prints the report as JSON, CSV or tables, with `preface` before the tables.
@@ -130,8 +167,154 @@ fn print_report(
     Ok(())
 }
 
+/// Prints the comparison with the report saved in `path`, as JSON or as a table.
+fn print_diff(cli: &Cli, d: &KeyspaceDiff, path: &Path) -> Result<(), CtlError> {
+    if cli.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(d)
+                .map_err(|e| CtlError::failed(format!("cannot encode JSON: {e}")))?
+        );
+        return Ok(());
+    }
+    let saved = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|t| {
+            format!(
+                ", saved {} ago",
+                table::span(table::unix_now() - t.as_secs() as i64)
+            )
+        });
+    print!(
+        "{}",
+        render_diff(
+            d,
+            &format!("{}{}", path.display(), saved.unwrap_or_default())
+        )
+    );
+    Ok(())
+}
+
+/// Bytes with a sign: `+1.2 MB`, `-800 B`, `0 B`.
+fn signed_bytes(n: i64) -> String {
+    match n {
+        0 => "0 B".to_string(),
+        n if n > 0 => format!("+{}", bytes(n.unsigned_abs())),
+        n => format!("-{}", bytes(n.unsigned_abs())),
+    }
+}
+
+/// A change relative to `before`, as `+4.7%`, or `new` when there was nothing before.
+fn percent_change(change: i64, before: u64) -> String {
+    if before == 0 {
+        return if change == 0 { "0%" } else { "new" }.to_string();
+    }
+    format!("{:+.1}%", change as f64 * 100.0 / before as f64)
+}
+
+/// The comparison as text: the two reports, the overall change and the patterns that moved
+/// most. `earlier` names the earlier report.
+pub fn render_diff(d: &KeyspaceDiff, earlier: &str) -> String {
+    let side = |s: &opt_core::keyspace_diff::DiffSide| {
+        format!(
+            "db {}, {}, {} keys, {}",
+            s.db,
+            s.mode,
+            human(s.keys_matched as f64),
+            bytes(s.total_bytes)
+        )
+    };
+    let mut out = format!(
+        "before ({earlier}): {}
+now: {}
+",
+        side(&d.before),
+        side(&d.after)
+    );
+    for w in &d.warnings {
+        out.push_str(&format!(
+            "warning: {w}
+"
+        ));
+    }
+    out.push_str(&format!(
+        "change: {} ({}), {}{} keys
+
+",
+        signed_bytes(d.total_bytes_change),
+        percent_change(d.total_bytes_change, d.before.total_bytes),
+        if d.keys_change >= 0 { "+" } else { "" },
+        human(d.keys_change as f64)
+    ));
+    let rows: Vec<Vec<String>> = d
+        .patterns
+        .iter()
+        .take(20)
+        .map(|p| {
+            let change = if p.change_ci95 > 0 {
+                format!("{} ±{}", signed_bytes(p.bytes_change), bytes(p.change_ci95))
+            } else {
+                signed_bytes(p.bytes_change)
+            };
+            let note = match p.status.as_str() {
+                "new" | "gone" => p.status.clone(),
+                _ if p.bytes_change == 0 => String::new(),
+                _ if !p.significant => "within sampling error".to_string(),
+                _ => percent_change(p.bytes_change, p.bytes_before),
+            };
+            let avg = match p.status.as_str() {
+                "new" => bytes(p.avg_bytes_after),
+                "gone" => bytes(p.avg_bytes_before),
+                _ => format!(
+                    "{} -> {}",
+                    bytes(p.avg_bytes_before),
+                    bytes(p.avg_bytes_after)
+                ),
+            };
+            vec![
+                p.pattern.clone(),
+                bytes(p.bytes_before),
+                bytes(p.bytes_after),
+                change,
+                note,
+                format!(
+                    "{} -> {}",
+                    human(p.keys_before as f64),
+                    human(p.keys_after as f64)
+                ),
+                avg,
+            ]
+        })
+        .collect();
+    out.push_str(&render(
+        &[
+            ("pattern", Align::Left),
+            ("before", Align::Right),
+            ("now", Align::Right),
+            ("change", Align::Right),
+            ("", Align::Left),
+            ("keys", Align::Right),
+            ("avg size", Align::Right),
+        ],
+        &rows,
+    ));
+    if d.patterns.len() > 20 {
+        out.push_str(&format!(
+            "(+{} more patterns; --json lists all)\n",
+            d.patterns.len() - 20
+        ));
+    }
+    out
+}
+
 /// Every primary analyses its own keys in parallel; the reports merge into one.
-fn run_cluster(cli: &Cli, args: &KeyspaceArgs, nodes: &[ClusterNode]) -> Result<(), CtlError> {
+fn analyse_cluster(
+    cli: &Cli,
+    args: &KeyspaceArgs,
+    nodes: &[ClusterNode],
+) -> Result<(KeyspaceReport, String), CtlError> {
     let (reports, failed) = cluster::answered(cluster::ask_each(cli, nodes, |c| {
         conn::call_json::<KeyspaceReport>(c, cli, "OPT.KEYSPACE", &args.command_args())
     }))?;
@@ -150,7 +333,7 @@ fn run_cluster(cli: &Cli, args: &KeyspaceArgs, nodes: &[ClusterNode]) -> Result<
         preface.push_str(&format!("  {node:<22} did not answer\n"));
     }
     preface.push('\n');
-    print_report(cli, args, &report, &preface)
+    Ok((report, preface))
 }
 
 fn csv_field(s: &str) -> String {

@@ -97,6 +97,9 @@ pub enum Cmd {
     ///   optctl keyspace                      10,000 random keys, extrapolated
     ///   optctl keyspace --full               every key (progress bar on a terminal)
     ///   optctl keyspace --match 'user:*' --csv > users.csv
+    ///   optctl keyspace --json > today.json
+    ///   optctl keyspace --since yesterday.json       what grew or shrank since then
+    ///   optctl keyspace --report today.json --since yesterday.json    two saved reports
     #[command(verbatim_doc_comment)]
     Keyspace(keyspace::KeyspaceArgs),
     /// Everything in one page: status, advice, hot keys, memory by pattern, tags.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use opt_core::report::{KeyspaceProgress, KeyspaceReport};
 use opt_harness::redis::{self, Connection, Value};
-use opt_harness::{encodings_and_sizes, err, ok, optctl, Server, ServerOptions};
+use opt_harness::{each_key, encodings_and_sizes, err, ok, optctl, Server, ServerOptions};
 
 fn keyspace(c: &mut Connection, args: &[&str]) -> KeyspaceReport {
     opt_harness::json(c, &[&["OPT.KEYSPACE"], args].concat())
@@ -976,6 +976,155 @@ fn optctl_keyspace_tables_and_csv() {
     assert_eq!(code, 0);
     let r: KeyspaceReport = serde_json::from_str(&out).unwrap();
     assert_eq!(r.mode, "samples");
+}
+
+/// `optctl keyspace --since FILE`: what each pattern gained or lost since a report saved with
+/// `--json`, with the same figures as the two FULL reports; `--report FILE` compares two saved
+/// reports without a server; a bad file is refused before any analysis runs.
+#[test]
+fn optctl_keyspace_compares_with_a_saved_report() {
+    let server = Server::start();
+    let mut c = server.conn();
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let url = server.url();
+    let full_json = |file: &str| {
+        let (code, out, e) = optctl(&["--url", &url, "--json", "keyspace", "--full"], &[]);
+        assert_eq!(code, 0, "{e}");
+        std::fs::write(path(file), &out).unwrap();
+        serde_json::from_str::<KeyspaceReport>(&out).unwrap()
+    };
+    let pipe_set = |c: &mut Connection, names: Vec<String>, value: &str| {
+        let mut p = redis::pipe();
+        for n in names {
+            p.cmd("SET").arg(n).arg(value).ignore();
+        }
+        p.query::<()>(c).unwrap();
+    };
+    pipe_set(
+        &mut c,
+        (0..300).map(|i| format!("user:{i}:profile")).collect(),
+        "p",
+    );
+    pipe_set(
+        &mut c,
+        (0..100).map(|i| format!("session:{i}")).collect(),
+        "s",
+    );
+    pipe_set(&mut c, (0..40).map(|i| format!("cart:{i}")).collect(), "c");
+    let before = full_json("before.json");
+    // Users grow, sessions halve, carts go, feeds come.
+    let big = "x".repeat(200);
+    pipe_set(
+        &mut c,
+        (300..600).map(|i| format!("user:{i}:profile")).collect(),
+        "p",
+    );
+    each_key(&mut c, "DEL", (0..50).map(|i| format!("session:{i}")));
+    each_key(&mut c, "DEL", (0..40).map(|i| format!("cart:{i}")));
+    pipe_set(&mut c, (0..30).map(|i| format!("feed:{i}")).collect(), &big);
+
+    let (code, out, e) = optctl(
+        &[
+            "--url",
+            &url,
+            "keyspace",
+            "--full",
+            "--since",
+            &path("before.json"),
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{e}");
+    let row = |pattern: &str| {
+        out.lines()
+            .find(|l| l.starts_with(&format!("{pattern} ")))
+            .unwrap_or_else(|| panic!("no row for {pattern}:\n{out}"))
+            .to_string()
+    };
+    assert!(out.starts_with("before ("), "{out}");
+    assert!(row("feed:*").contains(" new "), "{out}");
+    assert!(row("cart:*").contains(" gone "), "{out}");
+    assert!(row("user:*:profile").contains("300 -> 600"), "{out}");
+    assert!(row("session:*").contains("100 -> 50"), "{out}");
+    let order: Vec<&str> = out
+        .lines()
+        .skip_while(|l| !l.starts_with("pattern "))
+        .skip(1)
+        .map(|l| l.split(' ').next().unwrap())
+        .collect();
+    assert_eq!(
+        order.first(),
+        Some(&"user:*:profile"),
+        "largest change first:\n{out}"
+    );
+
+    // The same comparison as JSON, between two saved reports, with no server asked (the
+    // URL points nowhere): the changes are the two reports' differences.
+    let after = full_json("after.json");
+    let (code, out, e) = optctl(
+        &[
+            "--url",
+            "redis://127.0.0.1:1",
+            "--json",
+            "keyspace",
+            "--report",
+            &path("after.json"),
+            "--since",
+            &path("before.json"),
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{e}");
+    let d: opt_core::keyspace_diff::KeyspaceDiff = serde_json::from_str(&out).unwrap();
+    let bytes_of = |r: &KeyspaceReport, p: &str| {
+        r.patterns
+            .iter()
+            .find(|s| s.pattern == p)
+            .map_or(0, |s| s.bytes as i64)
+    };
+    for p in ["user:*:profile", "session:*", "cart:*", "feed:*"] {
+        let change = d
+            .patterns
+            .iter()
+            .find(|c| c.pattern == p)
+            .unwrap_or_else(|| panic!("{p} missing: {out}"));
+        assert_eq!(
+            change.bytes_change,
+            bytes_of(&after, p) - bytes_of(&before, p),
+            "{p}"
+        );
+        assert!(change.significant && change.change_ci95 == 0, "{change:?}");
+    }
+    assert_eq!(
+        d.total_bytes_change,
+        after.total_bytes as i64 - before.total_bytes as i64
+    );
+    assert_eq!(d.keys_change, 600 + 50 + 30 - 440);
+
+    // A missing or foreign file: exit code 1, the file named, nothing analysed.
+    let analyses = |c: &mut Connection| -> i64 {
+        let info: String = redis::cmd("INFO").arg("commandstats").query(c).unwrap();
+        info.lines()
+            .find(|l| {
+                l.starts_with("cmdstat_OPT.KEYSPACE:") || l.starts_with("cmdstat_opt.keyspace:")
+            })
+            .and_then(|l| l.split("calls=").nth(1))
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let calls = analyses(&mut c);
+    std::fs::write(path("foreign.json"), r#"{"entries": []}"#).unwrap();
+    for (file, says) in [
+        ("missing.json", "cannot read"),
+        ("foreign.json", "is not a report"),
+    ] {
+        let (code, _, e) = optctl(&["--url", &url, "keyspace", "--since", &path(file)], &[]);
+        assert_eq!(code, 1, "{e}");
+        assert!(e.contains(says) && e.contains(file), "{e}");
+    }
+    assert_eq!(analyses(&mut c), calls, "no analysis ran for a bad file");
 }
 
 /// The analysis reads keys the way OBJECT does, not the way a client's GET does: it neither
