@@ -51,7 +51,8 @@ echo "== optctl hotkeys --namespaces"
 "$optctl" --url "$url" hotkeys --namespaces --count 6
 echo
 echo "== optctl keyspace --full (where the memory goes, by key pattern)"
-"$optctl" --url "$url" keyspace --full --top 5
+"$optctl" --url "$url" --json keyspace --full --top 5 >"$dir/keyspace-before.json"
+"$optctl" --url "$url" keyspace --report "$dir/keyspace-before.json"
 echo
 echo "== optctl tags (pages cached with OPT.SET ... TAGS user:<id> team:<n>)"
 "$optctl" --url "$url" tags
@@ -59,6 +60,9 @@ echo
 echo "== optctl invalidate team:7 (every page showing a member of team 7)"
 "$optctl" --url "$url" invalidate team:7
 "$optctl" --url "$url" tags --tag team:7
+echo
+echo "== optctl keyspace --full --since FILE (what changed since the report saved above)"
+"$optctl" --url "$url" keyspace --full --since "$dir/keyspace-before.json"
 echo
 echo "== optctl report (everything on one page; --html FILE writes a self-contained HTML report)"
 "$optctl" --url "$url" report --samples 5000
