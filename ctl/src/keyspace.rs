@@ -251,7 +251,7 @@ now: {}
     let rows: Vec<Vec<String>> = d
         .patterns
         .iter()
-        .take(20)
+        .take(SHOWN_PATTERNS)
         .map(|p| {
             let change = if p.change_ci95 > 0 {
                 format!("{} ±{}", signed_bytes(p.bytes_change), bytes(p.change_ci95))
@@ -300,14 +300,21 @@ now: {}
         ],
         &rows,
     ));
-    if d.patterns.len() > 20 {
-        out.push_str(&format!(
-            "(+{} more patterns; --json lists all)\n",
-            d.patterns.len() - 20
-        ));
-    }
+    out.push_str(&more_patterns(d.patterns.len(), "--json"));
     out
 }
+
+/// The line under a pattern table cut at `SHOWN_PATTERNS` rows: how many more, and which
+/// option lists them all. Empty when nothing was cut.
+fn more_patterns(patterns: usize, option: &str) -> String {
+    match patterns.checked_sub(SHOWN_PATTERNS) {
+        Some(more) if more > 0 => format!("(+{more} more patterns; {option} lists all)\n"),
+        _ => String::new(),
+    }
+}
+
+/// Rows of a pattern table on the terminal.
+const SHOWN_PATTERNS: usize = 20;
 
 /// Every primary analyses its own keys in parallel; the reports merge into one.
 fn analyse_cluster(
@@ -425,7 +432,7 @@ pub fn render_report(r: &KeyspaceReport) -> String {
     let rows: Vec<Vec<String>> = r
         .patterns
         .iter()
-        .take(20)
+        .take(SHOWN_PATTERNS)
         .map(|p| {
             let no_ttl = p.ttl_buckets[0] as f64 / p.keys.max(1) as f64;
             vec![
@@ -457,12 +464,7 @@ pub fn render_report(r: &KeyspaceReport) -> String {
         ],
         &rows,
     ));
-    if r.patterns.len() > 20 {
-        out.push_str(&format!(
-            "(+{} more patterns; --csv lists all)\n",
-            r.patterns.len() - 20
-        ));
-    }
+    out.push_str(&more_patterns(r.patterns.len(), "--csv"));
     let s = r.size_percentiles;
     out.push_str(&format!(
         "\nkey sizes: p50 {}  p90 {}  p99 {}  max {}\n",
@@ -688,6 +690,22 @@ fn bytes(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn changes_are_written_with_their_sign_and_cut_tables_say_so() {
+        assert_eq!(signed_bytes(0), "0 B");
+        assert_eq!(signed_bytes(1_500_000), "+1.5 MB");
+        assert_eq!(signed_bytes(-800), "-800 B");
+        assert_eq!(signed_bytes(i64::MIN), "-9223372036.9 GB");
+        assert_eq!(percent_change(47, 1_000), "+4.7%");
+        assert_eq!(percent_change(-500, 1_000), "-50.0%");
+        assert_eq!(percent_change(10, 0), "new");
+        assert_eq!(more_patterns(SHOWN_PATTERNS, "--csv"), "");
+        assert_eq!(
+            more_patterns(SHOWN_PATTERNS + 3, "--json"),
+            "(+3 more patterns; --json lists all)\n"
+        );
+    }
 
     #[test]
     fn size_ranges_group_the_fine_distribution() {
