@@ -112,54 +112,74 @@ pub fn open_slots(cluster_nodes: &str) -> Vec<OpenSlot> {
         .collect()
 }
 
+/// One CLUSTER NODES line: the node, its flags and its master's id (`-` for a primary), or
+/// None for a line that does not parse or a node without an address.
+fn parse_cluster_line<'a>(
+    line: &'a str,
+    seed_host: &str,
+) -> Option<(ClusterNode, Vec<&'a str>, &'a str)> {
+    let f: Vec<&str> = line.split_whitespace().collect();
+    if f.len() < 8 {
+        return None;
+    }
+    let flags: Vec<&str> = f[2].split(',').collect();
+    if flags.contains(&"noaddr") {
+        return None;
+    }
+    // ip:port@cport[,hostname]
+    let (addr, hostname) = match f[1].split_once(',') {
+        Some((a, h)) => (a, Some(h)),
+        None => (f[1], None),
+    };
+    let addr = addr.split('@').next().unwrap_or(addr);
+    let (ip, port) = addr.rsplit_once(':')?;
+    let port = port.parse::<u16>().ok()?;
+    let host = match hostname {
+        Some(h) if !h.is_empty() => h.to_string(),
+        _ if ip.is_empty() || ip == "0.0.0.0" => seed_host.to_string(),
+        _ => ip.to_string(),
+    };
+    let slots = f[8..]
+        .iter()
+        .filter(|s| !s.starts_with('['))
+        .filter_map(|s| match s.split_once('-') {
+            Some((a, b)) => Some((a.parse().ok()?, b.parse().ok()?)),
+            None => s.parse().ok().map(|x| (x, x)),
+        })
+        .collect();
+    let node = ClusterNode {
+        id: f[0].to_string(),
+        host,
+        port,
+        failing: flags.iter().any(|&x| x == "fail" || x == "fail?"),
+        slots,
+    };
+    Some((node, flags, f[3]))
+}
+
 /// The primaries in a CLUSTER NODES reply, in the order given. Lines that do not parse, and
 /// replicas, are skipped. `seed_host` replaces an empty or `0.0.0.0` announced address (a
 /// node that does not know its own IP yet).
 pub fn parse_cluster_nodes(text: &str, seed_host: &str) -> Vec<ClusterNode> {
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() < 8 {
-            continue;
-        }
-        let flags: Vec<&str> = f[2].split(',').collect();
-        if !flags.contains(&"master") || flags.contains(&"noaddr") {
-            continue;
-        }
-        // ip:port@cport[,hostname]
-        let (addr, hostname) = match f[1].split_once(',') {
-            Some((a, h)) => (a, Some(h)),
-            None => (f[1], None),
-        };
-        let addr = addr.split('@').next().unwrap_or(addr);
-        let Some((ip, port)) = addr.rsplit_once(':') else {
-            continue;
-        };
-        let Ok(port) = port.parse::<u16>() else {
-            continue;
-        };
-        let host = match hostname {
-            Some(h) if !h.is_empty() => h.to_string(),
-            _ if ip.is_empty() || ip == "0.0.0.0" => seed_host.to_string(),
-            _ => ip.to_string(),
-        };
-        let slots = f[8..]
-            .iter()
-            .filter(|s| !s.starts_with('['))
-            .filter_map(|s| match s.split_once('-') {
-                Some((a, b)) => Some((a.parse().ok()?, b.parse().ok()?)),
-                None => s.parse().ok().map(|x| (x, x)),
-            })
-            .collect();
-        out.push(ClusterNode {
-            id: f[0].to_string(),
-            host,
-            port,
-            failing: flags.iter().any(|&x| x == "fail" || x == "fail?"),
-            slots,
-        });
-    }
-    out
+    text.lines()
+        .filter_map(|line| parse_cluster_line(line, seed_host))
+        .filter(|(_, flags, _)| flags.contains(&"master"))
+        .map(|(node, _, _)| node)
+        .collect()
+}
+
+/// The replicas in a CLUSTER NODES reply that are up, each with its primary's id, in the
+/// order given. Clients may send them reads (READONLY), which only they count.
+pub fn parse_cluster_replicas(text: &str, seed_host: &str) -> Vec<(ClusterNode, String)> {
+    text.lines()
+        .filter_map(|line| parse_cluster_line(line, seed_host))
+        .filter(|(node, flags, master)| {
+            (flags.contains(&"slave") || flags.contains(&"replica"))
+                && !node.failing
+                && *master != "-"
+        })
+        .map(|(node, _, master)| (node, master.to_string()))
+        .collect()
 }
 
 /// CRC16/XMODEM, the checksum Redis Cluster hashes keys with.
@@ -269,11 +289,23 @@ pub fn atomic_slot_migration(identity: &str) -> Option<AtomicSlotMigration> {
     }
 }
 
+/// Adds `e`'s traffic (counts, error bounds, rate and split) to `m`.
+fn add_traffic(m: &mut HotEntry, e: &HotEntry) {
+    m.count += e.count;
+    m.error += e.error;
+    m.ops_per_sec += e.ops_per_sec;
+    m.reads += e.reads;
+    m.writes += e.writes;
+    m.misses += e.misses;
+}
+
 /// Merges the hot keys (or patterns) of every primary into one ranking.
 ///
 /// Keys live on one shard each, so key entries are ranked side by side, each with its node
-/// and slot. A pattern spans shards, so pattern entries with the same name are summed
-/// (counts, errors and the read/write/miss split), and `node` stays empty. Totals, the
+/// and slot; the same key from several reports (a primary and its replicas, which count the
+/// reads clients send them) is summed under the node of the first. A pattern spans shards,
+/// so pattern entries with the same name are summed (counts, errors and the read/write/miss
+/// split), and `node` stays empty. Totals, the
 /// detection floor (the largest node's, in accesses) and capacities add up or take the
 /// maximum as fits; `seconds` is the longest window.
 pub fn merge_hot(reports: &[(String, HotKeysReport)], count: usize) -> Option<HotKeysReport> {
@@ -304,12 +336,7 @@ pub fn merge_hot(reports: &[(String, HotKeysReport)], count: usize) -> Option<Ho
         for e in &r.entries {
             if namespaces {
                 if let Some(m) = entries.iter_mut().find(|m| m.name == e.name) {
-                    m.count += e.count;
-                    m.error += e.error;
-                    m.ops_per_sec += e.ops_per_sec;
-                    m.reads += e.reads;
-                    m.writes += e.writes;
-                    m.misses += e.misses;
+                    add_traffic(m, e);
                     continue;
                 }
                 entries.push(HotEntry {
@@ -317,6 +344,13 @@ pub fn merge_hot(reports: &[(String, HotKeysReport)], count: usize) -> Option<Ho
                     slot: None,
                     ..e.clone()
                 });
+            } else if let Some(m) = entries
+                .iter_mut()
+                .find(|m| m.name == e.name && m.truncated == e.truncated)
+            {
+                // The same key from its primary and a replica (reads clients sent the
+                // replica): one key, its traffic summed, under the node named first.
+                add_traffic(m, e);
             } else {
                 entries.push(HotEntry {
                     node: Some(node.clone()),
@@ -1244,6 +1278,60 @@ garbage
         assert_eq!(nodes[2].slots, vec![(0, 5460)]);
         assert_eq!(nodes[2].slot_count(), 5461);
         assert!(nodes[3].slots.is_empty());
+        // The replica that is up, with its primary's id; a failing one and a primary are not.
+        let text = format!(
+            "{text}5f1e7c5a47a43a7e0ed1e5c1db3b5b0c9c4a7d11 127.0.0.1:30006@31006 slave,fail 67ed2db8d677e59ec4a4cefb06858cf2a1a89fa1 0 0 2 disconnected\n"
+        );
+        let replicas = parse_cluster_replicas(&text, "10.0.0.9");
+        assert_eq!(replicas.len(), 1, "{replicas:?}");
+        assert_eq!(
+            replicas[0].0.addr(),
+            "cache-4:30004",
+            "the announced hostname"
+        );
+        assert_eq!(replicas[0].1, "e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca");
+    }
+
+    #[test]
+    fn a_key_from_its_primary_and_its_replica_is_one_entry_with_their_sum() {
+        let primary = report(
+            "keys",
+            1_000,
+            0,
+            vec![entry("page:1", 300, 0), entry("a", 200, 0)],
+        );
+        let replica = report(
+            "keys",
+            900,
+            0,
+            vec![entry("page:1", 500, 2), entry("b", 100, 0)],
+        );
+        let other = report("keys", 700, 0, vec![entry("c", 600, 0)]);
+        let m = merge_hot(
+            &[
+                ("10.0.0.1:7000".to_string(), primary),
+                ("10.0.0.1:7000".to_string(), replica),
+                ("10.0.0.2:7000".to_string(), other),
+            ],
+            3,
+        )
+        .unwrap();
+        let got: Vec<(&str, u64, u64, Option<&str>)> = m
+            .entries
+            .iter()
+            .map(|e| (e.name.as_str(), e.count, e.error, e.node.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("page:1", 800, 2, Some("10.0.0.1:7000")),
+                ("c", 600, 0, Some("10.0.0.2:7000")),
+                ("a", 200, 0, Some("10.0.0.1:7000")),
+            ]
+        );
+        assert_eq!(m.entries[0].reads, 800);
+        assert_eq!(m.estimated_accesses, 2_600);
+        assert!((m.entries[0].share - 800.0 / 2_600.0).abs() < 1e-12);
     }
 
     fn entry(name: &str, count: u64, error: u64) -> HotEntry {

@@ -4,8 +4,8 @@
 //! reported on stderr and in the JSON, never fatal, as long as one node answers.
 
 use opt_core::cluster::{
-    parse_cluster_nodes, uncovered_slots_finding, unreachable_findings, ClusterNode,
-    UnreachablePrimary,
+    parse_cluster_nodes, parse_cluster_replicas, uncovered_slots_finding, unreachable_findings,
+    ClusterNode, UnreachablePrimary,
 };
 use redis::Connection;
 
@@ -52,6 +52,29 @@ pub fn primaries(cli: &Cli, con: &mut Connection) -> Result<Option<Vec<ClusterNo
         ));
     }
     Ok(Some(nodes))
+}
+
+/// The replicas of `primaries` that are up, each with its primary's `host:port`: the nodes
+/// that serve the reads clients send with READONLY, which only they count.
+pub fn replicas(
+    cli: &Cli,
+    con: &mut Connection,
+    primaries: &[ClusterNode],
+) -> Result<Vec<(ClusterNode, String)>, CtlError> {
+    let text: String = redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query(con)
+        .map_err(|e| conn::command_error(cli, "CLUSTER NODES", &e))?;
+    let seed_host = primaries
+        .first()
+        .map_or_else(|| "127.0.0.1".to_string(), |p| p.host.clone());
+    Ok(parse_cluster_replicas(&text, &seed_host)
+        .into_iter()
+        .filter_map(|(replica, master_id)| {
+            let primary = primaries.iter().find(|p| p.id == master_id)?;
+            Some((replica, primary.addr()))
+        })
+        .collect())
 }
 
 /// Answers by node (`host:port`, value), and failures by node (`host:port`, why).

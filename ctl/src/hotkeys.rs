@@ -31,6 +31,10 @@ pub struct HotKeysArgs {
     /// With --watch: stop after this many refreshes.
     #[arg(long, value_name = "N", requires = "watch")]
     pub times: Option<u64>,
+    /// In a cluster, ask only the primaries. By default their replicas are asked too, for
+    /// the reads clients send them (READONLY): a key's traffic is the sum over its shard.
+    #[arg(long)]
+    pub primaries_only: bool,
 }
 
 /// `--type` values.
@@ -85,35 +89,66 @@ impl HotKeysArgs {
     }
 }
 
-/// OPT.HOTKEYS with `query` on the server, or on every primary of the cluster, merged; with
-/// how many primaries did not answer.
-fn fetch(
+/// OPT.HOTKEYS with `query` on the server, or on every primary of the cluster and the
+/// `replicas` (each with its primary's address), merged; with how many primaries did not
+/// answer (a replica that does not answer is said on stderr and leaves its reads out).
+pub fn fetch(
     cli: &Cli,
     con: &mut redis::Connection,
     nodes: Option<&[ClusterNode]>,
+    replicas: &[(ClusterNode, String)],
     query: &[String],
     count: usize,
 ) -> Result<(HotKeysReport, usize), CtlError> {
     let Some(nodes) = nodes else {
         return Ok((conn::call_json(con, cli, "OPT.HOTKEYS", query)?, 0));
     };
-    let (reports, failed) = cluster::answered(cluster::ask_each(cli, nodes, |c| {
+    let asked: Vec<ClusterNode> = nodes
+        .iter()
+        .cloned()
+        .chain(replicas.iter().map(|(r, _)| r.clone()))
+        .collect();
+    let (reports, failed) = cluster::answered(cluster::ask_each(cli, &asked, |c| {
         conn::call_json::<HotKeysReport>(c, cli, "OPT.HOTKEYS", query)
     }))?;
+    // A replica's keys are its primary's: they are merged under the primary's address, and
+    // the primaries come first, so a key a primary lists keeps its place.
+    let reports: Vec<(String, HotKeysReport)> = reports
+        .into_iter()
+        .map(|(addr, r)| {
+            let shard = replicas
+                .iter()
+                .find(|(replica, _)| replica.addr() == addr)
+                .map_or(addr, |(_, primary)| primary.clone());
+            (shard, r)
+        })
+        .collect();
     let merged = merge_hot(&reports, count)
         .ok_or_else(|| CtlError::failed("no node of the cluster answered OPT.HOTKEYS"))?;
-    Ok((merged, failed.len()))
+    let silent_primaries = failed
+        .iter()
+        .filter(|(addr, _)| nodes.iter().any(|n| n.addr() == *addr))
+        .count();
+    Ok((merged, silent_primaries))
 }
 
 /// Runs `optctl hotkeys`.
 pub fn run(cli: &Cli, args: &HotKeysArgs) -> Result<(), CtlError> {
     let mut con = conn::connect(cli)?;
     let nodes = cluster::primaries(cli, &mut con)?;
+    let replicas = match &nodes {
+        Some(n) if !args.primaries_only => cluster::replicas(cli, &mut con, n)?,
+        _ => Vec::new(),
+    };
     let where_ = match &nodes {
         Some(n) => format!(
-            "the {} primaries of the cluster at {}",
+            "the {} primaries of the cluster at {}{}",
             n.len(),
-            conn::redacted(&cli.url)
+            conn::redacted(&cli.url),
+            match replicas.len() {
+                0 => String::new(),
+                r => format!(" and their {r} replicas (the reads they serve)"),
+            }
         ),
         None => conn::redacted(&cli.url),
     };
@@ -124,6 +159,7 @@ pub fn run(cli: &Cli, args: &HotKeysArgs) -> Result<(), CtlError> {
             cli,
             &mut con,
             nodes.as_deref(),
+            &replicas,
             &args.query_args(args.window_name()),
             args.count as usize,
         )?;
@@ -139,9 +175,11 @@ pub fn run(cli: &Cli, args: &HotKeysArgs) -> Result<(), CtlError> {
                 ranked.clone()
             } else {
                 let mut q = args.query_args("recent");
-                let per_node = nodes.as_ref().map_or(1, |n| n.len().max(1)) as u64;
-                q[1] = (ranked.capacity / per_node).max(1).to_string();
-                fetch(cli, &mut con, nodes.as_deref(), &q, usize::MAX)?.0
+                let asked = nodes
+                    .as_ref()
+                    .map_or(1, |n| (n.len() + replicas.len()).max(1));
+                q[1] = (ranked.capacity / asked as u64).max(1).to_string();
+                fetch(cli, &mut con, nodes.as_deref(), &replicas, &q, usize::MAX)?.0
             };
             if args.watch.is_some() && tty {
                 // Clear the screen and go home, so the view refreshes in place.

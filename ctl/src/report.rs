@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use clap::Args;
-use opt_core::cluster::{merge_hot, merge_keyspace, merge_taginfo, ClusterNode};
+use opt_core::cluster::{merge_keyspace, merge_taginfo, ClusterNode};
 use opt_core::report::{
     AdviceReport, Finding, FullReport, HotKeysReport, KeyspaceReport, StatusReport, TagInfoReport,
 };
@@ -137,18 +137,20 @@ fn gather_cluster(
         }
         a
     };
-    let hotkeys = across(cli, nodes, "OPT.HOTKEYS", &top(false), |r| merge_hot(r, 10));
-    let namespaces = across(cli, nodes, "OPT.HOTKEYS", &top(true), |r| merge_hot(r, 10));
+    // Hot keys from the primaries and their replicas (the reads clients send those).
+    let replicas = cluster::replicas(cli, con, nodes).unwrap_or_default();
+    let mut hot = |args: &[String], count: usize| {
+        crate::hotkeys::fetch(cli, con, Some(nodes), &replicas, args, count)
+            .ok()
+            .map(|(r, _)| r)
+    };
+    let hotkeys = hot(&top(false), 10);
+    let namespaces = hot(&top(true), 10);
     // Every candidate of each node's recent window (the merged capacity is the nodes' sum).
-    let recent = |of: &Option<HotKeysReport>, ns: bool| {
-        let per_node = of.as_ref()?.capacity / nodes.len().max(1) as u64;
-        across(
-            cli,
-            nodes,
-            "OPT.HOTKEYS",
-            &recent_query(per_node, ns),
-            |r| merge_hot(r, usize::MAX),
-        )
+    let asked = (nodes.len() + replicas.len()).max(1) as u64;
+    let mut recent = |of: &Option<HotKeysReport>, ns: bool| {
+        let per_node = of.as_ref()?.capacity / asked;
+        hot(&recent_query(per_node, ns), usize::MAX)
     };
     let hotkeys_recent = recent(&hotkeys, false);
     let namespaces_recent = recent(&namespaces, true);

@@ -9,7 +9,6 @@ use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use opt_core::cluster::merge_hot;
 use opt_core::report::HotKeysReport;
 
 use crate::table::{bar, human, printable};
@@ -245,15 +244,15 @@ pub fn run(cli: &Cli, args: &TopArgs) -> Result<(), CtlError> {
             info,
         })
     };
+    // The hottest keys of the primaries and their replicas (the reads clients send those).
+    let replicas = match &nodes {
+        Some(n) => cluster::replicas(cli, &mut con, n).unwrap_or_default(),
+        None => Vec::new(),
+    };
     let hot = |con: &mut redis::Connection, ns: bool| -> Option<HotKeysReport> {
-        let Some(nodes) = &nodes else {
-            return conn::call_json(con, cli, "OPT.HOTKEYS", &recent(ns)).ok();
-        };
-        let (reports, _) = cluster::answered(cluster::ask_each(cli, nodes, |c| {
-            conn::call_json::<HotKeysReport>(c, cli, "OPT.HOTKEYS", &recent(ns))
-        }))
-        .ok()?;
-        merge_hot(&reports, 8)
+        crate::hotkeys::fetch(cli, con, nodes.as_deref(), &replicas, &recent(ns), 8)
+            .ok()
+            .map(|(r, _)| r)
     };
     let mut prev = take(&mut con)?;
     let interval = Duration::from_secs(args.interval.max(1));

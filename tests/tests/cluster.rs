@@ -156,6 +156,60 @@ fn optctl_merges_hot_keys_and_invalidates_across_every_shard() {
     let one: opt_core::report::HotKeysReport = serde_json::from_str(&out).unwrap();
     assert!(one.entries.iter().all(|e| e.node.is_none()));
 
+    // Reads sent to a replica (READONLY) are that key's traffic too: page:1 read 600 times
+    // on its primary's replica becomes the hottest key, under its primary, with 800 reads
+    // (and the write that stored it).
+    let owner = cluster.owner("page:1");
+    let replica = cluster.replicas_of(owner)[0];
+    let mut r = replica.conn();
+    ok(&mut r, &["READONLY"]);
+    for _ in 0..600 {
+        let _: Option<String> = redis::cmd("GET").arg("page:1").query(&mut r).unwrap();
+    }
+    let (code, out, err) = optctl(&["--url", &url, "--json", "hotkeys", "--count", "3"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let r: opt_core::report::HotKeysReport = serde_json::from_str(&out).unwrap();
+    let first = &r.entries[0];
+    assert_eq!(
+        (first.name.as_str(), first.count, first.reads),
+        ("page:1", 801, 800),
+        "{r:?}"
+    );
+    assert_eq!(first.node, Some(format!("127.0.0.1:{}", owner.port)));
+    assert_eq!(r.entries.iter().filter(|e| e.name == "page:1").count(), 1);
+    let (code, out, _) = optctl(
+        &[
+            "--url",
+            &url,
+            "--json",
+            "hotkeys",
+            "--count",
+            "3",
+            "--primaries-only",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0);
+    let p: opt_core::report::HotKeysReport = serde_json::from_str(&out).unwrap();
+    let page1 = p
+        .entries
+        .iter()
+        .find(|e| e.name == "page:1")
+        .expect("page:1");
+    assert_eq!(page1.count, 201, "the primary's own traffic: {p:?}");
+    let (code, out, _) = optctl(&["--url", &url, "hotkeys"], &[]);
+    assert_eq!(code, 0);
+    assert!(out.contains("and their 3 replicas"), "{out}");
+    // The report's hot keys are the same.
+    let (code, out, err) = optctl(&["--url", &url, "--json", "report", "--samples", "0"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let full: opt_core::report::FullReport = serde_json::from_str(&out).unwrap();
+    let hot = full.hotkeys.expect("hot keys in the report");
+    assert_eq!(
+        (hot.entries[0].name.as_str(), hot.entries[0].count),
+        ("page:1", 801)
+    );
+
     // The tag index of the cluster is the sum of the shards'.
     let (code, out, err) = optctl(&["--url", &url, "--json", "tags"], &[]);
     assert_eq!(code, 0, "{err}");
@@ -1626,7 +1680,15 @@ fn optctl_merges_memory_by_pattern_and_finds_cluster_problems() {
             .is_some_and(|l| l.contains("the 3 primaries") && l.contains("(1 did not answer)")),
         "{out}"
     );
-    assert_eq!(err.matches("did not answer").count(), 1, "said once: {err}");
+    // Each node that did not answer is said once: the primary, and its replica, which
+    // optctl hotkeys asks too for the reads it serves.
+    assert_eq!(err.matches("did not answer").count(), 2, "{err}");
+    assert_eq!(
+        err.matches(&format!("node {victim_addr} did not answer"))
+            .count(),
+        1,
+        "said once: {err}"
+    );
     let (code, out, err) = optctl(&["--url", &url, "tags"], &[]);
     assert_eq!(code, 0, "{err}");
     assert!(
