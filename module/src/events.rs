@@ -1,5 +1,6 @@
-//! Server events (loading, replication role, FLUSHDB, SWAPDB, modules loaded and unloaded, and
-//! client changes in cluster mode and on Valkey 8.1 and 9.0), subscribed once.
+//! Server events (loading, a replica's swapdb full sync, replication role, FLUSHDB, SWAPDB,
+//! modules loaded and unloaded, and client changes in cluster mode and on Valkey 8.1 and 9.0),
+//! subscribed once.
 //!
 //! Redis keeps one callback per module and event: a second subscription replaces the first.
 //! So the module subscribes here, once, and hands each event to every subsystem that needs it.
@@ -24,6 +25,7 @@ pub fn subscribe(ctx: *mut raw::RedisModuleCtx, identity: &str) -> Result<(), St
             raw::REDISMODULE_EVENT_FLUSHDB,
             raw::REDISMODULE_EVENT_SWAPDB,
             raw::REDISMODULE_EVENT_MODULE_CHANGE,
+            raw::REDISMODULE_EVENT_REPL_ASYNC_LOAD,
         ] {
             if subscribe(
                 ctx,
@@ -64,6 +66,9 @@ unsafe extern "C" fn dispatch(
 ) {
     guard::catch_and_log("server event", || {
         hotkeys::on_server_event(eid.id, subevent);
+        if eid.id == raw::REDISMODULE_EVENT_REPL_ASYNC_LOAD {
+            tags::on_async_load(subevent);
+        }
         // SAFETY: data is what Redis passed for this event.
         unsafe { tags::on_server_event(ctx, eid.id, subevent, data) };
         // SAFETY: as above.

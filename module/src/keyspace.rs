@@ -301,6 +301,13 @@ pub unsafe fn on_server_event(id: u64, subevent: u64, data: *mut c_void) {
         {
             (vec![None], RELOADED)
         }
+        // A replica's swapdb full sync swapped the loaded databases in: every db was replaced
+        // (its LOADING start event came before the load, while the old dbs still served).
+        raw::REDISMODULE_EVENT_REPL_ASYNC_LOAD
+            if subevent == raw::REDISMODULE_SUBEVENT_REPL_ASYNC_LOAD_COMPLETED =>
+        {
+            (vec![None], RELOADED)
+        }
         raw::REDISMODULE_EVENT_FLUSHDB
             if subevent == raw::REDISMODULE_SUBEVENT_FLUSHDB_START && !data.is_null() =>
         {

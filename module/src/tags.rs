@@ -443,8 +443,57 @@ pub(crate) fn follow_keyspace(ctx: *mut raw::RedisModuleCtx) -> Result<(), Reply
 }
 
 /// The module options (`RedisModule_SetModuleOptions` takes the whole mask): the aux data
-/// loader handles read errors itself.
-pub const MODULE_OPTIONS: c_int = raw::REDISMODULE_OPTIONS_HANDLE_IO_ERRORS as c_int;
+/// loader handles read errors itself, and a replica's full sync may load into a second set
+/// of databases while the old ones serve reads (`repl-diskless-load swapdb`; see
+/// `AsyncLoad`). Without the second flag the server skips a diskless load with swapdb and
+/// loads from a file on disk instead ("Skipping diskless-load because there are modules that
+/// are not aware of async replication").
+pub const MODULE_OPTIONS: c_int = (raw::REDISMODULE_OPTIONS_HANDLE_IO_ERRORS
+    | raw::REDISMODULE_OPTIONS_HANDLE_REPL_ASYNC_LOAD) as c_int;
+
+/// A replica's full sync with `repl-diskless-load swapdb`: the server loads the master's RDB
+/// into temporary databases while the old ones go on serving, then swaps them (COMPLETED) or
+/// drops them (ABORTED, the transfer failed). The index loaded with them waits here, so that
+/// until the swap the old keys keep their old tags, and a failed transfer leaves the index as
+/// it was. Between the STARTED and the COMPLETED or ABORTED events: Some; its content is the
+/// loaded index, if the RDB held one (an RDB without one holds no tagged key).
+static ASYNC_LOAD: MainThreadCell<Option<Option<(TagIndex, FreshnessIndex)>>> =
+    MainThreadCell::new(None);
+
+/// Follows a swapdb full sync (dispatched by `events`): see `ASYNC_LOAD`.
+pub fn on_async_load(subevent: u64) {
+    guard::catch_and_log("tag index async load", || match subevent {
+        raw::REDISMODULE_SUBEVENT_REPL_ASYNC_LOAD_STARTED => {
+            ASYNC_LOAD.with(|a| *a = Some(None));
+        }
+        raw::REDISMODULE_SUBEVENT_REPL_ASYNC_LOAD_ABORTED => {
+            if let Some(Some((index, fresh))) = ASYNC_LOAD.with(Option::take).flatten() {
+                free_index(index, fresh);
+            }
+        }
+        raw::REDISMODULE_SUBEVENT_REPL_ASYNC_LOAD_COMPLETED => {
+            let (index, fresh) = ASYNC_LOAD
+                .with(Option::take)
+                .flatten()
+                .flatten()
+                .unwrap_or_default();
+            let swapped = state(|st| {
+                st.in_flight = None;
+                st.renamed_to = None;
+                (
+                    std::mem::replace(&mut st.index, index),
+                    std::mem::replace(&mut st.fresh, fresh),
+                )
+            });
+            // The loading's end follows: the keyspace subscription, and the entries of keys
+            // that are missing are dropped.
+            if let Some((old_index, old_fresh)) = swapped {
+                free_index(old_index, old_fresh);
+            }
+        }
+        _ => {}
+    });
+}
 
 /// Registers the aux data type and starts the index's check every second (`on_idle_check`);
 /// the keyspace events are subscribed on first use (`follow_keyspace`), and where the server
@@ -842,10 +891,19 @@ unsafe extern "C" fn aux_load(rdb: *mut raw::RedisModuleIO, _encver: c_int, when
     let result = guard::catch(|| persist::load(&mut RdbReader(rdb), |_, _| true));
     match result {
         Ok(Ok((index, fresh))) => {
-            state(|st| {
-                st.index = index;
-                st.fresh = fresh;
+            // A swapdb full sync keeps it for the swap; any other load replaces the index.
+            let mut loaded = Some((index, fresh));
+            ASYNC_LOAD.with(|a| {
+                if let Some(pending) = a {
+                    *pending = loaded.take();
+                }
             });
+            if let Some((index, fresh)) = loaded {
+                state(|st| {
+                    st.index = index;
+                    st.fresh = fresh;
+                });
+            }
             raw::REDISMODULE_OK as c_int
         }
         Ok(Err(why)) => {

@@ -1047,6 +1047,144 @@ fn a_replica_index_equals_its_master_after_full_and_partial_resync() {
     assert!(e.to_ascii_uppercase().contains("READONLY"), "{e}");
 }
 
+/// A replica with `repl-diskless-load swapdb` loads its full syncs from the socket into
+/// databases of their own while the old ones serve, then swaps them in: the module says it
+/// can follow that (without it the server falls back to a file on disk). The index follows
+/// the swap (the replica's own tagged key goes with its old data), a second full sync with the
+/// same replication id (async loading: reads served during the load) brings the master's
+/// changes, and a transfer that fails halfway leaves the data and the index as they were.
+#[test]
+fn a_swapdb_full_sync_swaps_the_index_with_the_data() {
+    let master = Server::with_config(&["repl-diskless-sync yes", "repl-diskless-sync-delay 0"]);
+    let mut m = master.conn();
+    for i in 0..300 {
+        let key = format!("k{i}");
+        let group = format!("g{}", i % 3);
+        ok(&mut m, &["OPT.SET", &key, "v", "TAGS", "all", &group]);
+    }
+    let replica = Server::with_config(&[
+        "repl-diskless-load swapdb",
+        "loading-process-events-interval-bytes 1024",
+    ]);
+    let mut r = replica.conn();
+    ok(&mut r, &["OPT.SET", "replica:own", "v", "TAGS", "mine"]);
+    ok(
+        &mut r,
+        &["REPLICAOF", "127.0.0.1", &master.port.to_string()],
+    );
+    let linked = |c: &mut Connection| {
+        let i: String = redis::cmd("INFO").arg("replication").query(c).unwrap();
+        i.contains("master_link_status:up")
+    };
+    replica.wait_for("the first sync", Duration::from_secs(20), linked);
+    wait_synced(&master, &replica);
+    let log = replica.log();
+    assert!(
+        log.contains("Swapping active DB with loaded DB")
+            && !log.contains("Skipping diskless-load"),
+        "the swapdb load was used:\n{log}"
+    );
+    assert_eq!(
+        info(&mut r).digest,
+        info(&mut m).digest,
+        "after the first sync"
+    );
+    assert!(!exists(&mut r, "replica:own") && tags(&mut r, "replica:own").is_empty());
+
+    // The master changes its index while the replica is cut off, beyond a backlog too small
+    // to replay: the replica syncs in full again, with the same replication id.
+    // (Frozen meanwhile, so that it cannot reconnect before the backlog has moved on.)
+    let full_syncs = info_int(&mut m, "stats", "sync_full");
+    ok(&mut m, &["CONFIG", "SET", "repl-backlog-size", "16384"]);
+    replica.freeze(true);
+    ok(&mut m, &["CLIENT", "KILL", "TYPE", "replica"]);
+    assert_eq!(ok(&mut m, &["OPT.INVALIDATE", "g0"]), Value::Int(100));
+    ok(&mut m, &["OPT.TAG", "k1", "extra"]);
+    ok(&mut m, &["SET", "filler", &"x".repeat(100_000)]);
+    replica.freeze(false);
+    master.wait_for("the second full sync", Duration::from_secs(20), |c| {
+        info_int(c, "stats", "sync_full") > full_syncs
+    });
+    replica.wait_for("the link after it", Duration::from_secs(20), linked);
+    wait_synced(&master, &replica);
+    assert_eq!(
+        info(&mut r).digest,
+        info(&mut m).digest,
+        "after the second sync"
+    );
+    assert_eq!(tags(&mut r, "k1"), vec!["all", "extra", "g1"]);
+    assert!(!exists(&mut r, "k3"));
+
+    // A transfer that fails: the master goes away while the replica loads slowly, with 40 MB
+    // still to send (more than the sockets buffer). The replica keeps its data and its index.
+    // Random bytes: the RDB compresses repeated ones to nothing.
+    let mut rng = opt_harness::Rng::new(7);
+    let big: Vec<u8> = (0..200_000).map(|_| rng.next_u64() as u8).collect();
+    let mut pipe = redis::pipe();
+    for i in 0..200 {
+        pipe.cmd("SET").arg(format!("big:{i}")).arg(&big).ignore();
+    }
+    pipe.query::<()>(&mut m).unwrap();
+    wait_synced(&master, &replica);
+    let before = info(&mut r);
+    ok(&mut r, &["CONFIG", "SET", "key-load-delay", "5000"]);
+    ok(&mut r, &["CONFIG", "SET", "repl-timeout", "2"]);
+    let full_syncs = info_int(&mut m, "stats", "sync_full");
+    replica.freeze(true);
+    ok(&mut m, &["CLIENT", "KILL", "TYPE", "replica"]);
+    ok(&mut m, &["OPT.SET", "late", "v", "TAGS", "g1"]);
+    ok(&mut m, &["SET", "filler", &"y".repeat(100_000)]);
+    replica.freeze(false);
+    master.wait_for("a third full sync", Duration::from_secs(20), |c| {
+        info_int(c, "stats", "sync_full") > full_syncs
+    });
+    replica.wait_for("the replica to be loading", Duration::from_secs(10), |c| {
+        info_int(c, "persistence", "async_loading") == 1
+            || info_int(c, "persistence", "loading") == 1
+    });
+    // The master stalls halfway through the transfer: the replica's read times out
+    // (repl-timeout) and it gives the load up.
+    // Its forked child too: Redis 8 sends the RDB from the child straight to the replica.
+    let stall = |frozen: bool| {
+        master.freeze(frozen);
+        let pid = master.pid().expect("the master runs");
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        for child in children
+            .split_whitespace()
+            .filter_map(|c| c.parse::<i32>().ok())
+        {
+            let signal = if frozen { libc::SIGSTOP } else { libc::SIGCONT };
+            // SAFETY: signalling a child process of our own server by its pid.
+            unsafe { libc::kill(child, signal) };
+        }
+    };
+    stall(true);
+    replica.wait_for("the load to be given up", Duration::from_secs(30), |c| {
+        let i: String = redis::cmd("INFO").arg("persistence").query(c).unwrap();
+        i.contains("async_loading:0") && i.contains("\r\nloading:0")
+    });
+    // No further sync: the replica leaves its master with what it has.
+    ok(&mut r, &["REPLICAOF", "NO", "ONE"]);
+    stall(false);
+    ok(&mut r, &["CONFIG", "SET", "key-load-delay", "0"]);
+    let after = info(&mut r);
+    assert_eq!(
+        after.digest,
+        before.digest,
+        "the index is as before the failed sync: {after:?} {before:?} late={} {}",
+        exists(&mut r, "late"),
+        replica.log()
+    );
+    assert!(!exists(&mut r, "late") && tags(&mut r, "late").is_empty());
+    assert_eq!(tags(&mut r, "k1"), vec!["all", "extra", "g1"]);
+    assert!(
+        replica.log().contains("Discarding temporary DB"),
+        "{}",
+        replica.log()
+    );
+}
+
 /// A switchover as Sentinel or an operator does it outside a cluster: the replica is
 /// promoted (`REPLICAOF NO ONE`), takes tagged writes, expires the tagged keys that expired
 /// while it was a replica, and the old master follows it with a partial resync. Both
