@@ -649,6 +649,22 @@ pub(crate) fn now_ms() -> i64 {
 
 /// A context for the slices that run from the event loop (which gives them none).
 static SLICE_CTX: AtomicPtr<raw::RedisModuleCtx> = AtomicPtr::new(ptr::null_mut());
+/// Redis 7.0: slices run from the event loop's before-sleep event, not from a one-shot
+/// callback. A slice's lookups delete keys they find expired, and the server queues those
+/// deletions for the AOF and the replicas; 7.0 sends the queue on only when a module context
+/// of its own is freed, which a one-shot callback with the detached context never does, and
+/// the next `beforeSleep` then stopped the server (`blocked.c:624 'server.also_propagate.numops
+/// == 0' is not true`, found with `appendonly yes`: test
+/// `keys_changing_during_the_scan_are_handled`). The before-sleep event comes with such a
+/// context, in the same place of the event loop. Redis 7.2+ and Valkey send the deletions on
+/// by themselves.
+static SLICES_BEFORE_SLEEP: AtomicBool = AtomicBool::new(false);
+/// A slice is due at the next before-sleep event (with `SLICES_BEFORE_SLEEP`).
+static SLICE_DUE: AtomicBool = AtomicBool::new(false);
+/// The before-sleep subscription is in place. The server builds a context for every event
+/// loop iteration while it is, so it is dropped (from a timer: not from inside the event,
+/// which the server still reads after the callback) once no slice is due.
+static BEFORE_SLEEP_SUBSCRIBED: AtomicBool = AtomicBool::new(false);
 /// The write end of the wake-up pipe (-1: none, slices use a timer).
 static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
 
@@ -686,6 +702,61 @@ pub fn init(ctx: *mut raw::RedisModuleCtx) {
         }
         SLICE_CTX.store(detach(ctx), Ordering::Relaxed);
         WAKE_FD.store(fds[1], Ordering::Relaxed);
+        if !crate::server::supports_aux_save2()
+            && crate::server::present(raw::RedisModule_SubscribeToServerEvent)
+        {
+            SLICES_BEFORE_SLEEP.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Subscribes to the event loop's before-sleep event, if not yet (see `SLICES_BEFORE_SLEEP`).
+///
+/// # Safety
+/// `ctx` must be a live context of this module, on the main thread.
+unsafe fn subscribe_before_sleep(ctx: *mut raw::RedisModuleCtx, on: bool) {
+    if BEFORE_SLEEP_SUBSCRIBED.load(Ordering::Relaxed) == on {
+        return;
+    }
+    let Some(subscribe) = raw::RedisModule_SubscribeToServerEvent else {
+        return;
+    };
+    let event = raw::RedisModuleEvent {
+        id: raw::REDISMODULE_EVENT_EVENTLOOP,
+        dataver: 1,
+    };
+    let callback: raw::RedisModuleEventCallback = if on { Some(on_event_loop) } else { None };
+    if subscribe(ctx, event, callback) == raw::REDISMODULE_OK as c_int {
+        BEFORE_SLEEP_SUBSCRIBED.store(on, Ordering::Relaxed);
+    }
+}
+
+/// # Safety
+/// Called by the server before and after each event-loop sleep, with a context of its own.
+unsafe extern "C" fn on_event_loop(
+    ctx: *mut raw::RedisModuleCtx,
+    _eid: raw::RedisModuleEvent,
+    subevent: u64,
+    _data: *mut c_void,
+) {
+    if subevent != raw::REDISMODULE_SUBEVENT_EVENTLOOP_BEFORE_SLEEP {
+        return;
+    }
+    if SLICE_DUE.swap(false, Ordering::Relaxed) {
+        run_slice(ctx, ptr::null_mut());
+    }
+    if !SLICE_DUE.load(Ordering::Relaxed) {
+        if let Some(create) = raw::RedisModule_CreateTimer {
+            create(ctx, 0, Some(drop_before_sleep), ptr::null_mut());
+        }
+    }
+}
+
+/// # Safety
+/// Called by Redis on the main thread when the timer fires.
+unsafe extern "C" fn drop_before_sleep(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
+    if !SLICE_DUE.load(Ordering::Relaxed) {
+        subscribe_before_sleep(ctx, false);
     }
 }
 
@@ -697,7 +768,16 @@ fn arm_timer(ctx: *mut raw::RedisModuleCtx, jobs: &mut Jobs) {
     let fd = WAKE_FD.load(Ordering::Relaxed);
     // SAFETY: fd is the pipe's write end; ctx is valid; `run_slice` has the timer signature.
     unsafe {
-        if fd >= 0 && libc::write(fd, [1u8].as_ptr().cast(), 1) == 1 {
+        if fd >= 0 && SLICES_BEFORE_SLEEP.load(Ordering::Relaxed) {
+            // The byte only wakes the event loop; the slice runs at its before-sleep event.
+            subscribe_before_sleep(ctx, true);
+            if BEFORE_SLEEP_SUBSCRIBED.load(Ordering::Relaxed) {
+                SLICE_DUE.store(true, Ordering::Relaxed);
+                let _ = libc::write(fd, [1u8].as_ptr().cast(), 1);
+                jobs.timer_armed = true;
+                return;
+            }
+        } else if fd >= 0 && libc::write(fd, [1u8].as_ptr().cast(), 1) == 1 {
             jobs.timer_armed = true;
             return;
         }
@@ -715,6 +795,9 @@ fn arm_timer(ctx: *mut raw::RedisModuleCtx, jobs: &mut Jobs) {
 unsafe extern "C" fn on_wake(fd: c_int, _data: *mut c_void, _mask: c_int) {
     let mut buf = [0u8; 64];
     while libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) > 0 {}
+    if SLICES_BEFORE_SLEEP.load(Ordering::Relaxed) {
+        return;
+    }
     let queued = raw::RedisModule_EventLoopAddOneShot.is_some_and(|add| {
         add(Some(slice_after_clients), ptr::null_mut()) == raw::REDISMODULE_OK as c_int
     });

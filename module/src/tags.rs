@@ -472,11 +472,12 @@ pub fn on_async_load(subevent: u64) {
             }
         }
         raw::REDISMODULE_SUBEVENT_REPL_ASYNC_LOAD_COMPLETED => {
-            let (index, fresh) = ASYNC_LOAD
-                .with(Option::take)
-                .flatten()
-                .flatten()
-                .unwrap_or_default();
+            // None: no swapdb load was started (nothing to swap in).
+            let Some(loaded) = ASYNC_LOAD.with(Option::take).flatten() else {
+                return;
+            };
+            // An RDB without the index's field holds no tagged key.
+            let (index, fresh) = loaded.unwrap_or_default();
             let swapped = state(|st| {
                 st.in_flight = None;
                 st.renamed_to = None;
