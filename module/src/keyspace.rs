@@ -649,24 +649,33 @@ pub(crate) fn now_ms() -> i64 {
 
 /// A context for the slices that run from the event loop (which gives them none).
 static SLICE_CTX: AtomicPtr<raw::RedisModuleCtx> = AtomicPtr::new(ptr::null_mut());
-/// Redis 7.0: slices run from the event loop's before-sleep event, not from a one-shot
+/// Redis 7.0: slices run from the event loop's after-sleep event, not from a one-shot
 /// callback. A slice's lookups delete keys they find expired, and the server queues those
 /// deletions for the AOF and the replicas; 7.0 sends the queue on only when a module context
 /// of its own is freed, which a one-shot callback with the detached context never does, and
 /// the next `beforeSleep` then stopped the server (`blocked.c:624 'server.also_propagate.numops
 /// == 0' is not true`, found with `appendonly yes`: test
-/// `keys_changing_during_the_scan_are_handled`). The before-sleep event comes with such a
-/// context, in the same place of the event loop. Redis 7.2+ and Valkey send the deletions on
-/// by themselves.
-static SLICES_BEFORE_SLEEP: AtomicBool = AtomicBool::new(false);
-/// A slice is due at the next before-sleep event (with `SLICES_BEFORE_SLEEP`).
+/// `keys_changing_during_the_scan_are_handled`). The event-loop events come with such a
+/// context. After sleep, not before: before sleep the server has not yet written the replies
+/// of the commands it just ran, and a slice there delayed them (another client's PING p99
+/// during FULL went from 0.29 to 0.86 ms); and one turn later, as the one-shot callback ran
+/// (0.82 ms when the slice ran at once). Redis 7.2+ and Valkey send the deletions on by
+/// themselves.
+static SLICES_AFTER_SLEEP: AtomicBool = AtomicBool::new(false);
+/// A slice is due at the next after-sleep event (with `SLICES_AFTER_SLEEP`).
 static SLICE_DUE: AtomicBool = AtomicBool::new(false);
-/// The before-sleep subscription is in place. The server builds a context for every event
+/// The due slice let one turn of the event loop go by (see `on_event_loop`).
+static SLICE_WAITED: AtomicBool = AtomicBool::new(false);
+/// The event-loop subscription is in place. The server builds a context for every event
 /// loop iteration while it is, so it is dropped (from a timer: not from inside the event,
 /// which the server still reads after the callback) once no slice is due.
-static BEFORE_SLEEP_SUBSCRIBED: AtomicBool = AtomicBool::new(false);
+static EVENT_LOOP_SUBSCRIBED: AtomicBool = AtomicBool::new(false);
 /// The write end of the wake-up pipe (-1: none, slices use a timer).
 static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
+/// Its read end (with `SLICES_AFTER_SLEEP`, drained at the after-sleep event: drained in the
+/// event loop's file events, the byte a slice wrote would be gone before the loop's next
+/// sleep, which then waited for the next client or timer).
+static WAKE_READ_FD: AtomicI32 = AtomicI32::new(-1);
 
 /// Sets up the slice scheduling (called once at load): a pipe whose read end is in the
 /// server's event loop. Writing a byte makes the next event-loop iteration queue a slice that
@@ -702,20 +711,22 @@ pub fn init(ctx: *mut raw::RedisModuleCtx) {
         }
         SLICE_CTX.store(detach(ctx), Ordering::Relaxed);
         WAKE_FD.store(fds[1], Ordering::Relaxed);
+        WAKE_READ_FD.store(fds[0], Ordering::Relaxed);
         if !crate::server::supports_aux_save2()
             && crate::server::present(raw::RedisModule_SubscribeToServerEvent)
         {
-            SLICES_BEFORE_SLEEP.store(true, Ordering::Relaxed);
+            SLICES_AFTER_SLEEP.store(true, Ordering::Relaxed);
         }
     }
 }
 
-/// Subscribes to the event loop's before-sleep event, if not yet (see `SLICES_BEFORE_SLEEP`).
+/// Subscribes to the event loop's events (`on` true) or drops the subscription (see
+/// `SLICES_AFTER_SLEEP`).
 ///
 /// # Safety
 /// `ctx` must be a live context of this module, on the main thread.
-unsafe fn subscribe_before_sleep(ctx: *mut raw::RedisModuleCtx, on: bool) {
-    if BEFORE_SLEEP_SUBSCRIBED.load(Ordering::Relaxed) == on {
+unsafe fn subscribe_event_loop(ctx: *mut raw::RedisModuleCtx, on: bool) {
+    if EVENT_LOOP_SUBSCRIBED.load(Ordering::Relaxed) == on {
         return;
     }
     let Some(subscribe) = raw::RedisModule_SubscribeToServerEvent else {
@@ -727,8 +738,17 @@ unsafe fn subscribe_before_sleep(ctx: *mut raw::RedisModuleCtx, on: bool) {
     };
     let callback: raw::RedisModuleEventCallback = if on { Some(on_event_loop) } else { None };
     if subscribe(ctx, event, callback) == raw::REDISMODULE_OK as c_int {
-        BEFORE_SLEEP_SUBSCRIBED.store(on, Ordering::Relaxed);
+        EVENT_LOOP_SUBSCRIBED.store(on, Ordering::Relaxed);
     }
+}
+
+/// Empties the wake-up pipe (non-blocking).
+///
+/// # Safety
+/// `fd` must be the wake-up pipe's read end, or -1.
+unsafe fn drain(fd: c_int) {
+    let mut buf = [0u8; 64];
+    while fd >= 0 && libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) > 0 {}
 }
 
 /// # Safety
@@ -739,24 +759,36 @@ unsafe extern "C" fn on_event_loop(
     subevent: u64,
     _data: *mut c_void,
 ) {
-    if subevent != raw::REDISMODULE_SUBEVENT_EVENTLOOP_BEFORE_SLEEP {
+    if subevent != raw::REDISMODULE_SUBEVENT_EVENTLOOP_AFTER_SLEEP {
         return;
     }
-    if SLICE_DUE.swap(false, Ordering::Relaxed) {
+    drain(WAKE_READ_FD.load(Ordering::Relaxed));
+    if SLICE_DUE.load(Ordering::Relaxed) {
+        // The clients that woke the loop with this slice's byte are served first, as they
+        // were when a one-shot callback ran the slice: the slice waits one more turn, with
+        // the byte written again so that the loop does not sleep in between.
+        if !SLICE_WAITED.swap(true, Ordering::Relaxed) {
+            let fd = WAKE_FD.load(Ordering::Relaxed);
+            if fd >= 0 && libc::write(fd, [1u8].as_ptr().cast(), 1) == 1 {
+                return;
+            }
+        }
+        SLICE_WAITED.store(false, Ordering::Relaxed);
+        SLICE_DUE.store(false, Ordering::Relaxed);
         run_slice(ctx, ptr::null_mut());
     }
     if !SLICE_DUE.load(Ordering::Relaxed) {
         if let Some(create) = raw::RedisModule_CreateTimer {
-            create(ctx, 0, Some(drop_before_sleep), ptr::null_mut());
+            create(ctx, 0, Some(drop_event_loop), ptr::null_mut());
         }
     }
 }
 
 /// # Safety
 /// Called by Redis on the main thread when the timer fires.
-unsafe extern "C" fn drop_before_sleep(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
+unsafe extern "C" fn drop_event_loop(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
     if !SLICE_DUE.load(Ordering::Relaxed) {
-        subscribe_before_sleep(ctx, false);
+        subscribe_event_loop(ctx, false);
     }
 }
 
@@ -768,10 +800,10 @@ fn arm_timer(ctx: *mut raw::RedisModuleCtx, jobs: &mut Jobs) {
     let fd = WAKE_FD.load(Ordering::Relaxed);
     // SAFETY: fd is the pipe's write end; ctx is valid; `run_slice` has the timer signature.
     unsafe {
-        if fd >= 0 && SLICES_BEFORE_SLEEP.load(Ordering::Relaxed) {
-            // The byte only wakes the event loop; the slice runs at its before-sleep event.
-            subscribe_before_sleep(ctx, true);
-            if BEFORE_SLEEP_SUBSCRIBED.load(Ordering::Relaxed) {
+        if fd >= 0 && SLICES_AFTER_SLEEP.load(Ordering::Relaxed) {
+            // The byte only wakes the event loop; the slice runs at its after-sleep event.
+            subscribe_event_loop(ctx, true);
+            if EVENT_LOOP_SUBSCRIBED.load(Ordering::Relaxed) {
                 SLICE_DUE.store(true, Ordering::Relaxed);
                 let _ = libc::write(fd, [1u8].as_ptr().cast(), 1);
                 jobs.timer_armed = true;
@@ -793,11 +825,11 @@ fn arm_timer(ctx: *mut raw::RedisModuleCtx, jobs: &mut Jobs) {
 /// after this iteration's clients were served: from the one-shot queue the server runs before
 /// it sleeps again.
 unsafe extern "C" fn on_wake(fd: c_int, _data: *mut c_void, _mask: c_int) {
-    let mut buf = [0u8; 64];
-    while libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) > 0 {}
-    if SLICES_BEFORE_SLEEP.load(Ordering::Relaxed) {
+    if SLICES_AFTER_SLEEP.load(Ordering::Relaxed) {
+        // Left for the after-sleep event to drain (see `WAKE_READ_FD`).
         return;
     }
+    drain(fd);
     let queued = raw::RedisModule_EventLoopAddOneShot.is_some_and(|add| {
         add(Some(slice_after_clients), ptr::null_mut()) == raw::REDISMODULE_OK as c_int
     });

@@ -538,7 +538,7 @@ fn slices_are_shorter_while_other_clients_are_served() {
 fn keys_changing_during_the_scan_are_handled() {
     // With the AOF on, the deletions of the expired keys the walk looks up are sent to it:
     // on Redis 7.0 they stopped the server until slices ran in a context of their own (see
-    // `SLICES_BEFORE_SLEEP` in module/src/keyspace.rs).
+    // `SLICES_AFTER_SLEEP` in module/src/keyspace.rs).
     let server = Server::with_config(&["opt.scan-slice-us 100", "appendonly yes"]);
     let mut c = server.conn();
     load(&mut c, 20_000);
