@@ -777,16 +777,20 @@ unsafe extern "C" fn on_event_loop(
         SLICE_DUE.store(false, Ordering::Relaxed);
         run_slice(ctx, ptr::null_mut());
     }
-    if !SLICE_DUE.load(Ordering::Relaxed) {
+    if !SLICE_DUE.load(Ordering::Relaxed) && !DROP_PENDING.swap(true, Ordering::Relaxed) {
         if let Some(create) = raw::RedisModule_CreateTimer {
             create(ctx, 0, Some(drop_event_loop), ptr::null_mut());
         }
     }
 }
 
+/// A timer that drops the event-loop subscription is set (one at a time).
+static DROP_PENDING: AtomicBool = AtomicBool::new(false);
+
 /// # Safety
 /// Called by Redis on the main thread when the timer fires.
 unsafe extern "C" fn drop_event_loop(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
+    DROP_PENDING.store(false, Ordering::Relaxed);
     if !SLICE_DUE.load(Ordering::Relaxed) {
         subscribe_event_loop(ctx, false);
     }
