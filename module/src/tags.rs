@@ -1693,16 +1693,31 @@ pub fn set(call: &Call) -> Result<Reply, ReplyError> {
                     ttl.map(|ms| now() + ms),
                 ),
             };
-            match key_ttl {
-                Some(ms) => {
+            // A key whose own expiry (PXAT plus STALE) has already passed gets that time, as
+            // SET gives it, rather than 1 ms from now: an AOF replay or a replica writes such
+            // keys, and the server then counts them as expired at once, where 1 ms from now
+            // left them alive through the end of the loading (the index kept their entries
+            // until the server deleted them).
+            let past_at = match (&o.expiry, o.fresh_until) {
+                (Expiry::At(at), None) => {
+                    Some(at.saturating_add(o.stale_ms as i64)).filter(|&t| t <= now())
+                }
+                _ => None,
+            };
+            let set_abs = raw::RedisModule_SetAbsExpire;
+            match (key_ttl, past_at, set_abs) {
+                (Some(_), Some(t), Some(set_abs)) => {
+                    set_abs(k, t);
+                }
+                (Some(ms), _, _) => {
                     set_expire(k, ms);
                 }
                 // SET drops the TTL (unless KEEPTTL, which gave `key_ttl`); StringSet did
                 // that by replacing the key, a write in place has to.
-                None if overwritten_in_place && get_expire(k) >= 0 => {
+                (None, _, _) if overwritten_in_place && get_expire(k) >= 0 => {
                     set_expire(k, raw::REDISMODULE_NO_EXPIRE as i64);
                 }
-                None => {}
+                (None, _, _) => {}
             }
             close(k);
             (old, true, key_ttl.is_some(), fresh_until)

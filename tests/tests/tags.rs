@@ -912,6 +912,22 @@ fn entries_of_keys_gone_at_load_are_dropped() {
     let i = info(&mut c);
     assert_eq!(i.keys, 1, "{i:?}");
     assert_eq!(tags(&mut c, "long"), vec!["t"]);
+
+    // From an AOF: the replay writes `short` again with its PXAT in the past (active expiry
+    // off here, so that the AOF holds no deletion of it). OPT.SET gives the key that time, as
+    // SET does, so the server counts it expired at once and its entry is dropped when loading
+    // ends. (OPT.SET gave such keys 1 ms from now, alive through the end of the loading.)
+    let mut server = Server::with_config(&["appendonly yes"]);
+    let mut c = server.conn();
+    ok(&mut c, &["DEBUG", "SET-ACTIVE-EXPIRE", "0"]);
+    ok(&mut c, &["OPT.SET", "short", "v", "PX", "300", "TAGS", "t"]);
+    ok(&mut c, &["OPT.SET", "long", "v", "TAGS", "t"]);
+    std::thread::sleep(Duration::from_millis(400));
+    server.restart();
+    let mut c = server.conn();
+    let i = info(&mut c);
+    assert_eq!(i.keys, 1, "from the AOF: {i:?}");
+    assert_eq!(tags(&mut c, "long"), vec!["t"]);
 }
 
 #[test]
