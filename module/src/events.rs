@@ -66,9 +66,6 @@ unsafe extern "C" fn dispatch(
 ) {
     guard::catch_and_log("server event", || {
         hotkeys::on_server_event(eid.id, subevent);
-        if eid.id == raw::REDISMODULE_EVENT_REPL_ASYNC_LOAD {
-            tags::on_async_load(subevent);
-        }
         // SAFETY: data is what Redis passed for this event.
         unsafe { tags::on_server_event(ctx, eid.id, subevent, data) };
         // SAFETY: as above.

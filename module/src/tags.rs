@@ -460,8 +460,8 @@ pub const MODULE_OPTIONS: c_int = (raw::REDISMODULE_OPTIONS_HANDLE_IO_ERRORS
 static ASYNC_LOAD: MainThreadCell<Option<Option<(TagIndex, FreshnessIndex)>>> =
     MainThreadCell::new(None);
 
-/// Follows a swapdb full sync (dispatched by `events`): see `ASYNC_LOAD`.
-pub fn on_async_load(subevent: u64) {
+/// Follows a swapdb full sync (see `ASYNC_LOAD`).
+fn on_async_load(subevent: u64) {
     guard::catch_and_log("tag index async load", || match subevent {
         raw::REDISMODULE_SUBEVENT_REPL_ASYNC_LOAD_STARTED => {
             ASYNC_LOAD.with(|a| *a = Some(None));
@@ -699,7 +699,8 @@ fn free_index(index: TagIndex, fresh: FreshnessIndex) {
     }
 }
 
-/// Follows FLUSHDB/FLUSHALL, SWAPDB and the end of loading (dispatched by `events`).
+/// Follows FLUSHDB/FLUSHALL, SWAPDB, the end of loading and a replica's swapdb full sync
+/// (dispatched by `events`).
 ///
 /// # Safety
 /// `data` must be the event data Redis passed for event `id`.
@@ -710,6 +711,10 @@ pub unsafe fn on_server_event(
     data: *mut c_void,
 ) {
     let eid = raw::RedisModuleEvent { id, dataver: 1 };
+    if id == raw::REDISMODULE_EVENT_REPL_ASYNC_LOAD {
+        on_async_load(subevent);
+        return;
+    }
     guard::catch_and_log("tag index server event", || {
         if eid.id == raw::REDISMODULE_EVENT_LOADING {
             let loaded_entries =
@@ -1693,19 +1698,19 @@ pub fn set(call: &Call) -> Result<Reply, ReplyError> {
                     ttl.map(|ms| now() + ms),
                 ),
             };
-            // A key whose own expiry (PXAT plus STALE) has already passed gets that time, as
-            // SET gives it, rather than 1 ms from now: an AOF replay or a replica writes such
-            // keys, and the server then counts them as expired at once, where 1 ms from now
-            // left them alive through the end of the loading (the index kept their entries
-            // until the server deleted them).
-            let past_at = match (&o.expiry, o.fresh_until) {
-                (Expiry::At(at), None) => {
-                    Some(at.saturating_add(o.stale_ms as i64)).filter(|&t| t <= now())
+            // PXAT (replicas and the AOF get every expiry as PXAT) sets the key's time itself,
+            // plus STALE, as SET does: also when it has passed, so that an AOF replay or a
+            // replica stores such a key expired, where "1 ms from now" left it alive through
+            // the end of the loading (and the index kept its entry until the server deleted
+            // the key). FRESHUNTIL never comes with PXAT.
+            let key_at = match o.expiry {
+                Expiry::At(at) if o.fresh_until.is_none() => {
+                    Some(at.saturating_add(o.stale_ms as i64))
                 }
                 _ => None,
             };
             let set_abs = raw::RedisModule_SetAbsExpire;
-            match (key_ttl, past_at, set_abs) {
+            match (key_ttl, key_at, set_abs) {
                 (Some(_), Some(t), Some(set_abs)) => {
                     set_abs(k, t);
                 }
