@@ -325,6 +325,10 @@ pub fn merge_hot(reports: &[(String, HotKeysReport)], count: usize) -> Option<Ho
         entries: Vec::new(),
     };
     let mut entries: Vec<HotEntry> = Vec::new();
+    // Where each name (and whether it was cut) already is in `entries`: a pattern from every
+    // shard, or a key from its primary and its replicas, is one entry with their sum. Patterns
+    // keep no node; a key keeps the node named first.
+    let mut at: std::collections::HashMap<(&str, bool), usize> = Default::default();
     for (node, r) in reports {
         merged.seconds = merged.seconds.max(r.seconds);
         merged.sample_ratio = merged.sample_ratio.max(r.sample_ratio);
@@ -334,30 +338,25 @@ pub fn merge_hot(reports: &[(String, HotKeysReport)], count: usize) -> Option<Ho
         merged.capacity += r.capacity;
         merged.tracked += r.tracked;
         for e in &r.entries {
-            if namespaces {
-                if let Some(m) = entries.iter_mut().find(|m| m.name == e.name) {
-                    add_traffic(m, e);
-                    continue;
-                }
-                entries.push(HotEntry {
+            let key = (e.name.as_str(), !namespaces && e.truncated);
+            if let Some(&i) = at.get(&key) {
+                add_traffic(&mut entries[i], e);
+                continue;
+            }
+            at.insert(key, entries.len());
+            entries.push(if namespaces {
+                HotEntry {
                     node: None,
                     slot: None,
                     ..e.clone()
-                });
-            } else if let Some(m) = entries
-                .iter_mut()
-                .find(|m| m.name == e.name && m.truncated == e.truncated)
-            {
-                // The same key from its primary and a replica (reads clients sent the
-                // replica): one key, its traffic summed, under the node named first.
-                add_traffic(m, e);
+                }
             } else {
-                entries.push(HotEntry {
+                HotEntry {
                     node: Some(node.clone()),
                     slot: (!e.truncated).then(|| key_slot(e.name.as_bytes())),
                     ..e.clone()
-                });
-            }
+                }
+            });
         }
     }
     entries.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.name.cmp(&b.name)));
