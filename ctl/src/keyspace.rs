@@ -227,22 +227,15 @@ pub fn render_diff(d: &KeyspaceDiff, earlier: &str) -> String {
         )
     };
     let mut out = format!(
-        "before ({earlier}): {}
-now: {}
-",
+        "before ({earlier}): {}\nnow: {}\n",
         side(&d.before),
         side(&d.after)
     );
     for w in &d.warnings {
-        out.push_str(&format!(
-            "warning: {w}
-"
-        ));
+        out.push_str(&format!("warning: {w}\n"));
     }
     out.push_str(&format!(
-        "change: {} ({}), {}{} keys
-
-",
+        "change: {} ({}), {}{} keys\n\n",
         signed_bytes(d.total_bytes_change),
         percent_change(d.total_bytes_change, d.before.total_bytes),
         if d.keys_change >= 0 { "+" } else { "" },
