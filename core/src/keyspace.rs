@@ -99,7 +99,8 @@ pub struct KeyspaceQuery {
     pub mode: Mode,
     /// MATCH glob, compiled.
     pub glob: Option<Glob>,
-    /// TYPE filter (`string`, `hash`...).
+    /// TYPE filter: a built-in type (`string`, `hash`...), `module` (every module data type) or
+    /// one module data type by its name (`vectorset`, `ReJSON-RL`...).
     pub type_filter: Option<String>,
     /// DB n (None: the client's db).
     pub db: Option<u64>,
@@ -115,9 +116,24 @@ impl KeyspaceQuery {
         self.glob.as_ref().is_none_or(|g| g.matches(name))
     }
 
-    /// Whether a key of type `type_name` passes TYPE.
+    /// Whether a key of type `type_name` passes TYPE. `type_name` is a built-in type, a module
+    /// data type's name, or `module` for a key of a module type not named yet, which may be
+    /// the one a `TYPE <module type>` filter asks for (see [`Self::type_matches_named`]).
     pub fn type_matches(&self, type_name: &str) -> bool {
-        self.type_filter.as_deref().is_none_or(|t| t == type_name)
+        let Some(filter) = self.type_filter.as_deref() else {
+            return true;
+        };
+        filter == type_name
+            || (filter == "module" && !BUILTIN_TYPES.contains(&type_name))
+            || (type_name == "module" && !BUILTIN_TYPES.contains(&filter))
+    }
+
+    /// [`Self::type_matches`] for a key whose type is settled: a module key whose type could
+    /// not be named (`module`) does not pass a filter that names one module type.
+    pub fn type_matches_named(&self, type_name: &str) -> bool {
+        self.type_matches(type_name)
+            && !(type_name == "module"
+                && self.type_filter.as_deref().is_some_and(|f| f != "module"))
     }
 }
 
@@ -133,6 +149,36 @@ pub enum KeyspaceCommand {
 }
 
 const TYPES: &[&str] = &["string", "list", "set", "zset", "hash", "stream", "module"];
+
+/// The server's own types, as TYPE names them.
+const BUILTIN_TYPES: &[&str] = &["string", "list", "set", "zset", "hash", "stream"];
+
+/// Whether `name` can be a module data type's name: `RedisModule_CreateDataType` takes exactly
+/// 9 characters from A-Z, a-z, 0-9, `-` and `_` (`vectorset`, `ReJSON-RL`, `MBbloom--`), so no
+/// such name is also a built-in type's.
+pub fn is_module_type_name(name: &[u8]) -> bool {
+    name.len() == 9
+        && name
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The TYPE filter named by `raw`: a built-in type or `module` (any case), or one module data
+/// type by its exact name.
+fn type_filter(raw: &[u8]) -> Result<String, String> {
+    let text = String::from_utf8_lossy(raw);
+    if let Some(t) = TYPES.iter().find(|t| t.eq_ignore_ascii_case(&text)) {
+        return Ok((*t).to_string());
+    }
+    if is_module_type_name(raw) {
+        return Ok(text.into_owned());
+    }
+    Err(format!(
+        "OPT.KEYSPACE TYPE must be one of {} or a module data type's 9-character name \
+         (as TYPE replies: vectorset, ReJSON-RL...), got '{text}'",
+        TYPES.join("|")
+    ))
+}
 
 /// Parses the arguments of `OPT.KEYSPACE`; `databases` is the server's db count.
 pub fn parse_command(raw: &[&[u8]], databases: u64) -> Result<KeyspaceCommand, String> {
@@ -181,7 +227,7 @@ pub fn parse_command(raw: &[&[u8]], databases: u64) -> Result<KeyspaceCommand, S
             "MATCH" => {
                 q.glob = Some(Glob::compile(args.value("MATCH")?)?);
             }
-            "TYPE" => q.type_filter = Some(TYPES[args.choice("TYPE", TYPES)?].to_string()),
+            "TYPE" => q.type_filter = Some(type_filter(args.value("TYPE")?)?),
             "DB" => q.db = Some(args.int_value("DB", 0, databases as i64 - 1)? as u64),
             "TOP" => q.top = args.int_value("TOP", 1, 1000)? as usize,
             "DELIMITERS" => {
@@ -896,6 +942,46 @@ mod tests {
         );
     }
 
+    /// TYPE names a built-in type in any case, every module type as `module`, or one module
+    /// type by its exact name; a key of a module type not named yet may pass a filter of one
+    /// module type until it is named.
+    #[test]
+    fn type_filters_of_module_types() {
+        let query = |t: &str| {
+            let raw: Vec<&[u8]> = vec![b"TYPE", t.as_bytes()];
+            match parse_command(&raw, 16) {
+                Ok(KeyspaceCommand::Run(q)) => q,
+                other => panic!("TYPE {t}: {other:?}"),
+            }
+        };
+        let hash = query("HASH");
+        assert_eq!(hash.type_filter.as_deref(), Some("hash"));
+        assert!(hash.type_matches("hash"));
+        assert!(!hash.type_matches("module") && !hash.type_matches("vectorset"));
+
+        let any_module = query("module");
+        for t in ["module", "vectorset", "ReJSON-RL"] {
+            assert!(
+                any_module.type_matches(t) && any_module.type_matches_named(t),
+                "{t}"
+            );
+        }
+        assert!(!any_module.type_matches("string"));
+
+        let vectors = query("vectorset");
+        assert_eq!(vectors.type_filter.as_deref(), Some("vectorset"));
+        assert!(vectors.type_matches("vectorset") && vectors.type_matches_named("vectorset"));
+        assert!(!vectors.type_matches("ReJSON-RL"));
+        assert!(!vectors.type_matches("zset"));
+        // Not named yet: kept until it is; never kept once settled unnamed.
+        assert!(vectors.type_matches("module"));
+        assert!(!vectors.type_matches_named("module"));
+        // Module type names are case-sensitive, as TYPE replies them.
+        assert_eq!(query("ReJSON-RL").type_filter.as_deref(), Some("ReJSON-RL"));
+        assert!(!query("rejson-rl").type_matches("ReJSON-RL"));
+        assert!(is_module_type_name(b"MBbloom--") && !is_module_type_name(b"hash"));
+    }
+
     #[test]
     fn parses_and_refuses_bad_input() {
         let p = |a: &[&str]| {
@@ -930,6 +1016,9 @@ mod tests {
         assert!(p(&["TYPE", "blob"])
             .unwrap_err()
             .contains("TYPE must be one of"));
+        // Ten characters, and a character no module type name has.
+        assert!(p(&["TYPE", "vectorsets"]).is_err());
+        assert!(p(&["TYPE", "vector:et"]).is_err());
         assert!(p(&["NOPE"]).unwrap_err().contains("unknown option 'NOPE'"));
         assert!(p(&["DELIMITERS", "ab"]).is_err());
     }

@@ -1489,18 +1489,107 @@ const TYPE_NAMES: [&str; 8] = [
     "none", "string", "list", "hash", "set", "zset", "module", "stream",
 ];
 
-/// The type of the key open as `key` (`none` when it holds nothing).
+/// The type of the key open as `key` (`none` when it holds nothing). A key of a module data
+/// type is named by its type (`vectorset`, `ReJSON-RL`...) once [`name_module_type`] has
+/// learnt that type's name, and is `module` until then.
 ///
 /// # Safety
 /// `key` must be a live key handle.
 unsafe fn key_type_name(key: *mut raw::RedisModuleKey) -> &'static str {
-    TYPE_NAMES[raw::RedisModule_KeyType.map_or(0, |f| f(key)).clamp(0, 7) as usize]
+    let name = TYPE_NAMES[raw::RedisModule_KeyType.map_or(0, |f| f(key)).clamp(0, 7) as usize];
+    if name != "module" {
+        return name;
+    }
+    let module_type = module_type_of(key);
+    MODULE_TYPE_NAMES
+        .with(|names| {
+            names
+                .iter()
+                .find(|(t, _)| *t == module_type)
+                .map(|(_, name)| *name)
+        })
+        .flatten()
+        .unwrap_or(name)
+}
+
+/// The module data type of the key open as `key`, as an address (0 when unknown). Reading it
+/// looks nothing up: it is the value the handle already holds.
+///
+/// # Safety
+/// `key` must be a live key handle of a module type.
+unsafe fn module_type_of(key: *mut raw::RedisModuleKey) -> usize {
+    raw::RedisModule_ModuleTypeGetType.map_or(0, |f| f(key) as usize)
+}
+
+/// Module data types met by analyses, by address, with the name TYPE gave each. Types are
+/// registered at module load and never freed (a module with a data type cannot be unloaded),
+/// so an address names one type for the life of the process. A server has a handful of
+/// types; past [`MAX_MODULE_TYPES`] the others stay `module`.
+static MODULE_TYPE_NAMES: MainThreadCell<Vec<(usize, &'static str)>> =
+    MainThreadCell::new(Vec::new());
+const MAX_MODULE_TYPES: usize = 64;
+
+/// Learns the name of `module_type` (read from the key of that type open as `keyname` a
+/// moment ago, now closed) by asking TYPE once, and returns it; `module` when the server
+/// will not tell (TYPE renamed, the key gone since) or too many types are known.
+///
+/// # Safety
+/// `ctx` must be the slice's context, with the job's db selected, and `keyname` valid.
+unsafe fn name_module_type(
+    ctx: *mut raw::RedisModuleCtx,
+    keyname: *mut raw::RedisModuleString,
+    module_type: usize,
+) -> &'static str {
+    let known = MODULE_TYPE_NAMES
+        .with(|names| {
+            names
+                .iter()
+                .find(|(t, _)| *t == module_type)
+                .map(|(_, name)| *name)
+        })
+        .flatten();
+    if let Some(name) = known {
+        return name;
+    }
+    let reply = counted(
+        ctx,
+        Lookup::Type,
+        || module_call!(ctx, c"TYPE".as_ptr(), c"s".as_ptr(), keyname).unwrap_or(ptr::null_mut()),
+        |r| !r.is_null(),
+    );
+    if reply.is_null() {
+        return "module";
+    }
+    let name = reply::call_reply_bytes(reply)
+        .filter(|b| opt_core::keyspace::is_module_type_name(b))
+        .map(|b| String::from_utf8_lossy(b).into_owned());
+    if let Some(free) = raw::RedisModule_FreeCallReply {
+        free(reply);
+    }
+    let Some(name) = name else {
+        return "module";
+    };
+    MODULE_TYPE_NAMES
+        .with(|names| {
+            if names.len() >= MAX_MODULE_TYPES {
+                return "module";
+            }
+            // At most MAX_MODULE_TYPES names of 9 bytes, kept for the life of the process
+            // (the analyses' tallies hold them as `&'static str`).
+            let name: &'static str = Box::leak(name.into_boxed_str());
+            names.push((module_type, name));
+            name
+        })
+        .unwrap_or("module")
 }
 
 /// What is read of a key through its open handle, before the handle is closed and anything
 /// is asked of the server by name (see [`read_open_key`]).
 struct OpenKeyFacts {
     type_name: &'static str,
+    /// The module data type of a key of a module type not named yet (`type_name` is
+    /// `module`), as an address; 0 otherwise.
+    unnamed_module_type: usize,
     length: u64,
     /// Milliseconds left, or -1 without a TTL.
     ttl: i64,
@@ -1568,8 +1657,14 @@ unsafe fn read_open_key(
     } else {
         None
     };
+    let unnamed_module_type = if type_name == "module" {
+        module_type_of(key)
+    } else {
+        0
+    };
     Some(OpenKeyFacts {
         type_name,
+        unnamed_module_type,
         length,
         ttl,
         idle,
@@ -1591,13 +1686,20 @@ unsafe fn measure(
     facts: OpenKeyFacts,
 ) {
     let OpenKeyFacts {
-        type_name,
+        mut type_name,
+        unnamed_module_type,
         length,
         ttl,
         idle,
         lfu,
         raw_sds,
     } = facts;
+    if unnamed_module_type != 0 {
+        type_name = name_module_type(ctx, keyname, unnamed_module_type);
+    }
+    if !job.query.type_matches_named(type_name) {
+        return;
+    }
     let name = string_bytes(keyname);
     let check = job.agg.keys_of_pattern(name) < PATTERN_CHECKS;
     let sizing = |encoding, raw_sds| Sizing {
@@ -2183,13 +2285,15 @@ enum Lookup {
     Open = 0,
     MemoryUsage = 1,
     ObjectEncoding = 2,
+    /// TYPE, once per module data type (see [`name_module_type`]).
+    Type = 3,
 }
 
 /// Whether each kind of [`Lookup`] counts in the server's statistics: not known yet, yes, no.
 /// The first lookup of a kind tells, by reading the statistics before and after it (nothing
 /// else runs meanwhile); later ones add to the counts by their result. (Read around every
 /// slice instead, the statistics cost 6% of a FULL analysis' time.)
-static LOOKUP_COUNTS_STATS: [AtomicU8; 3] = [const { AtomicU8::new(UNKNOWN) }; 3];
+static LOOKUP_COUNTS_STATS: [AtomicU8; 4] = [const { AtomicU8::new(UNKNOWN) }; 4];
 const UNKNOWN: u8 = 0;
 const COUNTS: u8 = 1;
 const SILENT: u8 = 2;

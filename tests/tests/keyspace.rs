@@ -1630,3 +1630,116 @@ fn a_background_walk_finds_the_big_keys_before_any_analysis() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(info(&mut c, "opt_keyspace_big_key_watch_keys"), stopped);
 }
+
+/// Keys of a module data type are reported under that type's name, as TYPE gives it
+/// (`vectorset` for Redis 8's vector sets), not as one `module` bucket, and TYPE selects them
+/// by that name or all together as `module`; the name is asked of the server once per type,
+/// and that lookup is counted as the analysis' own. Runs where the server has vector sets
+/// (Redis 8+); elsewhere only the bad names are checked.
+#[test]
+fn module_data_types_are_reported_by_name() {
+    let server = Server::start();
+    let mut c = server.conn();
+    // A module type's name is 9 characters of letters, digits, '-' and '_'.
+    for bad in ["vectorsets", "vector:et", "vectorse"] {
+        let e = err(&mut c, &["OPT.KEYSPACE", "FULL", "TYPE", bad]);
+        assert!(
+            e.contains("module data type's 9-character name"),
+            "{bad}: {e}"
+        );
+    }
+    let info: Vec<Value> = redis::cmd("COMMAND")
+        .arg("INFO")
+        .arg("VADD")
+        .query(&mut c)
+        .unwrap();
+    if info.first().is_none_or(|v| *v == Value::Nil) {
+        eprintln!("no vector sets on this server: only the bad names were checked");
+        return;
+    }
+    let mut p = redis::pipe();
+    for i in 0..30 {
+        for e in 0..(i + 1) {
+            p.cmd("VADD")
+                .arg(format!("emb:{i}"))
+                .arg("VALUES")
+                .arg(3)
+                .arg(i as f64 * 0.1)
+                .arg(e as f64 * 0.2)
+                .arg(0.5)
+                .arg(format!("e{e}"))
+                .ignore();
+        }
+    }
+    for i in 0..100 {
+        p.cmd("HSET")
+            .arg(format!("user:{i}"))
+            .arg("a")
+            .arg(1)
+            .ignore();
+    }
+    let _: () = p.query(&mut c).unwrap();
+    let emb_bytes: u64 = (0..30)
+        .map(|i| memory_usage(&mut c, &format!("emb:{i}")))
+        .sum();
+    let lookups = |c: &mut Connection| {
+        [
+            ("stats", "keyspace_hits"),
+            ("stats", "keyspace_misses"),
+            ("opt", "opt_keyspace_lookup_hits"),
+            ("opt", "opt_keyspace_lookup_misses"),
+        ]
+        .map(|(section, field)| opt_harness::info_int(c, section, field))
+    };
+    let before = lookups(&mut c);
+    // The first analysis of this process meets the type unnamed, with a filter naming it.
+    let only = keyspace(&mut c, &["FULL", "TYPE", "vectorset"]);
+    let after = lookups(&mut c);
+    let d: Vec<i64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
+    assert_eq!(
+        (d[0] - d[2], d[1] - d[3]),
+        (0, 0),
+        "uncounted lookups: {d:?}"
+    );
+    assert_eq!(only.keys_matched, 30);
+    assert_eq!(only.total_bytes, emb_bytes);
+    assert_eq!(only.patterns.len(), 1);
+    assert_eq!(only.patterns[0].types, [("vectorset".to_string(), 30)]);
+
+    let full = keyspace(&mut c, &["FULL"]);
+    let by_type: Vec<(&str, u64, u64)> = full
+        .bytes_by_type
+        .iter()
+        .map(|t| (t.r#type.as_str(), t.keys, t.bytes))
+        .collect();
+    assert!(
+        by_type.contains(&("vectorset", 30, emb_bytes)) && by_type.iter().all(|t| t.0 != "module"),
+        "{by_type:?}"
+    );
+    let emb = full.patterns.iter().find(|p| p.pattern == "emb:*").unwrap();
+    assert_eq!(emb.types, [("vectorset".to_string(), 30)]);
+    assert_eq!(emb.largest_key, "emb:29");
+    // `module` selects every module type; another module type's name selects nothing.
+    assert_eq!(
+        keyspace(&mut c, &["FULL", "TYPE", "module"]).keys_matched,
+        30
+    );
+    assert_eq!(
+        keyspace(&mut c, &["FULL", "TYPE", "ReJSON-RL"]).keys_matched,
+        0
+    );
+    assert_eq!(
+        keyspace(&mut c, &["FULL", "TYPE", "hash"]).keys_matched,
+        100
+    );
+    let sampled = keyspace(&mut c, &["SAMPLES", "20", "TYPE", "vectorset"]);
+    assert!(
+        sampled.patterns.iter().all(|p| p.pattern == "emb:*")
+            && sampled
+                .bytes_by_type
+                .iter()
+                .all(|t| t.r#type == "vectorset"),
+        "{:?}",
+        sampled.patterns
+    );
+}
