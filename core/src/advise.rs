@@ -1082,6 +1082,56 @@ fn hz_low_for_expires(s: &Snapshot, _: &Thresholds) -> Outcome {
     )
 }
 
+/// EVAL caches every distinct script text. Clients that build the text per call (values
+/// inlined instead of passed as KEYS/ARGV) grow the cache without bound on Redis 7.0, and make
+/// Redis 7.4+ and Valkey 8+ evict scripts (so an EVALSHA of one may meet NOSCRIPT) and compile
+/// a script on nearly every call.
+fn script_cache_churn(s: &Snapshot, _: &Thresholds) -> Outcome {
+    let cached = try_skip!(info_num(s, "number_of_cached_scripts"));
+    let evicted = num(s, "evicted_scripts").unwrap_or(0.0);
+    if cached < 1000.0 && evicted == 0.0 {
+        return Outcome::Pass;
+    }
+    let bytes = num(s, "used_memory_scripts_eval")
+        .or_else(|| num(s, "used_memory_scripts"))
+        .unwrap_or(0.0);
+    fire(
+        Severity::Warning,
+        "Scripts are generated per call: EVAL's cache churns",
+        format!(
+            "{cached:.0} scripts cached (threshold 1000), {} in the script cache, {evicted:.0} evicted from it since the start or CONFIG RESETSTAT (threshold 0)",
+            mb(bytes)
+        ),
+        "Every distinct EVAL text is compiled and cached: Redis 7.0 never frees it, and newer servers evict the oldest scripts (an EVALSHA of one fails with NOSCRIPT) and compile again. Keep the script text constant and pass the values in KEYS and ARGV, or use SCRIPT LOAD once and EVALSHA (or FUNCTION LOAD and FCALL); SCRIPT FLUSH ASYNC frees what is cached now.",
+        &["SCRIPT FLUSH ASYNC"],
+    )
+}
+
+/// A fork (BGSAVE, an AOF rewrite, a replica's full sync) stops the server while the kernel
+/// copies its page tables, for a time that grows with the dataset.
+fn fork_slow(s: &Snapshot, _: &Thresholds) -> Outcome {
+    let usec = try_skip!(info_num(s, "latest_fork_usec"));
+    if usec < 100_000.0 {
+        return Outcome::Pass;
+    }
+    let used = num(s, "used_memory").unwrap_or(0.0);
+    fire(
+        if usec >= 1_000_000.0 {
+            Severity::Critical
+        } else {
+            Severity::Warning
+        },
+        "Forks stop the server for a long time",
+        format!(
+            "latest_fork_usec {:.0} ms (threshold 100 ms, critical from 1 s) with {} used: every BGSAVE, AOF rewrite and replica full sync stalls every client that long",
+            usec / 1000.0,
+            mb(used)
+        ),
+        "Forking copies the page tables, so it takes longer as the dataset grows, and much longer on some hypervisors. Turn transparent huge pages off, keep instances smaller (shard), persist from a replica instead of the primary, or save less often.",
+        &["CONFIG GET save", "LATENCY HISTORY fork"],
+    )
+}
+
 fn connections_near_limit(s: &Snapshot, _: &Thresholds) -> Outcome {
     let clients = try_skip!(info_num(s, "connected_clients"));
     let max = try_skip!(info_num(s, "maxclients"));
@@ -1684,6 +1734,16 @@ pub const RULES: &[Rule] = &[
         category: "replication",
         check: repl_backlog_small,
     },
+    Rule {
+        id: "script-cache-churn",
+        category: "memory",
+        check: script_cache_churn,
+    },
+    Rule {
+        id: "fork-slow",
+        category: "persistence",
+        check: fork_slow,
+    },
 ];
 
 /// Without `SAMPLES`, OPT.ADVISE looks at every key of a db of at most this many keys (about
@@ -1918,6 +1978,9 @@ mod tests {
             ("pubsub_patterns", "0"),
             ("sync_partial_err", "0"),
             ("repl_backlog_size", "1048576"),
+            ("number_of_cached_scripts", "12"),
+            ("evicted_scripts", "0"),
+            ("latest_fork_usec", "3000"),
             ("db0", "keys=1000,expires=900,avg_ttl=1000"),
             ("cmdstat_get", "calls=100,usec=10,usec_per_call=0.1"),
         ]
@@ -2035,6 +2098,8 @@ mod tests {
                 set(s, "allocator_frag_bytes", "30000000");
             }),
             ("rss-peak", |s| set(s, "used_memory_peak", "400000000")),
+            ("script-cache-churn", |s| set(s, "evicted_scripts", "3")),
+            ("fork-slow", |s| set(s, "latest_fork_usec", "250000")),
             ("lfu-recommended", |s| {
                 set(s, "maxmemory_policy", "allkeys-lru");
                 s.hotkeys = Some(hot(&[("a", 0.4, 4000), ("b", 0.2, 2000)], 10_000));
@@ -2179,6 +2244,43 @@ mod tests {
             assert!(f.contains(&id.to_string()), "{id} did not fire: {f:?}");
             assert!(RULES.iter().any(|r| r.id == id));
         }
+    }
+
+    /// Redis 7.0 has no `evicted_scripts`: its cache's size tells. A fork of a second or more
+    /// is critical.
+    #[test]
+    fn script_churn_without_evictions_and_a_very_slow_fork() {
+        let check = |s: &Snapshot, id: &str| {
+            let r = RULES.iter().find(|r| r.id == id).unwrap();
+            match (r.check)(s, &Thresholds::default()) {
+                Outcome::Fire(f) => Some((f.severity, f.evidence)),
+                _ => None,
+            }
+        };
+        let mut s = healthy();
+        s.info.remove("evicted_scripts");
+        set(&mut s, "number_of_cached_scripts", "999");
+        assert_eq!(check(&s, "script-cache-churn"), None);
+        set(&mut s, "number_of_cached_scripts", "4200");
+        set(&mut s, "used_memory_scripts_eval", "9000000");
+        let (severity, evidence) = check(&s, "script-cache-churn").unwrap();
+        assert_eq!(severity, Severity::Warning);
+        assert!(
+            evidence.starts_with("4200 scripts cached") && evidence.contains("9.0 MB"),
+            "{evidence}"
+        );
+
+        set(&mut s, "latest_fork_usec", "99999");
+        assert_eq!(check(&s, "fork-slow"), None);
+        set(&mut s, "latest_fork_usec", "100000");
+        assert_eq!(check(&s, "fork-slow").unwrap().0, Severity::Warning);
+        set(&mut s, "latest_fork_usec", "1500000");
+        let (severity, evidence) = check(&s, "fork-slow").unwrap();
+        assert_eq!(severity, Severity::Critical);
+        assert!(
+            evidence.starts_with("latest_fork_usec 1500 ms"),
+            "{evidence}"
+        );
     }
 
     #[test]

@@ -646,3 +646,76 @@ fn a_sampled_advice_clears_big_keys_only_after_a_pass_found_them() {
         r.skipped
     );
 }
+
+/// Clients that build an EVAL script per call: Redis 7.0 caches every text (1,100 here), newer
+/// servers evict beyond 500 and count it; either way `script-cache-churn` names the numbers,
+/// and a script whose text stays the same with its values in ARGV does not. `fork-slow` reads
+/// the fork this server just made for a BGSAVE, a quick one.
+#[test]
+fn scripts_built_per_call_are_found_and_a_quick_fork_is_not() {
+    let server = Server::start();
+    let mut c = server.conn();
+    let mut p = redis::pipe();
+    for i in 0..2000 {
+        p.cmd("EVAL")
+            .arg("return redis.call('SET', KEYS[1], ARGV[1])")
+            .arg(1)
+            .arg(format!("k:{i}"))
+            .arg(i)
+            .ignore();
+    }
+    let _: () = p.query(&mut c).unwrap();
+    let _: String = redis::cmd("BGSAVE").query(&mut c).unwrap();
+    server.wait_for("the BGSAVE", std::time::Duration::from_secs(10), |c| {
+        opt_harness::info_int(c, "persistence", "rdb_bgsave_in_progress") == 0
+            && opt_harness::info_int(c, "stats", "latest_fork_usec") > 0
+    });
+    let r = advise(&mut c, &["SAMPLES", "0"]);
+    let fired = rules(&r);
+    let skipped: Vec<&str> = r.skipped.iter().map(|(id, _)| id.as_str()).collect();
+    for id in ["script-cache-churn", "fork-slow"] {
+        assert!(
+            !fired.contains(&id.to_string()) && !skipped.contains(&id),
+            "{id}: fired {fired:?}, skipped {skipped:?}"
+        );
+    }
+
+    let mut p = redis::pipe();
+    for i in 0..1100 {
+        p.cmd("EVAL")
+            .arg(format!("return redis.call('SET', KEYS[1], '{i}')"))
+            .arg(1)
+            .arg(format!("k:{i}"))
+            .ignore();
+    }
+    let _: () = p.query(&mut c).unwrap();
+    let r = advise(&mut c, &["SAMPLES", "0", "CATEGORY", "memory"]);
+    let f = finding(&r, "script-cache-churn");
+    assert_eq!(f.severity, "warning");
+    let cached = opt_harness::info_int(&mut c, "memory", "number_of_cached_scripts");
+    let info: String = redis::cmd("INFO").arg("stats").query(&mut c).unwrap();
+    match info
+        .lines()
+        .find_map(|l| l.strip_prefix("evicted_scripts:"))
+    {
+        // Redis 7.4+ and Valkey 8+ keep 500 EVAL scripts.
+        Some(evicted) => {
+            assert!(evicted.trim().parse::<u64>().unwrap() >= 600, "{info}");
+            assert!(
+                f.evidence.contains(&format!("{} evicted", evicted.trim())),
+                "{}",
+                f.evidence
+            );
+        }
+        None => assert!(
+            cached >= 1101 && f.evidence.starts_with(&format!("{cached} scripts cached")),
+            "{cached}: {}",
+            f.evidence
+        ),
+    }
+    assert!(
+        f.fix.iter().any(|c| c == "SCRIPT FLUSH ASYNC"),
+        "{:?}",
+        f.fix
+    );
+}
