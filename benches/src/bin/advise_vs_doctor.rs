@@ -3,13 +3,15 @@
 //!
 //! The doctors are what a Redis operator already has; the question is what each one finds on
 //! the same server, and whether it says what to do. The server (`REDIS_SERVER`, the module's
-//! release build) gets nine problems, chosen so that each doctor has some on its own ground:
+//! release build) gets ten problems, chosen so that each doctor has some on its own ground:
 //! a memory peak far above the current use and the allocator fragmentation it leaves (85% of
 //! 600,000 1 KB keys deleted), a client that holds a huge output buffer (it asked for a 50 MB
-//! value three times and reads nothing), a latency spike (DEBUG SLEEP 0.2, with the latency
-//! monitor on, as LATENCY DOCTOR needs), and, on no doctor's ground, no `maxmemory` on a
-//! cache, keys without TTLs, a 50 MB string, hashes just over `hash-max-listpack-entries`,
-//! and a missing key read 83,000 times in a few seconds. Each tool's answer is then checked
+//! value three times and reads nothing), 1,100 EVAL scripts built per call (MEMORY DOCTOR's
+//! "many scripts", on Redis 7.0, which keeps every one), a latency spike (DEBUG SLEEP 0.2,
+//! with the latency monitor on, as LATENCY DOCTOR needs), and, on no doctor's ground, no
+//! `maxmemory` on a cache, keys without TTLs, a 50 MB string, hashes just over
+//! `hash-max-listpack-entries`, and a missing key read 83,000 times in a few seconds. Each
+//! tool's answer is then checked
 //! for each problem: the doctors' text for the heading of their finding, OPT.ADVISE's JSON for
 //! the rule, once as typed (which looks at every key of a db of up to 200,000 keys) and once
 //! with `SAMPLES 10000` (a single big key among 90,000 is in such a sample about one time in
@@ -32,7 +34,7 @@ struct Problem {
     rule: &'static str,
 }
 
-const PROBLEMS: [Problem; 9] = [
+const PROBLEMS: [Problem; 10] = [
     Problem {
         what: "a memory peak (600 MB of keys, 85% deleted)",
         memory_doctor: Some("* Peak memory:"),
@@ -86,6 +88,12 @@ const PROBLEMS: [Problem; 9] = [
         memory_doctor: None,
         latency_doctor: None,
         rule: "hot-missing-key",
+    },
+    Problem {
+        what: "EVAL scripts built per call (1,100 texts)",
+        memory_doctor: Some("* Many scripts:"),
+        latency_doctor: None,
+        rule: "script-cache-churn",
     },
 ];
 
@@ -144,6 +152,17 @@ fn main() {
         let _: () = p.query(&mut c).unwrap();
         std::thread::sleep(Duration::from_millis(4));
     }
+    // A client that writes each value into its script's text: 1,100 distinct scripts (Redis
+    // 7.0 keeps them all; 7.4+ and Valkey keep 500 and evict the rest).
+    let mut p = redis::pipe();
+    for i in 0..1100 {
+        p.cmd("EVAL")
+            .arg(format!("return redis.call('SET', KEYS[1], '{i}')"))
+            .arg(1)
+            .arg(format!("counter:{i}"))
+            .ignore();
+    }
+    let _: () = p.query(&mut c).unwrap();
     // The latency spike.
     q(&mut c, &["DEBUG", "SLEEP", "0.2"]);
     // The client that asks for 150 MB and reads nothing; it stays connected until the end.
@@ -252,12 +271,13 @@ fn main() {
         );
     }
     println!(
-        "found: MEMORY DOCTOR {} of 9, LATENCY DOCTOR {} of 9, OPT.ADVISE {} of 9 ({} findings in all, score {score}), {} of 9 with SAMPLES 10000",
+        "found: MEMORY DOCTOR {} of {n}, LATENCY DOCTOR {} of {n}, OPT.ADVISE {} of {n} ({} findings in all, score {score}), {} of {n} with SAMPLES 10000",
         counts[0],
         counts[1],
         counts[2],
         findings.len(),
         counts[3],
+        n = PROBLEMS.len(),
     );
     println!("\n--- MEMORY DOCTOR ---\n{memory_doctor}\n--- LATENCY DOCTOR ---\n{latency_doctor}");
     println!("--- OPT.HOTKEYS TYPE miss ---\n{}", misses.join("\n"));
