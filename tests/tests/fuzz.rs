@@ -43,6 +43,7 @@ const NAMES: &[&str] = &[
     "set1",
     "z1",
     "st1",
+    "vs1",
     "n1",
     "user:42:profile",
     "t:1",
@@ -108,6 +109,9 @@ fn vocabulary() -> Vec<Vec<u8>> {
         "set",
         "zset",
         "stream",
+        "module",
+        "vectorset",
+        "ReJSON-RL",
         "text",
         "yes",
         "no",
@@ -174,7 +178,22 @@ fn restore_data(con: &mut redis::Connection) {
         ("z1", "zset", &["ZADD", "z1", "1", "a"]),
         ("st1", "stream", &["XADD", "st1", "*", "f", "v"]),
     ];
-    for (key, kind, write) in typed {
+    // A key of a module data type where the server has one (Redis 8's vector sets).
+    let vectors: [(&str, &str, &[&str]); 1] = [(
+        "vs1",
+        "vectorset",
+        &["VADD", "vs1", "VALUES", "2", "0.1", "0.2", "a"],
+    )];
+    let has_vectors = {
+        let info: Vec<redis::Value> = redis::cmd("COMMAND")
+            .arg("INFO")
+            .arg("VADD")
+            .query(con)
+            .expect("COMMAND INFO");
+        info.first().is_some_and(|v| *v != redis::Value::Nil)
+    };
+    let module_typed = if has_vectors { &vectors[..] } else { &[] };
+    for &(key, kind, write) in typed.iter().chain(module_typed) {
         let now: String = redis::cmd("TYPE").arg(key).query(con).expect("TYPE");
         if now != kind {
             let _: i64 = redis::cmd("DEL").arg(key).query(con).expect("DEL");
