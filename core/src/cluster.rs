@@ -1521,6 +1521,7 @@ garbage
                 idle_s: None,
                 lfu: None,
                 now_ms: 0,
+                integer_members: None,
             });
         }
         let n = sizes.len() as u64;

@@ -163,6 +163,15 @@ pub fn is_module_type_name(name: &[u8]) -> bool {
             .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// Whether a set member could be stored in an intset: the canonical decimal form of a 64-bit
+/// integer (`string2ll`'s rule: no sign but `-`, no leading zero, no spaces).
+pub fn is_intset_member(member: &[u8]) -> bool {
+    std::str::from_utf8(member)
+        .ok()
+        .and_then(|t| t.parse::<i64>().ok().map(|v| v.to_string() == t))
+        .unwrap_or(false)
+}
+
 /// The TYPE filter named by `raw`: a built-in type or `module` (any case), or one module data
 /// type by its exact name.
 fn type_filter(raw: &[u8]) -> Result<String, String> {
@@ -289,6 +298,10 @@ pub struct KeyFacts<'a> {
     pub lfu: Option<u8>,
     /// Now, Unix ms (to place expiries in time).
     pub now_ms: i64,
+    /// For a set in its hashtable encoding whose size is just above `set-max-intset-entries`:
+    /// whether its members are integers (the module reads one), which decides whether that
+    /// threshold is what keeps it out of the compact encoding. None otherwise.
+    pub integer_members: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -315,6 +328,9 @@ pub struct Thresholds {
     pub zset_entries: u64,
     /// `set-max-intset-entries`.
     pub set_intset_entries: u64,
+    /// `set-max-listpack-entries` (Redis 7.2+, Valkey); None where sets of strings have no
+    /// compact encoding (Redis 7.0) or CONFIG cannot be read.
+    pub set_listpack_entries: Option<u64>,
 }
 
 impl Default for Thresholds {
@@ -324,7 +340,33 @@ impl Default for Thresholds {
             hash_entries: 512,
             zset_entries: 128,
             set_intset_entries: 512,
+            set_listpack_entries: None,
         }
+    }
+}
+
+/// The threshold whose raising would give the collection `k` its compact encoding, when it is
+/// in its big encoding and just above that threshold (at most twice it). A collection under
+/// the entry thresholds is big for another reason (a long element: `*-max-listpack-value`;
+/// members that are not integers, on Redis 7.0; field TTLs, on Valkey 9), which no entry
+/// threshold changes, so it is no candidate.
+fn encoding_candidate(th: &Thresholds, k: &KeyFacts) -> Option<&'static str> {
+    let just_above = |threshold: u64| k.length > threshold && k.length <= 2 * threshold;
+    match (k.type_name, k.encoding) {
+        ("hash", "hashtable") if just_above(th.hash_entries) => Some("hash-max-listpack-entries"),
+        ("zset", "skiplist") if just_above(th.zset_entries) => Some("zset-max-listpack-entries"),
+        ("set", "hashtable") => {
+            if k.integer_members == Some(true) && just_above(th.set_intset_entries) {
+                Some("set-max-intset-entries")
+            } else if k.integer_members != Some(true)
+                && th.set_listpack_entries.is_some_and(just_above)
+            {
+                Some("set-max-listpack-entries")
+            } else {
+                None
+            }
+        }
+        _ => None,
     }
 }
 
@@ -435,6 +477,18 @@ fn bucket_floor(b: usize) -> u64 {
 }
 
 impl Aggregator {
+    /// The compact-encoding thresholds this aggregator judges collections by.
+    pub fn thresholds(&self) -> &Thresholds {
+        &self.thresholds
+    }
+
+    /// Whether a set of `length` members needs [`KeyFacts::integer_members`] to be judged: it
+    /// is just above `set-max-intset-entries`.
+    pub fn wants_member_kind(&self, length: u64) -> bool {
+        let t = self.thresholds.set_intset_entries;
+        length > t && length <= 2 * t
+    }
+
     /// An aggregator splitting names on `delimiters`, keeping the `top` largest keys.
     pub fn new(delimiters: &[u8], top: usize, thresholds: Thresholds) -> Self {
         Aggregator {
@@ -633,19 +687,7 @@ impl Aggregator {
                 *self.expiry_seconds.entry(second).or_default() += 1;
             }
         }
-        let th = self.thresholds;
-        let candidate = match (k.type_name, k.encoding) {
-            ("hash", "hashtable") if k.length <= 2 * th.hash_entries => {
-                Some("hash-max-listpack-entries")
-            }
-            ("zset", "skiplist") if k.length <= 2 * th.zset_entries => {
-                Some("zset-max-listpack-entries")
-            }
-            ("set", "hashtable") if k.length <= 2 * th.set_intset_entries => {
-                Some("set-max-intset-entries")
-            }
-            _ => None,
-        };
+        let candidate = encoding_candidate(&self.thresholds, k);
         if let Some(c) = candidate {
             let e = self.candidates.entry(c).or_default();
             e.0 += 1;
@@ -798,6 +840,7 @@ impl Aggregator {
                 let current = match *config {
                     "hash-max-listpack-entries" => th.hash_entries,
                     "zset-max-listpack-entries" => th.zset_entries,
+                    "set-max-listpack-entries" => th.set_listpack_entries.unwrap_or(0),
                     _ => th.set_intset_entries,
                 };
                 EncodingCandidate {
@@ -890,7 +933,75 @@ mod tests {
             idle_s: Some(10),
             lfu: None,
             now_ms: 1_000_000,
+            integer_members: None,
         }
+    }
+
+    /// A collection in its big encoding is a candidate only for the threshold it is just
+    /// above: not when it is under every entry threshold (a long element made it big), and a
+    /// set only for the threshold of its kind of members.
+    #[test]
+    fn encoding_candidates_only_where_an_entry_threshold_is_the_cause() {
+        let candidates = |th: Thresholds, keys: &[KeyFacts]| {
+            let mut agg = Aggregator::new(b":", 10, th);
+            for k in keys {
+                agg.add(k);
+            }
+            let r = agg.finish(Mode::Full, 0, keys.len() as u64, keys.len() as u64, 1);
+            let mut c: Vec<(String, u64, u64, u64)> = r
+                .encoding_candidates
+                .into_iter()
+                .map(|c| (c.config, c.current, c.suggested, c.keys))
+                .collect();
+            c.sort();
+            c
+        };
+        let set = |name, len, integers| KeyFacts {
+            integer_members: integers,
+            ..facts(name, "set", "hashtable", 10_000, len, None)
+        };
+        let redis70 = Thresholds::default();
+        let keys = [
+            // Hashes and sorted sets under their thresholds: a long value made them big.
+            facts("h:1", "hash", "hashtable", 5_000, 3, None),
+            facts("z:1", "zset", "skiplist", 5_000, 100, None),
+            // Just above, and far above.
+            facts("h:2", "hash", "hashtable", 50_000, 600, None),
+            facts("z:2", "zset", "skiplist", 50_000, 200, None),
+            facts("h:3", "hash", "hashtable", 500_000, 5_000, None),
+            // Sets of strings of any size have no compact encoding on Redis 7.0; integers
+            // just above set-max-intset-entries do.
+            set("s:1", 3, Some(false)),
+            set("s:2", 600, Some(false)),
+            set("s:3", 600, Some(true)),
+            set("s:4", 2_000, Some(true)),
+        ];
+        assert_eq!(
+            candidates(redis70, &keys),
+            [
+                ("hash-max-listpack-entries".to_string(), 512, 1024, 1),
+                ("set-max-intset-entries".to_string(), 512, 1024, 1),
+                ("zset-max-listpack-entries".to_string(), 128, 256, 1),
+            ]
+        );
+        // Redis 7.2+: sets of strings just above set-max-listpack-entries are candidates too.
+        let redis72 = Thresholds {
+            set_listpack_entries: Some(128),
+            ..Thresholds::default()
+        };
+        let sets = [
+            set("s:1", 100, Some(false)),
+            set("s:2", 200, Some(false)),
+            set("s:3", 600, Some(true)),
+            set("s:4", 600, Some(false)),
+        ];
+        assert_eq!(
+            candidates(redis72, &sets),
+            [
+                ("set-max-intset-entries".to_string(), 512, 1024, 1),
+                ("set-max-listpack-entries".to_string(), 128, 256, 1),
+            ]
+        );
     }
 
     #[test]
@@ -980,6 +1091,18 @@ mod tests {
         assert_eq!(query("ReJSON-RL").type_filter.as_deref(), Some("ReJSON-RL"));
         assert!(!query("rejson-rl").type_matches("ReJSON-RL"));
         assert!(is_module_type_name(b"MBbloom--") && !is_module_type_name(b"hash"));
+        for (member, integer) in [
+            (&b"42"[..], true),
+            (b"-9223372036854775808", true),
+            (b"9223372036854775808", false),
+            (b"042", false),
+            (b"+1", false),
+            (b" 1", false),
+            (b"", false),
+            (b"user:1", false),
+        ] {
+            assert_eq!(is_intset_member(member), integer, "{member:?}");
+        }
     }
 
     #[test]

@@ -214,6 +214,7 @@ mod tests {
                 idle_s: None,
                 lfu: None,
                 now_ms: 0,
+                integer_members: None,
             });
         }
         agg.finish(mode, 0, db_keys, keys.len() as u64, 1)

@@ -521,6 +521,7 @@ fn start(
         hash_entries: config_get(ctx, c"hash-max-listpack-entries").unwrap_or(512) as u64,
         zset_entries: config_get(ctx, c"zset-max-listpack-entries").unwrap_or(128) as u64,
         set_intset_entries: config_get(ctx, c"set-max-intset-entries").unwrap_or(512) as u64,
+        set_listpack_entries: config_get(ctx, c"set-max-listpack-entries").map(|n| n as u64),
     };
     // SAFETY: ctx is live; the db is restored right after reading its size.
     let db_keys = unsafe {
@@ -1512,6 +1513,74 @@ unsafe fn key_type_name(key: *mut raw::RedisModuleKey) -> &'static str {
         .unwrap_or(name)
 }
 
+/// Members a set's scan reads at most to tell whether they are integers.
+const MEMBERS_READ: usize = 16;
+
+/// Whether the members of the set open as `key` are integers, judged by the first
+/// [`MEMBERS_READ`] a scan of it meets (one scan step reads one bucket of its table): only a
+/// set of integers can be an intset. None when the scan meets none within a few steps. Reads
+/// the value through the handle: no lookup, nothing touched.
+///
+/// # Safety
+/// `key` must be a live key handle of a set.
+unsafe fn set_members_are_integers(key: *mut raw::RedisModuleKey) -> Option<bool> {
+    let (create, scan, destroy) = (
+        raw::RedisModule_ScanCursorCreate?,
+        raw::RedisModule_ScanKey?,
+        raw::RedisModule_ScanCursorDestroy?,
+    );
+    let cursor = create();
+    if cursor.is_null() {
+        return None;
+    }
+    let mut kinds = MemberKinds::default();
+    for _ in 0..64 {
+        let more = scan(
+            key,
+            cursor,
+            Some(note_member_kind),
+            (&mut kinds as *mut MemberKinds).cast(),
+        );
+        if kinds.read >= MEMBERS_READ || more == 0 {
+            break;
+        }
+    }
+    destroy(cursor);
+    (kinds.read > 0).then_some(kinds.read == kinds.integers)
+}
+
+/// What [`set_members_are_integers`] has read so far.
+#[derive(Default)]
+struct MemberKinds {
+    read: usize,
+    integers: usize,
+}
+
+/// `RedisModule_ScanKey`'s callback for [`set_members_are_integers`].
+///
+/// # Safety
+/// The server calls it with a member (`field`) valid for the call, and `privdata` the
+/// `MemberKinds` of the running scan.
+unsafe extern "C" fn note_member_kind(
+    _key: *mut raw::RedisModuleKey,
+    field: *mut raw::RedisModuleString,
+    _value: *mut raw::RedisModuleString,
+    privdata: *mut c_void,
+) {
+    if field.is_null() || privdata.is_null() {
+        return;
+    }
+    // SAFETY: privdata is the MemberKinds of the scan that passed it.
+    let kinds = unsafe { &mut *privdata.cast::<MemberKinds>() };
+    if kinds.read < MEMBERS_READ {
+        kinds.read += 1;
+        // SAFETY: field is a live string for the length of the call.
+        if opt_core::keyspace::is_intset_member(unsafe { string_bytes(field) }) {
+            kinds.integers += 1;
+        }
+    }
+}
+
 /// The module data type of the key open as `key`, as an address (0 when unknown). Reading it
 /// looks nothing up: it is the value the handle already holds.
 ///
@@ -1590,6 +1659,8 @@ struct OpenKeyFacts {
     /// The module data type of a key of a module type not named yet (`type_name` is
     /// `module`), as an address; 0 otherwise.
     unnamed_module_type: usize,
+    /// See [`KeyFacts::integer_members`].
+    integer_members: Option<bool>,
     length: u64,
     /// Milliseconds left, or -1 without a TTL.
     ttl: i64,
@@ -1657,6 +1728,11 @@ unsafe fn read_open_key(
     } else {
         None
     };
+    let integer_members = if type_name == "set" && job.agg.wants_member_kind(length) {
+        set_members_are_integers(key)
+    } else {
+        None
+    };
     let unnamed_module_type = if type_name == "module" {
         module_type_of(key)
     } else {
@@ -1665,6 +1741,7 @@ unsafe fn read_open_key(
     Some(OpenKeyFacts {
         type_name,
         unnamed_module_type,
+        integer_members,
         length,
         ttl,
         idle,
@@ -1688,6 +1765,7 @@ unsafe fn measure(
     let OpenKeyFacts {
         mut type_name,
         unnamed_module_type,
+        integer_members,
         length,
         ttl,
         idle,
@@ -1760,6 +1838,7 @@ unsafe fn measure(
         idle_s: idle,
         lfu,
         now_ms: job.now_ms,
+        integer_members,
     });
 }
 

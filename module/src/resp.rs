@@ -592,6 +592,7 @@ mod tests {
                 idle_s: Some(30),
                 lfu: None,
                 now_ms: 1_700_000_000_000,
+                integer_members: None,
             });
         }
         agg.finish(mode, 0, 20, keys.len() as u64, 3)

@@ -1743,3 +1743,91 @@ fn module_data_types_are_reported_by_name() {
         sampled.patterns
     );
 }
+
+/// A collection in its big encoding is reported just above a threshold only when raising
+/// that threshold would make it compact: hashes made big by one long value, sets of a few
+/// strings (always a hashtable on Redis 7.0), and sets of strings far above every threshold
+/// are not candidates; hashes and integer sets just above their entry thresholds are, and, where
+/// the server has `set-max-listpack-entries` (Redis 7.2+, Valkey), sets of strings just above it.
+#[test]
+fn encoding_candidates_are_collections_an_entry_threshold_keeps_big() {
+    let server = Server::start();
+    let mut c = server.conn();
+    let config = |c: &mut Connection, name: &str| -> Option<u64> {
+        let pair: Vec<String> = redis::cmd("CONFIG").arg("GET").arg(name).query(c).unwrap();
+        pair.get(1).map(|v| v.parse().unwrap())
+    };
+    let hash_entries = config(&mut c, "hash-max-listpack-entries").unwrap();
+    let intset_entries = config(&mut c, "set-max-intset-entries").unwrap();
+    let set_listpack = config(&mut c, "set-max-listpack-entries");
+    let mut p = redis::pipe();
+    for i in 0..10 {
+        p.cmd("HSET")
+            .arg(format!("profile:{i}"))
+            .arg("bio")
+            .arg("b".repeat(200))
+            .ignore();
+        p.cmd("SADD")
+            .arg(format!("labels:{i}"))
+            .arg(&["red", "green", "blue"])
+            .ignore();
+        let mut wide = redis::cmd("HSET");
+        wide.arg(format!("visits:{i}"));
+        for f in 0..hash_entries + 10 {
+            wide.arg(format!("d{f}")).arg(f);
+        }
+        p.add_command(wide).ignore();
+        let mut ids = redis::cmd("SADD");
+        ids.arg(format!("ids:{i}"));
+        for m in 0..intset_entries + 10 {
+            ids.arg(m * 7);
+        }
+        p.add_command(ids).ignore();
+        let mut names = redis::cmd("SADD");
+        names.arg(format!("names:{i}"));
+        for m in 0..(intset_entries + 10).max(4 * set_listpack.unwrap_or(0)) {
+            names.arg(format!("n{m}"));
+        }
+        p.add_command(names).ignore();
+        if let Some(l) = set_listpack {
+            let mut few = redis::cmd("SADD");
+            few.arg(format!("members:{i}"));
+            for m in 0..l + 10 {
+                few.arg(format!("m{m}"));
+            }
+            p.add_command(few).ignore();
+        }
+    }
+    let _: () = p.query(&mut c).unwrap();
+    let r = keyspace(&mut c, &["FULL"]);
+    let mut found: Vec<(String, u64, u64)> = r
+        .encoding_candidates
+        .iter()
+        .map(|e| (e.config.clone(), e.current, e.keys))
+        .collect();
+    found.sort();
+    let mut expected = vec![
+        ("hash-max-listpack-entries".to_string(), hash_entries, 10),
+        ("set-max-intset-entries".to_string(), intset_entries, 10),
+    ];
+    if let Some(l) = set_listpack {
+        expected.push(("set-max-listpack-entries".to_string(), l, 10));
+    }
+    expected.sort();
+    assert_eq!(found, expected);
+    // The advice names the largest of them with the fix.
+    let advice: opt_core::report::AdviceReport =
+        opt_harness::json(&mut c, &["OPT.ADVISE", "CATEGORY", "keys"]);
+    let f = advice
+        .findings
+        .iter()
+        .find(|f| f.rule == "encoding-threshold")
+        .expect("encoding-threshold");
+    assert!(
+        expected
+            .iter()
+            .any(|(config, _, _)| f.fix[0].starts_with(&format!("CONFIG SET {config} "))),
+        "{:?}",
+        f.fix
+    );
+}
