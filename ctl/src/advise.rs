@@ -79,11 +79,7 @@ pub fn run(cli: &Cli, args: &AdviseArgs) -> Result<bool, CtlError> {
     }
     let report: AdviceReport = conn::call_json(&mut con, cli, "OPT.ADVISE", &a)?;
     if cli.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report)
-                .map_err(|e| CtlError::failed(format!("cannot encode JSON: {e}")))?
-        );
+        crate::print_json(&report)?;
     } else {
         print!("{}", render(&report, use_color()));
     }
@@ -303,11 +299,7 @@ fn run_cluster(
                 .map(|(node, e)| serde_json::json!({ "node": node, "error": e }))
                 .collect::<Vec<_>>(),
         });
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&doc)
-                .map_err(|e| CtlError::failed(format!("cannot encode JSON: {e}")))?
-        );
+        crate::print_json(&doc)?;
     } else {
         let color = use_color();
         let primaries = if failed.is_empty() {

@@ -164,11 +164,7 @@ pub fn run(cli: &Cli, args: &HotKeysArgs) -> Result<(), CtlError> {
             args.count as usize,
         )?;
         if cli.json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&ranked)
-                    .map_err(|e| CtlError::failed(format!("cannot encode JSON: {e}")))?
-            );
+            crate::print_json(&ranked)?;
         } else {
             // The "ops/s now" column always comes from the recent window.
             let recent: HotKeysReport = if args.window_name() == "recent" {

@@ -154,11 +154,7 @@ fn print_report(
     preface: &str,
 ) -> Result<(), CtlError> {
     if cli.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(report)
-                .map_err(|e| CtlError::failed(format!("cannot encode JSON: {e}")))?
-        );
+        crate::print_json(report)?;
     } else if args.csv {
         print!("{}", csv(report));
     } else {
@@ -170,11 +166,7 @@ fn print_report(
 /// Prints the comparison with the report saved in `path`, as JSON or as a table.
 fn print_diff(cli: &Cli, d: &KeyspaceDiff, path: &Path) -> Result<(), CtlError> {
     if cli.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(d)
-                .map_err(|e| CtlError::failed(format!("cannot encode JSON: {e}")))?
-        );
+        crate::print_json(d)?;
         return Ok(());
     }
     let saved = std::fs::metadata(path)

@@ -174,6 +174,14 @@ impl CtlError {
     }
 }
 
+/// Prints `value` as pretty JSON on standard output (what `--json` prints).
+pub fn print_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<(), CtlError> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| CtlError::failed(format!("cannot encode JSON: {e}")))?;
+    println!("{text}");
+    Ok(())
+}
+
 fn main() -> ExitCode {
     // Like other Unix tools, end quietly when the reader of our output goes away
     // (`optctl hotkeys | head`), instead of panicking on a broken pipe.

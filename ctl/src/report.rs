@@ -192,11 +192,7 @@ pub fn run(cli: &Cli, args: &ReportArgs) -> Result<(), CtlError> {
         return Ok(());
     }
     if cli.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&r)
-                .map_err(|e| CtlError::failed(format!("cannot encode JSON: {e}")))?
-        );
+        crate::print_json(&r)?;
         return Ok(());
     }
     print!("{}", text(&r));

@@ -14,9 +14,7 @@ pub fn run(cli: &Cli) -> Result<(), CtlError> {
     }
     let report: StatusReport = conn::call_json(&mut con, cli, "OPT.STATUS", &[])?;
     if cli.json {
-        let text = serde_json::to_string_pretty(&report)
-            .map_err(|e| CtlError::failed(format!("cannot encode JSON: {e}")))?;
-        println!("{text}");
+        crate::print_json(&report)?;
         return Ok(());
     }
     print!("{}", render(&report, &conn::redacted(&cli.url)));
@@ -65,11 +63,7 @@ fn run_cluster(cli: &Cli, nodes: &[ClusterNode]) -> Result<(), CtlError> {
                 }),
             })
             .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "nodes": doc }))
-                .map_err(|e| CtlError::failed(format!("cannot encode JSON: {e}")))?
-        );
+        crate::print_json(&serde_json::json!({ "nodes": doc }))?;
     } else {
         let rows: Vec<Vec<String>> = answers
             .iter()

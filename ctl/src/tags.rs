@@ -217,11 +217,7 @@ pub fn tags(cli: &Cli, args: &TagsArgs) -> Result<(), CtlError> {
             }
         };
     if cli.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report)
-                .map_err(|e| CtlError::failed(format!("cannot encode JSON: {e}")))?
-        );
+        crate::print_json(&report)?;
         return Ok(());
     }
     if let Some((failed, all)) = silent.filter(|&(failed, _)| failed > 0) {
