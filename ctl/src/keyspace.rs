@@ -461,9 +461,17 @@ pub fn render_report(r: &KeyspaceReport) -> String {
     out.push_str(&size_chart(&r.size_histogram));
     out.push_str("\nmemory by type\n");
     let total = r.total_bytes.max(1) as f64;
+    // Module data types have names of 9 characters (`vectorset`).
+    let width = r
+        .bytes_by_type
+        .iter()
+        .map(|t| t.r#type.len())
+        .max()
+        .unwrap_or(0)
+        .max(7);
     for t in &r.bytes_by_type {
         out.push_str(&format!(
-            "  {:<7} {} {:>9} ({} {})\n",
+            "  {:<width$} {} {:>9} ({} {})\n",
             t.r#type,
             bar(t.bytes as f64 / total, 30),
             bytes(t.bytes),

@@ -1732,6 +1732,20 @@ fn module_data_types_are_reported_by_name() {
         keyspace(&mut c, &["FULL", "TYPE", "hash"]).keys_matched,
         100
     );
+    // optctl names the type in the pattern table and aligns the chart of bytes by type.
+    let (code, out, e) = optctl(&["--url", &server.url(), "keyspace", "--full"], &[]);
+    assert_eq!(code, 0, "{e}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("emb:*") && l.contains(" vectorset ")),
+        "{out}"
+    );
+    let by_type = chart(&out, "memory by type");
+    let bar_at: Vec<Option<usize>> = by_type.iter().map(|l| l.find(['█', '·'])).collect();
+    assert!(
+        by_type.len() == 2 && bar_at[0].is_some() && bar_at[0] == bar_at[1],
+        "{out}"
+    );
     let sampled = keyspace(&mut c, &["SAMPLES", "20", "TYPE", "vectorset"]);
     assert!(
         sampled.patterns.iter().all(|p| p.pattern == "emb:*")
