@@ -1501,7 +1501,11 @@ unsafe fn key_type_name(key: *mut raw::RedisModuleKey) -> &'static str {
     if name != "module" {
         return name;
     }
-    let module_type = module_type_of(key);
+    known_module_type(module_type_of(key)).unwrap_or(name)
+}
+
+/// The name learnt for `module_type` (see [`MODULE_TYPE_NAMES`]), if any.
+fn known_module_type(module_type: usize) -> Option<&'static str> {
     MODULE_TYPE_NAMES
         .with(|names| {
             names
@@ -1510,7 +1514,6 @@ unsafe fn key_type_name(key: *mut raw::RedisModuleKey) -> &'static str {
                 .map(|(_, name)| *name)
         })
         .flatten()
-        .unwrap_or(name)
 }
 
 /// Members a set's scan reads at most to tell whether they are integers.
@@ -1600,7 +1603,10 @@ const MAX_MODULE_TYPES: usize = 64;
 
 /// Learns the name of `module_type` (read from the key of that type open as `keyname` a
 /// moment ago, now closed) by asking TYPE once, and returns it; `module` when the server
-/// will not tell (TYPE renamed, the key gone since) or too many types are known.
+/// will not tell or too many types are known. Where TYPE cannot be called (renamed or
+/// refused), the type is remembered as `module`, so that it is not asked again for every key;
+/// a key gone since its handle was read (TYPE says `none`) only leaves the question for the
+/// next key of that type.
 ///
 /// # Safety
 /// `ctx` must be the slice's context, with the job's db selected, and `keyname` valid.
@@ -1609,15 +1615,7 @@ unsafe fn name_module_type(
     keyname: *mut raw::RedisModuleString,
     module_type: usize,
 ) -> &'static str {
-    let known = MODULE_TYPE_NAMES
-        .with(|names| {
-            names
-                .iter()
-                .find(|(t, _)| *t == module_type)
-                .map(|(_, name)| *name)
-        })
-        .flatten();
-    if let Some(name) = known {
+    if let Some(name) = known_module_type(module_type) {
         return name;
     }
     let reply = counted(
@@ -1626,17 +1624,19 @@ unsafe fn name_module_type(
         || module_call!(ctx, c"TYPE".as_ptr(), c"s".as_ptr(), keyname).unwrap_or(ptr::null_mut()),
         |r| !r.is_null(),
     );
-    if reply.is_null() {
-        return "module";
-    }
-    let name = reply::call_reply_bytes(reply)
-        .filter(|b| opt_core::keyspace::is_module_type_name(b))
-        .map(|b| String::from_utf8_lossy(b).into_owned());
-    if let Some(free) = raw::RedisModule_FreeCallReply {
-        free(reply);
-    }
-    let Some(name) = name else {
-        return "module";
+    let name = if reply.is_null() {
+        "module".to_string()
+    } else {
+        let name = reply::call_reply_bytes(reply)
+            .filter(|b| opt_core::keyspace::is_module_type_name(b))
+            .map(|b| String::from_utf8_lossy(b).into_owned());
+        if let Some(free) = raw::RedisModule_FreeCallReply {
+            free(reply);
+        }
+        match name {
+            Some(name) => name,
+            None => return "module",
+        }
     };
     MODULE_TYPE_NAMES
         .with(|names| {
@@ -1645,7 +1645,11 @@ unsafe fn name_module_type(
             }
             // At most MAX_MODULE_TYPES names of 9 bytes, kept for the life of the process
             // (the analyses' tallies hold them as `&'static str`).
-            let name: &'static str = Box::leak(name.into_boxed_str());
+            let name: &'static str = if name == "module" {
+                "module"
+            } else {
+                Box::leak(name.into_boxed_str())
+            };
             names.push((module_type, name));
             name
         })

@@ -1756,6 +1756,37 @@ fn module_data_types_are_reported_by_name() {
         "{:?}",
         sampled.patterns
     );
+
+    // Where TYPE is renamed away, module keys stay `module`, and are still measured.
+    let renamed = Server::with_config(&["rename-command TYPE \"\""]);
+    let mut c = renamed.conn();
+    for i in 0..5 {
+        ok(
+            &mut c,
+            &[
+                "VADD",
+                &format!("emb:{i}"),
+                "VALUES",
+                "2",
+                "0.5",
+                "0.1",
+                "a",
+            ],
+        );
+    }
+    for _ in 0..2 {
+        let r = keyspace(&mut c, &["FULL"]);
+        assert_eq!(r.patterns[0].types, [("module".to_string(), 5)]);
+        assert!(r.total_bytes > 0);
+    }
+    assert_eq!(
+        keyspace(&mut c, &["FULL", "TYPE", "module"]).keys_matched,
+        5
+    );
+    assert_eq!(
+        keyspace(&mut c, &["FULL", "TYPE", "vectorset"]).keys_matched,
+        0
+    );
 }
 
 /// A collection in its big encoding is reported just above a threshold only when raising
