@@ -820,6 +820,102 @@ fn every_way_a_key_leaves_the_keyspace_leaves_the_index() {
     );
 }
 
+/// A collection whose last element its own command removes is deleted by the server (the
+/// command's event, then `del`): such keys leave the index, as do a string read by GETDEL and,
+/// where the server has them, a hash whose every field expired (HPEXPIRE: Redis 7.4+, Valkey
+/// 9) or was taken by HGETDEL (Redis 8). Keys left with elements keep their tags.
+#[test]
+fn collections_emptied_by_their_own_commands_leave_the_index() {
+    let server = Server::start();
+    let mut c = server.conn();
+    let supported = |c: &mut Connection, command: &str| {
+        let info: Vec<Value> = redis::cmd("COMMAND")
+            .arg("INFO")
+            .arg(command)
+            .query(c)
+            .unwrap();
+        info.first().is_some_and(|v| *v != Value::Nil)
+    };
+    let mut emptied: Vec<(&str, Vec<&str>, Vec<&str>)> = vec![
+        ("set", vec!["SADD", "set", "a"], vec!["SPOP", "set"]),
+        ("srem", vec!["SADD", "srem", "a"], vec!["SREM", "srem", "a"]),
+        ("list", vec!["RPUSH", "list", "a"], vec!["LPOP", "list"]),
+        (
+            "lmove",
+            vec!["RPUSH", "lmove", "a"],
+            vec!["LMOVE", "lmove", "dest", "LEFT", "RIGHT"],
+        ),
+        (
+            "hash",
+            vec!["HSET", "hash", "f", "v"],
+            vec!["HDEL", "hash", "f"],
+        ),
+        (
+            "zset",
+            vec!["ZADD", "zset", "1", "a"],
+            vec!["ZPOPMIN", "zset"],
+        ),
+        (
+            "zrem",
+            vec!["ZADD", "zrem", "1", "a", "2", "b"],
+            vec!["ZREMRANGEBYSCORE", "zrem", "0", "5"],
+        ),
+        (
+            "getdel",
+            vec!["SET", "getdel", "v"],
+            vec!["GETDEL", "getdel"],
+        ),
+        (
+            "ltrim",
+            vec!["RPUSH", "ltrim", "a", "b"],
+            vec!["LTRIM", "ltrim", "5", "10"],
+        ),
+    ];
+    if supported(&mut c, "HGETDEL") {
+        emptied.push((
+            "hgetdel",
+            vec!["HSET", "hgetdel", "f", "v"],
+            vec!["HGETDEL", "hgetdel", "FIELDS", "1", "f"],
+        ));
+    }
+    let field_ttls = supported(&mut c, "HPEXPIRE");
+    if field_ttls {
+        emptied.push((
+            "fields",
+            vec!["HSET", "fields", "f", "v", "g", "w"],
+            vec!["HPEXPIRE", "fields", "50", "FIELDS", "2", "f", "g"],
+        ));
+    }
+    for (key, write, _) in &emptied {
+        ok(&mut c, write);
+        ok(&mut c, &["OPT.TAG", key, "t", &format!("own:{key}")]);
+    }
+    // Keys that keep an element keep their tags.
+    ok(&mut c, &["SADD", "kept", "a", "b"]);
+    ok(&mut c, &["OPT.TAG", "kept", "t"]);
+    ok(&mut c, &["SPOP", "kept"]);
+    for (_, _, empty) in &emptied {
+        ok(&mut c, empty);
+    }
+    if field_ttls {
+        server.wait_for("the hash's fields to expire", Duration::from_secs(5), |c| {
+            !exists(c, "fields")
+        });
+    }
+    for (key, _, _) in &emptied {
+        assert!(!exists(&mut c, key), "{key} still exists");
+        assert!(tags(&mut c, key).is_empty(), "{key} kept its tags");
+    }
+    let left: Vec<String> = redis::cmd("OPT.TAGKEYS")
+        .arg("t")
+        .query::<(String, Vec<String>)>(&mut c)
+        .unwrap()
+        .1;
+    assert_eq!(left, ["kept"]);
+    let i = info(&mut c);
+    assert_eq!((i.keys, i.pairs), (1, 1), "{i:?}");
+}
+
 #[test]
 fn all_tagged_keys_expired_leaves_an_empty_index() {
     let server = Server::start();
