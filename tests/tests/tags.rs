@@ -823,7 +823,8 @@ fn every_way_a_key_leaves_the_keyspace_leaves_the_index() {
 /// A collection whose last element its own command removes is deleted by the server (the
 /// command's event, then `del`): such keys leave the index, as do a string read by GETDEL and,
 /// where the server has them, a hash whose every field expired (HPEXPIRE: Redis 7.4+, Valkey
-/// 9) or was taken by HGETDEL (Redis 8). Keys left with elements keep their tags.
+/// 9) or was taken by HGETDEL (Redis 8), and strings replaced or deleted by the newer
+/// servers' conditional writes. Keys left with elements keep their tags.
 #[test]
 fn collections_emptied_by_their_own_commands_leave_the_index() {
     let server = Server::start();
@@ -886,8 +887,36 @@ fn collections_emptied_by_their_own_commands_leave_the_index() {
             vec!["HPEXPIRE", "fields", "50", "FIELDS", "2", "f", "g"],
         ));
     }
+    // Newer servers' conditional and multi-key writes: SET IFEQ (Redis 8.4+, Valkey 8.1+)
+    // replaces the value, MSETEX (Redis 8.4+) too, DELEX (Redis 8.4+) and DELIFEQ (Valkey 9)
+    // delete.
+    let conditional: [(&str, &str, Vec<&str>); 4] = [
+        (
+            "MSETEX",
+            "msetex",
+            vec!["MSETEX", "1", "msetex", "w", "EX", "100"],
+        ),
+        ("DELEX", "delex", vec!["DELEX", "delex", "IFEQ", "v"]),
+        ("DELIFEQ", "delifeq", vec!["DELIFEQ", "delifeq", "v"]),
+        ("SET", "ifeq", vec!["SET", "ifeq", "w", "IFEQ", "v"]),
+    ];
+    let mut replaced = Vec::new();
+    for (command, key, write) in conditional {
+        let has_ifeq = command != "SET" || {
+            let probe = cmd(&mut c, &["SET", "probe", "v", "IFEQ", "v"]);
+            let _: i64 = redis::cmd("DEL").arg("probe").query(&mut c).unwrap();
+            probe.is_ok()
+        };
+        if has_ifeq && supported(&mut c, command) {
+            ok(&mut c, &["SET", key, "v"]);
+            replaced.push((key, write));
+        }
+    }
     for (key, write, _) in &emptied {
         ok(&mut c, write);
+        ok(&mut c, &["OPT.TAG", key, "t", &format!("own:{key}")]);
+    }
+    for (key, _) in &replaced {
         ok(&mut c, &["OPT.TAG", key, "t", &format!("own:{key}")]);
     }
     // Keys that keep an element keep their tags.
@@ -896,6 +925,13 @@ fn collections_emptied_by_their_own_commands_leave_the_index() {
     ok(&mut c, &["SPOP", "kept"]);
     for (_, _, empty) in &emptied {
         ok(&mut c, empty);
+    }
+    for (key, write) in &replaced {
+        ok(&mut c, write);
+        assert!(
+            tags(&mut c, key).is_empty(),
+            "{write:?} kept the tags of {key}"
+        );
     }
     if field_ttls {
         server.wait_for("the hash's fields to expire", Duration::from_secs(5), |c| {
