@@ -42,6 +42,9 @@ pub struct KeySpecRow {
     /// `lastkey`, `keystep` and `limit`, when the keys are a range (`find_keys` of type
     /// `range`).
     pub range: Option<(i64, i64, i64)>,
+    /// `keynumidx`, `firstkey` and `keystep`, when an argument gives the number of keys
+    /// (`find_keys` of type `keynum`: ZUNIONSTORE's sources, LMPOP, MSETEX...).
+    pub keynum: Option<(i64, i64, i64)>,
 }
 
 impl CommandRow {
@@ -50,6 +53,26 @@ impl CommandRow {
     pub fn mixes_reads_and_writes(&self) -> bool {
         let w = || self.key_specs.iter().filter_map(|s| s.write);
         w().any(|x| x) && w().any(|x| !x)
+    }
+
+    /// [`KeyAccess::Specs`], when the command has one or two key specs and the filter can
+    /// follow each (see [`SpecAccess::of`]).
+    fn spec_access(&self) -> Option<KeyAccess> {
+        let of = |i: usize| self.key_specs.get(i).and_then(SpecAccess::of);
+        match self.key_specs.len() {
+            1 => {
+                let a = of(0)?;
+                Some(KeyAccess::Specs {
+                    specs: [a, a],
+                    count: 1,
+                })
+            }
+            2 => Some(KeyAccess::Specs {
+                specs: [of(0)?, of(1)?],
+                count: 2,
+            }),
+            _ => None,
+        }
     }
 
     /// The command's key ranges with their access, when every key spec is a fixed index and
@@ -93,6 +116,110 @@ pub struct KeyRange {
     pub write: bool,
 }
 
+/// How one key spec finds its keys once its search has begun at a fixed index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpecKeys {
+    /// Keys from the begin index to `last` (absolute; negative counts from the end), every
+    /// `step`.
+    Range {
+        /// Last key position; negative counts from the end (-1 is the last argument).
+        last: i32,
+        /// Step.
+        step: u32,
+    },
+    /// The argument at the begin index plus `numkeys_at` holds the number of keys; they begin
+    /// at the begin index plus `first`, every `step`.
+    Keynum {
+        /// Offset of the key count from the begin index.
+        numkeys_at: u32,
+        /// Offset of the first key from the begin index.
+        first: u32,
+        /// Step.
+        step: u32,
+    },
+}
+
+/// One key spec that the filter follows by itself: where its search begins, how it finds its
+/// keys, and whether it writes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpecAccess {
+    /// The begin index (`begin_search` of type `index`).
+    pub begin: u32,
+    /// How the keys are found from there.
+    pub keys: SpecKeys,
+    /// Whether these keys are written.
+    pub write: bool,
+}
+
+impl SpecAccess {
+    /// The spec of `row`, when its search begins at a fixed index and its keys are a range
+    /// without a limit or a counted run, with a known access.
+    fn of(row: &KeySpecRow) -> Option<SpecAccess> {
+        let begin = u32::try_from(row.index?).ok().filter(|&b| b > 0)?;
+        let keys = match (row.range, row.keynum) {
+            (Some((lastkey, step, 0)), None) if step > 0 => SpecKeys::Range {
+                last: i32::try_from(if lastkey >= 0 {
+                    i64::from(begin).checked_add(lastkey)?
+                } else {
+                    lastkey
+                })
+                .ok()?,
+                step: u32::try_from(step).ok()?,
+            },
+            (None, Some((numkeys_at, first, step))) if first > numkeys_at && step > 0 => {
+                SpecKeys::Keynum {
+                    numkeys_at: u32::try_from(numkeys_at).ok()?,
+                    first: u32::try_from(first).ok()?,
+                    step: u32::try_from(step).ok()?,
+                }
+            }
+            _ => return None,
+        };
+        Some(SpecAccess {
+            begin,
+            keys,
+            write: row.write?,
+        })
+    }
+
+    /// For a keynum spec, the position of the argument that holds the number of keys.
+    pub fn numkeys_position(&self) -> Option<usize> {
+        match self.keys {
+            SpecKeys::Keynum { numkeys_at, .. } => Some((self.begin + numkeys_at) as usize),
+            SpecKeys::Range { .. } => None,
+        }
+    }
+
+    /// The positions of this spec's keys in a command of `argc` arguments; `numkeys` is the
+    /// argument at [`Self::numkeys_position`] for a keynum spec. A count that is not a number
+    /// (the command will fail) gives no key; one larger than the arguments stops at the last.
+    pub fn positions(&self, argc: usize, numkeys: Option<&[u8]>) -> impl Iterator<Item = usize> {
+        let (first, end, step) = match self.keys {
+            SpecKeys::Range { last, step } => {
+                let last = if last < 0 {
+                    argc as i64 + i64::from(last)
+                } else {
+                    i64::from(last)
+                };
+                let end = (last.max(-1) + 1).min(argc as i64).max(0) as usize;
+                (self.begin as usize, end, step as usize)
+            }
+            SpecKeys::Keynum { first, step, .. } => {
+                let count = numkeys
+                    .and_then(|n| std::str::from_utf8(n).ok())
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .unwrap_or(0);
+                let first = (self.begin + first) as usize;
+                let end = (first as u64)
+                    .saturating_add(count.saturating_mul(u64::from(step)))
+                    .min(argc as u64) as usize;
+                (first, end, step as usize)
+            }
+        };
+        (first..end.max(first)).step_by(step.max(1))
+    }
+}
+
 /// How the filter finds a command's keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyAccess {
@@ -117,6 +244,17 @@ pub enum KeyAccess {
         /// The two ranges, in key-spec order.
         ranges: [KeyRange; 2],
     },
+    /// Commands with movable keys whose one or two key specs begin at fixed indexes and find
+    /// their keys as a range or by a count argument (ZUNIONSTORE, LMPOP, SINTERCARD, MSETEX...):
+    /// followed from the specs, each with its own access. The server's key lookup reports no
+    /// per-key access for them (every key would take the command's `write`), and none at all
+    /// for MSETEX on Redis 8.6.
+    Specs {
+        /// The specs; only the first `count` are used.
+        specs: [SpecAccess; 2],
+        /// How many specs the command has (1 or 2).
+        count: u8,
+    },
     /// Ask the server (key specs with per-key flags). Some servers (7.0) report no flags for
     /// commands whose keys a procedure finds; then `write`, the command's flag, decides.
     Dynamic {
@@ -133,6 +271,9 @@ impl KeyAccess {
             KeyAccess::Skip => false,
             KeyAccess::Fixed { write, .. } | KeyAccess::Dynamic { write } => *write,
             KeyAccess::Split { ranges } => ranges.iter().any(|r| r.write),
+            KeyAccess::Specs { specs, count } => {
+                specs[..usize::from(*count)].iter().any(|s| s.write)
+            }
         }
     }
 }
@@ -209,16 +350,20 @@ impl KeySpecTable {
             let flag = |f: &str| r.flags.iter().any(|x| x.eq_ignore_ascii_case(f));
             let access = if RUNS_OTHER_COMMANDS.contains(&r.name.as_str()) {
                 KeyAccess::Skip
-            } else if flag("movablekeys") || r.has_subcommands {
+            } else if r.has_subcommands {
                 KeyAccess::Dynamic {
                     write: flag("write"),
                 }
+            } else if flag("movablekeys") {
+                r.spec_access().unwrap_or(KeyAccess::Dynamic {
+                    write: flag("write"),
+                })
             } else if r.mixes_reads_and_writes() {
                 match r.split_ranges() {
                     Some(ranges) => KeyAccess::Split { ranges },
-                    None => KeyAccess::Dynamic {
+                    None => r.spec_access().unwrap_or(KeyAccess::Dynamic {
                         write: flag("write"),
-                    },
+                    }),
                 }
             } else if r.first <= 0 || r.step <= 0 {
                 KeyAccess::Skip
@@ -296,6 +441,7 @@ mod tests {
             write: Some(write),
             index: Some(index),
             range: Some((lastkey, 1, 0)),
+            keynum: None,
         }
     }
 
@@ -383,6 +529,82 @@ mod tests {
         assert_eq!(t.lookup(b"xinfo"), unknown);
         assert_eq!(t.lookup(b"my.modulecmd"), unknown);
         assert_eq!(t.lookup(&[b'x'; 40]), unknown);
+    }
+
+    /// A key spec whose keys an argument counts.
+    fn counted(write: bool, index: i64, numkeys_at: i64, first: i64, step: i64) -> KeySpecRow {
+        KeySpecRow {
+            write: Some(write),
+            index: Some(index),
+            range: None,
+            keynum: Some((numkeys_at, first, step)),
+        }
+    }
+
+    /// Commands with movable keys whose specs begin at fixed indexes are followed from their
+    /// specs, each spec with its own access; others still ask the server.
+    #[test]
+    fn movable_keys_followed_from_their_specs() {
+        // ZUNIONSTORE dest numkeys src...: the destination written, the sources read.
+        let mut zunionstore = row("zunionstore", &["write", "movablekeys"], 1, 1, 1);
+        zunionstore.key_specs = vec![spec(true, 1, 0), counted(false, 2, 0, 1, 1)];
+        // LMPOP numkeys key... LEFT|RIGHT; MSETEX numkeys key value ... [EX s].
+        let mut lmpop = row("lmpop", &["write", "movablekeys"], 0, 0, 0);
+        lmpop.key_specs = vec![counted(true, 1, 0, 1, 1)];
+        let mut msetex = row("msetex", &["write", "movablekeys"], 0, 0, 0);
+        msetex.key_specs = vec![counted(true, 1, 0, 1, 2)];
+        // A spec found by keyword (GEORADIUS ... STORE): the server is asked.
+        let mut georadius = row("georadius", &["write", "movablekeys"], 1, 1, 1);
+        georadius.key_specs = vec![
+            spec(false, 1, 0),
+            KeySpecRow {
+                index: None,
+                ..spec(true, 0, 0)
+            },
+        ];
+        let t = KeySpecTable::from_rows(&[zunionstore, lmpop, msetex, georadius]);
+        let keys = |name: &[u8], line: &str| -> Vec<(String, bool)> {
+            let argv: Vec<&[u8]> = line.split(' ').map(str::as_bytes).collect();
+            let KeyAccess::Specs { specs, count } = t.lookup(name) else {
+                panic!("{line}: {:?}", t.lookup(name));
+            };
+            specs[..usize::from(count)]
+                .iter()
+                .flat_map(|s| {
+                    let n = s.numkeys_position().and_then(|p| argv.get(p).copied());
+                    s.positions(argv.len(), n)
+                        .map(|p| (String::from_utf8_lossy(argv[p]).into_owned(), s.write))
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        };
+        let owned = |v: &[(&str, bool)]| {
+            v.iter()
+                .map(|(k, w)| (k.to_string(), *w))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            keys(b"zunionstore", "ZUNIONSTORE d 2 a b WEIGHTS 1 2"),
+            owned(&[("d", true), ("a", false), ("b", false)])
+        );
+        assert_eq!(
+            keys(b"lmpop", "LMPOP 2 l1 l2 LEFT COUNT 3"),
+            owned(&[("l1", true), ("l2", true)])
+        );
+        assert_eq!(
+            keys(b"msetex", "MSETEX 2 k1 v1 k2 v2 EX 100"),
+            owned(&[("k1", true), ("k2", true)])
+        );
+        // A count that is not a number gives no key; one past the arguments stops at the end.
+        assert_eq!(keys(b"lmpop", "LMPOP x l1 LEFT"), owned(&[]));
+        assert_eq!(
+            keys(b"lmpop", "LMPOP 99 l1 l2"),
+            owned(&[("l1", true), ("l2", true)])
+        );
+        assert_eq!(keys(b"lmpop", "LMPOP -1 l1 LEFT"), owned(&[]));
+        assert_eq!(keys(b"lmpop", "LMPOP"), owned(&[]));
+        assert!(t.lookup(b"zunionstore").writes());
+        assert_eq!(t.lookup(b"georadius"), KeyAccess::Dynamic { write: true });
     }
 
     #[test]

@@ -397,10 +397,20 @@ fn command_rows(ctx: *mut raw::RedisModuleCtx) -> Vec<CommandRow> {
                                     number(m, "limit")?,
                                 ))
                             });
+                        let keynum = typed("find_keys", "keynum")
+                            .and_then(|m| field(m, "spec"))
+                            .and_then(|m| {
+                                Some((
+                                    number(m, "keynumidx")?,
+                                    number(m, "firstkey")?,
+                                    number(m, "keystep")?,
+                                ))
+                            });
                         key_specs.push(KeySpecRow {
                             write: spec_writes(&spec_flags),
                             index,
                             range,
+                            keynum,
                         });
                     }
                 }
@@ -510,6 +520,18 @@ unsafe fn record_keys(
             for r in ranges {
                 let kind = if r.write { Kind::Write } else { Kind::Read };
                 for pos in fixed_positions(r.first, r.last, r.step, argc) {
+                    record_access(&mut st.tracker, filter_arg(fctx, pos), kind);
+                }
+            }
+        }
+        KeyAccess::Specs { specs, count } => {
+            for spec in &specs[..usize::from(count)] {
+                let kind = if spec.write { Kind::Write } else { Kind::Read };
+                let numkeys = spec
+                    .numkeys_position()
+                    .filter(|&p| p < argc)
+                    .map(|p| filter_arg(fctx, p));
+                for pos in spec.positions(argc, numkeys) {
                     record_access(&mut st.tracker, filter_arg(fctx, pos), kind);
                 }
             }

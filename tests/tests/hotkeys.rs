@@ -225,6 +225,70 @@ fn store_commands_count_sources_as_reads_and_destinations_as_writes() {
     // LMOVE writes both of its keys (its source loses an element).
     assert_eq!(split("list:from"), (0, 3));
     assert_eq!(split("list:to"), (0, 3));
+
+    // Commands whose keys an argument counts (movable keys): followed from their key specs,
+    // each key with its spec's access, where the server's key lookup would call every key a
+    // write (and finds none for MSETEX on Redis 8.6).
+    run(&mut con, &["ZADD", "z:a", "1", "m"]);
+    run(&mut con, &["ZADD", "z:b", "2", "m"]);
+    run(&mut con, &["SADD", "s:a", "x"]);
+    ok(&mut con, &["OPT.HOTKEYS", "RESET"]);
+    let has_msetex = {
+        let info: Vec<Value> = redis::cmd("COMMAND")
+            .arg("INFO")
+            .arg("MSETEX")
+            .query(&mut con)
+            .unwrap();
+        info.first().is_some_and(|v| *v != Value::Nil)
+    };
+    for _ in 0..3 {
+        run(
+            &mut con,
+            &[
+                "ZUNIONSTORE",
+                "z:dest",
+                "2",
+                "z:a",
+                "z:b",
+                "WEIGHTS",
+                "1",
+                "2",
+            ],
+        );
+        run(&mut con, &["ZUNION", "2", "z:a", "z:b"]);
+        run(&mut con, &["SINTERCARD", "2", "s:a", "s:b"]);
+        run(&mut con, &["RPUSH", "l:b", "v"]);
+        run(&mut con, &["LMPOP", "2", "l:a", "l:b", "LEFT"]);
+        if has_msetex {
+            run(
+                &mut con,
+                &["MSETEX", "2", "m:1", "v", "m:2", "v", "EX", "100"],
+            );
+        }
+    }
+    let r = hotkeys(&mut con, &["COUNT", "30"]);
+    let split = |name: &str| {
+        r.entries
+            .iter()
+            .find(|e| e.name == name)
+            .map(|e| (e.reads, e.writes))
+            .unwrap_or_else(|| panic!("{name} not in {:?}", r.entries))
+    };
+    assert_eq!(split("z:dest"), (0, 3));
+    assert_eq!(split("z:a"), (6, 0));
+    assert_eq!(split("z:b"), (6, 0));
+    assert_eq!(split("s:a"), (3, 0));
+    assert_eq!(split("s:b"), (3, 0));
+    assert_eq!(split("l:a"), (0, 3));
+    assert_eq!(split("l:b"), (0, 6));
+    if has_msetex {
+        assert_eq!(split("m:1"), (0, 3));
+        assert_eq!(split("m:2"), (0, 3));
+    }
+    assert!(r
+        .entries
+        .iter()
+        .all(|e| !["2", "v", "WEIGHTS", "LEFT"].contains(&e.name.as_str())));
 }
 
 /// Loaded with tracking off, the module subscribes to nothing (misses would cost a module
