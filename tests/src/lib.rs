@@ -528,6 +528,17 @@ pub fn wait_for_rehash_end(con: &mut redis::Connection, db: u32) {
     }
 }
 
+/// Whether the server has the command `name` (`COMMAND INFO` knows it): for tests of commands
+/// that only newer servers have (VADD, MSETEX, HGETDEL...).
+pub fn has_command(con: &mut redis::Connection, name: &str) -> bool {
+    let info: Vec<redis::Value> = redis::cmd("COMMAND")
+        .arg("INFO")
+        .arg(name)
+        .query(con)
+        .expect("COMMAND INFO");
+    info.first().is_some_and(|v| *v != redis::Value::Nil)
+}
+
 /// An integer field of `INFO section` (`master_repl_offset`, `sync_partial_ok`...); -1 if absent.
 pub fn info_int(con: &mut redis::Connection, section: &str, field: &str) -> i64 {
     let info: String = redis::cmd("INFO")

@@ -184,15 +184,11 @@ fn restore_data(con: &mut redis::Connection) {
         "vectorset",
         &["VADD", "vs1", "VALUES", "2", "0.1", "0.2", "a"],
     )];
-    let has_vectors = {
-        let info: Vec<redis::Value> = redis::cmd("COMMAND")
-            .arg("INFO")
-            .arg("VADD")
-            .query(con)
-            .expect("COMMAND INFO");
-        info.first().is_some_and(|v| *v != redis::Value::Nil)
+    let module_typed = if opt_harness::has_command(con, "VADD") {
+        &vectors[..]
+    } else {
+        &[]
     };
-    let module_typed = if has_vectors { &vectors[..] } else { &[] };
     for &(key, kind, write) in typed.iter().chain(module_typed) {
         let now: String = redis::cmd("TYPE").arg(key).query(con).expect("TYPE");
         if now != kind {

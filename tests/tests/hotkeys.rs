@@ -188,6 +188,15 @@ fn commands_from_lua_and_multi_count_once() {
     assert_eq!(count_of(&r, "multi:key"), Some(7));
 }
 
+/// The reads and writes counted for `name`; fails the test when it is not listed.
+fn reads_and_writes(r: &HotKeysReport, name: &str) -> (u64, u64) {
+    r.entries
+        .iter()
+        .find(|e| e.name == name)
+        .map(|e| (e.reads, e.writes))
+        .unwrap_or_else(|| panic!("{name} not in {:?}", r.entries))
+}
+
 /// Commands that read some keys and write others are counted key by key, from their key
 /// specs: the sources of SUNIONSTORE, COPY and BITOP are reads, their destinations writes.
 #[test]
@@ -209,13 +218,7 @@ fn store_commands_count_sources_as_reads_and_destinations_as_writes() {
         );
     }
     let r = hotkeys(&mut con, &["COUNT", "20"]);
-    let split = |name: &str| {
-        r.entries
-            .iter()
-            .find(|e| e.name == name)
-            .map(|e| (e.reads, e.writes))
-            .unwrap_or_else(|| panic!("{name} not in {:?}", r.entries))
-    };
+    let split = |name: &str| reads_and_writes(&r, name);
     assert_eq!(split("src:a"), (6, 0));
     assert_eq!(split("src:b"), (3, 0));
     assert_eq!(split("bits:a"), (3, 0));
@@ -233,14 +236,7 @@ fn store_commands_count_sources_as_reads_and_destinations_as_writes() {
     run(&mut con, &["ZADD", "z:b", "2", "m"]);
     run(&mut con, &["SADD", "s:a", "x"]);
     ok(&mut con, &["OPT.HOTKEYS", "RESET"]);
-    let has_msetex = {
-        let info: Vec<Value> = redis::cmd("COMMAND")
-            .arg("INFO")
-            .arg("MSETEX")
-            .query(&mut con)
-            .unwrap();
-        info.first().is_some_and(|v| *v != Value::Nil)
-    };
+    let has_msetex = opt_harness::has_command(&mut con, "MSETEX");
     for _ in 0..3 {
         run(
             &mut con,
@@ -267,13 +263,7 @@ fn store_commands_count_sources_as_reads_and_destinations_as_writes() {
         }
     }
     let r = hotkeys(&mut con, &["COUNT", "30"]);
-    let split = |name: &str| {
-        r.entries
-            .iter()
-            .find(|e| e.name == name)
-            .map(|e| (e.reads, e.writes))
-            .unwrap_or_else(|| panic!("{name} not in {:?}", r.entries))
-    };
+    let split = |name: &str| reads_and_writes(&r, name);
     assert_eq!(split("z:dest"), (0, 3));
     assert_eq!(split("z:a"), (6, 0));
     assert_eq!(split("z:b"), (6, 0));

@@ -53,6 +53,18 @@ fn chart<'a>(out: &'a str, heading: &str) -> Vec<&'a str> {
         .collect()
 }
 
+/// The server's keyspace hits and misses, and the module's count of its own lookups among
+/// them (hits, misses): clients' lookups are the differences.
+fn lookup_counts(c: &mut Connection) -> [i64; 4] {
+    [
+        ("stats", "keyspace_hits"),
+        ("stats", "keyspace_misses"),
+        ("opt", "opt_keyspace_lookup_hits"),
+        ("opt", "opt_keyspace_lookup_misses"),
+    ]
+    .map(|(section, field)| opt_harness::info_int(c, section, field))
+}
+
 fn memory_usage(c: &mut Connection, key: &str) -> u64 {
     redis::cmd("MEMORY").arg("USAGE").arg(key).query(c).unwrap()
 }
@@ -1143,16 +1155,7 @@ fn the_analysis_touches_no_key_and_counts_its_own_lookups() {
         p.cmd("SET").arg(format!("k:{i}")).arg("v").ignore();
     }
     let _: () = p.query(&mut c).unwrap();
-    let lookups = |c: &mut Connection| {
-        [
-            ("stats", "keyspace_hits"),
-            ("stats", "keyspace_misses"),
-            ("opt", "opt_keyspace_lookup_hits"),
-            ("opt", "opt_keyspace_lookup_misses"),
-        ]
-        .map(|(section, field)| opt_harness::info_int(c, section, field))
-    };
-    let before = lookups(&mut c);
+    let before = lookup_counts(&mut c);
     let _: Option<String> = redis::cmd("GET").arg("k:1").query(&mut c).unwrap();
     let _: Option<String> = redis::cmd("GET").arg("missing").query(&mut c).unwrap();
     // The LRU clock ticks in seconds: after 2 s every key but k:1 is idle for 1 s or more.
@@ -1160,7 +1163,7 @@ fn the_analysis_touches_no_key_and_counts_its_own_lookups() {
     // SAMPLES 200 of 3,000 keys takes the walk that opens keys; FULL the scan.
     keyspace(&mut c, &["SAMPLES", "200"]);
     keyspace(&mut c, &["FULL"]);
-    let after = lookups(&mut c);
+    let after = lookup_counts(&mut c);
     let d: Vec<i64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
     assert_eq!(
         (d[0] - d[2], d[1] - d[3]),
@@ -1648,12 +1651,7 @@ fn module_data_types_are_reported_by_name() {
             "{bad}: {e}"
         );
     }
-    let info: Vec<Value> = redis::cmd("COMMAND")
-        .arg("INFO")
-        .arg("VADD")
-        .query(&mut c)
-        .unwrap();
-    if info.first().is_none_or(|v| *v == Value::Nil) {
+    if !opt_harness::has_command(&mut c, "VADD") {
         eprintln!("no vector sets on this server: only the bad names were checked");
         return;
     }
@@ -1682,19 +1680,10 @@ fn module_data_types_are_reported_by_name() {
     let emb_bytes: u64 = (0..30)
         .map(|i| memory_usage(&mut c, &format!("emb:{i}")))
         .sum();
-    let lookups = |c: &mut Connection| {
-        [
-            ("stats", "keyspace_hits"),
-            ("stats", "keyspace_misses"),
-            ("opt", "opt_keyspace_lookup_hits"),
-            ("opt", "opt_keyspace_lookup_misses"),
-        ]
-        .map(|(section, field)| opt_harness::info_int(c, section, field))
-    };
-    let before = lookups(&mut c);
+    let before = lookup_counts(&mut c);
     // The first analysis of this process meets the type unnamed, with a filter naming it.
     let only = keyspace(&mut c, &["FULL", "TYPE", "vectorset"]);
-    let after = lookups(&mut c);
+    let after = lookup_counts(&mut c);
     let d: Vec<i64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
     assert_eq!(
         (d[0] - d[2], d[1] - d[3]),
