@@ -20,6 +20,9 @@ pub struct Snapshot {
     pub config: Option<HashMap<String, String>>,
     /// `SLOWLOG GET`: (command name, microseconds).
     pub slowlog: Option<Vec<(String, u64)>>,
+    /// `COMMANDLOG GET 32 large-reply` (Valkey 8.1+): (command name, reply bytes); None where
+    /// the server has no COMMANDLOG.
+    pub large_replies: Option<Vec<(String, u64)>>,
     /// The `ACL LIST` line of the default user.
     pub default_user: Option<String>,
     /// Total system memory, bytes (`/proc/meminfo`).
@@ -924,6 +927,39 @@ fn slow_commands(s: &Snapshot, _: &Thresholds) -> Outcome {
     )
 }
 
+/// Commands whose replies were larger than `commandlog-reply-larger-than` (1 MB by default),
+/// from Valkey's COMMANDLOG: each such reply fills an output buffer and the network, and the
+/// server spends its time copying it. Redis has no such log.
+fn large_replies(s: &Snapshot, _: &Thresholds) -> Outcome {
+    let log = try_skip!(s
+        .large_replies
+        .as_ref()
+        .ok_or("COMMANDLOG is not available (Valkey 8.1+ only)".to_string()));
+    if log.is_empty() {
+        return Outcome::Pass;
+    }
+    let mut by_cmd: HashMap<&str, (u64, u64)> = HashMap::new();
+    for (c, bytes) in log {
+        let e = by_cmd.entry(c.as_str()).or_default();
+        e.0 += 1;
+        e.1 = e.1.max(*bytes);
+    }
+    let mut worst: Vec<(&str, (u64, u64))> = by_cmd.into_iter().collect();
+    worst.sort_by_key(|w| (std::cmp::Reverse(w.1 .1), w.0));
+    let list: Vec<String> = worst
+        .iter()
+        .take(5)
+        .map(|(c, (n, bytes))| format!("{c} x{n} (largest {})", mb(*bytes as f64)))
+        .collect();
+    fire(
+        Severity::Warning,
+        "Commands return very large replies",
+        format!("{} (entries of COMMANDLOG large-reply, over commandlog-reply-larger-than)", list.join(", ")),
+        "Each large reply is built in the client's output buffer and sent while other clients wait. Fetch in pages (HSCAN, SSCAN, ZRANGE ... LIMIT, LRANGE in ranges), ask for the fields needed (HMGET), or split big values.",
+        &["COMMANDLOG GET 32 large-reply"],
+    )
+}
+
 fn latency_monitor_off(s: &Snapshot, _: &Thresholds) -> Outcome {
     let v = try_skip!(cfg(s, "latency-monitor-threshold"));
     if v != "0" {
@@ -1744,6 +1780,11 @@ pub const RULES: &[Rule] = &[
         category: "persistence",
         check: fork_slow,
     },
+    Rule {
+        id: "large-replies",
+        category: "traffic",
+        check: large_replies,
+    },
 ];
 
 /// Without `SAMPLES`, OPT.ADVISE looks at every key of a db of at most this many keys (about
@@ -2010,6 +2051,7 @@ mod tests {
             info,
             config: Some(config),
             slowlog: Some(Vec::new()),
+            large_replies: Some(Vec::new()),
             default_user: Some("user default on #5e88 ~* &* +@all -@dangerous".into()),
             system_memory: Some(4_000_000_000),
             thp: Some("always madvise [never]".into()),
@@ -2100,6 +2142,9 @@ mod tests {
             ("rss-peak", |s| set(s, "used_memory_peak", "400000000")),
             ("script-cache-churn", |s| set(s, "evicted_scripts", "3")),
             ("fork-slow", |s| set(s, "latest_fork_usec", "250000")),
+            ("large-replies", |s| {
+                s.large_replies = Some(vec![("hgetall".into(), 5_000_000)])
+            }),
             ("lfu-recommended", |s| {
                 set(s, "maxmemory_policy", "allkeys-lru");
                 s.hotkeys = Some(hot(&[("a", 0.4, 4000), ("b", 0.2, 2000)], 10_000));

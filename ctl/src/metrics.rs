@@ -4,7 +4,7 @@
 //! (`redis_memory_used_bytes`, `redis_keyspace_hits_total`...), so existing dashboards and
 //! alert rules keep working. The module's own metrics are under `opt_`. Label cardinality is
 //! bounded: at most 10 hot keys, 10 hot patterns, 20 memory patterns, one series per advice
-//! rule (49), per error code (20), per command the server has run (its command table) and
+//! rule (50), per error code (20), per command the server has run (its command table) and
 //! per connected replica.
 
 use std::fmt::Write as _;

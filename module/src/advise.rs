@@ -72,6 +72,14 @@ unsafe fn call(
         [] => module_call!(ctx, name.as_ptr(), c"".as_ptr()),
         [a] => module_call!(ctx, name.as_ptr(), c"c".as_ptr(), a.as_ptr()),
         [a, b] => module_call!(ctx, name.as_ptr(), c"cc".as_ptr(), a.as_ptr(), b.as_ptr()),
+        [a, b, c] => module_call!(
+            ctx,
+            name.as_ptr(),
+            c"ccc".as_ptr(),
+            a.as_ptr(),
+            b.as_ptr(),
+            c.as_ptr()
+        ),
         _ => return None,
     }?;
     if r.is_null() {
@@ -116,14 +124,16 @@ fn gather(ctx: *mut raw::RedisModuleCtx) -> Snapshot {
             }
             free(r);
         }
-        if let Some(r) = call(ctx, c"SLOWLOG", &[c"GET", c"32"]) {
+        // SLOWLOG and Valkey 8.1+'s COMMANDLOG share their entries' layout: id, time, the
+        // measure (µs, or bytes), the arguments, ...
+        let log_entries = |r: *mut raw::RedisModuleCallReply| {
             let mut entries = Vec::new();
             for i in 0..len(r) {
                 let e = elem(r, i);
                 if e.is_null() || len(e) < 4 {
                     continue;
                 }
-                let micros = raw::RedisModule_CallReplyInteger
+                let measure = raw::RedisModule_CallReplyInteger
                     .map_or(0, |f| f(elem(e, 2)))
                     .max(0) as u64;
                 let args = elem(e, 3);
@@ -134,9 +144,16 @@ fn gather(ctx: *mut raw::RedisModuleCtx) -> Snapshot {
                         .unwrap_or_default()
                         .to_ascii_lowercase()
                 };
-                entries.push((name, micros));
+                entries.push((name, measure));
             }
-            snap.slowlog = Some(entries);
+            entries
+        };
+        if let Some(r) = call(ctx, c"SLOWLOG", &[c"GET", c"32"]) {
+            snap.slowlog = Some(log_entries(r));
+            free(r);
+        }
+        if let Some(r) = call(ctx, c"COMMANDLOG", &[c"GET", c"32", c"large-reply"]) {
+            snap.large_replies = Some(log_entries(r));
             free(r);
         }
         if let Some(r) = call(ctx, c"ACL", &[c"LIST"]) {

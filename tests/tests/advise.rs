@@ -719,3 +719,42 @@ fn scripts_built_per_call_are_found_and_a_quick_fork_is_not() {
         f.fix
     );
 }
+
+/// Valkey 8.1+ logs replies larger than `commandlog-reply-larger-than` in COMMANDLOG:
+/// `large-replies` names the commands with their largest reply. Where the server has no
+/// COMMANDLOG (Redis, Valkey 8.0) the rule is skipped with the reason.
+#[test]
+fn large_replies_are_found_in_valkeys_command_log() {
+    let server = Server::start();
+    let mut c = server.conn();
+    ok(&mut c, &["SET", "report:big", &"r".repeat(2_500_000)]);
+    for _ in 0..3 {
+        let _: Vec<u8> = redis::cmd("GET").arg("report:big").query(&mut c).unwrap();
+    }
+    let r = advise(&mut c, &["SAMPLES", "0", "CATEGORY", "traffic"]);
+    if !opt_harness::has_command(&mut c, "COMMANDLOG") {
+        let why = r
+            .skipped
+            .iter()
+            .find(|(id, _)| id == "large-replies")
+            .map(|(_, why)| why.as_str());
+        assert_eq!(why, Some("COMMANDLOG is not available (Valkey 8.1+ only)"));
+        return;
+    }
+    let f = finding(&r, "large-replies");
+    assert_eq!(f.severity, "warning");
+    assert!(
+        f.evidence.starts_with("get x3 (largest 2.5 MB)"),
+        "{}",
+        f.evidence
+    );
+    // Small replies are not logged.
+    ok(&mut c, &["COMMANDLOG", "RESET", "large-reply"]);
+    let _: Option<String> = redis::cmd("GET").arg("missing").query(&mut c).unwrap();
+    let r = advise(&mut c, &["SAMPLES", "0", "CATEGORY", "traffic"]);
+    assert!(
+        !rules(&r).contains(&"large-replies".to_string()),
+        "{:?}",
+        rules(&r)
+    );
+}
