@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# What the hot-key filter costs on commands whose keys an argument counts (ZUNIONSTORE, LMPOP,
-# SINTERCARD, MSETEX...), in the module's own instructions per command, counted by callgrind.
+# What the hot-key filter costs on commands with movable keys (ZUNIONSTORE, LMPOP, SINTERCARD,
+# XREAD, GEORADIUS ... STORE...), in the module's own instructions per command, counted by
+# callgrind.
 # These commands used to be looked up through the server (RedisModule_GetCommandKeysWithFlags:
 # a command lookup, two allocations and their frees per command); the module now follows their
 # key specs itself. Compare two builds with OPT_MODULE:
@@ -26,6 +27,8 @@ commands=(
   "ZUNIONSTORE z:dest 2 z:a z:b"
   "SINTERCARD 2 s:a s:b"
   "LMPOP 2 l:empty l:other LEFT"
+  "XREAD COUNT 1 STREAMS x:a x:b 0 0"
+  "GEORADIUS g:src 15 37 200 km STORE g:dst"
   "GET k:1"
 )
 
@@ -41,6 +44,8 @@ redis-cli -p "$port" ZADD z:a 1 m >/dev/null
 redis-cli -p "$port" ZADD z:b 2 m >/dev/null
 redis-cli -p "$port" SADD s:a x >/dev/null
 redis-cli -p "$port" SET k:1 v >/dev/null
+redis-cli -p "$port" XADD x:a '*' f v >/dev/null
+redis-cli -p "$port" GEOADD g:src 13.36 38.11 palermo >/dev/null
 printf '%-32s %16s %16s\n' command "module per-cmd" "server per-cmd"
 for c in "${commands[@]}"; do
   read -r -a words <<<"$c"

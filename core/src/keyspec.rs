@@ -31,7 +31,7 @@ pub struct CommandRow {
 }
 
 /// What the module keeps of one key spec of `COMMAND`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct KeySpecRow {
     /// `Some(true)` when the spec writes its keys (`RW`, `OW` or `RM`), `Some(false)` when it
     /// only reads them (`RO`), `None` when its flags say neither.
@@ -39,6 +39,12 @@ pub struct KeySpecRow {
     /// Where the search begins, when it begins at a fixed index (`begin_search` of type
     /// `index`).
     pub index: Option<i64>,
+    /// `keyword` and `startfrom`, when the search begins after a keyword (`begin_search` of
+    /// type `keyword`: XREAD's STREAMS, GEORADIUS's STORE, MIGRATE's KEYS).
+    pub keyword: Option<(String, i64)>,
+    /// The spec's `incomplete` flag: it may find arguments that are not keys or miss keys
+    /// (MIGRATE's KEYS, whose key argument is then ""), so only the server can tell.
+    pub incomplete: bool,
     /// `lastkey`, `keystep` and `limit`, when the keys are a range (`find_keys` of type
     /// `range`).
     pub range: Option<(i64, i64, i64)>,
@@ -55,24 +61,22 @@ impl CommandRow {
         w().any(|x| x) && w().any(|x| !x)
     }
 
-    /// [`KeyAccess::Specs`], when the command has one or two key specs and the filter can
-    /// follow each (see [`SpecAccess::of`]).
+    /// [`KeyAccess::Specs`], when the command has one to [`MAX_SPECS`] key specs and the
+    /// filter can follow each (see [`SpecAccess::of`]).
     fn spec_access(&self) -> Option<KeyAccess> {
-        let of = |i: usize| self.key_specs.get(i).and_then(SpecAccess::of);
-        match self.key_specs.len() {
-            1 => {
-                let a = of(0)?;
-                Some(KeyAccess::Specs {
-                    specs: [a, a],
-                    count: 1,
-                })
-            }
-            2 => Some(KeyAccess::Specs {
-                specs: [of(0)?, of(1)?],
-                count: 2,
-            }),
-            _ => None,
+        let count = self.key_specs.len();
+        if count == 0 || count > MAX_SPECS {
+            return None;
         }
+        let first = SpecAccess::of(&self.key_specs[0])?;
+        let mut specs = [first; MAX_SPECS];
+        for (slot, row) in specs.iter_mut().zip(&self.key_specs).skip(1) {
+            *slot = SpecAccess::of(row)?;
+        }
+        Some(KeyAccess::Specs {
+            specs,
+            count: count as u8,
+        })
     }
 
     /// The command's key ranges with their access, when every key spec is a fixed index and
@@ -116,23 +120,47 @@ pub struct KeyRange {
     pub write: bool,
 }
 
-/// How one key spec finds its keys once its search has begun at a fixed index.
+/// Key specs a command may have for the filter to follow it by itself (GEORADIUS has three:
+/// its source, STORE and STOREDIST).
+pub const MAX_SPECS: usize = 3;
+
+/// Where one key spec's search begins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpecBegin {
+    /// At this argument.
+    Index(u32),
+    /// After the first argument equal to the keyword (any case), searched from `startfrom`
+    /// onwards, or backwards from `argc + startfrom` when it is negative, as the server does.
+    Keyword {
+        /// The keyword's bytes, upper case; only the first `len` are used.
+        word: [u8; 15],
+        /// Its length.
+        len: u8,
+        /// Where the search starts.
+        startfrom: i32,
+    },
+}
+
+/// How one key spec finds its keys once its search has begun.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SpecKeys {
-    /// Keys from the begin index to `last` (absolute; negative counts from the end), every
-    /// `step`.
+    /// Keys from the begin position to `lastkey` after it (negative: counted from the end,
+    /// -1 the last argument), every `step`; with `limit` (only with `lastkey` -1), the first
+    /// 1/`limit` of the arguments left (XREAD's keys before their IDs).
     Range {
-        /// Last key position; negative counts from the end (-1 is the last argument).
-        last: i32,
+        /// The last key, relative to the begin position, or from the end when negative.
+        lastkey: i32,
         /// Step.
         step: u32,
+        /// 0 or 1: no limit; n: the first 1/n of the arguments from the begin position.
+        limit: u32,
     },
-    /// The argument at the begin index plus `numkeys_at` holds the number of keys; they begin
-    /// at the begin index plus `first`, every `step`.
+    /// The argument at the begin position plus `numkeys_at` holds the number of keys; they
+    /// begin at the begin position plus `first`, every `step`.
     Keynum {
-        /// Offset of the key count from the begin index.
+        /// Offset of the key count from the begin position.
         numkeys_at: u32,
-        /// Offset of the first key from the begin index.
+        /// Offset of the first key from the begin position.
         first: u32,
         /// Step.
         step: u32,
@@ -143,8 +171,8 @@ pub enum SpecKeys {
 /// keys, and whether it writes them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SpecAccess {
-    /// The begin index (`begin_search` of type `index`).
-    pub begin: u32,
+    /// Where the search begins.
+    pub begin: SpecBegin,
     /// How the keys are found from there.
     pub keys: SpecKeys,
     /// Whether these keys are written.
@@ -152,20 +180,41 @@ pub struct SpecAccess {
 }
 
 impl SpecAccess {
-    /// The spec of `row`, when its search begins at a fixed index and its keys are a range
-    /// without a limit or a counted run, with a known access.
+    /// The spec of `row`, when its search begins at a fixed index or after a keyword of at
+    /// most 15 bytes, and its keys are a range or a counted run, with a known access, and the
+    /// spec is not marked incomplete.
     fn of(row: &KeySpecRow) -> Option<SpecAccess> {
-        let begin = u32::try_from(row.index?).ok().filter(|&b| b > 0)?;
+        if row.incomplete {
+            return None;
+        }
+        let begin = match (&row.index, &row.keyword) {
+            (Some(index), None) => SpecBegin::Index(u32::try_from(*index).ok().filter(|&b| b > 0)?),
+            (None, Some((keyword, startfrom))) => {
+                let bytes = keyword.as_bytes();
+                if bytes.is_empty() || bytes.len() > 15 || *startfrom == 0 {
+                    return None;
+                }
+                let mut word = [0u8; 15];
+                word[..bytes.len()].copy_from_slice(bytes);
+                word.make_ascii_uppercase();
+                SpecBegin::Keyword {
+                    word,
+                    len: bytes.len() as u8,
+                    startfrom: i32::try_from(*startfrom).ok()?,
+                }
+            }
+            _ => return None,
+        };
         let keys = match (row.range, row.keynum) {
-            (Some((lastkey, step, 0)), None) if step > 0 => SpecKeys::Range {
-                last: i32::try_from(if lastkey >= 0 {
-                    i64::from(begin).checked_add(lastkey)?
-                } else {
-                    lastkey
-                })
-                .ok()?,
-                step: u32::try_from(step).ok()?,
-            },
+            (Some((lastkey, step, limit)), None)
+                if step > 0 && limit >= 0 && (limit <= 1 || lastkey == -1) =>
+            {
+                SpecKeys::Range {
+                    lastkey: i32::try_from(lastkey).ok()?,
+                    step: u32::try_from(step).ok()?,
+                    limit: u32::try_from(limit).ok()?,
+                }
+            }
             (None, Some((numkeys_at, first, step))) if first > numkeys_at && step > 0 => {
                 SpecKeys::Keynum {
                     numkeys_at: u32::try_from(numkeys_at).ok()?,
@@ -182,34 +231,78 @@ impl SpecAccess {
         })
     }
 
-    /// For a keynum spec, the position of the argument that holds the number of keys.
-    pub fn numkeys_position(&self) -> Option<usize> {
-        match self.keys {
-            SpecKeys::Keynum { numkeys_at, .. } => Some((self.begin + numkeys_at) as usize),
-            SpecKeys::Range { .. } => None,
-        }
-    }
-
-    /// The positions of this spec's keys in a command of `argc` arguments; `numkeys` is the
-    /// argument at [`Self::numkeys_position`] for a keynum spec. A count that is not a number
-    /// (the command will fail) gives no key; one larger than the arguments stops at the last.
-    pub fn positions(&self, argc: usize, numkeys: Option<&[u8]>) -> impl Iterator<Item = usize> {
-        let (first, end, step) = match self.keys {
-            SpecKeys::Range { last, step } => {
-                let last = if last < 0 {
-                    argc as i64 + i64::from(last)
+    /// The positions of this spec's keys in a command of `argc` arguments, `arg(i)` giving
+    /// argument `i` (read for a keyword and for a key count). None of them when the keyword is
+    /// absent or the count is not a number (the command will fail); a count larger than the
+    /// arguments stops at the last.
+    pub fn positions<'a>(
+        &self,
+        argc: usize,
+        arg: impl Fn(usize) -> &'a [u8],
+    ) -> std::iter::StepBy<std::ops::Range<usize>> {
+        let none = (0..0).step_by(1);
+        let begin = match self.begin {
+            SpecBegin::Index(i) => i as usize,
+            SpecBegin::Keyword {
+                word,
+                len,
+                startfrom,
+            } => {
+                let word = &word[..usize::from(len)];
+                let argc_i = argc as i64;
+                let (start, end) = if startfrom > 0 {
+                    (i64::from(startfrom), argc_i - 1)
                 } else {
-                    i64::from(last)
+                    (argc_i + i64::from(startfrom), 0)
                 };
-                let end = (last.max(-1) + 1).min(argc as i64).max(0) as usize;
-                (self.begin as usize, end, step as usize)
+                // As the server's getKeysUsingKeySpecs: from `start` towards `end`, `end`
+                // itself not searched, and only within 1..argc.
+                let mut found = None;
+                let mut i = start;
+                while i != end && (1..argc_i).contains(&i) {
+                    if arg(i as usize).eq_ignore_ascii_case(word) {
+                        found = Some(i as usize + 1);
+                        break;
+                    }
+                    i += if start <= end { 1 } else { -1 };
+                }
+                match found {
+                    Some(b) => b,
+                    None => return none,
+                }
             }
-            SpecKeys::Keynum { first, step, .. } => {
-                let count = numkeys
-                    .and_then(|n| std::str::from_utf8(n).ok())
+        };
+        let (first, end, step) = match self.keys {
+            SpecKeys::Range {
+                lastkey,
+                step,
+                limit,
+            } => {
+                let (b, n) = (begin as i64, argc as i64);
+                let last = if lastkey >= 0 {
+                    b + i64::from(lastkey)
+                } else if limit <= 1 {
+                    n + i64::from(lastkey)
+                } else {
+                    b + (n - b).max(0) / i64::from(limit) - 1
+                };
+                let end = (last.max(-1) + 1).min(n).max(0) as usize;
+                (begin, end, step as usize)
+            }
+            SpecKeys::Keynum {
+                numkeys_at,
+                first,
+                step,
+            } => {
+                let at = begin + numkeys_at as usize;
+                if at >= argc {
+                    return none;
+                }
+                let count = std::str::from_utf8(arg(at))
+                    .ok()
                     .and_then(|n| n.parse::<u64>().ok())
                     .unwrap_or(0);
-                let first = (self.begin + first) as usize;
+                let first = begin + first as usize;
                 let end = (first as u64)
                     .saturating_add(count.saturating_mul(u64::from(step)))
                     .min(argc as u64) as usize;
@@ -244,15 +337,16 @@ pub enum KeyAccess {
         /// The two ranges, in key-spec order.
         ranges: [KeyRange; 2],
     },
-    /// Commands with movable keys whose one or two key specs begin at fixed indexes and find
-    /// their keys as a range or by a count argument (ZUNIONSTORE, LMPOP, SINTERCARD, MSETEX...):
-    /// followed from the specs, each with its own access. The server's key lookup reports no
-    /// per-key access for them (every key would take the command's `write`), and none at all
-    /// for MSETEX on Redis 8.6.
+    /// Commands with movable keys whose key specs (up to [`MAX_SPECS`]) begin at a fixed
+    /// index or after a keyword and find their keys as a range or by a count argument
+    /// (ZUNIONSTORE, LMPOP, SINTERCARD, MSETEX, XREAD, GEORADIUS ... STORE, MIGRATE ...
+    /// KEYS): followed from the specs, each with its own access. The server's key lookup
+    /// reports no per-key access for them (every key would take the command's `write`), and
+    /// no keys at all for MSETEX on Redis 8.6.
     Specs {
         /// The specs; only the first `count` are used.
-        specs: [SpecAccess; 2],
-        /// How many specs the command has (1 or 2).
+        specs: [SpecAccess; MAX_SPECS],
+        /// How many specs the command has (1 to [`MAX_SPECS`]).
         count: u8,
     },
     /// Ask the server (key specs with per-key flags). Some servers (7.0) report no flags for
@@ -441,7 +535,7 @@ mod tests {
             write: Some(write),
             index: Some(index),
             range: Some((lastkey, 1, 0)),
-            keynum: None,
+            ..KeySpecRow::default()
         }
     }
 
@@ -536,8 +630,8 @@ mod tests {
         KeySpecRow {
             write: Some(write),
             index: Some(index),
-            range: None,
             keynum: Some((numkeys_at, first, step)),
+            ..KeySpecRow::default()
         }
     }
 
@@ -553,16 +647,56 @@ mod tests {
         lmpop.key_specs = vec![counted(true, 1, 0, 1, 1)];
         let mut msetex = row("msetex", &["write", "movablekeys"], 0, 0, 0);
         msetex.key_specs = vec![counted(true, 1, 0, 1, 2)];
-        // A spec found by keyword (GEORADIUS ... STORE): the server is asked.
+        // Specs that begin after a keyword: GEORADIUS key ... [STORE key] [STOREDIST key],
+        // XREAD ... STREAMS key... id... (the first half of what follows), MIGRATE host port
+        // key|"" db timeout ... [KEYS key...] (searched from the end).
+        let after =
+            |keyword: &str, startfrom: i64, lastkey: i64, limit: i64, write: bool| KeySpecRow {
+                write: Some(write),
+                keyword: Some((keyword.to_string(), startfrom)),
+                range: Some((lastkey, 1, limit)),
+                ..KeySpecRow::default()
+            };
         let mut georadius = row("georadius", &["write", "movablekeys"], 1, 1, 1);
         georadius.key_specs = vec![
             spec(false, 1, 0),
+            after("STORE", 6, 0, 0, true),
+            after("STOREDIST", 6, 0, 0, true),
+        ];
+        let mut xread = row("xread", &["readonly", "movablekeys"], 0, 0, 0);
+        xread.key_specs = vec![after("STREAMS", 1, -1, 2, false)];
+        // MIGRATE's KEYS spec is marked incomplete (its key argument is "" when KEYS
+        // follows): the server is asked. A MIGRATE-like command without that flag is
+        // followed, KEYS searched from the end.
+        let mut migrate = row("migrate", &["write", "movablekeys"], 3, 3, 1);
+        migrate.key_specs = vec![
+            spec(true, 3, 0),
             KeySpecRow {
-                index: None,
-                ..spec(true, 0, 0)
+                incomplete: true,
+                ..after("KEYS", -2, -1, 0, true)
             },
         ];
-        let t = KeySpecTable::from_rows(&[zunionstore, lmpop, msetex, georadius]);
+        let mut move_keys = row("movekeys", &["write", "movablekeys"], 3, 3, 1);
+        move_keys.key_specs = vec![spec(true, 3, 0), after("KEYS", -2, -1, 0, true)];
+        // A spec the filter cannot follow (SORT's BY and GET patterns): the server is asked.
+        let mut sort = row("sort", &["write", "movablekeys"], 1, 1, 1);
+        sort.key_specs = vec![
+            spec(false, 1, 0),
+            KeySpecRow {
+                write: Some(true),
+                ..KeySpecRow::default()
+            },
+        ];
+        let t = KeySpecTable::from_rows(&[
+            zunionstore,
+            lmpop,
+            msetex,
+            georadius,
+            xread,
+            migrate,
+            move_keys,
+            sort,
+        ]);
         let keys = |name: &[u8], line: &str| -> Vec<(String, bool)> {
             let argv: Vec<&[u8]> = line.split(' ').map(str::as_bytes).collect();
             let KeyAccess::Specs { specs, count } = t.lookup(name) else {
@@ -571,8 +705,7 @@ mod tests {
             specs[..usize::from(count)]
                 .iter()
                 .flat_map(|s| {
-                    let n = s.numkeys_position().and_then(|p| argv.get(p).copied());
-                    s.positions(argv.len(), n)
+                    s.positions(argv.len(), |i| argv[i])
                         .map(|p| (String::from_utf8_lossy(argv[p]).into_owned(), s.write))
                         .collect::<Vec<_>>()
                 })
@@ -604,7 +737,43 @@ mod tests {
         assert_eq!(keys(b"lmpop", "LMPOP -1 l1 LEFT"), owned(&[]));
         assert_eq!(keys(b"lmpop", "LMPOP"), owned(&[]));
         assert!(t.lookup(b"zunionstore").writes());
-        assert_eq!(t.lookup(b"georadius"), KeyAccess::Dynamic { write: true });
+        assert_eq!(
+            keys(
+                b"georadius",
+                "GEORADIUS src 1 2 3 km store dst STOREDIST dist"
+            ),
+            owned(&[("src", false), ("dst", true), ("dist", true)])
+        );
+        assert_eq!(
+            keys(b"georadius", "GEORADIUS src 1 2 3 km WITHDIST"),
+            owned(&[("src", false)])
+        );
+        // Searched from startfrom on: a key named like the keyword before it is a key.
+        assert_eq!(
+            keys(b"georadius", "GEORADIUS store 1 2 3 km STORE out"),
+            owned(&[("store", false), ("out", true)])
+        );
+        assert_eq!(
+            keys(b"xread", "XREAD COUNT 2 STREAMS s1 s2 0 0"),
+            owned(&[("s1", false), ("s2", false)])
+        );
+        assert_eq!(
+            keys(b"xread", "XREAD STREAMS s1 $"),
+            owned(&[("s1", false)])
+        );
+        assert_eq!(keys(b"xread", "XREAD COUNT 2"), owned(&[]));
+        assert_eq!(t.lookup(b"migrate"), KeyAccess::Dynamic { write: true });
+        assert_eq!(
+            keys(b"movekeys", "MOVEKEYS h 6379 x 0 5000 KEYS a b"),
+            owned(&[("x", true), ("a", true), ("b", true)])
+        );
+        // Searched backwards from the second to last argument: KEYS as the last argument is
+        // not the keyword (nothing follows it), so only the fixed key.
+        assert_eq!(
+            keys(b"movekeys", "MOVEKEYS h 6379 k 0 5000 KEYS"),
+            owned(&[("k", true)])
+        );
+        assert_eq!(t.lookup(b"sort"), KeyAccess::Dynamic { write: true });
     }
 
     #[test]

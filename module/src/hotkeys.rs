@@ -388,6 +388,11 @@ fn command_rows(ctx: *mut raw::RedisModuleCtx) -> Vec<CommandRow> {
                         let index = typed("begin_search", "index")
                             .and_then(|m| field(m, "spec"))
                             .and_then(|m| number(m, "index"));
+                        let keyword = typed("begin_search", "keyword")
+                            .and_then(|m| field(m, "spec"))
+                            .and_then(|m| {
+                                Some((text(field(m, "keyword")?), number(m, "startfrom")?))
+                            });
                         let range = typed("find_keys", "range")
                             .and_then(|m| field(m, "spec"))
                             .and_then(|m| {
@@ -407,8 +412,10 @@ fn command_rows(ctx: *mut raw::RedisModuleCtx) -> Vec<CommandRow> {
                                 ))
                             });
                         key_specs.push(KeySpecRow {
+                            incomplete: spec_flags.iter().any(|f| f == "incomplete"),
                             write: spec_writes(&spec_flags),
                             index,
+                            keyword,
                             range,
                             keynum,
                         });
@@ -527,11 +534,7 @@ unsafe fn record_keys(
         KeyAccess::Specs { specs, count } => {
             for spec in &specs[..usize::from(count)] {
                 let kind = if spec.write { Kind::Write } else { Kind::Read };
-                let numkeys = spec
-                    .numkeys_position()
-                    .filter(|&p| p < argc)
-                    .map(|p| filter_arg(fctx, p));
-                for pos in spec.positions(argc, numkeys) {
+                for pos in spec.positions(argc, |i| filter_arg(fctx, i)) {
                     record_access(&mut st.tracker, filter_arg(fctx, pos), kind);
                 }
             }

@@ -235,6 +235,8 @@ fn store_commands_count_sources_as_reads_and_destinations_as_writes() {
     run(&mut con, &["ZADD", "z:a", "1", "m"]);
     run(&mut con, &["ZADD", "z:b", "2", "m"]);
     run(&mut con, &["SADD", "s:a", "x"]);
+    run(&mut con, &["XADD", "x:a", "*", "f", "v"]);
+    run(&mut con, &["GEOADD", "g:src", "13.36", "38.11", "palermo"]);
     ok(&mut con, &["OPT.HOTKEYS", "RESET"]);
     let has_msetex = opt_harness::has_command(&mut con, "MSETEX");
     for _ in 0..3 {
@@ -255,6 +257,25 @@ fn store_commands_count_sources_as_reads_and_destinations_as_writes() {
         run(&mut con, &["SINTERCARD", "2", "s:a", "s:b"]);
         run(&mut con, &["RPUSH", "l:b", "v"]);
         run(&mut con, &["LMPOP", "2", "l:a", "l:b", "LEFT"]);
+        // Keys after a keyword: XREAD's STREAMS (the first half of what follows), GEORADIUS's
+        // STORE.
+        run(
+            &mut con,
+            &["XREAD", "COUNT", "1", "STREAMS", "x:a", "x:b", "0", "0"],
+        );
+        run(
+            &mut con,
+            &[
+                "GEORADIUS",
+                "g:src",
+                "15",
+                "37",
+                "200",
+                "km",
+                "STORE",
+                "g:dst",
+            ],
+        );
         if has_msetex {
             run(
                 &mut con,
@@ -271,14 +292,18 @@ fn store_commands_count_sources_as_reads_and_destinations_as_writes() {
     assert_eq!(split("s:b"), (3, 0));
     assert_eq!(split("l:a"), (0, 3));
     assert_eq!(split("l:b"), (0, 6));
+    assert_eq!(split("x:a"), (3, 0));
+    assert_eq!(split("x:b"), (3, 0));
+    assert_eq!(split("g:src"), (3, 0));
+    assert_eq!(split("g:dst"), (0, 3));
     if has_msetex {
         assert_eq!(split("m:1"), (0, 3));
         assert_eq!(split("m:2"), (0, 3));
     }
-    assert!(r
-        .entries
-        .iter()
-        .all(|e| !["2", "v", "WEIGHTS", "LEFT"].contains(&e.name.as_str())));
+    assert!(r.entries.iter().all(|e| ![
+        "2", "v", "0", "km", "WEIGHTS", "LEFT", "STREAMS", "STORE"
+    ]
+    .contains(&e.name.as_str())));
 }
 
 /// Loaded with tracking off, the module subscribes to nothing (misses would cost a module
