@@ -24,7 +24,8 @@ pub struct KeyspaceArgs {
     /// Only keys matching this glob.
     #[arg(long = "match", value_name = "GLOB")]
     pub glob: Option<String>,
-    /// Only keys of this type (string, hash, list, set, zset, stream).
+    /// Only keys of this type (string, hash, list, set, zset, stream; module for every module
+    /// data type, or one by its name as TYPE gives it: vectorset, ReJSON-RL...).
     #[arg(long = "type")]
     pub kind: Option<String>,
     /// The database (default: the URL's).
