@@ -897,6 +897,24 @@ fn errors_returned(s: &Snapshot, _: &Thresholds) -> Outcome {
     )
 }
 
+/// The five commands of a SLOWLOG or COMMANDLOG (command, measure) with the largest measure,
+/// as `name xN (worst)`, `worst` written by `describe`; ties by name.
+fn worst_commands(log: &[(String, u64)], describe: impl Fn(u64) -> String) -> Vec<String> {
+    let mut by_cmd: HashMap<&str, (u64, u64)> = HashMap::new();
+    for (c, measure) in log {
+        let e = by_cmd.entry(c.as_str()).or_default();
+        e.0 += 1;
+        e.1 = e.1.max(*measure);
+    }
+    let mut worst: Vec<(&str, (u64, u64))> = by_cmd.into_iter().collect();
+    worst.sort_by_key(|w| (std::cmp::Reverse(w.1 .1), w.0));
+    worst
+        .iter()
+        .take(5)
+        .map(|(c, (n, measure))| format!("{c} x{n} ({})", describe(*measure)))
+        .collect()
+}
+
 fn slow_commands(s: &Snapshot, _: &Thresholds) -> Outcome {
     let log = try_skip!(s
         .slowlog
@@ -905,19 +923,7 @@ fn slow_commands(s: &Snapshot, _: &Thresholds) -> Outcome {
     if log.is_empty() {
         return Outcome::Pass;
     }
-    let mut by_cmd: HashMap<&str, (u64, u64)> = HashMap::new();
-    for (c, us) in log {
-        let e = by_cmd.entry(c.as_str()).or_default();
-        e.0 += 1;
-        e.1 = e.1.max(*us);
-    }
-    let mut worst: Vec<(&str, (u64, u64))> = by_cmd.into_iter().collect();
-    worst.sort_by_key(|w| std::cmp::Reverse(w.1 .1));
-    let list: Vec<String> = worst
-        .iter()
-        .take(5)
-        .map(|(c, (n, us))| format!("{c} x{n} (worst {us} µs)"))
-        .collect();
+    let list = worst_commands(log, |us| format!("worst {us} µs"));
     fire(
         Severity::Info,
         "Slow commands in the SLOWLOG",
@@ -938,19 +944,7 @@ fn large_replies(s: &Snapshot, _: &Thresholds) -> Outcome {
     if log.is_empty() {
         return Outcome::Pass;
     }
-    let mut by_cmd: HashMap<&str, (u64, u64)> = HashMap::new();
-    for (c, bytes) in log {
-        let e = by_cmd.entry(c.as_str()).or_default();
-        e.0 += 1;
-        e.1 = e.1.max(*bytes);
-    }
-    let mut worst: Vec<(&str, (u64, u64))> = by_cmd.into_iter().collect();
-    worst.sort_by_key(|w| (std::cmp::Reverse(w.1 .1), w.0));
-    let list: Vec<String> = worst
-        .iter()
-        .take(5)
-        .map(|(c, (n, bytes))| format!("{c} x{n} (largest {})", mb(*bytes as f64)))
-        .collect();
+    let list = worst_commands(log, |bytes| format!("largest {}", mb(bytes as f64)));
     fire(
         Severity::Warning,
         "Commands return very large replies",
