@@ -1624,8 +1624,9 @@ unsafe fn name_module_type(
         || module_call!(ctx, c"TYPE".as_ptr(), c"s".as_ptr(), keyname).unwrap_or(ptr::null_mut()),
         |r| !r.is_null(),
     );
+    // None: TYPE cannot be called, and the type is remembered unnamed.
     let name = if reply.is_null() {
-        "module".to_string()
+        None
     } else {
         let name = reply::call_reply_bytes(reply)
             .filter(|b| opt_core::keyspace::is_module_type_name(b))
@@ -1633,10 +1634,12 @@ unsafe fn name_module_type(
         if let Some(free) = raw::RedisModule_FreeCallReply {
             free(reply);
         }
-        match name {
-            Some(name) => name,
-            None => return "module",
-        }
+        // Not a type's name (`none`: the key went since its handle was read): asked again
+        // at the next key of this type.
+        let Some(name) = name else {
+            return "module";
+        };
+        Some(name)
     };
     MODULE_TYPE_NAMES
         .with(|names| {
@@ -1645,11 +1648,7 @@ unsafe fn name_module_type(
             }
             // At most MAX_MODULE_TYPES names of 9 bytes, kept for the life of the process
             // (the analyses' tallies hold them as `&'static str`).
-            let name: &'static str = if name == "module" {
-                "module"
-            } else {
-                Box::leak(name.into_boxed_str())
-            };
+            let name: &'static str = name.map_or("module", |n| Box::leak(n.into_boxed_str()));
             names.push((module_type, name));
             name
         })
