@@ -8,7 +8,8 @@ use std::time::Duration;
 use opt_core::report::TagInfoReport;
 use opt_harness::redis::{self, Connection, Value};
 use opt_harness::{
-    command as cmd, each_key, err, info_int, ok, opt_set_many, tag_info, Server, ServerOptions,
+    command as cmd, each_key, err, has_command, info_int, ok, opt_set_many, tag_info, Server,
+    ServerOptions,
 };
 
 fn tags(con: &mut Connection, key: &str) -> Vec<String> {
@@ -829,7 +830,6 @@ fn every_way_a_key_leaves_the_keyspace_leaves_the_index() {
 fn collections_emptied_by_their_own_commands_leave_the_index() {
     let server = Server::start();
     let mut c = server.conn();
-    let supported = opt_harness::has_command;
     let mut emptied: Vec<(&str, Vec<&str>, Vec<&str>)> = vec![
         ("set", vec!["SADD", "set", "a"], vec!["SPOP", "set"]),
         ("srem", vec!["SADD", "srem", "a"], vec!["SREM", "srem", "a"]),
@@ -865,14 +865,14 @@ fn collections_emptied_by_their_own_commands_leave_the_index() {
             vec!["LTRIM", "ltrim", "5", "10"],
         ),
     ];
-    if supported(&mut c, "HGETDEL") {
+    if has_command(&mut c, "HGETDEL") {
         emptied.push((
             "hgetdel",
             vec!["HSET", "hgetdel", "f", "v"],
             vec!["HGETDEL", "hgetdel", "FIELDS", "1", "f"],
         ));
     }
-    let field_ttls = supported(&mut c, "HPEXPIRE");
+    let field_ttls = has_command(&mut c, "HPEXPIRE");
     if field_ttls {
         emptied.push((
             "fields",
@@ -900,7 +900,7 @@ fn collections_emptied_by_their_own_commands_leave_the_index() {
             let _: i64 = redis::cmd("DEL").arg("probe").query(&mut c).unwrap();
             probe.is_ok()
         };
-        if has_ifeq && supported(&mut c, command) {
+        if has_ifeq && has_command(&mut c, command) {
             ok(&mut c, &["SET", key, "v"]);
             replaced.push((key, write));
         }
